@@ -1,0 +1,217 @@
+// Package config defines the apisessions YAML configuration: the schema users write, its
+// defaults, strict decoding with source positions, and validation that reports every problem.
+//
+// It imports no other apisessions package and holds nothing compiled: the sessions engine
+// compiles a validated Config into matchers and extractors.
+package config
+
+import "time"
+
+// Config is the whole configuration file as users write it (see the spec's config.md).
+type Config struct {
+	Server        Server        `yaml:"server"`
+	Traffic       Traffic       `yaml:"traffic"`
+	Sessions      Sessions      `yaml:"sessions"`
+	Parameters    []Parameter   `yaml:"parameters"`
+	MaxParameters int           `yaml:"max_parameters"`
+	BusinessFlows BusinessFlows `yaml:"business_flows"`
+	TLS           TLS           `yaml:"tls"`
+	Attacks       Attacks       `yaml:"attacks"`
+	Inline        Inline        `yaml:"inline"`
+	Hashing       Hashing       `yaml:"hashing"`
+	Sinks         []Sink        `yaml:"sinks"`
+
+	// File is the path the configuration was loaded from ("" for defaults only). Not a YAML key.
+	File string `yaml:"-"`
+}
+
+// Server holds the listeners and their protection.
+type Server struct {
+	GRPCListen   string  `yaml:"grpc_listen"`
+	HTTPListen   string  `yaml:"http_listen"`
+	GRPCTLS      GRPCTLS `yaml:"grpc_tls"`
+	APITokenFile string  `yaml:"api_token_file"`
+	// DataDir holds the generated hash key and, for the store, its files.
+	DataDir string `yaml:"data_dir"`
+	// MaxConcurrentStreams bounds the ext_proc streams one Envoy connection may open (0 = gRPC default).
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// MaxMessageBytes bounds one ext_proc message the server accepts.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// ShutdownTimeout bounds how long a shutdown waits for streams to drain and sinks to flush.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// GRPCTLS is optional TLS (and mTLS when ClientCAFile is set) on the gRPC listener.
+type GRPCTLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Traffic says which traffic is analysed and how much of it is read.
+type Traffic struct {
+	Hosts        Hosts    `yaml:"hosts"`
+	MaxBodyBytes int      `yaml:"max_body_bytes"`
+	ClientIP     ClientIP `yaml:"client_ip"`
+}
+
+// Hosts selects applications by :authority (port stripped) with glob patterns.
+type Hosts struct {
+	Include []string `yaml:"include"`
+	Exclude []string `yaml:"exclude"`
+}
+
+// ClientIP says where the client address comes from.
+type ClientIP struct {
+	// From is "source" (Envoy's source.address attribute) or a header name such as x-forwarded-for.
+	From        string `yaml:"from"`
+	TrustedHops int    `yaml:"trusted_hops"`
+}
+
+// Sessions holds the grouping, splitting and retention rules.
+type Sessions struct {
+	BuiltinKeys bool     `yaml:"builtin_keys"`
+	Fallback    []string `yaml:"fallback"`
+	DayBoundary string   `yaml:"day_boundary"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	Retention   Duration `yaml:"retention"`
+	// MaxLiveParts bounds the table of live session parts held in memory; the least recently
+	// used part is ended (its final session record emitted) when the table is full.
+	MaxLiveParts int `yaml:"max_live_parts"`
+	// LookupCacheMB bounds the cache of recomputable lookups (decoded JWT claims).
+	LookupCacheMB int `yaml:"lookup_cache_mb"`
+	// SnapshotInterval is how often a live part that changed emits its session record.
+	SnapshotInterval Duration `yaml:"snapshot_interval"`
+}
+
+// Parameter is one session context parameter; with Group it is also a grouping key.
+type Parameter struct {
+	Name   string `yaml:"name"`
+	In     string `yaml:"in"`
+	Key    string `yaml:"key"`
+	Path   string `yaml:"path"`
+	Decode string `yaml:"decode"`
+	Group  bool   `yaml:"group"`
+	Hashed bool   `yaml:"hashed"`
+	Type   string `yaml:"type"`
+	// Hidden parameters are registered by other components: exported when seen, not counted
+	// against MaxParameters. Not a YAML key.
+	Hidden bool `yaml:"-"`
+
+	// Line is the line of the parameter in the file, for messages. Not a YAML key.
+	Line int `yaml:"-"`
+}
+
+// Sources a parameter may read (Parameter.In).
+const (
+	InRequestHeader  = "request.header"
+	InRequestCookie  = "request.cookie"
+	InRequestQuery   = "request.query"
+	InRequestBody    = "request.body"
+	InRequestPath    = "request.path"
+	InResponseHeader = "response.header"
+	InResponseCookie = "response.cookie"
+	InResponseBody   = "response.body"
+)
+
+// Decodings a parameter may apply (Parameter.Decode).
+const (
+	DecodeJWT    = "jwt"
+	DecodeJSON   = "json"
+	DecodeBase64 = "base64"
+)
+
+// Parameter types (Parameter.Type).
+const (
+	TypeUser = "user"
+	TypeRole = "role"
+)
+
+// BusinessFlows tags requests with sensitive business flows.
+type BusinessFlows struct {
+	Builtin bool       `yaml:"builtin"`
+	Rules   []FlowRule `yaml:"rules"`
+}
+
+// FlowRule tags requests matching method, host and path with a flow.
+type FlowRule struct {
+	Flow    string   `yaml:"flow"`
+	Methods []string `yaml:"methods"`
+	Host    string   `yaml:"host"`
+	Path    string   `yaml:"path"`
+	Line    int      `yaml:"-"`
+}
+
+// Flows lists the sensitive business flows, in the order the UI shows them.
+var Flows = []string{"ai_llm", "account_creation", "account_management", "admin", "auth", "billing", "sms_gateway"}
+
+// TLS names the request headers in which Envoy passes TLS fingerprints.
+type TLS struct {
+	JA3Header string `yaml:"ja3_header"`
+	JA4Header string `yaml:"ja4_header"`
+}
+
+// Attacks says where attack verdicts of other Envoy filters are read.
+type Attacks struct {
+	Metadata       []AttackMetadata `yaml:"metadata"`
+	ResponseHeader string           `yaml:"response_header"`
+}
+
+// AttackMetadata reads a verdict from one dynamic metadata namespace.
+type AttackMetadata struct {
+	Namespace string `yaml:"namespace"`
+	Key       string `yaml:"key"`
+	TypesKey  string `yaml:"types_key"`
+	RulesKey  string `yaml:"rules_key"`
+}
+
+// Inline configures what apisessions adds in inline (non-observability) mode.
+type Inline struct {
+	SessionHeader   string `yaml:"session_header"`
+	DynamicMetadata bool   `yaml:"dynamic_metadata"`
+}
+
+// Hashing says where the HMAC key comes from.
+type Hashing struct {
+	KeyFile string `yaml:"key_file"`
+}
+
+// Sink is one destination of records. Which keys apply depends on Type.
+type Sink struct {
+	Type string `yaml:"type"`
+	// Name tells sinks of the same type apart in logs and metrics; defaults to the type.
+	Name string `yaml:"name"`
+
+	// store, jsonl
+	Path string `yaml:"path"`
+	// jsonl
+	MaxSizeMB  int `yaml:"max_size_mb"`
+	MaxBackups int `yaml:"max_backups"`
+	// webhook
+	URL     string            `yaml:"url"`
+	Headers map[string]string `yaml:"headers"`
+	// kafka
+	Brokers []string `yaml:"brokers"`
+	Topic   string   `yaml:"topic"`
+
+	// Delivery, every type.
+	QueueSize     int      `yaml:"queue_size"`
+	BatchSize     int      `yaml:"batch_size"`
+	FlushInterval Duration `yaml:"flush_interval"`
+
+	Line int `yaml:"-"`
+}
+
+// Sink types.
+const (
+	SinkStore   = "store"
+	SinkJSONL   = "jsonl"
+	SinkWebhook = "webhook"
+	SinkKafka   = "kafka"
+)
+
+// Duration is a time.Duration written in Go syntax ("30m", "168h").
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }

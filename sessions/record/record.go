@@ -1,0 +1,170 @@
+// Package record defines the records apisessions emits: one Request record per HTTP request and
+// Session records that carry the state of one session part. Sinks depend on this package, not on
+// the engine. Records are values: once emitted nobody mutates them; a sink that must change one
+// copies it first.
+//
+// It imports nothing from apisessions.
+package record
+
+import (
+	"strconv"
+	"time"
+)
+
+// Kinds of record.
+const (
+	KindRequest = "request"
+	KindSession = "session"
+)
+
+// Record is either a *Request or a *Session.
+type Record interface {
+	// SessionID is the session the record belongs to (the Kafka key, the store's partition).
+	SessionID() string
+	// RecordKind is KindRequest or KindSession.
+	RecordKind() string
+}
+
+// Key names the grouping key that put a request in its session.
+type Key struct {
+	// Source is "param", "builtin" or "fallback".
+	Source string `json:"source"`
+	// Name is the parameter name, the built-in name (cookie:<name>, header:<name>, jwt:sid,
+	// jwt:sub, bearer) or the fallback parts used, joined by "+".
+	Name string `json:"name"`
+}
+
+// Key sources.
+const (
+	SourceParam    = "param"
+	SourceBuiltin  = "builtin"
+	SourceFallback = "fallback"
+)
+
+// String returns "source:name".
+func (k Key) String() string { return k.Source + ":" + k.Name }
+
+// Request is the record of one HTTP request seen by Envoy (kind "request").
+type Request struct {
+	Kind          string            `json:"kind"`
+	Session       string            `json:"session"`
+	Part          string            `json:"part"`
+	RequestID     string            `json:"request_id,omitempty"`
+	Time          Time              `json:"time"`
+	Method        string            `json:"method,omitempty"`
+	Scheme        string            `json:"scheme,omitempty"`
+	Host          string            `json:"host,omitempty"`
+	Path          string            `json:"path,omitempty"`
+	Route         string            `json:"route,omitempty"`
+	Status        int               `json:"status"`
+	DurationMS    float64           `json:"duration_ms"`
+	RequestBytes  int64             `json:"request_bytes"`
+	ResponseBytes int64             `json:"response_bytes"`
+	ClientIP      string            `json:"client_ip,omitempty"`
+	UserAgent     string            `json:"user_agent,omitempty"`
+	JA3           string            `json:"ja3,omitempty"`
+	JA4           string            `json:"ja4,omitempty"`
+	Key           Key               `json:"key"`
+	User          string            `json:"user,omitempty"`
+	Role          string            `json:"role,omitempty"`
+	Flows         []string          `json:"flows,omitempty"`
+	Params        map[string]string `json:"params,omitempty"`
+	Malicious     bool              `json:"malicious,omitempty"`
+	Attack        *Attack           `json:"attack,omitempty"`
+	Partial       bool              `json:"partial,omitempty"`
+}
+
+// SessionID implements Record.
+func (r *Request) SessionID() string { return r.Session }
+
+// RecordKind implements Record.
+func (r *Request) RecordKind() string { return KindRequest }
+
+// Attack is the verdict another Envoy filter left for a request and, for malicious requests,
+// the request's content.
+type Attack struct {
+	Source  string   `json:"source"`
+	Types   []string `json:"types,omitempty"`
+	RuleIDs []string `json:"rule_ids,omitempty"`
+	// Headers of the request, hashed parameters still hashed.
+	Headers map[string]string `json:"headers,omitempty"`
+	// Body of the request up to max_body_bytes, hashed parameters still hashed.
+	Body string `json:"body,omitempty"`
+	// BodyTruncated is true when the body was longer than max_body_bytes.
+	BodyTruncated bool `json:"body_truncated,omitempty"`
+}
+
+// Session is the state of one session part (kind "session").
+type Session struct {
+	Kind       string         `json:"kind"`
+	Session    string         `json:"session"`
+	Part       string         `json:"part"`
+	FirstSeen  Time           `json:"first_seen"`
+	LastSeen   Time           `json:"last_seen"`
+	Requests   int            `json:"requests"`
+	Key        Key            `json:"key"`
+	User       string         `json:"user,omitempty"`
+	Role       string         `json:"role,omitempty"`
+	IPs        []string       `json:"ips,omitempty"`
+	UserAgents []string       `json:"user_agents,omitempty"`
+	Methods    map[string]int `json:"methods,omitempty"`
+	Statuses   map[string]int `json:"statuses,omitempty"`
+	Flows      map[string]int `json:"flows,omitempty"`
+	Malicious  int            `json:"malicious"`
+	BytesIn    int64          `json:"bytes_in"`
+	BytesOut   int64          `json:"bytes_out"`
+	Final      bool           `json:"final"`
+	// EndReason says why a final part ended: "day", "idle", "evicted" or "shutdown".
+	EndReason string `json:"end_reason,omitempty"`
+}
+
+// SessionID implements Record.
+func (s *Session) SessionID() string { return s.Session }
+
+// RecordKind implements Record.
+func (s *Session) RecordKind() string { return KindSession }
+
+// End reasons of a final session record.
+const (
+	EndDay      = "day"
+	EndIdle     = "idle"
+	EndEvicted  = "evicted"
+	EndShutdown = "shutdown"
+)
+
+// MaxDistinct caps the ips and user_agents lists of a session record.
+const MaxDistinct = 32
+
+// TimeLayout is RFC 3339 in UTC with millisecond precision, as records carry times.
+const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// Time is a time written as RFC 3339 in UTC with millisecond precision.
+type Time struct{ time.Time }
+
+// At returns t as a record Time.
+func At(t time.Time) Time { return Time{t} }
+
+// MarshalJSON writes the time in UTC with millisecond precision.
+func (t Time) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, len(TimeLayout)+2)
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, TimeLayout)
+	return append(b, '"'), nil
+}
+
+// UnmarshalJSON reads an RFC 3339 time.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return err
+	}
+	t.Time = v
+	return nil
+}
+
+// String formats the time as records do.
+func (t Time) String() string { return t.UTC().Format(TimeLayout) }

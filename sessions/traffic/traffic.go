@@ -1,0 +1,89 @@
+// Package traffic defines Exchange, the neutral form of one HTTP request and its response as
+// apisessions sees it. The ext_proc server fills it from Envoy's messages; replay fills it from
+// recorded traffic; the sessions engine reads it. It imports nothing from apisessions, so the
+// engine never depends on gRPC or Envoy's protos.
+package traffic
+
+import "time"
+
+// Header is one header field. Name is lower case, as Envoy sends it; pseudo-headers
+// (":method", ":path", ":authority", ":scheme", ":status") are included.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// Exchange is one HTTP request and what was seen of its response. Everything in it was
+// written by the client or the upstream: any field may be huge, malformed or hostile.
+type Exchange struct {
+	// RequestID is Envoy's request.id attribute (x-request-id).
+	RequestID string
+	// Start is when the request began: Envoy's request.time attribute, else the arrival of the
+	// request headers.
+	Start time.Time
+	// End is when the response ended, or the stream when the response never completed.
+	End time.Time
+
+	Method string
+	Scheme string
+	// Host is :authority as sent (port included).
+	Host string
+	// Path is :path as sent, query string included.
+	Path string
+
+	// SourceAddress is Envoy's source.address attribute ("ip:port"), or "" when not sent.
+	SourceAddress string
+
+	RequestHeaders []Header
+	// RequestBody holds at most the configured max_body_bytes of the request body.
+	RequestBody []byte
+	// RequestBodyTruncated is true when the body was longer than what RequestBody holds, or
+	// when Envoy sent only part of it.
+	RequestBodyTruncated bool
+	// RequestBytes is the request body size: bytes seen, else content-length.
+	RequestBytes int64
+	// RequestTrailers are the request trailers, when Envoy sent them.
+	RequestTrailers []Header
+
+	// ResponseSeen is true once the response headers arrived.
+	ResponseSeen bool
+	// Status is the response status, 0 when the response never arrived.
+	Status          int
+	ResponseHeaders []Header
+	// ResponseBody holds at most max_body_bytes of the response body.
+	ResponseBody          []byte
+	ResponseBodyTruncated bool
+	ResponseBytes         int64
+	ResponseTrailers      []Header
+
+	// Metadata is the dynamic metadata Envoy forwarded (namespace -> key -> value), for attack
+	// verdicts of other filters. Values are what structpb.Value.AsInterface returns.
+	Metadata map[string]map[string]any
+
+	// Partial is true when the stream ended before the response completed.
+	Partial bool
+}
+
+// RequestHeader returns the first value of the named request header; name must be lower case.
+func (x *Exchange) RequestHeader(name string) (string, bool) { return find(x.RequestHeaders, name) }
+
+// ResponseHeader returns the first value of the named response header; name must be lower case.
+func (x *Exchange) ResponseHeader(name string) (string, bool) { return find(x.ResponseHeaders, name) }
+
+func find(hs []Header, name string) (string, bool) {
+	for i := range hs {
+		if hs[i].Name == name {
+			return hs[i].Value, true
+		}
+	}
+	return "", false
+}
+
+// Needs says which parts of an exchange the sessions engine reads for the current
+// configuration, so the ext_proc server copies only those.
+type Needs struct {
+	// RequestBody is true when some parameter reads the request body.
+	RequestBody bool
+	// ResponseBody is true when some parameter reads the response body.
+	ResponseBody bool
+}
