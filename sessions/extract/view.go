@@ -1,0 +1,441 @@
+package extract
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"mime/multipart"
+	"strings"
+	"sync"
+
+	"github.com/ohler55/ojg/oj"
+
+	"github.com/apisessions/apisessions/config/pathpattern"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// Bounds on what one View keeps. Beyond them, further cookies, query pairs and form fields
+// are ignored: a request carrying thousands of them is hostile, and the lists live on in the
+// pool.
+const (
+	maxPairs          = 1024
+	maxMultipartParts = 256
+	// pooledPairs is the largest list capacity a released View keeps.
+	pooledPairs = 128
+	// pooledParseBytes: a parser that read more than this may hold large internal buffers,
+	// so a released View drops it.
+	pooledParseBytes = 64 << 10
+	pooledScratch    = 32 << 10
+)
+
+// pair is a name and its value as they appear in a header or the query string: substrings of
+// the Exchange's strings, so splitting allocates nothing.
+type pair struct{ name, value string }
+
+// span locates one name=value pair of an urlencoded body by offsets: the body is a []byte
+// that the caller may reuse after the View is released, so values are copied out on lookup.
+type span struct{ ks, ke, vs, ve int }
+
+type bodyKind uint8
+
+const (
+	bodyUnknown bodyKind = iota // not classified yet
+	bodyNone                    // absent, truncated, too large or of another type
+	bodyJSON
+	bodyForm
+	bodyMultipart
+)
+
+type bodyState struct {
+	kind bodyKind
+	// JSON: parsed at most once; doc is valid only when jsonOK.
+	jsonDone, jsonOK bool
+	doc              any
+	// urlencoded
+	formDone bool
+	form     []span
+	// multipart/form-data: copies of the fields' values.
+	fields []pair
+}
+
+// View is one Exchange as extractors read it: each body parsed at most once, cookies,
+// set-cookies and the query parsed lazily. Not safe for concurrent use; one per exchange.
+type View struct {
+	x       *traffic.Exchange
+	cache   *Cache
+	maxBody int
+
+	cookiesDone    bool
+	cookies        []pair
+	setCookiesDone bool
+	setCookies     []pair
+	queryDone      bool
+	query          []pair
+
+	bodies [2]bodyState
+
+	// The last token UnverifiedClaims saw: several parameters usually read the same bearer
+	// token (user, role, built-in sid/sub keys), and this spares them the hashing.
+	lastToken  string
+	lastClaims any
+	lastOK     bool
+	haveLast   bool
+
+	parser      *oj.Parser
+	parsedBytes int
+	scratch     []byte
+}
+
+var viewPool = sync.Pool{New: func() any { return new(View) }}
+
+var emptyExchange traffic.Exchange
+
+// NewView prepares x for extraction. c may be nil (claims are then decoded on every call).
+// maxBodyBytes caps the bodies that are parsed; <= 0 means no cap beyond what x holds.
+// Call Release when done.
+func NewView(x *traffic.Exchange, c *Cache, maxBodyBytes int) *View {
+	v := viewPool.Get().(*View)
+	v.x, v.cache, v.maxBody = x, c, maxBodyBytes
+	return v
+}
+
+// Exchange returns the exchange the View reads.
+func (v *View) Exchange() *traffic.Exchange { return v.x }
+
+func (v *View) ex() *traffic.Exchange {
+	if v.x == nil {
+		return &emptyExchange
+	}
+	return v.x
+}
+
+// Release returns the View's buffers to a pool. Values already returned stay valid; the View
+// must not be used again.
+func (v *View) Release() {
+	v.x, v.cache = nil, nil
+	v.cookies = resetPairs(v.cookies)
+	v.setCookies = resetPairs(v.setCookies)
+	v.query = resetPairs(v.query)
+	v.cookiesDone, v.setCookiesDone, v.queryDone = false, false, false
+	for i := range v.bodies {
+		b := &v.bodies[i]
+		form := b.form[:0]
+		if cap(form) > pooledPairs {
+			form = nil
+		}
+		*b = bodyState{form: form, fields: resetPairs(b.fields)}
+	}
+	v.lastToken, v.lastClaims, v.lastOK, v.haveLast = "", nil, false, false
+	if v.parsedBytes > pooledParseBytes {
+		v.parser = nil
+	}
+	v.parsedBytes = 0
+	if cap(v.scratch) > pooledScratch {
+		v.scratch = nil
+	}
+	viewPool.Put(v)
+}
+
+func resetPairs(p []pair) []pair {
+	if cap(p) > pooledPairs {
+		return nil
+	}
+	clear(p)
+	return p[:0]
+}
+
+// Header returns the first non-empty value of the named header of one side; name is lower
+// case. The returned string shares memory with the Exchange.
+func (v *View) Header(side Side, name string) (string, bool) {
+	x := v.ex()
+	hs := x.RequestHeaders
+	if side == Response {
+		hs = x.ResponseHeaders
+	}
+	return firstHeader(hs, name)
+}
+
+func firstHeader(hs []traffic.Header, name string) (string, bool) {
+	for i := range hs {
+		h := &hs[i]
+		if h.Value != "" && headerNameIs(h.Name, name) {
+			return h.Value, true
+		}
+	}
+	return "", false
+}
+
+// headerNameIs compares a header name as sent with a lower-case name. Envoy lowers names;
+// recorded traffic replayed from files may not.
+func headerNameIs(sent, lower string) bool {
+	return len(sent) == len(lower) && (sent == lower || strings.EqualFold(sent, lower))
+}
+
+// Cookie returns the first non-empty value of the named cookie in the request's cookie
+// header(s). Names are case-sensitive, as browsers treat them.
+func (v *View) Cookie(name string) (string, bool) {
+	if !v.cookiesDone {
+		v.cookiesDone = true
+		for _, h := range v.ex().RequestHeaders {
+			if headerNameIs(h.Name, "cookie") {
+				v.cookies = appendCookiePairs(v.cookies, h.Value)
+			}
+		}
+	}
+	for _, p := range v.cookies {
+		if p.name == name && p.value != "" {
+			return p.value, true
+		}
+	}
+	return "", false
+}
+
+// SetCookie returns the value the response's set-cookie headers set for the named cookie.
+// When several set it, the last non-empty one wins: that is the one a browser keeps.
+func (v *View) SetCookie(name string) (string, bool) {
+	if !v.setCookiesDone {
+		v.setCookiesDone = true
+		for _, h := range v.ex().ResponseHeaders {
+			if len(v.setCookies) < maxPairs && headerNameIs(h.Name, "set-cookie") {
+				if p, ok := parseSetCookie(h.Value); ok {
+					v.setCookies = append(v.setCookies, p)
+				}
+			}
+		}
+	}
+	for i := len(v.setCookies) - 1; i >= 0; i-- {
+		if p := v.setCookies[i]; p.name == name && p.value != "" {
+			return p.value, true
+		}
+	}
+	return "", false
+}
+
+// Query returns the first non-empty, URL-decoded value of the named query parameter. A value
+// with a malformed %-escape is returned as sent.
+func (v *View) Query(name string) (string, bool) {
+	if !v.queryDone {
+		v.queryDone = true
+		p := v.ex().Path
+		if i := strings.IndexByte(p, '?'); i >= 0 {
+			q := p[i+1:]
+			if j := strings.IndexByte(q, '#'); j >= 0 {
+				q = q[:j]
+			}
+			v.query = appendQueryPairs(v.query, q)
+		}
+	}
+	for _, p := range v.query {
+		if !unescapedEquals(p.name, name, true) {
+			continue
+		}
+		val, ok := unescape(p.value, true)
+		if !ok {
+			val = p.value
+		}
+		if val != "" {
+			return val, true
+		}
+	}
+	return "", false
+}
+
+// pathCapture returns the URL-unescaped segment pat captures in the path (query excluded).
+func (v *View) pathCapture(pat *pathpattern.Pattern) (string, bool) {
+	p := v.ex().Path
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	seg, ok := pat.Capture(p)
+	if !ok || seg == "" {
+		return "", false
+	}
+	if val, ok := unescape(seg, false); ok {
+		seg = val
+	}
+	return seg, seg != ""
+}
+
+// body returns one side's body when it may be parsed: complete and within the cap.
+func (v *View) body(side Side) []byte {
+	x := v.ex()
+	b, truncated := x.RequestBody, x.RequestBodyTruncated
+	if side == Response {
+		b, truncated = x.ResponseBody, x.ResponseBodyTruncated
+	}
+	if truncated || len(b) == 0 || (v.maxBody > 0 && len(b) > v.maxBody) {
+		return nil
+	}
+	return b
+}
+
+func (v *View) kind(side Side) bodyKind {
+	st := &v.bodies[side&1]
+	if st.kind == bodyUnknown {
+		ct, hasCT := v.contentType(side)
+		st.kind = classify(v.body(side), ct, hasCT)
+	}
+	return st.kind
+}
+
+func (v *View) contentType(side Side) (string, bool) {
+	x := v.ex()
+	hs := x.RequestHeaders
+	if side == Response {
+		hs = x.ResponseHeaders
+	}
+	for i := range hs {
+		if headerNameIs(hs[i].Name, "content-type") {
+			return hs[i].Value, true
+		}
+	}
+	return "", false
+}
+
+// classify decides how a body is read from its content type; parameters such as charset are
+// ignored. A body without a content type is JSON when it looks like an object or an array.
+func classify(body []byte, ct string, hasCT bool) bodyKind {
+	if len(body) == 0 {
+		return bodyNone
+	}
+	mt := ct
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = mt[:i]
+	}
+	mt = strings.TrimSpace(mt)
+	switch {
+	case !hasCT || mt == "":
+		t := bytes.TrimLeft(body, " \t\r\n")
+		if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+			return bodyJSON
+		}
+		return bodyNone
+	case strings.EqualFold(mt, "application/json"),
+		len(mt) > len("+json") && strings.EqualFold(mt[len(mt)-len("+json"):], "+json"):
+		return bodyJSON
+	case strings.EqualFold(mt, "application/x-www-form-urlencoded"):
+		return bodyForm
+	case strings.EqualFold(mt, "multipart/form-data"):
+		return bodyMultipart
+	}
+	return bodyNone
+}
+
+// JSONBody returns one side's body parsed as JSON, parsing it on first use. It is false when
+// the body is absent, truncated, over the cap, not JSON by its content type, or invalid.
+// The document is shared by every extractor of the View: treat it as read-only.
+func (v *View) JSONBody(side Side) (any, bool) {
+	if v.kind(side) != bodyJSON {
+		return nil, false
+	}
+	st := &v.bodies[side&1]
+	if !st.jsonDone {
+		st.jsonDone = true
+		st.doc, st.jsonOK = v.parse(v.body(side))
+	}
+	return st.doc, st.jsonOK
+}
+
+// FormField returns the first non-empty value of a field of one side's urlencoded or
+// multipart/form-data body (file parts skipped). The value is a copy.
+func (v *View) FormField(side Side, name string) (string, bool) {
+	switch v.kind(side) {
+	case bodyForm:
+		return v.urlencodedField(side, name)
+	case bodyMultipart:
+		return v.multipartField(side, name)
+	}
+	return "", false
+}
+
+func (v *View) urlencodedField(side Side, name string) (string, bool) {
+	st := &v.bodies[side&1]
+	b := v.body(side)
+	if !st.formDone {
+		st.formDone = true
+		st.form = appendFormSpans(st.form, b)
+	}
+	for _, s := range st.form {
+		if !unescapedEquals(b[s.ks:s.ke], name, true) {
+			continue
+		}
+		raw := b[s.vs:s.ve]
+		val, ok := unescape(raw, true)
+		if !ok {
+			val = string(raw)
+		}
+		if val != "" {
+			return val, true
+		}
+	}
+	return "", false
+}
+
+func (v *View) multipartField(side Side, name string) (string, bool) {
+	st := &v.bodies[side&1]
+	if !st.formDone {
+		st.formDone = true
+		ct, _ := v.contentType(side)
+		st.fields = appendMultipartFields(st.fields, v.body(side), ct)
+	}
+	for _, p := range st.fields {
+		if p.name == name && p.value != "" {
+			return p.value, true
+		}
+	}
+	return "", false
+}
+
+// appendMultipartFields reads the non-file fields of a multipart/form-data body. The body is
+// already bounded by the cap, so reading a whole field is bounded too; a malformed part ends
+// the reading and keeps the fields before it.
+func appendMultipartFields(dst []pair, body []byte, ct string) []pair {
+	_, params, err := mime.ParseMediaType(ct)
+	if err != nil || params["boundary"] == "" {
+		return dst
+	}
+	r := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	var buf bytes.Buffer
+	for range maxMultipartParts {
+		part, err := r.NextPart()
+		if err != nil {
+			break
+		}
+		name := part.FormName()
+		if name == "" || part.FileName() != "" {
+			_ = part.Close()
+			continue
+		}
+		buf.Reset()
+		_, err = io.Copy(&buf, io.LimitReader(part, int64(len(body))))
+		_ = part.Close()
+		if err != nil {
+			break
+		}
+		dst = append(dst, pair{name: name, value: buf.String()})
+	}
+	return dst
+}
+
+// parse parses JSON with the View's parser. ojg's parser keeps its own stack rather than
+// recursing, so deep nesting costs heap, not goroutine stack; the recover guards the rest.
+func (v *View) parse(b []byte) (doc any, ok bool) {
+	if len(b) == 0 {
+		return nil, false
+	}
+	if v.parser == nil {
+		v.parser = new(oj.Parser)
+	}
+	v.parsedBytes += len(b)
+	defer func() {
+		if r := recover(); r != nil {
+			v.parser = nil // its state is unknown now
+			doc, ok = nil, false
+		}
+	}()
+	doc, err := v.parser.Parse(b)
+	if err != nil {
+		return nil, false
+	}
+	return doc, true
+}
