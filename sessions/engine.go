@@ -1,0 +1,485 @@
+// Package sessions turns exchanges into records: it compiles a configuration into extractors
+// and grouping rules, groups each request into a session (an HMAC of its grouping value) and a
+// one-day part, keeps the live parts in memory and emits request and session records.
+//
+// It imports config and its own subpackages (extract, record, traffic); it never imports gRPC,
+// Envoy's protos or any sink.
+package sessions
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions/extract"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// Emitter receives every record the engine produces. Emit must not block: the sinks pipeline
+// queues the record or drops it and counts the drop.
+type Emitter interface {
+	Emit(rec record.Record)
+}
+
+// Settings is what the program passes to the engine besides the configuration.
+type Settings struct {
+	Logger  *slog.Logger
+	Emitter Emitter
+	// Now is the clock of the sweeper's decisions; nil means time.Now.
+	Now func() time.Time
+	// DataDir is where a generated hash key is kept (file "hash.key", mode 0600); "" means the
+	// configuration's server.data_dir, else "data".
+	DataDir string
+}
+
+// Fallbacks for values a validated configuration always sets; they keep a hand-built
+// configuration from producing an unusable engine.
+const (
+	defaultMaxLiveParts     = 100_000
+	defaultLookupCacheMB    = 16
+	defaultSnapshotInterval = time.Minute
+	sweepEvery              = time.Second
+)
+
+// ErrConfig is wrapped by errors about a configuration the engine cannot compile.
+var ErrConfig = errors.New("invalid sessions configuration")
+
+// Engine groups exchanges into sessions and emits records. Its methods are safe for
+// concurrent use.
+type Engine struct {
+	log    *slog.Logger
+	emit   Emitter
+	now    func() time.Time
+	hash   *hasher
+	cache  *extract.Cache
+	parts  *table
+	snap   atomic.Pointer[snapshot]
+	keySrc string // hashing.key_file the key was loaded from, to warn when a reload changes it
+
+	reloadMu sync.Mutex // serialises Reload so table resizes apply in order
+	stop     chan struct{}
+	done     chan struct{}
+	close    sync.Once
+}
+
+// snapshot is one compiled configuration. It is immutable once published.
+type snapshot struct {
+	params        []param
+	builtin       bool
+	fallbackParts []string
+	// fallbackKeys[mask] names the fallback key made of the parts whose bits are set.
+	fallbackKeys []record.Key
+	rules        partRules
+	every        time.Duration
+	maxLive      int
+	include      []string
+	exclude      []string
+	ipFrom       string
+	trustedHops  int
+	ja3Header    string
+	ja4Header    string
+	maxBody      int
+	needs        traffic.Needs
+}
+
+// param is one compiled parameter.
+type param struct {
+	ext    *extract.Extractor
+	name   string
+	key    record.Key
+	side   extract.Side
+	group  bool
+	hashed bool
+	typ    string
+}
+
+// New loads the hash key, compiles cfg and starts the sweeper. cfg must be validated.
+func New(cfg *config.Config, s Settings) (*Engine, error) {
+	return newEngine(cfg, s, true)
+}
+
+// newEngine is New; tests that drive e.sweep with their own clock leave the ticker out.
+func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("%w: no configuration", ErrConfig)
+	}
+	snap, err := compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dataDir := s.DataDir
+	if dataDir == "" {
+		dataDir = cfg.Server.DataDir
+	}
+	if dataDir == "" {
+		dataDir = "data"
+	}
+	key, err := loadHashKey(cfg.Hashing.KeyFile, dataDir, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	mb := cfg.Sessions.LookupCacheMB
+	if mb <= 0 {
+		mb = defaultLookupCacheMB
+	}
+	cache, err := extract.NewCache(int64(mb) << 20)
+	if err != nil {
+		return nil, fmt.Errorf("create lookup cache: %w", err)
+	}
+	parts, err := newTable(snap.maxLive)
+	if err != nil {
+		cache.Close()
+		return nil, err
+	}
+	e := &Engine{
+		log:    s.Logger,
+		emit:   s.Emitter,
+		now:    s.Now,
+		hash:   newHasher(key),
+		cache:  cache,
+		parts:  parts,
+		keySrc: cfg.Hashing.KeyFile,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log = e.log.With("component", "sessions")
+	if e.emit == nil {
+		e.emit = discard{}
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	e.snap.Store(snap)
+	if sweeper {
+		go e.sweeper()
+	} else {
+		close(e.done)
+	}
+	return e, nil
+}
+
+type discard struct{}
+
+func (discard) Emit(record.Record) {}
+
+// compile turns a validated configuration into a snapshot.
+func compile(cfg *config.Config) (*snapshot, error) {
+	s := &snapshot{
+		builtin:     cfg.Sessions.BuiltinKeys,
+		every:       cfg.Sessions.SnapshotInterval.Std(),
+		maxLive:     cfg.Sessions.MaxLiveParts,
+		include:     lowerAll(cfg.Traffic.Hosts.Include),
+		exclude:     lowerAll(cfg.Traffic.Hosts.Exclude),
+		ipFrom:      strings.ToLower(cfg.Traffic.ClientIP.From),
+		trustedHops: max(0, cfg.Traffic.ClientIP.TrustedHops),
+		ja3Header:   strings.ToLower(cfg.TLS.JA3Header),
+		ja4Header:   strings.ToLower(cfg.TLS.JA4Header),
+		maxBody:     cfg.Traffic.MaxBodyBytes,
+		rules:       partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std())},
+	}
+	if s.every <= 0 {
+		s.every = defaultSnapshotInterval
+	}
+	if s.maxLive <= 0 {
+		s.maxLive = defaultMaxLiveParts
+	}
+	zone := cfg.Sessions.DayBoundary
+	if zone == "" {
+		zone = "UTC"
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sessions.day_boundary %q: %w", ErrConfig, zone, err)
+	}
+	s.rules.loc = loc
+
+	for _, f := range cfg.Sessions.Fallback {
+		switch f {
+		case fallbackIP, fallbackUserAgent, fallbackJA3, fallbackJA4:
+		default:
+			return nil, fmt.Errorf("%w: sessions.fallback %q: use ip, user_agent, ja3 or ja4", ErrConfig, f)
+		}
+		for _, g := range s.fallbackParts {
+			if g == f {
+				return nil, fmt.Errorf("%w: sessions.fallback lists %q twice", ErrConfig, f)
+			}
+		}
+		s.fallbackParts = append(s.fallbackParts, f)
+	}
+	s.fallbackKeys = make([]record.Key, 1<<len(s.fallbackParts))
+	for mask := range s.fallbackKeys {
+		var names []string
+		for i, f := range s.fallbackParts {
+			if mask&(1<<i) != 0 {
+				names = append(names, f)
+			}
+		}
+		s.fallbackKeys[mask] = record.Key{Source: record.SourceFallback, Name: strings.Join(names, "+")}
+	}
+
+	for _, p := range cfg.Parameters {
+		ext, err := extract.Compile(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: compile parameter %q: %w", ErrConfig, p.Name, err)
+		}
+		s.params = append(s.params, param{
+			ext:    ext,
+			name:   p.Name,
+			key:    record.Key{Source: record.SourceParam, Name: p.Name},
+			side:   ext.Side(),
+			group:  p.Group,
+			hashed: p.Hashed,
+			typ:    p.Type,
+		})
+		if ext.NeedsBody() {
+			if ext.Side() == extract.Response {
+				s.needs.ResponseBody = true
+			} else {
+				s.needs.RequestBody = true
+			}
+		}
+	}
+	return s, nil
+}
+
+func lowerAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.ToLower(s)
+	}
+	return out
+}
+
+// Reload compiles cfg and swaps it in atomically; live parts are kept. On error the current
+// configuration stays. The hash key and the lookup cache size are fixed at New: changing
+// them needs a restart.
+func (e *Engine) Reload(cfg *config.Config) error {
+	if cfg == nil {
+		return fmt.Errorf("%w: no configuration", ErrConfig)
+	}
+	snap, err := compile(cfg)
+	if err != nil {
+		return err
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	old := e.snap.Load()
+	if snap.maxLive != old.maxLive {
+		e.parts.resize(snap.maxLive, e.emit.Emit)
+	}
+	e.snap.Store(snap)
+	if cfg.Hashing.KeyFile != e.keySrc {
+		e.log.Warn("hashing.key_file changed; the hash key in use is kept until restart")
+	}
+	return nil
+}
+
+// InScope reports whether requests to host (an :authority, port allowed) are analysed.
+func (e *Engine) InScope(host string) bool {
+	s := e.snap.Load()
+	if len(s.include) == 0 && len(s.exclude) == 0 {
+		return true
+	}
+	// HostMatch strips the port and ignores case itself.
+	h := host
+	if len(s.include) > 0 {
+		in := false
+		for _, p := range s.include {
+			if config.HostMatch(p, h) {
+				in = true
+				break
+			}
+		}
+		if !in {
+			return false
+		}
+	}
+	for _, p := range s.exclude {
+		if config.HostMatch(p, h) {
+			return false
+		}
+	}
+	return true
+}
+
+// Needs reports which bodies the current configuration reads.
+func (e *Engine) Needs() traffic.Needs { return e.snap.Load().needs }
+
+// MaxBodyBytes is the number of body bytes inspected per direction.
+func (e *Engine) MaxBodyBytes() int { return e.snap.Load().maxBody }
+
+// Peek groups an exchange by its request side only, for inline mode's header at request time.
+// It names the part the request would join without changing any state.
+func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key) {
+	s := e.snap.Load()
+	v := extract.NewView(x, e.cache, s.maxBody)
+	defer v.Release()
+	c := s.resolveClient(x)
+	session, key = s.resolve(v, &c, e.hash, false)
+	t := x.Start
+	if t.IsZero() {
+		t = e.now()
+	}
+	return session, e.parts.peek(session, t, &s.rules), key
+}
+
+// Observe processes one exchange at its end: extracts the parameters, groups the request,
+// updates its part (ending the previous part when the day changed or the idle time passed),
+// and emits the request record, which it returns. The caller must not modify the record.
+func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
+	s := e.snap.Load()
+	v := extract.NewView(x, e.cache, s.maxBody)
+	defer v.Release()
+
+	t := x.Start
+	if t.IsZero() {
+		t = e.now()
+	}
+	c := s.resolveClient(x)
+	rec := &record.Request{
+		Kind:          record.KindRequest,
+		RequestID:     truncate(x.RequestID, maxRequestID),
+		Time:          record.At(t),
+		Method:        truncate(x.Method, maxMethod),
+		Scheme:        truncate(x.Scheme, maxScheme),
+		Host:          truncate(strings.ToLower(x.Host), maxHost),
+		Path:          truncate(pathOnly(x.Path), maxPath),
+		Status:        x.Status,
+		DurationMS:    durationMS(x.Start, x.End),
+		RequestBytes:  max(0, x.RequestBytes),
+		ResponseBytes: max(0, x.ResponseBytes),
+		ClientIP:      c.ip,
+		UserAgent:     truncate(c.userAgent, maxUserAgent),
+		JA3:           c.ja3,
+		JA4:           c.ja4,
+		Partial:       x.Partial,
+	}
+	rec.Route = route(rec.Path)
+
+	// One pass over the parameters serves grouping (the first grouping parameter that works,
+	// in file order), user and role, and the exported params.
+	var (
+		groupVal string
+		grouped  bool
+	)
+	for i := range s.params {
+		p := &s.params[i]
+		if p.side == extract.Response && !x.ResponseSeen {
+			continue
+		}
+		val, ok := p.ext.Extract(v)
+		if !ok || val == "" {
+			continue
+		}
+		if p.group && !grouped {
+			grouped, groupVal, rec.Key = true, val, p.key
+		}
+		out := e.exportValue(p, val)
+		if rec.Params == nil {
+			rec.Params = make(map[string]string, len(s.params))
+		}
+		rec.Params[p.name] = out
+		switch p.typ {
+		case config.TypeUser:
+			if rec.User == "" {
+				rec.User = out
+			}
+		case config.TypeRole:
+			if rec.Role == "" {
+				rec.Role = out
+			}
+		}
+	}
+	if grouped {
+		rec.Session = e.hash.sessionID(groupVal)
+	} else {
+		rec.Session, rec.Key = s.resolveRest(v, &c, e.hash)
+	}
+
+	h := hit{
+		t:         t,
+		key:       rec.Key,
+		user:      rec.User,
+		role:      rec.Role,
+		ip:        rec.ClientIP,
+		userAgent: rec.UserAgent,
+		method:    rec.Method,
+		status:    rec.Status,
+		bytesIn:   rec.RequestBytes,
+		bytesOut:  rec.ResponseBytes,
+		malicious: rec.Malicious,
+	}
+	var finals [2]record.Record
+	var out []record.Record
+	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, finals[:0])
+	for _, r := range out {
+		e.emit.Emit(r)
+	}
+	e.emit.Emit(rec)
+	return rec
+}
+
+// exportValue is a parameter value as records carry it: hashed, or in clear and capped.
+func (e *Engine) exportValue(p *param, val string) string {
+	if p.hashed {
+		return e.hash.param(val)
+	}
+	return truncate(val, maxParamValue)
+}
+
+func pathOnly(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// durationMS is end - start in milliseconds rounded to microseconds; never negative.
+func durationMS(start, end time.Time) float64 {
+	if start.IsZero() || end.IsZero() || !end.After(start) {
+		return 0
+	}
+	return math.Round(float64(end.Sub(start))/1e3) / 1e3
+}
+
+func (e *Engine) sweeper() {
+	defer close(e.done)
+	tk := time.NewTicker(sweepEvery)
+	defer tk.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-tk.C:
+			e.sweep(e.now())
+		}
+	}
+}
+
+// sweep ends parts whose day or idle time is over and snapshots parts that changed, as of now.
+func (e *Engine) sweep(now time.Time) {
+	s := e.snap.Load()
+	e.parts.sweep(now, &s.rules, s.every, e.emit.Emit)
+}
+
+// Close stops the sweeper, ends every live part with a final record (end_reason "shutdown")
+// and releases the lookup cache. It is idempotent; call it after the last Observe.
+func (e *Engine) Close() {
+	e.close.Do(func() {
+		close(e.stop)
+		<-e.done
+		e.parts.closeAll(record.EndShutdown, e.emit.Emit)
+		e.cache.Close()
+	})
+}

@@ -1,0 +1,172 @@
+package sessions
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestHasherMatchesHMACSHA256(t *testing.T) {
+	t.Parallel()
+	h := newHasher(testKey)
+	for _, v := range []string{"aaa", "", "ünïcødé", strings.Repeat("x", 5000)} {
+		if got, want := h.sessionID(v), wantID(v); got != want {
+			t.Errorf("sessionID(%d bytes) = %s, want %s", len(v), got, want)
+		}
+		if got, want := h.param(v), wantHashed(v); got != want {
+			t.Errorf("param(%d bytes) = %s, want %s", len(v), got, want)
+		}
+		if got, want := h.fallbackID(v), wantFallbackID(v); got != want {
+			t.Errorf("fallbackID(%d bytes) = %s, want %s", len(v), got, want)
+		}
+	}
+	// A fixed vector guards the exact form replicas must agree on.
+	if got, want := h.sessionID("aaa"), "s_"+hmacHex(testKey, "aaa", 10); len(got) != 22 || got != want {
+		t.Errorf("sessionID(aaa) = %q, want %q (22 characters)", got, want)
+	}
+	if h.fallbackID("ip=") == h.sessionID("ip=") {
+		t.Error("a fallback join and an equal grouping value share a session id; fallback ids must be domain-separated")
+	}
+}
+
+func TestHasherConcurrent(t *testing.T) {
+	t.Parallel()
+	h := newHasher(testKey)
+	want := wantID("concurrent")
+	done := make(chan string)
+	for range 8 {
+		go func() {
+			var got string
+			for range 200 {
+				got = h.sessionID("concurrent")
+			}
+			done <- got
+		}()
+	}
+	for range 8 {
+		if got := <-done; got != want {
+			t.Fatalf("concurrent sessionID = %s, want %s", got, want)
+		}
+	}
+}
+
+func TestLoadHashKey(t *testing.T) {
+	t.Parallel()
+	long := bytes.Repeat([]byte("k"), 40)
+	write := func(t *testing.T, content []byte, mode os.FileMode) string {
+		p := filepath.Join(t.TempDir(), "key")
+		if err := os.WriteFile(p, content, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	noEnv := func(string) string { return "" }
+	tests := []struct {
+		name    string
+		file    func(t *testing.T) string
+		env     string
+		want    []byte
+		wantErr string
+	}{
+		{name: "key file, trailing newline removed", file: func(t *testing.T) string { return write(t, append(bytes.Clone(long), '\n'), 0o600) }, want: long},
+		{name: "key file without newline", file: func(t *testing.T) string { return write(t, long, 0o400) }, want: long},
+		{name: "key file readable by group", file: func(t *testing.T) string { return write(t, long, 0o640) }, wantErr: "readable by others"},
+		{name: "key file readable by others", file: func(t *testing.T) string { return write(t, long, 0o604) }, wantErr: "chmod 600"},
+		{name: "key file too short", file: func(t *testing.T) string { return write(t, []byte("short\n"), 0o600) }, wantErr: "holds 5 bytes"},
+		{name: "key file missing", file: func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope") }, wantErr: "read key file"},
+		{name: "key file wins over env", file: func(t *testing.T) string { return write(t, long, 0o600) }, env: strings.Repeat("e", 40), want: long},
+		{name: "env", env: strings.Repeat("e", 40) + "\n", want: bytes.Repeat([]byte("e"), 40)},
+		{name: "env too short", env: "tiny", wantErr: "APISESSIONS_HASH_KEY holds 4 bytes"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var file string
+			if tc.file != nil {
+				file = tc.file(t)
+			}
+			env := func(name string) string {
+				if name == HashKeyEnv {
+					return tc.env
+				}
+				return ""
+			}
+			got, err := loadHashKey(file, t.TempDir(), env)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrHashKey) {
+					t.Fatalf("%s: error = %v, want ErrHashKey mentioning %q", tc.name, err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), string(long)) {
+					t.Errorf("%s: error %q contains key material", tc.name, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("%s: unexpected error %v", tc.name, err)
+			}
+			if !bytes.Equal(got, tc.want) {
+				t.Errorf("%s: key = %q, want %q", tc.name, got, tc.want)
+			}
+		})
+	}
+
+	t.Run("generated once and reused", func(t *testing.T) {
+		t.Parallel()
+		dir := filepath.Join(t.TempDir(), "data", "sub")
+		k1, err := loadHashKey("", dir, noEnv)
+		if err != nil {
+			t.Fatalf("first start: %v", err)
+		}
+		if len(k1) != MinHashKeyBytes {
+			t.Errorf("generated key has %d bytes, want %d", len(k1), MinHashKeyBytes)
+		}
+		di, err := os.Stat(dir)
+		if err != nil || di.Mode().Perm() != 0o700 {
+			t.Errorf("data directory mode = %v (err %v), want 0700", di.Mode().Perm(), err)
+		}
+		fi, err := os.Stat(filepath.Join(dir, "hash.key"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("hash.key mode = %v (err %v), want 0600", fi.Mode().Perm(), err)
+		}
+		k2, err := loadHashKey("", dir, noEnv)
+		if err != nil {
+			t.Fatalf("second start: %v", err)
+		}
+		if !bytes.Equal(k1, k2) {
+			t.Error("the second start generated a new key instead of reusing hash.key")
+		}
+	})
+
+	t.Run("generated key file made readable is refused", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		if _, err := loadHashKey("", dir, noEnv); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(filepath.Join(dir, "hash.key"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadHashKey("", dir, noEnv); err == nil || !errors.Is(err, ErrHashKey) {
+			t.Errorf("a world-readable hash.key was accepted (err %v)", err)
+		}
+	})
+}
+
+func TestNewReadsEnvKey(t *testing.T) {
+	// t.Setenv forbids t.Parallel.
+	t.Setenv(HashKeyEnv, string(testKey))
+	cfg := testConfig(t)
+	cfg.Hashing.KeyFile = ""
+	e, em, _ := newTestEngine(t, cfg)
+	x := exchange("GET", "/", "x-session-id", "abc")
+	if got := e.Observe(x).Session; got != wantID("abc") {
+		t.Errorf("session with the key from %s = %s, want %s", HashKeyEnv, got, wantID("abc"))
+	}
+	em.take()
+}
