@@ -23,6 +23,17 @@ type Config struct {
 
 	// File is the path the configuration was loaded from ("" for defaults only). Not a YAML key.
 	File string `yaml:"-"`
+	// Positions maps the key path of every key and list item written in File
+	// ("sessions.retention", "parameters[2].path", "sinks[0]") to where it was written, so that
+	// messages can name the line. Nil when nothing was read from a file. Not a YAML key.
+	Positions map[string]Position `yaml:"-"`
+}
+
+// Position is where a key or list item was written in the configuration file.
+type Position struct {
+	Line int
+	// Env is true when the value came through ${VAR} expansion: messages never echo it.
+	Env bool
 }
 
 // Server holds the listeners and their protection.

@@ -1,0 +1,97 @@
+package config
+
+import "time"
+
+// Sink delivery defaults, applied to every sink whose file leaves the key out.
+const (
+	DefaultQueueSize     = 10000
+	DefaultBatchSize     = 500
+	DefaultFlushInterval = Duration(time.Second)
+	// DefaultJSONLMaxSizeMB and DefaultJSONLMaxBackups apply to jsonl sinks.
+	DefaultJSONLMaxSizeMB  = 100
+	DefaultJSONLMaxBackups = 5
+)
+
+// Default returns the configuration used when a key is absent from the file, as the spec's
+// config.md lists it. It is the one source of defaults: Parse starts from it. Every call
+// returns a fresh value that the caller may modify.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			GRPCListen:           ":50051",
+			HTTPListen:           ":8080",
+			DataDir:              "./data",
+			MaxConcurrentStreams: 100000,
+			MaxMessageBytes:      16 << 20,
+			ShutdownTimeout:      Duration(15 * time.Second),
+		},
+		Traffic: Traffic{
+			MaxBodyBytes: 65536,
+			ClientIP:     ClientIP{From: "source"},
+		},
+		Sessions: Sessions{
+			BuiltinKeys:      true,
+			Fallback:         []string{FallbackIP, FallbackUserAgent, FallbackJA3},
+			DayBoundary:      "UTC",
+			Retention:        Duration(168 * time.Hour),
+			MaxLiveParts:     100000,
+			LookupCacheMB:    32,
+			SnapshotInterval: Duration(time.Minute),
+		},
+		MaxParameters: 20,
+		BusinessFlows: BusinessFlows{Builtin: true},
+		TLS:           TLS{JA3Header: "x-client-ja3", JA4Header: "x-client-ja4"},
+		Inline:        Inline{SessionHeader: "x-apisessions-session", DynamicMetadata: true},
+		// The spec's default is the embedded store; until it exists records go to stdout.
+		Sinks: []Sink{withName(DefaultSink(SinkJSONL, "-"), SinkJSONL)},
+	}
+}
+
+// DefaultSink returns a sink of type typ writing to path (store, jsonl) with the delivery
+// defaults and, for jsonl, the rotation defaults. Name is left empty: Normalize derives it.
+func DefaultSink(typ, path string) Sink {
+	s := Sink{
+		Type:          typ,
+		Path:          path,
+		QueueSize:     DefaultQueueSize,
+		BatchSize:     DefaultBatchSize,
+		FlushInterval: DefaultFlushInterval,
+	}
+	if typ == SinkJSONL {
+		s.MaxSizeMB = DefaultJSONLMaxSizeMB
+		s.MaxBackups = DefaultJSONLMaxBackups
+	}
+	return s
+}
+
+func withName(s Sink, name string) Sink {
+	s.Name = name
+	return s
+}
+
+// Parts of the fallback grouping key (Sessions.Fallback).
+const (
+	FallbackIP        = "ip"
+	FallbackUserAgent = "user_agent"
+	FallbackJA3       = "ja3"
+	FallbackJA4       = "ja4"
+)
+
+// FallbackParts lists the parts the fallback key may be built from.
+var FallbackParts = []string{FallbackIP, FallbackUserAgent, FallbackJA3, FallbackJA4}
+
+// Sources lists the values of Parameter.In, in the spec's order.
+var Sources = []string{
+	InRequestHeader, InRequestCookie, InRequestQuery, InRequestBody, InRequestPath,
+	InResponseHeader, InResponseCookie, InResponseBody,
+}
+
+// Decodings lists the values of Parameter.Decode.
+var Decodings = []string{DecodeJWT, DecodeJSON, DecodeBase64}
+
+// AvailableSinkTypes lists the sink types this build can create. The other spec types
+// (store, webhook, kafka) are recognised but rejected by Validate until they exist here.
+var AvailableSinkTypes = []string{SinkJSONL}
+
+// SinkTypes lists every sink type of the spec.
+var SinkTypes = []string{SinkStore, SinkJSONL, SinkWebhook, SinkKafka}
