@@ -1,0 +1,100 @@
+// Package sinks delivers records to their destinations. The sessions engine hands every record
+// to a Pipeline, which fans it out to one bounded queue per configured sink without ever
+// blocking the caller; one worker per sink batches what its queue holds and writes it, so a
+// slow or failing destination delays and loses only its own records.
+//
+// Destinations implement Sink; each type lives in a subpackage (sinks/jsonl, …) that exports a
+// Factory, and the command registers the factories it ships in an explicit map.
+//
+// sinks imports the record shape (sessions/record) and the configuration schema, never the
+// sessions engine, gRPC or the HTTP layer.
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions/record"
+)
+
+// Sink is one destination of records.
+//
+// The pipeline calls Write from a single goroutine per sink and never concurrently with Close,
+// so implementations need no locking of their own for the pipeline's sake. Write must honour
+// ctx (the pipeline bounds every write with a timeout), must not keep batch or mutate its
+// records after returning, and reports how the batch fared through its error:
+//   - nil: every record was delivered;
+//   - a *PartialError: some records were delivered, Failed were not;
+//   - any other error: none of the batch can be counted as delivered.
+//
+// Errors wrapped with Permanent say that writing the same records again cannot succeed (a
+// record that cannot be encoded, a request the destination refuses); any other error is worth
+// retrying.
+type Sink interface {
+	Write(ctx context.Context, batch []record.Record) error
+	// Close flushes what the sink buffers and releases its resources, honouring ctx's deadline.
+	// The pipeline calls it once, after the last Write has returned.
+	Close(ctx context.Context) error
+}
+
+// Settings is what the command passes to every sink it creates.
+type Settings struct {
+	// Logger already names the sink; a nil Logger discards.
+	Logger *slog.Logger
+	// Stdout is where a sink configured with path "-" writes (os.Stdout in production).
+	Stdout io.Writer
+}
+
+// Factory creates the sinks of one type from their configuration.
+type Factory struct {
+	// Type is the configuration's sink type (config.SinkJSONL, …).
+	Type string
+	// Create builds one sink. It fails fast on a configuration it cannot serve (a file it cannot
+	// open), so that problems surface at start rather than on the first record.
+	Create func(cfg config.Sink, s Settings) (Sink, error)
+}
+
+// ErrClosed is returned by a sink's Write after its Close.
+var ErrClosed = Permanent(errors.New("sink closed"))
+
+// permanentError marks an error that retrying the same records cannot fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent wraps err to say that writing the same records again cannot succeed, so a retry
+// policy gives up at once. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// PartialError is returned by a Write in which only some records of the batch failed: the other
+// len(batch)-Failed records were delivered.
+type PartialError struct {
+	// Failed counts the records of the batch that were not delivered.
+	Failed int
+	// Err says why; it may be marked Permanent.
+	Err error
+}
+
+// Error describes the failure without any record content.
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%d records not written: %v", e.Failed, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *PartialError) Unwrap() error { return e.Err }
