@@ -365,14 +365,11 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		JA4:           c.ja4,
 		Partial:       x.Partial,
 	}
-	rec.Route = route(rec.Path)
+	rec.Route = truncate(route(rec.Path), maxPath)
 
 	// One pass over the parameters serves grouping (the first grouping parameter that works,
 	// in file order), user and role, and the exported params.
-	var (
-		groupVal string
-		grouped  bool
-	)
+	grouped := false
 	for i := range s.params {
 		p := &s.params[i]
 		if p.side == extract.Response && !x.ResponseSeen {
@@ -382,10 +379,17 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		if !ok || val == "" {
 			continue
 		}
+		var out string
 		if p.group && !grouped {
-			grouped, groupVal, rec.Key = true, val, p.key
+			grouped, rec.Key = true, p.key
+			if p.hashed {
+				rec.Session, out = e.hash.sessionAndParam(val)
+			} else {
+				rec.Session, out = e.hash.sessionID(val), truncate(val, maxParamValue)
+			}
+		} else {
+			out = e.exportValue(p, val)
 		}
-		out := e.exportValue(p, val)
 		if rec.Params == nil {
 			rec.Params = make(map[string]string, len(s.params))
 		}
@@ -401,9 +405,7 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 			}
 		}
 	}
-	if grouped {
-		rec.Session = e.hash.sessionID(groupVal)
-	} else {
+	if !grouped {
 		rec.Session, rec.Key = s.resolveRest(v, &c, e.hash)
 	}
 

@@ -59,9 +59,11 @@ func TestGrouping(t *testing.T) {
 		wantID   string
 	}{
 		{
-			name:    "response-side key decides with the response",
-			params:  seedParams,
-			x:       func(*testing.T) *traffic.Exchange { return withResponse(exchange("POST", "/login?token=q"), 200, `{"token":"r"}`) },
+			name:   "response-side key decides with the response",
+			params: seedParams,
+			x: func(*testing.T) *traffic.Exchange {
+				return withResponse(exchange("POST", "/login?token=q"), 200, `{"token":"r"}`)
+			},
 			wantKey: record.Key{Source: "param", Name: "login_token"}, wantID: wantID("r"),
 		},
 		{
@@ -75,9 +77,11 @@ func TestGrouping(t *testing.T) {
 			wantKey: record.Key{Source: "param", Name: "query_token"}, wantID: wantID("q"),
 		},
 		{
-			name:    "file order: query before body",
-			params:  seedParams,
-			x:       func(*testing.T) *traffic.Exchange { return withJSONBody(exchange("POST", "/x?token=q"), `{"token":"b"}`) },
+			name:   "file order: query before body",
+			params: seedParams,
+			x: func(*testing.T) *traffic.Exchange {
+				return withJSONBody(exchange("POST", "/x?token=q"), `{"token":"b"}`)
+			},
 			wantKey: record.Key{Source: "param", Name: "query_token"}, wantID: wantID("q"),
 		},
 		{
@@ -105,8 +109,10 @@ func TestGrouping(t *testing.T) {
 			wantKey: record.Key{Source: "builtin", Name: "cookie:JSESSIONID"}, wantID: wantID("j"),
 		},
 		{
-			name:    "cookie ASP.NET_SessionId",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "cookie", "sid=d; ASP.NET_SessionId=a") },
+			name: "cookie ASP.NET_SessionId",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "cookie", "sid=d; ASP.NET_SessionId=a")
+			},
 			wantKey: record.Key{Source: "builtin", Name: "cookie:ASP.NET_SessionId"}, wantID: wantID("a"),
 		},
 		{
@@ -125,8 +131,10 @@ func TestGrouping(t *testing.T) {
 			wantKey: record.Key{Source: "builtin", Name: "cookie:session"}, wantID: wantID("s"),
 		},
 		{
-			name:    "cookies before headers",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "session-id", "h", "cookie", "session=s") },
+			name: "cookies before headers",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "session-id", "h", "cookie", "session=s")
+			},
 			wantKey: record.Key{Source: "builtin", Name: "cookie:session"}, wantID: wantID("s"),
 		},
 		{
@@ -137,18 +145,24 @@ func TestGrouping(t *testing.T) {
 			wantKey: record.Key{Source: "builtin", Name: "header:session-id"}, wantID: wantID("1"),
 		},
 		{
-			name:    "header x-session-id",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "x-auth-token", "5", "x-session-id", "2") },
+			name: "header x-session-id",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "x-auth-token", "5", "x-session-id", "2")
+			},
 			wantKey: record.Key{Source: "builtin", Name: "header:x-session-id"}, wantID: wantID("2"),
 		},
 		{
-			name:    "header mcp-session-id",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "x-session-token", "4", "mcp-session-id", "3") },
+			name: "header mcp-session-id",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "x-session-token", "4", "mcp-session-id", "3")
+			},
 			wantKey: record.Key{Source: "builtin", Name: "header:mcp-session-id"}, wantID: wantID("3"),
 		},
 		{
-			name:    "header x-session-token",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "x-auth-token", "5", "x-session-token", "4") },
+			name: "header x-session-token",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "x-auth-token", "5", "x-session-token", "4")
+			},
 			wantKey: record.Key{Source: "builtin", Name: "header:x-session-token"}, wantID: wantID("4"),
 		},
 		{
@@ -193,19 +207,25 @@ func TestGrouping(t *testing.T) {
 			wantID:  "", // computed below from the token
 		},
 		{
-			name:    "opaque bearer token, scheme in any case",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "authorization", "bEaReR  opaque-123 ") },
+			name: "opaque bearer token, scheme in any case",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "authorization", "bEaReR  opaque-123 ")
+			},
 			wantKey: record.Key{Source: "builtin", Name: "bearer"}, wantID: wantID("opaque-123"),
 		},
 		{
-			name:    "basic auth is not a bearer",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "authorization", "Basic dXNlcjpwYXNz", "user-agent", "ua") },
+			name: "basic auth is not a bearer",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "authorization", "Basic dXNlcjpwYXNz", "user-agent", "ua")
+			},
 			wantKey: record.Key{Source: "fallback", Name: "ip+user_agent"}, wantID: wantFallbackID("ip=203.0.113.7\x00user_agent=ua"),
 		},
 		{
 			name:    "built-ins off",
 			noBuilt: true,
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "cookie", "PHPSESSID=p", "user-agent", "ua") },
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "cookie", "PHPSESSID=p", "user-agent", "ua")
+			},
 			wantKey: record.Key{Source: "fallback", Name: "ip+user_agent"}, wantID: wantFallbackID("ip=203.0.113.7\x00user_agent=ua"),
 		},
 		{
@@ -217,13 +237,17 @@ func TestGrouping(t *testing.T) {
 			wantID:  wantFallbackID("ip=203.0.113.7\x00user_agent=ua\x00ja3=e7d705a3286e19ea42f587b344ee6865"),
 		},
 		{
-			name:    "fallback without ja3 degrades to ip+user_agent",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "user-agent", "ua", "x-client-ja3", "bogus") },
+			name: "fallback without ja3 degrades to ip+user_agent",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "user-agent", "ua", "x-client-ja3", "bogus")
+			},
 			wantKey: record.Key{Source: "fallback", Name: "ip+user_agent"}, wantID: wantFallbackID("ip=203.0.113.7\x00user_agent=ua"),
 		},
 		{
-			name:    "fallback without user agent degrades to ip+ja3",
-			x:       func(*testing.T) *traffic.Exchange { return exchange("GET", "/", "x-client-ja3", "e7d705a3286e19ea42f587b344ee6865") },
+			name: "fallback without user agent degrades to ip+ja3",
+			x: func(*testing.T) *traffic.Exchange {
+				return exchange("GET", "/", "x-client-ja3", "e7d705a3286e19ea42f587b344ee6865")
+			},
 			wantKey: record.Key{Source: "fallback", Name: "ip+ja3"},
 			wantID:  wantFallbackID("ip=203.0.113.7\x00ja3=e7d705a3286e19ea42f587b344ee6865"),
 		},

@@ -189,6 +189,21 @@ func (h *hasher) id(pool *sync.Pool, s string) string {
 func (h *hasher) param(value string) string {
 	var sum [sha256.Size]byte
 	h.sum(&h.value, value, &sum)
+	return paramForm(&sum)
+}
+
+// sessionAndParam returns both forms of a value that groups the request and is exported
+// hashed: they share one HMAC.
+func (h *hasher) sessionAndParam(value string) (id, hashed string) {
+	var sum [sha256.Size]byte
+	h.sum(&h.value, value, &sum)
+	var buf [2 + 2*sessionIDBytes]byte
+	buf[0], buf[1] = 's', '_'
+	hex.Encode(buf[2:], sum[:sessionIDBytes])
+	return string(buf[:]), paramForm(&sum)
+}
+
+func paramForm(sum *[sha256.Size]byte) string {
 	var buf [5 + 2*paramHashBytes]byte
 	copy(buf[:], "hmac:")
 	hex.Encode(buf[5:], sum[:paramHashBytes])

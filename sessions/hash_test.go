@@ -19,6 +19,9 @@ func TestHasherMatchesHMACSHA256(t *testing.T) {
 		if got, want := h.param(v), wantHashed(v); got != want {
 			t.Errorf("param(%d bytes) = %s, want %s", len(v), got, want)
 		}
+		if id, hashed := h.sessionAndParam(v); id != wantID(v) || hashed != wantHashed(v) {
+			t.Errorf("sessionAndParam(%d bytes) = %s, %s; want %s, %s", len(v), id, hashed, wantID(v), wantHashed(v))
+		}
 		if got, want := h.fallbackID(v), wantFallbackID(v); got != want {
 			t.Errorf("fallbackID(%d bytes) = %s, want %s", len(v), got, want)
 		}

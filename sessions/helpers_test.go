@@ -83,6 +83,8 @@ func testConfig(t testing.TB, params ...config.Parameter) *config.Config {
 	cfg := config.Default()
 	cfg.Hashing.KeyFile = writeKeyFile(t)
 	cfg.Parameters = params
+	// A small lookup cache keeps the many short-lived test engines cheap.
+	cfg.Sessions.LookupCacheMB = 1
 	return cfg
 }
 
