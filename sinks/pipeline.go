@@ -11,14 +11,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
 )
 
-// Defaults for Output fields left zero (or negative).
+// Defaults for Output fields left zero (or negative); the delivery defaults are the
+// configuration's.
 const (
-	DefaultQueueSize     = 10000
-	DefaultBatchSize     = 500
-	DefaultFlushInterval = time.Second
+	DefaultQueueSize     = config.DefaultQueueSize
+	DefaultBatchSize     = config.DefaultBatchSize
+	DefaultFlushInterval = time.Duration(config.DefaultFlushInterval)
 	DefaultWriteTimeout  = 30 * time.Second
 )
 

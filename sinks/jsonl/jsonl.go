@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
@@ -47,6 +48,9 @@ const (
 	// chunkBytes is how much of a batch is gathered before it goes to the writer; chunks end on
 	// line boundaries.
 	chunkBytes = 64 << 10
+	// rotateRetry is how long the sink writes on to an oversized file after a rotation failed
+	// before it tries again, so a lasting problem costs one warning, not one per line.
+	rotateRetry = time.Minute
 	// keepBufBytes caps the buffers kept between batches, so one huge record does not pin its
 	// memory for the life of the sink.
 	keepBufBytes = 1 << 20
@@ -69,6 +73,8 @@ type Sink struct {
 	// torn is set when a failed write may have left part of a line behind that could not be cut
 	// away; the next write starts with a newline so that the next record starts a line.
 	torn bool
+	// noRotateUntil is set when a rotation failed.
+	noRotateUntil time.Time
 
 	chunk bytes.Buffer // whole lines waiting for the writer
 	line  bytes.Buffer // the line being encoded
@@ -194,7 +200,7 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 			continue
 		}
 		n := s.line.Len()
-		if used := s.size + int64(s.chunk.Len()); s.maxBytes > 0 && used > 0 && used+int64(n) > s.maxBytes {
+		if used := s.size + int64(s.chunk.Len()); s.maxBytes > 0 && used > 0 && used+int64(n) > s.maxBytes && s.rotationAllowed() {
 			// Every line before this one goes to the current file, then it rotates.
 			if err := flush(); err != nil {
 				return fail(err)
@@ -299,20 +305,26 @@ func (s *Sink) flush() (int, error) {
 func (s *Sink) rotate() error {
 	if s.maxBackups == 0 {
 		if err := s.file.Close(); err != nil {
-			s.logger.Warn("jsonl: close before rotation", "error", err.Error())
+			s.logger.Warn("close before rotation", "error", err.Error())
 		}
 		s.file, s.out = nil, nil
 		return s.open(os.O_TRUNC)
 	}
 	if err := s.shiftBackups(); err != nil {
-		s.logger.Warn("jsonl: rotation failed, writing on to the current file", "error", err.Error())
+		s.noRotateUntil = time.Now().Add(rotateRetry)
+		s.logger.Warn("rotation failed, writing on to the current file",
+			"retry_in", rotateRetry.String(), "error", err.Error())
 		return nil
 	}
 	if err := s.file.Close(); err != nil {
-		s.logger.Warn("jsonl: close after rotation", "error", err.Error())
+		s.logger.Warn("close after rotation", "error", err.Error())
 	}
 	s.file, s.out = nil, nil
 	return s.open(os.O_APPEND)
+}
+
+func (s *Sink) rotationAllowed() bool {
+	return s.noRotateUntil.IsZero() || !time.Now().Before(s.noRotateUntil)
 }
 
 // shiftBackups renames path.i to path.i+1 from the oldest down, then path to path.1.

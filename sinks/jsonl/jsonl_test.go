@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -370,30 +371,48 @@ func TestOversizedLineGetsItsOwnFile(t *testing.T) {
 
 func TestRotationFailureKeepsWriting(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "records.jsonl")
-	// A non-empty directory where the backup should go makes the rotation fail.
-	if err := os.MkdirAll(filepath.Join(path+".1", "in-the-way"), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 1},
-		sinks.Settings{Logger: newLogger(&logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.maxBytes = lineLen(t)
-	if err := s.Write(context.Background(), numbered("r", 3)); err != nil {
-		t.Fatalf("Write = %v, want the records kept in the current file", err)
-	}
-	if got, want := fileIDs(t, path), []string{"r0", "r1", "r2"}; !slices.Equal(got, want) {
-		t.Errorf("file holds %v, want %v", got, want)
-	}
-	if !strings.Contains(logs.String(), "rotation failed") {
-		t.Errorf("no warning about the failed rotation in %q", logs.String())
-	}
-	if err := s.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	line := lineLen(t)
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "records.jsonl")
+		// A non-empty directory where the backup should go makes the rotation fail.
+		obstacle := path + ".1"
+		if err := os.MkdirAll(filepath.Join(obstacle, "in-the-way"), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 1},
+			sinks.Settings{Logger: newLogger(&logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.maxBytes = line
+		if err := s.Write(context.Background(), numbered("r", 3)); err != nil {
+			t.Fatalf("Write = %v, want the records kept in the current file", err)
+		}
+		if got, want := fileIDs(t, path), []string{"r0", "r1", "r2"}; !slices.Equal(got, want) {
+			t.Errorf("file holds %v, want %v", got, want)
+		}
+		if n := strings.Count(logs.String(), "rotation failed"); n != 1 {
+			t.Errorf("%d warnings about the failed rotation, want 1 until the retry delay passes: %s", n, logs.String())
+		}
+		// Once the problem is gone and the delay has passed, the next line rotates.
+		if err := os.RemoveAll(obstacle); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(rotateRetry)
+		if err := s.Write(context.Background(), numbered("s", 1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fileIDs(t, obstacle), []string{"r0", "r1", "r2"}; !slices.Equal(got, want) {
+			t.Errorf("backup after the retry holds %v, want %v", got, want)
+		}
+		if got, want := fileIDs(t, path), []string{"s0"}; !slices.Equal(got, want) {
+			t.Errorf("file after the retry holds %v, want %v", got, want)
+		}
+	})
 }
 
 // failingWriter takes okBytes bytes, then fails once in the middle of a write; after that it
