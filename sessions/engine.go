@@ -65,6 +65,7 @@ type Engine struct {
 	keySrc string // hashing.key_file the key was loaded from, to warn when a reload changes it
 
 	reloadMu sync.Mutex // serialises Reload so table resizes apply in order
+	closed   atomic.Bool
 	stop     chan struct{}
 	done     chan struct{}
 	close    sync.Once
@@ -422,6 +423,12 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		bytesOut:  rec.ResponseBytes,
 		malicious: rec.Malicious,
 	}
+	if e.closed.Load() {
+		// After Close no part may open that nothing would end: name the part, keep no state.
+		rec.Part = e.parts.peek(rec.Session, t, &s.rules)
+		e.emit.Emit(rec)
+		return rec
+	}
 	var finals [2]record.Record
 	var out []record.Record
 	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, finals[:0])
@@ -476,9 +483,11 @@ func (e *Engine) sweep(now time.Time) {
 }
 
 // Close stops the sweeper, ends every live part with a final record (end_reason "shutdown")
-// and releases the lookup cache. It is idempotent; call it after the last Observe.
+// and releases the lookup cache. It is idempotent. Call it after the last Observe: a later
+// Observe still emits its request record but keeps no part state.
 func (e *Engine) Close() {
 	e.close.Do(func() {
+		e.closed.Store(true)
 		close(e.stop)
 		<-e.done
 		e.parts.closeAll(record.EndShutdown, e.emit.Emit)

@@ -179,6 +179,9 @@ func TestCloseEmitsFinals(t *testing.T) {
 	if len(ss) != 3 {
 		t.Fatalf("Close emitted %d session records, want 3", len(ss))
 	}
+	if r := e.Observe(exchange("GET", "/", "x-session-id", "late")); r.Part != "2026-11-22" || e.parts.len() != 0 {
+		t.Errorf("Observe after Close: part %q and %d live parts, want a named part and no state", r.Part, e.parts.len())
+	}
 	for _, s := range ss {
 		if !s.Final || s.EndReason != record.EndShutdown {
 			t.Errorf("Close emitted %+v, want final shutdown", s)
