@@ -245,9 +245,15 @@ func compileSelector(src string) (s *selector, err error) {
 	return s, nil
 }
 
+// pickBudget bounds the rendering work (bytes written plus nodes visited) of one pick over
+// several results. "$..*" over a deep document selects every subtree; rendering each in full
+// would cost the document's size times its depth.
+const pickBudget = 1 << 20
+
 // pick returns the selected value as Scalar renders it. When the path selects several values,
 // the smallest working rendering (byte order) wins: ojg walks objects in Go's random map order,
-// and a grouping value must not change from one evaluation to the next.
+// and a grouping value must not change from one evaluation to the next. Scalars are
+// considered before objects and arrays, which are rendered only while the budget lasts.
 func (s *selector) pick(doc any) (out string, ok bool) {
 	if s.definite {
 		val, found := walkDefinite(s.expr, doc)
@@ -261,9 +267,42 @@ func (s *selector) pick(doc any) (out string, ok bool) {
 			out, ok = "", false
 		}
 	}()
-	for _, val := range s.expr.Get(doc) {
-		str, works := Scalar(val)
-		if works && (!ok || str < out) {
+	results := s.expr.Get(doc)
+	if len(results) == 1 {
+		return Scalar(results[0])
+	}
+	containers := false
+	for _, val := range results {
+		switch val.(type) {
+		case map[string]any, []any:
+			containers = true
+			continue
+		}
+		if str, works := Scalar(val); works && (!ok || str < out) {
+			out, ok = str, true
+		}
+	}
+	if ok || !containers {
+		return out, ok
+	}
+	budget := pickBudget
+	for _, val := range results {
+		switch t := val.(type) {
+		case map[string]any:
+			if len(t) == 0 {
+				continue
+			}
+		case []any:
+			if len(t) == 0 {
+				continue
+			}
+		default:
+			continue
+		}
+		if budget <= 0 {
+			break
+		}
+		if str, works := render(val, &budget); works && (!ok || str < out) {
 			out, ok = str, true
 		}
 	}

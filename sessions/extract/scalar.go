@@ -41,7 +41,13 @@ func Scalar(val any) (string, bool) {
 	case nil:
 		return "", false
 	}
-	b, ok := appendJSON(make([]byte, 0, 64), val, 0)
+	budget := math.MaxInt
+	return render(val, &budget)
+}
+
+// render writes a container as canonical JSON, charging its output and nodes to budget.
+func render(val any, budget *int) (string, bool) {
+	b, ok := appendJSON(make([]byte, 0, 64), val, 0, budget)
 	if !ok || len(b) == 0 {
 		return "", false
 	}
@@ -72,17 +78,22 @@ func appendFloat(dst []byte, f float64) ([]byte, bool) {
 }
 
 // appendJSON writes val as canonical JSON: object keys sorted by bytes, no insignificant
-// space, no HTML escaping, invalid UTF-8 replaced by U+FFFD.
-func appendJSON(dst []byte, val any, depth int) ([]byte, bool) {
-	if depth > maxRenderDepth {
+// space, no HTML escaping, invalid UTF-8 replaced by U+FFFD. Each node costs one unit of
+// budget and each string its length; it fails when the budget runs out.
+func appendJSON(dst []byte, val any, depth int, budget *int) ([]byte, bool) {
+	if depth > maxRenderDepth || *budget <= 0 {
 		return dst, false
 	}
+	*budget--
 	switch t := val.(type) {
 	case nil:
 		return append(dst, "null"...), true
 	case bool:
 		return strconv.AppendBool(dst, t), true
 	case string:
+		if *budget -= len(t); *budget < 0 {
+			return dst, false
+		}
 		return appendString(dst, t), true
 	case int64:
 		return strconv.AppendInt(dst, t, 10), true
@@ -108,7 +119,7 @@ func appendJSON(dst []byte, val any, depth int) ([]byte, bool) {
 				dst = append(dst, ',')
 			}
 			var ok bool
-			if dst, ok = appendJSON(dst, el, depth+1); !ok {
+			if dst, ok = appendJSON(dst, el, depth+1, budget); !ok {
 				return dst, false
 			}
 		}
@@ -124,10 +135,13 @@ func appendJSON(dst []byte, val any, depth int) ([]byte, bool) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
+			if *budget -= len(k); *budget < 0 {
+				return dst, false
+			}
 			dst = appendString(dst, k)
 			dst = append(dst, ':')
 			var ok bool
-			if dst, ok = appendJSON(dst, t[k], depth+1); !ok {
+			if dst, ok = appendJSON(dst, t[k], depth+1, budget); !ok {
 				return dst, false
 			}
 		}
