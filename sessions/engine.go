@@ -123,7 +123,7 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 	if dataDir == "" {
 		dataDir = "data"
 	}
-	key, err := loadHashKey(cfg.Hashing.KeyFile, dataDir, os.Getenv)
+	key, keySource, err := hashKey(cfg.Hashing.KeyFile, dataDir, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +162,8 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		e.now = time.Now
 	}
 	e.snap.Store(snap)
+	e.log.Info("sessions engine ready", "hash_key", keySource, "parameters", len(snap.params),
+		"max_live_parts", snap.maxLive, "day_boundary", snap.rules.loc.String())
 	if sweeper {
 		go e.sweeper()
 	} else {

@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -28,6 +29,33 @@ const hashKeyFile = "hash.key"
 // ErrHashKey is wrapped by every error about an unusable hash key.
 var ErrHashKey = errors.New("unusable hash key")
 
+// Where the hash key came from, for the startup log line.
+const (
+	keyFromFile      = "key_file"
+	keyFromEnv       = "env"
+	keyFromDataDir   = "data_dir"
+	keyFromGenerated = "generated"
+)
+
+// hashKey finds the HMAC key and says where it came from (never what it is).
+func hashKey(keyFile, dataDir string, getenv func(string) string) ([]byte, string, error) {
+	if keyFile != "" {
+		k, err := readKeyFile(keyFile, true)
+		return k, keyFromFile, err
+	}
+	if getenv(HashKeyEnv) != "" {
+		k, err := loadHashKey("", dataDir, getenv)
+		return k, keyFromEnv, err
+	}
+	path := filepath.Join(cmp.Or(dataDir, "."), hashKeyFile)
+	_, statErr := os.Stat(path)
+	k, err := loadHashKey("", dataDir, getenv)
+	if errors.Is(statErr, fs.ErrNotExist) {
+		return k, keyFromGenerated, err
+	}
+	return k, keyFromDataDir, err
+}
+
 // loadHashKey finds the HMAC key: the configured key file, else the environment, else a key
 // generated once and kept in dataDir. Errors name the source and never contain key bytes.
 func loadHashKey(keyFile, dataDir string, getenv func(string) string) ([]byte, error) {
@@ -42,9 +70,7 @@ func loadHashKey(keyFile, dataDir string, getenv func(string) string) ([]byte, e
 		}
 		return k, nil
 	}
-	if dataDir == "" {
-		dataDir = "."
-	}
+	dataDir = cmp.Or(dataDir, ".")
 	path := filepath.Join(dataDir, hashKeyFile)
 	k, err := readKeyFile(path, false)
 	if err == nil {
