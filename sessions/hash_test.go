@@ -173,3 +173,32 @@ func TestNewReadsEnvKey(t *testing.T) {
 	}
 	em.take()
 }
+
+func TestHashKeySource(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	noEnv := func(string) string { return "" }
+	env := func(n string) string {
+		if n == HashKeyEnv {
+			return strings.Repeat("e", 40)
+		}
+		return ""
+	}
+	steps := []struct {
+		name   string
+		file   string
+		getenv func(string) string
+		want   string
+	}{
+		{name: "first start generates", getenv: noEnv, want: keyFromGenerated},
+		{name: "second start reads the data directory", getenv: noEnv, want: keyFromDataDir},
+		{name: "environment", getenv: env, want: keyFromEnv},
+		{name: "key file", file: writeKeyFile(t), getenv: env, want: keyFromFile},
+	}
+	for _, st := range steps {
+		_, src, err := hashKey(st.file, dir, st.getenv)
+		if err != nil || src != st.want {
+			t.Errorf("%s: source %q (err %v), want %q", st.name, src, err, st.want)
+		}
+	}
+}
