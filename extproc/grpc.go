@@ -1,0 +1,130 @@
+package extproc
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// GRPCOptions configures the gRPC listener side (config server.*).
+type GRPCOptions struct {
+	// MaxMessageBytes bounds one received ext_proc message; 0 keeps gRPC's default (4 MiB).
+	MaxMessageBytes int
+	// MaxConcurrentStreams bounds the streams one connection may open; 0 keeps gRPC's default.
+	MaxConcurrentStreams uint32
+	// CertFile and KeyFile enable TLS; both or neither.
+	CertFile, KeyFile string
+	// ClientCAFile enables mTLS: clients must present a certificate signed by one of its CAs.
+	ClientCAFile string
+}
+
+// Keepalive settings. Envoy's HTTP/2 connection_keepalive pings every 30 s; grpc-go's default
+// enforcement (one ping per 5 min, none without streams) answers that with GOAWAY too_many_pings.
+const (
+	keepaliveMinTime = 10 * time.Second
+	// keepaliveTime: the server pings an idle Envoy connection after this long to find dead peers.
+	keepaliveTime    = time.Minute
+	keepaliveTimeout = 20 * time.Second
+)
+
+// NewGRPCServer returns a gRPC server with ext_proc (srv), health (srv.Health()) and reflection
+// registered. The caller listens, serves, and calls srv.SetServing(true) once ready.
+func NewGRPCServer(srv *Server, o GRPCOptions) (*grpc.Server, error) {
+	if srv == nil {
+		return nil, errors.New("new grpc server: no ext_proc server")
+	}
+	if o.MaxMessageBytes < 0 {
+		return nil, fmt.Errorf("new grpc server: max message bytes %d is negative", o.MaxMessageBytes)
+	}
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             keepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			// No idle or age limit: Envoy keeps few long-lived connections and every reconnect
+			// costs in-flight requests a fail-open.
+			Time:    keepaliveTime,
+			Timeout: keepaliveTimeout,
+		}),
+	}
+	if o.MaxMessageBytes > 0 {
+		opts = append(opts, grpc.MaxRecvMsgSize(o.MaxMessageBytes))
+	}
+	if o.MaxConcurrentStreams > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(o.MaxConcurrentStreams))
+	}
+	tc, err := serverTLS(o)
+	if err != nil {
+		return nil, fmt.Errorf("new grpc server: %w", err)
+	}
+	if tc != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	gs := grpc.NewServer(opts...)
+	extprocv3.RegisterExternalProcessorServer(gs, srv)
+	healthpb.RegisterHealthServer(gs, srv.Health())
+	reflection.Register(gs)
+	return gs, nil
+}
+
+// serverTLS loads the certificate files; nil config means plaintext (h2c).
+func serverTLS(o GRPCOptions) (*tls.Config, error) {
+	if o.CertFile == "" && o.KeyFile == "" {
+		if o.ClientCAFile != "" {
+			return nil, errors.New("client CA file set without cert_file and key_file; mTLS needs server TLS")
+		}
+		return nil, nil
+	}
+	if o.CertFile == "" || o.KeyFile == "" {
+		return nil, errors.New("tls needs both cert_file and key_file")
+	}
+	cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load tls key pair: %w", err)
+	}
+	tc := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2"},
+	}
+	if o.ClientCAFile != "" {
+		pem, err := os.ReadFile(o.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read client CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA file %s holds no PEM certificate", o.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// Shutdown stops gs gracefully, letting open streams finish, and stops it hard when ctx ends first.
+func Shutdown(ctx context.Context, gs *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		gs.Stop()
+		<-done
+	}
+}

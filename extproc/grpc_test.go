@@ -1,0 +1,462 @@
+package extproc
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/apisessions/apisessions/extproc/protomsg"
+)
+
+// TestKeepalive runs in real time: keepalive enforcement reads the wall clock. Envoy pings an
+// idle connection every 30 s; a grpc-go server with default enforcement sends GOAWAY
+// too_many_pings on the third ping that comes sooner than 5 min after the previous one.
+func TestKeepalive(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("takes 31 s of wall time")
+	}
+	t.Run("a client pinging every 10s stays connected and working past 25s", func(t *testing.T) {
+		t.Parallel()
+		srv := New(Settings{Processor: newFake(), Now: fixedNow})
+		gs, err := NewGRPCServer(srv, GRPCOptions{})
+		if err != nil {
+			t.Fatalf("NewGRPCServer: %v", err)
+		}
+		lis := bufconn.Listen(1 << 20)
+		go func() { _ = gs.Serve(lis) }()
+		t.Cleanup(gs.Stop)
+		conn := dialBuf(t, lis, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
+		client := extprocv3.NewExternalProcessorClient(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+		defer cancel()
+		if _, err := protomsg.Exchange(ctx, client, protomsg.Sequence(getExchange(), protomsg.Options{})); err != nil {
+			t.Fatalf("first exchange: %v", err)
+		}
+		if s := conn.GetState(); s != connectivity.Ready {
+			t.Fatalf("connection state after the first exchange = %v; want READY", s)
+		}
+		wait, stop := context.WithTimeout(ctx, 25*time.Second)
+		defer stop()
+		if conn.WaitForStateChange(wait, connectivity.Ready) {
+			t.Fatalf("connection left READY (now %v) while idle with keepalive pings", conn.GetState())
+		}
+		if _, err := protomsg.Exchange(ctx, client, protomsg.Sequence(getExchange(), protomsg.Options{})); err != nil {
+			t.Fatalf("exchange after 25s: %v", err)
+		}
+	})
+	// The pinger sends four pings 10.2 s apart on an idle connection, the cadence the policy
+	// must allow; the control server with grpc-go's defaults shows that the check bites.
+	for _, tc := range []struct {
+		name       string
+		server     func(t *testing.T) *grpc.Server
+		wantGoAway bool
+	}{
+		{
+			name: "pings 10s apart are accepted",
+			server: func(t *testing.T) *grpc.Server {
+				gs, err := NewGRPCServer(New(Settings{}), GRPCOptions{})
+				if err != nil {
+					t.Fatalf("NewGRPCServer: %v", err)
+				}
+				return gs
+			},
+		},
+		{
+			name:       "control: grpc-go's default policy answers them with GOAWAY",
+			server:     func(*testing.T) *grpc.Server { return grpc.NewServer() },
+			wantGoAway: true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			gs := tc.server(t)
+			lis := bufconn.Listen(1 << 16)
+			go func() { _ = gs.Serve(lis) }()
+			t.Cleanup(gs.Stop)
+			goAway := pingIdle(t, lis, 4, 10200*time.Millisecond)
+			if goAway != tc.wantGoAway {
+				t.Errorf("GOAWAY after pings = %v; want %v", goAway, tc.wantGoAway)
+			}
+		})
+	}
+}
+
+// pingIdle opens a bare HTTP/2 connection, sends n pings gap apart and reports whether the
+// server sent GOAWAY instead of acknowledging the last one.
+func pingIdle(t *testing.T, lis *bufconn.Listener, n int, gap time.Duration) bool {
+	t.Helper()
+	conn, err := lis.Dial()
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	var wmu sync.Mutex // the framer's writes come from the reader (acks) and the pinger
+	fr := http2.NewFramer(conn, conn)
+	write := func(f func() error) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		if err := f(); err != nil {
+			t.Errorf("write frame: %v", err)
+		}
+	}
+	write(func() error {
+		if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+			return err
+		}
+		return fr.WriteSettings()
+	})
+	acks := make(chan [8]byte, n)
+	goAway := make(chan struct{})
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					write(fr.WriteSettingsAck)
+				}
+			case *http2.PingFrame:
+				if f.IsAck() {
+					acks <- f.Data
+				}
+			case *http2.GoAwayFrame:
+				close(goAway)
+				return
+			}
+		}
+	}()
+	for i := range n {
+		if i > 0 {
+			select {
+			case <-time.After(gap):
+			case <-goAway:
+				return true
+			}
+		}
+		data := [8]byte{byte(i + 1)}
+		write(func() error { return fr.WritePing(false, data) })
+		select {
+		case got := <-acks:
+			if got != data {
+				t.Fatalf("ping %d acknowledged with %v; want %v", i, got, data)
+			}
+		case <-goAway:
+			return true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("ping %d not acknowledged within 5s", i)
+		}
+	}
+	// GOAWAY is written before the server would have acknowledged a later ping; give it the
+	// time a frame takes on an in-memory connection.
+	select {
+	case <-goAway:
+		return true
+	case <-time.After(200 * time.Millisecond):
+		return false
+	}
+}
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	srv := New(Settings{})
+	_, conn := startServer(t, srv, GRPCOptions{})
+	hc := healthpb.NewHealthClient(conn)
+	ctx := testContext(t)
+	check := func(service string, want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+		if err != nil {
+			t.Fatalf("health check %q: %v", service, err)
+		}
+		if r.GetStatus() != want {
+			t.Errorf("health of %q = %v; want %v", service, r.GetStatus(), want)
+		}
+	}
+	check("", healthpb.HealthCheckResponse_NOT_SERVING)
+	check(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	srv.SetServing(true)
+	check("", healthpb.HealthCheckResponse_SERVING)
+	check(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	srv.SetServing(false)
+	check("", healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+func TestReflection(t *testing.T) {
+	t.Parallel()
+	_, conn := startServer(t, New(Settings{}), GRPCOptions{})
+	rc := reflectionpb.NewServerReflectionClient(conn)
+	stream, err := rc.ServerReflectionInfo(testContext(t))
+	if err != nil {
+		t.Fatalf("open reflection stream: %v", err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatalf("send list services: %v", err)
+	}
+	r, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("receive list services: %v", err)
+	}
+	got := map[string]bool{}
+	for _, s := range r.GetListServicesResponse().GetService() {
+		got[s.GetName()] = true
+	}
+	for _, want := range []string{ServiceName, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		if !got[want] {
+			t.Errorf("reflection lists %v; want it to include %s", got, want)
+		}
+	}
+}
+
+func TestMaxMessageBytes(t *testing.T) {
+	t.Parallel()
+	client, _ := startServer(t, New(Settings{Processor: newFake()}), GRPCOptions{MaxMessageBytes: 1024})
+	big := protomsg.RequestHeaders(pairs(":authority", "api.example", "x-big", strings.Repeat("a", 4096)), true)
+	_, err := protomsg.Exchange(testContext(t), client, msgs(big))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("exchange with a 4 KiB message against a 1 KiB limit: %v; want ResourceExhausted", err)
+	}
+}
+
+// testPKI writes a CA, a server certificate for "apisessions.test" and a client certificate.
+type testPKI struct {
+	caFile, certFile, keyFile string
+	pool                      *x509.CertPool
+	clientCert                tls.Certificate
+	otherCAFile, notPEMFile   string
+	missingFile               string
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	p := &testPKI{pool: x509.NewCertPool()}
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatalf("generate key: %v", err)
+		}
+		return k
+	}
+	writePEM := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatalf("write %s: %v", name, err)
+		}
+		return path
+	}
+	serial := int64(0)
+	issue := func(tmpl *x509.Certificate, parent *x509.Certificate, parentKey, key *ecdsa.PrivateKey) *x509.Certificate {
+		serial++
+		tmpl.SerialNumber = big.NewInt(serial)
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+		tmpl.NotAfter = time.Now().Add(time.Hour)
+		if parent == nil {
+			parent, parentKey = tmpl, key
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+		if err != nil {
+			t.Fatalf("create certificate: %v", err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatalf("parse certificate: %v", err)
+		}
+		return c
+	}
+	caKey := newKey()
+	ca := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil, caKey)
+	p.caFile = writePEM("ca.pem", "CERTIFICATE", ca.Raw)
+	p.pool.AddCert(ca)
+
+	srvKey := newKey()
+	srvCert := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "apisessions.test"}, DNSNames: []string{"apisessions.test"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey, srvKey)
+	p.certFile = writePEM("server.pem", "CERTIFICATE", srvCert.Raw)
+	srvDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatalf("marshal key: %v", err)
+	}
+	p.keyFile = writePEM("server-key.pem", "EC PRIVATE KEY", srvDER)
+
+	cliKey := newKey()
+	cliCert := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "envoy"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey, cliKey)
+	p.clientCert = tls.Certificate{Certificate: [][]byte{cliCert.Raw}, PrivateKey: cliKey}
+
+	otherKey := newKey()
+	other := issue(&x509.Certificate{Subject: pkix.Name{CommonName: "other CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil, otherKey)
+	p.otherCAFile = writePEM("other-ca.pem", "CERTIFICATE", other.Raw)
+	p.notPEMFile = filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(p.notPEMFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	p.missingFile = filepath.Join(dir, "missing.pem")
+	return p
+}
+
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t)
+	cases := []struct {
+		name       string
+		opts       GRPCOptions
+		clientCert bool
+		wantErr    bool
+	}{
+		{name: "TLS without client certificates", opts: GRPCOptions{CertFile: pki.certFile, KeyFile: pki.keyFile}},
+		{name: "mTLS with a client certificate from the CA", clientCert: true,
+			opts: GRPCOptions{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile}},
+		{name: "mTLS refuses a client without certificate", wantErr: true,
+			opts: GRPCOptions{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile}},
+		{name: "mTLS refuses a certificate from another CA", clientCert: true, wantErr: true,
+			opts: GRPCOptions{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.otherCAFile}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			gs, err := NewGRPCServer(New(Settings{Processor: newFake()}), tc.opts)
+			if err != nil {
+				t.Fatalf("NewGRPCServer: %v", err)
+			}
+			lis := bufconn.Listen(1 << 20)
+			go func() { _ = gs.Serve(lis) }()
+			t.Cleanup(gs.Stop)
+			tc2 := &tls.Config{RootCAs: pki.pool, ServerName: "apisessions.test", MinVersion: tls.VersionTLS12}
+			if tc.clientCert {
+				tc2.Certificates = []tls.Certificate{pki.clientCert}
+			}
+			conn, err := grpc.NewClient("passthrough:///bufnet",
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+				grpc.WithTransportCredentials(credentials.NewTLS(tc2)))
+			if err != nil {
+				t.Fatalf("grpc.NewClient: %v", err)
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+			_, err = protomsg.Exchange(testContext(t), extprocv3.NewExternalProcessorClient(conn),
+				protomsg.Sequence(getExchange(), protomsg.Options{}))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("exchange error = %v; want error %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestNewGRPCServerErrors(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t)
+	cases := []struct {
+		name string
+		srv  *Server
+		opts GRPCOptions
+		want string
+	}{
+		{name: "no server", want: "no ext_proc server"},
+		{name: "negative message size", srv: New(Settings{}), opts: GRPCOptions{MaxMessageBytes: -1}, want: "negative"},
+		{name: "cert without key", srv: New(Settings{}), opts: GRPCOptions{CertFile: pki.certFile}, want: "both cert_file and key_file"},
+		{name: "client CA without server TLS", srv: New(Settings{}), opts: GRPCOptions{ClientCAFile: pki.caFile}, want: "mTLS needs server TLS"},
+		{name: "missing key file", srv: New(Settings{}), opts: GRPCOptions{CertFile: pki.certFile, KeyFile: pki.missingFile}, want: "load tls key pair"},
+		{name: "missing client CA file", srv: New(Settings{}),
+			opts: GRPCOptions{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.missingFile}, want: "read client CA file"},
+		{name: "client CA file without PEM", srv: New(Settings{}),
+			opts: GRPCOptions{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.notPEMFile}, want: "no PEM certificate"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			gs, err := NewGRPCServer(tc.srv, tc.opts)
+			if err == nil {
+				gs.Stop()
+				t.Fatalf("NewGRPCServer succeeded; want an error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("NewGRPCServer error %q; want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	t.Run("graceful when no stream is open", func(t *testing.T) {
+		t.Parallel()
+		gs, err := NewGRPCServer(New(Settings{Processor: newFake()}), GRPCOptions{})
+		if err != nil {
+			t.Fatalf("NewGRPCServer: %v", err)
+		}
+		lis := bufconn.Listen(1 << 16)
+		served := make(chan error, 1)
+		go func() { served <- gs.Serve(lis) }()
+		client := extprocv3.NewExternalProcessorClient(dialBuf(t, lis))
+		if _, err := protomsg.Exchange(testContext(t), client, protomsg.Sequence(getExchange(), protomsg.Options{})); err != nil {
+			t.Fatalf("exchange: %v", err)
+		}
+		Shutdown(context.Background(), gs)
+		if err := <-served; err != nil {
+			t.Errorf("Serve after graceful stop: %v", err)
+		}
+	})
+	t.Run("forced when the deadline passes with a stream open; the stream is still recorded", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake()
+		srv := New(Settings{Processor: fake, Now: fixedNow})
+		gs, err := NewGRPCServer(srv, GRPCOptions{})
+		if err != nil {
+			t.Fatalf("NewGRPCServer: %v", err)
+		}
+		lis := bufconn.Listen(1 << 16)
+		go func() { _ = gs.Serve(lis) }()
+		conn := dialBuf(t, lis)
+		stream, err := extprocv3.NewExternalProcessorClient(conn).Process(testContext(t))
+		if err != nil {
+			t.Fatalf("open stream: %v", err)
+		}
+		if err := stream.Send(protomsg.RequestHeaders(pairs(":authority", "api.example"), false)); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		Shutdown(ctx, gs)
+		if ctx.Err() == nil {
+			t.Errorf("Shutdown returned before its deadline although a stream was open")
+		}
+		if x := fake.next(t); !x.Partial || x.Host != "api.example" {
+			t.Errorf("open stream recorded with host %q partial %v; want it recorded as partial", x.Host, x.Partial)
+		}
+	})
+}

@@ -1,0 +1,252 @@
+package extproc
+
+import (
+	"sync"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/apisessions/apisessions/extproc/protomsg"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// groupByResponse peeks an anonymous session on the request side and a user session once the
+// response is seen, as a login response that sets a cookie would.
+func groupByResponse(x *traffic.Exchange) (string, string, record.Key) {
+	if x.ResponseSeen {
+		return "s-user", "2026-10-13", record.Key{Source: record.SourceParam, Name: "user"}
+	}
+	return "s-anon", "2026-10-13", record.Key{Source: record.SourceFallback, Name: "ip+ua"}
+}
+
+func metadataFor(t *testing.T, session, key string) *structpb.Struct {
+	t.Helper()
+	s, err := structpb.NewStruct(map[string]any{MetadataNamespace: map[string]any{
+		"session": session, "part": "2026-10-13", "key": key}})
+	if err != nil {
+		t.Fatalf("build metadata: %v", err)
+	}
+	return s
+}
+
+func sessionHeaderMutation(name, value string) *extprocv3.HeaderMutation {
+	return &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{{
+		Header: &corev3.HeaderValue{Key: name, RawValue: []byte(value)},
+		Append: wrapperspb.Bool(false),
+	}}}
+}
+
+func requestHeadersAnswer(mut *extprocv3.HeaderMutation, md *structpb.Struct) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: mut}}},
+		DynamicMetadata: md,
+	}
+}
+
+func responseHeadersAnswer(md *structpb.Struct) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{}}},
+		DynamicMetadata: md,
+	}
+}
+
+func TestInline(t *testing.T) {
+	t.Parallel()
+	const header = "x-apisessions-session"
+	cont := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse { return protomsg.Continue(m) }
+	get := protomsg.Sequence(getExchange(), protomsg.Options{})
+	cases := []struct {
+		name      string
+		settings  Settings
+		peek      func(*traffic.Exchange) (string, string, record.Key)
+		outScope  bool
+		msgs      []*extprocv3.ProcessingRequest
+		want      func(t *testing.T) []*extprocv3.ProcessingResponse
+		wantPeeks int64
+		stats     func(t *testing.T, s Stats)
+	}{
+		{
+			name:     "session header and dynamic metadata, refreshed with the response",
+			settings: Settings{SessionHeader: "X-APISessions-Session", DynamicMetadata: true},
+			peek:     groupByResponse,
+			msgs:     get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(sessionHeaderMutation(header, "s-anon"), metadataFor(t, "s-anon", "fallback:ip+ua")),
+					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
+				}
+			},
+			wantPeeks: 2,
+		},
+		{
+			name:     "dynamic metadata only",
+			settings: Settings{DynamicMetadata: true},
+			peek:     groupByResponse,
+			msgs:     get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
+					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
+				}
+			},
+			wantPeeks: 2,
+		},
+		{
+			name:     "session header only: the response is not peeked",
+			settings: Settings{SessionHeader: header},
+			peek:     groupByResponse,
+			msgs:     get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(sessionHeaderMutation(header, "s-anon"), nil),
+					cont(get[1]),
+				}
+			},
+			wantPeeks: 1,
+		},
+		{
+			name: "inline additions disabled: plain answers, no peek",
+			peek: groupByResponse,
+			msgs: get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{cont(get[0]), cont(get[1])}
+			},
+		},
+		{
+			name:     "observability mode never peeks and never answers",
+			settings: Settings{SessionHeader: header, DynamicMetadata: true},
+			peek:     groupByResponse,
+			msgs:     protomsg.Sequence(getExchange(), protomsg.Options{Observability: true}),
+			want:     func(t *testing.T) []*extprocv3.ProcessingResponse { return nil },
+		},
+		{
+			name:     "an out-of-scope host is not peeked",
+			settings: Settings{SessionHeader: header, DynamicMetadata: true},
+			peek:     groupByResponse,
+			outScope: true,
+			msgs:     get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{cont(get[0]), cont(get[1])}
+			},
+		},
+		{
+			name:     "no session yet: plain answers",
+			settings: Settings{SessionHeader: header, DynamicMetadata: true},
+			peek:     func(*traffic.Exchange) (string, string, record.Key) { return "", "", record.Key{} },
+			msgs:     get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{cont(get[0]), cont(get[1])}
+			},
+			wantPeeks: 2,
+		},
+		{
+			name:     "a session id that is no valid header value is not sent as a header",
+			settings: Settings{SessionHeader: header, DynamicMetadata: true},
+			peek: func(*traffic.Exchange) (string, string, record.Key) {
+				return "bad\r\nvalue", "2026-10-13", record.Key{Source: "builtin", Name: "bearer"}
+			},
+			msgs: get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(nil, metadataFor(t, "bad\r\nvalue", "builtin:bearer")),
+					responseHeadersAnswer(metadataFor(t, "bad\r\nvalue", "builtin:bearer")),
+				}
+			},
+			wantPeeks: 2,
+			stats: func(t *testing.T, s Stats) {
+				if s.InvalidSessionValues != 1 {
+					t.Errorf("invalid session values = %d; want 1", s.InvalidSessionValues)
+				}
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fake := newFake()
+			fake.peek = tc.peek
+			if tc.outScope {
+				fake.outOfScope = map[string]bool{"api.example": true}
+			}
+			s := tc.settings
+			s.Processor, s.Now = fake, fixedNow
+			srv := New(s)
+			client, _ := startServer(t, srv, GRPCOptions{})
+			got, err := protomsg.Exchange(testContext(t), client, tc.msgs)
+			if err != nil {
+				t.Fatalf("exchange: %v", err)
+			}
+			if diff := cmp.Diff(tc.want(t), got, protocmp.Transform()); diff != "" {
+				t.Errorf("answers differ (-want +got):\n%s", diff)
+			}
+			for _, r := range got {
+				for _, h := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+					if h.GetHeader().GetValue() != "" {
+						t.Errorf("header %q set through value; Envoy reads only raw_value", h.GetHeader().GetKey())
+					}
+				}
+			}
+			if n := fake.peeks.Load(); n != tc.wantPeeks {
+				t.Errorf("Peek called %d times; want %d", n, tc.wantPeeks)
+			}
+			if n := len(fake.all()); (n == 1) == tc.outScope {
+				t.Errorf("observed %d exchanges; want %d", n, map[bool]int{false: 1, true: 0}[tc.outScope])
+			}
+			if tc.stats != nil {
+				tc.stats(t, srv.Stats())
+			}
+		})
+	}
+}
+
+// TestSettingsSwap reloads settings while streams run; the race detector checks the swap and
+// new streams use the new settings.
+func TestSettingsSwap(t *testing.T) {
+	t.Parallel()
+	fake := newFake()
+	fake.peek = groupByResponse
+	srv := New(Settings{Processor: fake, Now: fixedNow, SessionHeader: "x-old"})
+	client, _ := startServer(t, srv, GRPCOptions{})
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for range 20 {
+				if _, err := protomsg.Exchange(ctx, client, protomsg.Sequence(getExchange(), protomsg.Options{})); err != nil {
+					t.Errorf("exchange during reloads: %v", err)
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			for j := range 20 {
+				if (i+j)%2 == 0 {
+					srv.SetSettings(Settings{Processor: fake, Now: fixedNow, SessionHeader: "x-old", DynamicMetadata: j%3 == 0})
+				} else {
+					srv.SetProcessor(fake)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	srv.SetSettings(Settings{Processor: fake, Now: fixedNow, SessionHeader: "x-new"})
+	got, err := protomsg.Exchange(ctx, client, protomsg.Sequence(getExchange(), protomsg.Options{}))
+	if err != nil {
+		t.Fatalf("exchange after reload: %v", err)
+	}
+	want := requestHeadersAnswer(sessionHeaderMutation("x-new", "s-anon"), nil)
+	if diff := cmp.Diff(want, got[0], protocmp.Transform()); diff != "" {
+		t.Errorf("answer after reload differs (-want +got):\n%s", diff)
+	}
+	if got := srv.Settings().SessionHeader; got != "x-new" {
+		t.Errorf("Settings().SessionHeader = %q; want x-new", got)
+	}
+}

@@ -1,0 +1,283 @@
+// Package extproc is the Envoy ext_proc gRPC service of apisessions: the per-stream loop that
+// answers Envoy's messages, turns them into a neutral traffic.Exchange and hands every finished
+// exchange to a Processor (the sessions engine). In inline mode it also adds the session header
+// and the "apisessions" dynamic metadata.
+//
+// It declares the small Processor interface it consumes and must not import the sessions engine
+// package itself; only this package speaks gRPC.
+package extproc
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// ServiceName is the fully qualified gRPC service name of ext_proc, as health checks name it.
+const ServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+// MetadataNamespace is the dynamic metadata namespace apisessions writes in inline mode; Envoy's
+// metadata_options.receiving_namespaces must list it.
+const MetadataNamespace = "apisessions"
+
+// AttributesKey is the key of ProcessingRequest.attributes under which Envoy puts the values of
+// request_attributes and response_attributes, whatever the filter is named.
+const AttributesKey = "envoy.filters.http.ext_proc"
+
+// Processor is what the server hands finished exchanges to (implemented by *sessions.Engine).
+type Processor interface {
+	// InScope reports whether the host is tracked; false = the stream costs one header check
+	// and produces nothing.
+	InScope(host string) bool
+	// Needs says which bodies to copy.
+	Needs() traffic.Needs
+	// MaxBodyBytes is how many body bytes to copy at most per direction; bytes past it are counted only.
+	MaxBodyBytes() int
+	// Observe is called exactly once per in-scope stream at its end, with everything seen. It
+	// must not block.
+	Observe(x *traffic.Exchange) *record.Request
+	// Peek groups the request seen so far (inline mode only), for the session header and the
+	// dynamic metadata.
+	Peek(x *traffic.Exchange) (session, part string, key record.Key)
+}
+
+// Settings is what the server needs from the configuration. The zero value is usable: no
+// processor (streams are answered and nothing is recorded), no inline additions.
+type Settings struct {
+	// Logger receives debug lines per stream and error lines for panics; nil discards.
+	Logger *slog.Logger
+	// Processor receives the finished exchanges; nil drops them.
+	Processor Processor
+	// SessionHeader is the request header set to the session id in inline mode (config
+	// inline.session_header); "" disables it.
+	SessionHeader string
+	// DynamicMetadata adds {"apisessions": {"session", "part", "key"}} to inline answers.
+	DynamicMetadata bool
+	// AttackNamespaces are the metadata_context namespaces copied into Exchange.Metadata.
+	AttackNamespaces []string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server implements the ext_proc service. Its settings can be swapped at any time (config
+// reload); a stream keeps the settings it started with.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	mu       sync.Mutex // serialises writers of settings; readers only Load
+	settings atomic.Pointer[settings]
+	health   *health.Server
+	stats    counters
+}
+
+// settings is the normalised, immutable form of Settings that streams read.
+type settings struct {
+	log             *slog.Logger
+	proc            Processor
+	sessionHeader   string
+	dynamicMetadata bool
+	namespaces      []string
+	now             func() time.Time
+}
+
+var _ extprocv3.ExternalProcessorServer = (*Server)(nil)
+
+// New returns a server using s. Its health service reports NOT_SERVING until SetServing(true).
+func New(s Settings) *Server {
+	srv := &Server{health: health.NewServer()}
+	srv.SetSettings(s)
+	srv.SetServing(false)
+	return srv
+}
+
+// SetSettings replaces all settings; streams already open keep the old ones.
+func (s *Server) SetSettings(in Settings) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settings.Store(normalise(in))
+}
+
+// SetProcessor replaces only the processor, keeping the other settings.
+func (s *Server) SetProcessor(p Processor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := *s.settings.Load()
+	next.proc = p
+	s.settings.Store(&next)
+}
+
+// Settings returns a copy of the current settings.
+func (s *Server) Settings() Settings {
+	c := s.settings.Load()
+	return Settings{
+		Logger:           c.log,
+		Processor:        c.proc,
+		SessionHeader:    c.sessionHeader,
+		DynamicMetadata:  c.dynamicMetadata,
+		AttackNamespaces: append([]string(nil), c.namespaces...),
+		Now:              c.now,
+	}
+}
+
+func normalise(in Settings) *settings {
+	c := &settings{
+		log:             in.Logger,
+		proc:            in.Processor,
+		sessionHeader:   strings.ToLower(strings.TrimSpace(in.SessionHeader)),
+		dynamicMetadata: in.DynamicMetadata,
+		now:             in.Now,
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("component", "extproc")
+	if c.now == nil {
+		c.now = time.Now
+	}
+	for _, ns := range in.AttackNamespaces {
+		if ns != "" && len(c.namespaces) < maxNamespaces {
+			c.namespaces = append(c.namespaces, ns)
+		}
+	}
+	return c
+}
+
+// Health returns the gRPC health service; NewGRPCServer registers it.
+func (s *Server) Health() *health.Server { return s.health }
+
+// SetServing sets the health of the whole server and of the ext_proc service: SERVING once
+// configuration and sinks are ready, NOT_SERVING while starting or draining.
+func (s *Server) SetServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(ServiceName, st)
+}
+
+// Process serves one ext_proc stream, that is one HTTP request and its response.
+func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
+	st := newStream(s, s.settings.Load(), ps.Context())
+	s.stats.streamsOpen.Add(1)
+	s.stats.streams.Add(1)
+	defer s.stats.streamsOpen.Add(-1)
+	// The recover is registered last so it runs first; finishing then still sees the state of
+	// the stream as far as it got.
+	defer st.finish()
+	defer func() {
+		if r := recover(); r != nil {
+			st.panicked(r)
+			// Fail open: status OK lets Envoy continue the request without us.
+			err = nil
+		}
+	}()
+	return st.run(ps)
+}
+
+// Stats is a snapshot of the server's counters.
+type Stats struct {
+	// StreamsOpen is the number of streams being served now.
+	StreamsOpen int64
+	// Streams is the number of streams accepted since start.
+	Streams uint64
+	// Inline and Observability count received messages by phase, split by the message's
+	// observability_mode flag.
+	Inline, Observability PhaseCounts
+	// Observed counts exchanges handed to Processor.Observe.
+	Observed uint64
+	// OutOfScope counts streams whose host the processor does not track.
+	OutOfScope uint64
+	// Panics counts streams ended by a recovered panic.
+	Panics uint64
+	// ProtocolErrors counts messages that break the ext_proc protocol: no request case,
+	// duplicate or out-of-order phases, headers with both value and raw_value.
+	ProtocolErrors uint64
+	// StreamErrors counts streams that ended with a transport error other than a normal end.
+	StreamErrors uint64
+	// HeadersDropped counts header fields not copied because a header list was over the cap.
+	HeadersDropped uint64
+	// InvalidSessionValues counts inline answers whose session id could not be a header value.
+	InvalidSessionValues uint64
+}
+
+// PhaseCounts counts messages per ext_proc phase.
+type PhaseCounts struct {
+	RequestHeaders, RequestBody, RequestTrailers    uint64
+	ResponseHeaders, ResponseBody, ResponseTrailers uint64
+}
+
+type phase int
+
+const (
+	phaseRequestHeaders phase = iota
+	phaseRequestBody
+	phaseRequestTrailers
+	phaseResponseHeaders
+	phaseResponseBody
+	phaseResponseTrailers
+	numPhases
+)
+
+var phaseNames = [numPhases]string{
+	"request_headers", "request_body", "request_trailers",
+	"response_headers", "response_body", "response_trailers",
+}
+
+func (p phase) String() string { return phaseNames[p] }
+
+type counters struct {
+	streamsOpen          atomic.Int64
+	streams              atomic.Uint64
+	messages             [2][numPhases]atomic.Uint64 // [observability][phase]
+	observed             atomic.Uint64
+	outOfScope           atomic.Uint64
+	panics               atomic.Uint64
+	protocolErrors       atomic.Uint64
+	streamErrors         atomic.Uint64
+	headersDropped       atomic.Uint64
+	invalidSessionValues atomic.Uint64
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	phases := func(m *[numPhases]atomic.Uint64) PhaseCounts {
+		return PhaseCounts{
+			RequestHeaders:   m[phaseRequestHeaders].Load(),
+			RequestBody:      m[phaseRequestBody].Load(),
+			RequestTrailers:  m[phaseRequestTrailers].Load(),
+			ResponseHeaders:  m[phaseResponseHeaders].Load(),
+			ResponseBody:     m[phaseResponseBody].Load(),
+			ResponseTrailers: m[phaseResponseTrailers].Load(),
+		}
+	}
+	return Stats{
+		StreamsOpen:          c.streamsOpen.Load(),
+		Streams:              c.streams.Load(),
+		Inline:               phases(&c.messages[0]),
+		Observability:        phases(&c.messages[1]),
+		Observed:             c.observed.Load(),
+		OutOfScope:           c.outOfScope.Load(),
+		Panics:               c.panics.Load(),
+		ProtocolErrors:       c.protocolErrors.Load(),
+		StreamErrors:         c.streamErrors.Load(),
+		HeadersDropped:       c.headersDropped.Load(),
+		InvalidSessionValues: c.invalidSessionValues.Load(),
+	}
+}
+
+// debugEnabled reports whether per-stream debug lines are wanted; checked before building attributes.
+func debugEnabled(ctx context.Context, l *slog.Logger) bool {
+	return l.Enabled(ctx, slog.LevelDebug)
+}

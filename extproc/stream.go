@@ -1,0 +1,581 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// Bounds on what one stream copies out of attacker-written messages. The gRPC message size
+// limit bounds each message; these bound what is kept.
+const (
+	// maxHeaders is the number of header fields kept per header list; Envoy's own default
+	// limit is 100.
+	maxHeaders = 1024
+	// maxNamespaces bounds the metadata namespaces copied per message.
+	maxNamespaces = 16
+	// maxMetadataFields bounds the fields copied from one metadata namespace.
+	maxMetadataFields = 256
+	// maxAttributeLen bounds attribute strings kept (addresses, ids, timestamps).
+	maxAttributeLen = 256
+	// maxSessionValue bounds a session id sent as a header value.
+	maxSessionValue = 1024
+)
+
+// errNoRequest is the status for a ProcessingRequest without a request case: Envoy never sends
+// one, so the peer does not speak ext_proc.
+var errNoRequest = status.Error(codes.InvalidArgument, "processing request has no request message")
+
+// stream is the state of one ext_proc stream: one HTTP request and what was seen of its response.
+type stream struct {
+	srv  *Server
+	cfg  *settings
+	proc Processor // nil: answer only
+	ctx  context.Context
+	log  *slog.Logger
+	// debug is computed once: per-stream lines are built only when they will be written.
+	debug bool
+
+	// started is true once request headers arrived; a stream without them produces nothing.
+	started bool
+	// scoped is true once the processor accepted the host; only scoped streams are recorded.
+	scoped bool
+	// finished guards finish: exactly one Observe per stream, on any exit path.
+	finished bool
+	messages int
+
+	x       traffic.Exchange
+	req     body
+	resp    body
+	reqMode filterv3.ProcessingMode_BodySendMode
+	// respMode is the response body mode from protocol_config; BUFFERED_PARTIAL makes an unended
+	// body a truncated one rather than an interrupted response.
+	respMode filterv3.ProcessingMode_BodySendMode
+
+	haveTime     bool // Start came from request.time
+	haveID       bool // RequestID came from request.id
+	responseCode int  // response.code attribute, used when :status is missing
+}
+
+// body is what one direction's body messages left behind.
+type body struct {
+	copy bool // copy bytes (the processor reads this body)
+	max  int  // copy at most this many bytes
+	buf  []byte
+	n    int64 // bytes seen, copied or not
+	// contentLength is the content-length header, -1 when absent or invalid.
+	contentLength int64
+	started       bool // a body message arrived
+	ended         bool // end_of_stream seen, trailers seen, or headers had end_of_stream
+}
+
+func newStream(s *Server, cfg *settings, ctx context.Context) *stream {
+	st := &stream{
+		srv:  s,
+		cfg:  cfg,
+		proc: cfg.proc,
+		ctx:  ctx,
+		log:  cfg.log,
+		req:  body{contentLength: -1},
+		resp: body{contentLength: -1},
+	}
+	st.debug = debugEnabled(ctx, cfg.log)
+	return st
+}
+
+// run is the stream loop: receive, dispatch by phase, answer unless in observability mode.
+// Only this function calls Send.
+func (st *stream) run(ps extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		req, err := ps.Recv()
+		if err != nil {
+			return st.endOf("receive", err)
+		}
+		st.messages++
+		resp, err := st.handle(req)
+		if err != nil {
+			return err
+		}
+		if req.GetObservabilityMode() || resp == nil {
+			continue
+		}
+		if err := ps.Send(resp); err != nil {
+			return st.endOf("send", err)
+		}
+	}
+}
+
+// endOf classifies a transport error: Envoy ends streams by resetting them (codes.Canceled) or
+// by a half-close (io.EOF); both are a normal end.
+func (st *stream) endOf(op string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded:
+		return nil
+	}
+	st.srv.stats.streamErrors.Add(1)
+	if st.debug {
+		st.log.LogAttrs(st.ctx, slog.LevelDebug, "stream error",
+			slog.String("op", op), slog.String("request_id", st.x.RequestID), slog.String("error", err.Error()))
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Unavailable, op+": "+err.Error())
+}
+
+// handle dispatches one message and returns its answer (nil = none is due).
+func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	obs := 0
+	if req.GetObservabilityMode() {
+		obs = 1
+	}
+	var (
+		p    phase
+		resp *extprocv3.ProcessingResponse
+		err  error
+	)
+	switch r := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		p = phaseRequestHeaders
+		resp, err = st.onRequestHeaders(req, r.RequestHeaders)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		p = phaseRequestBody
+		resp, err = st.onRequestBody(req, r.RequestBody)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		p = phaseRequestTrailers
+		resp, err = st.onRequestTrailers(req, r.RequestTrailers)
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		p = phaseResponseHeaders
+		resp, err = st.onResponseHeaders(req, r.ResponseHeaders)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		p = phaseResponseBody
+		resp, err = st.onResponseBody(req, r.ResponseBody)
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		p = phaseResponseTrailers
+		resp, err = st.onResponseTrailers(req, r.ResponseTrailers)
+	default:
+		// A nil case (or one added to the API after this build) cannot be answered correctly.
+		st.protocolError("no request case")
+		return nil, errNoRequest
+	}
+	st.srv.stats.messages[obs][p].Add(1)
+	return resp, err
+}
+
+// recording reports whether message contents are kept: request headers arrived and the host
+// is tracked. Messages of other streams are only answered.
+func (st *stream) recording() bool { return st.started && st.scoped }
+
+func (st *stream) onRequestHeaders(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+	if st.started {
+		st.protocolError("duplicate request headers")
+		return continueRequestHeaders, nil
+	}
+	st.started = true
+	now := st.cfg.now()
+	x := &st.x
+	x.RequestHeaders = st.headers(h.GetHeaders().GetHeaders(), x.RequestHeaders)
+	for i := range x.RequestHeaders {
+		hd := &x.RequestHeaders[i]
+		switch hd.Name {
+		case ":method":
+			setOnce(&x.Method, hd.Value)
+		case ":scheme":
+			setOnce(&x.Scheme, hd.Value)
+		case ":authority":
+			setOnce(&x.Host, hd.Value)
+		case ":path":
+			setOnce(&x.Path, hd.Value)
+		case "host":
+			// HTTP/1 upstream codecs may carry only host; :authority wins when both are sent.
+			if x.Host == "" {
+				x.Host = hd.Value
+			}
+		case "content-length":
+			setLength(&st.req.contentLength, hd.Value)
+		case "x-request-id":
+			if x.RequestID == "" {
+				x.RequestID = clip(hd.Value)
+			}
+		}
+	}
+	if pc := req.GetProtocolConfig(); pc != nil {
+		st.reqMode = pc.GetRequestBodyMode()
+		st.respMode = pc.GetResponseBodyMode()
+	}
+	if st.proc == nil || !st.proc.InScope(x.Host) {
+		st.srv.stats.outOfScope.Add(1)
+		return continueRequestHeaders, nil
+	}
+	st.scoped = true
+	needs := st.proc.Needs()
+	maxBody := max(st.proc.MaxBodyBytes(), 0)
+	st.req.copy, st.req.max = needs.RequestBody && maxBody > 0, maxBody
+	st.resp.copy, st.resp.max = needs.ResponseBody && maxBody > 0, maxBody
+	st.attributes(req)
+	if !st.haveTime {
+		x.Start = now
+	}
+	if h.GetEndOfStream() {
+		st.req.ended = true
+	}
+	st.metadata(req)
+	if req.GetObservabilityMode() || (st.cfg.sessionHeader == "" && !st.cfg.dynamicMetadata) {
+		return continueRequestHeaders, nil
+	}
+	return st.inlineRequestHeaders(), nil
+}
+
+func (st *stream) onRequestBody(req *extprocv3.ProcessingRequest, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+	if !st.started {
+		st.protocolError("request body before request headers")
+	}
+	if st.recording() {
+		st.attributes(req)
+		st.metadata(req)
+		st.req.add(b.GetBody(), b.GetEndOfStream())
+	}
+	return continueRequestBody, nil
+}
+
+func (st *stream) onRequestTrailers(req *extprocv3.ProcessingRequest, t *extprocv3.HttpTrailers) (*extprocv3.ProcessingResponse, error) {
+	if !st.started {
+		st.protocolError("request trailers before request headers")
+	}
+	if st.recording() {
+		st.attributes(req)
+		st.metadata(req)
+		if st.x.RequestTrailers == nil {
+			st.x.RequestTrailers = st.headers(t.GetTrailers().GetHeaders(), nil)
+		}
+		st.req.ended = true
+	}
+	return continueRequestTrailers, nil
+}
+
+func (st *stream) onResponseHeaders(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+	if !st.started {
+		st.protocolError("response headers before request headers")
+		return continueResponseHeaders, nil
+	}
+	if st.x.ResponseSeen {
+		st.protocolError("duplicate response headers")
+		return continueResponseHeaders, nil
+	}
+	if !st.recording() {
+		return continueResponseHeaders, nil
+	}
+	x := &st.x
+	x.ResponseSeen = true
+	x.End = st.cfg.now()
+	x.ResponseHeaders = st.headers(h.GetHeaders().GetHeaders(), nil)
+	for i := range x.ResponseHeaders {
+		hd := &x.ResponseHeaders[i]
+		switch hd.Name {
+		case ":status":
+			if x.Status == 0 {
+				x.Status = parseStatus(hd.Value)
+			}
+		case "content-length":
+			setLength(&st.resp.contentLength, hd.Value)
+		}
+	}
+	st.attributes(req)
+	if x.Status == 0 {
+		x.Status = st.responseCode
+	}
+	if h.GetEndOfStream() {
+		st.resp.ended = true
+	}
+	st.metadata(req)
+	if req.GetObservabilityMode() || !st.cfg.dynamicMetadata {
+		return continueResponseHeaders, nil
+	}
+	return st.inlineResponseHeaders(), nil
+}
+
+func (st *stream) onResponseBody(req *extprocv3.ProcessingRequest, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+	if !st.started {
+		st.protocolError("response body before request headers")
+	}
+	if st.recording() {
+		st.attributes(req)
+		st.metadata(req)
+		st.x.End = st.cfg.now()
+		st.resp.add(b.GetBody(), b.GetEndOfStream())
+	}
+	return continueResponseBody, nil
+}
+
+func (st *stream) onResponseTrailers(req *extprocv3.ProcessingRequest, t *extprocv3.HttpTrailers) (*extprocv3.ProcessingResponse, error) {
+	if !st.started {
+		st.protocolError("response trailers before request headers")
+	}
+	if st.recording() {
+		st.attributes(req)
+		st.metadata(req)
+		st.x.End = st.cfg.now()
+		if st.x.ResponseTrailers == nil {
+			st.x.ResponseTrailers = st.headers(t.GetTrailers().GetHeaders(), nil)
+		}
+		st.resp.ended = true
+	}
+	return continueResponseTrailers, nil
+}
+
+// add takes one body chunk: counts it, copies what fits under the cap.
+func (b *body) add(p []byte, eos bool) {
+	b.started = true
+	b.n += int64(len(p))
+	if b.copy {
+		if room := b.max - len(b.buf); room > 0 {
+			take := p[:min(room, len(p))]
+			if b.buf == nil {
+				// Most bodies arrive in one message; size the first copy to what can be kept.
+				b.buf = make([]byte, 0, min(b.max, max(len(p), 512)))
+			}
+			b.buf = append(b.buf, take...)
+		}
+	}
+	if eos {
+		b.ended = true
+	}
+}
+
+// result returns the copied body, whether it is incomplete, and the body size.
+func (b *body) result() (data []byte, truncated bool, size int64) {
+	size = b.n
+	if !b.started && b.contentLength >= 0 {
+		size = b.contentLength
+	}
+	if b.copy {
+		// A body that started and never ended was cut: BUFFERED_PARTIAL over its limit, or a reset.
+		truncated = b.n > int64(len(b.buf)) || (b.started && !b.ended)
+	}
+	return b.buf, truncated, size
+}
+
+// headers copies a header list: keys lower-cased, raw_value preferred over value, at most maxHeaders.
+func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traffic.Header {
+	n := min(len(hs), maxHeaders)
+	if dropped := len(hs) - n; dropped > 0 {
+		st.srv.stats.headersDropped.Add(uint64(dropped))
+	}
+	if dst == nil {
+		dst = make([]traffic.Header, 0, n)
+	}
+	for _, h := range hs[:n] {
+		if h.GetKey() == "" {
+			// No HTTP codec lets a nameless field through; nothing could look it up.
+			continue
+		}
+		raw := h.GetRawValue()
+		if len(raw) > 0 && h.GetValue() != "" {
+			// Envoy rejects such a header in mutations; as input it is malformed but readable.
+			st.protocolError("header with value and raw_value")
+		}
+		v := h.GetValue()
+		if len(raw) > 0 {
+			v = string(raw)
+		}
+		dst = append(dst, traffic.Header{Name: lowerASCII(h.GetKey()), Value: v})
+	}
+	return dst
+}
+
+// attributes reads the attributes Envoy evaluated for this direction; the first value of each wins.
+func (st *stream) attributes(req *extprocv3.ProcessingRequest) {
+	a := req.GetAttributes()[AttributesKey]
+	if a == nil {
+		return
+	}
+	f := a.GetFields()
+	x := &st.x
+	if x.SourceAddress == "" {
+		x.SourceAddress = clip(f["source.address"].GetStringValue())
+	}
+	if !st.haveID {
+		if id := clip(f["request.id"].GetStringValue()); id != "" {
+			x.RequestID, st.haveID = id, true
+		}
+	}
+	if !st.haveTime {
+		if s := f["request.time"].GetStringValue(); s != "" && len(s) <= maxAttributeLen {
+			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+				x.Start, st.haveTime = t, true
+			}
+		}
+	}
+	if st.responseCode == 0 {
+		if v := f["response.code"]; v != nil {
+			switch k := v.GetKind().(type) {
+			case *structpb.Value_NumberValue:
+				if c := k.NumberValue; c >= 100 && c <= 999 {
+					st.responseCode = int(c)
+				}
+			case *structpb.Value_StringValue:
+				st.responseCode = parseStatus(k.StringValue)
+			}
+		}
+	}
+}
+
+// metadata copies the configured namespaces of the forwarded dynamic metadata. Later messages
+// replace earlier copies: a filter may reach its verdict after the request headers.
+func (st *stream) metadata(req *extprocv3.ProcessingRequest) {
+	if len(st.cfg.namespaces) == 0 {
+		return
+	}
+	fm := req.GetMetadataContext().GetFilterMetadata()
+	if len(fm) == 0 {
+		return
+	}
+	for _, ns := range st.cfg.namespaces {
+		s := fm[ns]
+		if s == nil {
+			continue
+		}
+		m := make(map[string]any, min(len(s.GetFields()), maxMetadataFields))
+		for k, v := range s.GetFields() {
+			if len(m) == maxMetadataFields {
+				break
+			}
+			m[k] = v.AsInterface()
+		}
+		if st.x.Metadata == nil {
+			st.x.Metadata = make(map[string]map[string]any, len(st.cfg.namespaces))
+		}
+		st.x.Metadata[ns] = m
+	}
+}
+
+// finish hands the exchange to the processor, once, whatever ended the stream.
+func (st *stream) finish() {
+	if st.finished {
+		return
+	}
+	st.finished = true
+	if !st.recording() {
+		return
+	}
+	x := &st.x
+	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = st.req.result()
+	x.ResponseBody, x.ResponseBodyTruncated, x.ResponseBytes = st.resp.result()
+	// BUFFERED_PARTIAL sends what fit with end_of_stream=false and nothing more: the response
+	// completed, only its body was cut. With response_header_mode SKIP the body's end is the
+	// only sign of completion.
+	bodyCut := st.resp.started && !st.resp.ended && st.respMode != filterv3.ProcessingMode_BUFFERED_PARTIAL
+	x.Partial = !((x.ResponseSeen && !bodyCut) || st.resp.ended)
+	if x.Status == 0 {
+		x.Status = st.responseCode
+	}
+	if x.Partial || x.End.IsZero() {
+		x.End = st.cfg.now()
+	}
+	if st.debug {
+		st.log.LogAttrs(st.ctx, slog.LevelDebug, "stream end",
+			slog.String("request_id", x.RequestID),
+			slog.Int("status", x.Status),
+			slog.Bool("partial", x.Partial),
+			slog.Int("messages", st.messages),
+			slog.Int64("request_bytes", x.RequestBytes),
+			slog.Int64("response_bytes", x.ResponseBytes),
+			slog.Float64("duration_ms", float64(x.End.Sub(x.Start))/float64(time.Millisecond)))
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			st.panicked(r)
+		}
+	}()
+	st.srv.stats.observed.Add(1)
+	st.proc.Observe(x)
+}
+
+func (st *stream) protocolError(what string) {
+	st.srv.stats.protocolErrors.Add(1)
+	if st.debug {
+		st.log.LogAttrs(st.ctx, slog.LevelDebug, "protocol error",
+			slog.String("error", what), slog.String("request_id", st.x.RequestID))
+	}
+}
+
+// panicked logs a recovered panic at error level: it is a bug, and it cost one request its record.
+func (st *stream) panicked(r any) {
+	st.srv.stats.panics.Add(1)
+	msg := fmt.Sprint(r)
+	if len(msg) > maxAttributeLen {
+		msg = msg[:maxAttributeLen]
+	}
+	st.log.LogAttrs(st.ctx, slog.LevelError, "panic in ext_proc stream",
+		slog.String("error", msg),
+		slog.String("request_id", st.x.RequestID),
+		slog.String("stack", string(debug.Stack())))
+}
+
+func setOnce(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+func setLength(dst *int64, v string) {
+	if *dst >= 0 {
+		return
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+		*dst = n
+	}
+}
+
+// parseStatus accepts a three-digit HTTP status and returns 0 for anything else.
+func parseStatus(v string) int {
+	if len(v) != 3 {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 100 {
+		return 0
+	}
+	return n
+}
+
+// clip bounds strings taken from attributes and ids; they are attacker-influenced.
+func clip(s string) string {
+	if len(s) > maxAttributeLen {
+		return s[:maxAttributeLen]
+	}
+	return s
+}
+
+// lowerASCII lower-cases a header name without allocating when it already is, as Envoy sends it.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + ('a' - 'A')
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
