@@ -175,7 +175,6 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 
 	var (
 		ok        int // records whose lines reached the writer
-		pending   int // records whose lines wait in chunk
 		skipped   int // records that could not be encoded
 		encodeErr error
 	)
@@ -188,7 +187,6 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 	flush := func() error {
 		n, err := s.flush()
 		ok += n
-		pending = 0
 		return err
 	}
 	for _, rec := range batch {
@@ -218,7 +216,6 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 			}
 		}
 		s.chunk.Write(s.line.Bytes())
-		pending++
 	}
 	if err := flush(); err != nil {
 		return fail(err)
@@ -261,7 +258,7 @@ func (s *Sink) encode(rec record.Record) error {
 	}
 	s.line.Reset()
 	if err := s.enc.Encode(v); err != nil {
-		return fmt.Errorf("encode %s record: %w", rec.RecordKind(), err)
+		return fmt.Errorf("encode %T: %w", rec, err)
 	}
 	return nil
 }
