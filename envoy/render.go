@@ -1,0 +1,425 @@
+package envoy
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/apisessions/apisessions/config"
+)
+
+// Modes of the ext_proc filter (Options.Mode).
+const (
+	// ModeObservability copies traffic to apisessions without waiting ("send and go").
+	ModeObservability = "observability"
+	// ModeInline waits for apisessions' answers, so it can add the session header and
+	// dynamic metadata.
+	ModeInline = "inline"
+)
+
+// Defaults of Options.
+const (
+	DefaultUpstream   = "127.0.0.1:8080"
+	DefaultProcessor  = "127.0.0.1:50051"
+	DefaultListenPort = 10000
+	DefaultCertFile   = "/etc/envoy/tls/server.crt"
+	DefaultKeyFile    = "/etc/envoy/tls/server.key"
+)
+
+// MetadataNamespace is the dynamic metadata namespace apisessions writes in inline mode.
+const MetadataNamespace = "apisessions"
+
+// Placeholders for the files Envoy needs when apisessions serves gRPC over TLS.
+const (
+	processorCAFile         = "/etc/envoy/tls/apisessions-ca.crt"
+	processorClientCertFile = "/etc/envoy/tls/envoy-client.crt"
+	processorClientKeyFile  = "/etc/envoy/tls/envoy-client.key"
+)
+
+// Options says where the pieces of the rendered deployment live. The zero value renders the
+// defaults: observability mode, TLS on port 10000, the API on 127.0.0.1:8080 and apisessions
+// on 127.0.0.1:50051.
+type Options struct {
+	// Mode is ModeObservability (the default when empty) or ModeInline.
+	Mode string
+	// Upstream is host:port of the protected API (default DefaultUpstream). An IP address
+	// makes a STATIC cluster, a name a STRICT_DNS one.
+	Upstream string
+	// Processor is host:port of the apisessions gRPC listener (default DefaultProcessor).
+	Processor string
+	// ListenPort is the port Envoy listens on for API clients (default DefaultListenPort).
+	ListenPort int
+	// Plaintext renders a listener without TLS. TLS is the default because JA3/JA4
+	// fingerprints exist only for TLS that Envoy terminates itself; a plaintext listener
+	// suits local trials.
+	Plaintext bool
+	// CertFile and KeyFile are the listener's certificate and key (defaults DefaultCertFile,
+	// DefaultKeyFile); ignored with Plaintext.
+	CertFile, KeyFile string
+}
+
+// Render returns a complete Envoy bootstrap (YAML) that attaches apisessions, configured as
+// cfg says, to the API o describes. A nil cfg means config.Default().
+//
+// What cfg decides:
+//   - bodies: the request body is sent only when a parameter reads request.body, the response
+//     body only for response.body; STREAMED in observability mode (Envoy does not send
+//     BUFFERED bodies there), BUFFERED_PARTIAL inline (never fails a request on size);
+//   - response headers are always sent: a configuration that read nothing from responses
+//     could skip them, but every request record carries the response status;
+//   - tls.ja3_header / tls.ja4_header: the request headers that carry the fingerprints;
+//   - inline.session_header: the only header apisessions may set (mutation rules);
+//     inline.dynamic_metadata: whether Envoy accepts the "apisessions" metadata namespace;
+//   - attacks.metadata namespaces: forwarded to apisessions with every message;
+//   - traffic.client_ip: how many proxies Envoy trusts in X-Forwarded-For.
+//
+// The result passes Validate; an error says which option or key is unusable.
+func Render(cfg *config.Config, o Options) ([]byte, error) {
+	if cfg == nil {
+		cfg = config.Default()
+	}
+	p, err := newPlan(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := bootstrapTemplate.Execute(&buf, p); err != nil {
+		return nil, fmt.Errorf("render bootstrap: %w", err)
+	}
+	if err := Validate(buf.Bytes()); err != nil {
+		return nil, fmt.Errorf("rendered bootstrap is invalid: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Files holds the shipped configurations: the bootstraps observability.yaml, inline.yaml and
+// observability-plaintext.yaml, and the Kubernetes resources envoy-gateway.yaml and
+// istio-envoyfilter.yaml.
+//
+//go:embed observability.yaml inline.yaml observability-plaintext.yaml envoy-gateway.yaml istio-envoyfilter.yaml
+var Files embed.FS
+
+// Attributes requested from Envoy. The processor reads source.address, request.id and
+// request.time; the rest are cheap context for records and debugging. Attributes that are
+// final only after the response (request.duration, response.size) are useless at header time.
+var (
+	requestAttributes    = []string{"source.address", "source.port", "destination.port", "request.id", "request.time", "request.protocol", "connection.id", "xds.route_name"}
+	requestAttributesTLS = []string{"connection.requested_server_name", "connection.tls_version"}
+	responseAttributes   = []string{"response.code", "response.code_details", "upstream.address"}
+)
+
+// Body send modes of the ext_proc filter, as the YAML spells them.
+const (
+	bodyModeNone            = "NONE"
+	bodyModeStreamed        = "STREAMED"
+	bodyModeBufferedPartial = "BUFFERED_PARTIAL"
+)
+
+// Bounds on operator-supplied names, so a typo cannot produce a monster of a file.
+const (
+	maxDNSName       = 253
+	maxDNSLabel      = 63
+	maxFilePath      = 4096
+	maxHeaderName    = 256
+	maxNamespaceName = 256
+	maxTrustedHops   = 64
+)
+
+var (
+	// headerNamePattern is an HTTP token in lower case, as Envoy keeps header names.
+	headerNamePattern        = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
+	metadataNamespacePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+
+	errAddressMissingPort = errors.New("missing port; write HOST:PORT, e.g. 127.0.0.1:8080")
+	errAddressBadHost     = errors.New("host is neither an IP address nor a DNS name")
+)
+
+// plan is everything the template needs, decided and checked in Go.
+type plan struct {
+	Inline             bool
+	ListenPort         int
+	TLS                bool
+	CertFile, KeyFile  string
+	JA3, JA4           bool
+	Fingerprints       []fingerprintHeader
+	RemoveHeaders      []string
+	SessionHeader      string
+	SessionHeaderRegex string
+	ReceiveMetadata    bool
+	ForwardNamespaces  []string
+	RequestBodyMode    string
+	ResponseBodyMode   string
+	BodyReasons        []string
+	ClientIPHeader     string
+	TrustedHops        int
+	RequestAttributes  []string
+	ResponseAttributes []string
+	Upstream           endpoint
+	Processor          endpoint
+	ProcessorTLS       bool
+	ProcessorMTLS      bool
+	ProcessorCAFile    string
+	ProcessorCertFile  string
+	ProcessorKeyFile   string
+}
+
+type fingerprintHeader struct {
+	Name      string
+	Formatter string
+}
+
+// endpoint is a checked host:port with the cluster type it needs.
+type endpoint struct {
+	Host string
+	Port int
+	DNS  bool
+}
+
+func newPlan(cfg *config.Config, o Options) (*plan, error) {
+	p := &plan{TLS: !o.Plaintext}
+	switch o.Mode {
+	case "", ModeObservability:
+	case ModeInline:
+		p.Inline = true
+	default:
+		return nil, fmt.Errorf("mode %q is unknown; use %s or %s", o.Mode, ModeObservability, ModeInline)
+	}
+
+	var err error
+	if p.Upstream, err = parseEndpoint(orDefault(o.Upstream, DefaultUpstream)); err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", o.Upstream, err)
+	}
+	if p.Processor, err = parseEndpoint(orDefault(o.Processor, DefaultProcessor)); err != nil {
+		return nil, fmt.Errorf("processor %q: %w", o.Processor, err)
+	}
+	p.ListenPort = o.ListenPort
+	if p.ListenPort == 0 {
+		p.ListenPort = DefaultListenPort
+	}
+	if p.ListenPort < 1 || p.ListenPort > 65535 {
+		return nil, fmt.Errorf("listen port %d is out of range; use 1 to 65535", o.ListenPort)
+	}
+	if p.TLS {
+		if p.CertFile, err = checkPath("certificate file", orDefault(o.CertFile, DefaultCertFile)); err != nil {
+			return nil, err
+		}
+		if p.KeyFile, err = checkPath("key file", orDefault(o.KeyFile, DefaultKeyFile)); err != nil {
+			return nil, err
+		}
+	}
+
+	ja3, err := headerName("tls.ja3_header", cfg.TLS.JA3Header)
+	if err != nil {
+		return nil, err
+	}
+	ja4, err := headerName("tls.ja4_header", cfg.TLS.JA4Header)
+	if err != nil {
+		return nil, err
+	}
+	// Client-sent copies of the fingerprint headers are removed in every listener, plaintext
+	// included, so apisessions never takes a forged fingerprint for Envoy's.
+	for _, h := range []struct{ name, formatter string }{
+		{ja3, "%TLS_JA3_FINGERPRINT%"},
+		{ja4, "%TLS_JA4_FINGERPRINT%"},
+	} {
+		if h.name == "" {
+			continue
+		}
+		p.RemoveHeaders = appendUnique(p.RemoveHeaders, h.name)
+		if p.TLS {
+			p.Fingerprints = append(p.Fingerprints, fingerprintHeader{Name: h.name, Formatter: h.formatter})
+		}
+	}
+	p.JA3 = p.TLS && ja3 != ""
+	p.JA4 = p.TLS && ja4 != ""
+
+	if p.Inline {
+		if p.SessionHeader, err = headerName("inline.session_header", cfg.Inline.SessionHeader); err != nil {
+			return nil, err
+		}
+		if p.SessionHeader != "" {
+			if p.SessionHeader == ja3 || p.SessionHeader == ja4 {
+				return nil, fmt.Errorf("inline.session_header %q is also a fingerprint header; use a name of its own", p.SessionHeader)
+			}
+			p.SessionHeaderRegex = "^" + regexp.QuoteMeta(p.SessionHeader) + "$"
+			// Removed before ext_proc so that, when apisessions does not answer (fail open),
+			// the API never sees a session id the client made up.
+			p.RemoveHeaders = appendUnique(p.RemoveHeaders, p.SessionHeader)
+		}
+		p.ReceiveMetadata = cfg.Inline.DynamicMetadata
+	}
+
+	for i, m := range cfg.Attacks.Metadata {
+		ns := m.Namespace
+		if ns == "" || len(ns) > maxNamespaceName || !metadataNamespacePattern.MatchString(ns) {
+			return nil, fmt.Errorf("attacks.metadata[%d].namespace %q is not a metadata namespace name; use letters, digits and . _ : -", i, ns)
+		}
+		p.ForwardNamespaces = appendUnique(p.ForwardNamespaces, ns)
+	}
+
+	p.RequestBodyMode, p.ResponseBodyMode = bodyModeNone, bodyModeNone
+	needed := bodyModeStreamed
+	if p.Inline {
+		needed = bodyModeBufferedPartial
+	}
+	for _, prm := range cfg.Parameters {
+		switch prm.In {
+		case config.InRequestBody:
+			p.RequestBodyMode = needed
+			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %s reads request.body", prm.Name))
+		case config.InResponseBody:
+			p.ResponseBodyMode = needed
+			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %s reads response.body", prm.Name))
+		}
+	}
+
+	switch from := strings.ToLower(strings.TrimSpace(cfg.Traffic.ClientIP.From)); from {
+	case "", "source":
+		// Envoy is the edge: the client is the TCP peer and X-Forwarded-For is not trusted.
+	default:
+		if p.ClientIPHeader, err = headerName("traffic.client_ip.from", from); err != nil {
+			return nil, err
+		}
+		if cfg.Traffic.ClientIP.TrustedHops < 0 || cfg.Traffic.ClientIP.TrustedHops > maxTrustedHops {
+			return nil, fmt.Errorf("traffic.client_ip.trusted_hops %d is out of range; use 0 to %d", cfg.Traffic.ClientIP.TrustedHops, maxTrustedHops)
+		}
+		p.TrustedHops = cfg.Traffic.ClientIP.TrustedHops
+	}
+
+	p.RequestAttributes = append([]string(nil), requestAttributes...)
+	if p.TLS {
+		p.RequestAttributes = append(p.RequestAttributes, requestAttributesTLS...)
+	}
+	p.ResponseAttributes = responseAttributes
+
+	if cfg.Server.GRPCTLS.CertFile != "" {
+		p.ProcessorTLS = true
+		p.ProcessorCAFile = processorCAFile
+		if cfg.Server.GRPCTLS.ClientCAFile != "" {
+			p.ProcessorMTLS = true
+			p.ProcessorCertFile, p.ProcessorKeyFile = processorClientCertFile, processorClientKeyFile
+		}
+	}
+	return p, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, v := range list {
+		if v == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// headerName lower-cases a configured header name and checks it is an HTTP token; "" stays ""
+// (the feature is off).
+func headerName(key, name string) (string, error) {
+	name = strings.ToLower(strings.TrimSpace(name))
+	if name == "" {
+		return "", nil
+	}
+	if len(name) > maxHeaderName || !headerNamePattern.MatchString(name) {
+		return "", fmt.Errorf("%s %q is not a valid HTTP header name; use letters, digits and - only", key, name)
+	}
+	return name, nil
+}
+
+func checkPath(what, path string) (string, error) {
+	if len(path) > maxFilePath || strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", fmt.Errorf("%s %q contains control characters or is too long", what, path)
+	}
+	return path, nil
+}
+
+// parseEndpoint checks host:port. Hosts are IP addresses (a STATIC cluster) or DNS names
+// (STRICT_DNS); IPv6 addresses are written in brackets, "[::1]:50051".
+func parseEndpoint(hostport string) (endpoint, error) {
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		if !strings.Contains(hostport, ":") {
+			return endpoint{}, errAddressMissingPort
+		}
+		return endpoint{}, fmt.Errorf("not HOST:PORT (%w); write IPv6 addresses in brackets, [::1]:8080", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return endpoint{}, fmt.Errorf("port %q is not a number from 1 to 65535", portStr)
+	}
+	if host == "" {
+		return endpoint{}, errors.New("host is empty; name the host, e.g. 127.0.0.1:" + portStr)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return endpoint{}, errors.New("IPv6 zones are not supported; use an address without %zone")
+		}
+		return endpoint{Host: a.String(), Port: port}, nil
+	}
+	if !validDNSName(host) {
+		return endpoint{}, errAddressBadHost
+	}
+	return endpoint{Host: strings.ToLower(strings.TrimSuffix(host, ".")), Port: port, DNS: true}, nil
+}
+
+// validDNSName accepts RFC 1123 host names (letters, digits, hyphens; dot-separated labels),
+// with an optional trailing dot and underscores, which service discovery names use.
+func validDNSName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > maxDNSName {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > maxDNSLabel || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// yamlString quotes s as a double-quoted YAML scalar (JSON strings are valid YAML).
+func yamlString(s string) (string, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+func yamlList(list []string) (string, error) {
+	parts := make([]string, len(list))
+	for i, s := range list {
+		q, err := yamlString(s)
+		if err != nil {
+			return "", err
+		}
+		parts[i] = q
+	}
+	return "[" + strings.Join(parts, ", ") + "]", nil
+}
+
+var bootstrapTemplate = template.Must(template.New("bootstrap").
+	Funcs(template.FuncMap{"q": yamlString, "list": yamlList}).
+	Parse(bootstrapText))
