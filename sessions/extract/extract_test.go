@@ -639,3 +639,43 @@ func TestReleasedValuesStayValid(t *testing.T) {
 		t.Fatalf("value changed after the body buffer was reused: %q", got)
 	}
 }
+
+// TestPooledViewForgetsPreviousExchange checks that a View taken from the pool carries
+// nothing of the exchange it read before.
+func TestPooledViewForgetsPreviousExchange(t *testing.T) {
+	t.Parallel()
+	exs := mustCompileAll(t,
+		config.Parameter{In: "request.cookie", Key: "sid"},
+		config.Parameter{In: "response.cookie", Key: "sid"},
+		config.Parameter{In: "request.query", Key: "t"},
+		config.Parameter{In: "request.body", Path: "$.t"},
+		config.Parameter{In: "response.body", Key: "t"},
+		config.Parameter{In: "request.header", Key: "authorization", Decode: "jwt", Path: "$.sub"},
+	)
+	tok := makeJWT(`{"sub":"u"}`, base64.RawURLEncoding)
+	full := traffic.Exchange{
+		Path:            "/a?t=1",
+		RequestHeaders:  hdrs("cookie", "sid=1", "content-type", "application/json", "authorization", tok),
+		RequestBody:     []byte(`{"t":"1"}`),
+		ResponseSeen:    true,
+		ResponseHeaders: hdrs("set-cookie", "sid=1", "content-type", "multipart/form-data; boundary=B"),
+		ResponseBody:    []byte("--B\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\n1\r\n--B--\r\n"),
+	}
+	for range 50 {
+		v := NewView(&full, nil, 0)
+		for _, e := range exs {
+			if _, ok := e.Extract(v); !ok {
+				t.Fatalf("%s should work on the full exchange", e.Name())
+			}
+		}
+		v.Release()
+		empty := traffic.Exchange{Path: "/a"}
+		w := NewView(&empty, nil, 0)
+		for _, e := range exs {
+			if got, ok := e.Extract(w); ok {
+				t.Fatalf("%s gave %q on an empty exchange: state leaked through the pool", e.Name(), got)
+			}
+		}
+		w.Release()
+	}
+}

@@ -186,7 +186,7 @@ func FuzzForm(f *testing.F) {
 		}
 		// Where net/url accepts the whole body, both must agree.
 		vals, err := url.ParseQuery(string(body))
-		if err != nil || strings.Count(string(body), "&") >= maxPairs {
+		if err != nil {
 			return
 		}
 		want := ""

@@ -75,29 +75,6 @@ func appendQueryPairs(dst []pair, q string) []pair {
 	return dst
 }
 
-// appendFormSpans splits an urlencoded body into raw pairs by offsets.
-func appendFormSpans(dst []span, b []byte) []span {
-	start := 0
-	for start <= len(b) && len(dst) < maxPairs {
-		end := start
-		for end < len(b) && b[end] != '&' {
-			end++
-		}
-		if end > start {
-			s := span{ks: start, ke: end, vs: end, ve: end}
-			for i := start; i < end; i++ {
-				if b[i] == '=' {
-					s.ke, s.vs = i, i+1
-					break
-				}
-			}
-			dst = append(dst, s)
-		}
-		start = end + 1
-	}
-	return dst
-}
-
 // unescapedEquals reports whether raw, %-decoded (and with "+" as space when plus is set),
 // equals name, without allocating. A raw name with a malformed escape is compared as sent,
 // as its value would be returned.

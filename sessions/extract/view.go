@@ -14,9 +14,9 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// Bounds on what one View keeps. Beyond them, further cookies, query pairs and form fields
-// are ignored: a request carrying thousands of them is hostile, and the lists live on in the
-// pool.
+// Bounds on what one View keeps. Beyond them, further cookies, set-cookies, query pairs and
+// multipart fields are ignored: a request carrying thousands of them is hostile, and the
+// lists live on in the pool.
 const (
 	maxPairs          = 1024
 	maxMultipartParts = 256
@@ -31,10 +31,6 @@ const (
 // pair is a name and its value as they appear in a header or the query string: substrings of
 // the Exchange's strings, so splitting allocates nothing.
 type pair struct{ name, value string }
-
-// span locates one name=value pair of an urlencoded body by offsets: the body is a []byte
-// that the caller may reuse after the View is released, so values are copied out on lookup.
-type span struct{ ks, ke, vs, ve int }
 
 type bodyKind uint8
 
@@ -51,11 +47,9 @@ type bodyState struct {
 	// JSON: parsed at most once; doc is valid only when jsonOK.
 	jsonDone, jsonOK bool
 	doc              any
-	// urlencoded
+	// multipart/form-data: copies of the fields' values, read once.
 	formDone bool
-	form     []span
-	// multipart/form-data: copies of the fields' values.
-	fields []pair
+	fields   []pair
 }
 
 // View is one Exchange as extractors read it: each body parsed at most once, cookies,
@@ -119,11 +113,7 @@ func (v *View) Release() {
 	v.cookiesDone, v.setCookiesDone, v.queryDone = false, false, false
 	for i := range v.bodies {
 		b := &v.bodies[i]
-		form := b.form[:0]
-		if cap(form) > pooledPairs {
-			form = nil
-		}
-		*b = bodyState{form: form, fields: resetPairs(b.fields)}
+		*b = bodyState{fields: resetPairs(b.fields)}
 	}
 	v.lastToken, v.lastClaims, v.lastOK, v.haveLast = "", nil, false, false
 	if v.parsedBytes > pooledParseBytes {
@@ -348,18 +338,21 @@ func (v *View) FormField(side Side, name string) (string, bool) {
 	return "", false
 }
 
+// urlencodedField scans the body on each lookup rather than splitting it once: a View reads
+// few form fields, and scanning needs no storage however many pairs a hostile body holds.
 func (v *View) urlencodedField(side Side, name string) (string, bool) {
-	st := &v.bodies[side&1]
 	b := v.body(side)
-	if !st.formDone {
-		st.formDone = true
-		st.form = appendFormSpans(st.form, b)
-	}
-	for _, s := range st.form {
-		if !unescapedEquals(b[s.ks:s.ke], name, true) {
+	for len(b) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(b, '&'); i >= 0 {
+			part, b = b[:i], b[i+1:]
+		} else {
+			part, b = b, nil
+		}
+		key, raw, _ := bytes.Cut(part, []byte{'='})
+		if !unescapedEquals(key, name, true) {
 			continue
 		}
-		raw := b[s.vs:s.ve]
 		val, ok := unescape(raw, true)
 		if !ok {
 			val = string(raw)
