@@ -274,10 +274,10 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		switch prm.In {
 		case config.InRequestBody:
 			p.RequestBodyMode = needed
-			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %s reads request.body", prm.Name))
+			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %q reads request.body", prm.Name))
 		case config.InResponseBody:
 			p.ResponseBodyMode = needed
-			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %s reads response.body", prm.Name))
+			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %q reads response.body", prm.Name))
 		}
 	}
 

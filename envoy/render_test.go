@@ -447,3 +447,21 @@ func TestParseEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderHostileNames: names end up in comments and values; none may break out of them.
+func TestRenderHostileNames(t *testing.T) {
+	t.Parallel()
+	c := withParams(config.Parameter{Name: "x\nadmin: {evil: true}\n#", In: config.InRequestBody, Path: "$.a"})
+	out, err := Render(c, Options{})
+	if err != nil {
+		t.Fatalf("Render: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "admin: {evil") {
+			t.Fatalf("a parameter name injected a YAML line: %q", line)
+		}
+	}
+	if got := unpack(t, out).extProc.GetProcessingMode().GetRequestBodyMode(); got != filterv3.ProcessingMode_STREAMED {
+		t.Errorf("request body mode %v, want STREAMED", got)
+	}
+}

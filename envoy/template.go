@@ -53,10 +53,14 @@ static_resources:
           stat_prefix: ingress_http
 {{- if .ClientIPHeader}}
           # traffic.client_ip.from is {{q .ClientIPHeader}} with trusted_hops {{.TrustedHops}}: Envoy trusts the
-          # same number of proxies, so its source.address and apisessions agree on the client.
-          # Envoy appends the TCP peer to X-Forwarded-For before apisessions sees it, which is
-          # what makes both count trusted_hops from the same right end. Only a header that your
-          # trusted proxies overwrite can be trusted: a client sets any header it likes.
+          # same number of proxies in X-Forwarded-For for its source.address.
+{{- if eq .ClientIPHeader "x-forwarded-for"}}
+          # Envoy appends the TCP peer to X-Forwarded-For before apisessions sees it, so both
+          # count trusted_hops from the same right end and agree on the client.
+{{- else}}
+          # apisessions reads the client from that header itself; Envoy leaves it as received,
+          # so only trust it if every path to Envoy passes proxies that overwrite it.
+{{- end}}
 {{- else}}
           # Edge proxy: the client address is the TCP peer, never a client-sent X-Forwarded-For
           # (the default use_remote_address: false would let clients forge source.address).
@@ -136,7 +140,10 @@ static_resources:
               failure_mode_allow: true
               # Response headers are always sent: every request record carries the status.
 {{- if .BodyReasons}}
-              # Bodies are sent because:{{range .BodyReasons}} {{.}};{{end}}
+              # Bodies are sent because:
+{{- range .BodyReasons}}
+              #   {{.}}
+{{- end}}
 {{- else}}
               # No parameter reads a body, so no body is sent.
 {{- end}}
@@ -203,8 +210,8 @@ static_resources:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config:
-          # gRPC is HTTP/2{{if not .ProcessorTLS}} (cleartext h2c){{end}}. Pings find a dead connection within
-          # ~35 s; apisessions must permit pings this often (grpc-go refuses them by default).
+          # gRPC is HTTP/2{{if not .ProcessorTLS}} (cleartext h2c){{end}}. A ping every 30 s finds a dead connection;
+          # the server must permit pings this often (grpc-go's default policy refuses them).
           http2_protocol_options:
             connection_keepalive: {interval: 30s, timeout: 5s}
 {{- if .ProcessorTLS}}
