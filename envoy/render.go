@@ -27,11 +27,15 @@ const (
 
 // Defaults of Options.
 const (
-	DefaultUpstream   = "127.0.0.1:8080"
-	DefaultProcessor  = "127.0.0.1:50051"
+	// DefaultUpstream is where the protected API listens.
+	DefaultUpstream = "127.0.0.1:8080"
+	// DefaultProcessor is apisessions' gRPC listener (config server.grpc_listen ":50051").
+	DefaultProcessor = "127.0.0.1:50051"
+	// DefaultListenPort is Envoy's port for API clients.
 	DefaultListenPort = 10000
-	DefaultCertFile   = "/etc/envoy/tls/server.crt"
-	DefaultKeyFile    = "/etc/envoy/tls/server.key"
+	// DefaultCertFile and DefaultKeyFile are placeholders for the listener's certificate.
+	DefaultCertFile = "/etc/envoy/tls/server.crt"
+	DefaultKeyFile  = "/etc/envoy/tls/server.key"
 )
 
 // MetadataNamespace is the dynamic metadata namespace apisessions writes in inline mode.
