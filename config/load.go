@@ -81,7 +81,7 @@ func parseAndValidate(file string, data []byte, lookup func(string) (string, boo
 
 // maxNodes bounds the values one file may decode to. Aliases let a small file name the
 // same large mapping many times; past this the file is rejected instead of expanded.
-const maxNodes = 1 << 20
+const maxNodes = 1 << 18
 
 type decoder struct {
 	file      string

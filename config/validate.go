@@ -498,7 +498,11 @@ func (v *validator) shadowedGroups() {
 func (v *validator) jsonPath(keyPath, p string) {
 	shownPath := v.show(keyPath, p)
 	if !strings.HasPrefix(p, "$") {
-		v.add(keyPath, "%s must start with $ (the whole value); write e.g. %s", shownPath, v.show(keyPath, "$."+p))
+		example := "$.token"
+		if !v.c.Positions[keyPath].Env {
+			example = quote("$." + p)
+		}
+		v.add(keyPath, "%s must start with $ (the whole value); write e.g. %s", shownPath, example)
 		return
 	}
 	if _, err := jp.ParseString(p); err != nil {

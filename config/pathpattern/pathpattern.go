@@ -32,6 +32,8 @@ type Pattern struct {
 	src      string
 	segs     []segment
 	captures []string
+	// firstCapture is the index in segs of the first capture, -1 without one.
+	firstCapture int
 }
 
 // ErrSyntax is wrapped by every error Compile returns.
@@ -42,7 +44,7 @@ func Compile(src string) (*Pattern, error) {
 	if !strings.HasPrefix(src, "/") {
 		return nil, fmt.Errorf("%w %q: must begin with \"/\"", ErrSyntax, src)
 	}
-	p := &Pattern{src: src}
+	p := &Pattern{src: src, firstCapture: -1}
 	for _, s := range splitPath(src) {
 		switch {
 		case s == "**":
@@ -58,6 +60,9 @@ func Compile(src string) (*Pattern, error) {
 				if c == name {
 					return nil, fmt.Errorf("%w %q: capture {%s} appears twice", ErrSyntax, src, name)
 				}
+			}
+			if p.firstCapture < 0 {
+				p.firstCapture = len(p.segs)
 			}
 			p.captures = append(p.captures, name)
 			p.segs = append(p.segs, segment{kind: capture, text: name})
@@ -130,8 +135,9 @@ func (p *Pattern) match(urlPath string, wantCapture bool) (string, bool) {
 				continue
 			case capture:
 				// Passing the capture again after a backtrack overwrites it, so the value is
-				// always the one of the successful alignment.
-				if wantCapture {
+				// always the one of the successful alignment. Only the first capture is
+				// kept, as Capture promises.
+				if wantCapture && pi == p.firstCapture {
 					captured = segs[si]
 				}
 				pi++
