@@ -61,15 +61,10 @@ func ParseAndValidate(file string, data []byte) (*Config, error) {
 }
 
 func parseAndValidate(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
-	c, problems := parse(file, data, lookup)
-	// A key that failed to decode kept its default or stayed empty; what validation says
-	// about it again would only repeat the first problem.
-	failed := make(map[string]bool, len(problems))
-	for _, p := range problems {
-		failed[p.Path] = true
-	}
+	c, d := decodeFile(file, data, lookup)
+	problems := d.problems
 	for _, p := range c.validate() {
-		if !failed[p.Path] {
+		if !d.failedAt(p.Path) {
 			problems = append(problems, p)
 		}
 	}
@@ -90,9 +85,15 @@ type decoder struct {
 	pos       map[string]Position
 	nodes     int
 	exhausted bool
+	failed    []string
 }
 
 func parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, []Problem) {
+	c, d := decodeFile(file, data, lookup)
+	return c, d.problems
+}
+
+func decodeFile(file string, data []byte, lookup func(string) (string, bool)) (*Config, *decoder) {
 	c := Default()
 	c.File = file
 	d := &decoder{file: file, lookup: lookup, pos: map[string]Position{}}
@@ -100,9 +101,10 @@ func parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return c, nil
+			return c, d
 		}
-		return c, []Problem{d.syntaxProblem(err)}
+		d.problems = append(d.problems, d.syntaxProblem(err))
+		return c, d
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
@@ -114,7 +116,7 @@ func parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 	root := &doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
-			return c, d.problems
+			return c, d
 		}
 		root = root.Content[0]
 	}
@@ -122,17 +124,17 @@ func parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 		root = root.Alias
 	}
 	if isNull(root) {
-		return c, d.problems
+		return c, d
 	}
 	if root.Kind != yaml.MappingNode {
 		d.add(root.Line, "", "the file must be a mapping of keys such as server, sessions, parameters and sinks; found "+describe(root))
-		return c, d.problems
+		return c, d
 	}
 	d.decode(root, reflect.ValueOf(c).Elem(), "")
 	if len(d.pos) > 0 {
 		c.Positions = d.pos
 	}
-	return c, d.problems
+	return c, d
 }
 
 var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -157,6 +159,23 @@ func (d *decoder) syntaxProblem(err error) Problem {
 
 func (d *decoder) add(line int, path, msg string) {
 	d.problems = append(d.problems, Problem{File: d.file, Line: line, Path: path, Message: msg})
+}
+
+// fail reports a value that could not be decoded: the key keeps its default, and what
+// validation would say about it or below it is left out as an echo of this problem.
+func (d *decoder) fail(line int, path, msg string) {
+	d.add(line, path, msg)
+	d.failed = append(d.failed, path)
+}
+
+// failedAt reports whether keyPath or one of its ancestors failed to decode.
+func (d *decoder) failedAt(keyPath string) bool {
+	for _, f := range d.failed {
+		if keyPath == f || strings.HasPrefix(keyPath, f) && len(keyPath) > len(f) && (keyPath[len(f)] == '.' || keyPath[len(f)] == '[') {
+			return true
+		}
+	}
+	return false
 }
 
 // visit counts a node against maxNodes and reports whether decoding may go on.
@@ -188,6 +207,14 @@ func describe(n *yaml.Node) string {
 		return quote(n.Value)
 	}
 	return "nothing"
+}
+
+// describeKind names what a node is without showing a scalar's text.
+func describeKind(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode {
+		return "a single value"
+	}
+	return describe(n)
 }
 
 // quote quotes a value for a message, shortened so that one message stays one readable line.
@@ -263,7 +290,7 @@ func fields(t reflect.Type) (map[string]int, []string) {
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 	idx, names := fields(v.Type())
 	if n.Kind != yaml.MappingNode {
-		d.add(n.Line, path, "expected a mapping with keys such as "+strings.Join(names[:min(3, len(names))], ", ")+"; found "+describe(n))
+		d.fail(n.Line, path, "expected a mapping with keys such as "+strings.Join(names[:min(3, len(names))], ", ")+"; found "+describe(n))
 		return
 	}
 	seen := map[string]int{}
@@ -306,7 +333,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 	elem := v.Type().Elem()
 	if n.Kind != yaml.SequenceNode {
-		d.add(n.Line, path, "expected a list ("+listExample(elem)+"); found "+describe(n))
+		d.fail(n.Line, path, "expected a list ("+listExample(elem)+"); found "+describe(n))
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -352,7 +379,8 @@ func listExample(elem reflect.Type) string {
 
 func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.add(n.Line, path, "expected a mapping of names to values; found "+describe(n))
+		// Never describe a scalar here: it may be a credential written in the wrong place.
+		d.fail(n.Line, path, "expected a mapping of names to values; found "+describeKind(n))
 		return
 	}
 	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
@@ -380,7 +408,7 @@ func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path string) {
 		s := ""
 		if !isNull(val) {
 			if val.Kind != yaml.ScalarNode {
-				d.add(val.Line, child, "expected a text value; found "+describe(&yaml.Node{Kind: val.Kind}))
+				d.fail(val.Line, child, "expected a text value; found "+describeKind(val))
 				continue
 			}
 			var ok bool
@@ -398,7 +426,7 @@ func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path string) {
 func (d *decoder) expand(n *yaml.Node, path string) (s string, fromEnv, ok bool) {
 	s, used, err := expandEnv(n.Value, d.lookup)
 	if err != nil {
-		d.add(n.Line, path, err.Error())
+		d.fail(n.Line, path, err.Error())
 		return "", false, false
 	}
 	if used {
@@ -429,7 +457,7 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		reflect.Uint32: "a whole number",
 	}[v.Kind()]
 	if n.Kind != yaml.ScalarNode {
-		d.add(n.Line, path, "expected "+want+"; found "+describe(n))
+		d.fail(n.Line, path, "expected "+want+"; found "+describe(n))
 		return
 	}
 	s, env, ok := d.expand(n, path)
@@ -446,25 +474,25 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		case "false", "False", "FALSE":
 			v.SetBool(false)
 		default:
-			d.add(n.Line, path, shown(s, env)+" is not a boolean; write true or false")
+			d.fail(n.Line, path, shown(s, env)+" is not a boolean; write true or false")
 		}
 	case reflect.Int:
 		i, err := parseInt(s)
 		if err != nil || v.OverflowInt(i) {
-			d.add(n.Line, path, shown(s, env)+" is not a whole number; write digits only, e.g. 65536")
+			d.fail(n.Line, path, shown(s, env)+" is not a whole number; write digits only, e.g. 65536")
 			return
 		}
 		v.SetInt(i)
 	case reflect.Uint32:
 		i, err := parseInt(s)
 		if err != nil || i < 0 || v.OverflowUint(uint64(i)) {
-			d.add(n.Line, path, shown(s, env)+" is not a whole number from 0 to 4294967295; write digits only")
+			d.fail(n.Line, path, shown(s, env)+" is not a whole number from 0 to 4294967295; write digits only")
 			return
 		}
 		v.SetUint(uint64(i))
 	default:
 		// Unreachable for the schema types; a new field type must be taught here.
-		d.add(n.Line, path, "this key cannot be decoded; report this configuration to the maintainers")
+		d.fail(n.Line, path, "this key cannot be decoded; report this configuration to the maintainers")
 	}
 }
 
@@ -480,7 +508,7 @@ func parseInt(s string) (int64, error) {
 
 func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
-		d.add(n.Line, path, "expected a duration such as 30s, 15m or 168h; found "+describe(n))
+		d.fail(n.Line, path, "expected a duration such as 30s, 15m or 168h; found "+describe(n))
 		return
 	}
 	s, env, ok := d.expand(n, path)
@@ -489,7 +517,7 @@ func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {
 	}
 	t, err := time.ParseDuration(s)
 	if err != nil {
-		d.add(n.Line, path, shown(s, env)+" is not a duration; use Go syntax such as 30s, 15m or 168h (units: ms, s, m, h)")
+		d.fail(n.Line, path, shown(s, env)+" is not a duration; use Go syntax such as 30s, 15m or 168h (units: ms, s, m, h)")
 		return
 	}
 	v.SetInt(int64(t))

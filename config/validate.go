@@ -20,12 +20,12 @@ import (
 
 // Limits that Validate enforces.
 const (
-	MaxMaxParameters   = 1000
+	MaxParametersLimit = 1000
 	MaxBodyBytesLimit  = 64 << 20
-	MinMaxMessageBytes = 64 << 10
-	// MaxSnapshotInterval keeps the records.md promise of a session record at least every
+	MaxMessageBytesMin = 64 << 10
+	// SnapshotIntervalLimit keeps the records.md promise of a session record at least every
 	// minute while a part is active.
-	MaxSnapshotInterval = Duration(time.Minute)
+	SnapshotIntervalLimit = Duration(time.Minute)
 )
 
 // Normalize puts c into canonical form, in place: header names lower-case (Envoy sends
@@ -81,7 +81,10 @@ func lowerAll(ss []string) {
 // Validate normalizes c (see Normalize) and checks it, returning every problem found as an
 // *Errors, or nil. Each problem names the file, the line, the key path and the offending
 // value (never a value that came from the environment or a sink header), and says how to
-// fix it.
+// fix it. Because it normalizes in place, call it before sharing c between goroutines.
+//
+// Files are not opened (certificates, key files): a configuration may be checked on a
+// machine other than the one that runs it.
 func (c *Config) Validate() error {
 	return newErrors(c.validate())
 }
@@ -160,8 +163,8 @@ func (v *validator) server() {
 	case t.CertFile == "" && t.ClientCAFile != "":
 		v.add("server.grpc_tls.client_ca_file", "requires cert_file and key_file (client certificates are asked for over TLS only); set them or remove client_ca_file")
 	}
-	if s.MaxMessageBytes < MinMaxMessageBytes {
-		v.add("server.max_message_bytes", "%d is too small; use at least %d (64 KiB), the default is %d (16 MiB)", s.MaxMessageBytes, MinMaxMessageBytes, 16<<20)
+	if s.MaxMessageBytes < MaxMessageBytesMin {
+		v.add("server.max_message_bytes", "%d is too small; use at least %d (64 KiB), the default is %d (16 MiB)", s.MaxMessageBytes, MaxMessageBytesMin, 16<<20)
 	}
 	if s.ShutdownTimeout <= 0 {
 		v.add("server.shutdown_timeout", "%s is not more than 0; use a duration such as 15s", s.ShutdownTimeout)
@@ -291,7 +294,7 @@ func (v *validator) sessions() {
 	if s.Retention <= 0 {
 		v.add("sessions.retention", "%s is not more than 0; use a duration such as 168h", s.Retention)
 	}
-	if s.SnapshotInterval <= 0 || s.SnapshotInterval > MaxSnapshotInterval {
+	if s.SnapshotInterval <= 0 || s.SnapshotInterval > SnapshotIntervalLimit {
 		v.add("sessions.snapshot_interval", "%s is out of range; use more than 0 and at most 1m (session records are promised at least every minute)", s.SnapshotInterval)
 	}
 	if s.MaxLiveParts < 1 {
@@ -354,8 +357,8 @@ func (v *validator) parameters() {
 	v.shadowedGroups()
 
 	switch max := c.MaxParameters; {
-	case max < 1 || max > MaxMaxParameters:
-		v.add("max_parameters", "%d is out of range; use 1 to %d (default 20)", max, MaxMaxParameters)
+	case max < 1 || max > MaxParametersLimit:
+		v.add("max_parameters", "%d is out of range; use 1 to %d (default 20)", max, MaxParametersLimit)
 	case visible > max:
 		v.add("parameters", "%d parameters are configured but max_parameters is %d; remove %d or raise max_parameters", visible, max, visible-max)
 	}
@@ -384,6 +387,8 @@ func (v *validator) source(at string, p *Parameter) {
 		if p.Key == "" {
 			v.add(at+".key", "is missing; %s needs %s", p.In, what)
 		}
+		// A header, cookie or query value is text: a JSONPath has nothing to select in it
+		// until decode turned it into JSON.
 		if p.Path != "" && p.Decode == "" {
 			v.add(at+".path", "selects inside a decoded value but decode is not set; add decode (jwt, json or base64) or remove path")
 		}
@@ -393,6 +398,8 @@ func (v *validator) source(at string, p *Parameter) {
 				v.headerKey(at+".key", p.In, p.Key)
 			}
 		case InRequestCookie, InResponseCookie:
+			// Cookie names are tokens (RFC 6265): a name with a space, "=" or ";" is
+			// split apart by every cookie parser and never matches.
 			if p.Key != "" && !validToken(p.Key) {
 				v.add(at+".key", "%s is not a valid cookie name, so it never matches; cookie names have no spaces, quotes, =, ; or ,", v.show(at+".key", p.Key))
 			}
@@ -406,6 +413,7 @@ func (v *validator) source(at string, p *Parameter) {
 		case p.Key == "" && p.Decode != "":
 			v.add(at+".decode", "on a body applies to a form field; add key, or remove decode (path already reads JSON bodies)")
 		}
+		// With max_body_bytes 0 no body byte is kept, so a body parameter never works.
 		if v.c.Traffic.MaxBodyBytes == 0 {
 			v.add(at+".in", "reads the body but traffic.max_body_bytes is 0, so no body is ever read; raise traffic.max_body_bytes or remove this parameter")
 		}
@@ -424,6 +432,8 @@ func (v *validator) source(at string, p *Parameter) {
 		if !ok {
 			return
 		}
+		// The value of a request.path parameter is its one capture: without one it never
+		// yields a value, with several it would be ambiguous which one.
 		switch n := len(pat.Captures()); {
 		case n == 0:
 			v.add(at+".path", "%s has no {name} capture, so it never yields a value; write {name} where the value is, e.g. /api/sessions/{sid}/**", v.show(at+".path", p.Path))

@@ -100,6 +100,19 @@ func TestParseAndValidate(t *testing.T) {
 			want: []string{f + `:1: server: expected a mapping with keys such as grpc_listen, http_listen, grpc_tls; found a list`},
 		},
 		{
+			name: "a value that fails to decode is not reported again by validation",
+			yaml: "parameters: [abc]\nsinks:\n  - {type: jsonl, path: \"${NOPE}\"}\n",
+			want: []string{
+				f + `:1: parameters[0]: expected a mapping with keys such as name, in, key; found "abc"`,
+				f + `:3: sinks[0].path: environment variable NOPE is not set; set it, or give a default with ${NOPE:-value}`,
+			},
+		},
+		{
+			name: "sink headers written as one value are not echoed",
+			yaml: "sinks:\n  - type: jsonl\n    path: \"-\"\n    headers: Bearer abc\n",
+			want: []string{f + `:4: sinks[0].headers: expected a mapping of names to values; found a single value`},
+		},
+		{
 			name: "scalar where a string is wanted is taken as text",
 			yaml: "parameters:\n  - {name: n, in: request.query, key: 123}\n",
 		},
