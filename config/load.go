@@ -32,8 +32,10 @@ func Load(path string) (*Config, error) {
 // of the wrong type, bad duration and unset ${VAR} is reported, all of them, as an *Errors.
 // Parse does not call Validate.
 //
-// String values may contain ${VAR} (an error when VAR is unset) and ${VAR:-default} (the
-// default when VAR is unset or empty); $${ stands for a literal ${.
+// Every scalar value (text, numbers, booleans, durations; not keys) may contain ${VAR} (an
+// error when VAR is unset) and ${VAR:-default} (the default when VAR is unset or empty; it
+// cannot contain "}"); $${ stands for a literal ${. Expanded values are never echoed in
+// messages.
 func Parse(file string, data []byte) (*Config, error) {
 	c, problems := parse(file, data, os.LookupEnv)
 	if err := newErrors(problems); err != nil {
