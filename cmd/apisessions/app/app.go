@@ -1,0 +1,127 @@
+// Package app is the apisessions program: command-line parsing, the serve loop and its wiring.
+// main only turns signals into a context and Run's result into an exit status, so tests and
+// benchmarks start the whole server in-process with Run.
+//
+// It may import every apisessions package; none imports it.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the ext_proc gRPC server and the HTTP server", serve},
+		{"validate", "check a configuration and print every error with file and line", validate},
+		{"envoy-config", "print an Envoy bootstrap that attaches apisessions for a configuration", envoyConfig},
+		{"version", "print version, commit and Go version", version},
+	}
+}
+
+// Run runs the apisessions command line (args without the program name) and returns the exit
+// status. It returns when ctx is cancelled (serve) or the command is done.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	name := args[0]
+	if name == "-h" || name == "--help" || name == "help" {
+		usage(stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "apisessions: unknown command %q\n\n", name)
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "apisessions groups the API traffic Envoy sends over ext_proc into user sessions.")
+	fmt.Fprintln(w, "\nUsage: apisessions <command> [flags]\n\nCommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'apisessions <command> --help' for its flags. Every flag may also be set")
+	fmt.Fprintln(w, "with an environment variable APISESSIONS_<FLAG>, e.g. APISESSIONS_CONFIG.")
+}
+
+// newFlagSet returns a flag set that writes its usage to stderr and reports errors instead of exiting.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: apisessions %s %s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "\nEach flag may also come from APISESSIONS_<FLAG> (upper case, - as _).")
+	}
+	return fs
+}
+
+// parseFlags parses args, then fills every flag not given on the command line from its
+// environment variable APISESSIONS_<FLAG>. It returns the exit status to use when parsing
+// fails, or -1 to go on.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var bad []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := envName(f.Name)
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				bad = append(bad, fmt.Sprintf("%s: %v", env, err))
+			}
+		}
+	})
+	if len(bad) > 0 {
+		fmt.Fprintf(stderr, "apisessions %s: %s\n", fs.Name(), strings.Join(bad, "; "))
+		return exitUsage
+	}
+	return -1
+}
+
+func envName(flagName string) string {
+	return "APISESSIONS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// newLogger builds the one JSON log handler of the process.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

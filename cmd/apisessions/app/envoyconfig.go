@@ -1,0 +1,50 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/apisessions/apisessions/envoy"
+)
+
+func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	flags := newFlagSet("envoy-config", "[--config FILE] [--mode observability|inline] [--upstream HOST:PORT] [--processor HOST:PORT]", stderr)
+	path := flags.String("config", "", "apisessions configuration the bootstrap is for (default: built-in defaults)")
+	mode := flags.String("mode", envoy.ModeObservability, "ext_proc mode: observability (passive, no added latency) or inline")
+	upstream := flags.String("upstream", envoy.DefaultUpstream, "HOST:PORT of the protected API")
+	processor := flags.String("processor", envoy.DefaultProcessor, "HOST:PORT of apisessions' gRPC listener")
+	listenPort := flags.Int("listen-port", envoy.DefaultListenPort, "port Envoy listens on for API clients")
+	plaintext := flags.Bool("plaintext", false, "plain HTTP listener: no TLS termination, so no JA3/JA4 fingerprints")
+	certFile := flags.String("cert-file", envoy.DefaultCertFile, "listener certificate file, as Envoy sees it")
+	keyFile := flags.String("key-file", envoy.DefaultKeyFile, "listener private key file, as Envoy sees it")
+	if code := parseFlags(flags, args, stderr); code >= 0 {
+		return code
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "apisessions envoy-config: configuration not loaded:\n%v\n", err)
+		if isUnreadable(err) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	out, err := envoy.Render(cfg, envoy.Options{
+		Mode:       *mode,
+		Upstream:   *upstream,
+		Processor:  *processor,
+		ListenPort: *listenPort,
+		Plaintext:  *plaintext,
+		CertFile:   *certFile,
+		KeyFile:    *keyFile,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "apisessions envoy-config: %v\n", err)
+		return exitUsage
+	}
+	if _, err := stdout.Write(out); err != nil {
+		fmt.Fprintf(stderr, "apisessions envoy-config: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

@@ -1,0 +1,303 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sinks"
+	"github.com/apisessions/apisessions/sinks/jsonl"
+)
+
+// sinkFactories lists the sink types this build can create, by config type name.
+func sinkFactories() map[string]sinks.Factory {
+	return map[string]sinks.Factory{
+		config.SinkJSONL: jsonl.Factory,
+	}
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	flags := newFlagSet("serve", "[--config FILE]", stderr)
+	path := flags.String("config", "", "configuration file (default: built-in defaults)")
+	level := flags.String("log-level", "info", "log level: debug, info, warn or error")
+	grpcListen := flags.String("grpc-listen", "", "override server.grpc_listen (e.g. 127.0.0.1:0)")
+	httpListen := flags.String("http-listen", "", "override server.http_listen")
+	dataDir := flags.String("data-dir", "", "override server.data_dir (hash key, store)")
+	if code := parseFlags(flags, args, stderr); code >= 0 {
+		return code
+	}
+	logger, err := newLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintf(stderr, "apisessions serve: %v\n", err)
+		return exitUsage
+	}
+	overrides := func(c *config.Config) {
+		if *grpcListen != "" {
+			c.Server.GRPCListen = *grpcListen
+		}
+		if *httpListen != "" {
+			c.Server.HTTPListen = *httpListen
+		}
+		if *dataDir != "" {
+			c.Server.DataDir = *dataDir
+		}
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "apisessions serve: configuration not loaded:\n%v\n", err)
+		if isUnreadable(err) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	overrides(cfg)
+	// Listen for SIGHUP before the ready line: a reload sent as soon as the server says it is
+	// ready must never meet the default action, which would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	s, err := start(cfg, *path, overrides, logger, stdout)
+	if err != nil {
+		logger.Error("start failed", "error", err)
+		return exitFailure
+	}
+	return s.wait(ctx, hup)
+}
+
+// server is one running apisessions: the engine, the sinks and both listeners.
+type server struct {
+	logger     *slog.Logger
+	configPath string
+	overrides  func(*config.Config)
+	cfg        atomic.Pointer[config.Config]
+
+	engine   *sessions.Engine
+	pipeline *sinks.Pipeline
+	ext      *extproc.Server
+	grpc     *grpc.Server
+	http     *http.Server
+	grpcLn   net.Listener
+	httpLn   net.Listener
+	serveErr chan error
+	ready    atomic.Bool
+}
+
+// start builds every component and opens the listeners. On error, whatever was started is stopped.
+func start(cfg *config.Config, configPath string, overrides func(*config.Config), logger *slog.Logger, stdout io.Writer) (_ *server, err error) {
+	s := &server{logger: logger, configPath: configPath, overrides: overrides, serveErr: make(chan error, 2)}
+	s.cfg.Store(cfg)
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+
+	outs, err := buildOutputs(cfg, sinks.Settings{Logger: logger, Stdout: stdout})
+	if err != nil {
+		return nil, err
+	}
+	s.pipeline = sinks.NewPipeline(logger.With("component", "sinks"), outs)
+	cleanup = append(cleanup, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Std())
+		defer cancel()
+		_ = s.pipeline.Shutdown(ctx)
+	})
+
+	s.engine, err = sessions.New(cfg, sessions.Settings{
+		Logger:  logger,
+		Emitter: s.pipeline,
+		DataDir: cfg.Server.DataDir,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sessions engine: %w", err)
+	}
+	cleanup = append(cleanup, s.engine.Close)
+
+	s.ext = extproc.New(extprocSettings(cfg, logger, s.engine))
+	s.grpc, err = extproc.NewGRPCServer(s.ext, extproc.GRPCOptions{
+		MaxMessageBytes:      cfg.Server.MaxMessageBytes,
+		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
+		CertFile:             cfg.Server.GRPCTLS.CertFile,
+		KeyFile:              cfg.Server.GRPCTLS.KeyFile,
+		ClientCAFile:         cfg.Server.GRPCTLS.ClientCAFile,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("grpc server: %w", err)
+	}
+	s.grpcLn, err = net.Listen("tcp", cfg.Server.GRPCListen)
+	if err != nil {
+		return nil, fmt.Errorf("grpc listen: %w", err)
+	}
+	cleanup = append(cleanup, func() { s.grpc.Stop() })
+	s.httpLn, err = net.Listen("tcp", cfg.Server.HTTPListen)
+	if err != nil {
+		s.grpcLn.Close()
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	go func() { s.serveErr <- s.grpc.Serve(s.grpcLn) }()
+	go func() {
+		if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- err
+		}
+	}()
+	s.ext.SetServing(true)
+	s.ready.Store(true)
+	logger.Info("ready",
+		"grpc_addr", s.grpcLn.Addr().String(),
+		"http_addr", s.httpLn.Addr().String(),
+		"config", configName(configPath),
+		"sinks", len(outs))
+	return s, nil
+}
+
+func configName(path string) string {
+	if path == "" {
+		return "(defaults)"
+	}
+	return path
+}
+
+func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processor) extproc.Settings {
+	namespaces := make([]string, 0, len(cfg.Attacks.Metadata))
+	for _, m := range cfg.Attacks.Metadata {
+		namespaces = append(namespaces, m.Namespace)
+	}
+	return extproc.Settings{
+		Logger:           logger,
+		Processor:        p,
+		SessionHeader:    cfg.Inline.SessionHeader,
+		DynamicMetadata:  cfg.Inline.DynamicMetadata,
+		AttackNamespaces: namespaces,
+	}
+}
+
+// buildOutputs creates one pipeline output per configured sink.
+func buildOutputs(cfg *config.Config, st sinks.Settings) ([]sinks.Output, error) {
+	factories := sinkFactories()
+	outs := make([]sinks.Output, 0, len(cfg.Sinks))
+	for _, sc := range cfg.Sinks {
+		f, ok := factories[sc.Type]
+		if !ok {
+			closeOutputs(outs)
+			return nil, fmt.Errorf("sink %q: type %q is not available in this build", sc.Name, sc.Type)
+		}
+		sk, err := f.Create(sc, sinks.Settings{Logger: st.Logger.With("sink", sc.Name), Stdout: st.Stdout})
+		if err != nil {
+			closeOutputs(outs)
+			return nil, fmt.Errorf("sink %q: %w", sc.Name, err)
+		}
+		outs = append(outs, sinks.Output{
+			Name:          sc.Name,
+			Sink:          sk,
+			QueueSize:     sc.QueueSize,
+			BatchSize:     sc.BatchSize,
+			FlushInterval: sc.FlushInterval.Std(),
+		})
+	}
+	return outs, nil
+}
+
+func closeOutputs(outs []sinks.Output) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, o := range outs {
+		_ = o.Sink.Close(ctx)
+	}
+}
+
+// wait serves until ctx ends or a listener fails, reloading the configuration on SIGHUP, then
+// shuts down: stop taking streams and drain them, end every session part, flush the sinks.
+func (s *server) wait(ctx context.Context, hup <-chan os.Signal) int {
+	code := exitOK
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			s.reload()
+		case err := <-s.serveErr:
+			s.logger.Error("listener failed", "error", err)
+			code = exitFailure
+			break loop
+		}
+	}
+	if err := s.shutdown(); err != nil {
+		s.logger.Error("shutdown incomplete", "error", err)
+		code = exitFailure
+	}
+	return code
+}
+
+// reload loads the configuration file again. An invalid file is rejected with its errors and
+// the running configuration is kept; a valid one is swapped in as a whole.
+func (s *server) reload() {
+	if s.configPath == "" {
+		s.logger.Info("reload skipped: running on the defaults, no configuration file to read")
+		return
+	}
+	next, err := loadConfig(s.configPath)
+	if err != nil {
+		s.logger.Warn("reload rejected, keeping the running configuration", "config", s.configPath, "error", err.Error())
+		return
+	}
+	s.overrides(next)
+	cur := s.cfg.Load()
+	if err := s.engine.Reload(next); err != nil {
+		s.logger.Warn("reload rejected, keeping the running configuration", "config", s.configPath, "error", err.Error())
+		return
+	}
+	s.ext.SetSettings(extprocSettings(next, s.logger, s.engine))
+	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || cur.Server != next.Server {
+		s.logger.Warn("reload: changes to server and sinks take effect after a restart")
+	}
+	s.cfg.Store(next)
+	s.logger.Info("configuration reloaded", "config", s.configPath)
+}
+
+func (s *server) shutdown() error {
+	cfg := s.cfg.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Std())
+	defer cancel()
+	start := time.Now()
+	s.ready.Store(false)
+	s.ext.SetServing(false)
+	// Streams first: each finished stream hands its exchange to the engine.
+	extproc.Shutdown(ctx, s.grpc)
+	// Then every live part ends with a final session record.
+	s.engine.Close()
+	// Then the sinks deliver what they accepted.
+	var errs []error
+	if err := s.pipeline.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("sinks: %w", err))
+	}
+	if err := s.http.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	s.logger.Info("shutdown complete", "duration_ms", time.Since(start).Milliseconds())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,51 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+
+	"github.com/apisessions/apisessions/config"
+)
+
+func validate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	flags := newFlagSet("validate", "--config FILE", stderr)
+	path := flags.String("config", "", "configuration file to check (required)")
+	if code := parseFlags(flags, args, stderr); code >= 0 {
+		return code
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "apisessions validate: --config FILE is required")
+		flags.Usage()
+		return exitUsage
+	}
+	if _, err := loadConfig(*path); err != nil {
+		fmt.Fprintln(stderr, err)
+		if isUnreadable(err) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", *path)
+	return exitOK
+}
+
+// loadConfig loads and validates a configuration; path "" means the defaults.
+func loadConfig(path string) (*config.Config, error) {
+	if path != "" {
+		return config.LoadAndValidate(path)
+	}
+	cfg := config.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// isUnreadable tells a file that cannot be read from one that is invalid.
+func isUnreadable(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe)
+}
