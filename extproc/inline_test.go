@@ -113,6 +113,19 @@ func TestInline(t *testing.T) {
 			wantPeeks: 1,
 		},
 		{
+			name:     "an invalid session header name is dropped, the metadata stays",
+			settings: Settings{SessionHeader: "x bad:header", DynamicMetadata: true},
+			peek:     groupByResponse,
+			msgs:     get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
+					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
+				}
+			},
+			wantPeeks: 2,
+		},
+		{
 			name: "inline additions disabled: plain answers, no peek",
 			peek: groupByResponse,
 			msgs: get,

@@ -82,6 +82,7 @@ type Server struct {
 
 // settings is the normalised, immutable form of Settings that streams read.
 type settings struct {
+	base            *slog.Logger // as given, for Settings()
 	log             *slog.Logger
 	proc            Processor
 	sessionHeader   string
@@ -120,7 +121,7 @@ func (s *Server) SetProcessor(p Processor) {
 func (s *Server) Settings() Settings {
 	c := s.settings.Load()
 	return Settings{
-		Logger:           c.log,
+		Logger:           c.base,
 		Processor:        c.proc,
 		SessionHeader:    c.sessionHeader,
 		DynamicMetadata:  c.dynamicMetadata,
@@ -131,6 +132,7 @@ func (s *Server) Settings() Settings {
 
 func normalise(in Settings) *settings {
 	c := &settings{
+		base:            in.Logger,
 		log:             in.Logger,
 		proc:            in.Processor,
 		sessionHeader:   strings.ToLower(strings.TrimSpace(in.SessionHeader)),
@@ -141,6 +143,13 @@ func normalise(in Settings) *settings {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.log = c.log.With("component", "extproc")
+	if c.sessionHeader != "" && !validHeaderName(c.sessionHeader) {
+		// Envoy fails every request whose mutation names an invalid header, even when failing
+		// open; without the header the rest of inline mode still works.
+		c.log.LogAttrs(context.Background(), slog.LevelWarn, "session header disabled: not a settable header name",
+			slog.String("session_header", c.sessionHeader))
+		c.sessionHeader = ""
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -280,4 +289,21 @@ func (s *Server) Stats() Stats {
 // debugEnabled reports whether per-stream debug lines are wanted; checked before building attributes.
 func debugEnabled(ctx context.Context, l *slog.Logger) bool {
 	return l.Enabled(ctx, slog.LevelDebug)
+}
+
+// validHeaderName accepts an HTTP token that Envoy lets ext_proc set: no pseudo-header, not host.
+func validHeaderName(name string) bool {
+	if name == "" || len(name) > 256 || name == "host" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

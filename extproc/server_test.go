@@ -617,3 +617,30 @@ func TestPanic(t *testing.T) {
 		}
 	})
 }
+
+func TestValidHeaderName(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{"plain", "x-apisessions-session", true},
+		{"token punctuation", "x_a.b~c", true},
+		{"empty", "", false},
+		{"pseudo-header", ":path", false},
+		{"host", "host", false},
+		{"space", "x session", false},
+		{"upper case is lowered before the check", "X-A", false},
+		{"control character", "x-a\n", false},
+		{"too long", strings.Repeat("a", 257), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := validHeaderName(tc.in); got != tc.want {
+				t.Errorf("validHeaderName(%q) = %v; want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -472,6 +472,12 @@ func (st *stream) finish() {
 		return
 	}
 	st.finished = true
+	// Finishing runs in a deferred call of Process: a panic here must not take the server down.
+	defer func() {
+		if r := recover(); r != nil {
+			st.panicked(r)
+		}
+	}()
 	if !st.recording() {
 		return
 	}
@@ -499,11 +505,6 @@ func (st *stream) finish() {
 			slog.Int64("response_bytes", x.ResponseBytes),
 			slog.Float64("duration_ms", float64(x.End.Sub(x.Start))/float64(time.Millisecond)))
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			st.panicked(r)
-		}
-	}()
 	st.srv.stats.observed.Add(1)
 	st.proc.Observe(x)
 }
