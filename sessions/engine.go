@@ -7,11 +7,14 @@
 package sessions
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +41,10 @@ type Settings struct {
 	// DataDir is where a generated hash key is kept (file "hash.key", mode 0600); "" means the
 	// configuration's server.data_dir, else "data".
 	DataDir string
+	// HiddenParameters are parameters that other components register (abuse signals,
+	// mitigation controls): exported in params when seen, never grouping, not counted against
+	// max_parameters, kept across Reload. A configured parameter of the same name wins.
+	HiddenParameters []config.Parameter
 }
 
 // Fallbacks for values a validated configuration always sets; they keep a hand-built
@@ -63,6 +70,11 @@ type Engine struct {
 	parts  *table
 	snap   atomic.Pointer[snapshot]
 	keySrc string // hashing.key_file the key was loaded from, to warn when a reload changes it
+	hidden []config.Parameter
+	routes *routeTable
+
+	// Counters for Stats; they never hold values, only counts.
+	observed, malicious, outOfScope atomic.Int64
 
 	reloadMu sync.Mutex // serialises Reload so table resizes apply in order
 	closed   atomic.Bool
@@ -89,6 +101,11 @@ type snapshot struct {
 	ja4Header    string
 	maxBody      int
 	needs        traffic.Needs
+	flows        *flowMatcher
+	attacks      *attackRules
+	// hashedReq are the request-side places hashed parameters read, for the content of
+	// malicious requests.
+	hashedReq hashedTargets
 }
 
 // param is one compiled parameter.
@@ -99,6 +116,7 @@ type param struct {
 	side   extract.Side
 	group  bool
 	hashed bool
+	hidden bool
 	typ    string
 }
 
@@ -112,7 +130,8 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("%w: no configuration", ErrConfig)
 	}
-	snap, err := compile(cfg)
+	hidden := slices.Clone(s.HiddenParameters)
+	snap, err := compile(cfg, hidden)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +167,8 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		cache:  cache,
 		parts:  parts,
 		keySrc: cfg.Hashing.KeyFile,
+		hidden: hidden,
+		routes: newRouteTable(),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -163,6 +184,8 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 	}
 	e.snap.Store(snap)
 	e.log.Info("sessions engine ready", "hash_key", keySource, "parameters", len(snap.params),
+		"flow_rules", len(cfg.BusinessFlows.Rules), "builtin_flows", cfg.BusinessFlows.Builtin,
+		"attack_sources", len(cfg.Attacks.Metadata)+min(1, len(cfg.Attacks.ResponseHeader)),
 		"max_live_parts", snap.maxLive, "day_boundary", snap.rules.loc.String())
 	if sweeper {
 		go e.sweeper()
@@ -176,8 +199,8 @@ type discard struct{}
 
 func (discard) Emit(record.Record) {}
 
-// compile turns a validated configuration into a snapshot.
-func compile(cfg *config.Config) (*snapshot, error) {
+// compile turns a validated configuration and the hidden parameters into a snapshot.
+func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 	s := &snapshot{
 		builtin:     cfg.Sessions.BuiltinKeys,
 		every:       cfg.Sessions.SnapshotInterval.Std(),
@@ -231,29 +254,68 @@ func compile(cfg *config.Config) (*snapshot, error) {
 		s.fallbackKeys[mask] = record.Key{Source: record.SourceFallback, Name: strings.Join(names, "+")}
 	}
 
+	visible := 0
 	for _, p := range cfg.Parameters {
-		ext, err := extract.Compile(p)
-		if err != nil {
-			return nil, fmt.Errorf("%w: compile parameter %q: %w", ErrConfig, p.Name, err)
+		if !p.Hidden {
+			visible++
 		}
-		s.params = append(s.params, param{
-			ext:    ext,
-			name:   p.Name,
-			key:    record.Key{Source: record.SourceParam, Name: p.Name},
-			side:   ext.Side(),
-			group:  p.Group,
-			hashed: p.Hashed,
-			typ:    p.Type,
-		})
-		if ext.NeedsBody() {
-			if ext.Side() == extract.Response {
-				s.needs.ResponseBody = true
-			} else {
-				s.needs.RequestBody = true
-			}
+		if err := s.addParam(p, p.Hidden); err != nil {
+			return nil, err
 		}
 	}
+	if cfg.MaxParameters > 0 && visible > cfg.MaxParameters {
+		return nil, fmt.Errorf("%w: %d parameters are configured but max_parameters is %d", ErrConfig, visible, cfg.MaxParameters)
+	}
+	for _, p := range hidden {
+		if slices.ContainsFunc(s.params, func(q param) bool { return q.name == p.Name }) {
+			continue
+		}
+		if err := s.addParam(p, true); err != nil {
+			return nil, err
+		}
+	}
+
+	s.flows, err = compileFlows(cfg.BusinessFlows)
+	if err != nil {
+		return nil, err
+	}
+	s.attacks = compileAttacks(cfg.Attacks)
+	if s.attacks != nil {
+		// The content of a malicious request includes its body, so every request body is
+		// copied (up to max_body_bytes) while attacks are configured.
+		s.needs.RequestBody = true
+	}
 	return s, nil
+}
+
+// addParam compiles one parameter. Hidden parameters never group: a component that registers
+// one must not change how sessions are formed.
+func (s *snapshot) addParam(p config.Parameter, hidden bool) error {
+	ext, err := extract.Compile(p)
+	if err != nil {
+		return fmt.Errorf("%w: compile parameter %q: %w", ErrConfig, p.Name, err)
+	}
+	s.params = append(s.params, param{
+		ext:    ext,
+		name:   p.Name,
+		key:    record.Key{Source: record.SourceParam, Name: p.Name},
+		side:   ext.Side(),
+		group:  p.Group && !hidden,
+		hashed: p.Hashed,
+		hidden: hidden,
+		typ:    p.Type,
+	})
+	if p.Hashed {
+		s.hashedReq.add(p)
+	}
+	if ext.NeedsBody() {
+		if ext.Side() == extract.Response {
+			s.needs.ResponseBody = true
+		} else {
+			s.needs.RequestBody = true
+		}
+	}
+	return nil
 }
 
 func lowerAll(ss []string) []string {
@@ -271,7 +333,7 @@ func (e *Engine) Reload(cfg *config.Config) error {
 	if cfg == nil {
 		return fmt.Errorf("%w: no configuration", ErrConfig)
 	}
-	snap, err := compile(cfg)
+	snap, err := compile(cfg, e.hidden)
 	if err != nil {
 		return err
 	}
@@ -289,17 +351,17 @@ func (e *Engine) Reload(cfg *config.Config) error {
 }
 
 // InScope reports whether requests to host (an :authority, port allowed) are analysed.
-func (e *Engine) InScope(host string) bool {
-	s := e.snap.Load()
+func (e *Engine) InScope(host string) bool { return e.snap.Load().inScope(host) }
+
+func (s *snapshot) inScope(host string) bool {
 	if len(s.include) == 0 && len(s.exclude) == 0 {
 		return true
 	}
-	// HostMatch strips the port and ignores case itself.
-	h := host
+	h := lowerASCII(config.StripPort(host))
 	if len(s.include) > 0 {
 		in := false
 		for _, p := range s.include {
-			if config.HostMatch(p, h) {
+			if hostMatch(p, h) {
 				in = true
 				break
 			}
@@ -309,11 +371,21 @@ func (e *Engine) InScope(host string) bool {
 		}
 	}
 	for _, p := range s.exclude {
-		if config.HostMatch(p, h) {
+		if hostMatch(p, h) {
 			return false
 		}
 	}
 	return true
+}
+
+// hostMatch is config.HostMatch for a lower-case pattern and a lower-case host without port:
+// a plain comparison when the pattern has no glob characters.
+func hostMatch(pattern, host string) bool {
+	if !strings.ContainsAny(pattern, `*?[\`) {
+		return pattern == host
+	}
+	ok, err := path.Match(pattern, host)
+	return ok && err == nil
 }
 
 // Needs reports which bodies the current configuration reads.
@@ -337,11 +409,21 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	return session, e.parts.peek(session, t, &s.rules), key
 }
 
+// maxSecrets bounds the hashed values one exchange remembers for scrubbing; with
+// max_parameters at most 1000 the bound is never reached by configured parameters alone.
+const maxSecrets = 1024
+
 // Observe processes one exchange at its end: extracts the parameters, groups the request,
-// updates its part (ending the previous part when the day changed or the idle time passed),
-// and emits the request record, which it returns. The caller must not modify the record.
+// tags its flows, reads attack verdicts, updates its part (ending the previous part when the
+// day changed or the idle time passed), and emits the request record, which it returns. The
+// caller must not modify the record. An exchange for a host out of scope produces nothing
+// and returns nil.
 func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 	s := e.snap.Load()
+	if !s.inScope(x.Host) {
+		e.outOfScope.Add(1)
+		return nil
+	}
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
 
@@ -360,18 +442,20 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		Path:          truncate(pathOnly(x.Path), maxPath),
 		Status:        x.Status,
 		DurationMS:    durationMS(x.Start, x.End),
-		RequestBytes:  max(0, x.RequestBytes),
-		ResponseBytes: max(0, x.ResponseBytes),
+		RequestBytes:  bodyBytes(x.RequestBytes, x.RequestBody),
+		ResponseBytes: bodyBytes(x.ResponseBytes, x.ResponseBody),
 		ClientIP:      c.ip,
 		UserAgent:     truncate(c.userAgent, maxUserAgent),
 		JA3:           c.ja3,
 		JA4:           c.ja4,
 		Partial:       x.Partial,
 	}
-	rec.Route = truncate(route(rec.Path), maxPath)
 
 	// One pass over the parameters serves grouping (the first grouping parameter that works,
-	// in file order), user and role, and the exported params.
+	// in file order), user and role, and the exported params. The clear values of hashed
+	// parameters are remembered so that no other field of the record carries them.
+	var secretsBuf [8]secret
+	secrets := secretsBuf[:0]
 	grouped := false
 	for i := range s.params {
 		p := &s.params[i]
@@ -393,6 +477,9 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		} else {
 			out = e.exportValue(p, val)
 		}
+		if p.hashed && len(secrets) < maxSecrets {
+			secrets = append(secrets, secret{clear: val, hashed: out})
+		}
 		if rec.Params == nil {
 			rec.Params = make(map[string]string, len(s.params))
 		}
@@ -412,6 +499,30 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		rec.Session, rec.Key = s.resolveRest(v, &c, e.hash)
 	}
 
+	flows := s.flows.match(x.Method, config.StripPort(rec.Host), truncate(pathOnly(x.Path), maxPath))
+	rec.Flows = flows.list()
+
+	var red *redactor
+	if len(secrets) > 0 && (mayHold(rec.Path, secrets) || mayHold(rec.UserAgent, secrets) || mayHold(rec.RequestID, secrets)) {
+		red = newRedactor(e.hash, secrets, v)
+		rec.Path = red.path(rec.Path)
+		rec.UserAgent = red.value(rec.UserAgent)
+		rec.RequestID = red.value(rec.RequestID)
+	}
+	rec.Route = e.routes.bound(rec.Host, truncate(route(rec.Path), maxPath))
+
+	if malicious, att := s.attacks.verdict(x); att != nil {
+		rec.Malicious, rec.Attack = malicious, att
+		if malicious {
+			if red == nil {
+				red = newRedactor(e.hash, secrets, v)
+			}
+			s.attackContent(att, x, red)
+			e.malicious.Add(1)
+		}
+	}
+	e.observed.Add(1)
+
 	h := hit{
 		t:         t,
 		key:       rec.Key,
@@ -423,6 +534,7 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		status:    rec.Status,
 		bytesIn:   rec.RequestBytes,
 		bytesOut:  rec.ResponseBytes,
+		flows:     flows,
 		malicious: rec.Malicious,
 	}
 	if e.closed.Load() {
@@ -438,7 +550,50 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		e.emit.Emit(r)
 	}
 	e.emit.Emit(rec)
+	if e.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Names and counts only: never a value.
+		e.log.LogAttrs(context.Background(), slog.LevelDebug, "request observed",
+			slog.String("session", rec.Session), slog.String("part", rec.Part),
+			slog.String("key", rec.Key.String()), slog.Int("params", len(rec.Params)),
+			slog.Any("flows", rec.Flows), slog.Bool("malicious", rec.Malicious),
+			slog.Int("status", rec.Status))
+	}
 	return rec
+}
+
+// bodyBytes is a body's size as records carry it: what the server counted (bytes seen, else
+// content-length), never less than what the exchange holds.
+func bodyBytes(counted int64, held []byte) int64 {
+	return max(0, counted, int64(len(held)))
+}
+
+// Stats are the engine's counters since New. They hold counts only.
+type Stats struct {
+	// Observed is the number of request records emitted.
+	Observed int64
+	// Malicious is the number of requests an attack verdict marked malicious.
+	Malicious int64
+	// OutOfScope is the number of exchanges Observe dropped because their host is out of scope.
+	OutOfScope int64
+	// LiveParts is the number of session parts held in memory now.
+	LiveParts int
+	// RouteHosts is the number of hosts with a route table of their own.
+	RouteHosts int
+	// RoutesCollapsed is the number of requests whose route was collapsed because its host's
+	// route table was full.
+	RoutesCollapsed int64
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	return Stats{
+		Observed:        e.observed.Load(),
+		Malicious:       e.malicious.Load(),
+		OutOfScope:      e.outOfScope.Load(),
+		LiveParts:       e.parts.len(),
+		RouteHosts:      e.routes.hostsLen(),
+		RoutesCollapsed: e.routes.collapsed.Load(),
+	}
 }
 
 // exportValue is a parameter value as records carry it: hashed, or in clear and capped.

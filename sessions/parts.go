@@ -71,8 +71,10 @@ type part struct {
 	requests            int
 	key                 record.Key
 	user, role          string
+	userAt, roleAt      time.Time // request time of the user and role kept: the latest wins
 	ips, userAgents     []string
 	methods, statuses   map[string]int
+	flows               [8]int // requests per flow, index as in flowNames
 	malicious           int
 	bytesIn, bytesOut   int64
 
@@ -93,6 +95,7 @@ type hit struct {
 	status    int
 	bytesIn   int64
 	bytesOut  int64
+	flows     flowMask
 	malicious bool
 }
 
@@ -129,12 +132,24 @@ func (p *part) add(h *hit) {
 	if h.t.After(p.lastSeen) {
 		p.lastSeen = h.t
 	}
-	// Parts outlive requests: clone what is kept so a part never pins a request's buffers.
-	if h.user != "" && h.user != p.user {
-		p.user = strings.Clone(h.user)
+	// The latest request (by its time, as streams finish out of order) names the user and
+	// role. Parts outlive requests: clone what is kept so a part never pins a request's buffers.
+	if h.user != "" && !h.t.Before(p.userAt) {
+		if h.user != p.user {
+			p.user = strings.Clone(h.user)
+		}
+		p.userAt = h.t
 	}
-	if h.role != "" && h.role != p.role {
-		p.role = strings.Clone(h.role)
+	if h.role != "" && !h.t.Before(p.roleAt) {
+		if h.role != p.role {
+			p.role = strings.Clone(h.role)
+		}
+		p.roleAt = h.t
+	}
+	for m, i := h.flows, 0; m != 0; m, i = m>>1, i+1 {
+		if m&1 != 0 {
+			p.flows[i]++
+		}
 	}
 	p.ips = addDistinct(p.ips, h.ip)
 	p.userAgents = addDistinct(p.userAgents, h.userAgent)
@@ -205,12 +220,28 @@ func (p *part) sessionRecord(final bool, reason string) *record.Session {
 		UserAgents: cloneSlice(p.userAgents),
 		Methods:    cloneMap(p.methods),
 		Statuses:   cloneMap(p.statuses),
+		Flows:      p.flowCounts(),
 		Malicious:  p.malicious,
 		BytesIn:    p.bytesIn,
 		BytesOut:   p.bytesOut,
 		Final:      final,
 		EndReason:  reason,
 	}
+}
+
+// flowCounts is the flows map of a session record: flow -> requests, nil when none.
+func (p *part) flowCounts() map[string]int {
+	var m map[string]int
+	for i, n := range p.flows {
+		if n == 0 || i >= len(flowNames) {
+			continue
+		}
+		if m == nil {
+			m = make(map[string]int, 2)
+		}
+		m[flowNames[i]] = n
+	}
+	return m
 }
 
 func cloneSlice(s []string) []string {
