@@ -135,9 +135,11 @@ func TestTimingAndSize(t *testing.T) {
 		partial          bool
 	}{
 		{
-			name:     "buffered request and response",
-			x:        func() *traffic.Exchange { return envoyResponse(buffered(envoyExchange("POST", "h", "/a"), "application/json", `{"t":"1"}`, 16), 200, `{"ok":1}`, 16) },
-			dur:      20, reqBytes: 9, respBy: 8, status: 200,
+			name: "buffered request and response",
+			x: func() *traffic.Exchange {
+				return envoyResponse(buffered(envoyExchange("POST", "h", "/a"), "application/json", `{"t":"1"}`, 16), 200, `{"ok":1}`, 16)
+			},
+			dur: 20, reqBytes: 9, respBy: 8, status: 200,
 		},
 		{
 			name: "streamed body beyond the cap: bytes counted, not kept",
