@@ -75,8 +75,10 @@ type Options struct {
 //
 // What cfg decides:
 //   - bodies: the request body is sent only when a parameter reads request.body, the response
-//     body only for response.body; STREAMED in observability mode (Envoy does not send
-//     BUFFERED bodies there), BUFFERED_PARTIAL inline (never fails a request on size);
+//     body only for response.body. Observability mode sends them STREAMED (Envoy does not send
+//     BUFFERED bodies there). Inline, the default stays NONE and allow_mode_override lets
+//     apisessions ask for a body per request, BUFFERED_PARTIAL (never fails a request on
+//     size), only when its content type is one a parameter can read;
 //   - response headers are always sent: a configuration that read nothing from responses
 //     could skip them, but every request record carries the response status;
 //   - tls.ja3_header / tls.ja4_header: the request headers that carry the fingerprints;
@@ -162,6 +164,7 @@ type plan struct {
 	RequestBodyMode    string
 	ResponseBodyMode   string
 	BodyReasons        []string
+	OverrideModes      []bodyModes
 	ClientIPHeader     string
 	TrustedHops        int
 	RequestAttributes  []string
@@ -173,6 +176,29 @@ type plan struct {
 	ProcessorCAFile    string
 	ProcessorCertFile  string
 	ProcessorKeyFile   string
+}
+
+// bodyModes is one allowed_override_modes entry: the body modes of a mode_override; the
+// header and trailer modes are always SEND and SKIP, as apisessions spells them out.
+type bodyModes struct {
+	Request, Response string
+}
+
+// overrideModes lists the mode_override shapes apisessions sends (extproc.OverrideMode):
+// a request body asked for at the request headers, a response body at the response headers
+// (restating the request body mode already chosen).
+func overrideModes(request, response bool) []bodyModes {
+	var out []bodyModes
+	if request {
+		out = append(out, bodyModes{bodyModeBufferedPartial, bodyModeNone})
+	}
+	if response {
+		out = append(out, bodyModes{bodyModeNone, bodyModeBufferedPartial})
+	}
+	if request && response {
+		out = append(out, bodyModes{bodyModeBufferedPartial, bodyModeBufferedPartial})
+	}
+	return out
 }
 
 type fingerprintHeader struct {
@@ -270,18 +296,31 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 	}
 
 	p.RequestBodyMode, p.ResponseBodyMode = bodyModeNone, bodyModeNone
-	needed := bodyModeStreamed
-	if p.Inline {
-		needed = bodyModeBufferedPartial
-	}
+	var needRequest, needResponse bool
 	for _, prm := range cfg.Parameters {
 		switch prm.In {
 		case config.InRequestBody:
-			p.RequestBodyMode = needed
+			needRequest = true
 			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %q reads request.body", prm.Name))
 		case config.InResponseBody:
-			p.ResponseBodyMode = needed
+			needResponse = true
 			p.BodyReasons = appendUnique(p.BodyReasons, fmt.Sprintf("parameter %q reads response.body", prm.Name))
+		}
+	}
+	if p.Inline {
+		// Inline, bodies stay NONE by default and apisessions asks for one per request with a
+		// mode_override when the content type is one a parameter can read: a body that cannot
+		// hold a value (an image, HTML) is then never held back by Envoy. Envoy accepts an
+		// override only if it equals one of these shapes.
+		p.OverrideModes = overrideModes(needRequest, needResponse)
+	} else {
+		// Observability mode has no mode override (answers are ignored) and does not send
+		// BUFFERED bodies.
+		if needRequest {
+			p.RequestBodyMode = bodyModeStreamed
+		}
+		if needResponse {
+			p.ResponseBodyMode = bodyModeStreamed
 		}
 	}
 

@@ -14,7 +14,9 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	header_mutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/testing/protocmp"
 	"sigs.k8s.io/yaml"
 
 	"github.com/apisessions/apisessions/config"
@@ -99,6 +101,26 @@ func (r rendered) requestMutations() []string {
 		}
 	}
 	return out
+}
+
+// overrideShape is the mode_override apisessions sends (extproc.OverrideMode, which this
+// package must not import): every field spelled out, bodies BUFFERED_PARTIAL when asked for.
+func overrideShape(request, response bool) *filterv3.ProcessingMode {
+	m := &filterv3.ProcessingMode{
+		RequestHeaderMode:   filterv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  filterv3.ProcessingMode_SEND,
+		RequestBodyMode:     filterv3.ProcessingMode_NONE,
+		ResponseBodyMode:    filterv3.ProcessingMode_NONE,
+		RequestTrailerMode:  filterv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: filterv3.ProcessingMode_SKIP,
+	}
+	if request {
+		m.RequestBodyMode = filterv3.ProcessingMode_BUFFERED_PARTIAL
+	}
+	if response {
+		m.ResponseBodyMode = filterv3.ProcessingMode_BUFFERED_PARTIAL
+	}
+	return m
 }
 
 func withParams(ps ...config.Parameter) *config.Config {
@@ -223,9 +245,29 @@ func TestRender(t *testing.T) {
 			),
 			opts: Options{Mode: ModeInline},
 			check: func(t *testing.T, r rendered) {
-				pm := r.extProc.GetProcessingMode()
-				if pm.GetRequestBodyMode() != filterv3.ProcessingMode_BUFFERED_PARTIAL || pm.GetResponseBodyMode() != filterv3.ProcessingMode_BUFFERED_PARTIAL {
-					t.Errorf("body modes %v/%v, want BUFFERED_PARTIAL both", pm.GetRequestBodyMode(), pm.GetResponseBodyMode())
+				ep := r.extProc
+				pm := ep.GetProcessingMode()
+				if pm.GetRequestBodyMode() != filterv3.ProcessingMode_NONE || pm.GetResponseBodyMode() != filterv3.ProcessingMode_NONE {
+					t.Errorf("body modes %v/%v, want NONE both: bodies are asked for per request", pm.GetRequestBodyMode(), pm.GetResponseBodyMode())
+				}
+				if !ep.GetAllowModeOverride() || ep.GetSendBodyWithoutWaitingForHeaderResponse() {
+					t.Errorf("allow_mode_override %v, send_body_without_waiting %v; want true, false", ep.GetAllowModeOverride(), ep.GetSendBodyWithoutWaitingForHeaderResponse())
+				}
+				// Every override apisessions sends must equal an entry exactly (Envoy's check).
+				want := []*filterv3.ProcessingMode{overrideShape(true, false), overrideShape(false, true), overrideShape(true, true)}
+				if diff := cmp.Diff(want, ep.GetAllowedOverrideModes(), protocmp.Transform()); diff != "" {
+					t.Errorf("allowed_override_modes (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name: "inline request body only",
+			cfg:  withParams(config.Parameter{Name: "email", In: config.InRequestBody, Path: "$.email"}),
+			opts: Options{Mode: ModeInline},
+			check: func(t *testing.T, r rendered) {
+				want := []*filterv3.ProcessingMode{overrideShape(true, false)}
+				if diff := cmp.Diff(want, r.extProc.GetAllowedOverrideModes(), protocmp.Transform()); diff != "" {
+					t.Errorf("allowed_override_modes (-want +got):\n%s", diff)
 				}
 			},
 		},

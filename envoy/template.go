@@ -140,7 +140,11 @@ static_resources:
               failure_mode_allow: true
               # Response headers are always sent: every request record carries the status.
 {{- if .BodyReasons}}
+{{- if .Inline}}
+              # Bodies are asked for per request (mode_override below) because:
+{{- else}}
               # Bodies are sent because:
+{{- end}}
 {{- range .BodyReasons}}
               #   {{.}}
 {{- end}}
@@ -154,6 +158,17 @@ static_resources:
                 response_body_mode: {{.ResponseBodyMode}}
                 request_trailer_mode: SKIP
                 response_trailer_mode: SKIP
+{{- if .OverrideModes}}
+              # apisessions answers a headers message with a mode_override asking for that body
+              # (BUFFERED_PARTIAL) only when its content type is one a parameter can read (JSON,
+              # urlencoded or multipart form, or none); other bodies pass without waiting.
+              # Envoy accepts an override only when it equals one of these entries.
+              allow_mode_override: true
+              allowed_override_modes:
+{{- range .OverrideModes}}
+              - {request_header_mode: SEND, response_header_mode: SEND, request_body_mode: {{.Request}}, response_body_mode: {{.Response}}, request_trailer_mode: SKIP, response_trailer_mode: SKIP}
+{{- end}}
+{{- end}}
               # What apisessions reads besides headers (Envoy attribute names).
               request_attributes:
 {{- range .RequestAttributes}}

@@ -218,6 +218,8 @@ type Stats struct {
 	HeadersDropped uint64
 	// InvalidSessionValues counts inline answers whose session id could not be a header value.
 	InvalidSessionValues uint64
+	// ModeOverrides counts inline headers answers that asked Envoy for a body (mode_override).
+	ModeOverrides uint64
 }
 
 // PhaseCounts counts messages per ext_proc phase.
@@ -256,6 +258,7 @@ type counters struct {
 	streamErrors         atomic.Uint64
 	headersDropped       atomic.Uint64
 	invalidSessionValues atomic.Uint64
+	modeOverrides        atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -283,6 +286,7 @@ func (s *Server) Stats() Stats {
 		StreamErrors:         c.streamErrors.Load(),
 		HeadersDropped:       c.headersDropped.Load(),
 		InvalidSessionValues: c.invalidSessionValues.Load(),
+		ModeOverrides:        c.modeOverrides.Load(),
 	}
 }
 

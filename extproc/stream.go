@@ -58,13 +58,18 @@ type stream struct {
 	finished bool
 	messages int
 
-	x       traffic.Exchange
-	req     body
-	resp    body
+	x    traffic.Exchange
+	req  body
+	resp body
+	// reqMode is the request body mode from protocol_config, or BUFFERED_PARTIAL once a
+	// mode_override asked for the body.
 	reqMode filterv3.ProcessingMode_BodySendMode
-	// respMode is the response body mode from protocol_config; BUFFERED_PARTIAL makes an unended
-	// body a truncated one rather than an interrupted response.
+	// respMode is the response body mode, likewise; BUFFERED_PARTIAL makes an unended body a
+	// truncated one rather than an interrupted response.
 	respMode filterv3.ProcessingMode_BodySendMode
+	// knowModes is true once protocol_config told the configured body modes; only then can a
+	// mode_override ask for a body that is not already sent.
+	knowModes bool
 
 	haveTime     bool // Start came from request.time
 	haveID       bool // RequestID came from request.id
@@ -219,6 +224,7 @@ func (st *stream) onRequestHeaders(req *extprocv3.ProcessingRequest, h *extprocv
 	if pc := req.GetProtocolConfig(); pc != nil {
 		st.reqMode = pc.GetRequestBodyMode()
 		st.respMode = pc.GetResponseBodyMode()
+		st.knowModes = true
 	}
 	if st.proc == nil || !st.proc.InScope(x.Host) {
 		st.srv.stats.outOfScope.Add(1)
@@ -237,10 +243,14 @@ func (st *stream) onRequestHeaders(req *extprocv3.ProcessingRequest, h *extprocv
 		st.req.ended = true
 	}
 	st.metadata(req)
-	if req.GetObservabilityMode() || (st.cfg.sessionHeader == "" && !st.cfg.dynamicMetadata) {
+	if req.GetObservabilityMode() {
 		return continueRequestHeaders, nil
 	}
-	return st.inlineRequestHeaders(), nil
+	resp := continueRequestHeaders
+	if st.cfg.sessionHeader != "" || st.cfg.dynamicMetadata {
+		resp = st.inlineRequestHeaders()
+	}
+	return st.overrideBodies(resp, false, h.GetEndOfStream()), nil
 }
 
 func (st *stream) onRequestBody(req *extprocv3.ProcessingRequest, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
@@ -305,10 +315,14 @@ func (st *stream) onResponseHeaders(req *extprocv3.ProcessingRequest, h *extproc
 		st.resp.ended = true
 	}
 	st.metadata(req)
-	if req.GetObservabilityMode() || !st.cfg.dynamicMetadata {
+	if req.GetObservabilityMode() {
 		return continueResponseHeaders, nil
 	}
-	return st.inlineResponseHeaders(), nil
+	resp := continueResponseHeaders
+	if st.cfg.dynamicMetadata {
+		resp = st.inlineResponseHeaders()
+	}
+	return st.overrideBodies(resp, true, h.GetEndOfStream()), nil
 }
 
 func (st *stream) onResponseBody(req *extprocv3.ProcessingRequest, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
