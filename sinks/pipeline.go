@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sinks/spool"
 )
 
 // Defaults for Output fields left zero (or negative); the delivery defaults are the
@@ -31,6 +30,8 @@ const (
 	failLogInterval = 10 * time.Second
 	// lateCloseTimeout bounds the Close of a sink whose worker outlived the shutdown deadline.
 	lateCloseTimeout = 5 * time.Second
+	// replayBatchBytes bounds the payload of one batch read back from the spool.
+	replayBatchBytes = 8 << 20
 )
 
 // ErrShutdown is what Ready reports once Shutdown has begun.
@@ -50,24 +51,72 @@ type Output struct {
 	FlushInterval time.Duration
 	// WriteTimeout bounds one Write (DefaultWriteTimeout when zero).
 	WriteTimeout time.Duration
+	// Retry says how failed writes are retried; the zero policy does not retry (see
+	// RetryPolicy).
+	Retry RetryPolicy
+	// Spool, when set, keeps the records the sink could not take yet on disk and replays them,
+	// in order, before newer ones (see docs/reliability.md). The pipeline owns it from
+	// NewPipeline on and closes it at Shutdown. Nil keeps failed batches in memory while they
+	// are retried, and the queue fills meanwhile.
+	Spool *spool.Spool
+	// Rejects, when set, keeps the batches the destination refused (a permanent error for the
+	// whole batch, such as an HTTP 4xx) for inspection; without it they are dropped. Counted as
+	// failed either way. The pipeline closes it at Shutdown.
+	Rejects *spool.Rejects
 }
 
-// OutputStats are the counters of one output. Accepted records end up delivered, failed or
-// (when the shutdown deadline passes before they are written) dropped; Dropped also counts the
-// records that were never accepted because the queue was full or the pipeline shut down.
+// Close releases what o holds (sink, spool, rejects) when it will not be given to NewPipeline,
+// e.g. because another sink failed to start.
+func (o *Output) Close(ctx context.Context) error {
+	var errs []error
+	if o.Sink != nil {
+		errs = append(errs, o.Sink.Close(ctx))
+	}
+	if o.Spool != nil {
+		errs = append(errs, o.Spool.Close())
+	}
+	if o.Rejects != nil {
+		errs = append(errs, o.Rejects.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// OutputStats are the counters of one output.
+//
+// Every record accepted is, in the end, delivered, failed, dropped or (with a spool) left in
+// the spool for a later start. Records replayed from a spool written by an earlier process
+// count as delivered (and replayed) without having been accepted by this one.
 type OutputStats struct {
 	Name string
 	// Queued is the number of records waiting in the queue now.
 	Queued int
 	// Accepted counts records that entered the queue.
 	Accepted uint64
-	// Delivered counts records the sink wrote.
+	// Delivered counts records the sink wrote, replayed ones included.
 	Delivered uint64
-	// Dropped counts records lost without a write: queue full, emitted after shutdown, or still
-	// undelivered at the shutdown deadline.
+	// Dropped counts records lost without a write: queue full, emitted after shutdown,
+	// undelivered at the shutdown deadline without a spool, pushed out of a full spool, or
+	// damaged in it.
 	Dropped uint64
-	// Failed counts records whose write failed.
+	// Failed counts records given up on: refused by the destination (permanent errors), retried
+	// past the policy's MaxElapsed, failed without retries, or impossible to encode for the
+	// spool.
 	Failed uint64
+	// Retried counts writes that failed and were tried again.
+	Retried uint64
+	// Spooled counts records written to the spool.
+	Spooled uint64
+	// Replayed counts records delivered from the spool (part of Delivered).
+	Replayed uint64
+	// SpoolDropped counts records the spool lost: pushed out when full, or damaged (part of
+	// Dropped).
+	SpoolDropped uint64
+	// Rejected counts records kept in the rejects file for inspection (part of Failed).
+	Rejected uint64
+	// SpoolRecords is the number of records waiting in the spool now.
+	SpoolRecords int
+	// SpoolBytes is the size of the spool on disk now.
+	SpoolBytes int64
 }
 
 // Pipeline fans records out to its outputs. Emit never blocks; each output has its own bounded
@@ -78,7 +127,7 @@ type Pipeline struct {
 
 	// mu orders Emit against Shutdown: Emit sends under the read lock and Shutdown closes the
 	// queues under the write lock, so no record is ever sent on a closed queue and every record
-	// accepted is either drained by the worker or counted by Shutdown.
+	// accepted is either drained by the worker or handled by Shutdown.
 	mu     sync.RWMutex
 	closed bool
 
@@ -86,61 +135,8 @@ type Pipeline struct {
 	shutdownErr  error
 }
 
-// output is one sink's queue, worker and counters.
-type output struct {
-	name   string
-	sink   Sink
-	logger *slog.Logger
-	// queue is a buffered channel: a non-blocking send costs tens of nanoseconds and needs no
-	// allocation. A mutex-guarded ring drained a batch at a time lets the worker take records
-	// several times faster, but both take over a million records a second, far beyond what
-	// any sink writes, so the simpler channel stays.
-	queue         chan record.Record
-	batchSize     int
-	flushInterval time.Duration
-	writeTimeout  time.Duration
-
-	// ctx bounds the worker's writes; cancel aborts a write in flight at the shutdown deadline.
-	ctx    context.Context
-	cancel context.CancelFunc
-	// done is closed when the worker returns.
-	done    chan struct{}
-	running atomic.Bool
-	// stopped is set when the pipeline shuts down; it only words the drop log line.
-	stopped atomic.Bool
-
-	// Written by Emit on every record; kept apart from what the worker writes (below) so that
-	// producers and the worker do not share a cache line.
-	_        [64]byte
-	accepted atomic.Uint64
-	dropped  atomic.Uint64
-	// Drop logging, rate-limited: dropLogPending is set by the first drop after a line was
-	// scheduled, so Emit schedules at most one timer per line; dropLogLast is the time of the
-	// last line in Unix nanoseconds (0 = none yet).
-	dropLogPending atomic.Bool
-	dropLogLast    atomic.Int64
-	_              [64]byte
-
-	delivered atomic.Uint64
-	failed    atomic.Uint64
-
-	dropLogMu    sync.Mutex
-	dropReported uint64 // guarded by dropLogMu: dropped as of the last line
-
-	// mu guards the records the worker has taken off the queue (held) against Shutdown
-	// abandoning the output at its deadline: whoever holds records when abandoned flips counts
-	// them as dropped, exactly once.
-	mu        sync.Mutex
-	held      int
-	abandoned bool
-
-	// Failed-write logging, touched by the worker only.
-	failLogLast time.Time
-	failBatches int // failed batches not yet logged
-	failRecords int // records of those batches that failed
-}
-
-// NewPipeline starts one worker per output. The logger should already name the component.
+// NewPipeline starts one worker per output, each of which first replays what its spool holds.
+// The logger should already name the component.
 func NewPipeline(logger *slog.Logger, outs []Output) *Pipeline {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -162,10 +158,25 @@ func NewPipeline(logger *slog.Logger, outs []Output) *Pipeline {
 			batchSize:     orDefault(oc.BatchSize, DefaultBatchSize),
 			flushInterval: orDefault(oc.FlushInterval, DefaultFlushInterval),
 			writeTimeout:  orDefault(oc.WriteTimeout, DefaultWriteTimeout),
+			retry:         oc.Retry,
+			spool:         oc.Spool,
+			rejects:       oc.Rejects,
+			stop:          make(chan struct{}),
 			done:          make(chan struct{}),
+			now:           time.Now,
+		}
+		if o.spool != nil && !o.retry.enabled() {
+			// A spool only makes sense with retries: its records wait for the next try.
+			o.retry = DefaultRetryPolicy()
 		}
 		o.ctx, o.cancel = context.WithCancel(context.Background())
 		o.running.Store(true)
+		if o.spool != nil {
+			if n := o.spool.Len(); n > 0 {
+				o.logger.Info("replaying spooled records", "records", n, "spool_bytes", o.spool.Bytes())
+				o.down = true
+			}
+		}
 		p.outs = append(p.outs, o)
 		go o.run()
 	}
@@ -215,17 +226,28 @@ func (p *Pipeline) Stats() []OutputStats {
 }
 
 func (o *output) stats() OutputStats {
-	return OutputStats{
-		Name:      o.name,
-		Queued:    len(o.queue),
-		Accepted:  o.accepted.Load(),
-		Delivered: o.delivered.Load(),
-		Dropped:   o.dropped.Load(),
-		Failed:    o.failed.Load(),
+	st := OutputStats{
+		Name:         o.name,
+		Queued:       len(o.queue),
+		Accepted:     o.accepted.Load(),
+		Delivered:    o.delivered.Load(),
+		Dropped:      o.dropped.Load(),
+		Failed:       o.failed.Load(),
+		Retried:      o.retried.Load(),
+		Spooled:      o.spooled.Load(),
+		Replayed:     o.replayed.Load(),
+		SpoolDropped: o.spoolDropped.Load(),
+		Rejected:     o.rejected.Load(),
 	}
+	if o.spool != nil {
+		st.SpoolRecords = o.spool.Len()
+		st.SpoolBytes = o.spool.Bytes()
+	}
+	return st
 }
 
-// Ready reports nil while every output's worker runs, ErrShutdown once Shutdown has begun.
+// Ready reports nil while every output's worker runs, ErrShutdown once Shutdown has begun. A
+// sink that is down is still ready: its records wait in its spool.
 func (p *Pipeline) Ready() error {
 	p.mu.RLock()
 	closed := p.closed
@@ -242,11 +264,13 @@ func (p *Pipeline) Ready() error {
 	return errors.Join(errs...)
 }
 
-// Shutdown stops accepting records, lets every worker drain its queue and flush, then closes
-// every sink. When ctx ends first, what is still undelivered is counted as dropped, writes in
-// flight are cancelled and Shutdown returns ctx's error; a sink that outlives the deadline is
-// closed as soon as its last write returns. Shutdown is idempotent: later calls wait for the
-// first and return its result.
+// Shutdown stops accepting records and lets every worker deliver what its queue holds, each
+// batch tried once: retries stop, and a batch that fails goes to the spool together with
+// everything queued behind it. When ctx ends first, writes in flight are cancelled, what is
+// still undelivered is spooled (or, without a spool, counted as dropped) and Shutdown returns
+// ctx's error; a sink that outlives the deadline is closed as soon as its last write returns.
+// Records left in a spool are replayed by the next pipeline that opens it. Shutdown is
+// idempotent: later calls wait for the first and return its result.
 func (p *Pipeline) Shutdown(ctx context.Context) error {
 	p.shutdownOnce.Do(func() { p.shutdownErr = p.shutdown(ctx) })
 	return p.shutdownErr
@@ -257,6 +281,7 @@ func (p *Pipeline) shutdown(ctx context.Context) error {
 	p.closed = true
 	for _, o := range p.outs {
 		o.stopped.Store(true)
+		close(o.stop)
 		close(o.queue)
 	}
 	p.mu.Unlock()
@@ -270,7 +295,7 @@ func (p *Pipeline) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// finish waits for the worker to drain the (closed) queue, then closes the sink.
+// finish waits for the worker to drain the (closed) queue, then closes the sink and the spool.
 func (o *output) finish(ctx context.Context) error {
 	select {
 	case <-o.done:
@@ -278,37 +303,52 @@ func (o *output) finish(ctx context.Context) error {
 		select {
 		case <-o.done:
 		default:
-			n := o.abandon()
+			spooled, dropped := o.abandon()
 			go o.closeLate()
 			o.logger.Warn("sink not drained before the shutdown deadline",
-				"dropped", n, "delivered_total", o.delivered.Load(),
+				"spooled", spooled, "dropped", dropped, "delivered_total", o.delivered.Load(),
 				"failed_total", o.failed.Load(), "dropped_total", o.dropped.Load())
 			return fmt.Errorf("drain sink %q: %w", o.name, ctx.Err())
 		}
 	}
 	err := o.close(ctx)
-	o.logger.Info("sink stopped",
-		"delivered_total", o.delivered.Load(), "failed_total", o.failed.Load(),
-		"dropped_total", o.dropped.Load())
+	o.closeStores()
+	attrs := []any{"delivered_total", o.delivered.Load(), "failed_total", o.failed.Load(),
+		"dropped_total", o.dropped.Load()}
+	if o.spool != nil {
+		attrs = append(attrs, "spooled_total", o.spooled.Load(), "spool_records", o.spoolLen())
+	}
+	o.logger.Info("sink stopped", attrs...)
 	return err
 }
 
-// abandon gives up on the output at the shutdown deadline: records the worker holds and records
-// still queued are counted as dropped, and the write in flight is cancelled.
-func (o *output) abandon() uint64 {
+// abandon gives up on the output at the shutdown deadline: the write in flight is cancelled,
+// and the records the worker holds from the queue and those still queued go to the spool, in
+// order, or are counted as dropped when there is none (or it fails).
+func (o *output) abandon() (spooled, dropped uint64) {
 	o.cancel()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.abandoned = true
-	n := uint64(o.held)
-	o.held = 0
-	// The queue is closed, so this ends once it is empty; records the worker receives
-	// meanwhile it counts itself when it finds the output abandoned.
-	for range o.queue {
-		n++
+	var recs []record.Record
+	if !o.heldFromSpool {
+		recs = append(recs, o.held...)
 	}
-	o.drop(n)
-	return n
+	o.held = nil
+	// The queue is closed, so this ends once it is empty.
+	for rec := range o.queue {
+		recs = append(recs, rec)
+	}
+	if len(recs) == 0 {
+		return 0, 0
+	}
+	if o.spool == nil {
+		o.drop(uint64(len(recs)))
+		return 0, uint64(len(recs))
+	}
+	before, lostBefore := o.spooled.Load(), o.dropped.Load()
+	o.spoolLocked(recs)
+	return o.spooled.Load() - before, o.dropped.Load() - lostBefore
 }
 
 // close calls the sink's Close without waiting past ctx's deadline.
@@ -335,6 +375,23 @@ func (o *output) closeLate() {
 	if err := o.safeClose(ctx); err != nil {
 		o.logger.Warn("close sink after the shutdown deadline", "error", err.Error())
 	}
+	o.closeStores()
+}
+
+// closeStores closes the spool and the rejects file; the worker has returned.
+func (o *output) closeStores() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.spool != nil {
+		if err := o.spool.Close(); err != nil {
+			o.logger.Warn("close spool", "error", err.Error())
+		}
+	}
+	if o.rejects != nil {
+		if err := o.rejects.Close(); err != nil {
+			o.logger.Warn("close rejects file", "error", err.Error())
+		}
+	}
 }
 
 func (o *output) safeClose(ctx context.Context) (err error) {
@@ -344,138 +401,6 @@ func (o *output) safeClose(ctx context.Context) (err error) {
 		}
 	}()
 	return o.sink.Close(ctx)
-}
-
-// run is the output's worker: it batches what the queue holds and delivers it until the queue
-// is closed and empty.
-func (o *output) run() {
-	defer close(o.done)
-	defer o.running.Store(false)
-	batch := make([]record.Record, 0, o.batchSize)
-	timer := time.NewTimer(o.flushInterval)
-	timer.Stop()
-	for {
-		rec, ok := <-o.queue
-		if !ok {
-			return
-		}
-		batch = append(batch, rec)
-		var open bool
-		batch, open = o.fill(batch, timer)
-		if !o.take(len(batch)) {
-			return
-		}
-		failed, err := o.deliver(batch)
-		o.settle(len(batch), failed, err)
-		clear(batch) // let the records go before the next batch arrives
-		batch = batch[:0]
-		if !open {
-			return
-		}
-	}
-}
-
-// fill adds queued records to batch until it holds batchSize records or flushInterval has
-// passed since it was called. It reports false when the queue is closed and empty, in which
-// case the batch is written at once: shutdown does not wait for intervals.
-func (o *output) fill(batch []record.Record, timer *time.Timer) ([]record.Record, bool) {
-	if len(batch) >= o.batchSize {
-		return batch, true
-	}
-	timer.Reset(o.flushInterval)
-	defer timer.Stop()
-	for len(batch) < o.batchSize {
-		select {
-		case rec, ok := <-o.queue:
-			if !ok {
-				return batch, false
-			}
-			batch = append(batch, rec)
-		case <-timer.C:
-			return batch, true
-		}
-	}
-	return batch, true
-}
-
-// take registers n records taken off the queue as held by the worker; it reports false, and
-// counts them as dropped, when the output was abandoned.
-func (o *output) take(n int) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.abandoned {
-		o.drop(uint64(n))
-		return false
-	}
-	o.held += n
-	return true
-}
-
-// settle accounts for a delivered batch of n records of which failed failed.
-func (o *output) settle(n, failed int, err error) {
-	o.mu.Lock()
-	if o.abandoned {
-		// abandon already counted these records as dropped.
-		o.mu.Unlock()
-		return
-	}
-	o.held -= n
-	o.delivered.Add(uint64(n - failed))
-	o.failed.Add(uint64(failed))
-	o.mu.Unlock()
-	if err != nil {
-		o.logFailure(failed, err)
-	}
-}
-
-// deliver writes one batch with the output's timeout and returns how many of its records
-// failed. It is the one place a retry policy (backoff, giving up on permanent errors) wraps.
-func (o *output) deliver(batch []record.Record) (failed int, err error) {
-	ctx, cancel := context.WithTimeout(o.ctx, o.writeTimeout)
-	defer cancel()
-	err = o.write(ctx, batch)
-	if err == nil {
-		return 0, nil
-	}
-	if pe, ok := errors.AsType[*PartialError](err); ok {
-		return min(max(pe.Failed, 0), len(batch)), err
-	}
-	return len(batch), err
-}
-
-// write calls the sink, turning a panic into an error so one bad sink cannot end the process.
-func (o *output) write(ctx context.Context, batch []record.Record) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = panicError(v)
-		}
-	}()
-	return o.sink.Write(ctx, batch)
-}
-
-// panicError describes a recovered panic. Only runtime errors are quoted: any other value a
-// sink panics with might carry record content.
-func panicError(v any) error {
-	if re, ok := v.(runtime.Error); ok {
-		return fmt.Errorf("sink panicked: %w", re)
-	}
-	return fmt.Errorf("sink panicked with a %T", v)
-}
-
-// logFailure logs failed writes at most once per failLogInterval, with the batches and records
-// that failed since the previous line.
-func (o *output) logFailure(failed int, err error) {
-	o.failBatches++
-	o.failRecords += failed
-	now := time.Now()
-	if !o.failLogLast.IsZero() && now.Sub(o.failLogLast) < failLogInterval {
-		return
-	}
-	o.logger.Warn("sink write failed",
-		"batches", o.failBatches, "records", o.failRecords,
-		"permanent", IsPermanent(err), "error", err.Error())
-	o.failLogLast = now
-	o.failBatches, o.failRecords = 0, 0
 }
 
 // drop counts n dropped records and makes sure a log line will report them.
@@ -512,7 +437,11 @@ func (o *output) logDrops() {
 		if o.stopped.Load() {
 			msg = "sinks shut down, records dropped"
 		}
-		o.logger.Warn(msg, "dropped", n, "dropped_total", total, "queue_size", cap(o.queue))
+		attrs := []any{"dropped", n, "dropped_total", total, "queue_size", cap(o.queue)}
+		if o.spool != nil {
+			attrs = append(attrs, "spool_dropped_total", o.spoolDropped.Load())
+		}
+		o.logger.Warn(msg, attrs...)
 	}
 	o.dropLogPending.Store(false)
 	// A drop counted after the Load above found the flag still set and scheduled nothing.
