@@ -1,16 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +13,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/apisessions/apisessions/cmd/apisessions/app"
 	"github.com/apisessions/apisessions/extproc/protomsg"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -62,121 +54,6 @@ sessions:
   fallback: [ip, user_agent, ja3]
 `
 
-// syncBuffer collects what the server writes while the test reads it.
-type syncBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{changed: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.buf.Write(p)
-	select {
-	case b.changed <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines decodes every JSON line written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("a line is not JSON (%v): %q", err, sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// waitFor waits until some decoded line satisfies ok.
-func (b *syncBuffer) waitFor(t *testing.T, what string, ok func(map[string]any) bool) map[string]any {
-	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		for _, m := range b.lines(t) {
-			if ok(m) {
-				return m
-			}
-		}
-		select {
-		case <-b.changed:
-		case <-deadline:
-			t.Fatalf("no line with %s within 30s; output so far:\n%s", what, b.String())
-			return nil
-		}
-	}
-}
-
-// server is apisessions started in-process with Run, on loopback ports.
-type server struct {
-	grpcAddr, httpAddr string
-	stdout, stderr     *syncBuffer
-	cancel             context.CancelFunc
-	done               chan int
-}
-
-func startServer(t *testing.T, configYAML string) *server {
-	t.Helper()
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "apisessions.yaml")
-	if err := os.WriteFile(cfgPath, []byte(configYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan int, 1)}
-	args := []string{"serve", "--config", cfgPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data")}
-	go func() { s.done <- app.Run(ctx, args, s.stdout, s.stderr) }()
-	ready := s.stderr.waitFor(t, `msg "ready"`, func(m map[string]any) bool { return m["msg"] == "ready" })
-	s.grpcAddr, _ = ready["grpc_addr"].(string)
-	s.httpAddr, _ = ready["http_addr"].(string)
-	t.Cleanup(func() {
-		cancel()
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.stderr.String())
-		}
-	})
-	return s
-}
-
-// stop shuts the server down as SIGTERM would and returns its exit status.
-func (s *server) stop(t *testing.T) int {
-	t.Helper()
-	s.cancel()
-	select {
-	case code := <-s.done:
-		return code
-	case <-time.After(30 * time.Second):
-		t.Fatal("the server did not stop within 30s")
-		return -1
-	}
-}
-
-func (s *server) client(t *testing.T) extprocv3.ExternalProcessorClient {
-	t.Helper()
-	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return extprocv3.NewExternalProcessorClient(conn)
-}
-
 // bufferedBodies is the mode a generated inline bootstrap uses when parameters read both bodies.
 var bufferedBodies = &filterv3.ProcessingMode{
 	RequestHeaderMode:  filterv3.ProcessingMode_SEND,
@@ -191,11 +68,6 @@ var streamedBodies = &filterv3.ProcessingMode{
 	ResponseHeaderMode: filterv3.ProcessingMode_SEND,
 	RequestBodyMode:    filterv3.ProcessingMode_STREAMED,
 	ResponseBodyMode:   filterv3.ProcessingMode_STREAMED,
-}
-
-func jwtWith(claims string) string {
-	enc := base64.RawURLEncoding
-	return enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims)) + ".c2lnbmF0dXJl"
 }
 
 func exchange(id, method, path string, reqHeaders []traffic.Header, reqBody string, status int, respBody string) *traffic.Exchange {
