@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// The fault tests run the real binary, built once per test process into binDir.
+var (
+	binDir   string
+	binOnce  sync.Once
+	binPath  string
+	binError error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "apisessions-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// faultsBinary builds cmd/apisessions without the race detector (the in-process tests cover
+// races; the binary must start fast), once.
+func faultsBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			binError = fmt.Errorf("go tool: %w", err)
+			return
+		}
+		binPath = filepath.Join(binDir, "apisessions")
+		out, err := exec.Command(goTool, "build", "-o", binPath, "github.com/apisessions/apisessions/cmd/apisessions").CombinedOutput()
+		if err != nil {
+			binError = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binError != nil {
+		t.Fatal(binError)
+	}
+	return binPath
+}
+
+// faultsOutput collects a child's output; changed is signalled on every write.
+type faultsOutput struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func newFaultsOutput() *faultsOutput { return &faultsOutput{changed: make(chan struct{}, 1)} }
+
+func (o *faultsOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n, err := o.buf.Write(p)
+	select {
+	case o.changed <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+func (o *faultsOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// jsonLines decodes every complete JSON line of text; a torn last line is ignored.
+func jsonLines(text string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitFor waits, woken by writes, until some line satisfies ok.
+func (o *faultsOutput) waitFor(t *testing.T, what string, ok func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		for _, m := range jsonLines(o.String()) {
+			if ok(m) {
+				return m
+			}
+		}
+		select {
+		case <-o.changed:
+		case <-deadline:
+			t.Fatalf("no line with %s within 20s", what)
+			return nil
+		}
+	}
+}
+
+// faultsProc is the binary running `serve` on loopback ports.
+type faultsProc struct {
+	cmd                *exec.Cmd
+	dir                string
+	grpcAddr, httpAddr string
+	stdout, stderr     *faultsOutput
+	exited             chan struct{}
+	exitErr            error
+}
+
+// startFaultsProc writes configYAML (with %DIR% replaced by a fresh directory) and starts the
+// binary on it, returning once it logged "ready".
+func startFaultsProc(t *testing.T, configYAML string) *faultsProc {
+	t.Helper()
+	bin := faultsBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "apisessions.yaml")
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(configYAML, "%DIR%", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &faultsProc{dir: dir, stdout: newFaultsOutput(), stderr: newFaultsOutput(), exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, "serve", "--config", cfg, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "data"))
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.exitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", p.stderr.String())
+		}
+	})
+	ready := p.stderr.waitFor(t, `msg "ready"`, func(m map[string]any) bool { return m["msg"] == "ready" })
+	p.grpcAddr, _ = ready["grpc_addr"].(string)
+	p.httpAddr, _ = ready["http_addr"].(string)
+	return p
+}
+
+// wait waits for the process to exit and returns its exit status.
+func (p *faultsProc) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(within):
+		t.Fatalf("the server did not exit within %s", within)
+	}
+	if p.exitErr != nil {
+		if ee, ok := p.exitErr.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		t.Fatalf("wait: %v", p.exitErr)
+	}
+	return 0
+}
+
+func (p *faultsProc) client(t *testing.T) extprocv3.ExternalProcessorClient {
+	t.Helper()
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return extprocv3.NewExternalProcessorClient(conn)
+}
+
+// metric scrapes /metrics and returns the value of the sample whose name and labels are
+// exactly series (e.g. `apisessions_extproc_panics_total`).
+func (p *faultsProc) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no series %s", series)
+	return 0
+}
+
+// rssKiB is the resident set size of a process (VmRSS in /proc/<pid>/status), 0 when unknown.
+func rssKiB(pid string) int64 {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
