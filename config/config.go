@@ -199,18 +199,83 @@ type Sink struct {
 	MaxSizeMB  int `yaml:"max_size_mb"`
 	MaxBackups int `yaml:"max_backups"`
 	// webhook
-	URL     string            `yaml:"url"`
+	URL string `yaml:"url"`
+	// Headers are sent with every request; values may be credentials and are never shown.
 	Headers map[string]string `yaml:"headers"`
+	// Gzip compresses request bodies (default true).
+	Gzip bool `yaml:"gzip"`
+	// webhook, kafka
+	TLS SinkTLS `yaml:"tls"`
 	// kafka
 	Brokers []string `yaml:"brokers"`
 	Topic   string   `yaml:"topic"`
+	SASL    SASL     `yaml:"sasl"`
 
 	// Delivery, every type.
 	QueueSize     int      `yaml:"queue_size"`
 	BatchSize     int      `yaml:"batch_size"`
 	FlushInterval Duration `yaml:"flush_interval"`
+	// Timeout bounds one write of a batch (one HTTP request, one produce).
+	Timeout Duration `yaml:"timeout"`
+	Retry   Retry    `yaml:"retry"`
+	Spool   Spool    `yaml:"spool"`
 
 	Line int `yaml:"-"`
+}
+
+// SinkTLS is the client side of TLS to a webhook or Kafka.
+type SinkTLS struct {
+	// Enabled turns TLS on for Kafka (any other key implies it); a webhook uses TLS when its
+	// URL is https.
+	Enabled bool `yaml:"enabled"`
+	// CAFile verifies the server with these PEM certificates instead of the system's.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate, for mutual TLS.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// InsecureSkipVerify accepts any server certificate: for tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// IsSet reports whether any TLS key is set.
+func (t SinkTLS) IsSet() bool { return t != SinkTLS{} }
+
+// SASL authenticates to Kafka.
+type SASL struct {
+	// Mechanism is "" (none), plain, scram-sha-256 or scram-sha-512.
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	// Password is never shown; write it as ${VAR}.
+	Password string `yaml:"password"`
+}
+
+// SASL mechanisms.
+const (
+	SASLPlain       = "plain"
+	SASLScramSHA256 = "scram-sha-256"
+	SASLScramSHA512 = "scram-sha-512"
+)
+
+// SASLMechanisms lists the values of SASL.Mechanism.
+var SASLMechanisms = []string{SASLPlain, SASLScramSHA256, SASLScramSHA512}
+
+// Retry says how a sink retries a batch its destination did not take.
+type Retry struct {
+	// InitialInterval is the ceiling of the first wait; each retry doubles it, with full jitter.
+	InitialInterval Duration `yaml:"initial_interval"`
+	// MaxInterval caps the wait.
+	MaxInterval Duration `yaml:"max_interval"`
+	// MaxElapsed gives up on a batch after retrying it this long; 0 never gives up (the spool
+	// bounds what waits).
+	MaxElapsed Duration `yaml:"max_elapsed"`
+}
+
+// Spool is the on-disk buffer for records a sink could not take yet.
+type Spool struct {
+	// MaxMB bounds the spool; when full the oldest records are dropped. 0 keeps no spool.
+	MaxMB int `yaml:"max_mb"`
+	// Dir defaults to <server.data_dir>/spool/<sink name>.
+	Dir string `yaml:"dir"`
 }
 
 // Sink types.

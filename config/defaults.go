@@ -7,6 +7,10 @@ const (
 	DefaultQueueSize     = 10000
 	DefaultBatchSize     = 500
 	DefaultFlushInterval = Duration(time.Second)
+	DefaultSinkTimeout   = Duration(30 * time.Second)
+	DefaultRetryInitial  = Duration(time.Second)
+	DefaultRetryMax      = Duration(30 * time.Second)
+	DefaultSpoolMaxMB    = 256
 	// DefaultJSONLMaxSizeMB and DefaultJSONLMaxBackups apply to jsonl sinks.
 	DefaultJSONLMaxSizeMB  = 100
 	DefaultJSONLMaxBackups = 5
@@ -48,7 +52,8 @@ func Default() *Config {
 }
 
 // DefaultSink returns a sink of type typ writing to path (store, jsonl) with the delivery
-// defaults and, for jsonl, the rotation defaults. Name is left empty: Normalize derives it.
+// defaults (queue, batch, timeout, retry, spool), for jsonl the rotation defaults and for a
+// webhook gzip on. Name is left empty: Normalize derives it.
 func DefaultSink(typ, path string) Sink {
 	s := Sink{
 		Type:          typ,
@@ -56,6 +61,12 @@ func DefaultSink(typ, path string) Sink {
 		QueueSize:     DefaultQueueSize,
 		BatchSize:     DefaultBatchSize,
 		FlushInterval: DefaultFlushInterval,
+		Timeout:       DefaultSinkTimeout,
+		Retry:         Retry{InitialInterval: DefaultRetryInitial, MaxInterval: DefaultRetryMax},
+		Spool:         Spool{MaxMB: DefaultSpoolMaxMB},
+	}
+	if typ == SinkWebhook {
+		s.Gzip = true
 	}
 	if typ == SinkJSONL {
 		s.MaxSizeMB = DefaultJSONLMaxSizeMB
@@ -89,9 +100,9 @@ var Sources = []string{
 // Decodings lists the values of Parameter.Decode.
 var Decodings = []string{DecodeJWT, DecodeJSON, DecodeBase64}
 
-// AvailableSinkTypes lists the sink types this build can create. The other spec types
-// (store, webhook, kafka) are recognised but rejected by Validate until they exist here.
-var AvailableSinkTypes = []string{SinkJSONL}
+// AvailableSinkTypes lists the sink types this build can create. The other spec types are
+// recognised but rejected by Validate until they exist here.
+var AvailableSinkTypes = []string{SinkJSONL, SinkWebhook, SinkKafka}
 
 // SinkTypes lists every sink type of the spec.
 var SinkTypes = []string{SinkStore, SinkJSONL, SinkWebhook, SinkKafka}

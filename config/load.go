@@ -368,6 +368,12 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 				sink.MaxBackups = 0
 			}
 		}
+		if sink, ok := e.Addr().Interface().(*Sink); ok && resolved.Kind == yaml.MappingNode && sink.Type == SinkWebhook {
+			// gzip defaults to true for webhooks only; the decoder started from a jsonl sink.
+			if _, written := d.pos[ip+".gzip"]; !written {
+				sink.Gzip = true
+			}
+		}
 	}
 	v.Set(s)
 }

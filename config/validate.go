@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -627,8 +628,8 @@ func (v *validator) inline() {
 var sinkKeys = map[string][]string{
 	SinkStore:   {"path"},
 	SinkJSONL:   {"path", "max_size_mb", "max_backups"},
-	SinkWebhook: {"url", "headers"},
-	SinkKafka:   {"brokers", "topic"},
+	SinkWebhook: {"url", "headers", "gzip", "tls"},
+	SinkKafka:   {"brokers", "topic", "tls", "sasl"},
 }
 
 // sinkTypeKeys lists every type-specific key with a test of whether code set it.
@@ -643,6 +644,9 @@ var sinkTypeKeys = []struct {
 	{"headers", func(s *Sink) bool { return len(s.Headers) > 0 }},
 	{"brokers", func(s *Sink) bool { return len(s.Brokers) > 0 }},
 	{"topic", func(s *Sink) bool { return s.Topic != "" }},
+	{"gzip", func(s *Sink) bool { return s.Gzip }},
+	{"tls", func(s *Sink) bool { return s.TLS.IsSet() }},
+	{"sasl", func(s *Sink) bool { return s.SASL != SASL{} }},
 }
 
 func (v *validator) sinks() {
@@ -653,6 +657,7 @@ func (v *validator) sinks() {
 	available := strings.Join(AvailableSinkTypes, ", ")
 	names := map[string]int{}
 	files := map[string]int{}
+	spools := map[string]int{}
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
 		at := fmt.Sprintf("sinks[%d]", i)
@@ -690,6 +695,13 @@ func (v *validator) sinks() {
 		if s.FlushInterval <= 0 {
 			v.add(at+".flush_interval", "%s is not more than 0; use a duration such as %s", s.FlushInterval, DefaultFlushInterval)
 		}
+		v.delivery(at, s, spools, i)
+		switch s.Type {
+		case SinkWebhook:
+			v.webhook(at, s)
+		case SinkKafka:
+			v.kafka(at, s)
+		}
 		if s.Type == SinkJSONL {
 			switch {
 			case s.Path == "":
@@ -709,6 +721,128 @@ func (v *validator) sinks() {
 			}
 		}
 	}
+}
+
+// delivery checks the timeout, retry and spool keys every sink type has.
+func (v *validator) delivery(at string, s *Sink, spools map[string]int, i int) {
+	if s.Timeout <= 0 {
+		v.add(at+".timeout", "%s is not more than 0; use a duration such as %s", s.Timeout, DefaultSinkTimeout)
+	}
+	r := s.Retry
+	if r.InitialInterval <= 0 {
+		v.add(at+".retry.initial_interval", "%s is not more than 0; use a duration such as %s", r.InitialInterval, DefaultRetryInitial)
+	}
+	if r.MaxInterval < r.InitialInterval {
+		v.add(at+".retry.max_interval", "%s is less than initial_interval (%s); use at least that, e.g. %s", r.MaxInterval, r.InitialInterval, DefaultRetryMax)
+	}
+	if r.MaxElapsed < 0 {
+		v.add(at+".retry.max_elapsed", "%s is negative; use 0 (retry until delivered) or a duration such as 1h", r.MaxElapsed)
+	}
+	if s.Spool.MaxMB < 0 {
+		v.add(at+".spool.max_mb", "%d is negative; use 0 (no spool) or a size in MiB (default %d)", s.Spool.MaxMB, DefaultSpoolMaxMB)
+	}
+	if d := s.Spool.Dir; d != "" {
+		if j, dup := spools[path.Clean(d)]; dup {
+			v.add(at+".spool.dir", "is also the spool of sinks[%d]; give each sink its own directory", j)
+		} else {
+			spools[path.Clean(d)] = i
+		}
+	}
+}
+
+// reservedWebhookHeaders are set by the webhook sink itself.
+var reservedWebhookHeaders = []string{"content-type", "content-encoding", "content-length", "host", "transfer-encoding"}
+
+func (v *validator) webhook(at string, s *Sink) {
+	u, err := url.Parse(s.URL)
+	switch {
+	case s.URL == "":
+		v.add(at+".url", "is missing; write the endpoint that receives the batches, e.g. https://siem.example.com/ingest")
+	case err == nil && u.User != nil:
+		// Never echo it: the URL holds a credential.
+		v.add(at+".url", "holds a user name or password; send credentials in headers instead, e.g. Authorization: \"Bearer ${SIEM_TOKEN}\"")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		v.add(at+".url", "%s is not an http or https URL; write e.g. https://siem.example.com/ingest", v.show(at+".url", s.URL))
+	}
+	names := make([]string, 0, len(s.Headers))
+	for name := range s.Headers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		hp := at + ".headers." + name
+		switch {
+		case !validToken(name):
+			v.add(hp, "%q is not a valid header name; use letters, digits and - (e.g. Authorization)", name)
+		case slices.Contains(reservedWebhookHeaders, strings.ToLower(name)):
+			v.add(hp, "is set by the webhook sink itself; remove it")
+		}
+		if strings.ContainsAny(s.Headers[name], "\r\n\x00") {
+			// Never echo the value: it may be a credential.
+			v.add(hp, "the value holds a line break or NUL, which cannot be sent in a header; remove it")
+		}
+	}
+	if s.TLS.IsSet() && err == nil && u.Scheme == "http" {
+		v.add(at+".tls", "applies to https URLs only; use an https URL or remove tls")
+	}
+	v.sinkTLS(at+".tls", s.TLS)
+}
+
+func (v *validator) sinkTLS(at string, t SinkTLS) {
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		v.add(at+".key_file", "is empty while cert_file is set; set both or neither")
+	case t.CertFile == "" && t.KeyFile != "":
+		v.add(at+".cert_file", "is empty while key_file is set; set both or neither")
+	}
+}
+
+func (v *validator) kafka(at string, s *Sink) {
+	if len(s.Brokers) == 0 {
+		v.add(at+".brokers", "is missing; list at least one broker, e.g. [\"kafka-1:9092\"]")
+	}
+	for j, b := range s.Brokers {
+		bp := fmt.Sprintf("%s.brokers[%d]", at, j)
+		host, port, err := net.SplitHostPort(b)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			v.add(bp, "%s is not a host:port address; write e.g. kafka-1:9092", v.show(bp, b))
+		}
+	}
+	switch {
+	case s.Topic == "":
+		v.add(at+".topic", "is missing; name the topic the records go to, e.g. api-sessions")
+	case !validTopic(s.Topic):
+		v.add(at+".topic", "%s is not a valid Kafka topic name; use letters, digits, ., _ and - (at most 249)", v.show(at+".topic", s.Topic))
+	}
+	a := s.SASL
+	switch {
+	case a.Mechanism == "" && (a.Username != "" || a.Password != ""):
+		v.add(at+".sasl.mechanism", "is missing while a username or password is set; use %s", strings.Join(SASLMechanisms, ", "))
+	case a.Mechanism != "" && !slices.Contains(SASLMechanisms, a.Mechanism):
+		v.add(at+".sasl.mechanism", "%s is not a SASL mechanism; use %s", v.show(at+".sasl.mechanism", a.Mechanism), strings.Join(SASLMechanisms, ", "))
+	case a.Mechanism != "":
+		if a.Username == "" {
+			v.add(at+".sasl.username", "is missing; SASL %s needs a username", a.Mechanism)
+		}
+		if a.Password == "" {
+			v.add(at+".sasl.password", "is missing; SASL %s needs a password, e.g. ${KAFKA_PASSWORD}", a.Mechanism)
+		}
+	}
+	v.sinkTLS(at+".tls", s.TLS)
+}
+
+// validTopic reports whether s is a legal Kafka topic name.
+func validTopic(s string) bool {
+	if s == "" || len(s) > 249 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '-' || c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func validSinkName(s string) bool {

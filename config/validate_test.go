@@ -467,19 +467,69 @@ func TestParseAndValidate(t *testing.T) {
 		},
 		{
 			name: "spec sink types not available yet",
-			yaml: "sinks:\n  - type: store\n    path: ./data\n  - type: webhook\n    url: https://x\n  - type: kafka\n    topic: t\n",
+			yaml: "sinks:\n  - type: store\n    path: ./data\n",
 			want: []string{
-				f + `:2: sinks[0].type: sink type "store" is not available in this build yet; use jsonl`,
-				f + `:4: sinks[1].type: sink type "webhook" is not available in this build yet; use jsonl`,
-				f + `:6: sinks[2].type: sink type "kafka" is not available in this build yet; use jsonl`,
+				f + `:2: sinks[0].type: sink type "store" is not available in this build yet; use jsonl, webhook, kafka`,
+			},
+		},
+		{
+			name: "webhook keys",
+			yaml: "sinks:\n  - type: webhook\n    url: ftp://user:pw@x\n    headers: {\"Content-Type\": a, \"bad name\": b, X-Token: \"${TOK}\"}\n    tls: {cert_file: c.pem}\n" +
+				"  - type: webhook\n    url: http://siem:8080/in\n    tls: {insecure_skip_verify: true}\n    brokers: [k:9092]\n" +
+				"  - type: webhook\n    url: \"not a url\"\n    gzip: false\n  - type: webhook\n",
+			env: map[string]string{"TOK": "line\nbreak-secret"},
+			want: []string{
+				f + `:3: sinks[0].url: holds a user name or password; send credentials in headers instead, e.g. Authorization: "Bearer ${SIEM_TOKEN}"`,
+				f + `:4: sinks[0].headers.Content-Type: is set by the webhook sink itself; remove it`,
+				f + `:4: sinks[0].headers.X-Token: the value holds a line break or NUL, which cannot be sent in a header; remove it`,
+				f + `:4: sinks[0].headers.bad name: "bad name" is not a valid header name; use letters, digits and - (e.g. Authorization)`,
+				f + `:5: sinks[0].tls.key_file: is empty while cert_file is set; set both or neither`,
+				f + `:8: sinks[1].tls: applies to https URLs only; use an https URL or remove tls`,
+				f + `:9: sinks[1].brokers: does not apply to a webhook sink; remove it`,
+				f + `:11: sinks[2].url: "not a url" is not an http or https URL; write e.g. https://siem.example.com/ingest`,
+				f + `:13: sinks[3].url: is missing; write the endpoint that receives the batches, e.g. https://siem.example.com/ingest`,
+			},
+		},
+		{
+			name: "kafka keys",
+			yaml: "sinks:\n  - type: kafka\n    gzip: true\n    url: https://x\n    sasl: {username: u}\n" +
+				"  - type: kafka\n    brokers: [\"k1\", \"k2:99999\", \"k3:9092\"]\n    topic: \"a topic\"\n    sasl: {mechanism: gssapi}\n" +
+				"  - type: kafka\n    brokers: [k:9092]\n    topic: t\n    sasl: {mechanism: scram-sha-512}\n    tls: {key_file: k.pem}\n",
+			want: []string{
+				f + `:2: sinks[0].brokers: is missing; list at least one broker, e.g. ["kafka-1:9092"]`,
+				f + `:2: sinks[0].topic: is missing; name the topic the records go to, e.g. api-sessions`,
+				f + `:3: sinks[0].gzip: does not apply to a kafka sink; remove it`,
+				f + `:4: sinks[0].url: does not apply to a kafka sink; remove it`,
+				f + `:5: sinks[0].sasl.mechanism: is missing while a username or password is set; use plain, scram-sha-256, scram-sha-512`,
+				f + `:7: sinks[1].brokers[0]: "k1" is not a host:port address; write e.g. kafka-1:9092`,
+				f + `:7: sinks[1].brokers[1]: "k2:99999" is not a host:port address; write e.g. kafka-1:9092`,
+				f + `:8: sinks[1].topic: "a topic" is not a valid Kafka topic name; use letters, digits, ., _ and - (at most 249)`,
+				f + `:9: sinks[1].sasl.mechanism: "gssapi" is not a SASL mechanism; use plain, scram-sha-256, scram-sha-512`,
+				f + `:13: sinks[2].sasl.username: is missing; SASL scram-sha-512 needs a username`,
+				f + `:13: sinks[2].sasl.password: is missing; SASL scram-sha-512 needs a password, e.g. ${KAFKA_PASSWORD}`,
+				f + `:14: sinks[2].tls.cert_file: is empty while key_file is set; set both or neither`,
+			},
+		},
+		{
+			name: "delivery keys",
+			yaml: "sinks:\n  - type: jsonl\n    path: a\n    timeout: 0s\n    retry: {initial_interval: 0s, max_interval: -1s, max_elapsed: -1s}\n    spool: {max_mb: -1, dir: /s}\n" +
+				"  - type: jsonl\n    path: b\n    retry: {initial_interval: 10s, max_interval: 5s}\n    spool: {dir: /s/}\n",
+			want: []string{
+				f + `:4: sinks[0].timeout: 0s is not more than 0; use a duration such as 30s`,
+				f + `:5: sinks[0].retry.initial_interval: 0s is not more than 0; use a duration such as 1s`,
+				f + `:5: sinks[0].retry.max_interval: -1s is less than initial_interval (0s); use at least that, e.g. 30s`,
+				f + `:5: sinks[0].retry.max_elapsed: -1s is negative; use 0 (retry until delivered) or a duration such as 1h`,
+				f + `:6: sinks[0].spool.max_mb: -1 is negative; use 0 (no spool) or a size in MiB (default 256)`,
+				f + `:9: sinks[1].retry.max_interval: 5s is less than initial_interval (10s); use at least that, e.g. 30s`,
+				f + `:10: sinks[1].spool.dir: is also the spool of sinks[0]; give each sink its own directory`,
 			},
 		},
 		{
 			name: "sink type missing or unknown",
 			yaml: "sinks:\n  - path: x\n  - type: jsonlines\n",
 			want: []string{
-				f + `:2: sinks[0].type: is missing; use jsonl`,
-				f + `:3: sinks[1].type: "jsonlines" is not a sink type; use jsonl`,
+				f + `:2: sinks[0].type: is missing; use jsonl, webhook, kafka`,
+				f + `:3: sinks[1].type: "jsonlines" is not a sink type; use jsonl, webhook, kafka`,
 			},
 		},
 		{
