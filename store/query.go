@@ -1,0 +1,617 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apisessions/apisessions/sessions/record"
+)
+
+// Limits of the query API.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+	// DefaultPartLimit and MaxPartLimit bound the requests one part answer holds.
+	DefaultPartLimit = 1000
+	MaxPartLimit     = 10000
+	// maxStatValues bounds each statistic; the rest is summed into one "other" entry.
+	maxStatValues = 100
+	// probeParts is how many matching parts the list query collects through the filter
+	// indexes before it decides the filter is broad and walks parts newest first instead.
+	probeParts = 2000
+)
+
+// Status selects responses by exact code or by class.
+type Status struct {
+	// Code is the exact status (0 = the response never arrived) when Class is 0 and Set.
+	Code int
+	// Class is 1..5 for 1xx..5xx; 0 selects Code.
+	Class int
+	// Set is true when the filter applies.
+	Set bool
+}
+
+// Filter selects requests; a part matches when at least one of its requests matches every
+// condition set. Zero fields do not filter.
+type Filter struct {
+	// From and To bound the request time, both inclusive.
+	From, To  time.Time
+	User      string
+	Role      string
+	Flow      string
+	IP        string
+	RequestID string
+	Method    string
+	Status    Status
+	Host      string
+	// Path selects paths that begin with it; Route selects one route exactly.
+	Path      string
+	Route     string
+	Malicious bool
+}
+
+// requestConds reports whether any condition reads request rows.
+func (f *Filter) requestConds() bool {
+	return !f.From.IsZero() || !f.To.IsZero() || f.User != "" || f.Role != "" || f.Flow != "" ||
+		f.IP != "" || f.RequestID != "" || f.Method != "" || f.Status.Set || f.Host != "" ||
+		f.Path != "" || f.Route != "" || f.Malicious
+}
+
+// where appends the conditions on requests (alias r) to w. With noIndex the columns are
+// written +r.col, which keeps SQLite on the part's own index (part_id, time) inside a
+// correlated subquery instead of a filter index that would read other parts' rows.
+func (f *Filter) where(w *sqlWhere, noIndex, withFlow bool) {
+	c := func(col string) string {
+		if noIndex {
+			return "+r." + col
+		}
+		return "r." + col
+	}
+	if !f.From.IsZero() {
+		w.add("r.time >= ?", f.From.UnixMilli())
+	}
+	if !f.To.IsZero() {
+		w.add("r.time <= ?", f.To.UnixMilli())
+	}
+	// The literal "<> ''" lets SQLite use the partial indexes, which leave out empty values.
+	if f.User != "" {
+		w.add(c("user")+" <> '' AND "+c("user")+" = ?", f.User)
+	}
+	if f.Role != "" {
+		w.add(c("role")+" <> '' AND "+c("role")+" = ?", f.Role)
+	}
+	if f.RequestID != "" {
+		w.add(c("request_id")+" <> '' AND "+c("request_id")+" = ?", f.RequestID)
+	}
+	if f.IP != "" {
+		w.add(c("client_ip")+" = ?", f.IP)
+	}
+	if f.Method != "" {
+		w.add("+r.method = ?", f.Method)
+	}
+	if f.Status.Set {
+		if f.Status.Class > 0 {
+			w.add(c("status")+" >= ? AND "+c("status")+" < ?", f.Status.Class*100, f.Status.Class*100+100)
+		} else {
+			w.add(c("status")+" = ?", f.Status.Code)
+		}
+	}
+	if f.Host != "" {
+		w.add(c("host")+" = ?", f.Host)
+	}
+	if f.Path != "" {
+		if hi, ok := prefixEnd(f.Path); ok {
+			w.add(c("path")+" >= ? AND "+c("path")+" < ?", f.Path, hi)
+		} else {
+			w.add(c("path")+" >= ?", f.Path)
+		}
+	}
+	if f.Route != "" {
+		w.add(c("route")+" = ?", f.Route)
+	}
+	if f.Malicious {
+		w.add("r.malicious")
+	}
+	if f.Flow != "" && withFlow {
+		w.add("EXISTS (SELECT 1 FROM request_flows f WHERE f.flow = ? AND f.part_id = r.part_id AND f.request = r.id)", f.Flow)
+	}
+}
+
+// prefixEnd returns the smallest string greater than every string beginning with p (byte
+// order, as SQLite compares TEXT), so a prefix becomes an index range.
+func prefixEnd(p string) (string, bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}
+
+type sqlWhere struct {
+	conds []string
+	args  []any
+}
+
+func (w *sqlWhere) add(cond string, args ...any) {
+	w.conds = append(w.conds, cond)
+	w.args = append(w.args, args...)
+}
+
+func (w *sqlWhere) String() string {
+	if len(w.conds) == 0 {
+		return "1"
+	}
+	return strings.Join(w.conds, " AND ")
+}
+
+// ListQuery asks for one page of session parts.
+type ListQuery struct {
+	Filter Filter
+	// Limit is the page size: DefaultLimit when 0, at most MaxLimit.
+	Limit int
+	// Cursor is the Next of the previous page, "" for the first.
+	Cursor string
+}
+
+// Page is one page of session parts, newest last_seen first.
+type Page struct {
+	Sessions []*record.Session
+	// Next is the cursor of the following page, "" on the last page.
+	Next string
+}
+
+const partCols = `p.id, p.session, p.part, p.first_seen, p.last_seen, p.rows, p.rows_malicious,
+	p.rows_bytes_in, p.rows_bytes_out, p.user, p.role, p.record`
+
+const partOrder = ` ORDER BY p.last_seen DESC, p.session DESC, p.part DESC`
+
+// List returns the session parts that have a request matching q.Filter, newest last_seen
+// first (then session and part, descending), from q.Cursor on.
+func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
+	if err := s.Ready(); err != nil {
+		return nil, err
+	}
+	limit := clampLimit(q.Limit, DefaultLimit, MaxLimit)
+	f := &q.Filter
+	w := &sqlWhere{}
+	if !f.From.IsZero() {
+		w.add("p.last_seen >= ?", f.From.UnixMilli())
+	}
+	if !f.To.IsZero() {
+		w.add("p.first_seen <= ?", f.To.UnixMilli())
+	}
+	if q.Cursor != "" {
+		c, err := decodeListCursor(q.Cursor)
+		if err != nil {
+			return nil, err
+		}
+		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
+	}
+	if f.requestConds() {
+		ids, complete, err := s.candidates(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		if complete {
+			if len(ids) == 0 {
+				return &Page{Sessions: []*record.Session{}}, nil
+			}
+			list, _ := json.Marshal(ids)
+			w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+		} else {
+			rw := &sqlWhere{}
+			f.where(rw, true, true)
+			w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
+		}
+	}
+	query := "SELECT " + partCols + " FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?"
+	rows, err := s.rdb.QueryContext(ctx, query, append(w.args, limit+1)...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	defer rows.Close()
+	page := &Page{Sessions: make([]*record.Session, 0, min(limit, 64))}
+	for rows.Next() {
+		pr, err := scanPart(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list: %w", err)
+		}
+		if len(page.Sessions) == limit {
+			last := page.Sessions[limit-1]
+			page.Next = encodeCursor(listCursor{Last: ms(last.LastSeen), Session: last.Session, Part: last.Part})
+			break
+		}
+		page.Sessions = append(page.Sessions, pr.rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	return page, nil
+}
+
+// candidates collects the parts with a matching request through the filter indexes. When
+// more than probeParts match, the filter is broad and complete is false: the caller then walks
+// parts newest first and tests each, which meets a page of matches within few parts.
+func (s *Store) candidates(ctx context.Context, f *Filter) (ids []int64, complete bool, err error) {
+	w := &sqlWhere{}
+	var query string
+	if f.Flow != "" {
+		w.add("f.flow = ?", f.Flow)
+		f.where(w, false, false)
+		query = "SELECT DISTINCT f.part_id FROM request_flows f JOIN requests r ON r.id = f.request WHERE " + w.String()
+	} else {
+		f.where(w, false, true)
+		query = "SELECT DISTINCT r.part_id FROM requests r WHERE " + w.String()
+	}
+	rows, err := s.rdb.QueryContext(ctx, query+" LIMIT ?", append(w.args, s.probe+1)...)
+	if err != nil {
+		return nil, false, fmt.Errorf("store: list: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, false, fmt.Errorf("store: list: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("store: list: %w", err)
+	}
+	return ids, len(ids) <= s.probe, nil
+}
+
+type partRow struct {
+	id  int64
+	rec *record.Session
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanPart builds a part's session record: the merged session record, with counts no lower
+// than what its stored request rows add up to (see mergeSession for why both exist).
+func scanPart(sc scanner) (*partRow, error) {
+	var (
+		id                                int64
+		session, part, user, role         string
+		first, last, rows, mal, bin, bout int64
+		rec                               sql.NullString
+	)
+	if err := sc.Scan(&id, &session, &part, &first, &last, &rows, &mal, &bin, &bout, &user, &role, &rec); err != nil {
+		return nil, err
+	}
+	r := &record.Session{}
+	if rec.Valid {
+		// A record the store wrote itself; should it ever not decode, the row's own
+		// columns still describe the part.
+		_ = json.Unmarshal([]byte(rec.String), r)
+	}
+	r.Kind = record.KindSession
+	r.Session, r.Part = session, part
+	r.FirstSeen = record.At(time.UnixMilli(first).UTC())
+	r.LastSeen = record.At(time.UnixMilli(last).UTC())
+	r.Requests = max(r.Requests, int(rows))
+	r.Malicious = max(r.Malicious, int(mal))
+	r.BytesIn = max(r.BytesIn, bin)
+	r.BytesOut = max(r.BytesOut, bout)
+	if r.User == "" {
+		r.User = user
+	}
+	if r.Role == "" {
+		r.Role = role
+	}
+	return &partRow{id: id, rec: r}, nil
+}
+
+func clampLimit(n, def, most int) int {
+	if n <= 0 {
+		return def
+	}
+	return min(n, most)
+}
+
+type listCursor struct {
+	Last    int64  `json:"l"`
+	Session string `json:"s"`
+	Part    string `json:"p"`
+}
+
+type partCursor struct {
+	Time int64 `json:"t"`
+	ID   int64 `json:"i"`
+}
+
+func encodeCursor(v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string, v any) error {
+	if len(s) > 1024 {
+		return ErrBadCursor
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return ErrBadCursor
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return ErrBadCursor
+	}
+	return nil
+}
+
+func decodeListCursor(s string) (listCursor, error) {
+	var c listCursor
+	if err := decodeCursor(s, &c); err != nil || c.Session == "" || c.Part == "" {
+		return c, ErrBadCursor
+	}
+	return c, nil
+}
+
+// Count is one value of a statistic and the requests that have it.
+type Count struct {
+	Value string `json:"value"`
+	Count int    `json:"count"`
+	// Share is Count over the part's requests (flows only).
+	Share float64 `json:"share,omitempty"`
+	// Other marks the entry that sums the values beyond the first maxStatValues.
+	Other bool `json:"other,omitempty"`
+}
+
+// Stats describe all requests stored for one part, whatever the filters.
+type Stats struct {
+	Requests    int     `json:"requests"`
+	Malicious   int     `json:"malicious"`
+	Methods     []Count `json:"methods"`
+	Statuses    []Count `json:"statuses"`
+	ClientIPs   []Count `json:"client_ips"`
+	Flows       []Count `json:"flows"`
+	Routes      []Count `json:"routes"`
+	AttackTypes []Count `json:"attack_types"`
+}
+
+// PartQuery filters the requests of one part.
+type PartQuery struct {
+	Filter Filter
+	// Limit bounds the requests: DefaultPartLimit when 0, at most MaxPartLimit.
+	Limit  int
+	Cursor string
+}
+
+// PartView is one session part: its record, statistics over all its requests, and the
+// requests that match the filter, in time order.
+type PartView struct {
+	Session  *record.Session   `json:"session"`
+	Stats    Stats             `json:"stats"`
+	Requests []json.RawMessage `json:"requests"`
+	// Next is the cursor of the following requests, "" when none follow.
+	Next string `json:"next,omitempty"`
+}
+
+func (s *Store) part(ctx context.Context, session, part string) (*partRow, error) {
+	row := s.rdb.QueryRowContext(ctx, "SELECT "+partCols+" FROM parts p WHERE p.session = ? AND p.part = ?", session, part)
+	pr, err := scanPart(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: read part: %w", err)
+	}
+	return pr, nil
+}
+
+// Part returns one session part with its statistics and the requests that match q, or
+// ErrNotFound.
+func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*PartView, error) {
+	if err := s.Ready(); err != nil {
+		return nil, err
+	}
+	var cur partCursor
+	if q.Cursor != "" {
+		if err := decodeCursor(q.Cursor, &cur); err != nil {
+			return nil, err
+		}
+	}
+	pr, err := s.part(ctx, session, part)
+	if err != nil {
+		return nil, err
+	}
+	v := &PartView{Session: pr.rec, Requests: []json.RawMessage{}}
+	if err := s.stats(ctx, pr, &v.Stats); err != nil {
+		return nil, err
+	}
+	limit := clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit)
+	w := &sqlWhere{}
+	w.add("r.part_id = ?", pr.id)
+	if q.Cursor != "" {
+		w.add("(r.time, r.id) > (?, ?)", cur.Time, cur.ID)
+	}
+	q.Filter.where(w, true, true)
+	rows, err := s.rdb.QueryContext(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
+		" ORDER BY r.time, r.id LIMIT ?", append(w.args, limit+1)...)
+	if err != nil {
+		return nil, fmt.Errorf("store: read requests: %w", err)
+	}
+	defer rows.Close()
+	var last partCursor
+	for rows.Next() {
+		var id, t int64
+		var b []byte
+		if err := rows.Scan(&id, &t, &b); err != nil {
+			return nil, fmt.Errorf("store: read requests: %w", err)
+		}
+		if len(v.Requests) == limit {
+			v.Next = encodeCursor(last)
+			break
+		}
+		v.Requests = append(v.Requests, json.RawMessage(b))
+		last = partCursor{Time: t, ID: id}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read requests: %w", err)
+	}
+	return v, nil
+}
+
+// stats counts the part's requests by method, status, client IP, flow, route and attack type
+// in one pass over its rows, and lifts the part record's counts to what the rows show.
+func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
+		FROM requests WHERE part_id = ?`, pr.id)
+	if err != nil {
+		return fmt.Errorf("store: stats: %w", err)
+	}
+	defer rows.Close()
+	methods, statuses, ips := map[string]int{}, map[string]int{}, map[string]int{}
+	flows, routes, attacks := map[string]int{}, map[string]int{}, map[string]int{}
+	for rows.Next() {
+		var method, ip, route, fl, types string
+		var status int
+		var mal bool
+		if err := rows.Scan(&method, &status, &ip, &route, &fl, &types, &mal); err != nil {
+			return fmt.Errorf("store: stats: %w", err)
+		}
+		st.Requests++
+		if mal {
+			st.Malicious++
+		}
+		methods[method]++
+		statuses[strconv.Itoa(status)]++
+		ips[ip]++
+		routes[route]++
+		if fl != "" {
+			for f := range strings.SplitSeq(fl, ",") {
+				flows[f]++
+			}
+		}
+		if types != "" {
+			for t := range strings.SplitSeq(types, ",") {
+				attacks[t]++
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: stats: %w", err)
+	}
+	st.Methods = topCounts(methods, 0)
+	st.Statuses = topCounts(statuses, 0)
+	st.ClientIPs = topCounts(ips, 0)
+	st.Flows = topCounts(flows, st.Requests)
+	st.Routes = topCounts(routes, 0)
+	st.AttackTypes = topCounts(attacks, 0)
+	r := pr.rec
+	r.Methods = maxCounts(r.Methods, methods)
+	r.Statuses = maxCounts(r.Statuses, statuses)
+	r.Flows = maxCounts(r.Flows, flows)
+	r.Requests = max(r.Requests, st.Requests)
+	r.Malicious = max(r.Malicious, st.Malicious)
+	return nil
+}
+
+// topCounts sorts by count (descending, then value) and keeps maxStatValues entries, summing
+// the rest into one entry marked Other. With total > 0 each entry carries its share.
+func topCounts(m map[string]int, total int) []Count {
+	out := make([]Count, 0, min(len(m), maxStatValues+1))
+	for k, v := range m {
+		out = append(out, Count{Value: k, Count: v})
+	}
+	slices.SortFunc(out, func(a, b Count) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Value, b.Value)
+	})
+	if len(out) > maxStatValues {
+		rest := 0
+		for _, c := range out[maxStatValues:] {
+			rest += c.Count
+		}
+		out = append(out[:maxStatValues], Count{Value: "other", Count: rest, Other: true})
+	}
+	if total > 0 {
+		for i := range out {
+			out[i].Share = float64(out[i].Count) / float64(total)
+		}
+	}
+	return out
+}
+
+// EachRequest calls fn with every request of the part that matches f, in time order, until fn
+// fails. It returns ErrNotFound, before any call, for an unknown part.
+func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter, fn func(*record.Request) error) error {
+	if err := s.Ready(); err != nil {
+		return err
+	}
+	pr, err := s.part(ctx, session, part)
+	if err != nil {
+		return err
+	}
+	w := &sqlWhere{}
+	w.add("r.part_id = ?", pr.id)
+	f.where(w, true, true)
+	rows, err := s.rdb.QueryContext(ctx, "SELECT r.record FROM requests r WHERE "+w.String()+" ORDER BY r.time, r.id", w.args...)
+	if err != nil {
+		return fmt.Errorf("store: read requests: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return fmt.Errorf("store: read requests: %w", err)
+		}
+		var r record.Request
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("store: decode request: %w", err)
+		}
+		if err := fn(&r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: read requests: %w", err)
+	}
+	return nil
+}
+
+// Found is a request found by its id, with the part it belongs to.
+type Found struct {
+	Session string          `json:"session"`
+	Part    string          `json:"part"`
+	Request json.RawMessage `json:"request"`
+}
+
+// Request returns the newest request stored with the request id, or ErrNotFound.
+func (s *Store) Request(ctx context.Context, requestID string) (*Found, error) {
+	if err := s.Ready(); err != nil {
+		return nil, err
+	}
+	if requestID == "" {
+		return nil, ErrNotFound
+	}
+	var fd Found
+	var b []byte
+	err := s.rdb.QueryRowContext(ctx, `SELECT p.session, p.part, r.record FROM requests r JOIN parts p ON p.id = r.part_id
+		WHERE r.request_id <> '' AND r.request_id = ? ORDER BY r.time DESC, r.id DESC LIMIT 1`, requestID).Scan(&fd.Session, &fd.Part, &b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: find request: %w", err)
+	}
+	fd.Request = b
+	return &fd, nil
+}

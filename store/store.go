@@ -1,0 +1,245 @@
+// Package store is the embedded database behind the explore API: a SQLite file in the data
+// directory that keeps every request record and the state of every session part, answers the
+// session list and part queries with their filters, and deletes parts older than the retention.
+//
+// The store is a sink (type "store"): the sinks pipeline hands it batches off the ext_proc path
+// and each batch is one transaction, committed before Write returns, so a record acknowledged
+// as written survives a crash of the process. One connection writes; a small pool reads, so
+// queries never wait for a write (WAL mode).
+//
+// It imports the record shape, the configuration schema and the sinks framework; never the
+// sessions engine, gRPC or the HTTP layer.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sinks"
+)
+
+// FileName is the database file the store keeps in its directory (with the -wal and -shm files
+// SQLite adds next to it).
+const FileName = "apisessions.db"
+
+const (
+	dirMode = 0o700
+	// DefaultRetention applies when Options.Retention is zero.
+	DefaultRetention = 7 * 24 * time.Hour
+	// retentionEvery is how often the background job looks for expired parts.
+	retentionEvery = time.Minute
+	// purgeParts and purgeRows bound one retention transaction, so the writer lock is held for
+	// milliseconds and ingest is never stalled behind a large deletion.
+	purgeParts = 64
+	purgeRows  = 5000
+)
+
+// Errors a caller branches on.
+var (
+	// ErrNotFound is returned for an unknown session part or request id.
+	ErrNotFound = errors.New("not found")
+	// ErrClosed is returned by queries after Close.
+	ErrClosed = errors.New("store closed")
+	// ErrBadCursor is returned for a cursor the store did not produce.
+	ErrBadCursor = errors.New("cursor is not one this API returned; start again without cursor")
+)
+
+// Options configure Open.
+type Options struct {
+	// Dir is the directory of the database (the sink's path, by default server.data_dir).
+	Dir string
+	// Retention is how long a part is kept after its last request (sessions.retention);
+	// zero means DefaultRetention, negative keeps parts forever.
+	Retention time.Duration
+	// Logger already names the component; nil discards.
+	Logger *slog.Logger
+	// Now is the retention job's clock; nil means time.Now.
+	Now func() time.Time
+	// NoRetentionJob leaves the background retention job off; Purge can still be called.
+	NoRetentionJob bool
+	// Readers bounds the read connections (0 = number of CPUs, at least 2).
+	Readers int
+}
+
+// Store is one open database. Its query methods are safe for concurrent use; Write is called
+// by the sinks pipeline from one goroutine.
+type Store struct {
+	log       *slog.Logger
+	path      string
+	retention time.Duration
+	now       func() time.Time
+
+	// wdb has exactly one connection: SQLite allows one writer, and keeping it in one place
+	// lets prepared statements live for the life of the store.
+	wdb *sql.DB
+	rdb *sql.DB
+	// wmu serialises the writer between Write and the retention job.
+	wmu  sync.Mutex
+	stmt writeStmts
+	// probe is how many parts List collects through the filter indexes (probeParts).
+	probe int
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	closed    chan struct{}
+}
+
+// Open opens (creating when needed) the database in o.Dir, brings its schema up to date and
+// starts the retention job.
+func Open(o Options) (*Store, error) {
+	if o.Dir == "" {
+		return nil, errors.New("store: path is empty; set the directory of the store (by default server.data_dir)")
+	}
+	if err := os.MkdirAll(o.Dir, dirMode); err != nil {
+		return nil, fmt.Errorf("store: create directory: %w", err)
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{
+		log:       logger,
+		path:      filepath.Join(o.Dir, FileName),
+		retention: o.Retention,
+		now:       o.Now,
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		closed:    make(chan struct{}),
+		probe:     probeParts,
+	}
+	if s.retention == 0 {
+		s.retention = DefaultRetention
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	var err error
+	// WAL lets readers run beside the writer; synchronous=NORMAL keeps every committed
+	// transaction across a crash of the process (the WAL is in the OS's hands once written)
+	// and only a power loss may lose the last commits. The writer takes its lock at BEGIN so
+	// a transaction never fails half-way on a busy database.
+	s.wdb, err = sql.Open("sqlite", dsn(s.path, false))
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	ctx := context.Background()
+	if err := migrate(ctx, s.wdb); err != nil {
+		s.wdb.Close()
+		return nil, fmt.Errorf("store: %s: %w", s.path, err)
+	}
+	if err := os.Chmod(s.path, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.wdb.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if err := s.prepare(ctx); err != nil {
+		s.wdb.Close()
+		return nil, err
+	}
+	s.rdb, err = sql.Open("sqlite", dsn(s.path, true))
+	if err != nil {
+		s.stmt.close()
+		s.wdb.Close()
+		return nil, fmt.Errorf("store: open readers: %w", err)
+	}
+	n := o.Readers
+	if n <= 0 {
+		n = max(runtime.NumCPU(), 2)
+	}
+	s.rdb.SetMaxOpenConns(n)
+	s.rdb.SetMaxIdleConns(n)
+	if o.NoRetentionJob || s.retention < 0 {
+		close(s.done)
+	} else {
+		go s.retentionLoop()
+	}
+	return s, nil
+}
+
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(OFF)")
+	q.Add("_pragma", "temp_store(MEMORY)")
+	if readOnly {
+		q.Add("_pragma", "query_only(ON)")
+		q.Add("_pragma", "cache_size(-16000)")
+	} else {
+		q.Add("_pragma", "cache_size(-64000)")
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// Ready reports nil while the store is open.
+func (s *Store) Ready() error {
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+		return nil
+	}
+}
+
+// Close stops the retention job, finishes the write in flight and closes the database. It is
+// idempotent; queries after it return ErrClosed. ctx bounds the wait for the retention job.
+func (s *Store) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			s.closeErr = fmt.Errorf("store: retention job still running: %w", ctx.Err())
+		}
+		s.wmu.Lock()
+		close(s.closed)
+		s.stmt.close()
+		// Leave the planner statistics current for the next start; cheap when nothing changed.
+		_, _ = s.wdb.ExecContext(context.WithoutCancel(ctx), "PRAGMA optimize")
+		s.closeErr = errors.Join(s.closeErr, s.wdb.Close(), s.rdb.Close())
+		s.wmu.Unlock()
+	})
+	return s.closeErr
+}
+
+// NewFactory returns the sinks.Factory of type "store". Every store it opens keeps parts for
+// retention (sessions.retention) and is handed to opened (when not nil) so the command can
+// serve the explore API from it. The store is closed by the sinks pipeline, like any sink.
+func NewFactory(retention time.Duration, opened func(*Store)) sinks.Factory {
+	return sinks.Factory{
+		Type: config.SinkStore,
+		Create: func(cfg config.Sink, st sinks.Settings) (sinks.Sink, error) {
+			s, err := Open(Options{Dir: cfg.Path, Retention: retention, Logger: st.Logger})
+			if err != nil {
+				return nil, err
+			}
+			if opened != nil {
+				opened(s)
+			}
+			return s, nil
+		},
+	}
+}
+
+var _ sinks.Sink = (*Store)(nil)

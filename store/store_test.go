@@ -1,0 +1,487 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sinks"
+)
+
+// fixture writes four parts:
+//
+//	s_a/2026-11-22  alice (admin): GET /api/items 200, POST /api/login 401 and 200 (auth)
+//	s_b/2026-11-22  bob: GET /api/orders/1 500 from another IP and host, a malicious GET 403
+//	s_c/2026-11-22  anonymous: GET /static/app.js 304
+//	s_a/2026-11-23  alice: GET /api/items 200 the next day
+//
+// Newest last_seen first they list as s_a/23, s_c, s_b, s_a/22.
+func fixture(t *testing.T, s *Store) {
+	t.Helper()
+	alice := func(r *record.Request) { r.User, r.Role = "alice", "admin" }
+	login := func(status int) func(*record.Request) {
+		return func(r *record.Request) {
+			r.Method, r.Path, r.Route, r.Status, r.Flows = "POST", "/api/login", "/api/login", status, []string{"auth"}
+		}
+	}
+	bob := func(r *record.Request) {
+		r.User, r.Role, r.ClientIP, r.Host = "bob", "user", "198.51.100.2", "admin.example.com"
+	}
+	write(t, s,
+		req("s_a", "2026-11-22", 0, alice),
+		req("s_a", "2026-11-22", time.Minute, alice, login(401)),
+		req("s_a", "2026-11-22", 2*time.Minute, alice, login(200)),
+		req("s_b", "2026-11-22", 5*time.Minute, bob, func(r *record.Request) {
+			r.Path, r.Route, r.Status = "/api/orders/1", "/api/orders/{id}", 500
+		}),
+		req("s_b", "2026-11-22", 6*time.Minute, bob, func(r *record.Request) {
+			r.Path, r.Route, r.Status, r.Malicious = "/api/search", "/api/search", 403, true
+			r.RequestID = "attack-1"
+			r.Attack = &record.Attack{Source: "header", Types: []string{"sqli"}}
+		}),
+		req("s_c", "2026-11-22", 10*time.Minute, func(r *record.Request) {
+			r.Path, r.Route, r.Status = "/static/app.js", "/static/app.js", 304
+		}),
+	)
+	write(t, s, req("s_a", "2026-11-23", 24*time.Hour, alice))
+}
+
+func TestListFilters(t *testing.T) {
+	t.Parallel()
+	const (
+		a22 = "s_a/2026-11-22"
+		a23 = "s_a/2026-11-23"
+		b   = "s_b/2026-11-22"
+		c   = "s_c/2026-11-22"
+	)
+	tests := []struct {
+		name string
+		f    Filter
+		want []string
+	}{
+		{"no filter", Filter{}, []string{a23, c, b, a22}},
+		{"user", Filter{User: "alice"}, []string{a23, a22}},
+		{"role", Filter{Role: "user"}, []string{b}},
+		{"flow", Filter{Flow: "auth"}, []string{a22}},
+		{"ip", Filter{IP: "198.51.100.2"}, []string{b}},
+		{"request id", Filter{RequestID: "attack-1"}, []string{b}},
+		{"method", Filter{Method: "POST"}, []string{a22}},
+		{"status code", Filter{Status: Status{Code: 304, Set: true}}, []string{c}},
+		{"status class 4xx", Filter{Status: Status{Class: 4, Set: true}}, []string{b, a22}},
+		{"status class 5xx", Filter{Status: Status{Class: 5, Set: true}}, []string{b}},
+		{"host", Filter{Host: "admin.example.com"}, []string{b}},
+		{"path prefix", Filter{Path: "/static"}, []string{c}},
+		{"path prefix of several", Filter{Path: "/api/"}, []string{a23, b, a22}},
+		{"route", Filter{Route: "/api/orders/{id}"}, []string{b}},
+		{"malicious", Filter{Malicious: true}, []string{b}},
+		{"interval", Filter{From: base.Add(4 * time.Minute), To: base.Add(7 * time.Minute)}, []string{b}},
+		{"interval edges inclusive", Filter{From: base.Add(2 * time.Minute), To: base.Add(5 * time.Minute)}, []string{b, a22}},
+		{"from only", Filter{From: base.Add(7 * time.Minute)}, []string{a23, c}},
+		{"to only", Filter{To: base.Add(time.Minute)}, []string{a22}},
+		{"user and status", Filter{User: "alice", Status: Status{Class: 4, Set: true}}, []string{a22}},
+		{"user, method and status", Filter{User: "alice", Method: "POST", Status: Status{Code: 200, Set: true}}, []string{a22}},
+		{"one request must match every filter", Filter{Method: "POST", Status: Status{Code: 500, Set: true}}, nil},
+		{"user and interval", Filter{User: "alice", From: base.Add(time.Hour)}, []string{a23}},
+		{"flow and malicious", Filter{Flow: "auth", Malicious: true}, nil},
+		{"nothing matches", Filter{User: "mallory"}, nil},
+	}
+	s := openTest(t, nil)
+	fixture(t, s)
+	for _, probe := range []int{probeParts, 0} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s/probe=%d", tc.name, probe), func(t *testing.T) {
+				s.probe = probe
+				p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
+				if err != nil {
+					t.Fatalf("list: %v", err)
+				}
+				got := sessionIDs(p)
+				if len(got) == 0 {
+					got = nil
+				}
+				if diff := cmp.Diff(tc.want, got); diff != "" {
+					t.Errorf("%s: parts differ (-want +got):\n%s", tc.name, diff)
+				}
+			})
+		}
+	}
+}
+
+func TestPartDetail(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	fixture(t, s)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		f    Filter
+		want []string // request ids
+	}{
+		{"all in order", Filter{}, []string{"s_a-0s", "s_a-1m0s", "s_a-2m0s"}},
+		{"method", Filter{Method: "POST"}, []string{"s_a-1m0s", "s_a-2m0s"}},
+		{"status", Filter{Status: Status{Code: 401, Set: true}}, []string{"s_a-1m0s"}},
+		{"interval keeps only its requests", Filter{From: base.Add(30 * time.Second), To: base.Add(90 * time.Second)}, []string{"s_a-1m0s"}},
+		{"flow", Filter{Flow: "auth"}, []string{"s_a-1m0s", "s_a-2m0s"}},
+		{"request id", Filter{RequestID: "s_a-2m0s"}, []string{"s_a-2m0s"}},
+		{"path", Filter{Path: "/api/log"}, []string{"s_a-1m0s", "s_a-2m0s"}},
+		{"route", Filter{Route: "/api/items"}, []string{"s_a-0s"}},
+		{"ip", Filter{IP: "192.0.2.1"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{Filter: tc.f})
+			if err != nil {
+				t.Fatalf("part: %v", err)
+			}
+			var got []string
+			for _, r := range decodeReqs(t, v.Requests) {
+				got = append(got, r.RequestID)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s: requests differ (-want +got):\n%s", tc.name, diff)
+			}
+			if v.Stats.Requests != 3 {
+				t.Errorf("%s: stats cover %d requests; they must describe the whole part (3)", tc.name, v.Stats.Requests)
+			}
+		})
+	}
+
+	t.Run("stats", func(t *testing.T) {
+		t.Parallel()
+		v, err := s.Part(ctx, "s_b", "2026-11-22", PartQuery{})
+		if err != nil {
+			t.Fatalf("part: %v", err)
+		}
+		want := Stats{
+			Requests:    2,
+			Malicious:   1,
+			Methods:     []Count{{Value: "GET", Count: 2}},
+			Statuses:    []Count{{Value: "403", Count: 1}, {Value: "500", Count: 1}},
+			ClientIPs:   []Count{{Value: "198.51.100.2", Count: 2}},
+			Flows:       []Count{},
+			Routes:      []Count{{Value: "/api/orders/{id}", Count: 1}, {Value: "/api/search", Count: 1}},
+			AttackTypes: []Count{{Value: "sqli", Count: 1}},
+		}
+		if diff := cmp.Diff(want, v.Stats); diff != "" {
+			t.Errorf("stats differ (-want +got):\n%s", diff)
+		}
+		a, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{})
+		if err != nil {
+			t.Fatalf("part: %v", err)
+		}
+		if diff := cmp.Diff([]Count{{Value: "auth", Count: 2, Share: 2.0 / 3}}, a.Stats.Flows); diff != "" {
+			t.Errorf("flow shares differ (-want +got):\n%s", diff)
+		}
+		if a.Session.Requests != 3 || a.Session.User != "alice" || a.Session.Methods["POST"] != 2 {
+			t.Errorf("part record = %+v; want 3 requests by alice with 2 POST", a.Session)
+		}
+	})
+
+	t.Run("unknown part", func(t *testing.T) {
+		t.Parallel()
+		if _, err := s.Part(ctx, "s_zz", "2026-11-22", PartQuery{}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown part: err = %v; want ErrNotFound", err)
+		}
+	})
+
+	t.Run("request lookup", func(t *testing.T) {
+		t.Parallel()
+		fd, err := s.Request(ctx, "attack-1")
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		if fd.Session != "s_b" || fd.Part != "2026-11-22" {
+			t.Errorf("attack-1 found in %s/%s; want s_b/2026-11-22", fd.Session, fd.Part)
+		}
+		if _, err := s.Request(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown request: err = %v; want ErrNotFound", err)
+		}
+	})
+
+	t.Run("paging through requests", func(t *testing.T) {
+		t.Parallel()
+		var got []string
+		cursor := ""
+		for range 10 {
+			v, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{Limit: 2, Cursor: cursor})
+			if err != nil {
+				t.Fatalf("part: %v", err)
+			}
+			for _, r := range decodeReqs(t, v.Requests) {
+				got = append(got, r.RequestID)
+			}
+			if cursor = v.Next; cursor == "" {
+				break
+			}
+		}
+		if diff := cmp.Diff([]string{"s_a-0s", "s_a-1m0s", "s_a-2m0s"}, got); diff != "" {
+			t.Errorf("paged requests differ (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestEachRequestRoundTrip(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	in := req("s_x", "2026-11-22", 0, func(r *record.Request) {
+		r.User, r.Flows, r.Malicious, r.Partial = "zoë", []string{"auth", "billing"}, true, true
+		r.DurationMS, r.RequestBytes, r.ResponseBytes = 12.5, 42, 4096
+		r.Attack = &record.Attack{Source: "metadata", Types: []string{"sqli", "xss"}, RuleIDs: []string{"942100"},
+			Headers: map[string]string{"user-agent": "x"}, Body: "a=' OR 1=1--", BodyTruncated: true}
+	})
+	write(t, s, in)
+	var got []*record.Request
+	err := s.EachRequest(context.Background(), "s_x", "2026-11-22", Filter{}, func(r *record.Request) error {
+		got = append(got, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("each request: %v", err)
+	}
+	if diff := cmp.Diff([]*record.Request{in}, got, cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })); diff != "" {
+		t.Errorf("stored request differs (-want +got):\n%s", diff)
+	}
+	if err := s.EachRequest(context.Background(), "s_x", "2026-11-30", Filter{}, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown part: err = %v; want ErrNotFound", err)
+	}
+}
+
+func TestPaginationStable(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	var recs []record.Record
+	var want []string
+	// 60 parts; every three share one last_seen, so the order falls back on session and part.
+	for i := range 60 {
+		sess := fmt.Sprintf("s_%02d", i)
+		recs = append(recs, req(sess, "2026-11-22", time.Duration(i/3)*time.Second, func(r *record.Request) {
+			if i%2 == 0 {
+				r.User = "even"
+			}
+		}))
+	}
+	write(t, s, recs...)
+	for i := 59; i >= 0; i-- {
+		want = append(want, fmt.Sprintf("s_%02d/2026-11-22", i))
+	}
+	for _, tc := range []struct {
+		name  string
+		f     Filter
+		want  []string
+		probe int
+	}{
+		{"unfiltered", Filter{}, want, probeParts},
+		{"filtered through the index", Filter{User: "even"}, evens(want), probeParts},
+		{"filtered walking parts", Filter{User: "even"}, evens(want), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.probe = tc.probe
+			var got []string
+			cursor := ""
+			for range 100 {
+				p, err := s.List(context.Background(), ListQuery{Filter: tc.f, Limit: 7, Cursor: cursor})
+				if err != nil {
+					t.Fatalf("list: %v", err)
+				}
+				got = append(got, sessionIDs(p)...)
+				if cursor = p.Next; cursor == "" {
+					break
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s: pages differ from one ordered listing (-want +got):\n%s", tc.name, diff)
+			}
+		})
+	}
+	if _, err := s.List(context.Background(), ListQuery{Cursor: "not-a-cursor"}); !errors.Is(err, ErrBadCursor) {
+		t.Errorf("bad cursor: err = %v; want ErrBadCursor", err)
+	}
+}
+
+func evens(ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		var n int
+		fmt.Sscanf(id, "s_%02d", &n)
+		if n%2 == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func TestSessionRecordsMerge(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	snap := func(requests int, last time.Duration, final bool, ips ...string) *record.Session {
+		return &record.Session{
+			Kind: record.KindSession, Session: "s_m", Part: "2026-11-22",
+			FirstSeen: record.At(base), LastSeen: record.At(base.Add(last)),
+			Requests: requests, Key: record.Key{Source: record.SourceParam, Name: "token"},
+			User: "carol", IPs: ips, Methods: map[string]int{"GET": requests}, Final: final,
+		}
+	}
+	// Two request rows, then snapshots: 5 requests, then a resumed part counting from 1 again.
+	write(t, s, req("s_m", "2026-11-22", 0), req("s_m", "2026-11-22", time.Second))
+	write(t, s, snap(5, 10*time.Second, false, "203.0.113.7"))
+	write(t, s, snap(1, time.Minute, true, "192.0.2.9"))
+	p, err := s.List(context.Background(), ListQuery{})
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	if len(p.Sessions) != 1 {
+		t.Fatalf("list has %d parts; want 1", len(p.Sessions))
+	}
+	got := p.Sessions[0]
+	want := &record.Session{
+		Kind: record.KindSession, Session: "s_m", Part: "2026-11-22",
+		FirstSeen: record.At(base), LastSeen: record.At(base.Add(time.Minute)),
+		Requests: 5, Key: record.Key{Source: record.SourceParam, Name: "token"}, User: "carol",
+		IPs: []string{"203.0.113.7", "192.0.2.9"}, Methods: map[string]int{"GET": 5}, Final: true,
+	}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })); diff != "" {
+		t.Errorf("merged part record differs (-want +got):\n%s", diff)
+	}
+}
+
+func TestWriteRejectsBadRecords(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	err := s.Write(context.Background(), []record.Record{
+		req("s_ok", "2026-11-22", 0),
+		&record.Request{Kind: record.KindRequest},
+		req("s_ok", "2026-11-22", time.Second),
+	})
+	pe, ok := errors.AsType[*sinks.PartialError](err)
+	if !ok || pe.Failed != 1 || !sinks.IsPermanent(err) {
+		t.Fatalf("write with one bad record: err = %v; want a permanent PartialError with 1 failed", err)
+	}
+	v, err := s.Part(context.Background(), "s_ok", "2026-11-22", PartQuery{})
+	if err != nil || len(v.Requests) != 2 {
+		t.Fatalf("the good records were not stored: %v, %d requests", err, len(v.Requests))
+	}
+}
+
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	now := base.Add(8 * 24 * time.Hour)
+	s, err := Open(Options{Dir: t.TempDir(), NoRetentionJob: true, Now: func() time.Time { return now }, Readers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	var recs []record.Record
+	// s_old: 12000 requests (more than one purge chunk), all 8 days old.
+	for i := range 12000 {
+		recs = append(recs, req("s_old", "2026-11-22", time.Duration(i)*time.Millisecond, func(r *record.Request) {
+			r.Flows = []string{"auth"}
+		}))
+	}
+	recs = append(recs, req("s_new", "2026-11-29", 7*24*time.Hour+time.Hour, func(r *record.Request) { r.Flows = []string{"auth"} }))
+	write(t, s, recs...)
+	n, err := s.Purge(context.Background())
+	if err != nil {
+		t.Fatalf("purge: %v", err)
+	}
+	if n != 1 {
+		t.Errorf("purge deleted %d parts; want 1", n)
+	}
+	p, err := s.List(context.Background(), ListQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"s_new/2026-11-29"}, sessionIDs(p)); diff != "" {
+		t.Errorf("parts after purge differ (-want +got):\n%s", diff)
+	}
+	for _, q := range []string{"SELECT count(*) FROM requests", "SELECT count(*) FROM request_flows"} {
+		var c int
+		if err := s.rdb.QueryRow(q).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		if c != 1 {
+			t.Errorf("%s = %d after purge; want 1 (the new part's)", q, c)
+		}
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for i := range 2 {
+		s, err := Open(Options{Dir: dir, NoRetentionJob: true})
+		if err != nil {
+			t.Fatalf("open %d: %v", i+1, err)
+		}
+		var v int
+		if err := s.rdb.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		if v != SchemaVersion {
+			t.Errorf("open %d: schema version %d; want %d", i+1, v, SchemaVersion)
+		}
+		write(t, s, req("s_a", "2026-11-22", time.Duration(i)*time.Second))
+		s.Close(context.Background())
+	}
+	s, err := Open(Options{Dir: dir, NoRetentionJob: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Part(context.Background(), "s_a", "2026-11-22", PartQuery{})
+	if err != nil || len(v.Requests) != 2 {
+		t.Errorf("after reopening: %v, %d requests; want both writes kept", err, len(v.Requests))
+	}
+	s.Close(context.Background())
+
+	db, err := sql.Open("sqlite", dsn(dir+"/"+FileName, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion+1)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(Options{Dir: dir, NoRetentionJob: true}); err == nil {
+		t.Errorf("a database from a newer schema opened; want an error that says so")
+	}
+}
+
+func TestClosed(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Errorf("second close: %v; want nil (idempotent)", err)
+	}
+	if err := s.Write(context.Background(), []record.Record{req("s", "p", 0)}); !errors.Is(err, sinks.ErrClosed) {
+		t.Errorf("write after close: %v; want sinks.ErrClosed", err)
+	}
+	if _, err := s.List(context.Background(), ListQuery{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("list after close: %v; want ErrClosed", err)
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, in, want string
+		ok             bool
+	}{
+		{"plain", "/api", "/apj", true},
+		{"trailing 0xff", "/a\xff", "/b", true},
+		{"all 0xff", "\xff\xff", "", false},
+	} {
+		got, ok := prefixEnd(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: prefixEnd(%q) = %q, %v; want %q, %v", tc.name, tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
