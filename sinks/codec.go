@@ -63,3 +63,40 @@ func decodeEntry(e []byte) (record.Record, error) {
 	}
 	return nil, fmt.Errorf("spool entry has unknown type %#x", e[0])
 }
+
+// MarshalRecord renders rec as the JSON object of the records contract, with the kind its type
+// implies: a record whose Kind field is empty or wrong is copied, never changed in place.
+func MarshalRecord(rec record.Record) ([]byte, error) {
+	var v any
+	switch r := rec.(type) {
+	case *record.Request:
+		if r == nil {
+			return nil, errors.New("nil request record")
+		}
+		v = r
+		if r.Kind != record.KindRequest {
+			c := *r
+			c.Kind = record.KindRequest
+			v = &c
+		}
+	case *record.Session:
+		if r == nil {
+			return nil, errors.New("nil session record")
+		}
+		v = r
+		if r.Kind != record.KindSession {
+			c := *r
+			c.Kind = record.KindSession
+			v = &c
+		}
+	case nil:
+		return nil, errors.New("nil record")
+	default:
+		v = rec
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", rec, err)
+	}
+	return b, nil
+}

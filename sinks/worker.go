@@ -167,6 +167,7 @@ func (o *output) deliverFresh(batch []record.Record) bool {
 		}
 		if o.spool != nil {
 			o.noteFailure(len(rest), err)
+			o.retried.Add(1) // from the spool
 			o.enterDown(err)
 			return o.toSpool(rest)
 		}
@@ -323,6 +324,7 @@ func (o *output) attempt(batch []record.Record, fromSpool bool) (rest []record.R
 		if len(rest) > 0 {
 			o.held, o.heldFromSpool = nil, false
 			rest = nil
+			o.retried.Add(1) // from the spool
 			o.mu.Unlock()
 			o.noteFailure(failed, err)
 			o.enterDown(err)
