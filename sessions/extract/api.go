@@ -183,6 +183,11 @@ func (e *Extractor) Extract(v *View) (string, bool) {
 			raw, ok = v.FormField(e.side, e.key)
 		}
 		if !ok && e.decode == decodeNone && e.sel != nil {
+			if e.sel.simple {
+				if val, works, sure := v.scanJSON(e.side, e.sel.steps); sure {
+					return val, works
+				}
+			}
 			doc, isJSON := v.JSONBody(e.side)
 			if !isJSON {
 				return "", false
@@ -215,10 +220,13 @@ func (e *Extractor) Extract(v *View) (string, bool) {
 }
 
 // selector is a compiled JSONPath. Paths made only of child names and indexes (all of the
-// common ones) are walked directly, without ojg's per-call stack allocation.
+// common ones) are walked directly, without ojg's per-call stack allocation; on a JSON body
+// they are read from the View's token tape without parsing the body into a tree.
 type selector struct {
 	expr     jp.Expr
 	definite bool
+	simple   bool   // steps hold the whole path
+	steps    []step // child names and indexes, when simple
 }
 
 func compileSelector(src string) (s *selector, err error) {
@@ -235,6 +243,7 @@ func compileSelector(src string) (s *selector, err error) {
 		return nil, errors.New("empty expression")
 	}
 	s = &selector{expr: x, definite: true}
+	s.steps, s.simple = simpleSteps(x)
 	for _, f := range x {
 		switch f.(type) {
 		case jp.Root, jp.At, jp.Bracket, jp.Child, jp.Nth:

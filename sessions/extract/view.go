@@ -78,6 +78,12 @@ type View struct {
 	parser      *oj.Parser
 	parsedBytes int
 	scratch     []byte
+
+	// tapes are the scanned JSON bodies (see scan.go), one per side; tapeDone and tapeOK say
+	// whether a side was scanned and whether its tape may be read.
+	tapes    [2][]tok
+	tapeDone [2]bool
+	tapeOK   [2]bool
 }
 
 var viewPool = sync.Pool{New: func() any { return new(View) }}
@@ -123,6 +129,13 @@ func (v *View) Release() {
 	if cap(v.scratch) > pooledScratch {
 		v.scratch = nil
 	}
+	for i := range v.tapes {
+		if cap(v.tapes[i]) > pooledTape {
+			v.tapes[i] = nil
+		}
+		v.tapes[i] = v.tapes[i][:0]
+	}
+	v.tapeDone, v.tapeOK = [2]bool{}, [2]bool{}
 	viewPool.Put(v)
 }
 
@@ -324,6 +337,34 @@ func (v *View) JSONBody(side Side) (any, bool) {
 		st.doc, st.jsonOK = v.parse(v.body(side))
 	}
 	return st.doc, st.jsonOK
+}
+
+// scanJSON reads a simple path from one side's JSON body through its tape, scanning the body
+// on first use. sure is false when the answer must come from the parsed body instead: the
+// body was already parsed, the scanner does not read it, or the value needs the parser.
+func (v *View) scanJSON(side Side, steps []step) (val string, ok, sure bool) {
+	if v.kind(side) != bodyJSON {
+		return "", false, true
+	}
+	i := side & 1
+	if v.bodies[i].jsonDone {
+		return "", false, false
+	}
+	if !v.tapeDone[i] {
+		v.tapeDone[i] = true
+		v.tapes[i], v.tapeOK[i] = buildTape(v.tapes[i], v.body(side))
+	}
+	if !v.tapeOK[i] {
+		return "", false, false
+	}
+	idx, sure := lookup(v.tapes[i], v.body(side), steps)
+	if !sure {
+		return "", false, false
+	}
+	if idx < 0 {
+		return "", false, true
+	}
+	return tokScalar(v.tapes[i], v.body(side), idx)
 }
 
 // FormField returns the first non-empty value of a field of one side's urlencoded or
