@@ -19,6 +19,7 @@ import (
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/metrics"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sinks"
 	"github.com/apisessions/apisessions/sinks/jsonl"
@@ -88,6 +89,8 @@ type server struct {
 
 	engine   *sessions.Engine
 	pipeline *sinks.Pipeline
+	metrics  *metrics.Registry
+	proc     extproc.Processor // the engine, timed for metrics
 	ext      *extproc.Server
 	grpc     *grpc.Server
 	http     *http.Server
@@ -131,7 +134,12 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	}
 	cleanup = append(cleanup, s.engine.Close)
 
-	s.ext = extproc.New(extprocSettings(cfg, logger, s.engine))
+	s.metrics = metrics.New(buildInfo())
+	s.proc = s.metrics.Timed(s.engine)
+	s.ext = extproc.New(extprocSettings(cfg, logger, s.proc))
+	if err := s.metrics.Watch(metrics.Sources{Extproc: s.ext, Engine: s.engine, Sinks: s.pipeline}); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	s.grpc, err = extproc.NewGRPCServer(s.ext, extproc.GRPCOptions{
 		MaxMessageBytes:      cfg.Server.MaxMessageBytes,
 		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
@@ -271,7 +279,7 @@ func (s *server) reload() {
 		s.logger.Warn("reload rejected, keeping the running configuration", "config", s.configPath, "error", err.Error())
 		return
 	}
-	s.ext.SetSettings(extprocSettings(next, s.logger, s.engine))
+	s.ext.SetSettings(extprocSettings(next, s.logger, s.proc))
 	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || cur.Server != next.Server {
 		s.logger.Warn("reload: changes to server and sinks take effect after a restart")
 	}

@@ -1,0 +1,172 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/apisessions/apisessions/extproc"
+)
+
+// Label values of apisessions_extproc_messages_total.
+const (
+	modeInline        = "inline"
+	modeObservability = "observability"
+)
+
+// Outcomes of apisessions_sink_records_total.
+const (
+	outcomeAccepted  = "accepted"
+	outcomeDelivered = "delivered"
+	outcomeDropped   = "dropped"
+	outcomeFailed    = "failed"
+	outcomeSpooled   = "spooled"
+	outcomeReplayed  = "replayed"
+	outcomeRejected  = "rejected"
+	// outcomeSpoolDropped is the part of dropped the spool lost.
+	outcomeSpoolDropped = "spool_dropped"
+)
+
+// collector turns the components' Stats() into const metrics at each scrape.
+type collector struct {
+	src Sources
+
+	streamsOpen, streams, messages, observed, outOfScope, panics, protocolErrors,
+	streamErrors, headersDropped, invalidSessionValues, modeOverrides *prometheus.Desc
+
+	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed *prometheus.Desc
+
+	sinkQueued, sinkRecords, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
+}
+
+func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, labels, nil)
+}
+
+func newCollector(src Sources) *collector {
+	return &collector{
+		src: src,
+
+		streamsOpen:          desc("extproc", "streams_open", "ext_proc streams being served now."),
+		streams:              desc("extproc", "streams_total", "ext_proc streams accepted since start (one per HTTP request Envoy sends)."),
+		messages:             desc("extproc", "messages_total", "ext_proc messages received, by phase and by the message's mode (inline or observability).", "phase", "mode"),
+		observed:             desc("extproc", "exchanges_observed_total", "Finished exchanges handed to the sessions engine."),
+		outOfScope:           desc("extproc", "streams_out_of_scope_total", "Streams whose host is not tracked (traffic.hosts); answered, not recorded."),
+		panics:               desc("extproc", "panics_total", "Streams ended by a recovered panic (the request continues in Envoy)."),
+		protocolErrors:       desc("extproc", "protocol_errors_total", "Messages that break the ext_proc protocol: no request case, duplicate or out-of-order phases, headers with both value and raw_value."),
+		streamErrors:         desc("extproc", "stream_errors_total", "Streams ended by a transport error other than a normal end or reset."),
+		headersDropped:       desc("extproc", "headers_dropped_total", "Header fields not copied because a header list was over the per-list cap."),
+		invalidSessionValues: desc("extproc", "invalid_session_values_total", "Inline answers whose session id could not be sent as a header value."),
+		modeOverrides:        desc("extproc", "mode_overrides_total", "Inline request or response headers answers that asked Envoy for a body (mode_override)."),
+
+		requests:         desc("sessions", "requests_total", "Request records emitted by the engine."),
+		malicious:        desc("sessions", "malicious_requests_total", "Requests an attack verdict marked malicious."),
+		engineOutOfScope: desc("sessions", "out_of_scope_total", "Exchanges the engine dropped because their host is out of scope."),
+		liveParts:        desc("sessions", "active_parts", "Session parts held in memory now (bounded by sessions.max_live_parts)."),
+		routeHosts:       desc("sessions", "route_hosts", "Hosts with a route table of their own."),
+		routesCollapsed:  desc("sessions", "routes_collapsed_total", "Requests whose route was collapsed because the host's route table was full."),
+
+		sinkQueued:       desc("sink", "records_queued", "Records waiting in the sink's queue now (queue depth).", "sink"),
+		sinkRecords:      desc("sink", "records_total", "Records by sink and outcome: accepted into the queue; delivered (replayed ones included); spooled to disk; replayed from the spool; dropped (queue full, after shutdown, undelivered at the deadline without a spool, lost by the spool); spool_dropped (the part of dropped the spool lost); failed (refused, retried out, or not encodable); rejected (the part of failed kept in the rejects file).", "sink", "outcome"),
+		sinkRetries:      desc("sink", "write_retries_total", "Writes that failed and were tried again.", "sink"),
+		sinkSpoolRecords: desc("sink", "spool_records", "Records waiting in the sink's on-disk spool now.", "sink"),
+		sinkSpoolBytes:   desc("sink", "spool_bytes", "Size of the sink's on-disk spool now.", "sink"),
+	}
+}
+
+var _ prometheus.Collector = (*collector)(nil)
+
+// Describe sends only the descriptors of the sources that are set, so a registry without a
+// component does not advertise its metrics.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	if c.src.Extproc != nil {
+		for _, d := range []*prometheus.Desc{c.streamsOpen, c.streams, c.messages, c.observed, c.outOfScope, c.panics,
+			c.protocolErrors, c.streamErrors, c.headersDropped, c.invalidSessionValues, c.modeOverrides} {
+			ch <- d
+		}
+	}
+	if c.src.Engine != nil {
+		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed} {
+			ch <- d
+		}
+	}
+	if c.src.Sinks != nil {
+		ch <- c.sinkQueued
+		ch <- c.sinkRecords
+		ch <- c.sinkRetries
+		ch <- c.sinkSpoolRecords
+		ch <- c.sinkSpoolBytes
+	}
+}
+
+// Collect reads each source once per scrape.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	if c.src.Extproc != nil {
+		c.collectExtproc(ch, c.src.Extproc.Stats())
+	}
+	if c.src.Engine != nil {
+		s := c.src.Engine.Stats()
+		ch <- counter(c.requests, s.Observed)
+		ch <- counter(c.malicious, s.Malicious)
+		ch <- counter(c.engineOutOfScope, s.OutOfScope)
+		ch <- prometheus.MustNewConstMetric(c.liveParts, prometheus.GaugeValue, float64(s.LiveParts))
+		ch <- prometheus.MustNewConstMetric(c.routeHosts, prometheus.GaugeValue, float64(s.RouteHosts))
+		ch <- counter(c.routesCollapsed, s.RoutesCollapsed)
+	}
+	if c.src.Sinks != nil {
+		for _, o := range c.src.Sinks.Stats() {
+			ch <- prometheus.MustNewConstMetric(c.sinkQueued, prometheus.GaugeValue, float64(o.Queued), o.Name)
+			for _, v := range []struct {
+				outcome string
+				n       uint64
+			}{
+				{outcomeAccepted, o.Accepted},
+				{outcomeDelivered, o.Delivered},
+				{outcomeDropped, o.Dropped},
+				{outcomeFailed, o.Failed},
+				{outcomeSpooled, o.Spooled},
+				{outcomeReplayed, o.Replayed},
+				{outcomeRejected, o.Rejected},
+				{outcomeSpoolDropped, o.SpoolDropped},
+			} {
+				ch <- prometheus.MustNewConstMetric(c.sinkRecords, prometheus.CounterValue, float64(v.n), o.Name, v.outcome)
+			}
+			ch <- prometheus.MustNewConstMetric(c.sinkRetries, prometheus.CounterValue, float64(o.Retried), o.Name)
+			ch <- prometheus.MustNewConstMetric(c.sinkSpoolRecords, prometheus.GaugeValue, float64(o.SpoolRecords), o.Name)
+			ch <- prometheus.MustNewConstMetric(c.sinkSpoolBytes, prometheus.GaugeValue, float64(o.SpoolBytes), o.Name)
+		}
+	}
+}
+
+func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats) {
+	ch <- prometheus.MustNewConstMetric(c.streamsOpen, prometheus.GaugeValue, float64(s.StreamsOpen))
+	ch <- counter(c.streams, s.Streams)
+	for _, m := range []struct {
+		mode   string
+		counts extproc.PhaseCounts
+	}{{modeInline, s.Inline}, {modeObservability, s.Observability}} {
+		for _, p := range []struct {
+			phase string
+			n     uint64
+		}{
+			{"request_headers", m.counts.RequestHeaders},
+			{"request_body", m.counts.RequestBody},
+			{"request_trailers", m.counts.RequestTrailers},
+			{"response_headers", m.counts.ResponseHeaders},
+			{"response_body", m.counts.ResponseBody},
+			{"response_trailers", m.counts.ResponseTrailers},
+		} {
+			ch <- prometheus.MustNewConstMetric(c.messages, prometheus.CounterValue, float64(p.n), p.phase, m.mode)
+		}
+	}
+	ch <- counter(c.observed, s.Observed)
+	ch <- counter(c.outOfScope, s.OutOfScope)
+	ch <- counter(c.panics, s.Panics)
+	ch <- counter(c.protocolErrors, s.ProtocolErrors)
+	ch <- counter(c.streamErrors, s.StreamErrors)
+	ch <- counter(c.headersDropped, s.HeadersDropped)
+	ch <- counter(c.invalidSessionValues, s.InvalidSessionValues)
+	ch <- counter(c.modeOverrides, s.ModeOverrides)
+}
+
+func counter[N int64 | uint64](d *prometheus.Desc, n N) prometheus.Metric {
+	return prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n))
+}

@@ -1,0 +1,162 @@
+// Package metrics is the Prometheus side of apisessions: one registry per process (never the
+// global one, so tests and in-process servers do not share counters), collectors that read
+// the components' Stats() at scrape time, and histograms fed on the stream path.
+//
+// Reading Stats() at scrape time keeps the hot path free of metric calls: the components
+// already count with atomics, and a scrape is a handful of atomic loads. Labels are fixed
+// sets (phases, modes, outcomes, sink names from the configuration); nothing derived from
+// traffic ever becomes a label or a value.
+//
+// It imports extproc, sessions and sinks for their Stats types; none of them imports it.
+package metrics
+
+import (
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+	"github.com/apisessions/apisessions/sinks"
+)
+
+// Namespace prefixes every apisessions metric.
+const Namespace = "apisessions"
+
+// ExtprocSource is what the ext_proc server exposes (implemented by *extproc.Server).
+type ExtprocSource interface{ Stats() extproc.Stats }
+
+// EngineSource is what the sessions engine exposes (implemented by *sessions.Engine).
+type EngineSource interface{ Stats() sessions.Stats }
+
+// SinkSource is what the sink pipeline exposes (implemented by *sinks.Pipeline).
+type SinkSource interface{ Stats() []sinks.OutputStats }
+
+// Sources are the components read at scrape time; a nil field exports none of its metrics.
+type Sources struct {
+	Extproc ExtprocSource
+	Engine  EngineSource
+	Sinks   SinkSource
+}
+
+// BuildInfo labels apisessions_build_info.
+type BuildInfo struct {
+	Version, Commit string
+}
+
+// Registry is the metrics registry of one process.
+type Registry struct {
+	reg *prometheus.Registry
+	// processing times the engine's work per exchange; observe and peek are its two children,
+	// resolved once so the stream path does no label lookup.
+	processing    *prometheus.HistogramVec
+	observe, peek prometheus.Observer
+
+	watchOnce sync.Once
+	watchErr  error
+}
+
+// processingBuckets span what one exchange costs the engine: a few microseconds for a bare
+// GET, up to tens of milliseconds for the largest JSON bodies on a loaded machine.
+var processingBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11) // 1µs … ~1s
+
+// New returns a registry with the Go runtime and process collectors and the build info. The
+// components are added with Watch once they exist.
+func New(info BuildInfo) *Registry {
+	r := &Registry{reg: prometheus.NewRegistry()}
+	r.processing = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace,
+		Subsystem: "sessions",
+		Name:      "processing_duration_seconds",
+		Help:      "Time the sessions engine spends per exchange: op=observe at the end of a stream (extract, group, enrich, emit), op=peek when an inline answer carries the session (request and response headers).",
+		Buckets:   processingBuckets,
+	}, []string{"op"})
+	r.observe = r.processing.WithLabelValues("observe")
+	r.peek = r.processing.WithLabelValues("peek")
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "build_info",
+		Help:      "Always 1; labels name the running build.",
+	}, []string{"version", "commit", "go_version"})
+	build.WithLabelValues(info.Version, info.Commit, runtime.Version()).Set(1)
+	r.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		r.processing,
+		build,
+	)
+	return r
+}
+
+// Watch registers the collector that reads src at every scrape. It may be called once; a
+// second call returns the first call's result without registering anything.
+func (r *Registry) Watch(src Sources) error {
+	r.watchOnce.Do(func() {
+		r.watchErr = r.reg.Register(newCollector(src))
+	})
+	return r.watchErr
+}
+
+// Gatherer returns the registry for tests and for pushing to other exporters.
+func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
+
+// Handler serves the registry in the Prometheus text format. Errors while gathering are
+// logged at warn level and the metrics that could be gathered are still served.
+func (r *Registry) Handler(logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      r.reg,
+		// Scrapes are cheap, but a flood of them must not pile up goroutines.
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	})
+}
+
+// Timed returns p wrapped so that Observe and Peek are timed into
+// apisessions_sessions_processing_duration_seconds. A nil p stays nil, which extproc reads
+// as "no processor".
+func (r *Registry) Timed(p extproc.Processor) extproc.Processor {
+	if p == nil {
+		return nil
+	}
+	return &timedProcessor{next: p, observe: r.observe, peek: r.peek}
+}
+
+// timedProcessor adds two clock reads and one histogram update per call: tens of
+// nanoseconds against the microseconds the engine spends.
+type timedProcessor struct {
+	next          extproc.Processor
+	observe, peek prometheus.Observer
+}
+
+var _ extproc.Processor = (*timedProcessor)(nil)
+
+func (t *timedProcessor) InScope(host string) bool { return t.next.InScope(host) }
+func (t *timedProcessor) Needs() traffic.Needs     { return t.next.Needs() }
+func (t *timedProcessor) MaxBodyBytes() int        { return t.next.MaxBodyBytes() }
+
+func (t *timedProcessor) Observe(x *traffic.Exchange) *record.Request {
+	start := time.Now()
+	rec := t.next.Observe(x)
+	t.observe.Observe(time.Since(start).Seconds())
+	return rec
+}
+
+func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key record.Key) {
+	start := time.Now()
+	session, part, key = t.next.Peek(x)
+	t.peek.Observe(time.Since(start).Seconds())
+	return session, part, key
+}

@@ -1,0 +1,217 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+	"github.com/apisessions/apisessions/sinks"
+)
+
+type fakeExtproc struct{ s extproc.Stats }
+
+func (f *fakeExtproc) Stats() extproc.Stats { return f.s }
+
+type fakeEngine struct{ s sessions.Stats }
+
+func (f *fakeEngine) Stats() sessions.Stats { return f.s }
+
+type fakeSinks struct{ s []sinks.OutputStats }
+
+func (f *fakeSinks) Stats() []sinks.OutputStats { return f.s }
+
+// fakeProcessor records the calls the timing wrapper forwards.
+type fakeProcessor struct {
+	observed, peeked int
+}
+
+func (f *fakeProcessor) InScope(host string) bool { return host == "api.example.com" }
+func (f *fakeProcessor) Needs() traffic.Needs     { return traffic.Needs{RequestBody: true} }
+func (f *fakeProcessor) MaxBodyBytes() int        { return 123 }
+func (f *fakeProcessor) Observe(*traffic.Exchange) *record.Request {
+	f.observed++
+	return &record.Request{RequestID: "r1"}
+}
+func (f *fakeProcessor) Peek(*traffic.Exchange) (string, string, record.Key) {
+	f.peeked++
+	return "s_1", "p_1", record.Key{Source: "param", Name: "token"}
+}
+
+func TestCollectorReadsSourcesAtScrape(t *testing.T) {
+	t.Parallel()
+	ext := &fakeExtproc{s: extproc.Stats{
+		StreamsOpen: 3, Streams: 10,
+		Inline:         extproc.PhaseCounts{RequestHeaders: 7, RequestBody: 2},
+		Observability:  extproc.PhaseCounts{RequestHeaders: 3, ResponseBody: 5},
+		Observed:       9,
+		ProtocolErrors: 4, Panics: 1, HeadersDropped: 2000,
+	}}
+	eng := &fakeEngine{s: sessions.Stats{Observed: 9, Malicious: 2, LiveParts: 6}}
+	snk := &fakeSinks{s: []sinks.OutputStats{{Name: "audit", Queued: 12, Accepted: 40, Delivered: 25, Dropped: 3, Failed: 1,
+		Retried: 7, Spooled: 9, Replayed: 4, SpoolDropped: 2, Rejected: 1, SpoolRecords: 5, SpoolBytes: 4096}}}
+	r := New(BuildInfo{Version: "v1.2.3", Commit: "abc"})
+	if err := r.Watch(Sources{Extproc: ext, Engine: eng, Sinks: snk}); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP apisessions_extproc_streams_open ext_proc streams being served now.
+# TYPE apisessions_extproc_streams_open gauge
+apisessions_extproc_streams_open 3
+# HELP apisessions_extproc_protocol_errors_total Messages that break the ext_proc protocol: no request case, duplicate or out-of-order phases, headers with both value and raw_value.
+# TYPE apisessions_extproc_protocol_errors_total counter
+apisessions_extproc_protocol_errors_total 4
+# HELP apisessions_sessions_active_parts Session parts held in memory now (bounded by sessions.max_live_parts).
+# TYPE apisessions_sessions_active_parts gauge
+apisessions_sessions_active_parts 6
+# HELP apisessions_sink_records_queued Records waiting in the sink's queue now (queue depth).
+# TYPE apisessions_sink_records_queued gauge
+apisessions_sink_records_queued{sink="audit"} 12
+`
+	if err := testutil.GatherAndCompare(r.Gatherer(), strings.NewReader(want),
+		"apisessions_extproc_streams_open", "apisessions_extproc_protocol_errors_total",
+		"apisessions_sessions_active_parts", "apisessions_sink_records_queued"); err != nil {
+		t.Error(err)
+	}
+
+	// The collector reads at every scrape: a changed snapshot shows without re-registering.
+	ext.s.StreamsOpen = 0
+	snk.s[0].Delivered = 36
+	tests := []struct {
+		name   string
+		metric string
+		labels map[string]string
+		want   float64
+	}{
+		{name: "open streams after they closed", metric: "apisessions_extproc_streams_open", want: 0},
+		{name: "streams", metric: "apisessions_extproc_streams_total", want: 10},
+		{name: "inline request headers", metric: "apisessions_extproc_messages_total", labels: map[string]string{"phase": "request_headers", "mode": "inline"}, want: 7},
+		{name: "observability request headers", metric: "apisessions_extproc_messages_total", labels: map[string]string{"phase": "request_headers", "mode": "observability"}, want: 3},
+		{name: "observability response body", metric: "apisessions_extproc_messages_total", labels: map[string]string{"phase": "response_body", "mode": "observability"}, want: 5},
+		{name: "inline response trailers never seen", metric: "apisessions_extproc_messages_total", labels: map[string]string{"phase": "response_trailers", "mode": "inline"}, want: 0},
+		{name: "panics", metric: "apisessions_extproc_panics_total", want: 1},
+		{name: "headers dropped", metric: "apisessions_extproc_headers_dropped_total", want: 2000},
+		{name: "engine requests", metric: "apisessions_sessions_requests_total", want: 9},
+		{name: "malicious", metric: "apisessions_sessions_malicious_requests_total", want: 2},
+		{name: "accepted", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "accepted"}, want: 40},
+		{name: "delivered after the change", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "delivered"}, want: 36},
+		{name: "dropped", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "dropped"}, want: 3},
+		{name: "failed", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "failed"}, want: 1},
+		{name: "spooled", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "spooled"}, want: 9},
+		{name: "replayed", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "replayed"}, want: 4},
+		{name: "spool dropped", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "spool_dropped"}, want: 2},
+		{name: "rejected", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "rejected"}, want: 1},
+		{name: "retries", metric: "apisessions_sink_write_retries_total", labels: map[string]string{"sink": "audit"}, want: 7},
+		{name: "spool records", metric: "apisessions_sink_spool_records", labels: map[string]string{"sink": "audit"}, want: 5},
+		{name: "spool bytes", metric: "apisessions_sink_spool_bytes", labels: map[string]string{"sink": "audit"}, want: 4096},
+		{name: "build info", metric: "apisessions_build_info", labels: map[string]string{"version": "v1.2.3", "commit": "abc"}, want: 1},
+	}
+	families := gather(t, r)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := value(families, tc.metric, tc.labels)
+			if !ok {
+				t.Fatalf("%s: no %s%v in the scrape", tc.name, tc.metric, tc.labels)
+			}
+			if got != tc.want {
+				t.Errorf("%s: %s%v = %v, want %v", tc.name, tc.metric, tc.labels, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRegistryHasRuntimeMetricsAndNoComponentWithoutSource(t *testing.T) {
+	t.Parallel()
+	r := New(BuildInfo{})
+	if err := r.Watch(Sources{Engine: &fakeEngine{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Watch(Sources{Extproc: &fakeExtproc{}}); err != nil {
+		t.Errorf("a second Watch returned %v, want the first call's nil", err)
+	}
+	families := gather(t, r)
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "apisessions_sessions_active_parts"} {
+		if _, ok := families[name]; !ok {
+			t.Errorf("the scrape lacks %s", name)
+		}
+	}
+	for _, name := range []string{"apisessions_extproc_streams_open", "apisessions_sink_records_queued"} {
+		if _, ok := families[name]; ok {
+			t.Errorf("the scrape has %s though no source for it was watched", name)
+		}
+	}
+}
+
+func TestTimedForwardsAndObserves(t *testing.T) {
+	t.Parallel()
+	r := New(BuildInfo{})
+	if r.Timed(nil) != nil {
+		t.Fatal("Timed(nil) is not nil; extproc would take it for a processor")
+	}
+	f := &fakeProcessor{}
+	p := r.Timed(f)
+	x := &traffic.Exchange{Host: "api.example.com"}
+	if !p.InScope("api.example.com") || p.InScope("other") {
+		t.Error("InScope is not forwarded")
+	}
+	if p.Needs() != (traffic.Needs{RequestBody: true}) || p.MaxBodyBytes() != 123 {
+		t.Error("Needs or MaxBodyBytes is not forwarded")
+	}
+	for range 3 {
+		if rec := p.Observe(x); rec == nil || rec.RequestID != "r1" {
+			t.Fatalf("Observe returned %+v, want the engine's record", rec)
+		}
+	}
+	if s, part, key := p.Peek(x); s != "s_1" || part != "p_1" || key.Name != "token" {
+		t.Errorf("Peek returned %q %q %+v", s, part, key)
+	}
+	if f.observed != 3 || f.peeked != 1 {
+		t.Errorf("engine saw %d observes and %d peeks, want 3 and 1", f.observed, f.peeked)
+	}
+	families := gather(t, r)
+	h := families["apisessions_sessions_processing_duration_seconds"]
+	if h == nil {
+		t.Fatal("no processing histogram")
+	}
+	counts := map[string]uint64{}
+	for _, m := range h.GetMetric() {
+		counts[m.GetLabel()[0].GetValue()] = m.GetHistogram().GetSampleCount()
+	}
+	if counts["observe"] != 3 || counts["peek"] != 1 {
+		t.Errorf("histogram counts %v, want observe 3 and peek 1", counts)
+	}
+}
+
+func TestHandlerServesTextFormat(t *testing.T) {
+	t.Parallel()
+	r := New(BuildInfo{Version: "dev"})
+	if err := r.Watch(Sources{Sinks: &fakeSinks{s: []sinks.OutputStats{{Name: "stdout"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r.Handler(nil))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Errorf("answer %d %q, want 200 text/plain", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{`apisessions_sink_records_total{outcome="delivered",sink="stdout"} 0`, "apisessions_build_info{", "go_gc_duration_seconds"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+}
