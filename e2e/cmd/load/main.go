@@ -1,0 +1,389 @@
+// Command load drives an ext_proc server with the Envoy-shaped streams of the end-to-end
+// harness (protomsg.Sequence played by protomsg.Exchange, as Envoy plays them) and prints
+// requests per second and latency percentiles per exchange.
+//
+//	go run ./e2e/cmd/load --target 127.0.0.1:50051 --concurrency 64 --duration 10s --bodies
+//	go run ./e2e/cmd/load --self --concurrency 64,256 --duration 10s --bodies
+//
+// --self starts apisessions (in-process, on loopback) and a no-op ext_proc server and runs the
+// same load against both in one run, printing the ratio of their throughput.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/apisessions/apisessions/cmd/apisessions/app"
+	"github.com/apisessions/apisessions/extproc/noop"
+	"github.com/apisessions/apisessions/extproc/protomsg"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// loadConfig is the configuration --self runs apisessions with: four grouping keys (one in a
+// JSON body), six context parameters and the JA3 fallback. Records go to /dev/null, so the
+// sink's encoding is measured but no disk.
+const loadConfig = `
+parameters:
+  - {name: session_cookie, in: request.cookie, key: session_id, group: true, hashed: true}
+  - {name: api_key, in: request.header, key: x-api-key, group: true, hashed: true}
+  - {name: query_token, in: request.query, key: token, group: true, hashed: true}
+  - {name: body_token, in: request.body, path: $.token, group: true, hashed: true}
+  - {name: username, in: request.header, key: authorization, decode: jwt, path: $.details.username, type: user}
+  - {name: role, in: request.header, key: authorization, decode: jwt, path: $.role, type: role}
+  - {name: email, in: request.body, path: $.email, hashed: true}
+  - {name: product_id, in: response.body, path: $.product_id}
+  - {name: tenant, in: request.header, key: x-tenant}
+  - {name: order_id, in: request.path, path: "/api/orders/{id}"}
+sessions:
+  fallback: [ip, user_agent, ja3]
+sinks:
+  - {type: jsonl, path: /dev/null}
+`
+
+// poolSize is how many distinct exchanges are prebuilt; workers cycle through them.
+const poolSize = 4096
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	target        string
+	self          bool
+	concurrency   []int
+	duration      time.Duration
+	bodies        bool
+	observability bool
+	config        string
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var conc string
+	fs.StringVar(&o.target, "target", "", "HOST:PORT of a running ext_proc server")
+	fs.BoolVar(&o.self, "self", false, "start apisessions and a no-op server in-process and compare them")
+	fs.StringVar(&conc, "concurrency", "64", "concurrent streams; a comma-separated list runs each")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long each run lasts (at most 10m)")
+	fs.BoolVar(&o.bodies, "bodies", false, "send JSON request and response bodies (BUFFERED_PARTIAL inline, STREAMED in observability mode)")
+	fs.BoolVar(&o.observability, "observability", false, "observability mode: no answers awaited")
+	fs.StringVar(&o.config, "config", "", "with --self: apisessions configuration file (default: four grouping keys, six context parameters, JA3)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	for _, c := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 || n > 10000 {
+			fmt.Fprintf(stderr, "load: --concurrency %q: use numbers from 1 to 10000\n", c)
+			return 2
+		}
+		o.concurrency = append(o.concurrency, n)
+	}
+	if o.duration <= 0 || o.duration > 10*time.Minute {
+		fmt.Fprintln(stderr, "load: --duration must be within (0, 10m]")
+		return 2
+	}
+	if (o.target == "") == !o.self {
+		fmt.Fprintln(stderr, "load: give exactly one of --target HOST:PORT and --self")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	seqs := pool(o)
+	fmt.Fprintf(stdout, "mode=%s bodies=%v duration=%v exchanges=%d distinct\n", modeName(o.observability), o.bodies, o.duration, len(seqs))
+	fmt.Fprintf(stdout, "%-12s %5s %10s %9s %9s %9s %9s %7s\n", "target", "conc", "req/s", "p50", "p90", "p99", "max", "errors")
+	if !o.self {
+		for _, c := range o.concurrency {
+			r, err := drive(ctx, o.target, c, o.duration, seqs)
+			if err != nil {
+				fmt.Fprintln(stderr, "load:", err)
+				return 1
+			}
+			printResult(stdout, o.target, c, r)
+		}
+		return 0
+	}
+
+	noopAddr, stopNoop, err := startNoop()
+	if err != nil {
+		fmt.Fprintln(stderr, "load:", err)
+		return 1
+	}
+	defer stopNoop()
+	apiAddr, stopAPI, err := startAPISessions(ctx, o.config)
+	if err != nil {
+		fmt.Fprintln(stderr, "load:", err)
+		return 1
+	}
+	defer stopAPI()
+	for _, c := range o.concurrency {
+		base, err := drive(ctx, noopAddr, c, o.duration, seqs)
+		if err != nil {
+			fmt.Fprintln(stderr, "load:", err)
+			return 1
+		}
+		printResult(stdout, "noop", c, base)
+		got, err := drive(ctx, apiAddr, c, o.duration, seqs)
+		if err != nil {
+			fmt.Fprintln(stderr, "load:", err)
+			return 1
+		}
+		printResult(stdout, "apisessions", c, got)
+		fmt.Fprintf(stdout, "ratio apisessions/noop at concurrency %d: %.2f\n", c, got.rps/base.rps)
+	}
+	return 0
+}
+
+func modeName(obs bool) string {
+	if obs {
+		return "observability"
+	}
+	return "inline"
+}
+
+type result struct {
+	rps      float64
+	lat      []time.Duration // sorted
+	errors   int64
+	firstErr error
+}
+
+func pct(s []time.Duration, p float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func printResult(w io.Writer, name string, c int, r result) {
+	fmt.Fprintf(w, "%-12s %5d %10.0f %9s %9s %9s %9s %7d\n", name, c, r.rps,
+		round(pct(r.lat, .5)), round(pct(r.lat, .9)), round(pct(r.lat, .99)), round(pct(r.lat, 1)), r.errors)
+	if r.firstErr != nil {
+		fmt.Fprintf(w, "  first error: %v\n", r.firstErr)
+	}
+}
+
+func round(d time.Duration) time.Duration {
+	if d > time.Millisecond {
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+// drive runs c workers for d against addr, each playing one exchange after another.
+func drive(ctx context.Context, addr string, c int, d time.Duration, seqs [][]*extprocv3.ProcessingRequest) (result, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return result{}, fmt.Errorf("target %q: %w", addr, err)
+	}
+	// A few connections, as Envoy spreads streams over its HTTP/2 connections to a cluster.
+	conns := make([]extprocv3.ExternalProcessorClient, 4)
+	for i := range conns {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return result{}, err
+		}
+		defer cc.Close()
+		conns[i] = extprocv3.NewExternalProcessorClient(cc)
+	}
+	// Warm up connections and caches outside the measurement.
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	for i := range conns {
+		if _, err := protomsg.Exchange(wctx, conns[i], seqs[i]); err != nil {
+			wcancel()
+			return result{}, fmt.Errorf("warm-up exchange with %s: %w", addr, err)
+		}
+	}
+	wcancel()
+
+	// Cancel-only: a deadline would travel to the server and gRPC's own timer may fire before
+	// the context reports it, counting the last in-flight exchanges as errors.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timer := time.AfterFunc(d, cancel)
+	defer timer.Stop()
+	var (
+		next     atomic.Int64
+		errs     atomic.Int64
+		firstErr atomic.Pointer[error]
+		mu       sync.Mutex
+		all      []time.Duration
+		wg       sync.WaitGroup
+	)
+	began := time.Now()
+	for w := range c {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 1024)
+			client := conns[w%len(conns)]
+			for rctx.Err() == nil {
+				seq := seqs[int(next.Add(1))%len(seqs)]
+				t0 := time.Now()
+				_, err := protomsg.Exchange(rctx, client, seq)
+				if err != nil {
+					if rctx.Err() != nil {
+						break
+					}
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(began)
+	slices.Sort(all)
+	r := result{rps: float64(len(all)) / elapsed.Seconds(), lat: all, errors: errs.Load()}
+	if p := firstErr.Load(); p != nil {
+		r.firstErr = *p
+	}
+	return r, nil
+}
+
+// pool prebuilds the exchanges: 256 clients with their own tokens, addresses and
+// fingerprints, so sessions, parts and caches see realistic reuse.
+func pool(o options) [][]*extprocv3.ProcessingRequest {
+	mode := &filterv3.ProcessingMode{}
+	if o.bodies {
+		bm := filterv3.ProcessingMode_BUFFERED_PARTIAL
+		if o.observability {
+			bm = filterv3.ProcessingMode_STREAMED
+		}
+		mode = &filterv3.ProcessingMode{RequestBodyMode: bm, ResponseBodyMode: bm}
+	}
+	enc := base64.RawURLEncoding
+	out := make([][]*extprocv3.ProcessingRequest, 0, poolSize)
+	start := time.Now().UTC()
+	for i := range poolSize {
+		user := i % 256
+		claims, _ := json.Marshal(map[string]any{"sub": fmt.Sprintf("u-%d", user), "role": "customer",
+			"details": map[string]any{"username": fmt.Sprintf("user-%d@example.com", user)}})
+		jwt := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(claims) + ".c2ln"
+		token := fmt.Sprintf("tok-%04d-%s", user, strings.Repeat("k", 24))
+		hs := protomsg.Pairs(
+			"user-agent", fmt.Sprintf("Mozilla/5.0 (load %d)", user%17),
+			"accept", "application/json",
+			"authorization", "Bearer "+jwt,
+			"x-tenant", fmt.Sprintf("t-%d", user%5),
+			"x-client-ja3", fmt.Sprintf("%032x", user%31),
+			"x-request-id", fmt.Sprintf("load-%d", i),
+		)
+		x := &traffic.Exchange{
+			RequestID: fmt.Sprintf("load-%d", i), Start: start, Scheme: "https", Host: "api.example.com",
+			SourceAddress: fmt.Sprintf("198.51.%d.%d:4%04d", user/200, user%200+1, i%10000),
+			ResponseSeen:  true, Status: 200,
+			ResponseHeaders: protomsg.Pairs("content-type", "application/json", "cache-control", "no-store"),
+		}
+		if o.bodies {
+			x.Method, x.Path = "POST", "/api/cart"
+			x.RequestHeaders = append(hs, protomsg.Pairs("content-type", "application/json")...)
+			x.RequestBody = []byte(fmt.Sprintf(`{"token":%q,"email":"user-%d@example.com","items":[{"sku":"p-%d","qty":%d}],"note":%q}`,
+				token, user, i%100, i%4+1, strings.Repeat("n", 200)))
+			x.ResponseBody = []byte(fmt.Sprintf(`{"product_id":"p-%d","cart":{"size":%d,"total":%d.50},"recommendations":["a","b","c"]}`, i%100, i%4+1, i%90))
+		} else {
+			x.Method, x.Path = "GET", fmt.Sprintf("/api/orders/%d?token=%s", i, token)
+			x.RequestHeaders = hs
+			x.ResponseHeaders = append(x.ResponseHeaders, protomsg.Pairs("content-length", "512")...)
+		}
+		out = append(out, protomsg.Sequence(x, protomsg.Options{Mode: mode, Observability: o.observability, ChunkSize: 4096}))
+	}
+	return out
+}
+
+func startNoop() (string, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	gs := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(gs, noop.Server{})
+	go func() { _ = gs.Serve(lis) }()
+	return lis.Addr().String(), gs.Stop, nil
+}
+
+// startAPISessions runs `apisessions serve` in-process on loopback ports and waits for its
+// ready line.
+func startAPISessions(ctx context.Context, configPath string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "apisessions-load-")
+	if err != nil {
+		return "", nil, err
+	}
+	if configPath == "" {
+		configPath = filepath.Join(dir, "apisessions.yaml")
+		if err := os.WriteFile(configPath, []byte(loadConfig), 0o600); err != nil {
+			return "", nil, err
+		}
+	}
+	pr, pw := io.Pipe()
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	args := []string{"serve", "--config", configPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "data")}
+	go func() {
+		done <- app.Run(sctx, args, io.Discard, pw)
+		pw.Close()
+	}()
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		sent := false
+		for sc.Scan() {
+			if sent {
+				continue
+			}
+			var m struct {
+				Msg      string `json:"msg"`
+				GRPCAddr string `json:"grpc_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Msg == "ready" {
+				ready <- m.GRPCAddr
+				sent = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	stop := func() {
+		cancel()
+		<-done
+		_ = os.RemoveAll(dir)
+	}
+	select {
+	case addr := <-ready:
+		return addr, stop, nil
+	case code := <-done:
+		cancel()
+		_ = os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("apisessions exited with status %d before it was ready", code)
+	case <-time.After(30 * time.Second):
+		stop()
+		return "", nil, errors.New("apisessions was not ready within 30s")
+	}
+}
