@@ -17,7 +17,7 @@ import (
 
 const (
 	helperDirEnv = "APISESSIONS_STORE_CRASH_DIR"
-	crashBatch   = 200
+	crashBatch   = 50
 )
 
 // TestHelperProcess is not a test: TestKillDurability runs the test binary again with it to get
@@ -72,7 +72,7 @@ func TestKillDurability(t *testing.T) {
 			t.Fatalf("helper said %q", line)
 		}
 		acked, _ = strconv.Atoi(n)
-		if acked >= 25 {
+		if acked >= 10 {
 			// Kill while it writes the next batch: what it acknowledged must survive.
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)

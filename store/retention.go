@@ -96,7 +96,7 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 		return false, fmt.Errorf("store: purge: %w", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT id, flows FROM requests WHERE part_id = ? ORDER BY time LIMIT ?`, id, purgeRows)
+	rows, err := tx.QueryContext(ctx, `SELECT id, flows FROM requests WHERE part_id = ? ORDER BY time LIMIT ?`, id, s.chunk)
 	if err != nil {
 		return false, fmt.Errorf("store: purge requests: %w", err)
 	}
@@ -134,7 +134,7 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 			return false, fmt.Errorf("store: purge requests: %w", err)
 		}
 	}
-	done := len(ids) < purgeRows
+	done := len(ids) < s.chunk
 	if done {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM parts WHERE id = ?`, id); err != nil {
 			return false, fmt.Errorf("store: purge part: %w", err)

@@ -43,7 +43,7 @@ const (
 	// purgeParts and purgeRows bound one retention transaction, so the writer lock is held for
 	// milliseconds and ingest is never stalled behind a large deletion.
 	purgeParts = 64
-	purgeRows  = 5000
+	purgeRows  = 1000
 )
 
 // Errors a caller branches on.
@@ -90,6 +90,8 @@ type Store struct {
 	stmt writeStmts
 	// probe is how many parts List collects through the filter indexes (probeParts).
 	probe int
+	// chunk is how many request rows one retention transaction deletes (purgeRows).
+	chunk int
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -120,6 +122,7 @@ func Open(o Options) (*Store, error) {
 		done:      make(chan struct{}),
 		closed:    make(chan struct{}),
 		probe:     probeParts,
+		chunk:     purgeRows,
 	}
 	if s.retention == 0 {
 		s.retention = DefaultRetention

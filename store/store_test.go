@@ -377,9 +377,10 @@ func TestRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(context.Background())
+	s.chunk = 50
 	var recs []record.Record
-	// s_old: 12000 requests (more than one purge chunk), all 8 days old.
-	for i := range 12000 {
+	// s_old: 120 requests (more than two purge chunks), all 8 days old.
+	for i := range 120 {
 		recs = append(recs, req("s_old", "2026-11-22", time.Duration(i)*time.Millisecond, func(r *record.Request) {
 			r.Flows = []string{"auth"}
 		}))

@@ -1,0 +1,112 @@
+package explore
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/store"
+)
+
+// csvHeader is the header row of records.md.
+var csvHeader = []string{"time", "request_id", "method", "host", "path", "route", "status", "duration_ms",
+	"request_bytes", "response_bytes", "client_ip", "user_agent", "user", "role", "flows", "malicious", "params"}
+
+func (h *Handler) csv(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r.URL.Query(), csvFilters, 0)
+	if err != nil {
+		return err
+	}
+	session, part := r.PathValue("session"), r.PathValue("part")
+	var cw *csv.Writer
+	row := make([]string, len(csvHeader))
+	err = h.store.EachRequest(r.Context(), session, part, q.filter, func(rec *record.Request) error {
+		if cw == nil {
+			cw = startCSV(w, session, part)
+		}
+		csvRow(row, rec)
+		return cw.Write(row)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return errNotFound(fmt.Sprintf("no session part %s/%s; it may have passed the retention", quote(session), quote(part)))
+	}
+	if cw == nil && err == nil {
+		// A part whose requests the filters all leave out: the header row alone.
+		cw = startCSV(w, session, part)
+	}
+	if cw == nil {
+		return err
+	}
+	cw.Flush()
+	if err != nil || cw.Error() != nil {
+		// The status line is out; the truncated body is what the client gets. Log it once.
+		h.log.Warn("csv export interrupted", "session", safeName(session), "error", errors.Join(err, cw.Error()).Error())
+	}
+	return nil
+}
+
+func startCSV(w http.ResponseWriter, session, part string) *csv.Writer {
+	hd := w.Header()
+	hd.Set("Content-Type", "text/csv; charset=utf-8")
+	hd.Set("Content-Disposition", `attachment; filename="`+safeName(session)+"_"+safeName(part)+`.csv"`)
+	w.WriteHeader(http.StatusOK)
+	cw := csv.NewWriter(w)
+	_ = cw.Write(csvHeader)
+	return cw
+}
+
+// csvRow fills row with rec's cells, each neutralised for spreadsheets.
+func csvRow(row []string, rec *record.Request) {
+	params := ""
+	if len(rec.Params) > 0 {
+		b, _ := json.Marshal(rec.Params)
+		params = string(b)
+	}
+	cells := [...]string{
+		rec.Time.String(), rec.RequestID, rec.Method, rec.Host, rec.Path, rec.Route,
+		strconv.Itoa(rec.Status), strconv.FormatFloat(rec.DurationMS, 'f', -1, 64),
+		strconv.FormatInt(rec.RequestBytes, 10), strconv.FormatInt(rec.ResponseBytes, 10),
+		rec.ClientIP, rec.UserAgent, rec.User, rec.Role, strings.Join(rec.Flows, ";"),
+		strconv.FormatBool(rec.Malicious), params,
+	}
+	for i, c := range cells {
+		row[i] = neutralise(c)
+	}
+}
+
+// neutralise prefixes a cell that a spreadsheet would evaluate as a formula with "'"
+// (records.md: cells beginning with =, +, -, @, tab or carriage return). Quoting of commas,
+// quotes and newlines is encoding/csv's.
+func neutralise(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
+}
+
+// safeName keeps the characters a session id or part name is made of, so the file name in
+// Content-Disposition can never break out of its quotes or name a path.
+func safeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < 64; i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		return "part"
+	}
+	return b.String()
+}

@@ -1,0 +1,254 @@
+// Package explore serves the explore API (/api/v1/…) over the store: the session list with its
+// filters and cursor, one session part with its statistics and requests, the CSV export of a
+// part and the lookup of a request by its id. It mounts the web UI (explore/ui) at "/".
+//
+// Every answer is JSON ({"error": "..."} for errors, saying what to fix) except the CSV. When a
+// token is set, every /api/ path wants "Authorization: Bearer <token>"; the UI's page and
+// scripts carry no data and load without it, then ask for the token.
+//
+// It imports the store and the record shape; never the sessions engine, gRPC or the sinks.
+package explore
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/store"
+)
+
+// Store is what the API reads; *store.Store implements it.
+type Store interface {
+	List(ctx context.Context, q store.ListQuery) (*store.Page, error)
+	Part(ctx context.Context, session, part string, q store.PartQuery) (*store.PartView, error)
+	EachRequest(ctx context.Context, session, part string, f store.Filter, fn func(*record.Request) error) error
+	Request(ctx context.Context, requestID string) (*store.Found, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Options configure New.
+type Options struct {
+	// Store answers the queries; nil answers 503 on every /api/ path (no store sink configured).
+	Store Store
+	// Token, when not empty, is required as a bearer token on /api/ paths.
+	Token string
+	// UI is served at "/" (every path outside /api/); nil answers 404 there.
+	UI http.Handler
+	// Logger already names the component; nil discards.
+	Logger *slog.Logger
+	// QueryTimeout bounds one query (default 30 s).
+	QueryTimeout time.Duration
+}
+
+// Handler serves the API and the UI.
+type Handler struct {
+	store   Store
+	token   [32]byte
+	hasTok  bool
+	ui      http.Handler
+	log     *slog.Logger
+	timeout time.Duration
+	mux     *http.ServeMux
+}
+
+// New returns the handler. Mount it at "/" of the HTTP server (next to /healthz, /metrics).
+func New(o Options) *Handler {
+	h := &Handler{store: o.Store, ui: o.UI, log: o.Logger, timeout: o.QueryTimeout}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.timeout <= 0 {
+		h.timeout = 30 * time.Second
+	}
+	if o.Token != "" {
+		// Comparing fixed-size digests keeps the comparison constant-time whatever the length.
+		h.token, h.hasTok = sha256.Sum256([]byte(o.Token)), true
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/sessions", h.api(h.list))
+	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}", h.api(h.part))
+	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}/requests.csv", h.api(h.csv))
+	mux.HandleFunc("GET /api/v1/requests/{request_id}", h.api(h.request))
+	mux.HandleFunc("/api/", h.api(func(w http.ResponseWriter, r *http.Request) error {
+		return errNotFound("no such API path; see /api/v1/sessions")
+	}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if h.ui == nil {
+			http.NotFound(w, r)
+			return
+		}
+		h.ui.ServeHTTP(w, r)
+	})
+	h.mux = mux
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// apiError carries an HTTP status and a message for the client.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errNotFound(msg string) error { return &apiError{status: http.StatusNotFound, msg: msg} }
+
+// api wraps an endpoint: security headers, the token check, the query timeout, and errors
+// turned into JSON answers.
+func (h *Handler) api(fn func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Cache-Control", "no-store")
+		if h.hasTok && !h.authorized(r) {
+			hd.Set("WWW-Authenticate", `Bearer realm="apisessions"`)
+			writeError(w, http.StatusUnauthorized, "a valid token is required; send Authorization: Bearer <the token in server.api_token_file>")
+			return
+		}
+		if h.store == nil {
+			writeError(w, http.StatusServiceUnavailable, "no store sink is configured; add - {type: store} to sinks to explore sessions")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+		defer cancel()
+		err := fn(w, r.WithContext(ctx))
+		if err == nil {
+			return
+		}
+		var bf *badFilter
+		var ae *apiError
+		switch {
+		case errors.As(err, &bf):
+			writeError(w, http.StatusBadRequest, bf.msg)
+		case errors.As(err, &ae):
+			writeError(w, ae.status, ae.msg)
+		case errors.Is(err, store.ErrBadCursor):
+			writeError(w, http.StatusBadRequest, err.Error())
+		case errors.Is(err, store.ErrNotFound):
+			writeError(w, http.StatusNotFound, "not found")
+		case errors.Is(err, store.ErrClosed):
+			writeError(w, http.StatusServiceUnavailable, "the store is shutting down; try again")
+		case errors.Is(err, context.DeadlineExceeded):
+			writeError(w, http.StatusServiceUnavailable, "the query took too long; narrow the filters (a shorter time interval, a user or an IP)")
+		case r.Context().Err() != nil:
+			// The client went away; nobody reads the answer.
+		default:
+			h.log.Warn("explore query failed", "path", r.URL.Path, "error", err.Error())
+			writeError(w, http.StatusInternalServerError, "the query failed; see the server log")
+		}
+	}
+}
+
+func (h *Handler) authorized(r *http.Request) bool {
+	v := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	d := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(d[:], h.token[:]) == 1
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(true)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// listAnswer is the answer of GET /api/v1/sessions.
+type listAnswer struct {
+	Sessions []*record.Session `json:"sessions"`
+	Next     string            `json:"next"`
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r.URL.Query(), listFilters, store.MaxLimit)
+	if err != nil {
+		return err
+	}
+	p, err := h.store.List(r.Context(), store.ListQuery{Filter: q.filter, Limit: q.limit, Cursor: q.cursor})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, listAnswer{Sessions: p.Sessions, Next: p.Next})
+	return nil
+}
+
+func (h *Handler) part(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r.URL.Query(), partFilters, store.MaxPartLimit)
+	if err != nil {
+		return err
+	}
+	session, part := r.PathValue("session"), r.PathValue("part")
+	v, err := h.store.Part(r.Context(), session, part, store.PartQuery{Filter: q.filter, Limit: q.limit, Cursor: q.cursor})
+	if errors.Is(err, store.ErrNotFound) {
+		return errNotFound(fmt.Sprintf("no session part %s/%s; it may have passed the retention", quote(session), quote(part)))
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (h *Handler) request(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("request_id")
+	fd, err := h.store.Request(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return errNotFound(fmt.Sprintf("no request with id %s; it may have passed the retention", quote(id)))
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, fd)
+	return nil
+}
+
+// ReadTokenFile reads the API token from path (server.api_token_file): the whole file without
+// its trailing newline. A file that group or others may read, or an empty one, is refused.
+func ReadTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("api token file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("api token file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("api token file %s is readable by others (mode %04o); chmod 600 it", path, st.Mode().Perm())
+	}
+	if st.Size() > 4096 {
+		return "", fmt.Errorf("api token file %s is %d bytes; a token is at most 4096", path, st.Size())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4097))
+	if err != nil {
+		return "", fmt.Errorf("api token file: %w", err)
+	}
+	tok := strings.TrimRight(string(b), "\r\n")
+	if tok == "" || strings.TrimSpace(tok) != tok {
+		return "", fmt.Errorf("api token file %s is empty or the token has spaces around it; write the token alone", path)
+	}
+	return tok, nil
+}
