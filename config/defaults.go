@@ -46,8 +46,8 @@ func Default() *Config {
 		BusinessFlows: BusinessFlows{Builtin: true},
 		TLS:           TLS{JA3Header: "x-client-ja3", JA4Header: "x-client-ja4"},
 		Inline:        Inline{SessionHeader: "x-apisessions-session", DynamicMetadata: true},
-		// The spec's default is the embedded store; until it exists records go to stdout.
-		Sinks: []Sink{withName(DefaultSink(SinkJSONL, "-"), SinkJSONL)},
+		// The embedded store, in server.data_dir (a store sink without a path uses it).
+		Sinks: []Sink{withName(DefaultSink(SinkStore, ""), SinkStore)},
 	}
 }
 
@@ -102,7 +102,7 @@ var Decodings = []string{DecodeJWT, DecodeJSON, DecodeBase64}
 
 // AvailableSinkTypes lists the sink types this build can create. The other spec types are
 // recognised but rejected by Validate until they exist here.
-var AvailableSinkTypes = []string{SinkJSONL, SinkWebhook, SinkKafka}
+var AvailableSinkTypes = []string{SinkStore, SinkJSONL, SinkWebhook, SinkKafka}
 
 // SinkTypes lists every sink type of the spec.
 var SinkTypes = []string{SinkStore, SinkJSONL, SinkWebhook, SinkKafka}

@@ -58,7 +58,7 @@ func TestDefaultIsFresh(t *testing.T) {
 	a := Default()
 	a.Sessions.Fallback[0] = "changed"
 	a.Sinks[0].Path = "changed"
-	if b := Default(); b.Sessions.Fallback[0] != FallbackIP || b.Sinks[0].Path != "-" {
+	if b := Default(); b.Sessions.Fallback[0] != FallbackIP || b.Sinks[0].Path != "" || b.Sinks[0].Type != SinkStore {
 		t.Error("Default() returns values that share slices between calls")
 	}
 }
@@ -410,13 +410,13 @@ func TestValidateBuiltInCode(t *testing.T) {
 	got := problemLines(t, c.Validate())
 	want := []string{
 		"sessions.retention: 0s is not more than 0; use a duration such as 168h",
-		`sinks[1].type: sink type "store" is not available in this build yet; use jsonl, webhook, kafka`,
 		"sinks[1].max_backups: does not apply to a store sink; remove it",
 		"sinks[1].queue_size: 0 is too small; use at least 1 (default 10000)",
 		"sinks[1].batch_size: 0 is too small; use at least 1 (default 500)",
 		"sinks[1].flush_interval: 0s is not more than 0; use a duration such as 1s",
 		"sinks[1].timeout: 0s is not more than 0; use a duration such as 30s",
 		"sinks[1].retry.initial_interval: 0s is not more than 0; use a duration such as 1s",
+		"sinks[1].type: sinks[0] is already a store; keep one store sink: the explore API and UI read one store",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("problems (-want +got):\n%s", diff)

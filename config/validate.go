@@ -658,6 +658,7 @@ func (v *validator) sinks() {
 	names := map[string]int{}
 	files := map[string]int{}
 	spools := map[string]int{}
+	stores := -1
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
 		at := fmt.Sprintf("sinks[%d]", i)
@@ -697,6 +698,8 @@ func (v *validator) sinks() {
 		}
 		v.delivery(at, s, spools, i)
 		switch s.Type {
+		case SinkStore:
+			v.store(at, s, &stores, i)
 		case SinkWebhook:
 			v.webhook(at, s)
 		case SinkKafka:
@@ -721,6 +724,18 @@ func (v *validator) sinks() {
 			}
 		}
 	}
+}
+
+// store checks a store sink; stores holds the index of the first one (-1 before it).
+func (v *validator) store(at string, s *Sink, stores *int, i int) {
+	if s.Path == "-" {
+		v.add(at+".path", "\"-\" is not a directory; give the store's directory, or leave path out to use server.data_dir")
+	}
+	if *stores >= 0 {
+		v.add(at+".type", "sinks[%d] is already a store; keep one store sink: the explore API and UI read one store", *stores)
+		return
+	}
+	*stores = i
 }
 
 // delivery checks the timeout, retry and spool keys every sink type has.

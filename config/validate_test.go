@@ -466,11 +466,16 @@ func TestParseAndValidate(t *testing.T) {
 			want: []string{f + `:1: sinks: no sink is configured, so records go nowhere; add one, e.g. - {type: jsonl, path: "-"}`},
 		},
 		{
-			name: "spec sink types not available yet",
-			yaml: "sinks:\n  - type: store\n    path: ./data\n",
+			name: "store sinks",
+			yaml: "sinks:\n  - type: store\n    path: \"-\"\n  - type: store\n    name: second\n",
 			want: []string{
-				f + `:2: sinks[0].type: sink type "store" is not available in this build yet; use jsonl, webhook, kafka`,
+				f + `:3: sinks[0].path: "-" is not a directory; give the store's directory, or leave path out to use server.data_dir`,
+				f + `:4: sinks[1].type: sinks[0] is already a store; keep one store sink: the explore API and UI read one store`,
 			},
+		},
+		{
+			name: "store sink without a path uses the data directory",
+			yaml: "sinks:\n  - type: store\n",
 		},
 		{
 			name: "webhook keys",
@@ -528,8 +533,8 @@ func TestParseAndValidate(t *testing.T) {
 			name: "sink type missing or unknown",
 			yaml: "sinks:\n  - path: x\n  - type: jsonlines\n",
 			want: []string{
-				f + `:2: sinks[0].type: is missing; use jsonl, webhook, kafka`,
-				f + `:3: sinks[1].type: "jsonlines" is not a sink type; use jsonl, webhook, kafka`,
+				f + `:2: sinks[0].type: is missing; use store, jsonl, webhook, kafka`,
+				f + `:3: sinks[1].type: "jsonlines" is not a sink type; use store, jsonl, webhook, kafka`,
 			},
 		},
 		{
