@@ -1,0 +1,248 @@
+// One session part: header, statistics of the whole part, in-session filters and the timeline.
+import { h, fmtInt, fmtMs, fmtPct, fmtTime, fmtClock, statusClass, str } from './dom.js';
+import { getJSON, partPath, csvURL, download, needsFetchDownload } from './api.js';
+import { PART_FILTERS, carry, href } from './state.js';
+import { filterForm, chips } from './filters.js';
+
+// Known statistics, in display order, with the names the API may use for them.
+const STAT_GROUPS = [
+  { title: 'Methods', names: ['methods', 'method', 'by_method'] },
+  { title: 'Statuses', names: ['statuses', 'status', 'by_status'] },
+  { title: 'Client IPs', names: ['ips', 'client_ips', 'ip', 'client_ip', 'by_ip', 'by_client_ip'] },
+  { title: 'Business flows', names: ['flows', 'flow', 'by_flow'] },
+  { title: 'Routes', names: ['routes', 'route', 'by_route'] },
+  { title: 'Attack types', names: ['attack_types', 'attacks', 'attack_type', 'by_attack_type'] },
+];
+
+// entries normalises one statistic: {value: count} or [{value|name|key, count|requests}].
+function entries(v) {
+  let e = [];
+  if (Array.isArray(v)) {
+    e = v.filter((x) => x && typeof x === 'object')
+      .map((x) => [str(x.value ?? x.name ?? x.key ?? x.flow ?? ''), Number(x.count ?? x.requests ?? 0)]);
+  } else if (v && typeof v === 'object') {
+    e = Object.entries(v).filter(([, n]) => typeof n === 'number').map(([k, n]) => [k, n]);
+  }
+  return e.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+}
+
+const MAX_STAT_ROWS = 12;
+
+function statCard(title, list, total, id) {
+  const rows = list.slice(0, MAX_STAT_ROWS).map(([k, n]) => {
+    const bar = h('span', { class: 'bar' });
+    const pct = total > 0 ? Math.min(100, (n * 100) / total) : 0;
+    bar.style.width = pct.toFixed(1) + '%';
+    return h('tr', {},
+      h('td', { class: 'stat-key', title: k, text: k === '' ? '(none)' : k }),
+      h('td', { class: 'num', text: fmtInt(n) }),
+      h('td', { class: 'num pct', text: fmtPct(n, total) }),
+      h('td', { class: 'bar-cell' }, h('span', { class: 'bar-track' }, bar)));
+  });
+  const rest = list.length > MAX_STAT_ROWS
+    ? h('p', { class: 'muted small', text: '+' + (list.length - MAX_STAT_ROWS) + ' more' }) : null;
+  return h('div', { class: 'stat', id },
+    h('h3', { text: title }),
+    list.length === 0 ? h('p', { class: 'muted small', text: 'none' })
+      : h('table', { class: 'stat-table' }, h('tbody', {}, rows)),
+    rest);
+}
+
+function statsSection(stats, session) {
+  const s = stats && typeof stats === 'object' ? stats : {};
+  const total = Number(s.requests ?? s.total ?? session.requests) || 0;
+  const used = new Set();
+  const cards = [];
+  for (const g of STAT_GROUPS) {
+    const name = g.names.find((n) => n in s);
+    if (name) used.add(name);
+    cards.push(statCard(g.title, name ? entries(s[name]) : [], total, 'stat-' + g.names[0]));
+  }
+  for (const [k, v] of Object.entries(s)) {
+    if (used.has(k) || k.includes('share') || typeof v !== 'object' || v === null) continue;
+    const list = entries(v);
+    if (list.length) cards.push(statCard(k.replace(/_/g, ' '), list, total, 'stat-' + k));
+  }
+  return h('section', { class: 'card', id: 'stats' },
+    h('h2', {}, 'Statistics ', h('span', { class: 'muted small', text: 'whole part, ' + fmtInt(total) + ' requests' })),
+    h('div', { class: 'stats-grid' }, cards));
+}
+
+function dl(pairs) {
+  return h('dl', { class: 'facts' }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== '')
+    .map(([k, v, cls]) => h('div', { class: 'fact' }, h('dt', { text: k }), h('dd', { class: cls || '' }, v))));
+}
+
+function header(session) {
+  const key = session.key && typeof session.key === 'object' ? session.key : {};
+  const ips = Array.isArray(session.ips) ? session.ips.map(str) : [];
+  const uas = Array.isArray(session.user_agents) ? session.user_agents.map(str) : [];
+  const state = session.final ? 'ended' + (session.end_reason ? ' (' + str(session.end_reason) + ')' : '') : 'active';
+  return dl([
+    ['Grouping key', h('span', {}, h('span', { class: 'key-source', text: str(key.source) }), ' ', h('mark', { class: 'key-name', text: str(key.name) }))],
+    ['User', h('span', { id: 'part-user', text: str(session.user) || '–' })],
+    ['Role', str(session.role) || '–'],
+    ['First seen', fmtTime(session.first_seen)],
+    ['Last seen', fmtTime(session.last_seen)],
+    ['Requests', fmtInt(session.requests)],
+    ['Malicious', fmtInt(session.malicious), Number(session.malicious) > 0 ? 'danger-text' : ''],
+    ['Bytes in / out', fmtInt(session.bytes_in) + ' / ' + fmtInt(session.bytes_out)],
+    ['State', state],
+    ['Client IPs', h('ul', { class: 'plain mono', id: 'part-ips' }, ips.map((v) => h('li', { text: v })))],
+    ['User agents', h('ul', { class: 'plain', id: 'part-user-agents' }, uas.map((v) => h('li', { class: 'ua', text: v })))],
+  ]);
+}
+
+function paramsCell(params, key) {
+  if (!params || typeof params !== 'object') return '';
+  const keyName = key && key.source === 'param' ? str(key.name) : null;
+  return h('ul', { class: 'params' }, Object.entries(params).map(([k, v]) => {
+    const isKey = k === keyName;
+    const val = str(v);
+    return h('li', { class: isKey ? 'param grouping' : 'param', title: isKey ? 'grouping key of this request' : null },
+      h(isKey ? 'mark' : 'span', { class: 'param-name', text: k }), '=',
+      h('span', { class: 'param-value', title: val, text: val }));
+  }));
+}
+
+function attackText(r) {
+  const a = r.attack && typeof r.attack === 'object' ? r.attack : null;
+  if (!a) return r.malicious ? 'malicious' : '';
+  const types = Array.isArray(a.types) ? a.types.map(str).join(', ') : '';
+  return types || str(a.source) || 'malicious';
+}
+
+function details(r) {
+  const a = r.attack && typeof r.attack === 'object' ? r.attack : null;
+  const headers = a && a.headers && typeof a.headers === 'object' ? Object.entries(a.headers) : [];
+  return h('div', { class: 'details' },
+    dl([
+      ['Request id', h('span', { class: 'mono rid', text: str(r.request_id) })],
+      ['Time', fmtTime(r.time)],
+      ['URL', h('span', { class: 'mono', text: str(r.scheme) + '://' + str(r.host) + str(r.path) })],
+      ['Route', h('span', { class: 'mono', text: str(r.route) })],
+      ['Client IP', h('span', { class: 'mono', text: str(r.client_ip) })],
+      ['User agent', h('span', { class: 'ua', text: str(r.user_agent) })],
+      ['JA3', str(r.ja3) && h('span', { class: 'mono', text: str(r.ja3) })],
+      ['JA4', str(r.ja4) && h('span', { class: 'mono', text: str(r.ja4) })],
+      ['Request / response bytes', fmtInt(r.request_bytes) + ' / ' + fmtInt(r.response_bytes)],
+      ['Partial', r.partial ? 'yes: the stream ended before the response completed' : ''],
+      ['Attack', a ? [str(a.source), Array.isArray(a.types) ? a.types.map(str).join(', ') : '',
+        Array.isArray(a.rule_ids) && a.rule_ids.length ? 'rules ' + a.rule_ids.map(str).join(', ') : '']
+        .filter(Boolean).join(' · ') : ''],
+    ]),
+    headers.length ? h('table', { class: 'kv' }, h('caption', { text: 'Request headers' }),
+      h('tbody', {}, headers.map(([k, v]) => h('tr', {}, h('th', { scope: 'row', text: k }), h('td', { text: str(v) }))))) : null,
+    a && a.body ? h('div', {}, h('h4', { text: 'Request body' + (a.body_truncated ? ' (truncated)' : '') }),
+      h('pre', { class: 'body', text: str(a.body) })) : null);
+}
+
+function timelineRow(r, cols) {
+  const key = r.key && typeof r.key === 'object' ? r.key : {};
+  const flows = Array.isArray(r.flows) ? r.flows.map(str) : [];
+  const attack = attackText(r);
+  const tr = h('tr', { class: 'req' + (r.malicious ? ' malicious' : ''), tabindex: '0', dataset: { requestId: str(r.request_id) } },
+    h('td', { class: 'nowrap mono', title: fmtTime(r.time), text: fmtClock(r.time) }),
+    h('td', {}, h('span', { class: 'method', text: str(r.method) })),
+    h('td', { class: 'path' }, h('span', { class: 'mono', title: str(r.host) + str(r.path), text: str(r.path) }),
+      r.route && r.route !== r.path ? h('div', { class: 'route mono', text: str(r.route) }) : null,
+      attack ? h('span', { class: 'badge danger', text: attack }) : null),
+    h('td', {}, h('span', { class: 'status ' + statusClass(r.status), text: r.status ? str(r.status) : '—' })),
+    h('td', { class: 'num', text: fmtMs(r.duration_ms) }),
+    h('td', { class: 'num', title: 'request ' + fmtInt(r.request_bytes) + ' B, response ' + fmtInt(r.response_bytes) + ' B', text: fmtInt(r.response_bytes) }),
+    h('td', { class: 'user', title: str(r.user), text: str(r.user) }),
+    h('td', { class: 'small' }, flows.map((f) => h('span', { class: 'tag', text: f }))),
+    h('td', { class: 'small mono' }, h('span', { class: 'key-source', text: str(key.source) }), ' ', h('span', { class: 'key-name', text: str(key.name) })),
+    h('td', { class: 'small' }, paramsCell(r.params, key)));
+  const detailRow = h('tr', { class: 'detail', hidden: true }, h('td', { colspan: String(cols) }, details(r)));
+  const toggle = () => { detailRow.hidden = !detailRow.hidden; tr.classList.toggle('open', !detailRow.hidden); };
+  // A click that ends a text selection is copying, not opening.
+  tr.addEventListener('click', () => { if (!window.getSelection().toString()) toggle(); });
+  tr.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); } });
+  return [tr, detailRow];
+}
+
+function shareBox(link) {
+  const input = h('input', { id: 'share-link', type: 'text', readonly: 'readonly', value: link, 'aria-label': 'Link to this view', spellcheck: 'false' });
+  const note = h('span', { id: 'copy-status', class: 'muted small', role: 'status' });
+  const copy = h('button', {
+    type: 'button', id: 'copy-link', text: 'Copy link',
+    onclick: async () => {
+      input.value = new URL(location.href).href;
+      input.select();
+      try {
+        await navigator.clipboard.writeText(input.value);
+        note.textContent = 'Copied.';
+      } catch {
+        note.textContent = 'Select the link and copy it.';
+      }
+    },
+  });
+  return h('div', { class: 'share' }, copy, input, note);
+}
+
+// renderPart draws one session part into main.
+export async function renderPart(main, st, nav, isCurrent) {
+  const body = await getJSON(partPath(st.session, st.part), st.inPart);
+  if (!isCurrent()) return;
+  const session = body.session && typeof body.session === 'object' ? body.session : {};
+  const requests = Array.isArray(body.requests) ? body.requests.filter((r) => r && typeof r === 'object') : [];
+
+  const go = (inPart) => nav({ ...st, inPart });
+  const listFilters = carry(st.list);
+  const canApply = Object.keys(listFilters).length > 0;
+  const form = filterForm('part-filters', PART_FILTERS, st.inPart, go, [
+    h('button', { type: 'button', id: 'show-all', text: 'Show all requests', disabled: Object.keys(st.inPart).length === 0, onclick: () => go({}) }),
+    h('button', {
+      type: 'button', id: 'apply-list-filters', text: 'Apply filters', disabled: !canApply,
+      title: canApply ? 'Apply the session list filters inside this session' : 'No session list filter applies inside a session',
+      onclick: () => go({ ...st.inPart, ...listFilters }),
+    }),
+  ]);
+  const active = chips('part-chips', st.inPart, (k) => {
+    const inPart = { ...st.inPart };
+    delete inPart[k];
+    go(inPart);
+  });
+
+  const fileName = (st.session + '-' + st.part + '.csv').replace(/[^A-Za-z0-9._-]/g, '_');
+  const csv = csvURL(st.session, st.part, st.inPart);
+  const csvLink = h('a', {
+    id: 'download-csv', class: 'button', href: csv, download: fileName,
+    onclick: (ev) => {
+      if (!needsFetchDownload()) return;
+      ev.preventDefault();
+      download(csv, fileName).catch((e) => main.dispatchEvent(new CustomEvent('apierror', { detail: e })));
+    },
+  }, 'Download CSV');
+
+  const cols = 10;
+  const tbody = h('tbody', { id: 'request-rows' });
+  for (const r of requests) tbody.append(...timelineRow(r, cols));
+  const total = Number(session.requests) || 0;
+  const filtered = Object.keys(st.inPart).length > 0;
+  const back = { list: st.list, session: '', part: '', inPart: {} };
+
+  main.replaceChildren(
+    h('nav', { class: 'crumbs' }, h('a', {
+      id: 'back-to-list', href: href(back),
+      onclick: (ev) => { if (ev.button === 0 && !ev.metaKey && !ev.ctrlKey) { ev.preventDefault(); nav(back); } },
+    }, '← Sessions')),
+    h('section', { class: 'card' },
+      h('div', { class: 'title-row' },
+        h('h1', { id: 'part-title' }, h('span', { class: 'mono', id: 'part-session', text: str(session.session) || st.session }),
+          h('span', { class: 'part', id: 'part-part', text: str(session.part) || st.part })),
+        h('div', { class: 'title-actions' }, shareBox(location.href), csvLink)),
+      header(session)),
+    statsSection(body.stats, session),
+    h('section', { class: 'card' },
+      h('h2', { text: 'Requests' }),
+      form, active,
+      h('p', { id: 'timeline-status', class: 'muted' }, filtered
+        ? fmtInt(requests.length) + ' of ' + fmtInt(total) + ' requests match the filters.'
+        : fmtInt(requests.length) + (requests.length === 1 ? ' request' : ' requests') + ' in time order.'),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'grid timeline' },
+        h('thead', {}, h('tr', {}, ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 'Size, bytes', 'User', 'Flows', 'Key', 'Params']
+          .map((t) => h('th', { scope: 'col', text: t })))),
+        tbody))));
+}

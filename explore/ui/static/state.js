@@ -1,0 +1,78 @@
+// The whole view lives in the page URL, so a copied link reproduces it:
+//   list filters as plain query parameters (user=alice&status=5xx),
+//   the open session part as session=...&part=...,
+//   in-session filters with the prefix "in." (in.method=POST).
+
+// LIST_FILTERS are the filters of GET /api/v1/sessions, in form order.
+export const LIST_FILTERS = ['from', 'to', 'user', 'role', 'flow', 'ip', 'request_id', 'method',
+  'status', 'host', 'path', 'route', 'malicious'];
+
+// PART_FILTERS are the filters inside one session part (and its CSV).
+export const PART_FILTERS = ['from', 'to', 'method', 'status', 'ip', 'path', 'route', 'flow',
+  'malicious', 'request_id'];
+
+const IN = 'in.';
+
+// LABELS name each filter for people.
+export const LABELS = {
+  from: 'From (UTC)', to: 'To (UTC)', user: 'User', role: 'Role', flow: 'Business flow',
+  ip: 'Client IP', request_id: 'Request id', method: 'Method', status: 'Status', host: 'Host',
+  path: 'Path prefix', route: 'Route', malicious: 'Malicious only',
+};
+
+// read parses a URL search string into {list, session, part, inPart}.
+export function read(search) {
+  const q = new URLSearchParams(search);
+  const list = {}, inPart = {};
+  for (const k of LIST_FILTERS) {
+    const v = q.get(k);
+    if (v) list[k] = v;
+  }
+  for (const k of PART_FILTERS) {
+    const v = q.get(IN + k);
+    if (v) inPart[k] = v;
+  }
+  const session = q.get('session') || '', part = q.get('part') || '';
+  return { list, session, part: session ? part : '', inPart: session ? inPart : {} };
+}
+
+// write renders a state as a search string ("?..." or "").
+export function write(st) {
+  const q = new URLSearchParams();
+  for (const k of LIST_FILTERS) if (st.list[k]) q.set(k, st.list[k]);
+  if (st.session) {
+    q.set('session', st.session);
+    q.set('part', st.part);
+    for (const k of PART_FILTERS) if (st.inPart[k]) q.set(IN + k, st.inPart[k]);
+  }
+  const s = q.toString();
+  return s ? '?' + s : '';
+}
+
+// carry keeps the list filters that also apply inside a session part: a part opened from a
+// filtered list shows the same kind of requests until "Show all requests".
+export function carry(list) {
+  const out = {};
+  for (const k of PART_FILTERS) if (list[k]) out[k] = list[k];
+  return out;
+}
+
+// href is the page link of a state, relative to the page.
+export function href(st) {
+  return location.pathname + write(st);
+}
+
+// toInputTime turns an RFC 3339 time into the value of a datetime-local input, in UTC.
+export function toInputTime(s) {
+  if (!s) return '';
+  const d = new Date(s);
+  return Number.isNaN(d.getTime()) ? '' : d.toISOString().slice(0, 19);
+}
+
+// fromInputTime turns a datetime-local value (read as UTC) into RFC 3339.
+export function fromInputTime(v) {
+  if (!v) return '';
+  const full = v.length === 16 ? v + ':00' : v;
+  const d = new Date(full + 'Z');
+  return Number.isNaN(d.getTime()) ? '' : d.toISOString().replace('.000Z', 'Z');
+}
