@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -183,15 +184,27 @@ func click(selector string) chromedp.Action[chromedp.Void] {
 	return chromedp.Click(chromedp.CSS(selector))
 }
 
-// uiServer serves the UI and an API on one origin, as the binary does.
-func uiServer(t *testing.T, api func(*http.ServeMux)) *httptest.Server {
+// serveHTTP starts an HTTP server for h on a free port.
+func serveHTTP(t *testing.T, h http.Handler) *httptest.Server {
 	t.Helper()
-	mux := http.NewServeMux()
-	mux.Handle("/", Handler())
-	api(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// fetch reads an API answer the way a client outside the browser would.
+func fetch(t *testing.T, url string) []byte {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, res.StatusCode, err)
+	}
+	return b
 }
 
 func equal(a, b []string) bool {
@@ -208,17 +221,16 @@ func equal(a, b []string) bool {
 
 func TestBrowser(t *testing.T) {
 	bctx := startBrowser(t)
-	fake := newFakeAPI()
-	fake.pageSize = 2
-	srv := uiServer(t, fake.register)
+	srv := serveHTTP(t, stack(t, "", fixtureRequests()))
 
 	t.Run("explore a session: filter, open, filter inside, copy link, download CSV", func(t *testing.T) {
 		t.Parallel()
 		tb := newTab(t, bctx)
-		tb.do("open the UI", chromedp.Navigate(srv.URL+"/"))
+		// limit=2 in the page URL is carried to the API, so "Load more" has a second page to fetch.
+		tb.do("open the UI", chromedp.Navigate(srv.URL+"/?limit=2"))
 		tb.wait("the first page of the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 2`)
 		tb.do("load more", click("#load-more"))
-		tb.wait("the second page is appended", `document.querySelectorAll('#session-rows tr').length === 3`)
+		tb.wait("the second page is appended", `document.querySelectorAll('#session-rows tr').length === 3 && document.getElementById('load-more').hidden`)
 		if got, want := eval[[]string](tb, `Array.from(document.querySelectorAll('#session-rows tr'), (tr) => tr.dataset.session)`),
 			[]string{evilSession, bobSession, aliceSession}; !equal(got, want) {
 			t.Fatalf("the list shows parts %q, want the newest first: %q", got, want)
@@ -314,9 +326,14 @@ func TestBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := fixtureCSV(fake.partRequests(aliceSession, fixturePart, map[string]string{"method": "POST"}))
+		want := fetch(t, srv.URL+"/api/v1/sessions/"+aliceSession+"/"+fixturePart+"/requests.csv?method=POST")
 		if !bytes.Equal(got, want) {
-			t.Fatalf("the downloaded CSV is\n%s\nwant the part's POST requests:\n%s", got, want)
+			t.Fatalf("the downloaded CSV is\n%s\nwant the API's export of the POST requests:\n%s", got, want)
+		}
+		lines := strings.Split(strings.TrimSpace(string(got)), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "time,request_id,method,") ||
+			!strings.Contains(lines[1], "req-a-1") || !strings.Contains(lines[2], "req-a-3") {
+			t.Fatalf("the downloaded CSV is\n%s\nwant a header and the rows of req-a-1 and req-a-3", got)
 		}
 	})
 
@@ -342,9 +359,7 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("the page holds %d elements that only markup from traffic could have made", n)
 		}
 		tb.do("go to the list", click("#back-to-list"))
-		tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 2`)
-		tb.do("load more", click("#load-more"))
-		tb.wait("all parts are listed", `document.querySelectorAll('#session-rows tr').length === 3`)
+		tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 3`)
 		if n := eval[int](tb, `document.querySelectorAll('img, svg, script:not([src])').length`); n != 0 {
 			t.Fatalf("the list holds %d elements that only markup from traffic could have made", n)
 		}
@@ -371,18 +386,17 @@ func TestBrowser(t *testing.T) {
 
 	t.Run("a token prompt when the API answers 401", func(t *testing.T) {
 		t.Parallel()
-		locked := newFakeAPI()
-		locked.token = "s3cret-token"
-		lsrv := uiServer(t, locked.register)
+		const token = "s3cret-token"
+		lsrv := serveHTTP(t, stack(t, token, fixtureRequests()))
 		tb := newTab(t, bctx)
 		tb.do("open the UI", chromedp.Navigate(lsrv.URL+"/"))
 		tb.wait("the token prompt opens", `document.getElementById('token-dialog').open`)
-		tb.do("enter the token", chromedp.SendKeys(chromedp.CSS("#token-input"), locked.token), click("#token-form button[type=submit]"))
+		tb.do("enter the token", chromedp.SendKeys(chromedp.CSS("#token-input"), token), click("#token-form button[type=submit]"))
 		tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 3`)
-		if strings.Contains(eval[string](tb, `location.href`), locked.token) {
+		if strings.Contains(eval[string](tb, `location.href`), token) {
 			t.Fatal("the token leaked into the page URL")
 		}
-		if got := eval[string](tb, `sessionStorage.getItem('apisessions.token')`); got != locked.token {
+		if got := eval[string](tb, `sessionStorage.getItem('apisessions.token')`); got != token {
 			t.Fatalf("sessionStorage holds %q, want the token", got)
 		}
 	})
@@ -396,12 +410,11 @@ func TestScreenshot(t *testing.T) {
 		t.Skip("set APISESSIONS_SCREENSHOT=1 to refresh docs/ui.png")
 	}
 	bctx := startBrowser(t)
-	demo := demoAPI()
-	srv := uiServer(t, demo.register)
+	demo := demoRequests()
+	srv := serveHTTP(t, stack(t, "", demo))
 	tb := newTab(t, bctx)
-	s := demo.sessions[0]
 	tb.do("open the demo part", chromedp.EmulateViewport(1440, 1200),
-		chromedp.Navigate(srv.URL+"/?session="+s.Session+"&part="+s.Part))
+		chromedp.Navigate(srv.URL+"/?session="+demo[0].Session+"&part="+demo[0].Part))
 	tb.wait("the part view is drawn", ready("part"))
 	ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
 	defer cancel()

@@ -72,7 +72,7 @@ export async function renderList(main, st, nav, isCurrent) {
   let shown = 0;
   const load = async (cursor) => {
     more.disabled = true;
-    const body = await getJSON('/api/v1/sessions', { ...st.list, limit: PAGE, cursor });
+    const body = await getJSON('/api/v1/sessions', { ...st.list, limit: st.limit || PAGE, cursor });
     if (!isCurrent()) return;
     const sessions = Array.isArray(body.sessions) ? body.sessions : [];
     for (const s of sessions) tbody.append(row(s || {}, st, nav));

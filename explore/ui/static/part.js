@@ -19,7 +19,7 @@ function entries(v) {
   let e = [];
   if (Array.isArray(v)) {
     e = v.filter((x) => x && typeof x === 'object')
-      .map((x) => [str(x.value ?? x.name ?? x.key ?? x.flow ?? ''), Number(x.count ?? x.requests ?? 0)]);
+      .map((x) => [x.other ? '(other)' : str(x.value ?? x.name ?? x.key ?? ''), Number(x.count ?? x.requests ?? 0)]);
   } else if (v && typeof v === 'object') {
     e = Object.entries(v).filter(([, n]) => typeof n === 'number').map(([k, n]) => [k, n]);
   }
@@ -219,8 +219,39 @@ export async function renderPart(main, st, nav, isCurrent) {
   const cols = 10;
   const tbody = h('tbody', { id: 'request-rows' });
   for (const r of requests) tbody.append(...timelineRow(r, cols));
+  // A long part comes in pages; the API's cursor fetches the next one.
+  let shown = requests.length;
+  const more = h('button', { type: 'button', id: 'load-more-requests', text: 'Load more requests', hidden: true });
+  const counter = h('p', { id: 'timeline-status', class: 'muted' });
   const total = Number(session.requests) || 0;
   const filtered = Object.keys(st.inPart).length > 0;
+  const count = (next) => {
+    counter.textContent = next
+      ? fmtInt(shown) + ' requests shown, more follow.'
+      : filtered
+        ? fmtInt(shown) + ' of ' + fmtInt(total) + ' requests match the filters.'
+        : fmtInt(shown) + (shown === 1 ? ' request' : ' requests') + ' in time order.';
+  };
+  const paginate = (next) => {
+    count(next);
+    more.hidden = !next;
+    more.disabled = false;
+    more.onclick = async () => {
+      more.disabled = true;
+      try {
+        const page = await getJSON(partPath(st.session, st.part), { ...st.inPart, cursor: next });
+        if (!isCurrent()) return;
+        const rows = Array.isArray(page.requests) ? page.requests.filter((r) => r && typeof r === 'object') : [];
+        for (const r of rows) tbody.append(...timelineRow(r, cols));
+        shown += rows.length;
+        paginate(typeof page.next === 'string' ? page.next : '');
+      } catch (e) {
+        more.disabled = false;
+        main.dispatchEvent(new CustomEvent('apierror', { detail: e }));
+      }
+    };
+  };
+  paginate(typeof body.next === 'string' ? body.next : '');
   const back = { list: st.list, session: '', part: '', inPart: {} };
 
   main.replaceChildren(
@@ -238,11 +269,10 @@ export async function renderPart(main, st, nav, isCurrent) {
     h('section', { class: 'card' },
       h('h2', { text: 'Requests' }),
       form, active,
-      h('p', { id: 'timeline-status', class: 'muted' }, filtered
-        ? fmtInt(requests.length) + ' of ' + fmtInt(total) + ' requests match the filters.'
-        : fmtInt(requests.length) + (requests.length === 1 ? ' request' : ' requests') + ' in time order.'),
+      counter,
       h('div', { class: 'table-wrap' }, h('table', { class: 'grid timeline' },
         h('thead', {}, h('tr', {}, ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 'Size, bytes', 'User', 'Flows', 'Key', 'Params']
           .map((t) => h('th', { scope: 'col', text: t })))),
-        tbody))));
+        tbody)),
+      more));
 }

@@ -33,13 +33,16 @@ export function read(search) {
     if (v) inPart[k] = v;
   }
   const session = q.get('session') || '', part = q.get('part') || '';
-  return { list, session, part: session ? part : '', inPart: session ? inPart : {} };
+  // limit sets the page size of the list (the API's default when absent).
+  const limit = /^[1-9][0-9]{0,3}$/.test(q.get('limit') || '') ? q.get('limit') : '';
+  return { list, session, part: session ? part : '', inPart: session ? inPart : {}, limit };
 }
 
 // write renders a state as a search string ("?..." or "").
 export function write(st) {
   const q = new URLSearchParams();
   for (const k of LIST_FILTERS) if (st.list[k]) q.set(k, st.list[k]);
+  if (st.limit && !st.session) q.set('limit', st.limit);
   if (st.session) {
     q.set('session', st.session);
     q.set('part', st.part);

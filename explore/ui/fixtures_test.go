@@ -1,14 +1,8 @@
 package ui
 
 import (
-	"bytes"
-	"encoding/csv"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
@@ -18,16 +12,6 @@ import (
 // element would appear and its onerror would open a dialog.
 const xssUA = `<img src=x onerror=alert(1)>`
 
-// fakeAPI answers the JSON API of interfaces.md from fixtures, with the filters the UI sends,
-// so the UI can be tested without the store. Its answers use the record types themselves, so
-// their shape is the records' shape.
-type fakeAPI struct {
-	sessions []*record.Session
-	requests []*record.Request
-	pageSize int    // session parts per page, to exercise "Load more"
-	token    string // when set, every API call needs "Authorization: Bearer <token>"
-}
-
 func at(s string) record.Time {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
@@ -36,7 +20,8 @@ func at(s string) record.Time {
 	return record.At(t)
 }
 
-// Fixture ids, fixed so tests can address them.
+// Fixture ids, fixed so tests can address them. Their requests are recorded traffic as the
+// engine emits it; sessionsFrom derives the session records.
 const (
 	aliceSession = "s_a11ce0000000000000a1"
 	bobSession   = "s_b0b0000000000000000b"
@@ -134,186 +119,9 @@ func contains(list []string, v string) bool {
 	return false
 }
 
-func newFakeAPI() *fakeAPI {
-	reqs := fixtureRequests()
-	return &fakeAPI{requests: reqs, sessions: sessionsFrom(reqs), pageSize: 50}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// register mounts the fake API on mux next to the UI, as the server does.
-func (f *fakeAPI) register(mux *http.ServeMux) {
-	auth := func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if f.token != "" && r.Header.Get("Authorization") != "Bearer "+f.token {
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "send Authorization: Bearer <token>"})
-				return
-			}
-			h(w, r)
-		}
-	}
-	mux.HandleFunc("GET /api/v1/sessions", auth(f.list))
-	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}", auth(f.part))
-	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}/requests.csv", auth(f.csv))
-	mux.HandleFunc("GET /api/v1/requests/{id}", auth(f.request))
-}
-
-// matches applies the request filters the fake understands.
-func matches(r *record.Request, q map[string]string) bool {
-	if v := q["method"]; v != "" && !strings.EqualFold(v, r.Method) {
-		return false
-	}
-	if v := q["status"]; v != "" {
-		s := strconv.Itoa(r.Status)
-		if strings.HasSuffix(v, "xx") {
-			if s[:1] != v[:1] {
-				return false
-			}
-		} else if v != s {
-			return false
-		}
-	}
-	if v := q["request_id"]; v != "" && v != r.RequestID {
-		return false
-	}
-	if v := q["path"]; v != "" && !strings.HasPrefix(r.Path, v) {
-		return false
-	}
-	if q["malicious"] == "true" && !r.Malicious {
-		return false
-	}
-	if v := q["user"]; v != "" && v != r.User {
-		return false
-	}
-	return true
-}
-
-func query(r *http.Request) map[string]string {
-	out := map[string]string{}
-	for k, v := range r.URL.Query() {
-		out[k] = v[0]
-	}
-	return out
-}
-
-func (f *fakeAPI) list(w http.ResponseWriter, r *http.Request) {
-	q := query(r)
-	var found []*record.Session
-	for _, s := range f.sessions {
-		for _, req := range f.requests {
-			if req.Session == s.Session && req.Part == s.Part && matches(req, q) {
-				found = append(found, s)
-				break
-			}
-		}
-	}
-	sort.Slice(found, func(i, j int) bool { return found[i].LastSeen.After(found[j].LastSeen.Time) })
-	start, _ := strconv.Atoi(q["cursor"])
-	end := min(start+f.pageSize, len(found))
-	start = min(start, end)
-	next := ""
-	if end < len(found) {
-		next = strconv.Itoa(end)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": found[start:end], "next": next})
-}
-
-func (f *fakeAPI) find(session, part string) *record.Session {
-	for _, s := range f.sessions {
-		if s.Session == session && s.Part == part {
-			return s
-		}
-	}
-	return nil
-}
-
-func (f *fakeAPI) partRequests(session, part string, q map[string]string) []*record.Request {
-	out := []*record.Request{}
-	for _, r := range f.requests {
-		if r.Session == session && r.Part == part && matches(r, q) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func (f *fakeAPI) part(w http.ResponseWriter, r *http.Request) {
-	s := f.find(r.PathValue("session"), r.PathValue("part"))
-	if s == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such session part"})
-		return
-	}
-	all := f.partRequests(s.Session, s.Part, nil)
-	stats := map[string]any{"requests": len(all)}
-	count := func(name string, key func(*record.Request) []string) {
-		m := map[string]int{}
-		for _, req := range all {
-			for _, k := range key(req) {
-				m[k]++
-			}
-		}
-		stats[name] = m
-	}
-	count("methods", func(r *record.Request) []string { return []string{r.Method} })
-	count("statuses", func(r *record.Request) []string { return []string{strconv.Itoa(r.Status)} })
-	count("ips", func(r *record.Request) []string { return []string{r.ClientIP} })
-	count("flows", func(r *record.Request) []string { return r.Flows })
-	count("routes", func(r *record.Request) []string { return []string{r.Route} })
-	count("attack_types", func(r *record.Request) []string {
-		if r.Attack == nil {
-			return nil
-		}
-		return r.Attack.Types
-	})
-	writeJSON(w, http.StatusOK, map[string]any{
-		"session": s, "stats": stats, "requests": f.partRequests(s.Session, s.Part, query(r)),
-	})
-}
-
-// fixtureCSV renders requests as the CSV of records.md.
-func fixtureCSV(reqs []*record.Request) []byte {
-	var b bytes.Buffer
-	cw := csv.NewWriter(&b)
-	_ = cw.Write(strings.Split("time,request_id,method,host,path,route,status,duration_ms,request_bytes,response_bytes,client_ip,user_agent,user,role,flows,malicious,params", ","))
-	for _, r := range reqs {
-		params, _ := json.Marshal(r.Params)
-		_ = cw.Write([]string{r.Time.String(), r.RequestID, r.Method, r.Host, r.Path, r.Route,
-			strconv.Itoa(r.Status), strconv.FormatFloat(r.DurationMS, 'f', -1, 64),
-			strconv.FormatInt(r.RequestBytes, 10), strconv.FormatInt(r.ResponseBytes, 10),
-			r.ClientIP, r.UserAgent, r.User, r.Role, strings.Join(r.Flows, ";"), strconv.FormatBool(r.Malicious), string(params)})
-	}
-	cw.Flush()
-	return b.Bytes()
-}
-
-func (f *fakeAPI) csv(w http.ResponseWriter, r *http.Request) {
-	s := f.find(r.PathValue("session"), r.PathValue("part"))
-	if s == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such session part"})
-		return
-	}
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="requests.csv"`)
-	_, _ = w.Write(fixtureCSV(f.partRequests(s.Session, s.Part, query(r))))
-}
-
-func (f *fakeAPI) request(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	for _, req := range f.requests {
-		if req.RequestID == id {
-			writeJSON(w, http.StatusOK, map[string]any{"session": req.Session, "part": req.Part, "request": req})
-			return
-		}
-	}
-	writeJSON(w, http.StatusNotFound, map[string]string{"error": "no request with this id"})
-}
-
-// demoAPI holds one busy, realistic session for the screenshot in docs/ui.png.
-func demoAPI() *fakeAPI {
+// demoRequests are one busy, realistic session for the screenshot in docs/ui.png, then the
+// other fixtures.
+func demoRequests() []*record.Request {
 	key := record.Key{Source: record.SourceParam, Name: "login_token"}
 	base := time.Date(2026, 11, 22, 9, 14, 2, 117e6, time.UTC)
 	type step struct {
@@ -359,7 +167,5 @@ func demoAPI() *fakeAPI {
 		}
 		reqs = append(reqs, r)
 	}
-	other := fixtureRequests()
-	reqs = append(reqs, other...)
-	return &fakeAPI{requests: reqs, sessions: sessionsFrom(reqs), pageSize: 50}
+	return append(reqs, fixtureRequests()...)
 }
