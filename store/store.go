@@ -226,19 +226,33 @@ func (s *Store) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// NewFactory returns the sinks.Factory of type "store". Every store it opens keeps parts for
-// retention (sessions.retention) and is handed to opened (when not nil) so the command can
-// serve the explore API from it. The store is closed by the sinks pipeline, like any sink.
-func NewFactory(retention time.Duration, opened func(*Store)) sinks.Factory {
+// FactoryOptions are what the store sinks of one configuration share.
+type FactoryOptions struct {
+	// DataDir is server.data_dir: the directory of a store sink written without a path.
+	DataDir string
+	// Retention is sessions.retention.
+	Retention time.Duration
+	// Opened, when not nil, receives every store the factory opens, so the command can serve
+	// the explore API from it.
+	Opened func(*Store)
+}
+
+// NewFactory returns the sinks.Factory of type "store". The store is closed by the sinks
+// pipeline, like any sink; the explore API then answers 503.
+func NewFactory(o FactoryOptions) sinks.Factory {
 	return sinks.Factory{
 		Type: config.SinkStore,
 		Create: func(cfg config.Sink, st sinks.Settings) (sinks.Sink, error) {
-			s, err := Open(Options{Dir: cfg.Path, Retention: retention, Logger: st.Logger})
+			dir := cfg.Path
+			if dir == "" {
+				dir = o.DataDir
+			}
+			s, err := Open(Options{Dir: dir, Retention: o.Retention, Logger: st.Logger})
 			if err != nil {
 				return nil, err
 			}
-			if opened != nil {
-				opened(s)
+			if o.Opened != nil {
+				o.Opened(s)
 			}
 			return s, nil
 		},

@@ -5,11 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
@@ -484,5 +486,23 @@ func TestPrefixEnd(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("%s: prefixEnd(%q) = %q, %v; want %q, %v", tc.name, tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestFactory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var got *Store
+	f := NewFactory(FactoryOptions{DataDir: dir, Retention: time.Hour, Opened: func(s *Store) { got = s }})
+	sk, err := f.Create(config.Sink{Type: config.SinkStore}, sinks.Settings{})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	defer sk.Close(context.Background())
+	if got == nil || got != sk || got.Path() != filepath.Join(dir, FileName) {
+		t.Errorf("a store sink without a path opened %v; want the data directory's %s, handed to Opened", got, FileName)
+	}
+	if _, err := NewFactory(FactoryOptions{}).Create(config.Sink{Type: config.SinkStore}, sinks.Settings{}); err == nil {
+		t.Errorf("no path and no data directory: no error")
 	}
 }

@@ -1,0 +1,233 @@
+// Package replay feeds recorded traffic — HAR files as browsers and proxies save them, and
+// JSON lines of request records — through the same pipeline as live traffic and reports the
+// sessions found. In process, the exchanges enter a sessions.Engine whose clock follows the
+// replayed time; with a target address they travel as ext_proc streams to a running server.
+//
+// It imports the sessions engine, the record and traffic shapes, and extproc's message builders
+// (for the remote mode); nothing imports it but the command.
+package replay
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// Options configure Replay.
+type Options struct {
+	// Config is the validated configuration the engine compiles.
+	Config *config.Config
+	// DataDir holds the hash key ("" = the configuration's server.data_dir).
+	DataDir string
+	// Emitter, when not nil, also receives every record (the configured sinks, for --sinks).
+	Emitter sessions.Emitter
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Result is what a replay found.
+type Result struct {
+	// Sessions holds the last record of every part, ordered by first_seen, session, part.
+	Sessions []*record.Session
+	// Requests counts the exchanges replayed.
+	Requests int
+}
+
+// Replay runs exchanges, in time order, through a sessions engine with a clock that follows
+// the replayed time, then closes the engine so every part ends, and returns the last record of
+// each part.
+func Replay(ctx context.Context, xs []traffic.Exchange, o Options) (*Result, error) {
+	if o.Config == nil {
+		return nil, errors.New("replay: no configuration")
+	}
+	order := timeOrder(xs)
+	clk := &clock{}
+	if len(xs) > 0 {
+		clk.set(xs[order[0]].Start)
+	}
+	col := &collector{next: o.Emitter, parts: map[string]*record.Session{}}
+	eng, err := sessions.New(o.Config, sessions.Settings{
+		Logger:  o.Logger,
+		Emitter: col,
+		Now:     clk.now,
+		DataDir: o.DataDir,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	res := &Result{}
+	for _, i := range order {
+		if err := ctx.Err(); err != nil {
+			eng.Close()
+			return nil, err
+		}
+		x := &xs[i]
+		// The sweeper reads this clock: parts end by the replayed time, not the wall clock.
+		clk.set(x.Start)
+		if !x.End.IsZero() {
+			clk.set(x.End)
+		}
+		eng.Observe(x)
+		res.Requests++
+	}
+	eng.Close()
+	res.Sessions = col.sessions()
+	return res, nil
+}
+
+// timeOrder returns the indexes of xs by start time; equal times keep the file's order.
+func timeOrder(xs []traffic.Exchange) []int {
+	order := make([]int, len(xs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return xs[a].Start.Compare(xs[b].Start) })
+	return order
+}
+
+// clock is a monotonic clock that follows the replayed time.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	if t.After(c.t) {
+		c.t = t
+	}
+	c.mu.Unlock()
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.t.IsZero() {
+		return time.Now()
+	}
+	return c.t
+}
+
+// collector keeps the last session record of every part and passes every record on.
+type collector struct {
+	next  sessions.Emitter
+	mu    sync.Mutex
+	parts map[string]*record.Session
+}
+
+func (c *collector) Emit(rec record.Record) {
+	if s, ok := rec.(*record.Session); ok {
+		c.mu.Lock()
+		c.parts[s.Session+"/"+s.Part] = s
+		c.mu.Unlock()
+	}
+	if c.next != nil {
+		c.next.Emit(rec)
+	}
+}
+
+func (c *collector) sessions() []*record.Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*record.Session, 0, len(c.parts))
+	for _, s := range c.parts {
+		out = append(out, s)
+	}
+	sortSessions(out)
+	return out
+}
+
+func sortSessions(out []*record.Session) {
+	slices.SortFunc(out, func(a, b *record.Session) int {
+		if c := a.FirstSeen.Compare(b.FirstSeen.Time); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Session, b.Session); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Part, b.Part)
+	})
+}
+
+// WriteTable prints one line per part: session, part, key, user, requests, first and last seen,
+// flows. Values from traffic (user, key names) are cleaned of control characters and cut, so a
+// recorded value cannot drive the terminal.
+func WriteTable(w io.Writer, ss []*record.Session) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION\tPART\tKEY\tUSER\tREQUESTS\tFIRST SEEN\tLAST SEEN\tFLOWS")
+	for _, s := range ss {
+		user := s.User
+		if user == "" {
+			user = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
+			clean(s.Session, 24), clean(s.Part, 16), clean(s.Key.String(), 40), clean(user, 32),
+			s.Requests, s.FirstSeen.String(), s.LastSeen.String(), clean(flowList(s.Flows), 60))
+	}
+	return tw.Flush()
+}
+
+func flowList(m map[string]int) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + ":" + strconv.Itoa(m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// clean keeps printable characters, replaces the rest (and tabs, which would shift columns)
+// with '?', and cuts at most runes.
+func clean(s string, most int) string {
+	var b strings.Builder
+	n := 0
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		s = s[size:]
+		if n == most {
+			b.WriteString("…")
+			break
+		}
+		if r == utf8.RuneError && size <= 1 || !unicode.IsPrint(r) {
+			r = '?'
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
+// WriteJSONL prints each part's last record as one JSON line.
+func WriteJSONL(w io.Writer, ss []*record.Session) error {
+	enc := json.NewEncoder(w)
+	for _, s := range ss {
+		if err := enc.Encode(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
