@@ -137,6 +137,10 @@ type faultsProc struct {
 func startFaultsProc(t *testing.T, configYAML string) *faultsProc {
 	t.Helper()
 	bin := faultsBinary(t)
+	if !strings.Contains(configYAML, "sinks:") {
+		// Records on stdout for the assertions, beside the default embedded store.
+		configYAML += "\nsinks:\n  - type: jsonl\n    path: \"-\"\n  - type: store\n"
+	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "apisessions.yaml")
 	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(configYAML, "%DIR%", dir)), 0o600); err != nil {

@@ -92,6 +92,11 @@ type server struct {
 
 func startServer(t *testing.T, configYAML string) *server {
 	t.Helper()
+	if !strings.Contains(configYAML, "\nsinks:") {
+		// Records on stdout for the assertions, and the embedded store (the default sink) so
+		// every scenario also runs through it.
+		configYAML += "\nsinks:\n  - type: jsonl\n    path: \"-\"\n  - type: store\n"
+	}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "apisessions.yaml")
 	if err := os.WriteFile(cfgPath, []byte(configYAML), 0o600); err != nil {

@@ -33,6 +33,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the ext_proc gRPC server and the HTTP server", serve},
 		{"validate", "check a configuration and print every error with file and line", validate},
+		{"replay", "feed recorded traffic (HAR or JSON lines) through the pipeline and print the sessions", replayCmd},
 		{"envoy-config", "print an Envoy bootstrap that attaches apisessions for a configuration", envoyConfig},
 		{"version", "print version, commit and Go version", version},
 	}

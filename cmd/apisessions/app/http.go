@@ -12,6 +12,10 @@ func (s *server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", s.metrics.Handler(s.logger.With("component", "metrics")))
+	if s.explore != nil {
+		// The explore API under /api/ and the web UI everywhere else.
+		mux.Handle("/", s.explore)
+	}
 	return mux
 }
 

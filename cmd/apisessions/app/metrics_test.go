@@ -47,6 +47,9 @@ parameters:
     in: request.body
     path: $.email
     hashed: true
+sinks:
+  - type: jsonl
+    path: "-"
 `
 
 // secretMark is in every secret value below, so one search finds any of them.

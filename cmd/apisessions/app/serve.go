@@ -22,15 +22,7 @@ import (
 	"github.com/apisessions/apisessions/metrics"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sinks"
-	"github.com/apisessions/apisessions/sinks/jsonl"
 )
-
-// sinkFactories lists the sink types this build can create, by config type name.
-func sinkFactories() map[string]sinks.Factory {
-	return map[string]sinks.Factory{
-		config.SinkJSONL: jsonl.Factory,
-	}
-}
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	flags := newFlagSet("serve", "[--config FILE]", stderr)
@@ -90,6 +82,7 @@ type server struct {
 	engine   *sessions.Engine
 	pipeline *sinks.Pipeline
 	metrics  *metrics.Registry
+	explore  http.Handler      // explore API and UI; nil without a store sink
 	proc     extproc.Processor // the engine, timed for metrics
 	ext      *extproc.Server
 	grpc     *grpc.Server
@@ -113,8 +106,12 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		}
 	}()
 
-	outs, err := buildOutputs(cfg, sinks.Settings{Logger: logger, Stdout: stdout})
+	outs, stores, err := buildOutputs(cfg, logger, stdout)
 	if err != nil {
+		return nil, err
+	}
+	if s.explore, err = newExplore(cfg, stores, logger); err != nil {
+		closeOutputs(outs)
 		return nil, err
 	}
 	s.pipeline = sinks.NewPipeline(logger.With("component", "sinks"), outs)
@@ -200,40 +197,6 @@ func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processo
 		SessionHeader:    cfg.Inline.SessionHeader,
 		DynamicMetadata:  cfg.Inline.DynamicMetadata,
 		AttackNamespaces: namespaces,
-	}
-}
-
-// buildOutputs creates one pipeline output per configured sink.
-func buildOutputs(cfg *config.Config, st sinks.Settings) ([]sinks.Output, error) {
-	factories := sinkFactories()
-	outs := make([]sinks.Output, 0, len(cfg.Sinks))
-	for _, sc := range cfg.Sinks {
-		f, ok := factories[sc.Type]
-		if !ok {
-			closeOutputs(outs)
-			return nil, fmt.Errorf("sink %q: type %q is not available in this build", sc.Name, sc.Type)
-		}
-		sk, err := f.Create(sc, sinks.Settings{Logger: st.Logger.With("sink", sc.Name), Stdout: st.Stdout})
-		if err != nil {
-			closeOutputs(outs)
-			return nil, fmt.Errorf("sink %q: %w", sc.Name, err)
-		}
-		outs = append(outs, sinks.Output{
-			Name:          sc.Name,
-			Sink:          sk,
-			QueueSize:     sc.QueueSize,
-			BatchSize:     sc.BatchSize,
-			FlushInterval: sc.FlushInterval.Std(),
-		})
-	}
-	return outs, nil
-}
-
-func closeOutputs(outs []sinks.Output) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, o := range outs {
-		_ = o.Sink.Close(ctx)
 	}
 }
 

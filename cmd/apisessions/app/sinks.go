@@ -1,0 +1,107 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/explore"
+	"github.com/apisessions/apisessions/explore/ui"
+	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sinks"
+	"github.com/apisessions/apisessions/sinks/jsonl"
+	"github.com/apisessions/apisessions/sinks/kafka"
+	"github.com/apisessions/apisessions/sinks/webhook"
+	"github.com/apisessions/apisessions/store"
+)
+
+// sinkFactories lists the sink types this build can create, by config type name. Every store
+// the store factory opens is passed to opened, so the explore API can serve it.
+func sinkFactories(cfg *config.Config, opened func(*store.Store)) map[string]sinks.Factory {
+	return map[string]sinks.Factory{
+		config.SinkJSONL:   jsonl.Factory,
+		config.SinkWebhook: webhook.Factory,
+		config.SinkKafka:   kafka.Factory,
+		config.SinkStore: store.NewFactory(store.FactoryOptions{
+			DataDir:   cfg.Server.DataDir,
+			Retention: cfg.Sessions.Retention.Std(),
+			Opened:    opened,
+		}),
+	}
+}
+
+// buildOutputs creates one pipeline output per configured sink, each with its queue, retries
+// and spool, and returns the stores among them.
+func buildOutputs(cfg *config.Config, logger *slog.Logger, stdout io.Writer) ([]sinks.Output, []*store.Store, error) {
+	var stores []*store.Store
+	factories := sinkFactories(cfg, func(s *store.Store) { stores = append(stores, s) })
+	outs := make([]sinks.Output, 0, len(cfg.Sinks))
+	for _, sc := range cfg.Sinks {
+		f, ok := factories[sc.Type]
+		if !ok {
+			closeOutputs(outs)
+			return nil, nil, fmt.Errorf("sink %q: type %q is not available in this build", sc.Name, sc.Type)
+		}
+		log := logger.With("component", "sinks", "sink", sc.Name)
+		sk, err := f.Create(sc, sinks.Settings{Logger: log, Stdout: stdout})
+		if err != nil {
+			closeOutputs(outs)
+			return nil, nil, fmt.Errorf("sink %q: %w", sc.Name, err)
+		}
+		out, err := sinks.NewOutput(sc, cfg.Server.DataDir, sk, log)
+		if err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = sk.Close(ctx)
+			cancel()
+			closeOutputs(outs)
+			return nil, nil, fmt.Errorf("sink %q: %w", sc.Name, err)
+		}
+		outs = append(outs, out)
+	}
+	return outs, stores, nil
+}
+
+func closeOutputs(outs []sinks.Output) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range outs {
+		_ = outs[i].Close(ctx)
+	}
+}
+
+// newExplore builds the explore API and web UI over the first store sink; without one there
+// is nothing to explore and the HTTP server serves only health and metrics.
+func newExplore(cfg *config.Config, stores []*store.Store, logger *slog.Logger) (http.Handler, error) {
+	if len(stores) == 0 {
+		return nil, nil
+	}
+	var token string
+	if cfg.Server.APITokenFile != "" {
+		var err error
+		if token, err = explore.ReadTokenFile(cfg.Server.APITokenFile); err != nil {
+			return nil, err
+		}
+	}
+	return explore.New(explore.Options{
+		Store:  stores[0],
+		Token:  token,
+		UI:     ui.Handler(),
+		Logger: logger.With("component", "explore"),
+	}), nil
+}
+
+// replaySinks opens the configured sinks for "replay --sinks".
+func replaySinks(stdout io.Writer) func(cfg *config.Config, logger *slog.Logger) (sessions.Emitter, func(context.Context) error, error) {
+	return func(cfg *config.Config, logger *slog.Logger) (sessions.Emitter, func(context.Context) error, error) {
+		outs, _, err := buildOutputs(cfg, logger, stdout)
+		if err != nil {
+			return nil, nil, err
+		}
+		p := sinks.NewPipeline(logger.With("component", "sinks"), outs)
+		return p, p.Shutdown, nil
+	}
+}
