@@ -66,6 +66,12 @@ func (f *Filter) requestConds() bool {
 		f.Path != "" || f.Route != "" || f.Malicious
 }
 
+// indexed reports whether a condition has an index of its own on requests.
+func (f *Filter) indexed() bool {
+	return !f.From.IsZero() || !f.To.IsZero() || f.User != "" || f.Flow != "" || f.IP != "" ||
+		f.RequestID != "" || f.Malicious
+}
+
 // where appends the conditions on requests (alias r) to w. With noIndex the columns are
 // written +r.col, which keeps SQLite on the part's own index (part_id, time) inside a
 // correlated subquery instead of a filter index that would read other parts' rows.
@@ -87,7 +93,7 @@ func (f *Filter) where(w *sqlWhere, noIndex, withFlow bool) {
 		w.add(c("user")+" <> '' AND "+c("user")+" = ?", f.User)
 	}
 	if f.Role != "" {
-		w.add(c("role")+" <> '' AND "+c("role")+" = ?", f.Role)
+		w.add("+r.role = ?", f.Role)
 	}
 	if f.RequestID != "" {
 		w.add(c("request_id")+" <> '' AND "+c("request_id")+" = ?", f.RequestID)
@@ -200,9 +206,17 @@ func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
 		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
 	}
 	if f.requestConds() {
-		ids, complete, err := s.candidates(ctx, f)
-		if err != nil {
-			return nil, err
+		var ids []int64
+		complete := false
+		// Only indexed conditions can find the matching parts without reading rows one by
+		// one; the others (method, status, host, path, route, role) are usually broad, and
+		// walking parts newest first meets a page of matches soonest.
+		if f.indexed() {
+			var err error
+			ids, complete, err = s.candidates(ctx, f)
+			if err != nil {
+				return nil, err
+			}
 		}
 		if complete {
 			if len(ids) == 0 {

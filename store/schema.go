@@ -54,12 +54,7 @@ var migrations = []string{
 	CREATE INDEX requests_time ON requests (time);
 	CREATE INDEX requests_request_id ON requests (request_id) WHERE request_id <> '';
 	CREATE INDEX requests_user ON requests (user) WHERE user <> '';
-	CREATE INDEX requests_role ON requests (role) WHERE role <> '';
 	CREATE INDEX requests_ip ON requests (client_ip);
-	CREATE INDEX requests_host ON requests (host);
-	CREATE INDEX requests_path ON requests (path);
-	CREATE INDEX requests_route ON requests (route);
-	CREATE INDEX requests_status ON requests (status);
 	CREATE INDEX requests_malicious ON requests (part_id) WHERE malicious;
 
 	CREATE TABLE request_flows (

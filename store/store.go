@@ -186,7 +186,8 @@ func dsn(path string, readOnly bool) string {
 		q.Add("_pragma", "query_only(ON)")
 		q.Add("_pragma", "cache_size(-16000)")
 	} else {
-		q.Add("_pragma", "cache_size(-64000)")
+		q.Add("_pragma", "cache_size(-131072)")
+		q.Add("_pragma", "wal_autocheckpoint(8192)")
 		q.Set("_txlock", "immediate")
 	}
 	return "file:" + path + "?" + q.Encode()

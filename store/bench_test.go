@@ -1,0 +1,275 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apisessions/apisessions/sessions/record"
+)
+
+// benchBigEnv asks for the big benchmark database: 1 000 000 requests in 100 000 parts. It is
+// built once and cached under os.TempDir by schema version; without it the query benchmarks use
+// a small database so that -benchtime 1x runs stay quick.
+const benchBigEnv = "APISESSIONS_BENCH_BIG"
+
+var (
+	users  = []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
+	routes = []string{"/api/items", "/api/items/{id}", "/api/cart", "/api/checkout", "/api/login", "/api/orders/{id}", "/api/search", "/"}
+	flows  = []string{"", "", "", "", "auth", "billing", "account_management"}
+)
+
+// genRequest builds the i-th request of part p: realistic sizes (a few params, a user agent),
+// a spread of methods, statuses, routes, IPs and users, and 1 request in 500 malicious.
+func genRequest(rng *rand.Rand, p, i int, at time.Time) *record.Request {
+	route := routes[rng.IntN(len(routes))]
+	status := 200
+	switch n := rng.IntN(100); {
+	case n < 3:
+		status = 500
+	case n < 10:
+		status = 404
+	case n < 14:
+		status = 401
+	}
+	r := &record.Request{
+		Kind:          record.KindRequest,
+		Session:       fmt.Sprintf("s_%020x", p),
+		Part:          at.Format("2006-01-02"),
+		RequestID:     fmt.Sprintf("%08x-%04x-req", p, i),
+		Time:          record.At(at),
+		Method:        []string{"GET", "GET", "GET", "POST", "PUT", "DELETE"}[rng.IntN(6)],
+		Scheme:        "https",
+		Host:          []string{"shop.example.com", "api.example.com"}[p%2],
+		Path:          route + "/" + strconv.Itoa(rng.IntN(1000)),
+		Route:         route,
+		Status:        status,
+		DurationMS:    float64(rng.IntN(500)) / 3,
+		RequestBytes:  int64(rng.IntN(2000)),
+		ResponseBytes: int64(rng.IntN(20000)),
+		ClientIP:      fmt.Sprintf("10.%d.%d.%d", p%200, (p/200)%250, p%97),
+		UserAgent:     "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+		Key:           record.Key{Source: record.SourceBuiltin, Name: "cookie:sid"},
+		User:          users[p%len(users)] + strconv.Itoa(p%5000),
+		Params:        map[string]string{"sid": "hmac:00112233445566778899aabbccddeeff", "product_id": strconv.Itoa(rng.IntN(500))},
+	}
+	if f := flows[rng.IntN(len(flows))]; f != "" {
+		r.Flows = []string{f}
+	}
+	if rng.IntN(500) == 0 {
+		r.Malicious = true
+		r.Attack = &record.Attack{Source: "header", Types: []string{"sqli"}}
+	}
+	return r
+}
+
+// genBatches yields batches of 500 (the sinks' default batch size) for parts parts of perPart
+// requests each, interleaved as live traffic is: many parts active at once.
+func genBatches(parts, perPart int, start time.Time, fn func([]record.Record) error) error {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const active = 1000
+	batch := make([]record.Record, 0, DefaultBatch)
+	for base := 0; base < parts; base += active {
+		n := min(active, parts-base)
+		for i := range perPart {
+			for p := base; p < base+n; p++ {
+				at := start.Add(time.Duration(p)*3*time.Second + time.Duration(i)*time.Second)
+				batch = append(batch, genRequest(rng, p, i, at))
+				if len(batch) == DefaultBatch {
+					if err := fn(batch); err != nil {
+						return err
+					}
+					batch = batch[:0]
+				}
+			}
+		}
+	}
+	if len(batch) > 0 {
+		return fn(batch)
+	}
+	return nil
+}
+
+// DefaultBatch is the batch size of the benchmarks: the sinks' default.
+const DefaultBatch = 500
+
+var benchStart = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+func BenchmarkIngest(b *testing.B) {
+	s, err := Open(Options{Dir: b.TempDir(), NoRetentionJob: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	rng := rand.New(rand.NewPCG(3, 4))
+	// Pre-build batches so the benchmark measures the store, not the generator.
+	const nb = 40
+	batches := make([][]record.Record, nb)
+	for i := range batches {
+		for j := range DefaultBatch {
+			p := i*50 + j%50
+			batches[i] = append(batches[i], genRequest(rng, p, j, benchStart.Add(time.Duration(i*DefaultBatch+j)*time.Millisecond)))
+		}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for b.Loop() {
+		if err := s.Write(ctx, batches[n%nb]); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(n*DefaultBatch)/b.Elapsed().Seconds(), "records/s")
+}
+
+var (
+	benchDBOnce sync.Map // size -> *sync.Once
+	benchDBErr  sync.Map
+)
+
+// benchDB returns the directory of a database with parts parts of perPart requests, built once
+// per schema version and size and kept under os.TempDir.
+func benchDB(b *testing.B, parts, perPart int) string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("apisessions-bench-v%d-%dx%d", SchemaVersion, parts, perPart))
+	key := dir
+	once, _ := benchDBOnce.LoadOrStore(key, &sync.Once{})
+	once.(*sync.Once).Do(func() {
+		if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
+			return
+		}
+		os.RemoveAll(dir)
+		start := time.Now()
+		s, err := Open(Options{Dir: dir, NoRetentionJob: true})
+		if err == nil {
+			err = genBatches(parts, perPart, benchStart, func(batch []record.Record) error {
+				return s.Write(context.Background(), batch)
+			})
+			if err == nil {
+				_, err = s.wdb.Exec("ANALYZE")
+			}
+			err = errorsJoin(err, s.Close(context.Background()))
+		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, ".complete"), nil, 0o600)
+		}
+		if err != nil {
+			benchDBErr.Store(key, err)
+			return
+		}
+		b.Logf("built %d requests in %d parts in %s (%.0f records/s)", parts*perPart, parts,
+			time.Since(start).Round(time.Second), float64(parts*perPart)/time.Since(start).Seconds())
+	})
+	if err, ok := benchDBErr.Load(key); ok {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+func errorsJoin(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// BenchmarkQuery measures the list and part queries and reports their 95th percentile.
+func BenchmarkQuery(b *testing.B) {
+	parts, perPart := 2000, 10
+	if os.Getenv(benchBigEnv) != "" {
+		parts = 100_000
+	}
+	dir := benchDB(b, parts, perPart)
+	s, err := Open(Options{Dir: dir, NoRetentionJob: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	ctx := context.Background()
+	mid := benchStart.Add(time.Duration(parts/2) * 3 * time.Second)
+	lists := []struct {
+		name string
+		f    Filter
+	}{
+		{"list/none", Filter{}},
+		{"list/user", Filter{User: "carol2"}},
+		{"list/user_rare", Filter{User: "nobody"}},
+		{"list/ip", Filter{IP: "10.7.0.7"}},
+		{"list/method", Filter{Method: "DELETE"}},
+		{"list/status_5xx", Filter{Status: Status{Class: 5, Set: true}}},
+		{"list/route", Filter{Route: "/api/checkout"}},
+		{"list/path_prefix", Filter{Path: "/api/orders/"}},
+		{"list/flow", Filter{Flow: "billing"}},
+		{"list/malicious", Filter{Malicious: true}},
+		{"list/request_id", Filter{RequestID: fmt.Sprintf("%08x-%04x-req", parts/3, 2)}},
+		{"list/host", Filter{Host: "api.example.com"}},
+		{"list/interval_1h", Filter{From: mid, To: mid.Add(time.Hour)}},
+		{"list/interval_user_status", Filter{From: mid, To: mid.Add(24 * time.Hour), User: "alice0", Status: Status{Class: 4, Set: true}}},
+		{"list/method_status_route", Filter{Method: "POST", Status: Status{Code: 500, Set: true}, Route: "/api/cart"}},
+	}
+	for _, tc := range lists {
+		b.Run(tc.name, func(b *testing.B) {
+			var lat []time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := s.List(ctx, ListQuery{Filter: tc.f}); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			reportP95(b, lat)
+		})
+	}
+	b.Run("list/next_page", func(b *testing.B) {
+		first, err := s.List(ctx, ListQuery{Filter: Filter{Method: "POST"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var lat []time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if _, err := s.List(ctx, ListQuery{Filter: Filter{Method: "POST"}, Cursor: first.Next}); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		reportP95(b, lat)
+	})
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, tc := range []struct {
+		name string
+		f    Filter
+	}{
+		{"detail/all", Filter{}},
+		{"detail/status", Filter{Status: Status{Class: 2, Set: true}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var lat []time.Duration
+			for b.Loop() {
+				p := rng.IntN(parts)
+				t0 := time.Now()
+				if _, err := s.Part(ctx, fmt.Sprintf("s_%020x", p), benchStart.Add(time.Duration(p)*3*time.Second).Format("2006-01-02"), PartQuery{Filter: tc.f}); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			reportP95(b, lat)
+		})
+	}
+}
+
+func reportP95(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[(len(lat)*95)/100].Microseconds())/1000, "p95-ms")
+}
