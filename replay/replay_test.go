@@ -348,3 +348,27 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+func TestShiftToNowKeepsGaps(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	xs := []traffic.Exchange{
+		{Start: base, End: base.Add(time.Second)},
+		{Start: base.Add(time.Hour), End: base.Add(time.Hour + 2*time.Second)},
+		{}, // no times: left alone
+	}
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	ShiftToNow(xs, now)
+	if !xs[1].Start.Equal(now) {
+		t.Errorf("the latest request starts at %v, want now %v", xs[1].Start, now)
+	}
+	if got := xs[1].Start.Sub(xs[0].Start); got != time.Hour {
+		t.Errorf("gap between requests %v after the shift, want 1h", got)
+	}
+	if got := xs[1].End.Sub(xs[1].Start); got != 2*time.Second {
+		t.Errorf("duration %v after the shift, want 2s", got)
+	}
+	if !xs[2].Start.IsZero() || !xs[2].End.IsZero() {
+		t.Errorf("an exchange without times got %v..%v", xs[2].Start, xs[2].End)
+	}
+}

@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
 // Deps are what the command lends Run.
@@ -48,6 +50,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, deps Deps
 	toSinks := fs.Bool("sinks", false, "also write the records to the configured sinks (in process only)")
 	clientIP := fs.String("client-ip", defaultClient, "client IP of HAR entries without a _clientIP field (HAR does not record the client)")
 	dataDir := fs.String("data-dir", "", "override server.data_dir (where the hash key is kept)")
+	now := fs.Bool("now", false, "shift the recorded times so the last request happened now, keeping every gap (recent traffic is not ended or purged at once)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: apisessions replay [flags] FILE.har|FILE.jsonl\n\n"+
 			"Feeds recorded traffic through the same pipeline as live traffic and prints the sessions found.\n"+
@@ -107,6 +110,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, deps Deps
 	if err != nil {
 		fmt.Fprintf(stderr, "apisessions replay: %v\n", err)
 		return ExitFailure
+	}
+	if *now {
+		ShiftToNow(xs, time.Now())
 	}
 	var res *Result
 	if *to != "" {
@@ -179,4 +185,27 @@ func fromEnv(fs *flag.FlagSet) error {
 		}
 	})
 	return err
+}
+
+// ShiftToNow moves every exchange's times by one offset so that the latest request starts at
+// now; the order of requests and the gaps between them are kept.
+func ShiftToNow(xs []traffic.Exchange, now time.Time) {
+	var last time.Time
+	for i := range xs {
+		if xs[i].Start.After(last) {
+			last = xs[i].Start
+		}
+	}
+	if last.IsZero() {
+		return
+	}
+	d := now.Sub(last)
+	for i := range xs {
+		if !xs[i].Start.IsZero() {
+			xs[i].Start = xs[i].Start.Add(d)
+		}
+		if !xs[i].End.IsZero() {
+			xs[i].End = xs[i].End.Add(d)
+		}
+	}
 }
