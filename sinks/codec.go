@@ -65,38 +65,45 @@ func decodeEntry(e []byte) (record.Record, error) {
 }
 
 // MarshalRecord renders rec as the JSON object of the records contract, with the kind its type
-// implies: a record whose Kind field is empty or wrong is copied, never changed in place.
+// implies (see WithKind).
 func MarshalRecord(rec record.Record) ([]byte, error) {
-	var v any
-	switch r := rec.(type) {
-	case *record.Request:
-		if r == nil {
-			return nil, errors.New("nil request record")
-		}
-		v = r
-		if r.Kind != record.KindRequest {
-			c := *r
-			c.Kind = record.KindRequest
-			v = &c
-		}
-	case *record.Session:
-		if r == nil {
-			return nil, errors.New("nil session record")
-		}
-		v = r
-		if r.Kind != record.KindSession {
-			c := *r
-			c.Kind = record.KindSession
-			v = &c
-		}
-	case nil:
-		return nil, errors.New("nil record")
-	default:
-		v = rec
+	v, err := WithKind(rec)
+	if err != nil {
+		return nil, err
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", rec, err)
 	}
 	return b, nil
+}
+
+// WithKind returns the value to encode for rec: rec itself, or a copy whose Kind is the one its
+// type implies when the Kind field is empty or wrong. The record is never changed in place.
+func WithKind(rec record.Record) (any, error) {
+	switch r := rec.(type) {
+	case *record.Request:
+		if r == nil {
+			return nil, errors.New("nil request record")
+		}
+		if r.Kind != record.KindRequest {
+			c := *r
+			c.Kind = record.KindRequest
+			return &c, nil
+		}
+		return r, nil
+	case *record.Session:
+		if r == nil {
+			return nil, errors.New("nil session record")
+		}
+		if r.Kind != record.KindSession {
+			c := *r
+			c.Kind = record.KindSession
+			return &c, nil
+		}
+		return r, nil
+	case nil:
+		return nil, errors.New("nil record")
+	}
+	return rec, nil
 }

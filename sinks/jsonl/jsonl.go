@@ -229,32 +229,9 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 // encode writes rec's JSON line into s.line, with the kind the record's type implies: records
 // whose Kind field is empty or wrong are copied, never changed in place.
 func (s *Sink) encode(rec record.Record) error {
-	var v any
-	switch r := rec.(type) {
-	case *record.Request:
-		if r == nil {
-			return errors.New("nil request record")
-		}
-		v = r
-		if r.Kind != record.KindRequest {
-			c := *r
-			c.Kind = record.KindRequest
-			v = &c
-		}
-	case *record.Session:
-		if r == nil {
-			return errors.New("nil session record")
-		}
-		v = r
-		if r.Kind != record.KindSession {
-			c := *r
-			c.Kind = record.KindSession
-			v = &c
-		}
-	case nil:
-		return errors.New("nil record")
-	default:
-		v = rec
+	v, err := sinks.WithKind(rec)
+	if err != nil {
+		return err
 	}
 	s.line.Reset()
 	if err := s.enc.Encode(v); err != nil {
