@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +16,8 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/apisessions/apisessions/internal/testutil"
 )
 
 // The fault tests run the real binary, built once per test process into binDir.
@@ -63,71 +62,12 @@ func faultsBinary(t *testing.T) string {
 	return binPath
 }
 
-// faultsOutput collects a child's output; changed is signalled on every write.
-type faultsOutput struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newFaultsOutput() *faultsOutput { return &faultsOutput{changed: make(chan struct{}, 1)} }
-
-func (o *faultsOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	n, err := o.buf.Write(p)
-	select {
-	case o.changed <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (o *faultsOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// jsonLines decodes every complete JSON line of text; a torn last line is ignored.
-func jsonLines(text string) []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// waitFor waits, woken by writes, until some line satisfies ok.
-func (o *faultsOutput) waitFor(t *testing.T, what string, ok func(map[string]any) bool) map[string]any {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		for _, m := range jsonLines(o.String()) {
-			if ok(m) {
-				return m
-			}
-		}
-		select {
-		case <-o.changed:
-		case <-deadline:
-			t.Fatalf("no line with %s within 20s", what)
-			return nil
-		}
-	}
-}
-
 // faultsProc is the binary running `serve` on loopback ports.
 type faultsProc struct {
 	cmd                *exec.Cmd
 	dir                string
 	grpcAddr, httpAddr string
-	stdout, stderr     *faultsOutput
+	stdout, stderr     *testutil.Output
 	exited             chan struct{}
 	exitErr            error
 }
@@ -146,7 +86,7 @@ func startFaultsProc(t *testing.T, configYAML string) *faultsProc {
 	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(configYAML, "%DIR%", dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &faultsProc{dir: dir, stdout: newFaultsOutput(), stderr: newFaultsOutput(), exited: make(chan struct{})}
+	p := &faultsProc{dir: dir, stdout: testutil.NewOutput(), stderr: testutil.NewOutput(), exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, "serve", "--config", cfg, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
 		"--data-dir", filepath.Join(dir, "data"))
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
@@ -168,7 +108,7 @@ func startFaultsProc(t *testing.T, configYAML string) *faultsProc {
 			t.Logf("server log:\n%s", p.stderr.String())
 		}
 	})
-	ready := p.stderr.waitFor(t, `msg "ready"`, func(m map[string]any) bool { return m["msg"] == "ready" })
+	ready := p.stderr.WaitFor(t, `msg "ready"`, func(m map[string]any) bool { return m["msg"] == "ready" })
 	p.grpcAddr, _ = ready["grpc_addr"].(string)
 	p.httpAddr, _ = ready["http_addr"].(string)
 	return p

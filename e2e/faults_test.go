@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/apisessions/apisessions/extproc/protomsg"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -186,7 +187,10 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 	}
 	requests := map[string]string{} // request id → session
 	finals := map[string]bool{}
-	lines := jsonLines(string(data))
+	lines, err := testutil.JSONLines(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range lines {
 		switch m["kind"] {
 		case "request":
@@ -276,7 +280,7 @@ func TestFaultResetMidBody(t *testing.T) {
 	}
 	for i := range resets {
 		id := fmt.Sprintf("reset-%d", i)
-		rec := p.stdout.waitFor(t, "record "+id, func(m map[string]any) bool { return m["request_id"] == id })
+		rec := p.stdout.WaitFor(t, "record "+id, func(m map[string]any) bool { return m["request_id"] == id })
 		if rec["partial"] != true || rec["status"] != float64(0) {
 			t.Errorf("%s: partial %v status %v, want a partial record without status", id, rec["partial"], rec["status"])
 		}
@@ -284,7 +288,7 @@ func TestFaultResetMidBody(t *testing.T) {
 	if _, err := protomsg.Exchange(ctx, client, protomsg.Sequence(faultsExchange("after-resets", "tok-after"), protomsg.Options{Mode: faultsBuffered})); err != nil {
 		t.Fatalf("a stream after the resets: %v", err)
 	}
-	p.stdout.waitFor(t, "record after-resets", func(m map[string]any) bool { return m["request_id"] == "after-resets" && m["partial"] != true })
+	p.stdout.WaitFor(t, "record after-resets", func(m map[string]any) bool { return m["request_id"] == "after-resets" && m["partial"] != true })
 	for _, series := range []string{"apisessions_extproc_stream_errors_total", "apisessions_extproc_panics_total"} {
 		if v := p.metric(t, series); v != 0 {
 			t.Errorf("%s = %v after resets, want 0 (a reset is a normal end)", series, v)
@@ -364,7 +368,7 @@ func TestFaultMalformedAndOversized(t *testing.T) {
 	if _, err := protomsg.Exchange(ctx, client, protomsg.Sequence(faultsExchange("after-hostile", "tok"), protomsg.Options{Mode: faultsBuffered})); err != nil {
 		t.Fatalf("a stream after the hostile ones: %v", err)
 	}
-	p.stdout.waitFor(t, "record after-hostile", func(m map[string]any) bool { return m["request_id"] == "after-hostile" })
+	p.stdout.WaitFor(t, "record after-hostile", func(m map[string]any) bool { return m["request_id"] == "after-hostile" })
 	want := []struct {
 		series  string
 		atLeast float64

@@ -1,15 +1,11 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,68 +14,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/apisessions/apisessions/cmd/apisessions/app"
+	"github.com/apisessions/apisessions/internal/testutil"
 )
 
 // syncBuffer collects what the server writes while the test reads it.
-type syncBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
+type syncBuffer = testutil.Output
 
-func newSyncBuffer() *syncBuffer { return &syncBuffer{changed: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.buf.Write(p)
-	select {
-	case b.changed <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines decodes every JSON line written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("a line is not JSON (%v): %q", err, sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// waitFor waits until some decoded line satisfies ok.
-func (b *syncBuffer) waitFor(t *testing.T, what string, ok func(map[string]any) bool) map[string]any {
-	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		for _, m := range b.lines(t) {
-			if ok(m) {
-				return m
-			}
-		}
-		select {
-		case <-b.changed:
-		case <-deadline:
-			t.Fatalf("no line with %s within 30s; output so far:\n%s", what, b.String())
-			return nil
-		}
-	}
-}
+func newSyncBuffer() *syncBuffer { return testutil.NewOutput() }
 
 // server is apisessions started in-process with Run, on loopback ports.
 type server struct {
@@ -106,7 +47,7 @@ func startServer(t *testing.T, configYAML string) *server {
 	s := &server{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan int, 1), configPath: cfgPath}
 	args := []string{"serve", "--config", cfgPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data")}
 	go func() { s.done <- app.Run(ctx, args, s.stdout, s.stderr) }()
-	ready := s.stderr.waitFor(t, `msg "ready"`, func(m map[string]any) bool { return m["msg"] == "ready" })
+	ready := s.stderr.WaitFor(t, `msg "ready"`, func(m map[string]any) bool { return m["msg"] == "ready" })
 	s.grpcAddr, _ = ready["grpc_addr"].(string)
 	s.httpAddr, _ = ready["http_addr"].(string)
 	t.Cleanup(func() {

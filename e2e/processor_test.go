@@ -151,7 +151,7 @@ func TestProcessorEndToEnd(t *testing.T) {
 
 	byID := map[string]map[string]any{}
 	for _, id := range []string{"r-login", "r-body", "r-query", "r-cookie", "r-jwt", "r-anon", "r-reset"} {
-		byID[id] = s.stdout.waitFor(t, "request "+id, func(m map[string]any) bool {
+		byID[id] = s.stdout.WaitFor(t, "request "+id, func(m map[string]any) bool {
 			return m["kind"] == "request" && m["request_id"] == id
 		})
 	}
@@ -208,7 +208,7 @@ func TestProcessorEndToEnd(t *testing.T) {
 	}
 
 	// Shutdown ended every part with a final session record; the token session has four requests.
-	final := s.stdout.waitFor(t, "the token session's final record", func(m map[string]any) bool {
+	final := s.stdout.WaitFor(t, "the token session's final record", func(m map[string]any) bool {
 		return m["kind"] == "session" && m["session"] == token && m["final"] == true
 	})
 	if final["requests"] != float64(4) {

@@ -170,7 +170,7 @@ func TestScenarios(t *testing.T) {
 			if rb["session"] != ra["session"] || rb["part"] != "2026-10-13" || ra["part"] != "2026-10-14" {
 				t.Errorf("session %v/%v parts %v/%v; want one session split into 2026-10-13 and 2026-10-14", rb["session"], ra["session"], rb["part"], ra["part"])
 			}
-			e.srv.stdout.waitFor(t, "the final record of the first day", func(m map[string]any) bool {
+			e.srv.stdout.WaitFor(t, "the final record of the first day", func(m map[string]any) bool {
 				return m["kind"] == "session" && m["session"] == rb["session"] && m["part"] == "2026-10-13" && m["final"] == true
 			})
 		}},
@@ -180,7 +180,7 @@ func TestScenarios(t *testing.T) {
 	}
 
 	t.Run("hashed parameters never appear in clear", func(t *testing.T) {
-		rec := e.srv.stdout.waitFor(t, "a record with the hashed email", func(m map[string]any) bool {
+		rec := e.srv.stdout.WaitFor(t, "a record with the hashed email", func(m map[string]any) bool {
 			p, _ := m["params"].(map[string]any)
 			return p["email"] != nil
 		})

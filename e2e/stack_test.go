@@ -173,7 +173,7 @@ func (f *front) do(t *testing.T, c client, method, path, body string, extra ...s
 // record waits for the request record of a request id.
 func (s *server) record(t *testing.T, id string) map[string]any {
 	t.Helper()
-	return s.stdout.waitFor(t, "the request record of "+id, func(m map[string]any) bool {
+	return s.stdout.WaitFor(t, "the request record of "+id, func(m map[string]any) bool {
 		return m["kind"] == "request" && m["request_id"] == id
 	})
 }

@@ -1,15 +1,12 @@
 package app
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,57 +16,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/apisessions/apisessions/envoy"
+	"github.com/apisessions/apisessions/internal/testutil"
 )
-
-// syncBuffer is an io.Writer tests read while the server writes; changed is signalled on every write.
-type syncBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{changed: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.buf.Write(p)
-	select {
-	case b.changed <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitLine waits until a JSON log line with msg appears and returns it decoded.
-func (b *syncBuffer) waitLine(t *testing.T, msg string) map[string]any {
-	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		sc := bufio.NewScanner(strings.NewReader(b.String()))
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == msg {
-				return m
-			}
-		}
-		select {
-		case <-b.changed:
-		case <-deadline:
-			t.Fatalf("no log line %q within 30s; log so far:\n%s", msg, b.String())
-		}
-	}
-}
 
 type running struct {
 	grpcAddr, httpAddr string
-	stdout, stderr     *syncBuffer
+	stdout, stderr     *testutil.Output
 	cancel             context.CancelFunc
 	done               chan int
 }
@@ -90,10 +42,10 @@ func (r *running) stop(t *testing.T) int {
 func startServe(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan int, 1)}
+	r := &running{stdout: testutil.NewOutput(), stderr: testutil.NewOutput(), cancel: cancel, done: make(chan int, 1)}
 	all := append([]string{"serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)
 	go func() { r.done <- Run(ctx, all, r.stdout, r.stderr) }()
-	ready := r.stderr.waitLine(t, "ready")
+	ready := r.stderr.WaitMsg(t, "ready")
 	r.grpcAddr, _ = ready["grpc_addr"].(string)
 	r.httpAddr, _ = ready["http_addr"].(string)
 	t.Cleanup(func() {
@@ -203,7 +155,7 @@ func TestServeHealthAndShutdown(t *testing.T) {
 	if code := r.stop(t); code != 0 {
 		t.Errorf("serve returned %d after cancel, want 0", code)
 	}
-	r.stderr.waitLine(t, "shutdown complete")
+	r.stderr.WaitMsg(t, "shutdown complete")
 }
 
 // TestReloadKeepsConfigOnError sends SIGHUP to this process, so it does not run in parallel.
@@ -220,7 +172,7 @@ func TestReloadKeepsConfigOnError(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	rejected := r.stderr.waitLine(t, "reload rejected, keeping the running configuration")
+	rejected := r.stderr.WaitMsg(t, "reload rejected, keeping the running configuration")
 	if e, _ := rejected["error"].(string); !strings.Contains(e, "apisessions.yaml:2") {
 		t.Errorf("the rejected reload's error does not name file and line: %q", e)
 	}
@@ -231,7 +183,7 @@ func TestReloadKeepsConfigOnError(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	r.stderr.waitLine(t, "configuration reloaded")
+	r.stderr.WaitMsg(t, "configuration reloaded")
 	if code := r.stop(t); code != 0 {
 		t.Errorf("serve returned %d, want 0", code)
 	}
