@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apisessions/apisessions/extproc"
+
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -101,26 +103,6 @@ func (r rendered) requestMutations() []string {
 		}
 	}
 	return out
-}
-
-// overrideShape is the mode_override apisessions sends (extproc.OverrideMode, which this
-// package must not import): every field spelled out, bodies BUFFERED_PARTIAL when asked for.
-func overrideShape(request, response bool) *filterv3.ProcessingMode {
-	m := &filterv3.ProcessingMode{
-		RequestHeaderMode:   filterv3.ProcessingMode_SEND,
-		ResponseHeaderMode:  filterv3.ProcessingMode_SEND,
-		RequestBodyMode:     filterv3.ProcessingMode_NONE,
-		ResponseBodyMode:    filterv3.ProcessingMode_NONE,
-		RequestTrailerMode:  filterv3.ProcessingMode_SKIP,
-		ResponseTrailerMode: filterv3.ProcessingMode_SKIP,
-	}
-	if request {
-		m.RequestBodyMode = filterv3.ProcessingMode_BUFFERED_PARTIAL
-	}
-	if response {
-		m.ResponseBodyMode = filterv3.ProcessingMode_BUFFERED_PARTIAL
-	}
-	return m
 }
 
 func withParams(ps ...config.Parameter) *config.Config {
@@ -254,7 +236,7 @@ func TestRender(t *testing.T) {
 					t.Errorf("allow_mode_override %v, send_body_without_waiting %v; want true, false", ep.GetAllowModeOverride(), ep.GetSendBodyWithoutWaitingForHeaderResponse())
 				}
 				// Every override apisessions sends must equal an entry exactly (Envoy's check).
-				want := []*filterv3.ProcessingMode{overrideShape(true, false), overrideShape(false, true), overrideShape(true, true)}
+				want := []*filterv3.ProcessingMode{extproc.OverrideMode(true, false), extproc.OverrideMode(false, true), extproc.OverrideMode(true, true)}
 				if diff := cmp.Diff(want, ep.GetAllowedOverrideModes(), protocmp.Transform()); diff != "" {
 					t.Errorf("allowed_override_modes (-want +got):\n%s", diff)
 				}
@@ -265,7 +247,7 @@ func TestRender(t *testing.T) {
 			cfg:  withParams(config.Parameter{Name: "email", In: config.InRequestBody, Path: "$.email"}),
 			opts: Options{Mode: ModeInline},
 			check: func(t *testing.T, r rendered) {
-				want := []*filterv3.ProcessingMode{overrideShape(true, false)}
+				want := []*filterv3.ProcessingMode{extproc.OverrideMode(true, false)}
 				if diff := cmp.Diff(want, r.extProc.GetAllowedOverrideModes(), protocmp.Transform()); diff != "" {
 					t.Errorf("allowed_override_modes (-want +got):\n%s", diff)
 				}
