@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -16,10 +17,10 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// groupByResponse peeks an anonymous session on the request side and a user session once the
-// response is seen, as a login response that sets a cookie would.
-func groupByResponse(x *traffic.Exchange) (string, string, record.Key) {
-	if x.ResponseSeen {
+// groupByBody peeks an anonymous session from the request headers and a user session once the
+// request body is seen, as a grouping key in a JSON body would.
+func groupByBody(x *traffic.Exchange) (string, string, record.Key) {
+	if len(x.RequestBody) > 0 {
 		return "s-user", "2026-10-13", record.Key{Source: record.SourceParam, Name: "user"}
 	}
 	return "s-anon", "2026-10-13", record.Key{Source: record.SourceFallback, Name: "ip+ua"}
@@ -63,6 +64,10 @@ func TestInline(t *testing.T) {
 	const header = "x-apisessions-session"
 	cont := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse { return protomsg.Continue(m) }
 	get := protomsg.Sequence(getExchange(), protomsg.Options{})
+	// post sends its request body inline (BUFFERED_PARTIAL): request headers, request body,
+	// response headers.
+	post := protomsg.Sequence(postExchange(`{"user":"ann"}`),
+		protomsg.Options{Mode: modeOf(filterv3.ProcessingMode_BUFFERED_PARTIAL, filterv3.ProcessingMode_NONE)})
 	cases := []struct {
 		name      string
 		settings  Settings
@@ -74,13 +79,14 @@ func TestInline(t *testing.T) {
 		stats     func(t *testing.T, s Stats)
 	}{
 		{
-			name:     "session header and dynamic metadata, refreshed with the response",
+			name:     "session header and dynamic metadata, refreshed when the request body decides",
 			settings: Settings{SessionHeader: "X-APISessions-Session", DynamicMetadata: true},
-			peek:     groupByResponse,
-			msgs:     get,
+			peek:     groupByBody,
+			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
 					requestHeadersAnswer(sessionHeaderMutation(header, "s-anon"), metadataFor(t, "s-anon", "fallback:ip+ua")),
+					cont(post[1]),
 					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
 				}
 			},
@@ -89,12 +95,42 @@ func TestInline(t *testing.T) {
 		{
 			name:     "dynamic metadata only",
 			settings: Settings{DynamicMetadata: true},
-			peek:     groupByResponse,
-			msgs:     get,
+			peek:     groupByBody,
+			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
 					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
+					cont(post[1]),
 					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
+				}
+			},
+			wantPeeks: 2,
+		},
+		{
+			name:     "without a request body the response is not peeked and the metadata not repeated",
+			settings: Settings{SessionHeader: header, DynamicMetadata: true},
+			peek:     groupByBody,
+			msgs:     get,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(sessionHeaderMutation(header, "s-anon"), metadataFor(t, "s-anon", "fallback:ip+ua")),
+					cont(get[1]),
+				}
+			},
+			wantPeeks: 1,
+		},
+		{
+			name:     "a grouping the body does not change is not repeated",
+			settings: Settings{DynamicMetadata: true},
+			peek: func(*traffic.Exchange) (string, string, record.Key) {
+				return "s-anon", "2026-10-13", record.Key{Source: record.SourceFallback, Name: "ip+ua"}
+			},
+			msgs: post,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
+					cont(post[1]),
+					cont(post[2]),
 				}
 			},
 			wantPeeks: 2,
@@ -102,12 +138,13 @@ func TestInline(t *testing.T) {
 		{
 			name:     "session header only: the response is not peeked",
 			settings: Settings{SessionHeader: header},
-			peek:     groupByResponse,
-			msgs:     get,
+			peek:     groupByBody,
+			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
 					requestHeadersAnswer(sessionHeaderMutation(header, "s-anon"), nil),
-					cont(get[1]),
+					cont(post[1]),
+					cont(post[2]),
 				}
 			},
 			wantPeeks: 1,
@@ -115,11 +152,12 @@ func TestInline(t *testing.T) {
 		{
 			name:     "an invalid session header name is dropped, the metadata stays",
 			settings: Settings{SessionHeader: "x bad:header", DynamicMetadata: true},
-			peek:     groupByResponse,
-			msgs:     get,
+			peek:     groupByBody,
+			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
 					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
+					cont(post[1]),
 					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
 				}
 			},
@@ -127,7 +165,7 @@ func TestInline(t *testing.T) {
 		},
 		{
 			name: "inline additions disabled: plain answers, no peek",
-			peek: groupByResponse,
+			peek: groupByBody,
 			msgs: get,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{cont(get[0]), cont(get[1])}
@@ -136,14 +174,14 @@ func TestInline(t *testing.T) {
 		{
 			name:     "observability mode never peeks and never answers",
 			settings: Settings{SessionHeader: header, DynamicMetadata: true},
-			peek:     groupByResponse,
+			peek:     groupByBody,
 			msgs:     protomsg.Sequence(getExchange(), protomsg.Options{Observability: true}),
 			want:     func(t *testing.T) []*extprocv3.ProcessingResponse { return nil },
 		},
 		{
 			name:     "an out-of-scope host is not peeked",
 			settings: Settings{SessionHeader: header, DynamicMetadata: true},
-			peek:     groupByResponse,
+			peek:     groupByBody,
 			outScope: true,
 			msgs:     get,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
@@ -154,9 +192,9 @@ func TestInline(t *testing.T) {
 			name:     "no session yet: plain answers",
 			settings: Settings{SessionHeader: header, DynamicMetadata: true},
 			peek:     func(*traffic.Exchange) (string, string, record.Key) { return "", "", record.Key{} },
-			msgs:     get,
+			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
-				return []*extprocv3.ProcessingResponse{cont(get[0]), cont(get[1])}
+				return []*extprocv3.ProcessingResponse{cont(post[0]), cont(post[1]), cont(post[2])}
 			},
 			wantPeeks: 2,
 		},
@@ -170,10 +208,10 @@ func TestInline(t *testing.T) {
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
 					requestHeadersAnswer(nil, metadataFor(t, "bad\r\nvalue", "builtin:bearer")),
-					responseHeadersAnswer(metadataFor(t, "bad\r\nvalue", "builtin:bearer")),
+					cont(get[1]),
 				}
 			},
-			wantPeeks: 2,
+			wantPeeks: 1,
 			stats: func(t *testing.T, s Stats) {
 				if s.InvalidSessionValues != 1 {
 					t.Errorf("invalid session values = %d; want 1", s.InvalidSessionValues)
@@ -186,6 +224,7 @@ func TestInline(t *testing.T) {
 			t.Parallel()
 			fake := newFake()
 			fake.peek = tc.peek
+			fake.needs = traffic.Needs{RequestBody: true}
 			if tc.outScope {
 				fake.outOfScope = map[string]bool{"api.example": true}
 			}
@@ -225,7 +264,7 @@ func TestInline(t *testing.T) {
 func TestSettingsSwap(t *testing.T) {
 	t.Parallel()
 	fake := newFake()
-	fake.peek = groupByResponse
+	fake.peek = groupByBody
 	srv := New(Settings{Processor: fake, Now: fixedNow, SessionHeader: "x-old"})
 	client, _ := startServer(t, srv, GRPCOptions{})
 	ctx := testContext(t)

@@ -47,7 +47,9 @@ type Processor interface {
 	// must not block.
 	Observe(x *traffic.Exchange) *record.Request
 	// Peek groups the request seen so far (inline mode only), for the session header and the
-	// dynamic metadata.
+	// dynamic metadata. The server calls it at request headers and, with dynamic metadata,
+	// again at response headers only when request body bytes arrived in between; the metadata
+	// is repeated only when the answer changed.
 	Peek(x *traffic.Exchange) (session, part string, key record.Key)
 }
 

@@ -71,6 +71,12 @@ type stream struct {
 	// mode_override ask for a body that is not already sent.
 	knowModes bool
 
+	// peeked is true once the processor's Peek answered; grouping is its answer and
+	// peekedBody the request body bytes it saw.
+	peeked     bool
+	grouping   grouping
+	peekedBody int64
+
 	haveTime     bool // Start came from request.time
 	haveID       bool // RequestID came from request.id
 	responseCode int  // response.code attribute, used when :status is missing
