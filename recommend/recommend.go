@@ -184,10 +184,10 @@ type cand struct {
 	present int
 	// firstPos is the position of the first occurrence; firstEx its exchange.
 	firstPos, firstEx int32
-	values           map[uint64]valStat
-	distinct         int
-	ids, emails, nms int // distinct values with each feature
-	minLen, maxLen   int
+	values            map[uint64]valStat
+	distinct          int
+	ids, emails, nms  int // distinct values with each feature
+	minLen, maxLen    int
 }
 
 type analysis struct {

@@ -351,7 +351,7 @@ func hostileTraffic() []entry {
 		{client: "192.0.2.4", ua: "d", method: "POST", url: "https://x.example.com/form", reqType: "application/x-www-form-urlencoded",
 			reqBody: strings.Repeat("%ZZ=%ff&", 5000) + "tok=abcdef123456"},
 		{client: "not-an-ip", ua: "\xff\xfe", method: "GET", url: "https://x.example.com/%ff%00?%ff=%00",
-			headers: [][2]string{{"authorization", "Bearer " + huge}, {"x-\xff", "v"}},
+			headers:     [][2]string{{"authorization", "Bearer " + huge}, {"x-\xff", "v"}},
 			respHeaders: [][2]string{{"set-cookie", "=; ; a"}, {"set-cookie", "s=" + huge}, {"set-cookie", "\xff=1"}}},
 		{client: "192.0.2.5", ua: "e", method: "GET", url: "https://x.example.com/jwt",
 			headers: [][2]string{{"authorization", "Bearer e30.eyJhIjp7ImIiOnsiYyI6eyJkIjp7ImUiOiJ4In19fX19.c2ln"}}},
@@ -462,7 +462,7 @@ func TestRouteOfMasksIdentifiers(t *testing.T) {
 func TestWalkJSONPathsCompile(t *testing.T) {
 	t.Parallel()
 	doc := map[string]any{
-		"a": map[string]any{"b-c": []any{map[string]any{"d": "x"}}, "e": 1.5},
+		"a":       map[string]any{"b-c": []any{map[string]any{"d": "x"}}, "e": 1.5},
 		"odd key": "skipped", "1st": "skipped", "t": true,
 		"deep": map[string]any{"l2": map[string]any{"l3": map[string]any{"l4": map[string]any{"l5": "too deep"}}}},
 	}
