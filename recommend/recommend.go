@@ -48,7 +48,7 @@ const (
 	maxProposals = 40
 	// maxProposalValues bounds the distinct values one measured key tracks.
 	maxProposalValues = 1 << 16
-	// maxMembers bounds the parameters one suggested key chain holds.
+	// maxOrigins and maxCarriers bound the parameters of one suggested chain.
 	maxOrigins, maxCarriers = 2, 3
 	// maxSnippet is the default max_parameters: the snippet never needs more.
 	maxSnippet = 20
@@ -475,7 +475,6 @@ type proposal struct {
 	firstEx []int32
 	works   []bool
 	nWorks  int
-	full    bool
 	minLen  int
 	maxLen  int
 	key     Key
@@ -733,8 +732,7 @@ func (p *proposal) record(ex, member int, val string, client int32, seed maphash
 	pv := p.vals[h]
 	if pv == nil {
 		if len(p.vals) >= maxProposalValues {
-			p.full = true
-			return
+			return // untracked: counted as working, never as recurring
 		}
 		pv = &pval{client: client, id: isIDLike(val)}
 		p.vals[h] = pv
