@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/apisessions/apisessions/recommend"
 )
 
 // Exit statuses.
@@ -34,6 +36,7 @@ func commands() []command {
 		{"serve", "run the ext_proc gRPC server and the HTTP server", serve},
 		{"validate", "check a configuration and print every error with file and line", validate},
 		{"replay", "feed recorded traffic (HAR or JSON lines) through the pipeline and print the sessions", replayCmd},
+		{"recommend", "suggest grouping keys from recorded traffic, with a ready parameters snippet", recommend.Run},
 		{"envoy-config", "print an Envoy bootstrap that attaches apisessions for a configuration", envoyConfig},
 		{"version", "print version, commit and Go version", version},
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/envoy"
 	"github.com/apisessions/apisessions/internal/testutil"
 )
@@ -227,5 +228,19 @@ func TestEnvoyConfigCommandPrintsAValidBootstrap(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := Run(context.Background(), []string{"envoy-config", "--mode", "sideways"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "sideways") {
 		t.Errorf("a bad mode: exit %d, stderr %q; want 2 and a message naming the mode", code, stderr.String())
+	}
+}
+
+func TestRecommendCommand(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if code := Run(context.Background(), []string{"recommend", "--output", "yaml", "../../../examples/demo.har"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("recommend on the demo traffic: exit %d; stderr: %s", code, stderr.String())
+	}
+	if _, err := config.ParseAndValidate("snippet.yaml", stdout.Bytes()); err != nil {
+		t.Errorf("the suggested parameters do not validate: %v\n%s", err, stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "in: response.body") {
+		t.Errorf("the demo's login token (returned in a response body) is not suggested:\n%s", stdout.String())
 	}
 }
