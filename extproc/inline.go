@@ -1,6 +1,9 @@
 package extproc
 
 import (
+	"hash/maphash"
+	"sync/atomic"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -53,6 +56,20 @@ func (st *stream) inlineRequestHeaders() *extprocv3.ProcessingResponse {
 	if g.session == "" {
 		return continueRequestHeaders
 	}
+	a := st.cfg.answers.lookup(g, false)
+	if a == nil {
+		a = st.cfg.answers.store(g, false, st.buildRequestHeaders(g))
+	}
+	if a.invalidSession {
+		// Envoy fails the request on an invalid header value, even when failing open.
+		st.srv.stats.invalidSessionValues.Add(1)
+	}
+	return a.resp
+}
+
+// buildRequestHeaders builds the request headers answer for g.
+func (st *stream) buildRequestHeaders(g grouping) answer {
+	a := answer{g: g}
 	common := &extprocv3.CommonResponse{}
 	if st.cfg.sessionHeader != "" {
 		if validHeaderValue(g.session) {
@@ -63,16 +80,15 @@ func (st *stream) inlineRequestHeaders() *extprocv3.ProcessingResponse {
 				Append: falseValue,
 			}}}
 		} else {
-			// Envoy fails the request on an invalid header value, even when failing open.
-			st.srv.stats.invalidSessionValues.Add(1)
+			a.invalidSession = true
 		}
 	}
-	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+	a.resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}
 	if st.cfg.dynamicMetadata {
-		resp.DynamicMetadata = sessionMetadata(g)
+		a.resp.DynamicMetadata = sessionMetadata(g)
 	}
-	return resp
+	return a
 }
 
 // inlineResponseHeaders repeats the dynamic metadata when the grouping changed since the
@@ -91,11 +107,66 @@ func (st *stream) inlineResponseHeaders() *extprocv3.ProcessingResponse {
 	if g.session == "" || g == prev {
 		return continueResponseHeaders
 	}
-	return &extprocv3.ProcessingResponse{
+	if a := st.cfg.answers.lookup(g, true); a != nil {
+		return a.resp
+	}
+	return st.cfg.answers.store(g, true, answer{g: g, resp: &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 			ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}},
 		DynamicMetadata: sessionMetadata(g),
+	}}).resp
+}
+
+// answerSlots is the size of each answer cache: a direct-mapped table of recent groupings.
+// Sessions send bursts of requests, so the answers of active sessions are built once rather
+// than per request; a slot holds one grouping and its answer (well under a KiB).
+const answerSlots = 4096
+
+// answer is an inline answer built for one grouping. It is immutable once stored: streams
+// share it and gRPC only reads it while marshalling.
+type answer struct {
+	g    grouping
+	resp *extprocv3.ProcessingResponse
+	// invalidSession is true when the session id could not be the header's value.
+	invalidSession bool
+}
+
+// answerCache holds the request headers and the response headers answers of recent
+// groupings, each in its own table.
+type answerCache struct {
+	seed  maphash.Seed
+	slots [2][answerSlots]atomic.Pointer[answer] // [response]
+}
+
+func newAnswerCache() *answerCache { return &answerCache{seed: maphash.MakeSeed()} }
+
+func (c *answerCache) slot(g grouping, response bool) *atomic.Pointer[answer] {
+	i := 0
+	if response {
+		i = 1
 	}
+	return &c.slots[i][maphash.String(c.seed, g.session)%answerSlots]
+}
+
+// lookup returns the cached answer of g, or nil.
+func (c *answerCache) lookup(g grouping, response bool) *answer {
+	if a := c.slot(g, response).Load(); a != nil && a.g == g {
+		return a
+	}
+	return nil
+}
+
+// maxCachedGrouping bounds the bytes of a grouping the cache keeps, so that the cache stays
+// small whatever a processor returns; the engine's groupings are far shorter.
+const maxCachedGrouping = 512
+
+// store keeps a, replacing whatever grouping had its slot, and returns it.
+func (c *answerCache) store(g grouping, response bool, a answer) *answer {
+	p := &a
+	if len(g.session)+len(g.part)+len(g.key.Source)+len(g.key.Name) <= maxCachedGrouping {
+		c.slot(g, response).Store(p)
+	}
+	return p
 }
 
 // sessionMetadata builds {"apisessions": {...}}: top-level keys of dynamic_metadata are

@@ -1,7 +1,9 @@
 package extproc
 
 import (
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -300,5 +302,58 @@ func TestSettingsSwap(t *testing.T) {
 	}
 	if got := srv.Settings().SessionHeader; got != "x-new" {
 		t.Errorf("Settings().SessionHeader = %q; want x-new", got)
+	}
+}
+
+// TestInlineAnswerCache plays exchanges whose groupings alternate, repeat and differ only by
+// part or key, so that every answer served from the cache must still carry its own grouping.
+func TestInlineAnswerCache(t *testing.T) {
+	t.Parallel()
+	const header = "x-apisessions-session"
+	long := strings.Repeat("s", maxCachedGrouping+1)
+	groupings := []struct{ session, part, key string }{
+		{"s-a", "2026-10-13", "ip+ua"},
+		{"s-b", "2026-10-13", "ip+ua"},
+		{"s-a", "2026-10-13", "ip+ua"},
+		{"s-a", "2026-10-13.2", "ip+ua"},
+		{"s-a", "2026-10-13.2", "user"},
+		{"bad\nvalue", "2026-10-13", "user"},
+		{"bad\nvalue", "2026-10-13", "user"},
+		{long, "2026-10-13", "user"},
+		{long, "2026-10-13", "user"},
+		{"s-b", "2026-10-13", "ip+ua"},
+	}
+	var next atomic.Int64
+	fake := newFake()
+	fake.peek = func(*traffic.Exchange) (string, string, record.Key) {
+		g := groupings[next.Load()]
+		return g.session, g.part, record.Key{Source: record.SourceFallback, Name: g.key}
+	}
+	srv := New(Settings{Processor: fake, Now: fixedNow, SessionHeader: header, DynamicMetadata: true})
+	client, _ := startServer(t, srv, GRPCOptions{})
+	invalid := uint64(0)
+	for i, g := range groupings {
+		next.Store(int64(i))
+		got, err := protomsg.Exchange(testContext(t), client, protomsg.Sequence(getExchange(), protomsg.Options{}))
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		md, err := structpb.NewStruct(map[string]any{MetadataNamespace: map[string]any{
+			"session": g.session, "part": g.part, "key": "fallback:" + g.key}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mut *extprocv3.HeaderMutation
+		if validHeaderValue(g.session) {
+			mut = sessionHeaderMutation(header, g.session)
+		} else {
+			invalid++
+		}
+		if diff := cmp.Diff(requestHeadersAnswer(mut, md), got[0], protocmp.Transform()); diff != "" {
+			t.Errorf("exchange %d (%.20s %s %s): request headers answer differs (-want +got):\n%s", i, g.session, g.part, g.key, diff)
+		}
+	}
+	if n := srv.Stats().InvalidSessionValues; n != invalid {
+		t.Errorf("invalid session values = %d; want %d, one per answer", n, invalid)
 	}
 }

@@ -118,14 +118,9 @@ func (st *stream) overrideBodies(resp *extprocv3.ProcessingResponse, response, e
 	if response && sends(st.reqMode) {
 		mode.RequestBodyMode = st.reqMode
 	}
-	out := resp
-	if resp == continueRequestHeaders {
-		out = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-			RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
-	} else if resp == continueResponseHeaders {
-		out = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
-	}
+	// A fresh answer around the same parts: resp may be shared by other streams (the CONTINUE
+	// answers, cached inline answers), which only ever read it.
+	out := &extprocv3.ProcessingResponse{Response: resp.Response, DynamicMetadata: resp.DynamicMetadata}
 	out.ModeOverride = mode
 	st.srv.stats.modeOverrides.Add(1)
 	return out

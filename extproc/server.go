@@ -91,6 +91,9 @@ type settings struct {
 	dynamicMetadata bool
 	namespaces      []string
 	now             func() time.Time
+	// answers caches the inline answers built for recent groupings; it belongs to one set of
+	// settings because the answers carry the session header's name.
+	answers *answerCache
 }
 
 var _ extprocv3.ExternalProcessorServer = (*Server)(nil)
@@ -140,6 +143,7 @@ func normalise(in Settings) *settings {
 		sessionHeader:   strings.ToLower(strings.TrimSpace(in.SessionHeader)),
 		dynamicMetadata: in.DynamicMetadata,
 		now:             in.Now,
+		answers:         newAnswerCache(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
