@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -392,7 +393,10 @@ func (b *body) result() (data []byte, truncated bool, size int64) {
 	return b.buf, truncated, size
 }
 
-// headers copies a header list: keys lower-cased, raw_value preferred over value, at most maxHeaders.
+// headers copies a header list: keys lower-cased, raw_value preferred over value, at most
+// maxHeaders. The raw values are copied into one buffer that the returned strings share: one
+// allocation per list instead of one per header. The buffer is never written after the
+// strings are made.
 func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traffic.Header {
 	n := min(len(hs), maxHeaders)
 	if dropped := len(hs) - n; dropped > 0 {
@@ -401,6 +405,11 @@ func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traf
 	if dst == nil {
 		dst = make([]traffic.Header, 0, n)
 	}
+	rawBytes := 0
+	for _, h := range hs[:n] {
+		rawBytes += len(h.GetRawValue())
+	}
+	buf := make([]byte, 0, rawBytes)
 	for _, h := range hs[:n] {
 		if h.GetKey() == "" {
 			// No HTTP codec lets a nameless field through; nothing could look it up.
@@ -413,7 +422,9 @@ func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traf
 		}
 		v := h.GetValue()
 		if len(raw) > 0 {
-			v = string(raw)
+			start := len(buf)
+			buf = append(buf, raw...)
+			v = unsafe.String(&buf[start], len(raw))
 		}
 		dst = append(dst, traffic.Header{Name: lowerASCII(h.GetKey()), Value: v})
 	}
