@@ -69,6 +69,16 @@ type Settings struct {
 	AttackNamespaces []string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// PhaseObserver, when set, is told how long each message took from its receipt to its
+	// answer being ready (or, in observability mode, to its processing being done); nil = off.
+	PhaseObserver PhaseObserver
+}
+
+// PhaseObserver receives the server's time per message. ObservePhase is called on the stream
+// path and must not block; phase is one of "request_headers", "request_body",
+// "request_trailers", "response_headers", "response_body", "response_trailers".
+type PhaseObserver interface {
+	ObservePhase(phase string, observability bool, d time.Duration)
 }
 
 // Server implements the ext_proc service. Its settings can be swapped at any time (config
@@ -91,6 +101,7 @@ type settings struct {
 	dynamicMetadata bool
 	namespaces      []string
 	now             func() time.Time
+	phases          PhaseObserver
 	// answers caches the inline answers built for recent groupings; it belongs to one set of
 	// settings because the answers carry the session header's name.
 	answers *answerCache
@@ -132,6 +143,7 @@ func (s *Server) Settings() Settings {
 		DynamicMetadata:  c.dynamicMetadata,
 		AttackNamespaces: append([]string(nil), c.namespaces...),
 		Now:              c.now,
+		PhaseObserver:    c.phases,
 	}
 }
 
@@ -143,6 +155,7 @@ func normalise(in Settings) *settings {
 		sessionHeader:   strings.ToLower(strings.TrimSpace(in.SessionHeader)),
 		dynamicMetadata: in.DynamicMetadata,
 		now:             in.Now,
+		phases:          in.PhaseObserver,
 		answers:         newAnswerCache(),
 	}
 	if c.log == nil {

@@ -118,9 +118,16 @@ func (st *stream) run(ps extprocv3.ExternalProcessor_ProcessServer) error {
 			return st.endOf("receive", err)
 		}
 		st.messages++
-		resp, err := st.handle(req)
+		var began time.Time
+		if st.cfg.phases != nil {
+			began = time.Now()
+		}
+		resp, p, err := st.handle(req)
 		if err != nil {
 			return err
+		}
+		if st.cfg.phases != nil {
+			st.cfg.phases.ObservePhase(phaseNames[p], req.GetObservabilityMode(), time.Since(began))
 		}
 		if req.GetObservabilityMode() || resp == nil {
 			continue
@@ -152,8 +159,8 @@ func (st *stream) endOf(op string, err error) error {
 	return status.Error(codes.Unavailable, op+": "+err.Error())
 }
 
-// handle dispatches one message and returns its answer (nil = none is due).
-func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+// handle dispatches one message and returns its answer (nil = none is due) and its phase.
+func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, phase, error) {
 	obs := 0
 	if req.GetObservabilityMode() {
 		obs = 1
@@ -185,10 +192,10 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processin
 	default:
 		// A nil case (or one added to the API after this build) cannot be answered correctly.
 		st.protocolError("no request case")
-		return nil, errNoRequest
+		return nil, 0, errNoRequest
 	}
 	st.srv.stats.messages[obs][p].Add(1)
-	return resp, err
+	return resp, p, err
 }
 
 // recording reports whether message contents are kept: request headers arrived and the host
