@@ -75,6 +75,9 @@ type Engine struct {
 
 	// Counters for Stats; they never hold values, only counts.
 	observed, malicious, outOfScope atomic.Int64
+	// parseErrors counts what Observe's extraction could not parse; Peek reads the same
+	// values again and does not count.
+	parseErrors extract.ParseErrors
 
 	reloadMu sync.Mutex // serialises Reload so table resizes apply in order
 	closed   atomic.Bool
@@ -426,6 +429,7 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 	}
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
+	v.CountErrors(&e.parseErrors)
 
 	t := x.Start
 	if t.IsZero() {
@@ -582,18 +586,29 @@ type Stats struct {
 	// RoutesCollapsed is the number of requests whose route was collapsed because its host's
 	// route table was full.
 	RoutesCollapsed int64
+	// LookupCacheHits and LookupCacheMisses count lookups of decoded JWT claims in the lookup
+	// cache (sessions.lookup_cache_mb), Peek's included.
+	LookupCacheHits, LookupCacheMisses uint64
+	// ParseErrors counts values of recorded exchanges that could not be parsed, by source:
+	// indexed by extract.ParseJSONBody and its siblings, named by extract.ParseSourceNames.
+	// Such a value counts as an absent parameter.
+	ParseErrors [extract.NumParseSources]uint64
 }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Observed:        e.observed.Load(),
 		Malicious:       e.malicious.Load(),
 		OutOfScope:      e.outOfScope.Load(),
 		LiveParts:       e.parts.len(),
 		RouteHosts:      e.routes.hostsLen(),
 		RoutesCollapsed: e.routes.collapsed.Load(),
+		ParseErrors:     e.parseErrors.Counts(),
 	}
+	cs := e.cache.Stats()
+	st.LookupCacheHits, st.LookupCacheMisses = cs.Hits, cs.Misses
+	return st
 }
 
 // exportValue is a parameter value as records carry it: hashed, or in clear and capped.

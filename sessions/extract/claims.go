@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"strings"
+	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -26,6 +27,19 @@ type Cache struct {
 	// Two independent seeds: the key picks the slot, the check proves the slot holds this
 	// token's claims. Only both colliding at once could mix two tokens up.
 	keySeed, checkSeed maphash.Seed
+	// hits and misses count lookups, for the cache's hit rate.
+	hits, misses atomic.Uint64
+}
+
+// CacheStats are a Cache's lookup counts since NewCache.
+type CacheStats struct {
+	// Hits are lookups answered from the cache; Misses are lookups that decoded the token.
+	Hits, Misses uint64
+}
+
+// Stats returns the cache's lookup counts.
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load()}
 }
 
 // claimsEntry is immutable once stored: the claims are shared by every goroutine that hits.
@@ -65,8 +79,10 @@ func (c *Cache) Wait() { c.store.Wait() }
 func (c *Cache) get(token string) (map[string]any, bool) {
 	e, ok := c.store.Get(maphash.String(c.keySeed, token))
 	if !ok || e.check != maphash.String(c.checkSeed, token) {
+		c.misses.Add(1)
 		return nil, false
 	}
+	c.hits.Add(1)
 	return e.claims, true
 }
 
@@ -104,6 +120,9 @@ func (v *View) UnverifiedClaims(token string) (any, bool) {
 		claims, n, ok = v.decodeClaims(tok)
 		if ok && v.cache != nil {
 			v.cache.set(tok, claims, n)
+		}
+		if !ok {
+			v.parseError(ParseJWT)
 		}
 	}
 	v.lastToken, v.haveLast, v.lastOK = tok, true, ok
@@ -184,6 +203,7 @@ func (v *View) decodeBase64Bytes(s string) ([]byte, bool) {
 func (v *View) decodeBase64(s string) (any, bool) {
 	b, ok := v.decodeBase64Bytes(strings.TrimSpace(s))
 	if !ok || len(b) == 0 {
+		v.parseError(ParseBase64)
 		return nil, false
 	}
 	if looksLikeJSON(b) {
@@ -211,6 +231,7 @@ func looksLikeJSON(b []byte) bool {
 // parseJSON implements decode: json.
 func (v *View) parseJSON(s string) (any, bool) {
 	if len(s) > maxDecodeBytes {
+		v.parseError(ParseJSON)
 		return nil, false
 	}
 	need := len(s)
@@ -218,5 +239,9 @@ func (v *View) parseJSON(s string) (any, bool) {
 		v.scratch = make([]byte, need)
 	}
 	buf := append(v.scratch[:0], s...)
-	return v.parse(buf)
+	doc, ok := v.parse(buf)
+	if !ok {
+		v.parseError(ParseJSON)
+	}
+	return doc, ok
 }

@@ -2,11 +2,13 @@ package extract
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ohler55/ojg/oj"
 
@@ -84,6 +86,54 @@ type View struct {
 	tapes    [2][]tok
 	tapeDone [2]bool
 	tapeOK   [2]bool
+
+	// errs counts the values this View fails to parse; nil counts nothing.
+	errs *ParseErrors
+}
+
+// Sources of parse failures, the index of ParseErrors' counters.
+const (
+	// ParseJSONBody: a body that is JSON by its content type (or sniffed) but does not parse.
+	ParseJSONBody = iota
+	// ParseFormBody: a multipart/form-data body without a boundary or with a malformed part.
+	ParseFormBody
+	// ParseJWT: a token read with decode: jwt (or a built-in JWT key) whose payload is not
+	// base64url JSON of an object.
+	ParseJWT
+	// ParseBase64: a value read with decode: base64 that is not base64.
+	ParseBase64
+	// ParseJSON: a value read with decode: json that is not JSON.
+	ParseJSON
+	// NumParseSources is the number of sources.
+	NumParseSources
+)
+
+// ParseSourceNames names the sources, by index, as metrics label them.
+var ParseSourceNames = [NumParseSources]string{"json_body", "form_body", "jwt", "base64", "json"}
+
+// ParseErrors counts parse failures by source. Extraction treats an unparsable value as an
+// absent parameter; these counts make such traffic visible. Safe for concurrent use.
+type ParseErrors struct {
+	n [NumParseSources]atomic.Uint64
+}
+
+// Counts returns the counts by source.
+func (p *ParseErrors) Counts() [NumParseSources]uint64 {
+	var out [NumParseSources]uint64
+	for i := range p.n {
+		out[i] = p.n[i].Load()
+	}
+	return out
+}
+
+// CountErrors makes the View count its parse failures into p (nil: count nothing). A caller
+// that reads one exchange through several Views counts through one of them only.
+func (v *View) CountErrors(p *ParseErrors) { v.errs = p }
+
+func (v *View) parseError(source int) {
+	if v.errs != nil {
+		v.errs.n[source].Add(1)
+	}
 }
 
 var viewPool = sync.Pool{New: func() any { return new(View) }}
@@ -112,7 +162,7 @@ func (v *View) ex() *traffic.Exchange {
 // Release returns the View's buffers to a pool. Values already returned stay valid; the View
 // must not be used again.
 func (v *View) Release() {
-	v.x, v.cache = nil, nil
+	v.x, v.cache, v.errs = nil, nil, nil
 	v.cookies = resetPairs(v.cookies)
 	v.setCookies = resetPairs(v.setCookies)
 	v.query = resetPairs(v.query)
@@ -335,6 +385,9 @@ func (v *View) JSONBody(side Side) (any, bool) {
 	if !st.jsonDone {
 		st.jsonDone = true
 		st.doc, st.jsonOK = v.parse(v.body(side))
+		if !st.jsonOK {
+			v.parseError(ParseJSONBody)
+		}
 	}
 	return st.doc, st.jsonOK
 }
@@ -410,7 +463,11 @@ func (v *View) multipartField(side Side, name string) (string, bool) {
 	if !st.formDone {
 		st.formDone = true
 		ct, _ := v.contentType(side)
-		st.fields = appendMultipartFields(st.fields, v.body(side), ct)
+		var ok bool
+		st.fields, ok = appendMultipartFields(st.fields, v.body(side), ct)
+		if !ok {
+			v.parseError(ParseFormBody)
+		}
 	}
 	for _, p := range st.fields {
 		if p.name == name && p.value != "" {
@@ -422,18 +479,18 @@ func (v *View) multipartField(side Side, name string) (string, bool) {
 
 // appendMultipartFields reads the non-file fields of a multipart/form-data body. The body is
 // already bounded by the cap, so reading a whole field is bounded too; a malformed part ends
-// the reading and keeps the fields before it.
-func appendMultipartFields(dst []pair, body []byte, ct string) []pair {
+// the reading and keeps the fields before it. ok is false when the body was malformed.
+func appendMultipartFields(dst []pair, body []byte, ct string) (_ []pair, ok bool) {
 	_, params, err := mime.ParseMediaType(ct)
 	if err != nil || params["boundary"] == "" {
-		return dst
+		return dst, false
 	}
 	r := multipart.NewReader(bytes.NewReader(body), params["boundary"])
 	var buf bytes.Buffer
 	for range maxMultipartParts {
 		part, err := r.NextPart()
 		if err != nil {
-			break
+			return dst, errors.Is(err, io.EOF)
 		}
 		name := part.FormName()
 		if name == "" || part.FileName() != "" {
@@ -444,11 +501,11 @@ func appendMultipartFields(dst []pair, body []byte, ct string) []pair {
 		_, err = io.Copy(&buf, io.LimitReader(part, int64(len(body))))
 		_ = part.Close()
 		if err != nil {
-			break
+			return dst, false
 		}
 		dst = append(dst, pair{name: name, value: buf.String()})
 	}
-	return dst
+	return dst, true
 }
 
 // parse parses JSON with the View's parser. ojg's parser keeps its own stack rather than
