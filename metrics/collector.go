@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/sessions/extract"
 )
 
 // Label values of apisessions_extproc_messages_total.
@@ -32,7 +33,8 @@ type collector struct {
 	streamsOpen, streams, messages, observed, outOfScope, panics, protocolErrors,
 	streamErrors, headersDropped, invalidSessionValues, modeOverrides *prometheus.Desc
 
-	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed *prometheus.Desc
+	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
+	lookupHits, lookupMisses, parseErrors *prometheus.Desc
 
 	sinkQueued, sinkRecords, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 }
@@ -63,6 +65,9 @@ func newCollector(src Sources) *collector {
 		liveParts:        desc("sessions", "active_parts", "Session parts held in memory now (bounded by sessions.max_live_parts)."),
 		routeHosts:       desc("sessions", "route_hosts", "Hosts with a route table of their own."),
 		routesCollapsed:  desc("sessions", "routes_collapsed_total", "Requests whose route was collapsed because the host's route table was full."),
+		lookupHits:       desc("", "lookup_cache_hits_total", "Lookups of decoded JWT claims answered by the lookup cache (sessions.lookup_cache_mb)."),
+		lookupMisses:     desc("", "lookup_cache_misses_total", "Lookups of decoded JWT claims that missed the lookup cache and decoded the token."),
+		parseErrors:      desc("", "parse_errors_total", "Values of recorded exchanges that could not be parsed and counted as absent parameters, by source: json_body, form_body (multipart), jwt, base64, json (decode: json).", "source"),
 
 		sinkQueued:       desc("sink", "records_queued", "Records waiting in the sink's queue now (queue depth).", "sink"),
 		sinkRecords:      desc("sink", "records_total", "Records by sink and outcome: accepted into the queue; delivered (replayed ones included); spooled to disk; replayed from the spool; dropped (queue full, after shutdown, undelivered at the deadline without a spool, lost by the spool); spool_dropped (the part of dropped the spool lost); failed (refused, retried out, or not encodable); rejected (the part of failed kept in the rejects file).", "sink", "outcome"),
@@ -84,7 +89,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		}
 	}
 	if c.src.Engine != nil {
-		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed} {
+		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed,
+			c.lookupHits, c.lookupMisses, c.parseErrors} {
 			ch <- d
 		}
 	}
@@ -110,6 +116,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.liveParts, prometheus.GaugeValue, float64(s.LiveParts))
 		ch <- prometheus.MustNewConstMetric(c.routeHosts, prometheus.GaugeValue, float64(s.RouteHosts))
 		ch <- counter(c.routesCollapsed, s.RoutesCollapsed)
+		ch <- counter(c.lookupHits, s.LookupCacheHits)
+		ch <- counter(c.lookupMisses, s.LookupCacheMisses)
+		for i, n := range s.ParseErrors {
+			ch <- prometheus.MustNewConstMetric(c.parseErrors, prometheus.CounterValue, float64(n), extract.ParseSourceNames[i])
+		}
 	}
 	if c.src.Sinks != nil {
 		for _, o := range c.src.Sinks.Stats() {

@@ -59,6 +59,9 @@ type Registry struct {
 	// resolved once so the stream path does no label lookup.
 	processing    *prometheus.HistogramVec
 	observe, peek prometheus.Observer
+	// phases times each ext_proc message; phaseObs are its children by [observability][phase].
+	phases   *prometheus.HistogramVec
+	phaseObs [2][len(phaseLabels)]prometheus.Observer
 
 	watchOnce sync.Once
 	watchErr  error
@@ -81,6 +84,18 @@ func New(info BuildInfo) *Registry {
 	}, []string{"op"})
 	r.observe = r.processing.WithLabelValues("observe")
 	r.peek = r.processing.WithLabelValues("peek")
+	r.phases = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace,
+		Subsystem: "extproc",
+		Name:      "phase_duration_seconds",
+		Help:      "Time the ext_proc server spends per message, from its receipt to its answer being ready (observability mode: to its processing being done), by phase and mode. The engine's Observe at a stream's end is not included.",
+		Buckets:   processingBuckets,
+	}, []string{"phase", "mode"})
+	for i, mode := range []string{modeInline, modeObservability} {
+		for j, phase := range phaseLabels {
+			r.phaseObs[i][j] = r.phases.WithLabelValues(phase, mode)
+		}
+	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace,
 		Name:      "build_info",
@@ -91,6 +106,7 @@ func New(info BuildInfo) *Registry {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		r.processing,
+		r.phases,
 		build,
 	)
 	return r
@@ -159,4 +175,44 @@ func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key re
 	session, part, key = t.next.Peek(x)
 	t.peek.Observe(time.Since(start).Seconds())
 	return session, part, key
+}
+
+// phaseLabels are the phase label values, as extproc names its phases.
+var phaseLabels = [...]string{
+	"request_headers", "request_body", "request_trailers",
+	"response_headers", "response_body", "response_trailers",
+}
+
+// PhaseObserver returns the extproc.PhaseObserver that feeds
+// apisessions_extproc_phase_duration_seconds. Each call is a switch and one histogram update.
+func (r *Registry) PhaseObserver() extproc.PhaseObserver { return phaseObserver{r} }
+
+type phaseObserver struct{ r *Registry }
+
+func (p phaseObserver) ObservePhase(phase string, observability bool, d time.Duration) {
+	i := 0
+	if observability {
+		i = 1
+	}
+	j := -1
+	switch phase {
+	case "request_headers":
+		j = 0
+	case "request_body":
+		j = 1
+	case "request_trailers":
+		j = 2
+	case "response_headers":
+		j = 3
+	case "response_body":
+		j = 4
+	case "response_trailers":
+		j = 5
+	}
+	if j < 0 {
+		// A phase this build does not know gets no series of its own rather than a label
+		// outside the documented set.
+		return
+	}
+	p.r.phaseObs[i][j].Observe(d.Seconds())
 }

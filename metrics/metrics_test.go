@@ -6,11 +6,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 	"github.com/apisessions/apisessions/sinks"
@@ -54,7 +56,8 @@ func TestCollectorReadsSourcesAtScrape(t *testing.T) {
 		Observed:       9,
 		ProtocolErrors: 4, Panics: 1, HeadersDropped: 2000,
 	}}
-	eng := &fakeEngine{s: sessions.Stats{Observed: 9, Malicious: 2, LiveParts: 6}}
+	eng := &fakeEngine{s: sessions.Stats{Observed: 9, Malicious: 2, LiveParts: 6, LookupCacheHits: 11, LookupCacheMisses: 4,
+		ParseErrors: [extract.NumParseSources]uint64{extract.ParseJSONBody: 5, extract.ParseJWT: 2}}}
 	snk := &fakeSinks{s: []sinks.OutputStats{{Name: "audit", Queued: 12, Accepted: 40, Delivered: 25, Dropped: 3, Failed: 1,
 		Retried: 7, Spooled: 9, Replayed: 4, SpoolDropped: 2, Rejected: 1, SpoolRecords: 5, SpoolBytes: 4096}}}
 	r := New(BuildInfo{Version: "v1.2.3", Commit: "abc"})
@@ -100,6 +103,11 @@ apisessions_sink_records_queued{sink="audit"} 12
 		{name: "headers dropped", metric: "apisessions_extproc_headers_dropped_total", want: 2000},
 		{name: "engine requests", metric: "apisessions_sessions_requests_total", want: 9},
 		{name: "malicious", metric: "apisessions_sessions_malicious_requests_total", want: 2},
+		{name: "lookup cache hits", metric: "apisessions_lookup_cache_hits_total", want: 11},
+		{name: "lookup cache misses", metric: "apisessions_lookup_cache_misses_total", want: 4},
+		{name: "JSON body parse errors", metric: "apisessions_parse_errors_total", labels: map[string]string{"source": "json_body"}, want: 5},
+		{name: "JWT parse errors", metric: "apisessions_parse_errors_total", labels: map[string]string{"source": "jwt"}, want: 2},
+		{name: "form parse errors, none", metric: "apisessions_parse_errors_total", labels: map[string]string{"source": "form_body"}, want: 0},
 		{name: "accepted", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "accepted"}, want: 40},
 		{name: "delivered after the change", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "delivered"}, want: 36},
 		{name: "dropped", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "dropped"}, want: 3},
@@ -213,5 +221,36 @@ func TestHandlerServesTextFormat(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("the page lacks %q", want)
 		}
+	}
+}
+
+func TestPhaseObserver(t *testing.T) {
+	t.Parallel()
+	r := New(BuildInfo{})
+	o := r.PhaseObserver()
+	o.ObservePhase("request_headers", false, 3*time.Microsecond)
+	o.ObservePhase("request_headers", false, 5*time.Microsecond)
+	o.ObservePhase("response_body", true, time.Millisecond)
+	o.ObservePhase("not_a_phase", false, time.Second)
+	h := gather(t, r)["apisessions_extproc_phase_duration_seconds"]
+	if h == nil {
+		t.Fatal("no phase histogram")
+	}
+	counts := map[string]uint64{}
+	for _, m := range h.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		counts[labels["phase"]+"/"+labels["mode"]] += m.GetHistogram().GetSampleCount()
+	}
+	want := map[string]uint64{"request_headers/inline": 2, "response_body/observability": 1}
+	for k, n := range counts {
+		if n != want[k] {
+			t.Errorf("%s observed %d times; want %d", k, n, want[k])
+		}
+	}
+	if len(counts) != 12 {
+		t.Errorf("%d series; want 12 (six phases by two modes), an unknown phase adding none", len(counts))
 	}
 }

@@ -133,7 +133,7 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 
 	s.metrics = metrics.New(buildInfo())
 	s.proc = s.metrics.Timed(s.engine)
-	s.ext = extproc.New(extprocSettings(cfg, logger, s.proc))
+	s.ext = extproc.New(extprocSettings(cfg, logger, s.proc, s.metrics.PhaseObserver()))
 	if err := s.metrics.Watch(metrics.Sources{Extproc: s.ext, Engine: s.engine, Sinks: s.pipeline}); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -186,7 +186,7 @@ func configName(path string) string {
 	return path
 }
 
-func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processor) extproc.Settings {
+func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processor, phases extproc.PhaseObserver) extproc.Settings {
 	namespaces := make([]string, 0, len(cfg.Attacks.Metadata))
 	for _, m := range cfg.Attacks.Metadata {
 		namespaces = append(namespaces, m.Namespace)
@@ -197,6 +197,7 @@ func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processo
 		SessionHeader:    cfg.Inline.SessionHeader,
 		DynamicMetadata:  cfg.Inline.DynamicMetadata,
 		AttackNamespaces: namespaces,
+		PhaseObserver:    phases,
 	}
 }
 
@@ -242,7 +243,7 @@ func (s *server) reload() {
 		s.logger.Warn("reload rejected, keeping the running configuration", "config", s.configPath, "error", err.Error())
 		return
 	}
-	s.ext.SetSettings(extprocSettings(next, s.logger, s.proc))
+	s.ext.SetSettings(extprocSettings(next, s.logger, s.proc, s.metrics.PhaseObserver()))
 	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || cur.Server != next.Server {
 		s.logger.Warn("reload: changes to server and sinks take effect after a restart")
 	}
