@@ -403,8 +403,13 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	s := e.snap.Load()
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
-	c := s.resolveClient(x)
-	session, key = s.resolve(v, &c, e.hash, false)
+	// The client (address parsing, fingerprints) matters only when no grouping parameter
+	// decides, which is the rarer case on traffic with keys.
+	session, key, ok := s.resolveParams(v, e.hash, false)
+	if !ok {
+		c := s.resolveClient(x)
+		session, key = s.resolveRest(v, &c, e.hash)
+	}
 	t := x.Start
 	if t.IsZero() {
 		t = e.now()
