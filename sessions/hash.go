@@ -168,8 +168,15 @@ const fallbackLabel = "apisessions/fallback/v1"
 //	                      join = "<part>=<value>" for each part used, in configured order, joined by "\x00"
 //	hashed parameter      "hmac:" + hex(HMAC-SHA256(K, value)[:16])
 type hasher struct {
-	value    sync.Pool // of hash.Hash keyed with K
-	fallback sync.Pool // of hash.Hash keyed with Kf
+	value    sync.Pool // of *mac keyed with K
+	fallback sync.Pool // of *mac keyed with Kf
+}
+
+// mac is a pooled HMAC with the buffer its sum is written to: a sum written through the
+// hash.Hash interface into a caller's array would move that array to the heap.
+type mac struct {
+	h   hash.Hash
+	sum [sha256.Size]byte
 }
 
 func newHasher(key []byte) *hasher {
@@ -178,17 +185,18 @@ func newHasher(key []byte) *hasher {
 	m.Write([]byte(fallbackLabel))
 	kf := m.Sum(nil)
 	return &hasher{
-		value:    sync.Pool{New: func() any { return hmac.New(sha256.New, k) }},
-		fallback: sync.Pool{New: func() any { return hmac.New(sha256.New, kf) }},
+		value:    sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, k)} }},
+		fallback: sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, kf)} }},
 	}
 }
 
 func (h *hasher) sum(pool *sync.Pool, s string, out *[sha256.Size]byte) {
-	m := pool.Get().(hash.Hash)
-	m.Reset()
+	m := pool.Get().(*mac)
+	m.h.Reset()
 	// io.WriteString would convert through []byte anyway; hash.Hash has no WriteString.
-	m.Write(stringBytes(s))
-	m.Sum(out[:0])
+	m.h.Write(stringBytes(s))
+	m.h.Sum(m.sum[:0])
+	*out = m.sum
 	pool.Put(m)
 }
 
