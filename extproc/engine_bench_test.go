@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -215,7 +216,9 @@ func bufClient(b *testing.B, srv extprocv3.ExternalProcessorServer) extprocv3.Ex
 // engine, beside the same exchange against the no-op server, over the same in-memory gRPC
 // transport. The ratio of apisessions' throughput to the no-op server's is NoopServer's ns/op
 // divided by Engine's, from one run. Engine/Discard drops records at the emitter;
-// Engine/Pipeline queues them to a sink worker that discards them.
+// Engine/DiscardPlain is the same without the session header and the dynamic metadata;
+// Engine/Pipeline queues records to a sink worker that discards them. Direct plays the
+// messages into Process without gRPC: the server's own work per exchange.
 func BenchmarkServerWithEngine(b *testing.B) {
 	for _, tr := range []struct {
 		name   string
@@ -231,11 +234,29 @@ func BenchmarkServerWithEngine(b *testing.B) {
 			{"Engine/Discard", func(b *testing.B) extprocv3.ExternalProcessorServer {
 				return newEngineServer(newBenchEngine(b, discardEmitter{}))
 			}},
+			{"Engine/DiscardPlain", func(b *testing.B) extprocv3.ExternalProcessorServer {
+				// Inline additions off: the cost of the session header and the metadata is
+				// the difference to Engine/Discard.
+				return extproc.New(extproc.Settings{Processor: newBenchEngine(b, discardEmitter{})})
+			}},
 			{"Engine/Pipeline", func(b *testing.B) extprocv3.ExternalProcessorServer {
 				p := sinks.NewPipeline(nil, []sinks.Output{{Name: "discard", Sink: discardSink{}}})
 				b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 				return newEngineServer(newBenchEngine(b, p))
 			}},
+		}
+		for _, s := range servers[:2] {
+			b.Run(tr.name+"/"+s.name+"/direct", func(b *testing.B) {
+				srv := s.make(b)
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if err := srv.Process(&directStream{msgs: seqs[i%len(seqs)]}); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
 		}
 		for _, s := range servers {
 			b.Run(tr.name+"/"+s.name+"/serial", func(b *testing.B) {
@@ -269,3 +290,22 @@ func BenchmarkServerWithEngine(b *testing.B) {
 		}
 	}
 }
+
+// directStream plays msgs into Process without a transport and drops the answers.
+type directStream struct {
+	grpc.ServerStream
+	msgs []*extprocv3.ProcessingRequest
+	next int
+}
+
+func (s *directStream) Context() context.Context { return context.Background() }
+
+func (s *directStream) Recv() (*extprocv3.ProcessingRequest, error) {
+	if s.next == len(s.msgs) {
+		return nil, io.EOF
+	}
+	s.next++
+	return s.msgs[s.next-1], nil
+}
+
+func (s *directStream) Send(*extprocv3.ProcessingResponse) error { return nil }
