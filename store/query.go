@@ -66,16 +66,10 @@ func (f *Filter) requestConds() bool {
 		f.Path != "" || f.Route != "" || f.Malicious
 }
 
-// indexed reports whether a condition has an index of its own on requests.
-func (f *Filter) indexed() bool {
-	return !f.From.IsZero() || !f.To.IsZero() || f.User != "" || f.Flow != "" || f.IP != "" ||
-		f.RequestID != "" || f.Malicious
-}
-
 // where appends the conditions on requests (alias r) to w. With noIndex the columns are
-// written +r.col, which keeps SQLite on the part's own index (part_id, time) inside a
-// correlated subquery instead of a filter index that would read other parts' rows.
-func (f *Filter) where(w *sqlWhere, noIndex, withFlow bool) {
+// written +r.col, which keeps SQLite on the part's own index (part_id, time) instead of the
+// request id index that would read other parts' rows.
+func (f *Filter) where(w *sqlWhere, noIndex bool) {
 	c := func(col string) string {
 		if noIndex {
 			return "+r." + col
@@ -93,7 +87,7 @@ func (f *Filter) where(w *sqlWhere, noIndex, withFlow bool) {
 		w.add(c("user")+" <> '' AND "+c("user")+" = ?", f.User)
 	}
 	if f.Role != "" {
-		w.add("+r.role = ?", f.Role)
+		w.add(c("role")+" = ?", f.Role)
 	}
 	if f.RequestID != "" {
 		w.add(c("request_id")+" <> '' AND "+c("request_id")+" = ?", f.RequestID)
@@ -102,7 +96,7 @@ func (f *Filter) where(w *sqlWhere, noIndex, withFlow bool) {
 		w.add(c("client_ip")+" = ?", f.IP)
 	}
 	if f.Method != "" {
-		w.add("+r.method = ?", f.Method)
+		w.add(c("method")+" = ?", f.Method)
 	}
 	if f.Status.Set {
 		if f.Status.Class > 0 {
@@ -125,10 +119,11 @@ func (f *Filter) where(w *sqlWhere, noIndex, withFlow bool) {
 		w.add(c("route")+" = ?", f.Route)
 	}
 	if f.Malicious {
-		w.add("r.malicious")
+		w.add(c("malicious"))
 	}
-	if f.Flow != "" && withFlow {
-		w.add("EXISTS (SELECT 1 FROM request_flows f WHERE f.flow = ? AND f.part_id = r.part_id AND f.request = r.id)", f.Flow)
+	if f.Flow != "" {
+		// flows holds the request's flows joined by commas (flow names have none).
+		w.add("instr(',' || +r.flows || ',', ',' || ? || ',') > 0", f.Flow)
 	}
 }
 
@@ -196,7 +191,10 @@ func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
 		w.add("p.last_seen >= ?", f.From.UnixMilli())
 	}
 	if !f.To.IsZero() {
-		w.add("p.first_seen <= ?", f.To.UnixMilli())
+		// No part spans longer than max_span, so a part that ends later than to+max_span began
+		// after to: the bound keeps the walk of parts_recent inside the interval.
+		w.add("p.first_seen <= ? AND p.last_seen <= ? + coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)",
+			f.To.UnixMilli(), f.To.UnixMilli())
 	}
 	if q.Cursor != "" {
 		c, err := decodeListCursor(q.Cursor)
@@ -206,28 +204,12 @@ func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
 		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
 	}
 	if f.requestConds() {
-		var ids []int64
-		complete := false
-		// Only indexed conditions can find the matching parts without reading rows one by
-		// one; the others (method, status, host, path, route, role) are usually broad, and
-		// walking parts newest first meets a page of matches soonest.
-		if f.indexed() {
-			var err error
-			ids, complete, err = s.candidates(ctx, f)
-			if err != nil {
-				return nil, err
-			}
+		empty, err := s.listConds(ctx, f, w)
+		if err != nil {
+			return nil, err
 		}
-		if complete {
-			if len(ids) == 0 {
-				return &Page{Sessions: []*record.Session{}}, nil
-			}
-			list, _ := json.Marshal(ids)
-			w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
-		} else {
-			rw := &sqlWhere{}
-			f.where(rw, true, true)
-			w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
+		if empty {
+			return &Page{Sessions: []*record.Session{}}, nil
 		}
 	}
 	query := "SELECT " + partCols + " FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?"
@@ -253,38 +235,6 @@ func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
 		return nil, fmt.Errorf("store: list: %w", err)
 	}
 	return page, nil
-}
-
-// candidates collects the parts with a matching request through the filter indexes. When
-// more than probeParts match, the filter is broad and complete is false: the caller then walks
-// parts newest first and tests each, which meets a page of matches within few parts.
-func (s *Store) candidates(ctx context.Context, f *Filter) (ids []int64, complete bool, err error) {
-	w := &sqlWhere{}
-	var query string
-	if f.Flow != "" {
-		w.add("f.flow = ?", f.Flow)
-		f.where(w, false, false)
-		query = "SELECT DISTINCT f.part_id FROM request_flows f JOIN requests r ON r.id = f.request WHERE " + w.String()
-	} else {
-		f.where(w, false, true)
-		query = "SELECT DISTINCT r.part_id FROM requests r WHERE " + w.String()
-	}
-	rows, err := s.rdb.QueryContext(ctx, query+" LIMIT ?", append(w.args, s.probe+1)...)
-	if err != nil {
-		return nil, false, fmt.Errorf("store: list: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, false, fmt.Errorf("store: list: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("store: list: %w", err)
-	}
-	return ids, len(ids) <= s.probe, nil
 }
 
 type partRow struct {
@@ -454,7 +404,7 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 	if q.Cursor != "" {
 		w.add("(r.time, r.id) > (?, ?)", cur.Time, cur.ID)
 	}
-	q.Filter.where(w, true, true)
+	q.Filter.where(w, true)
 	rows, err := s.rdb.QueryContext(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
 		" ORDER BY r.time, r.id LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
@@ -576,7 +526,7 @@ func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter,
 	}
 	w := &sqlWhere{}
 	w.add("r.part_id = ?", pr.id)
-	f.where(w, true, true)
+	f.where(w, true)
 	rows, err := s.rdb.QueryContext(ctx, "SELECT r.record FROM requests r WHERE "+w.String()+" ORDER BY r.time, r.id", w.args...)
 	if err != nil {
 		return fmt.Errorf("store: read requests: %w", err)

@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -96,49 +94,28 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 		return false, fmt.Errorf("store: purge: %w", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT id, flows FROM requests WHERE part_id = ? ORDER BY time LIMIT ?`, id, s.chunk)
+	// The part's index (part_id, time) finds its rows; deleting by rowid then touches only them.
+	res, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE id IN
+		(SELECT id FROM requests WHERE part_id = ? ORDER BY time LIMIT ?)`, id, s.chunk)
 	if err != nil {
 		return false, fmt.Errorf("store: purge requests: %w", err)
 	}
-	type flowRow struct {
-		id    int64
-		flows string
-	}
-	var ids []int64
-	var flowed []flowRow
-	for rows.Next() {
-		var r flowRow
-		if err := rows.Scan(&r.id, &r.flows); err != nil {
-			rows.Close()
-			return false, fmt.Errorf("store: purge requests: %w", err)
-		}
-		ids = append(ids, r.id)
-		if r.flows != "" {
-			flowed = append(flowed, r)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	n, err := res.RowsAffected()
+	if err != nil {
 		return false, fmt.Errorf("store: purge requests: %w", err)
 	}
-	for _, r := range flowed {
-		for f := range strings.SplitSeq(r.flows, ",") {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM request_flows WHERE flow = ? AND part_id = ? AND request = ?`, f, id, r.id); err != nil {
-				return false, fmt.Errorf("store: purge flows: %w", err)
-			}
-		}
-	}
-	if len(ids) > 0 {
-		list, _ := json.Marshal(ids)
-		if _, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE id IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
-			return false, fmt.Errorf("store: purge requests: %w", err)
-		}
-	}
-	done := len(ids) < s.chunk
+	done := n < int64(s.chunk)
 	if done {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM part_values WHERE part_id = ?`, id); err != nil {
+			return false, fmt.Errorf("store: purge part values: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM parts WHERE id = ?`, id); err != nil {
 			return false, fmt.Errorf("store: purge part: %w", err)
 		}
+		// SQLite may give a deleted part's id to the next new part; what the writer remembers
+		// about the old one must not stand for the new one.
+		s.values.reset()
+		s.records.reset()
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("store: purge: %w", err)

@@ -6,6 +6,17 @@ import (
 	"fmt"
 )
 
+// migration brings the schema from one version to the next inside the transaction it is given.
+type migration func(ctx context.Context, tx *sql.Tx) error
+
+// sqlStep is a migration that is plain SQL.
+func sqlStep(q string) migration {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, q)
+		return err
+	}
+}
+
 // migrations bring the schema from version i to i+1 (PRAGMA user_version). Append only: a
 // released step never changes, so every database reaches the same schema by the same path.
 //
@@ -13,8 +24,8 @@ import (
 // session part: counts summed from its stored request rows (rows_*), the range of its request
 // times, and the merged session record (record, JSON). requests holds one row per request
 // record: the columns the filters read, and the record itself as JSON.
-var migrations = []string{
-	`CREATE TABLE parts (
+var migrations = []migration{
+	sqlStep(`CREATE TABLE parts (
 		id             INTEGER PRIMARY KEY,
 		session        TEXT    NOT NULL,
 		part           TEXT    NOT NULL,
@@ -62,11 +73,85 @@ var migrations = []string{
 		part_id INTEGER NOT NULL,
 		request INTEGER NOT NULL,
 		PRIMARY KEY (flow, part_id, request)
-	) WITHOUT ROWID;`,
+	) WITHOUT ROWID;`),
+
+	// Version 2: the filters read a table of the distinct values of each part (part_values)
+	// instead of per-request indexes, which cost a B-tree insert on every request; a part's
+	// values are written once, when first seen. parts_recent carries first_seen so a time
+	// interval is tested on the index alone; meta keeps the longest part span, which bounds
+	// the parts an interval has to look at.
+	sqlStep(`DROP TABLE request_flows;
+	DROP INDEX requests_time;
+	DROP INDEX requests_user;
+	DROP INDEX requests_ip;
+	DROP INDEX requests_malicious;
+	DROP INDEX parts_recent;
+	CREATE INDEX parts_recent ON parts (last_seen, session, part, first_seen);
+
+	CREATE TABLE part_values (
+		part_id INTEGER NOT NULL,
+		kind    INTEGER NOT NULL,
+		value   TEXT    NOT NULL,
+		PRIMARY KEY (part_id, kind, value)
+	) WITHOUT ROWID;
+	CREATE INDEX part_values_lookup ON part_values (kind, value, part_id);
+
+	CREATE TABLE meta (
+		key   TEXT PRIMARY KEY,
+		value INTEGER NOT NULL
+	) WITHOUT ROWID;
+	INSERT INTO meta (key, value) SELECT 'max_span', coalesce(max(last_seen - first_seen), 0) FROM parts;`).then(backfillValues),
+}
+
+// then runs next after m in the same transaction.
+func (m migration) then(next migration) migration {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		if err := m(ctx, tx); err != nil {
+			return err
+		}
+		return next(ctx, tx)
+	}
 }
 
 // SchemaVersion is the schema version this build writes.
 var SchemaVersion = len(migrations)
+
+// backfillValues fills part_values from the request rows a version 1 database holds, in
+// request id order, through the same function ingest uses.
+func backfillValues(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT part_id, method, host, path, route, status, client_ip, user, role,
+		malicious, flows FROM requests ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES (?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer ins.Close()
+	// Rows are read while inserting into another table, which SQLite allows on one
+	// connection; the values of a row are inserted before the next row is read.
+	var pending []partValue
+	for rows.Next() {
+		var (
+			id                                             int64
+			method, host, path, route, ip, user, role, fls string
+			status                                         int
+			mal                                            bool
+		)
+		if err := rows.Scan(&id, &method, &host, &path, &route, &status, &ip, &user, &role, &mal, &fls); err != nil {
+			return err
+		}
+		pending = requestValues(pending[:0], id, method, host, path, route, status, ip, user, role, mal, splitFlows(fls))
+		for _, v := range pending {
+			if _, err := ins.ExecContext(ctx, v.part, v.kind, v.value); err != nil {
+				return err
+			}
+		}
+	}
+	return rows.Err()
+}
 
 // migrate applies the migrations a database lacks, each in its own transaction together with
 // the version bump, so a crash leaves the database at one version or the next.
@@ -83,7 +168,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		if err != nil {
 			return fmt.Errorf("migrate to %d: %w", v+1, err)
 		}
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		if err := migrations[v](ctx, tx); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate to %d: %w", v+1, err)
 		}

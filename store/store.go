@@ -88,6 +88,13 @@ type Store struct {
 	// wmu serialises the writer between Write and the retention job.
 	wmu  sync.Mutex
 	stmt writeStmts
+	// values remembers the committed part_values rows of recent parts (writer only).
+	values *valueCache
+	// records remembers the stored session record of recent parts (writer only).
+	records *recordCache
+	// maxSpanW is the longest last_seen - first_seen of any part, as stored in meta: the
+	// writer updates meta only when a batch makes it longer.
+	maxSpanW int64
 	// probe is how many parts List collects through the filter indexes (probeParts).
 	probe int
 	// chunk is how many request rows one retention transaction deletes (purgeRows).
@@ -123,6 +130,8 @@ func Open(o Options) (*Store, error) {
 		closed:    make(chan struct{}),
 		probe:     probeParts,
 		chunk:     purgeRows,
+		values:    newValueCache(valueCacheSize),
+		records:   newRecordCache(recordCacheSize),
 	}
 	if s.retention == 0 {
 		s.retention = DefaultRetention

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -403,13 +404,20 @@ func TestRetention(t *testing.T) {
 	if diff := cmp.Diff([]string{"s_new/2026-11-29"}, sessionIDs(p)); diff != "" {
 		t.Errorf("parts after purge differ (-want +got):\n%s", diff)
 	}
-	for _, q := range []string{"SELECT count(*) FROM requests", "SELECT count(*) FROM request_flows"} {
+	for _, tc := range []struct {
+		q    string
+		want int
+	}{
+		{"SELECT count(*) FROM requests", 1},
+		{"SELECT count(*) FROM part_values WHERE kind = " + strconv.Itoa(kindFlow), 1},
+		{"SELECT count(*) FROM part_values WHERE part_id NOT IN (SELECT id FROM parts)", 0},
+	} {
 		var c int
-		if err := s.rdb.QueryRow(q).Scan(&c); err != nil {
+		if err := s.rdb.QueryRow(tc.q).Scan(&c); err != nil {
 			t.Fatal(err)
 		}
-		if c != 1 {
-			t.Errorf("%s = %d after purge; want 1 (the new part's)", q, c)
+		if c != tc.want {
+			t.Errorf("%s = %d after purge; want %d", tc.q, c, tc.want)
 		}
 	}
 }

@@ -7,24 +7,70 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
+	"math/bits"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
 
 // writeStmts are the writer's prepared statements, prepared once on its one connection.
+// Requests and part values go in multi-row INSERTs: one statement executes per chunk of rows
+// instead of one per row, which halves the cost of binding and stepping in the driver.
 type writeStmts struct {
-	partRows   *sql.Stmt
-	partGet    *sql.Stmt
-	partRecord *sql.Stmt
-	request    *sql.Stmt
-	flow       *sql.Stmt
+	partRows *sql.Stmt
+	partGet  *sql.Stmt
+	partAll  *sql.Stmt
+	span     *sql.Stmt
+	// requests[i] inserts 1<<i request rows; values[i] inserts 1<<i part_values rows. Any
+	// number of rows is a sum of these sizes, so a handful of statements covers every batch.
+	requests [requestSizes]*sql.Stmt
+	values   [valueSizes]*sql.Stmt
+}
+
+const (
+	requestCols  = 15
+	requestSizes = 6 // up to 32 rows a statement
+	valueSizes   = 7 // up to 64 rows a statement
+)
+
+// chunkLen is how many of the n rows left the next statement takes: the largest size at hand.
+func chunkLen(n, sizes int) int {
+	c := 1 << (sizes - 1)
+	for c > n {
+		c >>= 1
+	}
+	return c
+}
+
+// multiInsert prepares head followed by 1<<i copies of row for every i.
+func (s *Store) multiInsert(ctx context.Context, dst []*sql.Stmt, head, row string) error {
+	for i := range dst {
+		var b strings.Builder
+		b.WriteString(head)
+		for j := range 1 << i {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(row)
+		}
+		st, err := s.wdb.PrepareContext(ctx, b.String())
+		if err != nil {
+			return err
+		}
+		dst[i] = st
+	}
+	return nil
 }
 
 func (w *writeStmts) close() {
-	for _, st := range []*sql.Stmt{w.partRows, w.partGet, w.partRecord, w.request, w.flow} {
+	all := []*sql.Stmt{w.partRows, w.partGet, w.partAll, w.span}
+	all = append(all, w.requests[:]...)
+	all = append(all, w.values[:]...)
+	for _, st := range all {
 		if st != nil {
 			st.Close()
 		}
@@ -56,20 +102,44 @@ func (s *Store) prepare(ctx context.Context) error {
 			rows_last = max(rows_last, excluded.rows_last),
 			user = CASE WHEN excluded.user <> '' AND excluded.rows_last >= rows_last THEN excluded.user ELSE user END,
 			role = CASE WHEN excluded.role <> '' AND excluded.rows_last >= rows_last THEN excluded.role ELSE role END
-		RETURNING id`)
+		RETURNING id, last_seen - first_seen`)
 	s.stmt.partGet = prep(`SELECT record FROM parts WHERE session = ? AND part = ?`)
-	s.stmt.partRecord = prep(`INSERT INTO parts (session, part, first_seen, last_seen, user, role, record)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+	// A batch that brings session records of a part sets its merged record too; the record's
+	// user and role, when set, win over the requests' (it is the engine's own view).
+	s.stmt.partAll = prep(`INSERT INTO parts (session, part, first_seen, last_seen, rows, rows_malicious,
+			rows_bytes_in, rows_bytes_out, rows_last, user, role, record)
+		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+			CASE WHEN ?12 <> '' THEN ?12 ELSE ?10 END, CASE WHEN ?13 <> '' THEN ?13 ELSE ?11 END, ?14)
 		ON CONFLICT (session, part) DO UPDATE SET
 			first_seen = min(first_seen, excluded.first_seen),
 			last_seen = max(last_seen, excluded.last_seen),
-			user = CASE WHEN excluded.user <> '' THEN excluded.user ELSE user END,
-			role = CASE WHEN excluded.role <> '' THEN excluded.role ELSE role END,
-			record = excluded.record`)
-	s.stmt.request = prep(`INSERT INTO requests (part_id, time, request_id, method, host, path, route, status,
-			client_ip, user, role, malicious, flows, attack_types, record)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	s.stmt.flow = prep(`INSERT OR IGNORE INTO request_flows (flow, part_id, request) VALUES (?, ?, ?)`)
+			rows = rows + excluded.rows,
+			rows_malicious = rows_malicious + excluded.rows_malicious,
+			rows_bytes_in = rows_bytes_in + excluded.rows_bytes_in,
+			rows_bytes_out = rows_bytes_out + excluded.rows_bytes_out,
+			rows_last = max(rows_last, excluded.rows_last),
+			user = CASE WHEN ?12 <> '' THEN ?12
+				WHEN ?10 <> '' AND excluded.rows_last >= rows_last THEN ?10 ELSE user END,
+			role = CASE WHEN ?13 <> '' THEN ?13
+				WHEN ?11 <> '' AND excluded.rows_last >= rows_last THEN ?11 ELSE role END,
+			record = excluded.record
+		RETURNING id, last_seen - first_seen`)
+	s.stmt.span = prep(`INSERT INTO meta (key, value) VALUES ('max_span', ?)
+		ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)`)
+	if err == nil {
+		err = s.multiInsert(ctx, s.stmt.requests[:], `INSERT INTO requests (part_id, time, request_id, method, host,
+			path, route, status, client_ip, user, role, malicious, flows, attack_types, record) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	if err == nil {
+		err = s.multiInsert(ctx, s.stmt.values[:], `INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)")
+	}
+	if err == nil {
+		err = s.wdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'max_span'`).Scan(&s.maxSpanW)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = nil
+		}
+	}
 	if err != nil {
 		s.stmt.close()
 		return fmt.Errorf("store: prepare: %w", err)
@@ -122,14 +192,15 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 				badErr = errors.New("request record without session or part")
 				continue
 			}
-			b, err := encodeRequest(r)
-			if err != nil {
+			// The only value of a request record JSON cannot encode is a float that is not a
+			// number; checking it here lets the encoding run beside the first statements.
+			if math.IsNaN(r.DurationMS) || math.IsInf(r.DurationMS, 0) {
 				bad++
-				badErr = fmt.Errorf("encode request record: %w", err)
+				badErr = errors.New("encode request record: duration_ms is not a finite number")
 				continue
 			}
 			t := ms(r.Time)
-			reqs = append(reqs, encodedRequest{r: r, t: t, json: b})
+			reqs = append(reqs, encodedRequest{r: r, t: t})
 			k := partKey{r.Session, r.Part}
 			a := aggs[k]
 			if a == nil {
@@ -179,79 +250,243 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	defer tx.Rollback()
+	// The request records are encoded on another core while this one merges the session
+	// records and updates the parts; the request rows need them only after that.
+	encoded := make(chan error, 1)
+	go func() {
+		for i := range reqs {
+			b, err := encodeRequest(reqs[i].r)
+			if err != nil {
+				encoded <- err
+				return
+			}
+			reqs[i].json = b
+		}
+		encoded <- nil
+	}()
+	waited := false
+	wait := func() error {
+		waited = true
+		if err := <-encoded; err != nil {
+			return sinks.Permanent(fmt.Errorf("store: encode request record: %w", err))
+		}
+		return nil
+	}
+	defer func() {
+		if !waited {
+			<-encoded
+		}
+	}()
+	// The session records of a part are merged in memory first, so each part of the batch
+	// costs one upsert whatever it brings: request counts, a merged record, or both.
+	merged, err := s.mergeSessions(ctx, tx, sess)
+	if err != nil {
+		return err
+	}
+	for _, r := range sess {
+		k := partKey{r.Session, r.Part}
+		if aggs[k] == nil {
+			aggs[k] = &partAgg{}
+			order = append(order, k)
+		}
+	}
+	span := s.maxSpanW
 	partRows := tx.StmtContext(ctx, s.stmt.partRows)
+	var partAll *sql.Stmt
 	for _, k := range order {
 		a := aggs[k]
-		if err := partRows.QueryRowContext(ctx, k.session, k.part, a.first, a.last, a.rows, a.malicious,
-			a.bytesIn, a.bytesOn, a.last, a.user, a.role).Scan(&a.id); err != nil {
+		var sp int64
+		m := merged[k]
+		if m == nil {
+			err = partRows.QueryRowContext(ctx, k.session, k.part, a.first, a.last, a.rows, a.malicious,
+				a.bytesIn, a.bytesOn, a.last, a.user, a.role).Scan(&a.id, &sp)
+		} else {
+			if partAll == nil {
+				partAll = tx.StmtContext(ctx, s.stmt.partAll)
+			}
+			first, last := ms(m.rec.FirstSeen), ms(m.rec.LastSeen)
+			if a.rows > 0 {
+				first, last = min(first, a.first), max(last, a.last)
+			}
+			err = partAll.QueryRowContext(ctx, k.session, k.part, first, last, a.rows, a.malicious,
+				a.bytesIn, a.bytesOn, a.last, a.user, a.role, m.rec.User, m.rec.Role, string(m.json)).Scan(&a.id, &sp)
+		}
+		if err != nil {
 			return fmt.Errorf("store: update part: %w", err)
 		}
+		span = max(span, sp)
 	}
-	ins := tx.StmtContext(ctx, s.stmt.request)
-	flow := tx.StmtContext(ctx, s.stmt.flow)
-	for i := range reqs {
-		e := &reqs[i]
-		r := e.r
-		id := aggs[partKey{r.Session, r.Part}].id
-		var types string
-		if r.Attack != nil {
-			types = strings.Join(r.Attack.Types, ",")
-		}
-		res, err := ins.ExecContext(ctx, id, e.t, r.RequestID, r.Method, r.Host, r.Path, r.Route, r.Status,
-			r.ClientIP, r.User, r.Role, r.Malicious, strings.Join(r.Flows, ","), types, e.json)
-		if err != nil {
-			return fmt.Errorf("store: insert request: %w", err)
-		}
-		if len(r.Flows) > 0 {
-			rid, err := res.LastInsertId()
-			if err != nil {
-				return fmt.Errorf("store: insert request: %w", err)
-			}
-			for _, f := range r.Flows {
-				if _, err := flow.ExecContext(ctx, f, id, rid); err != nil {
-					return fmt.Errorf("store: insert flow: %w", err)
-				}
-			}
-		}
+	if err := wait(); err != nil {
+		return err
 	}
-	if len(sess) > 0 {
-		if err := s.writeSessions(ctx, tx, sess); err != nil {
-			return err
+	newKeys, err := s.insertRequests(ctx, tx, reqs, aggs)
+	if err != nil {
+		return err
+	}
+	if span > s.maxSpanW {
+		if _, err := tx.StmtContext(ctx, s.stmt.span).ExecContext(ctx, span); err != nil {
+			return fmt.Errorf("store: update part span: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	// Only what is committed may be remembered: a rolled back batch comes again.
+	s.values.add(newKeys)
+	for k, m := range merged {
+		s.records.put(k, asStored(m.rec))
+	}
+	if span > s.maxSpanW {
+		s.maxSpanW = span
+	}
 	return nil
 }
 
-// writeSessions merges each session record into its part's stored record.
-func (s *Store) writeSessions(ctx context.Context, tx *sql.Tx, sess []*record.Session) error {
-	get := tx.StmtContext(ctx, s.stmt.partGet)
-	put := tx.StmtContext(ctx, s.stmt.partRecord)
-	for _, r := range sess {
-		var old sql.NullString
-		err := get.QueryRowContext(ctx, r.Session, r.Part).Scan(&old)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("store: read part: %w", err)
-		}
-		merged := cloneSession(r)
-		if old.Valid {
-			var prev record.Session
-			if json.Unmarshal([]byte(old.String), &prev) == nil {
-				merged = mergeSession(&prev, r)
+// insertRequests writes the request rows and the part values they bring that are not known
+// yet, and returns the cache keys of those values.
+func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) ([]uint64, error) {
+	args := make([]any, 0, (1<<(requestSizes-1))*requestCols)
+	var vals []partValue
+	var keys []uint64
+	inBatch := map[uint64]struct{}{}
+	var scratch []partValue
+	for start := 0; start < len(reqs); {
+		n := chunkLen(len(reqs)-start, requestSizes)
+		chunk := reqs[start : start+n]
+		start += n
+		args = args[:0]
+		for i := range chunk {
+			e := &chunk[i]
+			r := e.r
+			id := aggs[partKey{r.Session, r.Part}].id
+			var types string
+			if r.Attack != nil {
+				types = strings.Join(r.Attack.Types, ",")
+			}
+			args = append(args, id, e.t, r.RequestID, r.Method, r.Host, r.Path, r.Route, r.Status,
+				r.ClientIP, r.User, r.Role, r.Malicious, strings.Join(r.Flows, ","), types, e.json)
+			scratch = requestValues(scratch[:0], id, r.Method, r.Host, r.Path, r.Route, r.Status, r.ClientIP,
+				r.User, r.Role, r.Malicious, r.Flows)
+			for _, v := range scratch {
+				k := s.values.key(v)
+				if _, ok := inBatch[k]; ok || s.values.has(k) {
+					continue
+				}
+				inBatch[k] = struct{}{}
+				keys = append(keys, k)
+				vals = append(vals, v)
 			}
 		}
-		b, err := json.Marshal(merged)
-		if err != nil {
-			return sinks.Permanent(fmt.Errorf("store: encode session record: %w", err))
-		}
-		if _, err := put.ExecContext(ctx, r.Session, r.Part, ms(merged.FirstSeen), ms(merged.LastSeen),
-			merged.User, merged.Role, string(b)); err != nil {
-			return fmt.Errorf("store: update part record: %w", err)
+		st := s.stmt.requests[bits.TrailingZeros(uint(n))]
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			return nil, fmt.Errorf("store: insert requests: %w", err)
 		}
 	}
-	return nil
+	for start := 0; start < len(vals); {
+		n := chunkLen(len(vals)-start, valueSizes)
+		chunk := vals[start : start+n]
+		start += n
+		args = args[:0]
+		for _, v := range chunk {
+			args = append(args, v.part, v.kind, v.value)
+		}
+		st := s.stmt.values[bits.TrailingZeros(uint(n))]
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			return nil, fmt.Errorf("store: insert part values: %w", err)
+		}
+	}
+	return keys, nil
+}
+
+// mergedRecord is a part's session record after the batch, and its JSON.
+type mergedRecord struct {
+	rec  *record.Session
+	json []byte
+}
+
+// mergeSessions merges each session record into its part's stored record (remembered, or
+// read from the part row), in batch order.
+func (s *Store) mergeSessions(ctx context.Context, tx *sql.Tx, sess []*record.Session) (map[partKey]*mergedRecord, error) {
+	if len(sess) == 0 {
+		return nil, nil
+	}
+	out := make(map[partKey]*mergedRecord, len(sess))
+	var get *sql.Stmt
+	for _, r := range sess {
+		k := partKey{r.Session, r.Part}
+		var prev *record.Session
+		if m := out[k]; m != nil {
+			prev = m.rec
+		} else if c, ok := s.records.get(k); ok {
+			prev = c
+		} else {
+			if get == nil {
+				get = tx.StmtContext(ctx, s.stmt.partGet)
+			}
+			var old sql.NullString
+			err := get.QueryRowContext(ctx, r.Session, r.Part).Scan(&old)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return nil, fmt.Errorf("store: read part: %w", err)
+			}
+			if old.Valid {
+				var p record.Session
+				if json.Unmarshal([]byte(old.String), &p) == nil {
+					prev = &p
+				}
+			}
+		}
+		m := cloneSession(r)
+		if prev != nil {
+			m = mergeSession(prev, r)
+		}
+		out[k] = &mergedRecord{rec: m}
+	}
+	for _, m := range out {
+		b, err := json.Marshal(m.rec)
+		if err != nil {
+			return nil, sinks.Permanent(fmt.Errorf("store: encode session record: %w", err))
+		}
+		m.json = b
+	}
+	return out, nil
+}
+
+// recordCache remembers the stored session record of recent parts, so a snapshot is merged
+// without reading and decoding the part row. Bounded: when full it starts again empty. The
+// records in it are never modified (mergeSession builds new ones). Writer only, under wmu.
+type recordCache struct {
+	m   map[partKey]*record.Session
+	max int
+}
+
+// recordCacheSize bounds the cache: a record is about 1 KB.
+const recordCacheSize = 8192
+
+func newRecordCache(n int) *recordCache {
+	return &recordCache{m: make(map[partKey]*record.Session), max: n}
+}
+
+func (c *recordCache) get(k partKey) (*record.Session, bool) {
+	r, ok := c.m[k]
+	return r, ok
+}
+
+func (c *recordCache) put(k partKey, r *record.Session) {
+	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[k] = r
+}
+
+func (c *recordCache) reset() { clear(c.m) }
+
+// asStored returns r as it reads back from its JSON: times in UTC to the millisecond, so a
+// merge with a remembered record decides exactly as one with the stored record would.
+func asStored(r *record.Session) *record.Session {
+	c := *r
+	c.FirstSeen = record.At(r.FirstSeen.Truncate(time.Millisecond).UTC())
+	c.LastSeen = record.At(r.LastSeen.Truncate(time.Millisecond).UTC())
+	return &c
 }
 
 func encodeRequest(r *record.Request) ([]byte, error) {

@@ -1,0 +1,236 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// facet is one list condition answered by part_values: a part has a value of kind that equals
+// one of eq or lies in one of the ranges.
+type facet struct {
+	kind   int
+	eq     []string
+	ranges [][2]string // [lo, hi); hi "" means unbounded
+	// exact is true when a part having the value means it has a request that matches the
+	// condition; otherwise the facet only narrows the parts and their requests decide.
+	exact bool
+}
+
+func exactFacet(kind int, v string) facet {
+	// A stored value of the full length may be a longer one cut.
+	return facet{kind: kind, eq: []string{cut(v)}, exact: len(v) < maxValueLen}
+}
+
+// sql writes the facet's value test over alias v.
+func (fc *facet) sql() (string, []any) {
+	var alts []string
+	var args []any
+	for _, v := range fc.eq {
+		alts = append(alts, "v.value = ?")
+		args = append(args, v)
+	}
+	for _, r := range fc.ranges {
+		if r[1] == "" {
+			alts = append(alts, "v.value >= ?")
+			args = append(args, r[0])
+		} else {
+			alts = append(alts, "(v.value >= ? AND v.value < ?)")
+			args = append(args, r[0], r[1])
+		}
+	}
+	return "(" + strings.Join(alts, " OR ") + ")", args
+}
+
+// facets lists the filter's conditions that part_values can answer. exact is true when they
+// alone decide which parts match: a single exact facet and no other request condition.
+// Method, status code and route together become one shape value, which is exact and as
+// selective as the combination.
+func (f *Filter) facets() (out []facet, exact bool) {
+	shape := f.Method != "" && f.Status.Set && f.Status.Class == 0 && f.Route != ""
+	if shape {
+		out = append(out, exactFacet(kindShape, shapeValue(f.Method, f.Status.Code, f.Route)))
+	}
+	if f.Malicious {
+		out = append(out, exactFacet(kindMalicious, "1"))
+	}
+	if f.Flow != "" {
+		out = append(out, exactFacet(kindFlow, f.Flow))
+	}
+	if f.User != "" {
+		out = append(out, exactFacet(kindUser, f.User))
+	}
+	if f.IP != "" {
+		out = append(out, exactFacet(kindIP, f.IP))
+	}
+	if f.Role != "" {
+		out = append(out, exactFacet(kindRole, f.Role))
+	}
+	if f.Status.Set && !shape {
+		if f.Status.Class > 0 {
+			c := statusValue(f.Status.Class * 100)
+			out = append(out, facet{kind: kindStatus, ranges: [][2]string{{c, statusValue(f.Status.Class*100+99) + "\x00"}}, exact: true})
+		} else {
+			out = append(out, exactFacet(kindStatus, statusValue(f.Status.Code)))
+		}
+	}
+	if f.Route != "" && !shape {
+		out = append(out, exactFacet(kindRoute, f.Route))
+	}
+	if f.Host != "" {
+		out = append(out, exactFacet(kindHost, f.Host))
+	}
+	if f.Method != "" && !shape {
+		out = append(out, exactFacet(kindMethod, f.Method))
+	}
+	if f.Path != "" {
+		// A path p begins with the filter P when either its directory (pathDir, as stored)
+		// begins with P, or P is longer and then has the same directory as p.
+		fc := facet{kind: kindPathDir, eq: []string{cut(pathDir(f.Path))}}
+		lo := cut(f.Path)
+		hi, _ := prefixEnd(lo)
+		fc.ranges = [][2]string{{lo, hi}}
+		out = append(out, fc)
+	}
+	others := f.RequestID != "" || !f.From.IsZero() || !f.To.IsZero()
+	exact = len(out) == 1 && out[0].exact && !others
+	return out, exact
+}
+
+// listConds adds to w (over parts p) the conditions that select the parts with a request that
+// matches f, and reports when no part can match.
+//
+// Each facet is first probed through part_values (kind, value, part_id): a selective value
+// lists its parts completely (at most s.probe of them), and the intersection of the complete
+// lists is the candidate set. Facets too common to list are tested per part instead, as the
+// list walks parts newest first; a page of matches then comes within few parts. Unless the
+// facets decide alone, each remaining part is checked against its own request rows, so that one
+// request matches every condition at once.
+func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty bool, err error) {
+	facets, exact := f.facets()
+	var cand []int64
+	complete := false
+	intersect := func(ids []int64) {
+		if !complete {
+			cand, complete = ids, true
+			return
+		}
+		slices.Sort(ids)
+		cand = slices.DeleteFunc(cand, func(id int64) bool {
+			_, found := slices.BinarySearch(ids, id)
+			return !found
+		})
+	}
+	var walk []facet
+	for _, fc := range facets {
+		ids, ok, err := s.probeFacet(ctx, &fc)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			walk = append(walk, fc)
+			continue
+		}
+		intersect(ids)
+		if len(cand) == 0 {
+			return true, nil
+		}
+	}
+	if f.RequestID != "" {
+		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
+		if err != nil {
+			return false, err
+		}
+		if len(ids) <= s.probe {
+			intersect(ids)
+			if len(cand) == 0 {
+				return true, nil
+			}
+		}
+	}
+	if complete {
+		list, _ := json.Marshal(cand)
+		w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+	}
+	for _, fc := range walk {
+		cond, args := fc.sql()
+		w.add("EXISTS (SELECT 1 FROM part_values v WHERE v.part_id = p.id AND v.kind = ? AND "+cond+")",
+			append([]any{fc.kind}, args...)...)
+	}
+	if !exact {
+		rw := &sqlWhere{}
+		f.where(rw, true)
+		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
+	}
+	return false, nil
+}
+
+// probeFacet lists the parts that have the facet's value, or reports ok false when more than
+// s.probe have it.
+func (s *Store) probeFacet(ctx context.Context, fc *facet) (ids []int64, ok bool, err error) {
+	cond, args := fc.sql()
+	q := "SELECT DISTINCT v.part_id FROM part_values v WHERE v.kind = ? AND " + cond + " LIMIT ?"
+	if len(fc.eq)+len(fc.ranges) > 1 {
+		// One probe per alternative keeps each on the (kind, value) index.
+		seen := map[int64]struct{}{}
+		for _, v := range fc.eq {
+			part, err := s.probeIDs(ctx, `SELECT v.part_id FROM part_values v WHERE v.kind = ? AND v.value = ? LIMIT ?`, fc.kind, v)
+			if err != nil {
+				return nil, false, err
+			}
+			for _, id := range part {
+				seen[id] = struct{}{}
+			}
+		}
+		for _, r := range fc.ranges {
+			one := facet{kind: fc.kind, ranges: [][2]string{r}}
+			c, a := one.sql()
+			part, err := s.probeIDs(ctx, "SELECT DISTINCT v.part_id FROM part_values v WHERE v.kind = ? AND "+c+" LIMIT ?",
+				append([]any{fc.kind}, a...)...)
+			if err != nil {
+				return nil, false, err
+			}
+			for _, id := range part {
+				seen[id] = struct{}{}
+			}
+		}
+		if len(seen) > s.probe {
+			return nil, false, nil
+		}
+		for id := range seen {
+			ids = append(ids, id)
+		}
+		return ids, true, nil
+	}
+	ids, err = s.probeIDs(ctx, q, append([]any{fc.kind}, args...)...)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(ids) > s.probe {
+		return nil, false, nil
+	}
+	return ids, true, nil
+}
+
+// probeIDs runs a query of part ids with the limit s.probe+1 appended to args.
+func (s *Store) probeIDs(ctx context.Context, q string, args ...any) ([]int64, error) {
+	rows, err := s.rdb.QueryContext(ctx, q, append(args, s.probe+1)...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("store: list: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	return ids, nil
+}

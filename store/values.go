@@ -1,0 +1,157 @@
+package store
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"strconv"
+	"strings"
+)
+
+// Kinds of part_values rows. A part has one row per distinct value of each kind among its
+// requests; the list filters look values up there instead of in per-request indexes. The
+// numbers are stored: never renumber.
+const (
+	kindUser      = 1
+	kindIP        = 2
+	kindRoute     = 3
+	kindHost      = 4
+	kindMethod    = 5
+	kindStatus    = 6
+	kindRole      = 7
+	kindFlow      = 8
+	kindMalicious = 9
+	// kindPathDir is the path cut before its third '/' ("/api/orders/7" -> "/api/orders"),
+	// which a path prefix filter can find by range or by exact value (see Filter.facets).
+	kindPathDir = 10
+	// kindShape is method, status and route of one request together, so the combination of
+	// the three is found directly even when each alone is common.
+	kindShape = 11
+)
+
+// maxValueLen bounds a stored value: traffic is attacker-written and a value may be huge.
+// Longer values are cut; a filter cuts its value the same way and then checks the request
+// rows, so a cut value only widens the candidates.
+const maxValueLen = 256
+
+// partValue is one row of part_values.
+type partValue struct {
+	part  int64
+	kind  int
+	value string
+}
+
+func cut(v string) string {
+	if len(v) > maxValueLen {
+		return v[:maxValueLen]
+	}
+	return v
+}
+
+// statusValue writes 0..999 as three digits, so a class (5xx) is the exact text range
+// "500".."599"; any other number sorts outside every class.
+func statusValue(status int) string {
+	if status >= 0 && status <= 999 {
+		b := [3]byte{byte('0' + status/100), byte('0' + status/10%10), byte('0' + status%10)}
+		return string(b[:])
+	}
+	return "#" + strconv.Itoa(status)
+}
+
+// pathDir cuts p before its third '/'.
+func pathDir(p string) string {
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' {
+			n++
+			if n == 3 {
+				return p[:i]
+			}
+		}
+	}
+	return p
+}
+
+func shapeValue(method string, status int, route string) string {
+	return cut(method) + "\x00" + statusValue(status) + "\x00" + route
+}
+
+func splitFlows(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+// requestValues appends the part_values rows one request implies.
+func requestValues(out []partValue, part int64, method, host, path, route string, status int, ip, user, role string,
+	malicious bool, flows []string) []partValue {
+	add := func(kind int, v string) { out = append(out, partValue{part, kind, cut(v)}) }
+	if user != "" {
+		add(kindUser, user)
+	}
+	if role != "" {
+		add(kindRole, role)
+	}
+	add(kindIP, ip)
+	add(kindRoute, route)
+	add(kindHost, host)
+	add(kindMethod, method)
+	add(kindStatus, statusValue(status))
+	add(kindPathDir, pathDir(path))
+	add(kindShape, shapeValue(method, status, route))
+	for _, f := range flows {
+		add(kindFlow, f)
+	}
+	if malicious {
+		add(kindMalicious, "1")
+	}
+	return out
+}
+
+// valueCache remembers part_values rows known to be committed, so ingest skips the insert of
+// a value a part already has (most requests of a part repeat its user, IP, host and routes).
+// It is bounded: when full it starts again empty, which costs only redundant INSERT OR IGNOREs.
+// Only the writer touches it, under Store.wmu.
+type valueCache struct {
+	seed maphash.Seed
+	seen map[uint64]struct{}
+	max  int
+}
+
+// valueCacheSize bounds the cache: about 20 bytes an entry, so 5 MB.
+const valueCacheSize = 1 << 18
+
+func newValueCache(n int) *valueCache {
+	return &valueCache{seed: maphash.MakeSeed(), seen: make(map[uint64]struct{}), max: n}
+}
+
+// key hashes a row; 64 bits make a collision (which would leave one value unrecorded) about
+// as likely as a disk error.
+func (c *valueCache) key(v partValue) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	var b [9]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(v.part))
+	b[8] = byte(v.kind)
+	h.Write(b[:])
+	h.WriteString(v.value)
+	return h.Sum64()
+}
+
+func (c *valueCache) has(k uint64) bool {
+	_, ok := c.seen[k]
+	return ok
+}
+
+// add records committed rows.
+func (c *valueCache) add(keys []uint64) {
+	if len(c.seen)+len(keys) > c.max {
+		clear(c.seen)
+	}
+	for _, k := range keys {
+		c.seen[k] = struct{}{}
+	}
+}
+
+// reset forgets everything: after a purge a part id may be used again.
+func (c *valueCache) reset() { clear(c.seen) }
