@@ -71,6 +71,20 @@ func Answers(req *extprocv3.ProcessingRequest, resp *extprocv3.ProcessingRespons
 // half-closed and drained, so the server's final status is returned: nil for OK. An immediate
 // response ends the exchange early, as it ends processing in Envoy.
 func Exchange(ctx context.Context, client extprocv3.ExternalProcessorClient, msgs []*extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+	return play(ctx, client, msgs, false)
+}
+
+// Play is Exchange with Envoy's default end of stream: once the last inline message has its
+// answer, the stream is reset (Envoy sends RST_STREAM and never waits for the server's
+// status), so the caller does not wait for the work a server does after its last answer. A
+// stream whose last message is in observability mode is half-closed and drained as in
+// Exchange: a reset could overtake messages the server has not read yet. Load tools and
+// benchmarks use Play; tests that check the final status use Exchange.
+func Play(ctx context.Context, client extprocv3.ExternalProcessorClient, msgs []*extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+	return play(ctx, client, msgs, true)
+}
+
+func play(ctx context.Context, client extprocv3.ExternalProcessorClient, msgs []*extprocv3.ProcessingRequest, reset bool) ([]*extprocv3.ProcessingResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.Process(ctx)
@@ -78,10 +92,13 @@ func Exchange(ctx context.Context, client extprocv3.ExternalProcessorClient, msg
 		return nil, fmt.Errorf("open ext_proc stream: %w", err)
 	}
 	var got []*extprocv3.ProcessingResponse
+	// answered is true while every message so far was sent and, inline, answered in turn.
+	answered := true
 	for i, m := range msgs {
 		if err := stream.Send(m); err != nil {
 			if errors.Is(err, io.EOF) {
 				// The server ended the stream; its status comes from Recv.
+				answered = false
 				break
 			}
 			return got, fmt.Errorf("send message %d: %w", i, err)
@@ -101,8 +118,14 @@ func Exchange(ctx context.Context, client extprocv3.ExternalProcessorClient, msg
 			return got, fmt.Errorf("message %d: %w", i, ErrSpurious)
 		}
 		if resp.GetImmediateResponse() != nil {
+			answered = false
 			break
 		}
+	}
+	if reset && answered && len(msgs) > 0 && !msgs[len(msgs)-1].GetObservabilityMode() {
+		// Every message was answered, so the server has read them all; the deferred cancel
+		// resets the stream.
+		return got, nil
 	}
 	if err := stream.CloseSend(); err != nil {
 		return got, fmt.Errorf("close send: %w", err)

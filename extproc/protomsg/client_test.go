@@ -178,3 +178,68 @@ func TestAnswers(t *testing.T) {
 		t.Error("Continue returned an answer for a message that needs none")
 	}
 }
+
+// lingering answers every message and then, after the client's last message, holds the
+// stream open until it is reset: a server with work left after its last answer.
+type lingering struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	ended chan error
+}
+
+func (s lingering) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			s.ended <- err
+			return nil
+		}
+		if err := stream.Send(Continue(req)); err != nil {
+			s.ended <- err
+			return nil
+		}
+	}
+}
+
+// TestPlay: Play returns once the last inline answer arrives and resets the stream, as Envoy
+// does, where Exchange would wait for the server's status; in observability mode it drains
+// the stream like Exchange.
+func TestPlay(t *testing.T) {
+	t.Parallel()
+	inline := Sequence(postX("0123456789"), Options{ChunkSize: 5})
+	observe := Sequence(getX(), Options{Observability: true})
+	cases := []struct {
+		name     string
+		msgs     []*extprocv3.ProcessingRequest
+		answers  int
+		wantCode codes.Code
+	}{
+		{name: "inline: answers returned, the stream reset", msgs: inline, answers: len(inline), wantCode: codes.Canceled},
+		{name: "observability: half-closed, the server sees the end", msgs: observe, wantCode: codes.OK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := lingering{ended: make(chan error, 1)}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got, err := Play(ctx, client(t, srv), tc.msgs)
+			if err != nil {
+				t.Fatalf("Play: %v", err)
+			}
+			if len(got) != tc.answers && tc.answers > 0 {
+				t.Errorf("%d answers; want %d", len(got), tc.answers)
+			}
+			select {
+			case end := <-srv.ended:
+				if tc.wantCode == codes.OK && !errors.Is(end, io.EOF) {
+					t.Errorf("server saw %v; want io.EOF", end)
+				}
+				if tc.wantCode != codes.OK && status.Code(end) != tc.wantCode {
+					t.Errorf("server saw %v; want %v", end, tc.wantCode)
+				}
+			case <-ctx.Done():
+				t.Fatal("the server never saw the stream end")
+			}
+		})
+	}
+}

@@ -241,7 +241,10 @@ func drive(ctx context.Context, addr string, c int, d time.Duration, seqs [][]*e
 			for rctx.Err() == nil {
 				seq := seqs[int(next.Add(1))%len(seqs)]
 				t0 := time.Now()
-				_, err := protomsg.Exchange(rctx, client, seq)
+				// Play resets each inline stream after its last answer, as Envoy does, rather
+				// than waiting for the server's status: Envoy never waits for the work a
+				// server does after its last answer (apisessions records the exchange then).
+				_, err := protomsg.Play(rctx, client, seq)
 				if err != nil {
 					if rctx.Err() != nil {
 						break
