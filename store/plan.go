@@ -8,6 +8,10 @@ import (
 	"strings"
 )
 
+// fewParts is the candidate count below which the remaining facets are tested per part
+// rather than probed.
+const fewParts = 200
+
 // facet is one list condition answered by part_values: a part has a value of kind that equals
 // one of eq or lies in one of the ranges.
 type facet struct {
@@ -46,24 +50,35 @@ func (fc *facet) sql() (string, []any) {
 
 // facets lists the filter's conditions that part_values can answer. exact is true when they
 // alone decide which parts match: a single exact facet and no other request condition.
-// Method, status code and route together become one shape value, which is exact and as
-// selective as the combination.
+// Method and route (with or without a status) together become one shape facet, which is exact
+// and as selective as the combination. The facets come in the order they are probed: the
+// usually selective kinds first.
 func (f *Filter) facets() (out []facet, exact bool) {
-	shape := f.Method != "" && f.Status.Set && f.Status.Class == 0 && f.Route != ""
+	pre := shapePrefix(f.Method, f.Route)
+	shape := f.Method != "" && f.Route != "" && shapeable(f.Method, f.Route)
 	if shape {
-		out = append(out, exactFacet(kindShape, shapeValue(f.Method, f.Status.Code, f.Route)))
-	}
-	if f.Malicious {
-		out = append(out, exactFacet(kindMalicious, "1"))
-	}
-	if f.Flow != "" {
-		out = append(out, exactFacet(kindFlow, f.Flow))
+		switch {
+		case !f.Status.Set:
+			hi, _ := prefixEnd(pre)
+			out = append(out, facet{kind: kindShape, ranges: [][2]string{{pre, hi}}, exact: true})
+		case f.Status.Class > 0:
+			out = append(out, facet{kind: kindShape, exact: true, ranges: [][2]string{{
+				pre + statusValue(f.Status.Class*100), pre + statusValue(f.Status.Class*100+99) + "\x00"}}})
+		default:
+			out = append(out, exactFacet(kindShape, shapeValue(f.Method, f.Status.Code, f.Route)))
+		}
 	}
 	if f.User != "" {
 		out = append(out, exactFacet(kindUser, f.User))
 	}
 	if f.IP != "" {
 		out = append(out, exactFacet(kindIP, f.IP))
+	}
+	if f.Malicious {
+		out = append(out, exactFacet(kindMalicious, "1"))
+	}
+	if f.Flow != "" {
+		out = append(out, exactFacet(kindFlow, f.Flow))
 	}
 	if f.Role != "" {
 		out = append(out, exactFacet(kindRole, f.Role))
@@ -123,8 +138,25 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty bo
 			return !found
 		})
 	}
+	if f.RequestID != "" {
+		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
+		if err != nil {
+			return false, err
+		}
+		if len(ids) <= s.probe {
+			intersect(ids)
+			if len(cand) == 0 {
+				return true, nil
+			}
+		}
+	}
 	var walk []facet
 	for _, fc := range facets {
+		// A few candidates are cheaper to test one by one than another value to list.
+		if complete && len(cand) <= fewParts {
+			walk = append(walk, fc)
+			continue
+		}
 		ids, ok, err := s.probeFacet(ctx, &fc)
 		if err != nil {
 			return false, err
@@ -136,18 +168,6 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty bo
 		intersect(ids)
 		if len(cand) == 0 {
 			return true, nil
-		}
-	}
-	if f.RequestID != "" {
-		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
-		if err != nil {
-			return false, err
-		}
-		if len(ids) <= s.probe {
-			intersect(ids)
-			if len(cand) == 0 {
-				return true, nil
-			}
 		}
 	}
 	if complete {

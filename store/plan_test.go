@@ -32,6 +32,8 @@ func TestListValueEdges(t *testing.T) {
 		req("s_mix", "2026-11-22", 6*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "GET", 500, "/api/cart" }),
 		req("s_fail", "2026-11-22", 7*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "POST", 500, "/api/cart" }),
 		req("s_odd", "2026-11-22", 8*time.Second, func(r *record.Request) { r.Status = 5000 }),
+		// A route holding the shape separator must not pose as another route's shape.
+		req("s_nul", "2026-11-22", 9*time.Second, func(r *record.Request) { r.Route = "/api/cart\x00500" }),
 	)
 	tests := []struct {
 		name string
@@ -42,10 +44,13 @@ func TestListValueEdges(t *testing.T) {
 		{"user cut to the stored length", Filter{User: long}, nil},
 		{"path longer than its directory", Filter{Path: "/api/orders/1"}, []string{"s_ord17"}},
 		{"path shorter than its directory", Filter{Path: "/api/ord"}, []string{"s_ord2", "s_ord17"}},
-		{"path without a directory", Filter{Path: "/a"}, []string{"s_odd", "s_fail", "s_mix", "s_short", "s_ord2", "s_ord17", "s_long2", "s_long1"}},
+		{"path without a directory", Filter{Path: "/a"}, []string{"s_nul", "s_odd", "s_fail", "s_mix", "s_short", "s_ord2", "s_ord17", "s_long2", "s_long1"}},
 		{"method, status and route", Filter{Method: "POST", Status: Status{Code: 500, Set: true}, Route: "/api/cart"}, []string{"s_fail"}},
 		{"method and status class", Filter{Method: "POST", Status: Status{Class: 5, Set: true}}, []string{"s_fail"}},
 		{"status class leaves out other numbers", Filter{Status: Status{Class: 5, Set: true}}, []string{"s_fail", "s_mix"}},
+		{"method and route", Filter{Method: "POST", Route: "/api/cart"}, []string{"s_fail", "s_mix"}},
+		{"method, status class and route", Filter{Method: "GET", Status: Status{Class: 5, Set: true}, Route: "/api/cart"}, []string{"s_mix"}},
+		{"route with a separator", Filter{Method: "GET", Route: "/api/cart\x00500"}, []string{"s_nul"}},
 	}
 	for _, probe := range []int{probeParts, 1, 0} {
 		for _, tc := range tests {

@@ -23,8 +23,9 @@ const (
 	// kindPathDir is the path cut before its third '/' ("/api/orders/7" -> "/api/orders"),
 	// which a path prefix filter can find by range or by exact value (see Filter.facets).
 	kindPathDir = 10
-	// kindShape is method, status and route of one request together, so the combination of
-	// the three is found directly even when each alone is common.
+	// kindShape is method, route and status of one request together (in that order, so that
+	// method and route with a status class is one range), so a combination is found directly
+	// even when each alone is common.
 	kindShape = 11
 )
 
@@ -71,8 +72,20 @@ func pathDir(p string) string {
 	return p
 }
 
+// shapePrefix is the start of a shape value: method and route; the status follows.
+func shapePrefix(method, route string) string {
+	return method + "\x00" + route + "\x00"
+}
+
+// shapeable reports whether a shape value can be told apart: the separator must not occur in
+// its parts, and the status must survive cutting at maxValueLen.
+func shapeable(method, route string) bool {
+	return len(shapePrefix(method, route))+4 < maxValueLen &&
+		!strings.ContainsRune(method, 0) && !strings.ContainsRune(route, 0)
+}
+
 func shapeValue(method string, status int, route string) string {
-	return cut(method) + "\x00" + statusValue(status) + "\x00" + route
+	return shapePrefix(method, route) + statusValue(status)
 }
 
 func splitFlows(s string) []string {
@@ -98,7 +111,9 @@ func requestValues(out []partValue, part int64, method, host, path, route string
 	add(kindMethod, method)
 	add(kindStatus, statusValue(status))
 	add(kindPathDir, pathDir(path))
-	add(kindShape, shapeValue(method, status, route))
+	if shapeable(method, route) {
+		add(kindShape, shapeValue(method, status, route))
+	}
 	for _, f := range flows {
 		add(kindFlow, f)
 	}
