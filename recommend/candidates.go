@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/apisessions/apisessions/sessions"
+
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -39,11 +41,10 @@ func (k candKey) String() string {
 	return s
 }
 
-// Documented built-in identifiers (docs/configuration.md, "Grouping"), in the order the
-// engine tries them.
+// The built-in identifiers are the engine's own lists, in the order it tries them.
 var (
-	builtinCookies = []string{"PHPSESSID", "JSESSIONID", "ASP.NET_SessionId", "connect.sid", "sid", "session"}
-	builtinHeaders = []string{"session-id", "x-session-id", "mcp-session-id", "x-session-token", "x-auth-token"}
+	builtinCookies = sessions.BuiltinCookies
+	builtinHeaders = sessions.BuiltinHeaders
 )
 
 // skippedRequestHeaders describe the request or the client's software, or are added by

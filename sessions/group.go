@@ -9,20 +9,20 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// builtinCookies and builtinHeaders are the documented built-in identifiers, in the order
-// they are tried (config.md "Grouping"). Their record names are precomputed.
+// BuiltinCookies and BuiltinHeaders name the documented built-in identifiers, in the order
+// they are tried (docs/configuration.md "Grouping"). Treat them as read-only.
 var (
-	builtinCookies = []builtinKey{
-		cookieKey("PHPSESSID"), cookieKey("JSESSIONID"), cookieKey("ASP.NET_SessionId"),
-		cookieKey("connect.sid"), cookieKey("sid"), cookieKey("session"),
-	}
-	builtinHeaders = []builtinKey{
-		headerKey("session-id"), headerKey("x-session-id"), headerKey("mcp-session-id"),
-		headerKey("x-session-token"), headerKey("x-auth-token"),
-	}
-	keyJWTSid = record.Key{Source: record.SourceBuiltin, Name: "jwt:sid"}
-	keyJWTSub = record.Key{Source: record.SourceBuiltin, Name: "jwt:sub"}
-	keyBearer = record.Key{Source: record.SourceBuiltin, Name: "bearer"}
+	BuiltinCookies = []string{"PHPSESSID", "JSESSIONID", "ASP.NET_SessionId", "connect.sid", "sid", "session"}
+	BuiltinHeaders = []string{"session-id", "x-session-id", "mcp-session-id", "x-session-token", "x-auth-token"}
+)
+
+// builtinCookies and builtinHeaders are the same lists with their record names precomputed.
+var (
+	builtinCookies = builtinKeys(BuiltinCookies, cookieKey)
+	builtinHeaders = builtinKeys(BuiltinHeaders, headerKey)
+	keyJWTSid      = record.Key{Source: record.SourceBuiltin, Name: "jwt:sid"}
+	keyJWTSub      = record.Key{Source: record.SourceBuiltin, Name: "jwt:sub"}
+	keyBearer      = record.Key{Source: record.SourceBuiltin, Name: "bearer"}
 )
 
 type builtinKey struct {
@@ -36,6 +36,14 @@ func cookieKey(name string) builtinKey {
 
 func headerKey(name string) builtinKey {
 	return builtinKey{name: name, key: record.Key{Source: record.SourceBuiltin, Name: "header:" + name}}
+}
+
+func builtinKeys(names []string, key func(string) builtinKey) []builtinKey {
+	out := make([]builtinKey, len(names))
+	for i, n := range names {
+		out[i] = key(n)
+	}
+	return out
 }
 
 // Fallback parts (sessions.fallback).
