@@ -135,3 +135,40 @@ func TestMigrateFromV1(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordCacheAgrees merges the same snapshots with and without the remembered records: the
+// part answers must be the same, so the cache is only a shortcut for reading the row back.
+func TestRecordCacheAgrees(t *testing.T) {
+	t.Parallel()
+	snap := func(requests int, last time.Duration, user string, ip string) *record.Session {
+		return &record.Session{
+			Kind: record.KindSession, Session: "s_c", Part: "2026-11-22",
+			// Nanoseconds that the stored JSON drops: a merge must not see them either way.
+			FirstSeen: record.At(base.Add(time.Nanosecond)), LastSeen: record.At(base.Add(last + 999*time.Microsecond)),
+			Requests: requests, User: user, IPs: []string{ip}, Methods: map[string]int{"GET": requests},
+		}
+	}
+	batches := [][]record.Record{
+		{req("s_c", "2026-11-22", 0), snap(3, time.Second, "ann", "192.0.2.1")},
+		{snap(4, time.Second, "", "192.0.2.2")},
+		{snap(1, time.Second, "ben", "192.0.2.3"), req("s_c", "2026-11-22", 2*time.Second)},
+	}
+	var got [2]*record.Session
+	for i, forget := range []bool{false, true} {
+		s := openTest(t, nil)
+		for _, b := range batches {
+			if forget {
+				s.records.reset()
+			}
+			write(t, s, b...)
+		}
+		v, err := s.Part(context.Background(), "s_c", "2026-11-22", PartQuery{})
+		if err != nil {
+			t.Fatalf("part: %v", err)
+		}
+		got[i] = v.Session
+	}
+	if diff := cmp.Diff(got[1], got[0], cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })); diff != "" {
+		t.Errorf("merged with remembered records differs from merged with stored ones (-stored +remembered):\n%s", diff)
+	}
+}
