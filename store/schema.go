@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 )
 
 // migration brings the schema from one version to the next inside the transaction it is given.
@@ -116,23 +117,57 @@ func (m migration) then(next migration) migration {
 // SchemaVersion is the schema version this build writes.
 var SchemaVersion = len(migrations)
 
-// backfillValues fills part_values from the request rows a version 1 database holds, in
-// request id order, through the same function ingest uses.
+// backfillValues fills part_values from the request rows a version 1 database holds, through
+// the same function ingest uses. Rows are read part by part, so each part's values are
+// deduplicated in memory, and written 64 at a time.
 func backfillValues(ctx context.Context, tx *sql.Tx) error {
 	rows, err := tx.QueryContext(ctx, `SELECT part_id, method, host, path, route, status, client_ip, user, role,
-		malicious, flows FROM requests ORDER BY id`)
+		malicious, flows FROM requests ORDER BY part_id`)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES (?, ?, ?)`)
+	const chunk = 64
+	var b strings.Builder
+	b.WriteString(`INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES (?,?,?)`)
+	for range chunk - 1 {
+		b.WriteString(",(?,?,?)")
+	}
+	many, err := tx.PrepareContext(ctx, b.String())
 	if err != nil {
 		return err
 	}
-	defer ins.Close()
-	// Rows are read while inserting into another table, which SQLite allows on one
-	// connection; the values of a row are inserted before the next row is read.
-	var pending []partValue
+	defer many.Close()
+	one, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES (?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer one.Close()
+	// SQLite allows writing one table while a query reads another on the same connection.
+	var pending, scratch []partValue
+	seen := map[partValue]struct{}{}
+	cur := int64(-1)
+	flush := func(all bool) error {
+		for len(pending) >= chunk {
+			args := make([]any, 0, 3*chunk)
+			for _, v := range pending[:chunk] {
+				args = append(args, v.part, v.kind, v.value)
+			}
+			if _, err := many.ExecContext(ctx, args...); err != nil {
+				return err
+			}
+			pending = pending[chunk:]
+		}
+		if all {
+			for _, v := range pending {
+				if _, err := one.ExecContext(ctx, v.part, v.kind, v.value); err != nil {
+					return err
+				}
+			}
+			pending = pending[:0]
+		}
+		return nil
+	}
 	for rows.Next() {
 		var (
 			id                                             int64
@@ -143,14 +178,25 @@ func backfillValues(ctx context.Context, tx *sql.Tx) error {
 		if err := rows.Scan(&id, &method, &host, &path, &route, &status, &ip, &user, &role, &mal, &fls); err != nil {
 			return err
 		}
-		pending = requestValues(pending[:0], id, method, host, path, route, status, ip, user, role, mal, splitFlows(fls))
-		for _, v := range pending {
-			if _, err := ins.ExecContext(ctx, v.part, v.kind, v.value); err != nil {
-				return err
+		if id != cur {
+			cur = id
+			clear(seen)
+		}
+		scratch = requestValues(scratch[:0], id, method, host, path, route, status, ip, user, role, mal, splitFlows(fls))
+		for _, v := range scratch {
+			if _, ok := seen[v]; !ok {
+				seen[v] = struct{}{}
+				pending = append(pending, v)
 			}
 		}
+		if err := flush(false); err != nil {
+			return err
+		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return flush(true)
 }
 
 // migrate applies the migrations a database lacks, each in its own transaction together with
