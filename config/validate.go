@@ -848,20 +848,15 @@ func (v *validator) kafka(at string, s *Sink) {
 
 // validTopic reports whether s is a legal Kafka topic name.
 func validTopic(s string) bool {
-	if s == "" || len(s) > 249 || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c == '-' || c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
+	return s != "." && s != ".." && nameOf(s, 249)
 }
 
-func validSinkName(s string) bool {
-	if s == "" || len(s) > 64 {
+// validSinkName reports whether s can name a sink in logs, metrics labels and spool paths.
+func validSinkName(s string) bool { return nameOf(s, 64) }
+
+// nameOf reports whether s has 1 to max characters from [A-Za-z0-9._-].
+func nameOf(s string, max int) bool {
+	if s == "" || len(s) > max {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
