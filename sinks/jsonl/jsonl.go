@@ -64,6 +64,9 @@ type Sink struct {
 	maxBackups int
 	// maxBytes is the size at which the file rotates; 0 = never.
 	maxBytes int64
+	// special is true when path is not a regular file (a device or a pipe): never rotated or
+	// truncated.
+	special bool
 
 	mu     sync.Mutex
 	out    io.Writer // the file or stdout
@@ -142,8 +145,14 @@ func (s *Sink) open(flags int) error {
 		return fmt.Errorf("jsonl: stat %s: %w", s.path, err)
 	}
 	s.file, s.out, s.size = f, f, st.Size()
-	// A file that does not end a line (a crash mid-write) gets a newline before the next record.
 	s.torn = false
+	if !st.Mode().IsRegular() {
+		// A device, pipe or socket (/dev/null, a FIFO a collector reads): it has no size to
+		// rotate at and must never be renamed, replaced or truncated.
+		s.special, s.maxBytes, s.size = true, 0, 0
+		return nil
+	}
+	// A file that does not end a line (a crash mid-write) gets a newline before the next record.
 	if s.size > 0 {
 		var last [1]byte
 		if _, err := f.ReadAt(last[:], s.size-1); err == nil && last[0] != '\n' {
@@ -268,7 +277,7 @@ func (s *Sink) flush() (int, error) {
 	whole := bytes.LastIndexByte(chunk[:n], '\n') + 1
 	s.size += int64(whole)
 	if n > whole {
-		s.torn = s.file == nil || s.file.Truncate(s.size) != nil
+		s.torn = s.file == nil || s.special || s.file.Truncate(s.size) != nil
 	}
 	return bytes.Count(chunk[:whole], []byte{'\n'}), fmt.Errorf("jsonl: write: %w", err)
 }
@@ -277,6 +286,9 @@ func (s *Sink) flush() (int, error) {
 // new one; without backups it starts the file over. When the renames fail the current file is
 // kept, so records are never lost to a rotation problem; they only make the file grow.
 func (s *Sink) rotate() error {
+	if s.special {
+		return nil
+	}
 	if s.maxBackups == 0 {
 		if err := s.file.Close(); err != nil {
 			s.logger.Warn("close before rotation", "error", err.Error())

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -632,5 +634,66 @@ func TestFailedFileWriteIsCutBack(t *testing.T) {
 	}
 	if got, want := fileIDs(t, path), []string{"a0", "r0", "s0"}; !slices.Equal(got, want) {
 		t.Errorf("file holds %v, want %v with the torn line cut away", got, want)
+	}
+}
+
+// TestSpecialFilesAreNeverRotated writes past the size limit into a FIFO and checks that the
+// sink never renames, replaces or truncates it: a path like /dev/null or a pipe a collector
+// reads must stay what it is.
+func TestSpecialFilesAreNeverRotated(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "records.fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("cannot make a FIFO here: %v", err)
+	}
+	read := make(chan []byte, 1)
+	go func() {
+		f, err := os.Open(path)
+		if err != nil {
+			read <- nil
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		read <- b
+	}()
+	s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 2}, sinks.Settings{})
+	if err != nil {
+		t.Fatalf("New on a FIFO: %v", err)
+	}
+	if !s.special || s.maxBytes != 0 {
+		t.Fatalf("a FIFO is not treated as a special file (special %v, maxBytes %d)", s.special, s.maxBytes)
+	}
+	s.maxBytes = 1 // as if the limit were tiny: it must still never rotate
+	for range 5 {
+		if err := s.Write(context.Background(), numbered("r", 10)); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	got := <-read
+	if n := bytes.Count(got, []byte{'\n'}); n != 50 {
+		t.Errorf("the reader got %d lines, want 50", n)
+	}
+	if st, err := os.Lstat(path); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("the FIFO was replaced: %v %v", st, err)
+	}
+	if _, err := os.Stat(path + ".1"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a backup of the FIFO was made: %v", err)
+	}
+}
+
+func TestDevNullIsASpecialFile(t *testing.T) {
+	t.Parallel()
+	s, err := New(config.Sink{Type: config.SinkJSONL, Path: os.DevNull, MaxSizeMB: 1, MaxBackups: 5}, sinks.Settings{})
+	if err != nil {
+		t.Fatalf("New on %s: %v", os.DevNull, err)
+	}
+	defer s.Close(context.Background())
+	if !s.special || s.maxBytes != 0 {
+		t.Errorf("%s is not treated as a special file (special %v, maxBytes %d)", os.DevNull, s.special, s.maxBytes)
 	}
 }
