@@ -647,17 +647,13 @@ func TestSpecialFilesAreNeverRotated(t *testing.T) {
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
 		t.Skipf("cannot make a FIFO here: %v", err)
 	}
-	read := make(chan []byte, 1)
-	go func() {
-		f, err := os.Open(path)
-		if err != nil {
-			read <- nil
-			return
-		}
-		defer f.Close()
-		b, _ := io.ReadAll(f)
-		read <- b
-	}()
+	// The reader opens first, without waiting for a writer, so the data the sink writes stays in
+	// the pipe until it is read after the sink has closed (then the read ends at EOF).
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("open the FIFO for reading: %v", err)
+	}
+	defer r.Close()
 	s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 2}, sinks.Settings{})
 	if err != nil {
 		t.Fatalf("New on a FIFO: %v", err)
@@ -674,7 +670,10 @@ func TestSpecialFilesAreNeverRotated(t *testing.T) {
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	got := <-read
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read the FIFO: %v", err)
+	}
 	if n := bytes.Count(got, []byte{'\n'}); n != 50 {
 		t.Errorf("the reader got %d lines, want 50", n)
 	}
