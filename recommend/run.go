@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"strings"
+
+	"github.com/apisessions/apisessions/internal/cliflags"
 
 	"github.com/apisessions/apisessions/replay"
 )
@@ -45,7 +45,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return ExitUsage
 	}
-	if err := fromEnv(fs); err != nil {
+	if err := cliflags.FromEnv(fs); err != nil {
 		fmt.Fprintf(stderr, "apisessions recommend: %v\n", err)
 		return ExitUsage
 	}
@@ -88,23 +88,4 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 	return ExitOK
-}
-
-// fromEnv sets every flag not given on the command line from APISESSIONS_<FLAG> when set.
-func fromEnv(fs *flag.FlagSet) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
-			return
-		}
-		name := "APISESSIONS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s: %w", name, e)
-			}
-		}
-	})
-	return err
 }

@@ -8,9 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
+
+	"github.com/apisessions/apisessions/internal/cliflags"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions"
@@ -36,9 +36,6 @@ const (
 	ExitUsage   = 2
 )
 
-// envPrefix makes every flag settable from the environment: --client-ip from APISESSIONS_CLIENT_IP.
-const envPrefix = "APISESSIONS_"
-
 // Run is "apisessions replay [flags] FILE.har|FILE.jsonl": it replays the file and prints the
 // sessions found to stdout, messages to stderr, and returns the exit status.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, deps Deps) int {
@@ -55,7 +52,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, deps Deps
 		fmt.Fprintf(stderr, "usage: apisessions replay [flags] FILE.har|FILE.jsonl\n\n"+
 			"Feeds recorded traffic through the same pipeline as live traffic and prints the sessions found.\n"+
 			"HAR entries may carry the client address in a _clientIP field; JSON lines are request records\n"+
-			"(parameters cannot be extracted again from them). Flags may also come from %s<FLAG>.\n\n", envPrefix)
+			"(parameters cannot be extracted again from them). Flags may also come from %s<FLAG>.\n\n", cliflags.Prefix)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -64,7 +61,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, deps Deps
 		}
 		return ExitUsage
 	}
-	if err := fromEnv(fs); err != nil {
+	if err := cliflags.FromEnv(fs); err != nil {
 		fmt.Fprintf(stderr, "apisessions replay: %v\n", err)
 		return ExitUsage
 	}
@@ -166,25 +163,6 @@ func loadDefault(path string) (*config.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
-}
-
-// fromEnv sets every flag not given on the command line from APISESSIONS_<FLAG> when set.
-func fromEnv(fs *flag.FlagSet) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
-			return
-		}
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s: %w", name, e)
-			}
-		}
-	})
-	return err
 }
 
 // ShiftToNow moves every exchange's times by one offset so that the latest request starts at

@@ -12,8 +12,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strings"
+
+	"github.com/apisessions/apisessions/internal/cliflags"
 
 	"github.com/apisessions/apisessions/recommend"
 )
@@ -96,29 +96,11 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var bad []string
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
-			return
-		}
-		env := envName(f.Name)
-		if v, ok := os.LookupEnv(env); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				bad = append(bad, fmt.Sprintf("%s: %v", env, err))
-			}
-		}
-	})
-	if len(bad) > 0 {
-		fmt.Fprintf(stderr, "apisessions %s: %s\n", fs.Name(), strings.Join(bad, "; "))
+	if err := cliflags.FromEnv(fs); err != nil {
+		fmt.Fprintf(stderr, "apisessions %s: %v\n", fs.Name(), err)
 		return exitUsage
 	}
 	return -1
-}
-
-func envName(flagName string) string {
-	return "APISESSIONS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // newLogger builds the one JSON log handler of the process.
