@@ -77,7 +77,7 @@ func TestListValueEdges(t *testing.T) {
 func TestMigrateFromV1(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), ckWriterFrames))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,5 +120,6 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("store: purge: %w", err)
 	}
+	s.committed()
 	return done, nil
 }

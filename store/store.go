@@ -12,6 +12,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -71,6 +72,10 @@ type Options struct {
 	NoRetentionJob bool
 	// Readers bounds the read connections (0 = number of CPUs, at least 2).
 	Readers int
+
+	// Tests set these to move the checkpoint thresholds (checkpoint.go); zero keeps them.
+	ckFrames, ckWriterFrames int
+	ckIdle                   time.Duration
 }
 
 // Store is one open database. Its query methods are safe for concurrent use; Write is called
@@ -92,6 +97,8 @@ type Store struct {
 	values *valueCache
 	// records remembers the stored session record of recent parts (writer only).
 	records *recordCache
+	// ck checkpoints the WAL beside the writer (checkpoint.go).
+	ck *checkpointer
 	// maxSpanW is the longest last_seen - first_seen of any part, as stored in meta: the
 	// writer updates meta only when a batch makes it longer.
 	maxSpanW int64
@@ -144,7 +151,8 @@ func Open(o Options) (*Store, error) {
 	// transaction across a crash of the process (the WAL is in the OS's hands once written)
 	// and only a power loss may lose the last commits. The writer takes its lock at BEGIN so
 	// a transaction never fails half-way on a busy database.
-	s.wdb, err = sql.Open("sqlite", dsn(s.path, false))
+	writerFrames := cmp.Or(o.ckWriterFrames, ckWriterFrames)
+	s.wdb, err = sql.Open("sqlite", dsn(s.path, writerFrames))
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
@@ -164,12 +172,25 @@ func Open(o Options) (*Store, error) {
 		s.wdb.Close()
 		return nil, err
 	}
-	s.rdb, err = sql.Open("sqlite", dsn(s.path, true))
+	s.rdb, err = sql.Open("sqlite", dsn(s.path, -1))
 	if err != nil {
 		s.stmt.close()
 		s.wdb.Close()
 		return nil, fmt.Errorf("store: open readers: %w", err)
 	}
+	cdb, err := sql.Open("sqlite", dsn(s.path, 0))
+	if err != nil {
+		s.stmt.close()
+		s.wdb.Close()
+		s.rdb.Close()
+		return nil, fmt.Errorf("store: open checkpointer: %w", err)
+	}
+	cdb.SetMaxOpenConns(1)
+	cdb.SetMaxIdleConns(1)
+	cdb.SetConnMaxLifetime(0)
+	s.ck = &checkpointer{db: cdb, frames: int64(cmp.Or(o.ckFrames, ckFrames)), idle: cmp.Or(o.ckIdle, ckIdle),
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go s.checkpointLoop()
 	n := o.Readers
 	if n <= 0 {
 		n = max(runtime.NumCPU(), 2)
@@ -184,7 +205,10 @@ func Open(o Options) (*Store, error) {
 	return s, nil
 }
 
-func dsn(path string, readOnly bool) string {
+// dsn is the data source of the writer (writerFrames > 0: its automatic checkpoint size), of
+// the checkpoint connection (0) or of the readers (-1).
+func dsn(path string, writerFrames int) string {
+	readOnly := writerFrames < 0
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -195,8 +219,12 @@ func dsn(path string, readOnly bool) string {
 		q.Add("_pragma", "query_only(ON)")
 		q.Add("_pragma", "cache_size(-16000)")
 	} else {
-		q.Add("_pragma", "cache_size(-131072)")
-		q.Add("_pragma", "wal_autocheckpoint(8192)")
+		// A small cache: with 128 MiB the pager's bookkeeping per transaction over its page
+		// table cost more than the reads it saved (docs/performance.md); the operating
+		// system caches the file.
+		q.Add("_pragma", "cache_size(-16384)")
+		// Checkpoints run beside the writer; its own only bound the WAL (checkpoint.go).
+		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", max(writerFrames, 0)))
 		q.Set("_txlock", "immediate")
 	}
 	return "file:" + path + "?" + q.Encode()
@@ -225,12 +253,14 @@ func (s *Store) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			s.closeErr = fmt.Errorf("store: retention job still running: %w", ctx.Err())
 		}
+		<-s.ck.done
 		s.wmu.Lock()
 		close(s.closed)
 		s.stmt.close()
 		// Leave the planner statistics current for the next start; cheap when nothing changed.
 		_, _ = s.wdb.ExecContext(context.WithoutCancel(ctx), "PRAGMA optimize")
-		s.closeErr = errors.Join(s.closeErr, s.wdb.Close(), s.rdb.Close())
+		// The writer's connection closes last: SQLite checkpoints the whole WAL then.
+		s.closeErr = errors.Join(s.closeErr, s.ck.db.Close(), s.rdb.Close(), s.wdb.Close())
 		s.wmu.Unlock()
 	})
 	return s.closeErr

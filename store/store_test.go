@@ -450,7 +450,7 @@ func TestMigrations(t *testing.T) {
 	}
 	s.Close(context.Background())
 
-	db, err := sql.Open("sqlite", dsn(dir+"/"+FileName, false))
+	db, err := sql.Open("sqlite", dsn(dir+"/"+FileName, ckWriterFrames))
 	if err != nil {
 		t.Fatal(err)
 	}

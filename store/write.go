@@ -89,7 +89,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	// A part's request-derived columns add up what each batch brings; user and role follow the
 	// newest request that carried one.
-	s.stmt.partRows = prep(`INSERT INTO parts (session, part, first_seen, last_seen, rows, rows_malicious,
+	s.stmt.partRows = prep(`INSERT OR FAIL INTO parts (session, part, first_seen, last_seen, rows, rows_malicious,
 			rows_bytes_in, rows_bytes_out, rows_last, user, role)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (session, part) DO UPDATE SET
@@ -106,7 +106,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.stmt.partGet = prep(`SELECT record FROM parts WHERE session = ? AND part = ?`)
 	// A batch that brings session records of a part sets its merged record too; the record's
 	// user and role, when set, win over the requests' (it is the engine's own view).
-	s.stmt.partAll = prep(`INSERT INTO parts (session, part, first_seen, last_seen, rows, rows_malicious,
+	s.stmt.partAll = prep(`INSERT OR FAIL INTO parts (session, part, first_seen, last_seen, rows, rows_malicious,
 			rows_bytes_in, rows_bytes_out, rows_last, user, role, record)
 		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
 			CASE WHEN ?12 <> '' THEN ?12 ELSE ?10 END, CASE WHEN ?13 <> '' THEN ?13 ELSE ?11 END, ?14)
@@ -127,7 +127,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.stmt.span = prep(`INSERT INTO meta (key, value) VALUES ('max_span', ?)
 		ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)`)
 	if err == nil {
-		err = s.multiInsert(ctx, s.stmt.requests[:], `INSERT INTO requests (part_id, time, request_id, method, host,
+		err = s.multiInsert(ctx, s.stmt.requests[:], `INSERT OR FAIL INTO requests (part_id, time, request_id, method, host,
 			path, route, status, client_ip, user, role, malicious, flows, attack_types, record) VALUES `,
 			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
@@ -331,6 +331,7 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	s.committed()
 	// Only what is committed may be remembered: a rolled back batch comes again.
 	s.values.add(newKeys)
 	for k, m := range merged {
