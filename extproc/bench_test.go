@@ -9,6 +9,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/apisessions/apisessions/extproc/noop"
 	"github.com/apisessions/apisessions/extproc/protomsg"
@@ -159,10 +160,20 @@ func (s *replayStream) Recv() (*extprocv3.ProcessingRequest, error) {
 	return s.msgs[s.next-1], nil
 }
 
+// Send keeps r as the peer reads it: shared answers are pre-encoded, so only their encoding
+// shows their content.
 func (s *replayStream) Send(r *extprocv3.ProcessingResponse) error {
 	s.sent++
 	if s.keep {
-		s.answers = append(s.answers, r)
+		b, err := proto.Marshal(r)
+		if err != nil {
+			return err
+		}
+		var got extprocv3.ProcessingResponse
+		if err := proto.Unmarshal(b, &got); err != nil {
+			return err
+		}
+		s.answers = append(s.answers, &got)
 	}
 	return nil
 }

@@ -6,28 +6,45 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/apisessions/apisessions/sessions/record"
 )
 
-// The plain CONTINUE answers are immutable and shared by all streams: marshalling only reads
-// them, and most answers are these.
+// The plain CONTINUE answers are immutable and shared by all streams, and most answers are
+// these; like every shared answer they are sent pre-encoded (wire).
 var (
-	continueRequestHeaders = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-		RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
-	continueRequestBody = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
-		RequestBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}}
-	continueRequestTrailers = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
-		RequestTrailers: &extprocv3.TrailersResponse{}}}
-	continueResponseHeaders = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
-	continueResponseBody = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}}
-	continueResponseTrailers = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
-		ResponseTrailers: &extprocv3.TrailersResponse{}}}
+	continueRequestHeaders = wire(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+		RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}})
+	continueRequestBody = wire(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+		RequestBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}})
+	continueRequestTrailers = wire(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{}}})
+	continueResponseHeaders = wire(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}})
+	continueResponseBody = wire(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}})
+	continueResponseTrailers = wire(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+		ResponseTrailers: &extprocv3.TrailersResponse{}}})
 )
+
+// wire returns m encoded once, held as the unknown fields of an otherwise empty message.
+// Sending a message makes gRPC's codec walk it twice (to size it, then to write it), and the
+// dynamic metadata's Struct is two maps, so a shared answer walked on every send cost more than
+// the server's own work per message; the encoded bytes are copied instead, and the peer decodes
+// exactly the message m is. The result is immutable and shared by all streams; to read it in
+// process, unmarshal its encoding. A message that cannot be encoded is returned as it is.
+func wire(m *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return m
+	}
+	w := &extprocv3.ProcessingResponse{}
+	w.ProtoReflect().SetUnknown(b)
+	return w
+}
 
 // falseValue is the shared append=false of the session header mutation; answers only read it.
 var falseValue = wrapperspb.Bool(false)
@@ -83,11 +100,12 @@ func (st *stream) buildRequestHeaders(g grouping) answer {
 			a.invalidSession = true
 		}
 	}
-	a.resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}
 	if st.cfg.dynamicMetadata {
-		a.resp.DynamicMetadata = sessionMetadata(g)
+		resp.DynamicMetadata = sessionMetadata(g)
 	}
+	a.resp = wire(resp)
 	return a
 }
 
@@ -110,11 +128,11 @@ func (st *stream) inlineResponseHeaders() *extprocv3.ProcessingResponse {
 	if a := st.cfg.answers.lookup(g, true); a != nil {
 		return a.resp
 	}
-	return st.cfg.answers.store(g, true, answer{g: g, resp: &extprocv3.ProcessingResponse{
+	return st.cfg.answers.store(g, true, answer{g: g, resp: wire(&extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 			ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}},
 		DynamicMetadata: sessionMetadata(g),
-	}}).resp
+	})}).resp
 }
 
 // answerSlots is the size of each answer cache: a direct-mapped table of recent groupings.
@@ -123,7 +141,7 @@ func (st *stream) inlineResponseHeaders() *extprocv3.ProcessingResponse {
 const answerSlots = 4096
 
 // answer is an inline answer built for one grouping. It is immutable once stored: streams
-// share it and gRPC only reads it while marshalling.
+// share it, pre-encoded (wire), and gRPC only reads it while marshalling.
 type answer struct {
 	g    grouping
 	resp *extprocv3.ProcessingResponse

@@ -10,6 +10,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -355,5 +356,53 @@ func TestInlineAnswerCache(t *testing.T) {
 	}
 	if n := srv.Stats().InvalidSessionValues; n != invalid {
 		t.Errorf("invalid session values = %d; want %d, one per answer", n, invalid)
+	}
+}
+
+// A pre-encoded answer is the same message on the wire, and an answer built around one (a
+// mode override) carries both.
+func TestWireAnswers(t *testing.T) {
+	typed := &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{{
+				Header: &corev3.HeaderValue{Key: "x-apisessions-session", RawValue: []byte("s_0123")},
+				Append: falseValue,
+			}}}},
+		}},
+		DynamicMetadata: sessionMetadata(grouping{session: "s_0123", part: "2026-11-22", key: record.Key{Source: "param", Name: "token"}}),
+	}
+	w := wire(typed)
+	if w.GetResponse() != nil || w.GetDynamicMetadata() != nil {
+		t.Fatal("wire form holds typed fields; it must hold only the encoding")
+	}
+	decode := func(m *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+		t.Helper()
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got extprocv3.ProcessingResponse
+		if err := proto.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		return &got
+	}
+	if got := decode(w); !proto.Equal(got, typed) {
+		t.Fatalf("wire form decodes to %v; want %v", got, typed)
+	}
+
+	st := &stream{srv: New(Settings{}), knowModes: true, proc: &fakeProcessor{needs: traffic.Needs{RequestBody: true}, maxBody: 1 << 10}}
+	st.x.RequestHeaders = []traffic.Header{{Name: "content-type", Value: "application/json"}}
+	out := st.overrideBodies(w, false, false)
+	got := decode(out)
+	if got.GetModeOverride().GetRequestBodyMode() != filterv3.ProcessingMode_BUFFERED_PARTIAL {
+		t.Errorf("override lost: %v", got.GetModeOverride())
+	}
+	got.ModeOverride = nil
+	if !proto.Equal(got, typed) {
+		t.Errorf("answer with override decodes to %v; want the shared answer %v beside it", got, typed)
+	}
+	if w.GetModeOverride() != nil || len(w.ProtoReflect().GetUnknown()) == 0 {
+		t.Error("the shared answer was changed")
 	}
 }

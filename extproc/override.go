@@ -118,10 +118,13 @@ func (st *stream) overrideBodies(resp *extprocv3.ProcessingResponse, response, e
 	if response && sends(st.reqMode) {
 		mode.RequestBodyMode = st.reqMode
 	}
-	// A fresh answer around the same parts: resp may be shared by other streams (the CONTINUE
-	// answers, cached inline answers), which only ever read it.
-	out := &extprocv3.ProcessingResponse{Response: resp.Response, DynamicMetadata: resp.DynamicMetadata}
-	out.ModeOverride = mode
+	// A fresh answer around the same content: resp may be shared by other streams (the
+	// CONTINUE answers, cached inline answers), which only ever read it. A pre-encoded answer
+	// (wire) keeps its bytes; the peer reads the override beside them as one message.
+	out := &extprocv3.ProcessingResponse{Response: resp.Response, DynamicMetadata: resp.DynamicMetadata, ModeOverride: mode}
+	if raw := resp.ProtoReflect().GetUnknown(); len(raw) > 0 {
+		out.ProtoReflect().SetUnknown(raw)
+	}
 	st.srv.stats.modeOverrides.Add(1)
 	return out
 }
