@@ -6,7 +6,8 @@
 //	go run ./e2e/cmd/load --self --concurrency 64,256 --duration 10s --bodies
 //
 // --self starts apisessions (in-process, on loopback) and a no-op ext_proc server and runs the
-// same load against both in one run, printing the ratio of their throughput.
+// same load against both in one run, in alternating rounds, printing the ratio of their
+// throughput.
 package main
 
 import (
@@ -22,11 +23,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -76,6 +79,9 @@ type options struct {
 	bodies        bool
 	observability bool
 	config        string
+	cpuProfile    string
+	rounds        int
+	noopListen    string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -90,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.bodies, "bodies", false, "send JSON request and response bodies (BUFFERED_PARTIAL inline, STREAMED in observability mode)")
 	fs.BoolVar(&o.observability, "observability", false, "observability mode: no answers awaited")
 	fs.StringVar(&o.config, "config", "", "with --self: apisessions configuration file (default: four grouping keys, six context parameters, JA3)")
+	fs.StringVar(&o.noopListen, "noop-listen", "", "only serve a no-op ext_proc server on HOST:PORT until interrupted: the baseline for --target runs against a server in its own process")
+	fs.IntVar(&o.rounds, "rounds", 4, "with --self: split each run into this many alternating rounds per server (order noop, apisessions, apisessions, noop, ...), so drift in the machine's speed falls on both")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self, both servers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -105,13 +114,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "load: --duration must be within (0, 10m]")
 		return 2
 	}
-	if (o.target == "") == !o.self {
+	if o.rounds < 1 || o.rounds > 100 {
+		fmt.Fprintln(stderr, "load: --rounds must be within [1, 100]")
+		return 2
+	}
+	if (o.target == "") == !o.self && o.noopListen == "" {
 		fmt.Fprintln(stderr, "load: give exactly one of --target HOST:PORT and --self")
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.noopListen != "" {
+		return serveNoop(ctx, o.noopListen, stdout, stderr)
+	}
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "load:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "load:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	seqs := pool(o)
 	fmt.Fprintf(stdout, "mode=%s bodies=%v duration=%v exchanges=%d distinct\n", modeName(o.observability), o.bodies, o.duration, len(seqs))
 	fmt.Fprintf(stdout, "%-12s %5s %10s %9s %9s %9s %9s %7s\n", "target", "conc", "req/s", "p50", "p90", "p99", "max", "errors")
@@ -122,6 +151,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintln(stderr, "load:", err)
 				return 1
 			}
+			r.finish()
 			printResult(stdout, o.target, c, r)
 		}
 		return 0
@@ -140,19 +170,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer stopAPI()
 	for _, c := range o.concurrency {
-		base, err := drive(ctx, noopAddr, c, o.duration, seqs)
-		if err != nil {
-			fmt.Fprintln(stderr, "load:", err)
-			return 1
+		// Each server gets o.duration in all, in o.rounds rounds ordered ABBA: a machine that
+		// speeds up or slows down during the run weighs on both alike.
+		var base, got result
+		slice := o.duration / time.Duration(o.rounds)
+		for i := range o.rounds {
+			order := []bool{false, true} // apisessions?
+			if i%2 == 1 {
+				order = []bool{true, false}
+			}
+			for _, api := range order {
+				addr, into := noopAddr, &base
+				if api {
+					addr, into = apiAddr, &got
+				}
+				r, err := drive(ctx, addr, c, slice, seqs)
+				if err != nil {
+					fmt.Fprintln(stderr, "load:", err)
+					return 1
+				}
+				into.merge(r)
+			}
 		}
+		base.finish()
+		got.finish()
 		printResult(stdout, "noop", c, base)
-		got, err := drive(ctx, apiAddr, c, o.duration, seqs)
-		if err != nil {
-			fmt.Fprintln(stderr, "load:", err)
-			return 1
-		}
 		printResult(stdout, "apisessions", c, got)
-		fmt.Fprintf(stdout, "ratio apisessions/noop at concurrency %d: %.2f\n", c, got.rps/base.rps)
+		fmt.Fprintf(stdout, "ratio apisessions/noop at concurrency %d: %.2f\n", c, got.rps()/base.rps())
 	}
 	return 0
 }
@@ -165,11 +209,33 @@ func modeName(obs bool) string {
 }
 
 type result struct {
-	rps      float64
-	lat      []time.Duration // sorted
-	errors   int64
-	firstErr error
+	exchanges int
+	elapsed   time.Duration
+	lat       []time.Duration // sorted once finished
+	errors    int64
+	firstErr  error
 }
+
+func (r result) rps() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.exchanges) / r.elapsed.Seconds()
+}
+
+// merge adds the round o to r.
+func (r *result) merge(o result) {
+	r.exchanges += o.exchanges
+	r.elapsed += o.elapsed
+	r.lat = append(r.lat, o.lat...)
+	r.errors += o.errors
+	if r.firstErr == nil {
+		r.firstErr = o.firstErr
+	}
+}
+
+// finish sorts the latencies for the percentiles.
+func (r *result) finish() { slices.Sort(r.lat) }
 
 func pct(s []time.Duration, p float64) time.Duration {
 	if len(s) == 0 {
@@ -180,7 +246,7 @@ func pct(s []time.Duration, p float64) time.Duration {
 }
 
 func printResult(w io.Writer, name string, c int, r result) {
-	fmt.Fprintf(w, "%-12s %5d %10.0f %9s %9s %9s %9s %7d\n", name, c, r.rps,
+	fmt.Fprintf(w, "%-12s %5d %10.0f %9s %9s %9s %9s %7d\n", name, c, r.rps(),
 		round(pct(r.lat, .5)), round(pct(r.lat, .9)), round(pct(r.lat, .99)), round(pct(r.lat, 1)), r.errors)
 	if r.firstErr != nil {
 		fmt.Fprintf(w, "  first error: %v\n", r.firstErr)
@@ -261,9 +327,7 @@ func drive(ctx context.Context, addr string, c int, d time.Duration, seqs [][]*e
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(began)
-	slices.Sort(all)
-	r := result{rps: float64(len(all)) / elapsed.Seconds(), lat: all, errors: errs.Load()}
+	r := result{exchanges: len(all), elapsed: time.Since(began), lat: all, errors: errs.Load()}
 	if p := firstErr.Load(); p != nil {
 		r.firstErr = *p
 	}
@@ -318,6 +382,27 @@ func pool(o options) [][]*extprocv3.ProcessingRequest {
 		out = append(out, protomsg.Sequence(x, protomsg.Options{Mode: mode, Observability: o.observability, ChunkSize: 4096}))
 	}
 	return out
+}
+
+// serveNoop serves the no-op server on addr until ctx ends.
+func serveNoop(ctx context.Context, addr string, stdout, stderr io.Writer) int {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "load:", err)
+		return 1
+	}
+	gs := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(gs, noop.Server{})
+	go func() {
+		<-ctx.Done()
+		gs.Stop()
+	}()
+	fmt.Fprintf(stdout, "no-op ext_proc server on %s\n", lis.Addr())
+	if err := gs.Serve(lis); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(stderr, "load:", err)
+		return 1
+	}
+	return 0
 }
 
 func startNoop() (string, func(), error) {
