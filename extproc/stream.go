@@ -376,10 +376,13 @@ func (b *body) add(p []byte, eos bool) {
 		if room := b.max - len(b.buf); room > 0 {
 			take := p[:min(room, len(p))]
 			if b.buf == nil {
-				// Most bodies arrive in one message; size the first copy to what can be kept.
-				b.buf = make([]byte, 0, min(b.max, max(len(p), 512)))
+				// Most bodies arrive in one message: keep the message's own bytes (a received
+				// message is never written; see headers). The capacity is cut to the length,
+				// so a later chunk is appended to a copy, never into the message.
+				b.buf = take[:len(take):len(take)]
+			} else {
+				b.buf = append(b.buf, take...)
 			}
-			b.buf = append(b.buf, take...)
 		}
 	}
 	if eos {
@@ -400,10 +403,10 @@ func (b *body) result() (data []byte, truncated bool, size int64) {
 	return b.buf, truncated, size
 }
 
-// headers copies a header list: keys lower-cased, raw_value preferred over value, at most
-// maxHeaders. The raw values are copied into one buffer that the returned strings share: one
-// allocation per list instead of one per header. The buffer is never written after the
-// strings are made.
+// headers reads a header list: keys lower-cased, raw_value preferred over value, at most
+// maxHeaders. The values are strings over the message's raw_value bytes, without a copy: a
+// message received from gRPC belongs to this stream alone and nothing writes to it, and the
+// strings keep only those byte arrays alive, not the message.
 func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traffic.Header {
 	n := min(len(hs), maxHeaders)
 	if dropped := len(hs) - n; dropped > 0 {
@@ -412,11 +415,6 @@ func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traf
 	if dst == nil {
 		dst = make([]traffic.Header, 0, n)
 	}
-	rawBytes := 0
-	for _, h := range hs[:n] {
-		rawBytes += len(h.GetRawValue())
-	}
-	buf := make([]byte, 0, rawBytes)
 	for _, h := range hs[:n] {
 		if h.GetKey() == "" {
 			// No HTTP codec lets a nameless field through; nothing could look it up.
@@ -429,9 +427,7 @@ func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traf
 		}
 		v := h.GetValue()
 		if len(raw) > 0 {
-			start := len(buf)
-			buf = append(buf, raw...)
-			v = unsafe.String(&buf[start], len(raw))
+			v = unsafe.String(&raw[0], len(raw))
 		}
 		dst = append(dst, traffic.Header{Name: lowerASCII(h.GetKey()), Value: v})
 	}
