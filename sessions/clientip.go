@@ -40,13 +40,26 @@ func parseIP(s string) string {
 	if s == "" || len(s) > 64 {
 		return ""
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		ap, perr := netip.ParseAddrPort(s)
-		if perr != nil {
+	// An address with a port ("a.b.c.d:port", "[v6]:port") is what Envoy's source.address
+	// holds; trying it first spares a failed parse, whose error is built, on every request.
+	host := s
+	var a netip.Addr
+	if s[0] == '[' || strings.Count(s, ":") == 1 {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
 			return ""
 		}
-		a = ap.Addr()
+		a, host = ap.Addr(), s[:strings.LastIndexByte(s, ':')]
+	} else {
+		var err error
+		if a, err = netip.ParseAddr(s); err != nil {
+			return ""
+		}
+	}
+	if a.Is4() {
+		// ParseAddr accepts only the canonical dotted form of IPv4 (no leading zeros), so the
+		// text is the address as String would write it, without a copy.
+		return host
 	}
 	return a.Unmap().WithZone("").String()
 }
