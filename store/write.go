@@ -254,13 +254,18 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 	// records and updates the parts; the request rows need them only after that.
 	encoded := make(chan error, 1)
 	go func() {
+		// All the records go into one buffer that belongs to this commit alone; each keeps a
+		// slice of it capped at its end, so a later append never writes into it.
+		buf := make([]byte, 0, len(reqs)*requestJSONSize)
 		for i := range reqs {
-			b, err := encodeRequest(reqs[i].r)
+			start := len(buf)
+			b, err := encodeRequest(buf, reqs[i].r)
 			if err != nil {
 				encoded <- err
 				return
 			}
-			reqs[i].json = b
+			buf = b
+			reqs[i].json = buf[start:len(buf):len(buf)]
 		}
 		encoded <- nil
 	}()
@@ -442,12 +447,12 @@ func (s *Store) mergeSessions(ctx context.Context, tx *sql.Tx, sess []*record.Se
 		}
 		out[k] = &mergedRecord{rec: m}
 	}
+	// One buffer for the batch's records, each a slice capped at its end (see commit).
+	var buf []byte
 	for _, m := range out {
-		b, err := json.Marshal(m.rec)
-		if err != nil {
-			return nil, sinks.Permanent(fmt.Errorf("store: encode session record: %w", err))
-		}
-		m.json = b
+		start := len(buf)
+		buf = m.rec.AppendJSON(buf)
+		m.json = buf[start:len(buf):len(buf)]
 	}
 	return out, nil
 }
@@ -490,13 +495,19 @@ func asStored(r *record.Session) *record.Session {
 	return &c
 }
 
-func encodeRequest(r *record.Request) ([]byte, error) {
+// requestJSONSize is about the size of a request record's JSON, to size the buffer a batch
+// is encoded into; a larger record only makes the buffer grow.
+const requestJSONSize = 768
+
+// encodeRequest appends r's JSON with the kind KindRequest to dst; a record whose Kind differs
+// is encoded from a copy, never changed in place.
+func encodeRequest(dst []byte, r *record.Request) ([]byte, error) {
 	if r.Kind != record.KindRequest {
 		c := *r
 		c.Kind = record.KindRequest
-		r = &c
+		return c.AppendJSON(dst)
 	}
-	return json.Marshal(r)
+	return r.AppendJSON(dst)
 }
 
 func cloneSession(r *record.Session) *record.Session {

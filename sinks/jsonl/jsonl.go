@@ -10,7 +10,6 @@ package jsonl
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,8 +79,7 @@ type Sink struct {
 	noRotateUntil time.Time
 
 	chunk bytes.Buffer // whole lines waiting for the writer
-	line  bytes.Buffer // the line being encoded
-	enc   *json.Encoder
+	line  []byte       // the line being encoded, reused from record to record
 }
 
 // New opens the sink that cfg describes: path "-" writes to s.Stdout; any other path is a file
@@ -100,7 +98,6 @@ func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
 		maxBackups: cfg.MaxBackups,
 		maxBytes:   int64(cfg.MaxSizeMB) << 20,
 	}
-	sk.enc = json.NewEncoder(&sk.line)
 	if cfg.Path == StdoutPath {
 		if s.Stdout == nil {
 			return nil, errors.New("jsonl: path \"-\" needs a standard output, and none was given")
@@ -206,7 +203,7 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 			}
 			continue
 		}
-		n := s.line.Len()
+		n := len(s.line)
 		if used := s.size + int64(s.chunk.Len()); s.maxBytes > 0 && used > 0 && used+int64(n) > s.maxBytes && s.rotationAllowed() {
 			// Every line before this one goes to the current file, then it rotates.
 			if err := flush(); err != nil {
@@ -224,7 +221,7 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 				return fail(err)
 			}
 		}
-		s.chunk.Write(s.line.Bytes())
+		s.chunk.Write(s.line)
 	}
 	if err := flush(); err != nil {
 		return fail(err)
@@ -236,16 +233,15 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 }
 
 // encode writes rec's JSON line into s.line, with the kind the record's type implies: records
-// whose Kind field is empty or wrong are copied, never changed in place.
+// whose Kind field is empty or wrong are copied, never changed in place. The line is the one a
+// json.Encoder writes: json.Marshal's bytes (HTML-escaped, as both escape by default) and a
+// newline.
 func (s *Sink) encode(rec record.Record) error {
-	v, err := sinks.WithKind(rec)
+	b, err := sinks.AppendRecord(s.line[:0], rec)
 	if err != nil {
 		return err
 	}
-	s.line.Reset()
-	if err := s.enc.Encode(v); err != nil {
-		return fmt.Errorf("encode %T: %w", rec, err)
-	}
+	s.line = append(b, '\n')
 	return nil
 }
 
@@ -337,9 +333,8 @@ func (s *Sink) trimBuffers() {
 	if s.chunk.Cap() > keepBufBytes {
 		s.chunk = bytes.Buffer{}
 	}
-	if s.line.Cap() > keepBufBytes {
-		s.line = bytes.Buffer{}
-		s.enc = json.NewEncoder(&s.line)
+	if cap(s.line) > keepBufBytes {
+		s.line = nil
 	}
 }
 

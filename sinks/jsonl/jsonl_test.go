@@ -166,6 +166,49 @@ func TestHostileValues(t *testing.T) {
 	}
 }
 
+// TestLinesMatchEncoder checks that each line is byte for byte what a json.Encoder writes for
+// the record with its kind fixed (HTML-escaped, newline-terminated), so lines stay what they
+// were when the sink encoded records with one.
+func TestLinesMatchEncoder(t *testing.T) {
+	t.Parallel()
+	hostile := "<a href=\"x\">&</a>\x00\x1f\x7f\b\f\t\xff\u2028\u2029é"
+	req := sampleRequest()
+	wrongKind := sampleRequest()
+	wrongKind.Kind = "<session>"
+	odd := sampleRequest()
+	odd.Kind = record.KindRequest
+	odd.UserAgent, odd.Path = hostile, hostile
+	odd.DurationMS = 1e-7
+	odd.Flows, odd.Params = []string{}, map[string]string{hostile: hostile, "a": "", "": "b"}
+	odd.Malicious = true
+	odd.Attack = &record.Attack{Source: "body", Types: []string{"xss"}, Headers: map[string]string{"x": hostile}, Body: hostile, BodyTruncated: true}
+	sess := sampleSession()
+	sess.UserAgents = []string{hostile, ""}
+	sess.Methods = map[string]int{}
+	sess.Flows = map[string]int{hostile: 1, "Z": 2, "a": 3}
+	batch := []record.Record{req, wrongKind, odd, sess, &record.Session{}}
+
+	var want bytes.Buffer
+	enc := json.NewEncoder(&want)
+	for _, rec := range batch {
+		v, err := sinks.WithKind(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Encode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	s := newStdout(t, &out)
+	if err := s.Write(context.Background(), batch); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if got := out.String(); got != want.String() {
+		t.Errorf("lines differ from json.Encoder's:\ngot:\n%s\nwant:\n%s", got, want.String())
+	}
+}
+
 // lines decodes every line of b, failing the test on a line that is not one JSON object.
 func lines(t *testing.T, b []byte) []map[string]any {
 	t.Helper()
