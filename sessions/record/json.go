@@ -7,7 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/apisessions/apisessions/internal/jsonstr"
 )
 
 // This file holds an encoder that writes Request and Session records without reflection.
@@ -277,73 +278,6 @@ func appendIntMap(dst []byte, m map[string]int) []byte {
 	return append(dst, '}')
 }
 
-// plainASCII marks the ASCII bytes that encoding/json copies into a string unchanged by
-// default: printable ASCII and DEL, except the quote and backslash (which JSON escapes) and
-// <, > and & (which it escapes so that JSON embedded in HTML cannot close a script element).
-var plainASCII = func() (t [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = true
-	}
-	for _, c := range `"\<>&` {
-		t[c] = false
-	}
-	return t
-}()
-
-const hexDigits = "0123456789abcdef"
-
 // appendString writes s as a quoted JSON string, escaped exactly as encoding/json escapes by
-// default: the quote and backslash get a backslash; \b, \f, \n, \r and \t keep their short
-// forms; other control bytes and <, > and & are written \u00XX; U+2028 and U+2029 are written
-// \u2028 and \u2029 (JavaScript reads them as line ends); each byte that is not part of valid
-// UTF-8 becomes \ufffd. Everything else is copied as it is.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	// start is the first byte of s not yet written; runs of plain bytes are copied at once.
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if plainASCII[c] {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
+// default.
+func appendString(dst []byte, s string) []byte { return jsonstr.Append(dst, s, jsonstr.HTMLSafe) }
