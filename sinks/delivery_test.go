@@ -389,8 +389,11 @@ func TestSpoolFullDropsOldestAndCounts(t *testing.T) {
 		if st.SpoolDropped == 0 || st.SpoolBytes > 64<<10 {
 			t.Errorf("stats = %+v, want drops from a spool kept within 64 KiB", st)
 		}
-		if st.Dropped != st.SpoolDropped || st.SpoolDropped+uint64(st.SpoolRecords)+uint64(st.Queued) != 5000 {
-			t.Errorf("stats = %+v, want every record either waiting or counted as dropped by the spool", st)
+		// The worker may hold the batch it read from the spool for a retry: a segment the spool
+		// deletes to make room counts as dropped only the entries no read had handed out.
+		if waiting := st.SpoolDropped + uint64(st.SpoolRecords) + uint64(st.Queued); st.Dropped != st.SpoolDropped ||
+			waiting > 5000 || waiting < 5000-100 {
+			t.Errorf("stats = %+v, want every record waiting, counted as dropped by the spool, or in the worker's one batch", st)
 		}
 		sk.down.Store(false)
 		time.Sleep(time.Minute)
@@ -398,6 +401,10 @@ func TestSpoolFullDropsOldestAndCounts(t *testing.T) {
 		ids := sk.ids()
 		if len(ids) == 0 || ids[len(ids)-1] != "4999" {
 			t.Errorf("after recovery the sink got %d records ending %v, want the newest ones", len(ids), ids[max(len(ids)-1, 0):])
+		}
+		// No record is lost without a count: each was delivered or dropped by the spool.
+		if st := p.Stats()[0]; st.Delivered+st.SpoolDropped != 5000 || st.Failed != 0 {
+			t.Errorf("after recovery stats = %+v, want delivered + dropped by the spool = 5000", st)
 		}
 		p.Shutdown(context.Background())
 	})
