@@ -93,7 +93,8 @@ func mayHold(field string, secrets []secret) bool {
 
 // redactor replaces the clear values of one exchange's hashed parameters (its secrets) by
 // their hashed form, in every form they may take in a request: as sent, URL-escaped,
-// JSON-escaped and base64-encoded.
+// JSON-escaped and base64-encoded. It belongs to one exchange and one goroutine: it computes
+// the encodings on first use.
 type redactor struct {
 	h       *hasher
 	secrets []string // longest first
