@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"hash/maphash"
+	"strings"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -189,12 +190,15 @@ func (c *answerCache) store(g grouping, response bool, a answer) *answer {
 
 // sessionMetadata builds {"apisessions": {...}}: top-level keys of dynamic_metadata are
 // namespaces, and a flat struct would be ignored by Envoy.
+//
+// Protobuf strings must be UTF-8, and a message with an invalid one cannot be sent at all (the
+// stream would fail), so whatever the processor returned is made valid first.
 func sessionMetadata(g grouping) *structpb.Struct {
 	fields := make(map[string]*structpb.Value, 3)
-	fields["session"] = structpb.NewStringValue(g.session)
-	fields["part"] = structpb.NewStringValue(g.part)
+	fields["session"] = structpb.NewStringValue(strings.ToValidUTF8(g.session, "\uFFFD"))
+	fields["part"] = structpb.NewStringValue(strings.ToValidUTF8(g.part, "\uFFFD"))
 	if g.key.Source != "" || g.key.Name != "" {
-		fields["key"] = structpb.NewStringValue(g.key.String())
+		fields["key"] = structpb.NewStringValue(strings.ToValidUTF8(g.key.String(), "\uFFFD"))
 	}
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
 		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
