@@ -2,7 +2,6 @@ package recommend
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,15 +38,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"lengths. Flags may also come from APISESSIONS_<FLAG> (upper case, - as _).\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitUsage
-	}
-	if err := cliflags.FromEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "apisessions recommend: %v\n", err)
-		return ExitUsage
+	if code := cliflags.Parse(fs, args, stderr); code >= 0 {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "apisessions recommend: give exactly one file, e.g. apisessions recommend examples/demo.har")

@@ -55,15 +55,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, deps Deps
 			"(parameters cannot be extracted again from them). Flags may also come from %s<FLAG>.\n\n", cliflags.Prefix)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitUsage
-	}
-	if err := cliflags.FromEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "apisessions replay: %v\n", err)
-		return ExitUsage
+	if code := cliflags.Parse(fs, args, stderr); code >= 0 {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "apisessions replay: give exactly one file, e.g. apisessions replay examples/demo.har")

@@ -3,11 +3,37 @@
 package cliflags
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
+
+// Exit statuses Parse returns: help was asked for, or the flags are unusable.
+const (
+	ExitHelp  = 0
+	ExitUsage = 2
+)
+
+// Parse parses args into fs (named after the command), then fills every flag not given on the
+// command line from its environment variable (FromEnv). It returns the exit status the command
+// should end with when parsing stopped it (help asked for, or an error already reported on
+// stderr), or -1 to go on.
+func Parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitHelp
+		}
+		return ExitUsage // the flag set printed the error and its usage
+	}
+	if err := FromEnv(fs); err != nil {
+		fmt.Fprintf(stderr, "apisessions %s: %v\n", fs.Name(), err)
+		return ExitUsage
+	}
+	return -1
+}
 
 // Prefix starts the name of every flag's environment variable.
 const Prefix = "APISESSIONS_"

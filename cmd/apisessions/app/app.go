@@ -7,13 +7,10 @@ package app
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-
-	"github.com/apisessions/apisessions/internal/cliflags"
 
 	"github.com/apisessions/apisessions/recommend"
 )
@@ -84,23 +81,6 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 		fmt.Fprintln(stderr, "\nEach flag may also come from APISESSIONS_<FLAG> (upper case, - as _).")
 	}
 	return fs
-}
-
-// parseFlags parses args, then fills every flag not given on the command line from its
-// environment variable APISESSIONS_<FLAG>. It returns the exit status to use when parsing
-// fails, or -1 to go on.
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) int {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if err := cliflags.FromEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "apisessions %s: %v\n", fs.Name(), err)
-		return exitUsage
-	}
-	return -1
 }
 
 // newLogger builds the one JSON log handler of the process.

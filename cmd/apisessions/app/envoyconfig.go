@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/apisessions/apisessions/envoy"
+	"github.com/apisessions/apisessions/internal/cliflags"
 )
 
 func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
@@ -18,7 +19,7 @@ func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int
 	plaintext := flags.Bool("plaintext", false, "plain HTTP listener: no TLS termination, so no JA3/JA4 fingerprints")
 	certFile := flags.String("cert-file", envoy.DefaultCertFile, "listener certificate file, as Envoy sees it")
 	keyFile := flags.String("key-file", envoy.DefaultKeyFile, "listener private key file, as Envoy sees it")
-	if code := parseFlags(flags, args, stderr); code >= 0 {
+	if code := cliflags.Parse(flags, args, stderr); code >= 0 {
 		return code
 	}
 	cfg, err := loadConfig(*path)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/internal/cliflags"
 	"github.com/apisessions/apisessions/metrics"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sinks"
@@ -31,7 +32,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	grpcListen := flags.String("grpc-listen", "", "override server.grpc_listen (e.g. 127.0.0.1:0)")
 	httpListen := flags.String("http-listen", "", "override server.http_listen")
 	dataDir := flags.String("data-dir", "", "override server.data_dir (hash key, store)")
-	if code := parseFlags(flags, args, stderr); code >= 0 {
+	if code := cliflags.Parse(flags, args, stderr); code >= 0 {
 		return code
 	}
 	logger, err := newLogger(stderr, *level)

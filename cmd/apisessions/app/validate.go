@@ -8,12 +8,13 @@ import (
 	"io/fs"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/cliflags"
 )
 
 func validate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	flags := newFlagSet("validate", "--config FILE", stderr)
 	path := flags.String("config", "", "configuration file to check (required)")
-	if code := parseFlags(flags, args, stderr); code >= 0 {
+	if code := cliflags.Parse(flags, args, stderr); code >= 0 {
 		return code
 	}
 	if *path == "" {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/apisessions/apisessions/internal/cliflags"
 )
 
 // Set at link time: go build -ldflags "-X github.com/apisessions/apisessions/cmd/apisessions/app.Version=v1.2.3".
@@ -16,7 +18,7 @@ var (
 
 func version(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("version", "", stderr)
-	if code := parseFlags(fs, args, stderr); code >= 0 {
+	if code := cliflags.Parse(fs, args, stderr); code >= 0 {
 		return code
 	}
 	fmt.Fprintf(stdout, "apisessions %s\ncommit %s\n%s %s/%s\n", Version, commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
