@@ -259,7 +259,7 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 		buf := make([]byte, 0, len(reqs)*requestJSONSize)
 		for i := range reqs {
 			start := len(buf)
-			b, err := encodeRequest(buf, reqs[i].r)
+			b, err := sinks.AppendRecord(buf, reqs[i].r)
 			if err != nil {
 				encoded <- err
 				return
@@ -498,17 +498,6 @@ func asStored(r *record.Session) *record.Session {
 // requestJSONSize is about the size of a request record's JSON, to size the buffer a batch
 // is encoded into; a larger record only makes the buffer grow.
 const requestJSONSize = 768
-
-// encodeRequest appends r's JSON with the kind KindRequest to dst; a record whose Kind differs
-// is encoded from a copy, never changed in place.
-func encodeRequest(dst []byte, r *record.Request) ([]byte, error) {
-	if r.Kind != record.KindRequest {
-		c := *r
-		c.Kind = record.KindRequest
-		return c.AppendJSON(dst)
-	}
-	return r.AppendJSON(dst)
-}
 
 func cloneSession(r *record.Session) *record.Session {
 	c := *r
