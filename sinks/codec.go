@@ -156,6 +156,8 @@ func clone(b []byte) []byte { return append(make([]byte, 0, len(b)), b...) }
 
 // WithKind returns the value to encode for rec: rec itself, or a copy whose Kind is the one its
 // type implies when the Kind field is empty or wrong. The record is never changed in place.
+// json.Marshal of this value is the reference AppendRecord is tested against (the sinks encode
+// with AppendRecord).
 func WithKind(rec record.Record) (any, error) {
 	switch r := rec.(type) {
 	case *record.Request:
