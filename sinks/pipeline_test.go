@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
@@ -487,5 +488,22 @@ func TestNamesDefault(t *testing.T) {
 	}
 	if want := []string{"sink0", "x"}; !slices.Equal(names, want) {
 		t.Errorf("output names = %v, want %v", names, want)
+	}
+}
+
+// A factory whose constructor fails gives no sink at all, not an interface holding a nil
+// pointer that would pass a nil check.
+func TestFactoryOfFailure(t *testing.T) {
+	t.Parallel()
+	f := sinks.FactoryOf("fake", func(config.Sink, sinks.Settings) (*fakeSink, error) {
+		return nil, errors.New("cannot open")
+	})
+	sk, err := f.Create(config.Sink{}, sinks.Settings{})
+	if err == nil || sk != nil {
+		t.Fatalf("Create = %v, %v; want nil and the error", sk, err)
+	}
+	ok := sinks.FactoryOf("fake", func(config.Sink, sinks.Settings) (*fakeSink, error) { return &fakeSink{}, nil })
+	if sk, err := ok.Create(config.Sink{}, sinks.Settings{}); err != nil || sk == nil || ok.Type != "fake" {
+		t.Fatalf("Create = %v, %v (type %q); want the sink", sk, err, ok.Type)
 	}
 }

@@ -58,6 +58,18 @@ type Factory struct {
 	Create func(cfg config.Sink, s Settings) (Sink, error)
 }
 
+// FactoryOf returns the Factory of type typ whose Create is newSink: a failed newSink yields a
+// nil Sink, never an interface holding a nil pointer.
+func FactoryOf[S Sink](typ string, newSink func(cfg config.Sink, s Settings) (S, error)) Factory {
+	return Factory{Type: typ, Create: func(cfg config.Sink, s Settings) (Sink, error) {
+		sk, err := newSink(cfg, s)
+		if err != nil {
+			return nil, err
+		}
+		return sk, nil
+	}}
+}
+
 // ErrClosed is returned by a sink's Write after its Close.
 var ErrClosed = Permanent(errors.New("sink closed"))
 

@@ -27,16 +27,7 @@ import (
 )
 
 // Factory creates jsonl sinks; the command registers it under config.SinkJSONL.
-var Factory = sinks.Factory{
-	Type: config.SinkJSONL,
-	Create: func(cfg config.Sink, s sinks.Settings) (sinks.Sink, error) {
-		sk, err := New(cfg, s)
-		if err != nil {
-			return nil, err
-		}
-		return sk, nil
-	},
-}
+var Factory = sinks.FactoryOf(config.SinkJSONL, New)
 
 // StdoutPath is the path that selects Settings.Stdout instead of a file.
 const StdoutPath = "-"

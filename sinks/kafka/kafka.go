@@ -31,16 +31,9 @@ import (
 )
 
 // Factory creates Kafka sinks; the command registers it under config.SinkKafka.
-var Factory = sinks.Factory{
-	Type: config.SinkKafka,
-	Create: func(cfg config.Sink, s sinks.Settings) (sinks.Sink, error) {
-		sk, err := New(cfg, s)
-		if err != nil {
-			return nil, err
-		}
-		return sk, nil
-	},
-}
+var Factory = sinks.FactoryOf(config.SinkKafka, func(cfg config.Sink, s sinks.Settings) (*Sink, error) {
+	return New(cfg, s)
+})
 
 // Sink produces records to one topic. It is safe for concurrent use.
 type Sink struct {

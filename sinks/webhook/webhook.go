@@ -33,16 +33,7 @@ import (
 )
 
 // Factory creates webhook sinks; the command registers it under config.SinkWebhook.
-var Factory = sinks.Factory{
-	Type: config.SinkWebhook,
-	Create: func(cfg config.Sink, s sinks.Settings) (sinks.Sink, error) {
-		sk, err := New(cfg, s)
-		if err != nil {
-			return nil, err
-		}
-		return sk, nil
-	},
-}
+var Factory = sinks.FactoryOf(config.SinkWebhook, New)
 
 const (
 	dialTimeout = 10 * time.Second
