@@ -59,14 +59,22 @@ func benchExchange() []*extprocv3.ProcessingRequest {
 	return protomsg.Sequence(x, protomsg.Options{})
 }
 
-func benchClient(b *testing.B, register func(*grpc.Server)) extprocv3.ExternalProcessorClient {
+func benchClient(b *testing.B, server func() *grpc.Server) extprocv3.ExternalProcessorClient {
 	b.Helper()
-	gs := grpc.NewServer()
-	register(gs)
+	gs := server()
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = gs.Serve(lis) }()
 	b.Cleanup(gs.Stop)
 	return extprocv3.NewExternalProcessorClient(dialBuf(b, lis))
+}
+
+// benchGRPCServer is the gRPC server apisessions runs: NewGRPCServer's, with its decoder.
+func benchGRPCServer(b *testing.B, srv *Server) *grpc.Server {
+	gs, err := NewGRPCServer(srv, GRPCOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return gs
 }
 
 // BenchmarkStream measures one whole exchange (request headers + response headers, inline
@@ -76,20 +84,22 @@ func benchClient(b *testing.B, register func(*grpc.Server)) extprocv3.ExternalPr
 func BenchmarkStream(b *testing.B) {
 	msgs := benchExchange()
 	servers := []struct {
-		name     string
-		register func(*grpc.Server)
+		name   string
+		server func() *grpc.Server
 	}{
-		{"NoopServer", func(gs *grpc.Server) { extprocv3.RegisterExternalProcessorServer(gs, noop.Server{}) }},
-		{"Server/NoopProcessor", func(gs *grpc.Server) {
-			extprocv3.RegisterExternalProcessorServer(gs, New(Settings{Processor: benchProcessor{}}))
+		{"NoopServer", func() *grpc.Server {
+			gs := grpc.NewServer()
+			extprocv3.RegisterExternalProcessorServer(gs, noop.Server{})
+			return gs
 		}},
-		{"Server/WorkingProcessor", func(gs *grpc.Server) {
-			extprocv3.RegisterExternalProcessorServer(gs, New(Settings{Processor: benchProcessor{work: true}}))
+		{"Server/NoopProcessor", func() *grpc.Server { return benchGRPCServer(b, New(Settings{Processor: benchProcessor{}})) }},
+		{"Server/WorkingProcessor", func() *grpc.Server {
+			return benchGRPCServer(b, New(Settings{Processor: benchProcessor{work: true}}))
 		}},
 	}
 	for _, s := range servers {
 		b.Run(s.name+"/serial", func(b *testing.B) {
-			client := benchClient(b, s.register)
+			client := benchClient(b, s.server)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -99,7 +109,7 @@ func BenchmarkStream(b *testing.B) {
 			}
 		})
 		b.Run(s.name+"/parallel", func(b *testing.B) {
-			client := benchClient(b, s.register)
+			client := benchClient(b, s.server)
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()

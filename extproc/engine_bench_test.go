@@ -193,11 +193,21 @@ func checkBenchTraffic(b *testing.B, msgs []*extprocv3.ProcessingRequest, bodies
 	}
 }
 
-// bufClient serves srv over an in-memory connection and returns a client of it.
+// bufClient serves srv over an in-memory connection and returns a client of it: an
+// apisessions server as NewGRPCServer serves it, with its decoder; any other server (the
+// no-op one) on a plain gRPC server.
 func bufClient(b *testing.B, srv extprocv3.ExternalProcessorServer) extprocv3.ExternalProcessorClient {
 	b.Helper()
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, srv)
+	var gs *grpc.Server
+	if s, ok := srv.(*extproc.Server); ok {
+		var err error
+		if gs, err = extproc.NewGRPCServer(s, extproc.GRPCOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	} else {
+		gs = grpc.NewServer()
+		extprocv3.RegisterExternalProcessorServer(gs, srv)
+	}
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = gs.Serve(lis) }()
 	b.Cleanup(gs.Stop)

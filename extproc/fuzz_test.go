@@ -67,13 +67,20 @@ func fuzzMessages(data []byte) []*extprocv3.ProcessingRequest {
 	return out
 }
 
+// fuzzProcessSeeds are FuzzProcess's seeds; FuzzDecode starts from their messages too.
+var fuzzProcessSeeds = [][]byte{
+	{0, 11, 'a', 'p', 'i', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', 1, 3, 'a', 'b', 'c', 3 | 8, 3, '2', '0', '0'},
+	{16 | 32, 4, 'h', 'o', 's', 't', 16 | 1, 2, 'x', 'y', 16 | 4 | 8, 0},
+	{4, 1, 'z', 0 | 128 | 64, 3, 'a', 'b', 'c', 6, 0, 0, 0},
+	{3, 3, '2', '0', '4', 0 | 8, 0, 0 | 8, 1, ':', 2, 2, 'k', 'v', 5, 0},
+}
+
 // FuzzProcess: whatever Envoy (or an impostor) sends, the server never panics, answers each
 // inline message exactly once with the matching case, and observes at most once.
 func FuzzProcess(f *testing.F) {
-	f.Add([]byte{0, 11, 'a', 'p', 'i', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e', 1, 3, 'a', 'b', 'c', 3 | 8, 3, '2', '0', '0'})
-	f.Add([]byte{16 | 32, 4, 'h', 'o', 's', 't', 16 | 1, 2, 'x', 'y', 16 | 4 | 8, 0})
-	f.Add([]byte{4, 1, 'z', 0 | 128 | 64, 3, 'a', 'b', 'c', 6, 0, 0, 0})
-	f.Add([]byte{3, 3, '2', '0', '4', 0 | 8, 0, 0 | 8, 1, ':', 2, 2, 'k', 'v', 5, 0})
+	for _, seed := range fuzzProcessSeeds {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		msgs := fuzzMessages(data)
 		fake := newFake()

@@ -12,8 +12,11 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/reflection"
 )
 
@@ -72,8 +75,9 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*grpc.Server, error) {
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
+	opts = append(opts, grpc.ForceServerCodecV2(newCodec()))
 	gs := grpc.NewServer(opts...)
-	extprocv3.RegisterExternalProcessorServer(gs, srv)
+	gs.RegisterService(&processDesc, srv)
 	healthpb.RegisterHealthServer(gs, srv.Health())
 	reflection.Register(gs)
 	return gs, nil
@@ -127,4 +131,47 @@ func Shutdown(ctx context.Context, gs *grpc.Server) {
 		gs.Stop()
 		<-done
 	}
+}
+
+// wireTransport is a gRPC stream of a server with the codec below: messages are decoded from
+// the wire straight into a message.
+type wireTransport struct{ ss grpc.ServerStream }
+
+func (t wireTransport) recv(m *message) error                      { return t.ss.RecvMsg(m) }
+func (t wireTransport) send(r *extprocv3.ProcessingResponse) error { return t.ss.SendMsg(r) }
+
+// codec is gRPC's proto codec, except that it decodes into a message itself. It serves every
+// service of the server NewGRPCServer builds; only the ext_proc handler receives messages.
+type codec struct{ proto encoding.CodecV2 }
+
+func newCodec() codec { return codec{proto: encoding.GetCodecV2(grpcproto.Name)} }
+
+func (c codec) Name() string { return c.proto.Name() }
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(*message)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	// One copy of the message, which its strings and bytes then alias: gRPC reuses the
+	// buffers it received it in. gRPC ends the stream with Internal on an error, as it does
+	// for a message the proto codec cannot read.
+	return m.decode(data.Materialize())
+}
+
+// processDesc is the ExternalProcessor service with a handler that receives messages through
+// codec. Its name, method and metadata are the generated service's, so clients, health checks
+// and reflection see no difference.
+var processDesc = grpc.ServiceDesc{
+	ServiceName: extprocv3.ExternalProcessor_ServiceDesc.ServiceName,
+	HandlerType: (*extprocv3.ExternalProcessorServer)(nil),
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Process",
+		Handler:       func(srv any, ss grpc.ServerStream) error { return srv.(*Server).serve(ss.Context(), wireTransport{ss}) },
+		ServerStreams: true,
+		ClientStreams: true,
+	}},
+	Metadata: extprocv3.ExternalProcessor_ServiceDesc.Metadata,
 }

@@ -27,9 +27,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/apisessions/apisessions/extproc/protomsg"
 )
@@ -455,4 +457,82 @@ func TestShutdown(t *testing.T) {
 			t.Errorf("open stream recorded with host %q partial %v; want it recorded as partial", x.Host, x.Partial)
 		}
 	})
+}
+
+// rawCodec sends and receives encoded messages as they are, so a test can put on the wire what
+// no generated encoder writes.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+// rawStream opens an ext_proc stream that sends and receives raw bytes.
+func rawStream(t *testing.T, conn *grpc.ClientConn) grpc.ClientStream {
+	t.Helper()
+	cs, err := conn.NewStream(testContext(t), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
+		"/"+ServiceName+"/Process", grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatalf("open stream: %v", err)
+	}
+	return cs
+}
+
+// TestWireDecoding: the server reads Envoy's messages from the wire itself. What the generated
+// code would refuse for a string that is not UTF-8 is read as sent; bytes that are not a
+// protobuf message end their own stream with Internal, as gRPC's codec would, and nothing else.
+func TestWireDecoding(t *testing.T) {
+	t.Parallel()
+	fake := newFake()
+	srv := New(Settings{Processor: fake, Now: fixedNow})
+	_, conn := startServer(t, srv, GRPCOptions{})
+
+	headers := lenField(nil, fieldRequestHeaders, append(lenField(nil, 1, headerList(
+		header(":authority", "", "api.example"), header(":path", "", "/a"), header("x-b\xffd", "", "v\xfe"))), varintField(nil, 3, 1)...))
+	headers = append(headers, lenField(nil, fieldAttributes, entry(AttributesKey, structOf(
+		entry("source.address", stringValue("198.51.100.9:4000")), entry("request.id", stringValue("id-\xff")))))...)
+	cs := rawStream(t, conn)
+	if err := cs.SendMsg(&headers); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	var answer []byte
+	if err := cs.RecvMsg(&answer); err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	var resp extprocv3.ProcessingResponse
+	if err := proto.Unmarshal(answer, &resp); err != nil || resp.GetRequestHeaders() == nil {
+		t.Fatalf("answer %v (%v); want a request headers answer", &resp, err)
+	}
+	if err := cs.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	x := fake.next(t)
+	if x.Host != "api.example" || x.SourceAddress != "198.51.100.9:4000" || x.RequestID != "id-\xff" {
+		t.Errorf("exchange host %q, source %q, id %q; want the attributes and headers as sent", x.Host, x.SourceAddress, x.RequestID)
+	}
+	if got := x.RequestHeaders[len(x.RequestHeaders)-1]; got.Name != "x-b\xffd" || got.Value != "v\xfe" {
+		t.Errorf("last header %q: %q; want it as sent", got.Name, got.Value)
+	}
+
+	bad := rawStream(t, conn)
+	junk := []byte{0x12, 0x05, 0x0a}
+	if err := bad.SendMsg(&junk); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if err := bad.RecvMsg(&answer); status.Code(err) != codes.Internal {
+		t.Fatalf("malformed message: stream ended with %v; want Internal", err)
+	}
+	if _, err := protomsg.Exchange(testContext(t), extprocv3.NewExternalProcessorClient(conn), protomsg.Sequence(getExchange(), protomsg.Options{})); err != nil {
+		t.Fatalf("a stream after the malformed one: %v", err)
+	}
+	if s := srv.Stats(); s.Panics != 0 {
+		t.Errorf("panics = %d", s.Panics)
+	}
 }

@@ -194,9 +194,39 @@ func (s *Server) SetServing(ok bool) {
 	s.health.SetServingStatus(ServiceName, st)
 }
 
-// Process serves one ext_proc stream, that is one HTTP request and its response.
-func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
-	st := newStream(s, s.settings.Load(), ps.Context())
+// Process serves one ext_proc stream, that is one HTTP request and its response, from any
+// ExternalProcessor_ProcessServer. The gRPC server NewGRPCServer builds does not go through
+// it: its handler decodes the wire straight into the stream's own form (see message).
+func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
+	return s.serve(ps.Context(), protoTransport{ps})
+}
+
+// transport is where a stream's messages come from and its answers go.
+type transport interface {
+	recv(m *message) error
+	send(r *extprocv3.ProcessingResponse) error
+}
+
+// protoTransport is any ExternalProcessor_ProcessServer: the generated messages it receives
+// are read through fromProto.
+type protoTransport struct {
+	ps extprocv3.ExternalProcessor_ProcessServer
+}
+
+func (t protoTransport) recv(m *message) error {
+	req, err := t.ps.Recv()
+	if err != nil {
+		return err
+	}
+	m.fromProto(req)
+	return nil
+}
+
+func (t protoTransport) send(r *extprocv3.ProcessingResponse) error { return t.ps.Send(r) }
+
+// serve runs one stream over t.
+func (s *Server) serve(ctx context.Context, t transport) (err error) {
+	st := newStream(s, s.settings.Load(), ctx)
 	s.stats.streamsOpen.Add(1)
 	s.stats.streams.Add(1)
 	defer s.stats.streamsOpen.Add(-1)
@@ -210,7 +240,7 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 			err = nil
 		}
 	}()
-	return st.run(ps)
+	return st.run(t)
 }
 
 // Stats is a snapshot of the server's counters.

@@ -9,14 +9,11 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
-	"unsafe"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -111,10 +108,12 @@ func newStream(s *Server, cfg *settings, ctx context.Context) *stream {
 
 // run is the stream loop: receive, dispatch by phase, answer unless in observability mode.
 // Only this function calls Send.
-func (st *stream) run(ps extprocv3.ExternalProcessor_ProcessServer) error {
+func (st *stream) run(t transport) error {
+	// One message is reused: its header slice keeps its capacity, and what the stream keeps
+	// of it (strings, bodies) lives in each message's own buffer.
+	var m message
 	for {
-		req, err := ps.Recv()
-		if err != nil {
+		if err := t.recv(&m); err != nil {
 			return st.endOf("receive", err)
 		}
 		st.messages++
@@ -122,17 +121,17 @@ func (st *stream) run(ps extprocv3.ExternalProcessor_ProcessServer) error {
 		if st.cfg.phases != nil {
 			began = time.Now()
 		}
-		resp, p, err := st.handle(req)
+		resp, p, err := st.handle(&m)
 		if err != nil {
 			return err
 		}
 		if st.cfg.phases != nil {
-			st.cfg.phases.ObservePhase(phaseNames[p], req.GetObservabilityMode(), time.Since(began))
+			st.cfg.phases.ObservePhase(phaseNames[p], m.observability, time.Since(began))
 		}
-		if req.GetObservabilityMode() || resp == nil {
+		if m.observability || resp == nil {
 			continue
 		}
-		if err := ps.Send(resp); err != nil {
+		if err := t.send(resp); err != nil {
 			return st.endOf("send", err)
 		}
 	}
@@ -160,57 +159,48 @@ func (st *stream) endOf(op string, err error) error {
 }
 
 // handle dispatches one message and returns its answer (nil = none is due) and its phase.
-func (st *stream) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, phase, error) {
-	obs := 0
-	if req.GetObservabilityMode() {
-		obs = 1
-	}
-	var (
-		p    phase
-		resp *extprocv3.ProcessingResponse
-		err  error
-	)
-	switch r := req.GetRequest().(type) {
-	case *extprocv3.ProcessingRequest_RequestHeaders:
-		p = phaseRequestHeaders
-		resp, err = st.onRequestHeaders(req, r.RequestHeaders)
-	case *extprocv3.ProcessingRequest_RequestBody:
-		p = phaseRequestBody
-		resp, err = st.onRequestBody(req, r.RequestBody)
-	case *extprocv3.ProcessingRequest_RequestTrailers:
-		p = phaseRequestTrailers
-		resp, err = st.onRequestTrailers(req, r.RequestTrailers)
-	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		p = phaseResponseHeaders
-		resp, err = st.onResponseHeaders(req, r.ResponseHeaders)
-	case *extprocv3.ProcessingRequest_ResponseBody:
-		p = phaseResponseBody
-		resp, err = st.onResponseBody(req, r.ResponseBody)
-	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		p = phaseResponseTrailers
-		resp, err = st.onResponseTrailers(req, r.ResponseTrailers)
-	default:
+func (st *stream) handle(m *message) (*extprocv3.ProcessingResponse, phase, error) {
+	if !m.hasKind {
 		// A nil case (or one added to the API after this build) cannot be answered correctly.
 		st.protocolError("no request case")
 		return nil, 0, errNoRequest
 	}
-	st.srv.stats.messages[obs][p].Add(1)
-	return resp, p, err
+	obs := 0
+	if m.observability {
+		obs = 1
+	}
+	var resp *extprocv3.ProcessingResponse
+	switch m.kind {
+	case phaseRequestHeaders:
+		resp = st.onRequestHeaders(m)
+	case phaseRequestBody:
+		resp = st.onRequestBody(m)
+	case phaseRequestTrailers:
+		resp = st.onRequestTrailers(m)
+	case phaseResponseHeaders:
+		resp = st.onResponseHeaders(m)
+	case phaseResponseBody:
+		resp = st.onResponseBody(m)
+	default:
+		resp = st.onResponseTrailers(m)
+	}
+	st.srv.stats.messages[obs][m.kind].Add(1)
+	return resp, m.kind, nil
 }
 
 // recording reports whether message contents are kept: request headers arrived and the host
 // is tracked. Messages of other streams are only answered.
 func (st *stream) recording() bool { return st.started && st.scoped }
 
-func (st *stream) onRequestHeaders(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+func (st *stream) onRequestHeaders(m *message) *extprocv3.ProcessingResponse {
 	if st.started {
 		st.protocolError("duplicate request headers")
-		return continueRequestHeaders, nil
+		return continueRequestHeaders
 	}
 	st.started = true
 	now := st.cfg.now()
 	x := &st.x
-	x.RequestHeaders = st.headers(h.GetHeaders().GetHeaders(), x.RequestHeaders)
+	x.RequestHeaders = st.headers(m.headers, x.RequestHeaders)
 	for i := range x.RequestHeaders {
 		hd := &x.RequestHeaders[i]
 		switch hd.Name {
@@ -235,81 +225,81 @@ func (st *stream) onRequestHeaders(req *extprocv3.ProcessingRequest, h *extprocv
 			}
 		}
 	}
-	if pc := req.GetProtocolConfig(); pc != nil {
-		st.reqMode = pc.GetRequestBodyMode()
-		st.respMode = pc.GetResponseBodyMode()
+	if pc := m.protocol; pc.present {
+		st.reqMode = pc.requestBodyMode
+		st.respMode = pc.responseBodyMode
 		st.knowModes = true
 	}
 	if st.proc == nil || !st.proc.InScope(x.Host) {
 		st.srv.stats.outOfScope.Add(1)
-		return continueRequestHeaders, nil
+		return continueRequestHeaders
 	}
 	st.scoped = true
 	needs := st.proc.Needs()
 	maxBody := max(st.proc.MaxBodyBytes(), 0)
 	st.req.copy, st.req.max = needs.RequestBody && maxBody > 0, maxBody
 	st.resp.copy, st.resp.max = needs.ResponseBody && maxBody > 0, maxBody
-	st.attributes(req)
+	st.attributes(m)
 	if !st.haveTime {
 		x.Start = now
 	}
-	if h.GetEndOfStream() {
+	if m.eos {
 		st.req.ended = true
 	}
-	st.metadata(req)
-	if req.GetObservabilityMode() {
-		return continueRequestHeaders, nil
+	st.metadata(m)
+	if m.observability {
+		return continueRequestHeaders
 	}
 	resp := continueRequestHeaders
 	if st.cfg.sessionHeader != "" || st.cfg.dynamicMetadata {
 		resp = st.inlineRequestHeaders()
 	}
-	return st.overrideBodies(resp, false, h.GetEndOfStream()), nil
+	return st.overrideBodies(resp, false, m.eos)
 }
 
-func (st *stream) onRequestBody(req *extprocv3.ProcessingRequest, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+func (st *stream) onRequestBody(m *message) *extprocv3.ProcessingResponse {
 	if !st.started {
 		st.protocolError("request body before request headers")
 	}
 	if st.recording() {
-		st.attributes(req)
-		st.metadata(req)
-		st.req.add(b.GetBody(), b.GetEndOfStream())
+		st.attributes(m)
+		st.metadata(m)
+		st.req.add(m.body, m.eos)
 	}
-	return continueRequestBody, nil
+	return continueRequestBody
 }
 
-func (st *stream) onRequestTrailers(req *extprocv3.ProcessingRequest, t *extprocv3.HttpTrailers) (*extprocv3.ProcessingResponse, error) {
+func (st *stream) onRequestTrailers(m *message) *extprocv3.ProcessingResponse {
 	if !st.started {
 		st.protocolError("request trailers before request headers")
 	}
 	if st.recording() {
-		st.attributes(req)
-		st.metadata(req)
+		st.attributes(m)
+		st.metadata(m)
 		if st.x.RequestTrailers == nil {
-			st.x.RequestTrailers = st.headers(t.GetTrailers().GetHeaders(), nil)
+			st.x.RequestTrailers = st.headers(m.headers, nil)
 		}
 		st.req.ended = true
 	}
-	return continueRequestTrailers, nil
+	return continueRequestTrailers
 }
 
-func (st *stream) onResponseHeaders(req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+func (st *stream) onResponseHeaders(m *message) *extprocv3.ProcessingResponse {
 	if !st.started {
 		st.protocolError("response headers before request headers")
-		return continueResponseHeaders, nil
+		return continueResponseHeaders
 	}
 	if st.x.ResponseSeen {
 		st.protocolError("duplicate response headers")
-		return continueResponseHeaders, nil
+		return continueResponseHeaders
 	}
 	if !st.recording() {
-		return continueResponseHeaders, nil
+		return continueResponseHeaders
 	}
 	x := &st.x
 	x.ResponseSeen = true
 	x.End = st.cfg.now()
-	x.ResponseHeaders = st.headers(h.GetHeaders().GetHeaders(), nil)
+	x.ResponseHeaders = st.headers(m.headers, nil)
 	for i := range x.ResponseHeaders {
 		hd := &x.ResponseHeaders[i]
 		switch hd.Name {
@@ -321,51 +311,51 @@ func (st *stream) onResponseHeaders(req *extprocv3.ProcessingRequest, h *extproc
 			setLength(&st.resp.contentLength, hd.Value)
 		}
 	}
-	st.attributes(req)
+	st.attributes(m)
 	if x.Status == 0 {
 		x.Status = st.responseCode
 	}
-	if h.GetEndOfStream() {
+	if m.eos {
 		st.resp.ended = true
 	}
-	st.metadata(req)
-	if req.GetObservabilityMode() {
-		return continueResponseHeaders, nil
+	st.metadata(m)
+	if m.observability {
+		return continueResponseHeaders
 	}
 	resp := continueResponseHeaders
 	if st.cfg.dynamicMetadata {
 		resp = st.inlineResponseHeaders()
 	}
-	return st.overrideBodies(resp, true, h.GetEndOfStream()), nil
+	return st.overrideBodies(resp, true, m.eos)
 }
 
-func (st *stream) onResponseBody(req *extprocv3.ProcessingRequest, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+func (st *stream) onResponseBody(m *message) *extprocv3.ProcessingResponse {
 	if !st.started {
 		st.protocolError("response body before request headers")
 	}
 	if st.recording() {
-		st.attributes(req)
-		st.metadata(req)
+		st.attributes(m)
+		st.metadata(m)
 		st.x.End = st.cfg.now()
-		st.resp.add(b.GetBody(), b.GetEndOfStream())
+		st.resp.add(m.body, m.eos)
 	}
-	return continueResponseBody, nil
+	return continueResponseBody
 }
 
-func (st *stream) onResponseTrailers(req *extprocv3.ProcessingRequest, t *extprocv3.HttpTrailers) (*extprocv3.ProcessingResponse, error) {
+func (st *stream) onResponseTrailers(m *message) *extprocv3.ProcessingResponse {
 	if !st.started {
 		st.protocolError("response trailers before request headers")
 	}
 	if st.recording() {
-		st.attributes(req)
-		st.metadata(req)
+		st.attributes(m)
+		st.metadata(m)
 		st.x.End = st.cfg.now()
 		if st.x.ResponseTrailers == nil {
-			st.x.ResponseTrailers = st.headers(t.GetTrailers().GetHeaders(), nil)
+			st.x.ResponseTrailers = st.headers(m.headers, nil)
 		}
 		st.resp.ended = true
 	}
-	return continueResponseTrailers, nil
+	return continueResponseTrailers
 }
 
 // add takes one body chunk: counts it, copies what fits under the cap.
@@ -404,10 +394,8 @@ func (b *body) result() (data []byte, truncated bool, size int64) {
 }
 
 // headers reads a header list: keys lower-cased, raw_value preferred over value, at most
-// maxHeaders. The values are strings over the message's raw_value bytes, without a copy: a
-// message received from gRPC belongs to this stream alone and nothing writes to it, and the
-// strings keep only those byte arrays alive, not the message.
-func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traffic.Header {
+// maxHeaders. The values are the message's own strings, without a copy (see message).
+func (st *stream) headers(hs []wireHeader, dst []traffic.Header) []traffic.Header {
 	n := min(len(hs), maxHeaders)
 	if dropped := len(hs) - n; dropped > 0 {
 		st.srv.stats.headersDropped.Add(uint64(dropped))
@@ -416,68 +404,71 @@ func (st *stream) headers(hs []*corev3.HeaderValue, dst []traffic.Header) []traf
 		dst = make([]traffic.Header, 0, n)
 	}
 	for _, h := range hs[:n] {
-		if h.GetKey() == "" {
+		if h.key == "" {
 			// No HTTP codec lets a nameless field through; nothing could look it up.
 			continue
 		}
-		raw := h.GetRawValue()
-		if len(raw) > 0 && h.GetValue() != "" {
-			// Envoy rejects such a header in mutations; as input it is malformed but readable.
-			st.protocolError("header with value and raw_value")
+		v := h.value
+		if h.raw != "" {
+			if h.value != "" {
+				// Envoy rejects such a header in mutations; as input it is malformed but readable.
+				st.protocolError("header with value and raw_value")
+			}
+			v = h.raw
 		}
-		v := h.GetValue()
-		if len(raw) > 0 {
-			v = unsafe.String(&raw[0], len(raw))
-		}
-		dst = append(dst, traffic.Header{Name: lowerASCII(h.GetKey()), Value: v})
+		dst = append(dst, traffic.Header{Name: lowerASCII(h.key), Value: v})
 	}
 	return dst
 }
 
 // attributes reads the attributes Envoy evaluated for this direction; the first value of each wins.
-func (st *stream) attributes(req *extprocv3.ProcessingRequest) {
-	a := req.GetAttributes()[AttributesKey]
-	if a == nil {
+func (st *stream) attributes(m *message) {
+	a := &m.attrs
+	if !a.present {
 		return
 	}
-	f := a.GetFields()
 	x := &st.x
 	if x.SourceAddress == "" {
-		x.SourceAddress = clip(f["source.address"].GetStringValue())
+		x.SourceAddress = clip(a.sourceAddress.stringValue())
 	}
 	if !st.haveID {
-		if id := clip(f["request.id"].GetStringValue()); id != "" {
+		if id := clip(a.requestID.stringValue()); id != "" {
 			x.RequestID, st.haveID = id, true
 		}
 	}
 	if !st.haveTime {
-		if s := f["request.time"].GetStringValue(); s != "" && len(s) <= maxAttributeLen {
+		if s := a.requestTime.stringValue(); s != "" && len(s) <= maxAttributeLen {
 			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 				x.Start, st.haveTime = t, true
 			}
 		}
 	}
 	if st.responseCode == 0 {
-		if v := f["response.code"]; v != nil {
-			switch k := v.GetKind().(type) {
-			case *structpb.Value_NumberValue:
-				if c := k.NumberValue; c >= 100 && c <= 999 {
-					st.responseCode = int(c)
-				}
-			case *structpb.Value_StringValue:
-				st.responseCode = parseStatus(k.StringValue)
+		switch v := a.responseCode; v.kind {
+		case kindNumber:
+			if c := v.num; c >= 100 && c <= 999 {
+				st.responseCode = int(c)
 			}
+		case kindString:
+			st.responseCode = parseStatus(v.str)
 		}
 	}
 }
 
 // metadata copies the configured namespaces of the forwarded dynamic metadata. Later messages
-// replace earlier copies: a filter may reach its verdict after the request headers.
-func (st *stream) metadata(req *extprocv3.ProcessingRequest) {
-	if len(st.cfg.namespaces) == 0 {
+// replace earlier copies: a filter may reach its verdict after the request headers. The
+// metadata is decoded only here, when namespaces are configured; metadata that does not
+// decode is a protocol error and is skipped, the rest of the message is still read.
+func (st *stream) metadata(m *message) {
+	if len(st.cfg.namespaces) == 0 || (len(m.metadata) == 0 && m.metadataMsg == nil) {
 		return
 	}
-	fm := req.GetMetadataContext().GetFilterMetadata()
+	md, err := m.metadataContext()
+	if err != nil {
+		st.protocolError("metadata_context: " + err.Error())
+		return
+	}
+	fm := md.GetFilterMetadata()
 	if len(fm) == 0 {
 		return
 	}
@@ -486,17 +477,17 @@ func (st *stream) metadata(req *extprocv3.ProcessingRequest) {
 		if s == nil {
 			continue
 		}
-		m := make(map[string]any, min(len(s.GetFields()), maxMetadataFields))
+		fields := make(map[string]any, min(len(s.GetFields()), maxMetadataFields))
 		for k, v := range s.GetFields() {
-			if len(m) == maxMetadataFields {
+			if len(fields) == maxMetadataFields {
 				break
 			}
-			m[k] = v.AsInterface()
+			fields[k] = v.AsInterface()
 		}
 		if st.x.Metadata == nil {
 			st.x.Metadata = make(map[string]map[string]any, len(st.cfg.namespaces))
 		}
-		st.x.Metadata[ns] = m
+		st.x.Metadata[ns] = fields
 	}
 }
 
