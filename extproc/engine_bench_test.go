@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc"
@@ -231,7 +232,7 @@ func bufClient(b *testing.B, srv extprocv3.ExternalProcessorServer) extprocv3.Ex
 // divided by Engine's, from one run. Engine/Discard drops records at the emitter;
 // Engine/DiscardPlain is the same without the session header and the dynamic metadata;
 // Engine/Pipeline queues records to a sink worker that discards them. Direct plays the
-// messages into Process without gRPC: the server's own work per exchange.
+// messages in without gRPC: the server's own work per exchange.
 func BenchmarkServerWithEngine(b *testing.B) {
 	for _, tr := range []struct {
 		name   string
@@ -258,19 +259,39 @@ func BenchmarkServerWithEngine(b *testing.B) {
 				return newEngineServer(newBenchEngine(b, p))
 			}},
 		}
-		for _, s := range servers[:2] {
-			b.Run(tr.name+"/"+s.name+"/direct", func(b *testing.B) {
-				srv := s.make(b)
-				b.ReportAllocs()
-				i := 0
-				for b.Loop() {
-					if err := srv.Process(&directStream{msgs: seqs[i%len(seqs)]}); err != nil {
-						b.Fatal(err)
-					}
-					i++
+		// direct: the no-op server's Process with the messages as they are; apisessions read
+		// from their encoding as its gRPC handler reads them (ServeEncoded), decoding included.
+		encoded := make([][][]byte, len(seqs))
+		for i, seq := range seqs {
+			for _, m := range seq {
+				e, err := proto.Marshal(m)
+				if err != nil {
+					b.Fatal(err)
 				}
-			})
+				encoded[i] = append(encoded[i], e)
+			}
 		}
+		b.Run(tr.name+"/NoopServer/direct", func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if err := (noop.Server{}).Process(&directStream{msgs: seqs[i%len(seqs)]}); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+		b.Run(tr.name+"/Engine/Discard/direct", func(b *testing.B) {
+			srv := newEngineServer(newBenchEngine(b, discardEmitter{}))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if err := extproc.ServeEncoded(srv, encoded[i%len(encoded)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 		for _, s := range servers {
 			b.Run(tr.name+"/"+s.name+"/serial", func(b *testing.B) {
 				client := bufClient(b, s.make(b))

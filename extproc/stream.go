@@ -75,6 +75,11 @@ type stream struct {
 	grouping   grouping
 	peekedBody int64
 
+	// msg is the message being handled, reused for every message of the stream; hdrs backs
+	// its header list so that a typical header list needs no allocation of its own.
+	msg  message
+	hdrs [32]wireHeader
+
 	haveTime     bool // Start came from request.time
 	haveID       bool // RequestID came from request.id
 	responseCode int  // response.code attribute, used when :status is missing
@@ -111,9 +116,10 @@ func newStream(s *Server, cfg *settings, ctx context.Context) *stream {
 func (st *stream) run(t transport) error {
 	// One message is reused: its header slice keeps its capacity, and what the stream keeps
 	// of it (strings, bodies) lives in each message's own buffer.
-	var m message
+	m := &st.msg
+	m.headers = st.hdrs[:0]
 	for {
-		if err := t.recv(&m); err != nil {
+		if err := t.recv(m); err != nil {
 			return st.endOf("receive", err)
 		}
 		st.messages++
@@ -121,7 +127,7 @@ func (st *stream) run(t transport) error {
 		if st.cfg.phases != nil {
 			began = time.Now()
 		}
-		resp, p, err := st.handle(&m)
+		resp, p, err := st.handle(m)
 		if err != nil {
 			return err
 		}
