@@ -29,10 +29,12 @@ type message struct {
 	// kind is the request case; hasKind is false when the message has none.
 	kind    phase
 	hasKind bool
-	// headers are the request or response headers, or the trailers, in order.
-	headers []wireHeader
-	body    []byte
-	eos     bool
+	// headers are the request or response headers, or the trailers, in order: the first
+	// maxHeaders of them; droppedHeaders counts the rest, which are read but not kept.
+	headers        []wireHeader
+	droppedHeaders int
+	body           []byte
+	eos            bool
 
 	observability bool
 	protocol      protocolConfig
@@ -182,7 +184,7 @@ func (m *message) decode(b []byte) error {
 			p := phaseOfField[f.num]
 			if !m.hasKind || m.kind != p {
 				m.kind, m.hasKind = p, true
-				m.headers, m.body, m.eos = m.headers[:0], nil, false
+				m.headers, m.droppedHeaders, m.body, m.eos = m.headers[:0], 0, nil, false
 			}
 			var err error
 			switch p {
@@ -286,9 +288,19 @@ func (m *message) headerMap(b []byte) error {
 		if hv.err != nil {
 			return hv.err
 		}
-		m.headers = append(m.headers, h)
+		m.addHeader(h)
 	}
 	return it.err
+}
+
+// addHeader keeps h unless maxHeaders are kept already: a message of a few MiB could otherwise
+// hold a million empty headers.
+func (m *message) addHeader(h wireHeader) {
+	if len(m.headers) == maxHeaders {
+		m.droppedHeaders++
+		return
+	}
+	m.headers = append(m.headers, h)
 }
 
 // decode merges a ProtocolConfiguration: request_body_mode (1), response_body_mode (2).
@@ -439,7 +451,7 @@ func (m *message) fromProto(req *extprocv3.ProcessingRequest) {
 		m.hasKind = false
 	}
 	for _, h := range hs {
-		m.headers = append(m.headers, wireHeader{key: h.GetKey(), value: h.GetValue(), raw: string(h.GetRawValue())})
+		m.addHeader(wireHeader{key: h.GetKey(), value: h.GetValue(), raw: string(h.GetRawValue())})
 	}
 	m.observability = req.GetObservabilityMode()
 	if pc := req.GetProtocolConfig(); pc != nil {

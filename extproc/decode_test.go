@@ -3,7 +3,9 @@ package extproc
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -40,8 +42,9 @@ func checkDecode(t *testing.T, b []byte) {
 			got.kind, got.hasKind, got.eos, got.observability, got.protocol, got.body,
 			want.kind, want.hasKind, want.eos, want.observability, want.protocol, want.body)
 	}
-	if len(got.headers) != len(want.headers) {
-		t.Fatalf("decode read %d headers; want %d", len(got.headers), len(want.headers))
+	if len(got.headers) != len(want.headers) || got.droppedHeaders != want.droppedHeaders {
+		t.Fatalf("decode kept %d headers and dropped %d; want %d and %d",
+			len(got.headers), got.droppedHeaders, len(want.headers), want.droppedHeaders)
 	}
 	for i := range got.headers {
 		if got.headers[i] != want.headers[i] {
@@ -126,6 +129,14 @@ func structOf(entries ...[]byte) []byte {
 	return s
 }
 
+func manyHeaders(n int) [][]byte {
+	hs := make([][]byte, n)
+	for i := range hs {
+		hs[i] = header(fmt.Sprintf("x-%d", i), "", "v")
+	}
+	return hs
+}
+
 // TestDecodeMatchesGenerated covers protobuf's merge rules and the encodings a generated
 // encoder never writes but a peer may.
 func TestDecodeMatchesGenerated(t *testing.T) {
@@ -161,6 +172,9 @@ func TestDecodeMatchesGenerated(t *testing.T) {
 			append(append(header("k1", "v1", "r1"), header("k2", "", "")...), lenField(nil, 3, nil)...))))},
 		{"header with value and raw_value", reqHeaders(httpHeaders(false, header("k", "v", "r")))},
 		{"empty header", reqHeaders(httpHeaders(false, nil))},
+		{"more headers than are kept", reqHeaders(httpHeaders(false, manyHeaders(maxHeaders+7)...))},
+		{"more headers than are kept, over two header maps", reqHeaders(httpHeaders(false, manyHeaders(maxHeaders-1)...),
+			httpHeaders(false, manyHeaders(3)...))},
 		{"response trailers", lenField(nil, 7, lenField(nil, 1, headerList(header("grpc-status", "", "0"))))},
 		{"body sent twice: last wins", lenField(nil, 4, append(lenField(nil, 1, []byte("one")), append(lenField(nil, 1, []byte("two")), varintField(nil, 2, 1)...)...))},
 		{"end_of_stream as a big varint", lenField(nil, 5, varintField(nil, 2, 1<<40))},
@@ -196,6 +210,12 @@ func TestDecodeMatchesGenerated(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if strings.HasPrefix(tc.name, "more headers") {
+				var m message
+				if err := m.decode(tc.b); err != nil || len(m.headers) != maxHeaders || m.droppedHeaders == 0 {
+					t.Fatalf("decode = %v, kept %d, dropped %d; want %d kept and the rest counted", err, len(m.headers), m.droppedHeaders, maxHeaders)
+				}
+			}
 			var req extprocv3.ProcessingRequest
 			if err := proto.Unmarshal(tc.b, &req); err != nil {
 				t.Fatalf("the case is not a valid message: %v", err)

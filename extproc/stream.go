@@ -206,7 +206,7 @@ func (st *stream) onRequestHeaders(m *message) *extprocv3.ProcessingResponse {
 	st.started = true
 	now := st.cfg.now()
 	x := &st.x
-	x.RequestHeaders = st.headers(m.headers, x.RequestHeaders)
+	x.RequestHeaders = st.headers(m, x.RequestHeaders)
 	for i := range x.RequestHeaders {
 		hd := &x.RequestHeaders[i]
 		switch hd.Name {
@@ -283,7 +283,7 @@ func (st *stream) onRequestTrailers(m *message) *extprocv3.ProcessingResponse {
 		st.attributes(m)
 		st.metadata(m)
 		if st.x.RequestTrailers == nil {
-			st.x.RequestTrailers = st.headers(m.headers, nil)
+			st.x.RequestTrailers = st.headers(m, nil)
 		}
 		st.req.ended = true
 	}
@@ -305,7 +305,7 @@ func (st *stream) onResponseHeaders(m *message) *extprocv3.ProcessingResponse {
 	x := &st.x
 	x.ResponseSeen = true
 	x.End = st.cfg.now()
-	x.ResponseHeaders = st.headers(m.headers, nil)
+	x.ResponseHeaders = st.headers(m, nil)
 	for i := range x.ResponseHeaders {
 		hd := &x.ResponseHeaders[i]
 		switch hd.Name {
@@ -357,7 +357,7 @@ func (st *stream) onResponseTrailers(m *message) *extprocv3.ProcessingResponse {
 		st.metadata(m)
 		st.x.End = st.cfg.now()
 		if st.x.ResponseTrailers == nil {
-			st.x.ResponseTrailers = st.headers(m.headers, nil)
+			st.x.ResponseTrailers = st.headers(m, nil)
 		}
 		st.resp.ended = true
 	}
@@ -373,7 +373,7 @@ func (b *body) add(p []byte, eos bool) {
 			take := p[:min(room, len(p))]
 			if b.buf == nil {
 				// Most bodies arrive in one message: keep the message's own bytes (a received
-				// message is never written; see headers). The capacity is cut to the length,
+				// message is never written; see message). The capacity is cut to the length,
 				// so a later chunk is appended to a copy, never into the message.
 				b.buf = take[:len(take):len(take)]
 			} else {
@@ -399,17 +399,18 @@ func (b *body) result() (data []byte, truncated bool, size int64) {
 	return b.buf, truncated, size
 }
 
-// headers reads a header list: keys lower-cased, raw_value preferred over value, at most
-// maxHeaders. The values are the message's own strings, without a copy (see message).
-func (st *stream) headers(hs []wireHeader, dst []traffic.Header) []traffic.Header {
-	n := min(len(hs), maxHeaders)
-	if dropped := len(hs) - n; dropped > 0 {
-		st.srv.stats.headersDropped.Add(uint64(dropped))
+// headers reads a message's header list: keys lower-cased, raw_value preferred over value.
+// The message kept at most maxHeaders of them and counted the rest. The values are the
+// message's own strings, without a copy (see message).
+func (st *stream) headers(m *message, dst []traffic.Header) []traffic.Header {
+	hs := m.headers
+	if m.droppedHeaders > 0 {
+		st.srv.stats.headersDropped.Add(uint64(m.droppedHeaders))
 	}
 	if dst == nil {
-		dst = make([]traffic.Header, 0, n)
+		dst = make([]traffic.Header, 0, len(hs))
 	}
-	for _, h := range hs[:n] {
+	for _, h := range hs {
 		if h.key == "" {
 			// No HTTP codec lets a nameless field through; nothing could look it up.
 			continue
