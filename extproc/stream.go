@@ -467,7 +467,7 @@ func (st *stream) attributes(m *message) {
 // metadata is decoded only here, when namespaces are configured; metadata that does not
 // decode is a protocol error and is skipped, the rest of the message is still read.
 func (st *stream) metadata(m *message) {
-	if len(st.cfg.namespaces) == 0 || (len(m.metadata) == 0 && m.metadataMsg == nil) {
+	if len(st.cfg.namespaces) == 0 {
 		return
 	}
 	md, err := m.metadataContext()

@@ -64,41 +64,20 @@ func (r *Request) AppendJSON(dst []byte) ([]byte, error) {
 	b = appendKey(b, r.Key)
 	b = appendOptString(b, `,"user":`, r.User)
 	b = appendOptString(b, `,"role":`, r.Role)
-	if len(r.Flows) > 0 {
-		b = append(b, `,"flows":`...)
-		b = appendStrings(b, r.Flows)
-	}
-	if len(r.Params) > 0 {
-		b = append(b, `,"params":`...)
-		b = appendStringMap(b, r.Params)
-	}
-	if r.Malicious {
-		b = append(b, `,"malicious":true`...)
-	}
+	b = appendOptStrings(b, `,"flows":`, r.Flows)
+	b = appendOptMap(b, `,"params":`, r.Params, appendString)
+	b = appendOptTrue(b, `,"malicious":true`, r.Malicious)
 	if a := r.Attack; a != nil {
 		b = append(b, `,"attack":{"source":`...)
 		b = appendString(b, a.Source)
-		if len(a.Types) > 0 {
-			b = append(b, `,"types":`...)
-			b = appendStrings(b, a.Types)
-		}
-		if len(a.RuleIDs) > 0 {
-			b = append(b, `,"rule_ids":`...)
-			b = appendStrings(b, a.RuleIDs)
-		}
-		if len(a.Headers) > 0 {
-			b = append(b, `,"headers":`...)
-			b = appendStringMap(b, a.Headers)
-		}
+		b = appendOptStrings(b, `,"types":`, a.Types)
+		b = appendOptStrings(b, `,"rule_ids":`, a.RuleIDs)
+		b = appendOptMap(b, `,"headers":`, a.Headers, appendString)
 		b = appendOptString(b, `,"body":`, a.Body)
-		if a.BodyTruncated {
-			b = append(b, `,"body_truncated":true`...)
-		}
+		b = appendOptTrue(b, `,"body_truncated":true`, a.BodyTruncated)
 		b = append(b, '}')
 	}
-	if r.Partial {
-		b = append(b, `,"partial":true`...)
-	}
+	b = appendOptTrue(b, `,"partial":true`, r.Partial)
 	return append(b, '}'), nil
 }
 
@@ -129,26 +108,11 @@ func (s *Session) AppendJSON(dst []byte) []byte {
 	b = appendKey(b, s.Key)
 	b = appendOptString(b, `,"user":`, s.User)
 	b = appendOptString(b, `,"role":`, s.Role)
-	if len(s.IPs) > 0 {
-		b = append(b, `,"ips":`...)
-		b = appendStrings(b, s.IPs)
-	}
-	if len(s.UserAgents) > 0 {
-		b = append(b, `,"user_agents":`...)
-		b = appendStrings(b, s.UserAgents)
-	}
-	if len(s.Methods) > 0 {
-		b = append(b, `,"methods":`...)
-		b = appendIntMap(b, s.Methods)
-	}
-	if len(s.Statuses) > 0 {
-		b = append(b, `,"statuses":`...)
-		b = appendIntMap(b, s.Statuses)
-	}
-	if len(s.Flows) > 0 {
-		b = append(b, `,"flows":`...)
-		b = appendIntMap(b, s.Flows)
-	}
+	b = appendOptStrings(b, `,"ips":`, s.IPs)
+	b = appendOptStrings(b, `,"user_agents":`, s.UserAgents)
+	b = appendOptMap(b, `,"methods":`, s.Methods, appendInt)
+	b = appendOptMap(b, `,"statuses":`, s.Statuses, appendInt)
+	b = appendOptMap(b, `,"flows":`, s.Flows, appendInt)
 	b = append(b, `,"malicious":`...)
 	b = strconv.AppendInt(b, int64(s.Malicious), 10)
 	b = append(b, `,"bytes_in":`...)
@@ -213,8 +177,21 @@ func appendOptString(dst []byte, name, v string) []byte {
 	return appendString(append(dst, name...), v)
 }
 
-func appendStrings(dst []byte, list []string) []byte {
-	dst = append(dst, '[')
+// appendOptTrue writes an omitempty true field, given whole ("name":true with the leading
+// comma), or nothing when v is false.
+func appendOptTrue(dst []byte, field string, v bool) []byte {
+	if !v {
+		return dst
+	}
+	return append(dst, field...)
+}
+
+// appendOptStrings writes an omitempty list field, or nothing when the list is empty.
+func appendOptStrings(dst []byte, name string, list []string) []byte {
+	if len(list) == 0 {
+		return dst
+	}
+	dst = append(append(dst, name...), '[')
 	for i, v := range list {
 		if i > 0 {
 			dst = append(dst, ',')
@@ -250,33 +227,26 @@ func sortedEntries[V any](buf []mapEntry[V], m map[string]V) []mapEntry[V] {
 	return buf
 }
 
-func appendStringMap(dst []byte, m map[string]string) []byte {
-	var arr [16]mapEntry[string]
-	dst = append(dst, '{')
+// appendOptMap writes an omitempty map field, its keys in encoding/json's order and each
+// value by value, or nothing when the map is empty.
+func appendOptMap[V any](dst []byte, name string, m map[string]V, value func([]byte, V) []byte) []byte {
+	if len(m) == 0 {
+		return dst
+	}
+	var arr [16]mapEntry[V]
+	dst = append(append(dst, name...), '{')
 	for i, e := range sortedEntries(arr[:0], m) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		dst = appendString(dst, e.k)
 		dst = append(dst, ':')
-		dst = appendString(dst, e.v)
+		dst = value(dst, e.v)
 	}
 	return append(dst, '}')
 }
 
-func appendIntMap(dst []byte, m map[string]int) []byte {
-	var arr [16]mapEntry[int]
-	dst = append(dst, '{')
-	for i, e := range sortedEntries(arr[:0], m) {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendString(dst, e.k)
-		dst = append(dst, ':')
-		dst = strconv.AppendInt(dst, int64(e.v), 10)
-	}
-	return append(dst, '}')
-}
+func appendInt(dst []byte, v int) []byte { return strconv.AppendInt(dst, int64(v), 10) }
 
 // appendString writes s as a quoted JSON string, escaped exactly as encoding/json escapes by
 // default.
