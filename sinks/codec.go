@@ -16,32 +16,25 @@ const (
 	tagSession = 's'
 )
 
-// encodeEntry renders rec as a spool entry.
+// encodeEntry renders rec as a spool entry: its tag, then its JSON with the Kind it holds.
 func encodeEntry(rec record.Record) ([]byte, error) {
-	var tag byte
+	bp := getScratch()
+	defer putScratch(bp)
+	b := (*bp)[:0]
+	var err error
 	switch r := rec.(type) {
 	case *record.Request:
 		if r == nil {
 			return nil, errors.New("nil request record")
 		}
-		tag = tagRequest
+		b, err = r.AppendJSON(append(b, tagRequest))
 	case *record.Session:
 		if r == nil {
 			return nil, errors.New("nil session record")
 		}
-		tag = tagSession
+		b = r.AppendJSON(append(b, tagSession))
 	default:
 		return nil, fmt.Errorf("record type %T cannot be spooled", rec)
-	}
-	bp := getScratch()
-	defer putScratch(bp)
-	b := append((*bp)[:0], tag)
-	var err error
-	switch r := rec.(type) {
-	case *record.Request:
-		b, err = r.AppendJSON(b)
-	case *record.Session:
-		b = r.AppendJSON(b)
 	}
 	*bp = b
 	if err != nil {
@@ -91,46 +84,27 @@ func MarshalRecord(rec record.Record) ([]byte, error) {
 // the extended slice. The bytes are those json.Marshal writes for the value WithKind returns;
 // when rec cannot be encoded, dst comes back unchanged with the error.
 func AppendRecord(dst []byte, rec record.Record) ([]byte, error) {
-	switch r := rec.(type) {
-	case *record.Request:
-		if r == nil {
-			return dst, errors.New("nil request record")
-		}
-		b, err := appendRequest(dst, r)
-		if err != nil {
-			return dst, fmt.Errorf("encode %T: %w", rec, err)
-		}
-		return b, nil
-	case *record.Session:
-		if r == nil {
-			return dst, errors.New("nil session record")
-		}
-		if r.Kind != record.KindSession {
-			// The copy is encoded and dropped; it stays on the stack.
-			c := *r
-			c.Kind = record.KindSession
-			return c.AppendJSON(dst), nil
-		}
-		return r.AppendJSON(dst), nil
-	case nil:
-		return dst, errors.New("nil record")
+	v, err := WithKind(rec)
+	if err != nil {
+		return dst, err
 	}
-	// Another implementation of record.Record has no encoder of its own.
-	b, err := json.Marshal(rec)
+	b := dst
+	switch r := v.(type) {
+	case *record.Request:
+		b, err = r.AppendJSON(dst)
+	case *record.Session:
+		b = r.AppendJSON(dst)
+	default:
+		// Another implementation of record.Record has no encoder of its own.
+		var j []byte
+		if j, err = json.Marshal(v); err == nil {
+			b = append(dst, j...)
+		}
+	}
 	if err != nil {
 		return dst, fmt.Errorf("encode %T: %w", rec, err)
 	}
-	return append(dst, b...), nil
-}
-
-// appendRequest encodes r with the kind KindRequest, copying r when its Kind differs.
-func appendRequest(dst []byte, r *record.Request) ([]byte, error) {
-	if r.Kind != record.KindRequest {
-		c := *r
-		c.Kind = record.KindRequest
-		return c.AppendJSON(dst)
-	}
-	return r.AppendJSON(dst)
+	return b, nil
 }
 
 // scratchPool holds buffers that records are encoded into before they are copied out at their
@@ -156,8 +130,8 @@ func clone(b []byte) []byte { return append(make([]byte, 0, len(b)), b...) }
 
 // WithKind returns the value to encode for rec: rec itself, or a copy whose Kind is the one its
 // type implies when the Kind field is empty or wrong. The record is never changed in place.
-// json.Marshal of this value is the reference AppendRecord is tested against (the sinks encode
-// with AppendRecord).
+// AppendRecord encodes this value; json.Marshal of it is the reference AppendRecord is tested
+// against.
 func WithKind(rec record.Record) (any, error) {
 	switch r := rec.(type) {
 	case *record.Request:
