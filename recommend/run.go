@@ -8,7 +8,6 @@ import (
 	"net/netip"
 
 	"github.com/apisessions/apisessions/internal/cliflags"
-
 	"github.com/apisessions/apisessions/replay"
 )
 

@@ -10,9 +10,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/apisessions/apisessions/internal/cliflags"
-
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/cliflags"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )

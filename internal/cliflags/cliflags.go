@@ -62,7 +62,7 @@ func FromEnv(fs *flag.FlagSet) error {
 		}
 	})
 	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
+		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
 }

@@ -391,8 +391,7 @@ func serveNoop(ctx context.Context, addr string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "load:", err)
 		return 1
 	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, noop.Server{})
+	gs := newNoopServer()
 	go func() {
 		<-ctx.Done()
 		gs.Stop()
@@ -405,13 +404,19 @@ func serveNoop(ctx context.Context, addr string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// newNoopServer is the baseline: a plain gRPC server with the no-op ext_proc handler.
+func newNoopServer() *grpc.Server {
+	gs := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(gs, noop.Server{})
+	return gs
+}
+
 func startNoop() (string, func(), error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, noop.Server{})
+	gs := newNoopServer()
 	go func() { _ = gs.Serve(lis) }()
 	return lis.Addr().String(), gs.Stop, nil
 }
