@@ -80,7 +80,8 @@ func benchGRPCServer(b *testing.B, srv *Server) *grpc.Server {
 // BenchmarkStream measures one whole exchange (request headers + response headers, inline
 // mode). Over bufconn the gRPC transport dominates; NoopServer is the baseline that answers
 // CONTINUE and records nothing. Direct drives Process through an in-memory stream to show
-// the server's own cost.
+// the server's own cost; it hands apisessions generated messages, which Process reads through
+// fromProto (a copy of each header value), where the gRPC handler decodes the wire instead.
 func BenchmarkStream(b *testing.B) {
 	msgs := benchExchange()
 	servers := []struct {
