@@ -1,17 +1,3 @@
-// Package recommend suggests session grouping keys and context parameters from recorded
-// traffic: it reads every cookie, header, query parameter, form field, JSON field (request and
-// response, down to four levels) and set-cookie of a set of exchanges, follows values that a
-// response issues and later requests send back, and ranks the places that hold one stable,
-// recurring identifier per client. The result is explained with counts only — values are
-// secrets and never leave the package — and comes with a `parameters:` snippet that
-// `apisessions validate` accepts.
-//
-// It is deterministic and explainable by design: a score is the product of three documented
-// ratios, no model is involved. Every input is attacker-written, so the work and memory are
-// bounded however large or strange the traffic is.
-//
-// It imports config, replay (to read files), sessions/extract and sessions/traffic; nothing
-// imports it but the command.
 package recommend
 
 import (
@@ -50,9 +36,11 @@ const (
 	maxProposalValues = 1 << 16
 	// maxOrigins and maxCarriers bound the parameters of one suggested chain.
 	maxOrigins, maxCarriers = 2, 3
-	// maxSnippet is the default max_parameters: the snippet never needs more.
-	maxSnippet = 20
 )
+
+// MaxParameters is the default max_parameters of the configuration: the snippet never holds
+// more parameters, so a Max above it suggests nothing more.
+const MaxParameters = 20
 
 // Thresholds a key must meet to be suggested. They are documented in docs/configuration.md.
 const (
@@ -962,10 +950,10 @@ func (a *analysis) trimSnippet(rep *Report) {
 	for _, k := range rep.Keys {
 		n += len(k.Members)
 	}
-	for n+len(rep.Context) > maxSnippet && len(rep.Context) > 0 {
+	for n+len(rep.Context) > MaxParameters && len(rep.Context) > 0 {
 		rep.Context = rep.Context[:len(rep.Context)-1]
 	}
-	for n > maxSnippet && len(rep.Keys) > 0 {
+	for n > MaxParameters && len(rep.Keys) > 0 {
 		n -= len(rep.Keys[len(rep.Keys)-1].Members)
 		rep.Keys = rep.Keys[:len(rep.Keys)-1]
 	}
