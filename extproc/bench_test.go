@@ -74,7 +74,7 @@ func benchGRPCServer(b *testing.B, srv *Server) *grpc.Server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return gs
+	return gs.gs
 }
 
 // BenchmarkStream measures one whole exchange (request headers + response headers, inline

@@ -199,15 +199,20 @@ func checkBenchTraffic(b *testing.B, msgs []*extprocv3.ProcessingRequest, bodies
 // no-op one) on a plain gRPC server.
 func bufClient(b *testing.B, srv extprocv3.ExternalProcessorServer) extprocv3.ExternalProcessorClient {
 	b.Helper()
-	var gs *grpc.Server
+	var gs interface {
+		Serve(net.Listener) error
+		Stop()
+	}
 	if s, ok := srv.(*extproc.Server); ok {
-		var err error
-		if gs, err = extproc.NewGRPCServer(s, extproc.GRPCOptions{}); err != nil {
+		ours, err := extproc.NewGRPCServer(s, extproc.GRPCOptions{})
+		if err != nil {
 			b.Fatal(err)
 		}
+		gs = ours
 	} else {
-		gs = grpc.NewServer()
-		extprocv3.RegisterExternalProcessorServer(gs, srv)
+		plain := grpc.NewServer()
+		extprocv3.RegisterExternalProcessorServer(plain, srv)
+		gs = plain
 	}
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = gs.Serve(lis) }()

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -41,9 +42,15 @@ const (
 	keepaliveTimeout = 20 * time.Second
 )
 
+// GRPCServer is the gRPC server that carries a Server: ext_proc, health and reflection on one
+// listener. It keeps grpc-go out of its callers, which only serve and stop it.
+type GRPCServer struct {
+	gs *grpc.Server
+}
+
 // NewGRPCServer returns a gRPC server with ext_proc (srv), health (srv.Health()) and reflection
 // registered. The caller listens, serves, and calls srv.SetServing(true) once ready.
-func NewGRPCServer(srv *Server, o GRPCOptions) (*grpc.Server, error) {
+func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 	if srv == nil {
 		return nil, errors.New("new grpc server: no ext_proc server")
 	}
@@ -80,8 +87,15 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*grpc.Server, error) {
 	gs.RegisterService(&processDesc, srv)
 	healthpb.RegisterHealthServer(gs, srv.Health())
 	reflection.Register(gs)
-	return gs, nil
+	return &GRPCServer{gs: gs}, nil
 }
+
+// Serve accepts connections on ln until Stop or Shutdown, which make it return nil; any other
+// end is an error.
+func (s *GRPCServer) Serve(ln net.Listener) error { return s.gs.Serve(ln) }
+
+// Stop closes the listeners and every connection at once, ending open streams.
+func (s *GRPCServer) Stop() { s.gs.Stop() }
 
 // serverTLS loads the certificate files; nil config means plaintext (h2c).
 func serverTLS(o GRPCOptions) (*tls.Config, error) {
@@ -118,17 +132,18 @@ func serverTLS(o GRPCOptions) (*tls.Config, error) {
 	return tc, nil
 }
 
-// Shutdown stops gs gracefully, letting open streams finish, and stops it hard when ctx ends first.
-func Shutdown(ctx context.Context, gs *grpc.Server) {
+// Shutdown stops the server gracefully, letting open streams finish, and stops it hard when
+// ctx ends first.
+func (s *GRPCServer) Shutdown(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
-		gs.GracefulStop()
+		s.gs.GracefulStop()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		gs.Stop()
+		s.gs.Stop()
 		<-done
 	}
 }

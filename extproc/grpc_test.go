@@ -57,7 +57,7 @@ func TestKeepalive(t *testing.T) {
 		server     *grpc.Server
 		wantGoAway bool
 	}{
-		{name: "pings 10s apart are accepted", server: ours},
+		{name: "pings 10s apart are accepted", server: ours.gs},
 		{name: "control: grpc-go's default policy answers them with GOAWAY", server: grpc.NewServer(), wantGoAway: true},
 	}
 	var wg sync.WaitGroup
@@ -421,7 +421,7 @@ func TestShutdown(t *testing.T) {
 		if _, err := protomsg.Exchange(testContext(t), client, protomsg.Sequence(getExchange(), protomsg.Options{})); err != nil {
 			t.Fatalf("exchange: %v", err)
 		}
-		Shutdown(context.Background(), gs)
+		gs.Shutdown(context.Background())
 		if err := <-served; err != nil {
 			t.Errorf("Serve after graceful stop: %v", err)
 		}
@@ -449,7 +449,7 @@ func TestShutdown(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		Shutdown(ctx, gs)
+		gs.Shutdown(ctx)
 		if ctx.Err() == nil {
 			t.Errorf("Shutdown returned before its deadline although a stream was open")
 		}

@@ -4,7 +4,7 @@
 // and the "apisessions" dynamic metadata.
 //
 // It declares the small Processor interface it consumes and must not import the sessions engine
-// package itself; only this package speaks gRPC.
+// package itself; only this package and its subpackages speak gRPC.
 package extproc
 
 import (

@@ -1,17 +1,3 @@
-// Package recommend suggests session grouping keys and context parameters from recorded
-// traffic: it reads every cookie, header, query parameter, form field, JSON field (request and
-// response, down to four levels) and set-cookie of a set of exchanges, follows values that a
-// response issues and later requests send back, and ranks the places that hold one stable,
-// recurring identifier per client. The result is explained with counts only — values are
-// secrets and never leave the package — and comes with a `parameters:` snippet that
-// `apisessions validate` accepts.
-//
-// It is deterministic and explainable by design: a score is the product of three documented
-// ratios, no model is involved. Every input is attacker-written, so the work and memory are
-// bounded however large or strange the traffic is.
-//
-// It imports config, replay (to read files), sessions/extract and sessions/traffic; nothing
-// imports it but the command.
 package recommend
 
 import (
@@ -50,9 +36,11 @@ const (
 	maxProposalValues = 1 << 16
 	// maxOrigins and maxCarriers bound the parameters of one suggested chain.
 	maxOrigins, maxCarriers = 2, 3
-	// maxSnippet is the default max_parameters: the snippet never needs more.
-	maxSnippet = 20
 )
+
+// MaxParameters is the default max_parameters of the configuration: the snippet never holds
+// more parameters, so a Max above it suggests nothing more.
+const MaxParameters = 20
 
 // Thresholds a key must meet to be suggested. They are documented in docs/configuration.md.
 const (
@@ -500,6 +488,37 @@ func linkable(c *cand) bool {
 // proposals finds value flows from responses to later requests, turns each into a chain,
 // adds the single places outside any chain, and keeps the best by a first estimate.
 func (a *analysis) proposals(maxKeys int) []*proposal {
+	role, find := a.flows()
+	props := a.chains(role, find)
+	for id, c := range a.cands {
+		if role[id] != "" || c.builtin || !linkable(c) || c.ids == 0 {
+			continue
+		}
+		props = append(props, &proposal{members: []*cand{c}, roles: []Role{RoleStandalone}})
+	}
+	kept := props[:0]
+	for _, p := range props {
+		if p.estimate(len(a.xs)) {
+			kept = append(kept, p)
+		}
+	}
+	slices.SortFunc(kept, func(x, y *proposal) int {
+		if c := cmp.Compare(y.approx, x.approx); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.members[0].firstPos, y.members[0].firstPos)
+	})
+	limit := min(max(4*maxKeys, 20), maxProposals)
+	if len(kept) > limit {
+		kept = kept[:limit]
+	}
+	return kept
+}
+
+// flows links every response place to the request places that send its identifiers back
+// later, for at least half of them: role says which side of a flow each candidate is on (""
+// when none), and find returns the root of the linked set a candidate belongs to.
+func (a *analysis) flows() (role []Role, find func(int32) int32) {
 	reqIndex := map[uint64][]int32{}
 	for id, c := range a.cands {
 		if c.key.response() || !linkable(c) || c.ids == 0 {
@@ -515,7 +534,6 @@ func (a *analysis) proposals(maxKeys int) []*proposal {
 	for i := range parent {
 		parent[i] = int32(i)
 	}
-	var find func(int32) int32
 	find = func(i int32) int32 {
 		for parent[i] != i {
 			parent[i] = parent[parent[i]]
@@ -523,7 +541,7 @@ func (a *analysis) proposals(maxKeys int) []*proposal {
 		}
 		return i
 	}
-	role := make([]Role, len(a.cands))
+	role = make([]Role, len(a.cands))
 	counts := map[int32]int{}
 	for id, r := range a.cands {
 		if !r.key.response() || !linkable(r) || r.ids == 0 {
@@ -549,6 +567,12 @@ func (a *analysis) proposals(maxKeys int) []*proposal {
 			}
 		}
 	}
+	return role, find
+}
+
+// chains turns each linked set of flows into one proposal: its most present origins, then its
+// most present carriers. A set without both sides proposes nothing.
+func (a *analysis) chains(role []Role, find func(int32) int32) []*proposal {
 	groups := map[int32][]int32{}
 	for id := range a.cands {
 		if role[id] != "" {
@@ -579,29 +603,7 @@ func (a *analysis) proposals(maxKeys int) []*proposal {
 		}
 		props = append(props, p)
 	}
-	for id, c := range a.cands {
-		if role[id] != "" || c.builtin || !linkable(c) || c.ids == 0 {
-			continue
-		}
-		props = append(props, &proposal{members: []*cand{c}, roles: []Role{RoleStandalone}})
-	}
-	kept := props[:0]
-	for _, p := range props {
-		if p.estimate(len(a.xs)) {
-			kept = append(kept, p)
-		}
-	}
-	slices.SortFunc(kept, func(x, y *proposal) int {
-		if c := cmp.Compare(y.approx, x.approx); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.members[0].firstPos, y.members[0].firstPos)
-	})
-	limit := min(max(4*maxKeys, 20), maxProposals)
-	if len(kept) > limit {
-		kept = kept[:limit]
-	}
-	return kept
+	return props
 }
 
 // topByPresence keeps the n most present places, in the order they first appeared: that is
@@ -962,10 +964,10 @@ func (a *analysis) trimSnippet(rep *Report) {
 	for _, k := range rep.Keys {
 		n += len(k.Members)
 	}
-	for n+len(rep.Context) > maxSnippet && len(rep.Context) > 0 {
+	for n+len(rep.Context) > MaxParameters && len(rep.Context) > 0 {
 		rep.Context = rep.Context[:len(rep.Context)-1]
 	}
-	for n > maxSnippet && len(rep.Keys) > 0 {
+	for n > MaxParameters && len(rep.Keys) > 0 {
 		n -= len(rep.Keys[len(rep.Keys)-1].Members)
 		rep.Keys = rep.Keys[:len(rep.Keys)-1]
 	}

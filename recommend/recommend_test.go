@@ -14,8 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/apisessions/apisessions/config"
-	"github.com/apisessions/apisessions/replay"
 	"github.com/apisessions/apisessions/sessions/traffic"
+	"github.com/apisessions/apisessions/sessions/traffic/recorded"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -76,7 +76,7 @@ func harBytes(t testing.TB, es []entry) []byte {
 
 func readHAR(t testing.TB, es []entry) []traffic.Exchange {
 	t.Helper()
-	xs, err := replay.ReadHAR(bytes.NewReader(harBytes(t, es)), replay.ReadOptions{})
+	xs, err := recorded.ReadHAR(bytes.NewReader(harBytes(t, es)), recorded.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func checkNoValues(t testing.TB, out string, secrets ...string) {
 
 func TestDemoGolden(t *testing.T) {
 	t.Parallel()
-	xs, _, err := replay.ReadFile("../examples/demo.har", replay.ReadOptions{})
+	xs, _, err := recorded.ReadFile("../examples/demo.har", recorded.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,7 +486,7 @@ func FuzzRecommendHAR(f *testing.F) {
 	f.Add([]byte(`{"log":{"entries":[{"request":{"method":"GET","url":"https://a/?t=1","headers":[{"name":"cookie","value":"a=b"}]},"response":{"status":200,"content":{"text":"{\"a\":[[[1]]]}"}}}]}}`))
 	f.Add([]byte(`{"log":{"entries":[]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		xs, err := replay.ReadHAR(bytes.NewReader(data), replay.ReadOptions{})
+		xs, err := recorded.ReadHAR(bytes.NewReader(data), recorded.Options{})
 		if err != nil {
 			return
 		}

@@ -1,10 +1,3 @@
-// Package replay feeds recorded traffic — HAR files as browsers and proxies save them, and
-// JSON lines of request records — through the same pipeline as live traffic and reports the
-// sessions found. In process, the exchanges enter a sessions.Engine whose clock follows the
-// replayed time; with a target address they travel as ext_proc streams to a running server.
-//
-// It imports the sessions engine, the record and traffic shapes, and extproc's message builders
-// (for the remote mode); nothing imports it but the command.
 package replay
 
 import (

@@ -3,7 +3,9 @@ package replay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,9 +18,11 @@ import (
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/extproc/remote"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
+	"github.com/apisessions/apisessions/sessions/traffic/recorded"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -62,8 +66,8 @@ func golden(t *testing.T, name string, got []byte) {
 func TestReplayDemo(t *testing.T) {
 	t.Parallel()
 	cfg := demoConfig(t)
-	xs, format, err := ReadFile(demoHAR, ReadOptions{MaxBodyBytes: cfg.Traffic.MaxBodyBytes, AttackHeader: cfg.Attacks.ResponseHeader})
-	if err != nil || format != FormatHAR {
+	xs, format, err := recorded.ReadFile(demoHAR, recorded.Options{MaxBodyBytes: cfg.Traffic.MaxBodyBytes, AttackHeader: cfg.Attacks.ResponseHeader})
+	if err != nil || format != recorded.FormatHAR {
 		t.Fatalf("read demo.har: %v (%s)", err, format)
 	}
 	var sink recorder
@@ -152,7 +156,7 @@ func (r *recorder) count(kind string) int {
 func TestRemoteMatchesInProcess(t *testing.T) {
 	t.Parallel()
 	cfg := demoConfig(t)
-	xs, _, err := ReadFile(demoHAR, ReadOptions{MaxBodyBytes: cfg.Traffic.MaxBodyBytes})
+	xs, _, err := recorded.ReadFile(demoHAR, recorded.Options{MaxBodyBytes: cfg.Traffic.MaxBodyBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +185,12 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	remote, err := Remote(ctx, ln.Addr().String(), xs)
+	conn, err := remote.Dial(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	over, err := Remote(ctx, xs, conn)
 	if err != nil {
 		t.Fatalf("remote replay: %v", err)
 	}
@@ -195,7 +204,7 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 		return ids, total
 	}
 	lids, ltotal := summary(local.Sessions)
-	rids, rtotal := summary(remote.Sessions)
+	rids, rtotal := summary(over.Sessions)
 	if diff := cmp.Diff(lids, rids); diff != "" {
 		t.Errorf("parts over ext_proc differ from in process (-local +remote):\n%s", diff)
 	}
@@ -204,126 +213,47 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 	}
 }
 
-func TestReadHAR(t *testing.T) {
+// fakeServer names the session and part of each exchange's x-session header ("s/p"), or
+// none; a request id "fail" fails.
+type fakeServer struct{}
+
+func (fakeServer) Send(_ context.Context, x *traffic.Exchange) (string, string, record.Key, error) {
+	if x.RequestID == "fail" {
+		return "", "", record.Key{}, errors.New("stream reset")
+	}
+	v, _ := x.RequestHeader("x-session")
+	session, part, _ := strings.Cut(v, "/")
+	return session, part, record.Key{Source: "header", Name: "x-session"}, nil
+}
+
+func TestRemoteCountsNamedParts(t *testing.T) {
 	t.Parallel()
-	const har = `{"log":{"entries":[
-	 {"startedDateTime":"2026-11-22T10:00:00.000+01:00","time":25.5,
-	  "request":{"method":"post","url":"https://Shop.example.com:8443/api/login?next=%2Fhome","headers":[
-	    {"name":":authority","value":"evil"},{"name":"Host","value":"x"},{"name":"Content-Type","value":"application/x-www-form-urlencoded"}],
-	   "cookies":[{"name":"sid","value":"abc"},{"name":"theme","value":"dark"}],
-	   "postData":{"mimeType":"application/x-www-form-urlencoded","params":[{"name":"user","value":"zoë"}]}},
-	  "response":{"status":200,"headers":[{"name":"X-Request-Id","value":"resp"}],"cookies":[{"name":"sid","value":"new"}],
-	   "content":{"text":"eyJvayI6dHJ1ZX0=","encoding":"base64"}},
-	  "_clientIP":"2001:db8::7"},
-	 {"startedDateTime":"2026-11-22T10:00:01Z","request":{"method":"GET","url":"/relative"},"response":{"status":0}},
-	 {"startedDateTime":"2026-11-22T10:00:02Z","request":{"method":"GET","url":"http://a.example/"},"response":{"status":0}}
-	]}}`
-	xs, err := ReadHAR(strings.NewReader(har), ReadOptions{ClientIP: "192.0.2.9", MaxBodyBytes: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(xs) != 2 {
-		t.Fatalf("read %d exchanges; want 2 (the relative URL is skipped)", len(xs))
-	}
-	x := xs[0]
-	want := traffic.Exchange{
-		RequestID: "har-1",
-		Start:     time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC),
-		End:       time.Date(2026, 11, 22, 9, 0, 0, 25500000, time.UTC),
-		Method:    "POST", Scheme: "https", Host: "Shop.example.com:8443", Path: "/api/login?next=%2Fhome",
-		SourceAddress: "[2001:db8::7]:0",
-		RequestHeaders: []traffic.Header{
-			{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"}, {Name: ":authority", Value: "Shop.example.com:8443"},
-			{Name: ":path", Value: "/api/login?next=%2Fhome"}, {Name: "content-type", Value: "application/x-www-form-urlencoded"},
-			{Name: "cookie", Value: "sid=abc; theme=dark"},
-		},
-		RequestBody: []byte("user"), RequestBodyTruncated: true, RequestBytes: int64(len("user=zo%C3%AB")),
-		ResponseSeen: true, Status: 200,
-		ResponseHeaders: []traffic.Header{{Name: ":status", Value: "200"}, {Name: "x-request-id", Value: "resp"}, {Name: "set-cookie", Value: "sid=new"}},
-		ResponseBody:    []byte(`{"ok"`), ResponseBodyTruncated: true, ResponseBytes: 11,
-	}
-	want.ResponseBody = want.ResponseBody[:4]
-	if diff := cmp.Diff(want, x, cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
-		t.Errorf("HAR entry differs (-want +got):\n%s", diff)
-	}
-	if xs[1].SourceAddress != "192.0.2.9:0" || !xs[1].Partial || xs[1].ResponseSeen {
-		t.Errorf("entry without client or response: %+v", xs[1])
-	}
-	for _, bad := range []string{"", "[]", `{"log":{"entries":[{"request":{"url":"x"}}]}}`} {
-		if _, err := ReadHAR(strings.NewReader(bad), ReadOptions{}); err == nil {
-			t.Errorf("ReadHAR(%q): no error", bad)
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	at := func(sec int, session string) traffic.Exchange {
+		x := traffic.Exchange{RequestID: fmt.Sprintf("r%d", sec), Start: base.Add(time.Duration(sec) * time.Second)}
+		if session != "" {
+			x.RequestHeaders = []traffic.Header{{Name: "x-session", Value: session}}
 		}
+		return x
 	}
-}
-
-func TestReadJSONL(t *testing.T) {
-	t.Parallel()
-	in := `{"kind":"request","session":"s_1","part":"2026-11-22","request_id":"r1","time":"2026-11-22T10:00:00.000Z","method":"GET","host":"a.example","path":"/x","status":403,"duration_ms":5,"client_ip":"203.0.113.7","user_agent":"curl/8","ja3":"j3","malicious":true,"attack":{"source":"header","types":["sqli","xss"]}}
-
-{"kind":"session","session":"s_1","part":"2026-11-22"}
-{"kind":"request","time":"2026-11-22T10:00:01.000Z","status":0}
-`
-	xs, err := ReadJSONL(strings.NewReader(in), ReadOptions{JA3Header: "x-ja3", AttackHeader: "x-waf"})
+	// Out of file order on purpose: Remote sends by time.
+	xs := []traffic.Exchange{at(30, "s_b/1"), at(10, "s_a/1"), at(20, ""), at(5, "s_a/1"), at(40, "s_a/2")}
+	res, err := Remote(context.Background(), xs, fakeServer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(xs) != 2 {
-		t.Fatalf("read %d exchanges; want the 2 request records", len(xs))
+	var got []string
+	for _, s := range res.Sessions {
+		got = append(got, fmt.Sprintf("%s/%s %d %s..%s %s", s.Session, s.Part, s.Requests,
+			s.FirstSeen.Format("05"), s.LastSeen.Format("05"), s.Key))
 	}
-	x := xs[0]
-	if x.SourceAddress != "203.0.113.7:0" || x.Status != 403 || x.RequestID != "r1" || x.End.Sub(x.Start) != 5*time.Millisecond {
-		t.Errorf("exchange from record = %+v", x)
+	want := []string{"s_a/1 2 05..10 header:x-session", "s_b/1 1 30..30 header:x-session", "s_a/2 1 40..40 header:x-session"}
+	if diff := cmp.Diff(want, got); diff != "" || res.Requests != len(xs) {
+		t.Errorf("parts differ (-want +got), %d requests for %d:\n%s", res.Requests, len(xs), diff)
 	}
-	if v, _ := x.RequestHeader("x-ja3"); v != "j3" {
-		t.Errorf("ja3 header %q; want j3", v)
-	}
-	if v, _ := x.ResponseHeader("x-waf"); v != "sqli,xss" {
-		t.Errorf("attack header %q; want sqli,xss so the verdict survives", v)
-	}
-	if xs[1].RequestID != "jsonl-4" || xs[1].ResponseSeen || xs[1].Path != "/" {
-		t.Errorf("minimal record = %+v", xs[1])
-	}
-	if _, err := ReadJSONL(strings.NewReader("{not json\n"), ReadOptions{}); err == nil || !strings.Contains(err.Error(), "line 1") {
-		t.Errorf("bad line: err = %v; want one naming line 1", err)
-	}
-}
-
-func TestRun(t *testing.T) {
-	t.Parallel()
-	cfg := demoConfig(t)
-	load := func(string) (*config.Config, error) { return cfg, nil }
-	tests := []struct {
-		name     string
-		args     []string
-		code     int
-		stdout   string
-		stderrIn string
-	}{
-		{"table", []string{demoHAR}, ExitOK, "SESSION", "requests"},
-		{"jsonl", []string{"--output", "jsonl", demoHAR}, ExitOK, `"kind":"session"`, ""},
-		{"no file", nil, ExitUsage, "", "exactly one file"},
-		{"bad output", []string{"--output", "xml", demoHAR}, ExitUsage, "", "table or jsonl"},
-		{"bad client ip", []string{"--client-ip", "nope", demoHAR}, ExitUsage, "", "not an IP"},
-		{"sinks and to", []string{"--sinks", "--to", "127.0.0.1:1", demoHAR}, ExitUsage, "", "drop one"},
-		{"sinks unavailable", []string{"--sinks", demoHAR}, ExitUsage, "", "not available"},
-		{"missing file", []string{"nope.har"}, ExitFailure, "", "nope.har"},
-		{"help", []string{"--help"}, ExitOK, "", "usage: apisessions replay"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			var out, errb bytes.Buffer
-			code := Run(context.Background(), tc.args, &out, &errb, Deps{LoadConfig: load})
-			if code != tc.code {
-				t.Errorf("%s: exit %d; want %d (stderr %q)", tc.name, code, tc.code, errb.String())
-			}
-			if !strings.Contains(out.String(), tc.stdout) {
-				t.Errorf("%s: stdout %q lacks %q", tc.name, out.String(), tc.stdout)
-			}
-			if !strings.Contains(errb.String(), tc.stderrIn) {
-				t.Errorf("%s: stderr %q lacks %q", tc.name, errb.String(), tc.stderrIn)
-			}
-		})
+	xs = append(xs, traffic.Exchange{RequestID: "fail", Start: base})
+	if _, err := Remote(context.Background(), xs, fakeServer{}); err == nil || !strings.Contains(err.Error(), "request 6 (fail): stream reset") {
+		t.Errorf("a failed send: err = %v; want one naming the request", err)
 	}
 }
 
@@ -347,28 +277,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-func TestShiftToNowKeepsGaps(t *testing.T) {
-	t.Parallel()
-	base := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
-	xs := []traffic.Exchange{
-		{Start: base, End: base.Add(time.Second)},
-		{Start: base.Add(time.Hour), End: base.Add(time.Hour + 2*time.Second)},
-		{}, // no times: left alone
-	}
-	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	ShiftToNow(xs, now)
-	if !xs[1].Start.Equal(now) {
-		t.Errorf("the latest request starts at %v, want now %v", xs[1].Start, now)
-	}
-	if got := xs[1].Start.Sub(xs[0].Start); got != time.Hour {
-		t.Errorf("gap between requests %v after the shift, want 1h", got)
-	}
-	if got := xs[1].End.Sub(xs[1].Start); got != 2*time.Second {
-		t.Errorf("duration %v after the shift, want 2s", got)
-	}
-	if !xs[2].Start.IsZero() || !xs[2].End.IsZero() {
-		t.Errorf("an exchange without times got %v..%v", xs[2].Start, xs[2].End)
-	}
 }

@@ -1,6 +1,7 @@
-// Package app is the apisessions program: command-line parsing, the serve loop and its wiring.
-// main only turns signals into a context and Run's result into an exit status, so tests and
-// benchmarks start the whole server in-process with Run.
+// Package app is the apisessions program: every command's flags, checks and output (serve,
+// validate, replay, recommend, envoy-config, version), one configuration loader for all of
+// them, the serve loop and its wiring. main only turns signals into a context and Run's result
+// into an exit status, so tests and benchmarks start the whole server in-process with Run.
 //
 // It may import every apisessions package; none imports it.
 package app
@@ -11,8 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-
-	"github.com/apisessions/apisessions/recommend"
 )
 
 // Exit statuses.
@@ -33,7 +32,7 @@ func commands() []command {
 		{"serve", "run the ext_proc gRPC server and the HTTP server", serve},
 		{"validate", "check a configuration and print every error with file and line", validate},
 		{"replay", "feed recorded traffic (HAR or JSON lines) through the pipeline and print the sessions", replayCmd},
-		{"recommend", "suggest grouping keys from recorded traffic, with a ready parameters snippet", recommend.Run},
+		{"recommend", "suggest grouping keys from recorded traffic, with a ready parameters snippet", recommendCmd},
 		{"envoy-config", "print an Envoy bootstrap that attaches apisessions for a configuration", envoyConfig},
 		{"version", "print version, commit and Go version", version},
 	}

@@ -2,22 +2,163 @@ package app
 
 import (
 	"context"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"time"
 
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/extproc/remote"
+	"github.com/apisessions/apisessions/internal/cliflags"
 	"github.com/apisessions/apisessions/replay"
+	"github.com/apisessions/apisessions/sessions/traffic"
+	"github.com/apisessions/apisessions/sessions/traffic/recorded"
 )
 
+// replayFlags are the flags and the file of "apisessions replay".
+type replayFlags struct {
+	config, to, output, clientIP, dataDir string
+	sinks, now                            bool
+	file                                  string
+}
+
+// replayCmd is "apisessions replay [flags] FILE.har|FILE.jsonl": it replays the file and
+// prints the sessions found to stdout, messages to stderr.
 func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f, code := parseReplayFlags(args, stderr)
+	if code >= 0 {
+		return code
+	}
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		fmt.Fprintf(stderr, "apisessions replay: configuration not loaded:\n%v\n", err)
+		return exitFailure
+	}
+	if f.dataDir != "" {
+		cfg.Server.DataDir = f.dataDir
+	}
+	xs, _, err := recorded.ReadFile(f.file, recorded.Options{
+		ClientIP:     f.clientIP,
+		MaxBodyBytes: cfg.Traffic.MaxBodyBytes,
+		JA3Header:    cfg.TLS.JA3Header,
+		JA4Header:    cfg.TLS.JA4Header,
+		AttackHeader: cfg.Attacks.ResponseHeader,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "apisessions replay: %v\n", err)
+		return exitFailure
+	}
+	if f.now {
+		recorded.ShiftToNow(xs, time.Now())
+	}
+	var res *replay.Result
+	if f.to != "" {
+		res, err = replayRemote(ctx, f.to, xs)
+	} else {
+		res, err = replayInProcess(ctx, cfg, xs, f.sinks, replayLogger(stderr), stdout)
+	}
+	if err == nil {
+		err = writeReplay(res, f.output, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "apisessions replay: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// parseReplayFlags parses and checks the command line; a code >= 0 ends the command with it.
+func parseReplayFlags(args []string, stderr io.Writer) (replayFlags, int) {
+	var f replayFlags
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "configuration file (default: built-in defaults)")
+	fs.StringVar(&f.to, "to", "", "send the traffic as ext_proc streams to a running server at HOST:PORT instead of replaying in process")
+	fs.StringVar(&f.output, "output", "table", "table or jsonl (the last session record of each part)")
+	fs.BoolVar(&f.sinks, "sinks", false, "also write the records to the configured sinks (in process only)")
+	clientIP := clientIPFlag(fs)
+	fs.StringVar(&f.dataDir, "data-dir", "", "override server.data_dir (where the hash key is kept)")
+	fs.BoolVar(&f.now, "now", false, "shift the recorded times so the last request happened now, keeping every gap (recent traffic is not ended or purged at once)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: apisessions replay [flags] FILE.har|FILE.jsonl\n\n"+
+			"Feeds recorded traffic through the same pipeline as live traffic and prints the sessions found.\n"+
+			"HAR entries may carry the client address in a _clientIP field; JSON lines are request records\n"+
+			"(parameters cannot be extracted again from them). Flags may also come from %s<FLAG>.\n\n", cliflags.Prefix)
+		fs.PrintDefaults()
+	}
+	if code := cliflags.Parse(fs, args, stderr); code >= 0 {
+		return f, code
+	}
+	f.clientIP, f.file = *clientIP, fs.Arg(0)
+	switch {
+	case !oneFile(fs, stderr):
+		return f, exitUsage
+	case f.output != "table" && f.output != "jsonl":
+		fmt.Fprintf(stderr, "apisessions replay: --output %q is not table or jsonl\n", f.output)
+		return f, exitUsage
+	case !validClientIP(fs, f.clientIP, stderr):
+		return f, exitUsage
+	case f.to != "" && f.sinks:
+		fmt.Fprintln(stderr, "apisessions replay: --sinks writes from this process; with --to the server writes to its own sinks, so drop one of them")
+		return f, exitUsage
+	}
+	return f, -1
+}
+
+// replayLogger logs the engine's and the sinks' warnings, or what APISESSIONS_LOG_LEVEL asks
+// for: replay prints its findings, not a log.
+func replayLogger(stderr io.Writer) *slog.Logger {
 	logger, _ := newLogger(stderr, "warn")
 	if lvl := os.Getenv("APISESSIONS_LOG_LEVEL"); lvl != "" {
 		if l, err := newLogger(stderr, lvl); err == nil {
 			logger = l
 		}
 	}
-	return replay.Run(ctx, args, stdout, stderr, replay.Deps{
-		LoadConfig: loadConfig,
-		Sinks:      replaySinks(stdout),
-		Logger:     logger,
-	})
+	return logger
+}
+
+// replayRemote sends the exchanges to the server at addr (replay --to).
+func replayRemote(ctx context.Context, addr string, xs []traffic.Exchange) (*replay.Result, error) {
+	conn, err := remote.Dial(addr)
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	defer conn.Close()
+	return replay.Remote(ctx, xs, conn)
+}
+
+// replayInProcess replays the exchanges through an engine of cfg, and with toSinks through the
+// configured sinks too, which are flushed before it returns.
+func replayInProcess(ctx context.Context, cfg *config.Config, xs []traffic.Exchange, toSinks bool, logger *slog.Logger, stdout io.Writer) (*replay.Result, error) {
+	opts := replay.Options{Config: cfg, Logger: logger}
+	var closeSinks func(context.Context) error
+	if toSinks {
+		var err error
+		opts.Emitter, closeSinks, err = replaySinks(stdout)(cfg, logger)
+		if err != nil {
+			return nil, fmt.Errorf("sinks: %w", err)
+		}
+	}
+	res, err := replay.Replay(ctx, xs, opts)
+	if closeSinks != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout.Std())
+		err = errors.Join(err, closeSinks(sctx))
+		cancel()
+	}
+	return res, err
+}
+
+// writeReplay prints the parts found: a table (and a count on stderr) or JSON lines.
+func writeReplay(res *replay.Result, output string, stdout, stderr io.Writer) error {
+	if output == "jsonl" {
+		return replay.WriteJSONL(stdout, res.Sessions)
+	}
+	if err := replay.WriteTable(stdout, res.Sessions); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "%d requests, %d session parts\n", res.Requests, len(res.Sessions))
+	return nil
 }

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/internal/cliflags"
@@ -86,7 +84,7 @@ type server struct {
 	explore  http.Handler      // explore API and UI; nil without a store sink
 	proc     extproc.Processor // the engine, timed for metrics
 	ext      *extproc.Server
-	grpc     *grpc.Server
+	grpc     *extproc.GRPCServer
 	http     *http.Server
 	grpcLn   net.Listener
 	httpLn   net.Listener
@@ -152,7 +150,7 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)
 	}
-	cleanup = append(cleanup, func() { s.grpc.Stop() })
+	cleanup = append(cleanup, s.grpc.Stop)
 	s.httpLn, err = net.Listen("tcp", cfg.Server.HTTPListen)
 	if err != nil {
 		s.grpcLn.Close()
@@ -260,7 +258,7 @@ func (s *server) shutdown() error {
 	s.ready.Store(false)
 	s.ext.SetServing(false)
 	// Streams first: each finished stream hands its exchange to the engine.
-	extproc.Shutdown(ctx, s.grpc)
+	s.grpc.Shutdown(ctx)
 	// Then every live part ends with a final session record.
 	s.engine.Close()
 	// Then the sinks deliver what they accepted.

@@ -1,0 +1,73 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/extproc/protomsg"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// mode is how the streams are shaped: inline, so the server answers each message with the
+// session it found (dynamic metadata), and bodies buffered whole, as Envoy sends them when
+// parameters read bodies.
+var mode = &filterv3.ProcessingMode{
+	RequestHeaderMode:  filterv3.ProcessingMode_SEND,
+	ResponseHeaderMode: filterv3.ProcessingMode_SEND,
+	RequestBodyMode:    filterv3.ProcessingMode_BUFFERED,
+	ResponseBodyMode:   filterv3.ProcessingMode_BUFFERED,
+}
+
+// Conn is a connection to the ext_proc service of a running server. It is safe for
+// concurrent use.
+type Conn struct {
+	cc     *grpc.ClientConn
+	client extprocv3.ExternalProcessorClient
+}
+
+// Dial prepares a plaintext gRPC connection to the server at addr (HOST:PORT); the connection
+// is made on the first Send. Close releases it.
+func Dial(addr string) (*Conn, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return &Conn{cc: cc, client: extprocv3.NewExternalProcessorClient(cc)}, nil
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.cc.Close() }
+
+// Send plays x as one ext_proc stream and returns the session, part and key the server named
+// in its answers (the server's inline.dynamic_metadata must be on); session is "" when no
+// answer named one. The last answer that names a session wins: the response side may decide
+// (a login that sets the session cookie).
+func (c *Conn) Send(ctx context.Context, x *traffic.Exchange) (session, part string, key record.Key, err error) {
+	resps, err := protomsg.Exchange(ctx, c.client, protomsg.Sequence(x, protomsg.Options{Mode: mode}))
+	if err != nil {
+		return "", "", record.Key{}, err
+	}
+	session, part, key = named(resps)
+	return session, part, key, nil
+}
+
+// named reads the last session the answers named in extproc's metadata namespace.
+func named(resps []*extprocv3.ProcessingResponse) (session, part string, key record.Key) {
+	for _, r := range resps {
+		ns := r.GetDynamicMetadata().GetFields()[extproc.MetadataNamespace].GetStructValue().GetFields()
+		if s := ns["session"].GetStringValue(); s != "" {
+			session, part = s, ns["part"].GetStringValue()
+			src, name, _ := strings.Cut(ns["key"].GetStringValue(), ":")
+			key = record.Key{Source: src, Name: name}
+		}
+	}
+	return session, part, key
+}

@@ -1,0 +1,157 @@
+package recorded
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+func TestReadHAR(t *testing.T) {
+	t.Parallel()
+	const har = `{"log":{"entries":[
+	 {"startedDateTime":"2026-11-22T10:00:00.000+01:00","time":25.5,
+	  "request":{"method":"post","url":"https://Shop.example.com:8443/api/login?next=%2Fhome","headers":[
+	    {"name":":authority","value":"evil"},{"name":"Host","value":"x"},{"name":"Content-Type","value":"application/x-www-form-urlencoded"}],
+	   "cookies":[{"name":"sid","value":"abc"},{"name":"theme","value":"dark"}],
+	   "postData":{"mimeType":"application/x-www-form-urlencoded","params":[{"name":"user","value":"zoë"}]}},
+	  "response":{"status":200,"headers":[{"name":"X-Request-Id","value":"resp"}],"cookies":[{"name":"sid","value":"new"}],
+	   "content":{"text":"eyJvayI6dHJ1ZX0=","encoding":"base64"}},
+	  "_clientIP":"2001:db8::7"},
+	 {"startedDateTime":"2026-11-22T10:00:01Z","request":{"method":"GET","url":"/relative"},"response":{"status":0}},
+	 {"startedDateTime":"2026-11-22T10:00:02Z","request":{"method":"GET","url":"http://a.example/"},"response":{"status":0}}
+	]}}`
+	xs, err := ReadHAR(strings.NewReader(har), Options{ClientIP: "192.0.2.9", MaxBodyBytes: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(xs) != 2 {
+		t.Fatalf("read %d exchanges; want 2 (the relative URL is skipped)", len(xs))
+	}
+	x := xs[0]
+	want := traffic.Exchange{
+		RequestID: "har-1",
+		Start:     time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC),
+		End:       time.Date(2026, 11, 22, 9, 0, 0, 25500000, time.UTC),
+		Method:    "POST", Scheme: "https", Host: "Shop.example.com:8443", Path: "/api/login?next=%2Fhome",
+		SourceAddress: "[2001:db8::7]:0",
+		RequestHeaders: []traffic.Header{
+			{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"}, {Name: ":authority", Value: "Shop.example.com:8443"},
+			{Name: ":path", Value: "/api/login?next=%2Fhome"}, {Name: "content-type", Value: "application/x-www-form-urlencoded"},
+			{Name: "cookie", Value: "sid=abc; theme=dark"},
+		},
+		RequestBody: []byte("user"), RequestBodyTruncated: true, RequestBytes: int64(len("user=zo%C3%AB")),
+		ResponseSeen: true, Status: 200,
+		ResponseHeaders: []traffic.Header{{Name: ":status", Value: "200"}, {Name: "x-request-id", Value: "resp"}, {Name: "set-cookie", Value: "sid=new"}},
+		ResponseBody:    []byte(`{"ok"`), ResponseBodyTruncated: true, ResponseBytes: 11,
+	}
+	want.ResponseBody = want.ResponseBody[:4]
+	if diff := cmp.Diff(want, x, cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+		t.Errorf("HAR entry differs (-want +got):\n%s", diff)
+	}
+	if xs[1].SourceAddress != "192.0.2.9:0" || !xs[1].Partial || xs[1].ResponseSeen {
+		t.Errorf("entry without client or response: %+v", xs[1])
+	}
+	for _, bad := range []string{"", "[]", `{"log":{"entries":[{"request":{"url":"x"}}]}}`} {
+		if _, err := ReadHAR(strings.NewReader(bad), Options{}); err == nil {
+			t.Errorf("ReadHAR(%q): no error", bad)
+		}
+	}
+}
+
+func TestReadJSONL(t *testing.T) {
+	t.Parallel()
+	in := `{"kind":"request","session":"s_1","part":"2026-11-22","request_id":"r1","time":"2026-11-22T10:00:00.000Z","method":"GET","host":"a.example","path":"/x","status":403,"duration_ms":5,"client_ip":"203.0.113.7","user_agent":"curl/8","ja3":"j3","malicious":true,"attack":{"source":"header","types":["sqli","xss"]}}
+
+{"kind":"session","session":"s_1","part":"2026-11-22"}
+{"kind":"request","time":"2026-11-22T10:00:01.000Z","status":0}
+`
+	xs, err := ReadJSONL(strings.NewReader(in), Options{JA3Header: "x-ja3", AttackHeader: "x-waf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(xs) != 2 {
+		t.Fatalf("read %d exchanges; want the 2 request records", len(xs))
+	}
+	x := xs[0]
+	if x.SourceAddress != "203.0.113.7:0" || x.Status != 403 || x.RequestID != "r1" || x.End.Sub(x.Start) != 5*time.Millisecond {
+		t.Errorf("exchange from record = %+v", x)
+	}
+	if v, _ := x.RequestHeader("x-ja3"); v != "j3" {
+		t.Errorf("ja3 header %q; want j3", v)
+	}
+	if v, _ := x.ResponseHeader("x-waf"); v != "sqli,xss" {
+		t.Errorf("attack header %q; want sqli,xss so the verdict survives", v)
+	}
+	if xs[1].RequestID != "jsonl-4" || xs[1].ResponseSeen || xs[1].Path != "/" {
+		t.Errorf("minimal record = %+v", xs[1])
+	}
+	if _, err := ReadJSONL(strings.NewReader("{not json\n"), Options{}); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("bad line: err = %v; want one naming line 1", err)
+	}
+}
+
+func TestShiftToNowKeepsGaps(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	xs := []traffic.Exchange{
+		{Start: base, End: base.Add(time.Second)},
+		{Start: base.Add(time.Hour), End: base.Add(time.Hour + 2*time.Second)},
+		{}, // no times: left alone
+	}
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	ShiftToNow(xs, now)
+	if !xs[1].Start.Equal(now) {
+		t.Errorf("the latest request starts at %v, want now %v", xs[1].Start, now)
+	}
+	if got := xs[1].Start.Sub(xs[0].Start); got != time.Hour {
+		t.Errorf("gap between requests %v after the shift, want 1h", got)
+	}
+	if got := xs[1].End.Sub(xs[1].Start); got != 2*time.Second {
+		t.Errorf("duration %v after the shift, want 2s", got)
+	}
+	if !xs[2].Start.IsZero() || !xs[2].End.IsZero() {
+		t.Errorf("an exchange without times got %v..%v", xs[2].Start, xs[2].End)
+	}
+}
+
+func TestReadFileFormat(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const harText = `{"log":{"entries":[{"startedDateTime":"2026-11-22T10:00:00Z","request":{"method":"GET","url":"https://a.example/"},"response":{"status":200}}]}}`
+	const jsonlText = `{"kind":"request","time":"2026-11-22T10:00:00Z","host":"a.example","status":200}` + "\n"
+	tests := []struct {
+		name, file, text string
+		want             Format
+	}{
+		{"har by extension", "t.HAR", harText, FormatHAR},
+		{"jsonl by extension", "t.ndjson", jsonlText, FormatJSONL},
+		{"har by content", "t.json", harText, FormatHAR},
+		{"jsonl by content", "t.log", jsonlText, FormatJSONL},
+	}
+	for _, tc := range tests {
+		path := filepath.Join(dir, tc.file)
+		if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		xs, format, err := ReadFile(path, Options{})
+		if err != nil || format != tc.want || len(xs) != 1 || xs[0].Host != "a.example" {
+			t.Errorf("%s: %d exchanges as %q, err %v; want one of a.example as %q", tc.name, len(xs), format, err, tc.want)
+		}
+	}
+	if _, _, err := ReadFile(filepath.Join(dir, "absent.har"), Options{}); !os.IsNotExist(err) {
+		t.Errorf("a missing file: err = %v; want a not-exist error", err)
+	}
+	bad := filepath.Join(dir, "bad.jsonl")
+	if err := os.WriteFile(bad, []byte("{\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ReadFile(bad, Options{}); err == nil || !strings.HasPrefix(err.Error(), bad+": line 1") {
+		t.Errorf("a bad line: err = %v; want one naming the file and the line", err)
+	}
+}
