@@ -74,13 +74,6 @@ type Settings struct {
 	PhaseObserver PhaseObserver
 }
 
-// PhaseObserver receives the server's time per message. ObservePhase is called on the stream
-// path and must not block; phase is one of "request_headers", "request_body",
-// "request_trailers", "response_headers", "response_body", "response_trailers".
-type PhaseObserver interface {
-	ObservePhase(phase string, observability bool, d time.Duration)
-}
-
 // Server implements the ext_proc service. Its settings can be swapped at any time (config
 // reload); a stream keeps the settings it started with.
 type Server struct {
@@ -271,35 +264,10 @@ type Stats struct {
 	ModeOverrides uint64
 }
 
-// PhaseCounts counts messages per ext_proc phase.
-type PhaseCounts struct {
-	RequestHeaders, RequestBody, RequestTrailers    uint64
-	ResponseHeaders, ResponseBody, ResponseTrailers uint64
-}
-
-type phase int
-
-const (
-	phaseRequestHeaders phase = iota
-	phaseRequestBody
-	phaseRequestTrailers
-	phaseResponseHeaders
-	phaseResponseBody
-	phaseResponseTrailers
-	numPhases
-)
-
-var phaseNames = [numPhases]string{
-	"request_headers", "request_body", "request_trailers",
-	"response_headers", "response_body", "response_trailers",
-}
-
-func (p phase) String() string { return phaseNames[p] }
-
 type counters struct {
 	streamsOpen          atomic.Int64
 	streams              atomic.Uint64
-	messages             [2][numPhases]atomic.Uint64 // [observability][phase]
+	messages             [2][NumPhases]atomic.Uint64 // [observability][phase]
 	observed             atomic.Uint64
 	outOfScope           atomic.Uint64
 	panics               atomic.Uint64
@@ -313,15 +281,12 @@ type counters struct {
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
-	phases := func(m *[numPhases]atomic.Uint64) PhaseCounts {
-		return PhaseCounts{
-			RequestHeaders:   m[phaseRequestHeaders].Load(),
-			RequestBody:      m[phaseRequestBody].Load(),
-			RequestTrailers:  m[phaseRequestTrailers].Load(),
-			ResponseHeaders:  m[phaseResponseHeaders].Load(),
-			ResponseBody:     m[phaseResponseBody].Load(),
-			ResponseTrailers: m[phaseResponseTrailers].Load(),
+	phases := func(m *[NumPhases]atomic.Uint64) PhaseCounts {
+		var pc PhaseCounts
+		for p := range m {
+			pc[p] = m[p].Load()
 		}
+		return pc
 	}
 	return Stats{
 		StreamsOpen:          c.streamsOpen.Load(),

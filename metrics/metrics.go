@@ -7,7 +7,8 @@
 // sets (phases, modes, outcomes, sink names from the configuration); nothing derived from
 // traffic ever becomes a label or a value.
 //
-// It imports extproc, sessions and sinks for their Stats types; none of them imports it.
+// It imports extproc, sessions and sinks for their Stats types (and extproc's Phase, whose
+// String is the phase label); none of them imports it.
 package metrics
 
 import (
@@ -61,7 +62,7 @@ type Registry struct {
 	observe, peek prometheus.Observer
 	// phases times each ext_proc message; phaseObs are its children by [observability][phase].
 	phases   *prometheus.HistogramVec
-	phaseObs [2][len(phaseLabels)]prometheus.Observer
+	phaseObs [2][extproc.NumPhases]prometheus.Observer
 
 	watchOnce sync.Once
 	watchErr  error
@@ -92,8 +93,8 @@ func New(info BuildInfo) *Registry {
 		Buckets:   processingBuckets,
 	}, []string{"phase", "mode"})
 	for i, mode := range []string{modeInline, modeObservability} {
-		for j, phase := range phaseLabels {
-			r.phaseObs[i][j] = r.phases.WithLabelValues(phase, mode)
+		for p := range extproc.NumPhases {
+			r.phaseObs[i][p] = r.phases.WithLabelValues(p.String(), mode)
 		}
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -177,42 +178,16 @@ func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key re
 	return session, part, key
 }
 
-// phaseLabels are the phase label values, as extproc names its phases.
-var phaseLabels = [...]string{
-	"request_headers", "request_body", "request_trailers",
-	"response_headers", "response_body", "response_trailers",
-}
-
 // PhaseObserver returns the extproc.PhaseObserver that feeds
-// apisessions_extproc_phase_duration_seconds. Each call is a switch and one histogram update.
+// apisessions_extproc_phase_duration_seconds. Each call is one histogram update.
 func (r *Registry) PhaseObserver() extproc.PhaseObserver { return phaseObserver{r} }
 
 type phaseObserver struct{ r *Registry }
 
-func (p phaseObserver) ObservePhase(phase string, observability bool, d time.Duration) {
+func (o phaseObserver) ObservePhase(p extproc.Phase, observability bool, d time.Duration) {
 	i := 0
 	if observability {
 		i = 1
 	}
-	j := -1
-	switch phase {
-	case "request_headers":
-		j = 0
-	case "request_body":
-		j = 1
-	case "request_trailers":
-		j = 2
-	case "response_headers":
-		j = 3
-	case "response_body":
-		j = 4
-	case "response_trailers":
-		j = 5
-	}
-	if j < 0 {
-		// A phase this build does not know gets no series of its own rather than a label
-		// outside the documented set.
-		return
-	}
-	p.r.phaseObs[i][j].Observe(d.Seconds())
+	o.r.phaseObs[i][p].Observe(d.Seconds())
 }
