@@ -56,7 +56,7 @@ type protocolConfig struct {
 	requestBodyMode, responseBodyMode filterv3.ProcessingMode_BodySendMode
 }
 
-// attributes is what the stream reads of attributes[AttributesKey]; present is false when the
+// attributes is what the stream reads of attributes[attributesKey]; present is false when the
 // message has no such entry.
 type attributes struct {
 	present                               bool
@@ -349,11 +349,11 @@ func entryValues(b []byte, fn func([]byte) error) error {
 	return it.err
 }
 
-// entry reads one entry of ProcessingRequest.attributes; only AttributesKey's is kept, and it
+// entry reads one entry of ProcessingRequest.attributes; only attributesKey's is kept, and it
 // replaces an earlier one.
 func (a *attributes) entry(b []byte) error {
 	key, err := mapEntry(b)
-	if err != nil || key != AttributesKey {
+	if err != nil || key != attributesKey {
 		return err
 	}
 	*a = attributes{present: true}
@@ -457,7 +457,7 @@ func (m *message) fromProto(req *extprocv3.ProcessingRequest) {
 	if pc := req.GetProtocolConfig(); pc != nil {
 		m.protocol = protocolConfig{present: true, requestBodyMode: pc.GetRequestBodyMode(), responseBodyMode: pc.GetResponseBodyMode()}
 	}
-	if a := req.GetAttributes()[AttributesKey]; a != nil {
+	if a := req.GetAttributes()[attributesKey]; a != nil {
 		f := a.GetFields()
 		m.attrs = attributes{present: true,
 			sourceAddress: valueOf(f["source.address"]), requestID: valueOf(f["request.id"]),

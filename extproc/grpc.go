@@ -41,8 +41,8 @@ const (
 	keepaliveTimeout = 20 * time.Second
 )
 
-// NewGRPCServer returns a gRPC server with ext_proc (srv), health (srv.Health()) and reflection
-// registered. The caller listens, serves, and calls srv.SetServing(true) once ready.
+// NewGRPCServer returns a gRPC server with ext_proc (srv), health (what srv.SetServing sets)
+// and reflection registered. The caller listens, serves, and calls srv.SetServing(true) once ready.
 func NewGRPCServer(srv *Server, o GRPCOptions) (*grpc.Server, error) {
 	if srv == nil {
 		return nil, errors.New("new grpc server: no ext_proc server")
@@ -78,7 +78,7 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*grpc.Server, error) {
 	opts = append(opts, grpc.ForceServerCodecV2(newCodec()))
 	gs := grpc.NewServer(opts...)
 	gs.RegisterService(&processDesc, srv)
-	healthpb.RegisterHealthServer(gs, srv.Health())
+	healthpb.RegisterHealthServer(gs, srv.health)
 	reflection.Register(gs)
 	return gs, nil
 }

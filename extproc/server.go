@@ -11,7 +11,6 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,16 +22,13 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// ServiceName is the fully qualified gRPC service name of ext_proc, as health checks name it.
-const ServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
-
 // MetadataNamespace is the dynamic metadata namespace apisessions writes in inline mode; Envoy's
 // metadata_options.receiving_namespaces must list it.
 const MetadataNamespace = "apisessions"
 
-// AttributesKey is the key of ProcessingRequest.attributes under which Envoy puts the values of
+// attributesKey is the key of ProcessingRequest.attributes under which Envoy puts the values of
 // request_attributes and response_attributes, whatever the filter is named.
-const AttributesKey = "envoy.filters.http.ext_proc"
+const attributesKey = "envoy.filters.http.ext_proc"
 
 // Processor is what the server hands finished exchanges to (implemented by *sessions.Engine).
 type Processor interface {
@@ -79,7 +75,6 @@ type Settings struct {
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	mu       sync.Mutex // serialises writers of settings; readers only Load
 	settings atomic.Pointer[settings]
 	health   *health.Server
 	stats    counters
@@ -87,7 +82,6 @@ type Server struct {
 
 // settings is the normalised, immutable form of Settings that streams read.
 type settings struct {
-	base            *slog.Logger // as given, for Settings()
 	log             *slog.Logger
 	proc            Processor
 	sessionHeader   string
@@ -111,38 +105,10 @@ func New(s Settings) *Server {
 }
 
 // SetSettings replaces all settings; streams already open keep the old ones.
-func (s *Server) SetSettings(in Settings) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.settings.Store(normalise(in))
-}
-
-// SetProcessor replaces only the processor, keeping the other settings.
-func (s *Server) SetProcessor(p Processor) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := *s.settings.Load()
-	next.proc = p
-	s.settings.Store(&next)
-}
-
-// Settings returns a copy of the current settings.
-func (s *Server) Settings() Settings {
-	c := s.settings.Load()
-	return Settings{
-		Logger:           c.base,
-		Processor:        c.proc,
-		SessionHeader:    c.sessionHeader,
-		DynamicMetadata:  c.dynamicMetadata,
-		AttackNamespaces: append([]string(nil), c.namespaces...),
-		Now:              c.now,
-		PhaseObserver:    c.phases,
-	}
-}
+func (s *Server) SetSettings(in Settings) { s.settings.Store(normalise(in)) }
 
 func normalise(in Settings) *settings {
 	c := &settings{
-		base:            in.Logger,
 		log:             in.Logger,
 		proc:            in.Processor,
 		sessionHeader:   strings.ToLower(strings.TrimSpace(in.SessionHeader)),
@@ -173,9 +139,6 @@ func normalise(in Settings) *settings {
 	return c
 }
 
-// Health returns the gRPC health service; NewGRPCServer registers it.
-func (s *Server) Health() *health.Server { return s.health }
-
 // SetServing sets the health of the whole server and of the ext_proc service: SERVING once
 // configuration and sinks are ready, NOT_SERVING while starting or draining.
 func (s *Server) SetServing(ok bool) {
@@ -184,7 +147,7 @@ func (s *Server) SetServing(ok bool) {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	s.health.SetServingStatus("", st)
-	s.health.SetServingStatus(ServiceName, st)
+	s.health.SetServingStatus(processDesc.ServiceName, st)
 }
 
 // Process serves one ext_proc stream, that is one HTTP request and its response, from any

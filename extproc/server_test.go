@@ -59,14 +59,6 @@ func modeOf(reqBody, respBody filterv3.ProcessingMode_BodySendMode) *filterv3.Pr
 	return &filterv3.ProcessingMode{RequestBodyMode: reqBody, ResponseBodyMode: respBody}
 }
 
-func cat(lists ...[]*extprocv3.ProcessingRequest) []*extprocv3.ProcessingRequest {
-	var out []*extprocv3.ProcessingRequest
-	for _, l := range lists {
-		out = append(out, l...)
-	}
-	return out
-}
-
 func msgs(m ...*extprocv3.ProcessingRequest) []*extprocv3.ProcessingRequest { return m }
 
 func TestPhases(t *testing.T) {

@@ -29,8 +29,8 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// Namespace prefixes every apisessions metric.
-const Namespace = "apisessions"
+// namespace prefixes every apisessions metric.
+const namespace = "apisessions"
 
 // ExtprocSource is what the ext_proc server exposes (implemented by *extproc.Server).
 type ExtprocSource interface{ Stats() extproc.Stats }
@@ -77,7 +77,7 @@ var processingBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11) // 1µs … ~
 func New(info BuildInfo) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
 	r.processing = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: Namespace,
+		Namespace: namespace,
 		Subsystem: "sessions",
 		Name:      "processing_duration_seconds",
 		Help:      "Time the sessions engine spends per exchange: op=observe at the end of a stream (extract, group, enrich, emit), op=peek when an inline answer carries the session (request and response headers).",
@@ -86,7 +86,7 @@ func New(info BuildInfo) *Registry {
 	r.observe = r.processing.WithLabelValues("observe")
 	r.peek = r.processing.WithLabelValues("peek")
 	r.phases = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: Namespace,
+		Namespace: namespace,
 		Subsystem: "extproc",
 		Name:      "phase_duration_seconds",
 		Help:      "Time the ext_proc server spends per message, from its receipt to its answer being ready (observability mode: to its processing being done), by phase and mode. The engine's Observe at a stream's end is not included.",
@@ -98,7 +98,7 @@ func New(info BuildInfo) *Registry {
 		}
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: Namespace,
+		Namespace: namespace,
 		Name:      "build_info",
 		Help:      "Always 1; labels name the running build.",
 	}, []string{"version", "commit", "go_version"})
@@ -121,9 +121,6 @@ func (r *Registry) Watch(src Sources) error {
 	})
 	return r.watchErr
 }
-
-// Gatherer returns the registry for tests and for pushing to other exporters.
-func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
 
 // Handler serves the registry in the Prometheus text format. Errors while gathering are
 // logged at warn level and the metrics that could be gathered are still served.

@@ -78,7 +78,7 @@ apisessions_sessions_active_parts 6
 # TYPE apisessions_sink_records_queued gauge
 apisessions_sink_records_queued{sink="audit"} 12
 `
-	if err := testutil.GatherAndCompare(r.Gatherer(), strings.NewReader(want),
+	if err := testutil.GatherAndCompare(r.reg, strings.NewReader(want),
 		"apisessions_extproc_streams_open", "apisessions_extproc_protocol_errors_total",
 		"apisessions_sessions_active_parts", "apisessions_sink_records_queued"); err != nil {
 		t.Error(err)
