@@ -1,10 +1,3 @@
-// Package extproc is the Envoy ext_proc gRPC service of apisessions: the per-stream loop that
-// answers Envoy's messages, turns them into a neutral traffic.Exchange and hands every finished
-// exchange to a Processor (the sessions engine). In inline mode it also adds the session header
-// and the "apisessions" dynamic metadata.
-//
-// It declares the small Processor interface it consumes and must not import the sessions engine
-// package itself; only this package speaks gRPC.
 package extproc
 
 import (
