@@ -159,31 +159,12 @@ function shareBox(link) {
   return h('div', { class: 'share' }, copy, input, note);
 }
 
-// renderPart draws one session part into main.
-export async function renderPart(main, st, nav, isCurrent) {
-  const { session, stats, requests, next } = await getPart(st.session, st.part, st.inPart);
-  if (!isCurrent()) return;
-
-  const go = (inPart) => nav({ ...st, inPart });
-  const listFilters = carry(st.list);
-  const canApply = Object.keys(listFilters).length > 0;
-  const form = filterForm('part-filters', PART_FILTERS, st.inPart, go, [
-    h('button', { type: 'button', id: 'show-all', text: 'Show all requests', disabled: Object.keys(st.inPart).length === 0, onclick: () => go({}) }),
-    h('button', {
-      type: 'button', id: 'apply-list-filters', text: 'Apply filters', disabled: !canApply,
-      title: canApply ? 'Apply the session list filters inside this session' : 'No session list filter applies inside a session',
-      onclick: () => go({ ...st.inPart, ...listFilters }),
-    }),
-  ]);
-  const active = chips('part-chips', st.inPart, (k) => {
-    const inPart = { ...st.inPart };
-    delete inPart[k];
-    go(inPart);
-  });
-
+// csvButton is the CSV download of the filtered part: a plain link, or a fetch that sends the
+// token when the API asks for one.
+function csvButton(st, main) {
   const fileName = (st.session + '-' + st.part + '.csv').replace(/[^A-Za-z0-9._-]/g, '_');
   const csv = csvURL(st.session, st.part, st.inPart);
-  const csvLink = h('a', {
+  return h('a', {
     id: 'download-csv', class: 'button', href: csv, download: fileName,
     onclick: (ev) => {
       if (!needsFetchDownload()) return;
@@ -191,15 +172,21 @@ export async function renderPart(main, st, nav, isCurrent) {
       download(csv, fileName).catch((e) => main.dispatchEvent(new CustomEvent('apierror', { detail: e })));
     },
   }, 'Download CSV');
+}
 
-  const cols = 10;
+const TIMELINE_COLUMNS = ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 'Size, bytes', 'User', 'Flows', 'Key', 'Params'];
+
+// timeline draws the first page of a part's requests and fetches the following ones on
+// demand: a long part comes in pages, and the API's cursor names the next one. It returns the
+// status line, the table and the "Load more" button.
+function timeline(st, first, isCurrent, main) {
+  const cols = TIMELINE_COLUMNS.length;
   const tbody = h('tbody', { id: 'request-rows' });
-  for (const r of requests) tbody.append(...timelineRow(r, cols));
-  // A long part comes in pages; the API's cursor fetches the next one.
-  let shown = requests.length;
+  for (const r of first.requests) tbody.append(...timelineRow(r, cols));
+  let shown = first.requests.length;
   const more = h('button', { type: 'button', id: 'load-more-requests', text: 'Load more requests', hidden: true });
   const counter = h('p', { id: 'timeline-status', class: 'muted' });
-  const total = Number(session.requests) || 0;
+  const total = Number(first.session.requests) || 0;
   const filtered = Object.keys(st.inPart).length > 0;
   const count = (cursor) => {
     counter.textContent = cursor
@@ -226,7 +213,36 @@ export async function renderPart(main, st, nav, isCurrent) {
       }
     };
   };
-  paginate(next);
+  paginate(first.next);
+  const table = h('table', { class: 'grid timeline' },
+    h('thead', {}, h('tr', {}, TIMELINE_COLUMNS.map((t) => h('th', { scope: 'col', text: t })))),
+    tbody);
+  return { counter, table, more };
+}
+
+// renderPart draws one session part into main.
+export async function renderPart(main, st, nav, isCurrent) {
+  const first = await getPart(st.session, st.part, st.inPart);
+  if (!isCurrent()) return;
+  const { session, stats } = first;
+
+  const go = (inPart) => nav({ ...st, inPart });
+  const listFilters = carry(st.list);
+  const canApply = Object.keys(listFilters).length > 0;
+  const form = filterForm('part-filters', PART_FILTERS, st.inPart, go, [
+    h('button', { type: 'button', id: 'show-all', text: 'Show all requests', disabled: Object.keys(st.inPart).length === 0, onclick: () => go({}) }),
+    h('button', {
+      type: 'button', id: 'apply-list-filters', text: 'Apply filters', disabled: !canApply,
+      title: canApply ? 'Apply the session list filters inside this session' : 'No session list filter applies inside a session',
+      onclick: () => go({ ...st.inPart, ...listFilters }),
+    }),
+  ]);
+  const active = chips('part-chips', st.inPart, (k) => {
+    const inPart = { ...st.inPart };
+    delete inPart[k];
+    go(inPart);
+  });
+  const requests = timeline(st, first, isCurrent, main);
   const back = { list: st.list, session: '', part: '', inPart: {} };
 
   main.replaceChildren(
@@ -238,16 +254,13 @@ export async function renderPart(main, st, nav, isCurrent) {
       h('div', { class: 'title-row' },
         h('h1', { id: 'part-title' }, h('span', { class: 'mono', id: 'part-session', text: str(session.session) || st.session }),
           h('span', { class: 'part', id: 'part-part', text: str(session.part) || st.part })),
-        h('div', { class: 'title-actions' }, shareBox(location.href), csvLink)),
+        h('div', { class: 'title-actions' }, shareBox(location.href), csvButton(st, main))),
       header(session)),
     statsSection(stats),
     h('section', { class: 'card' },
       h('h2', { text: 'Requests' }),
       form, active,
-      counter,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'grid timeline' },
-        h('thead', {}, h('tr', {}, ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 'Size, bytes', 'User', 'Flows', 'Key', 'Params']
-          .map((t) => h('th', { scope: 'col', text: t })))),
-        tbody)),
-      more));
+      requests.counter,
+      h('div', { class: 'table-wrap' }, requests.table),
+      requests.more));
 }
