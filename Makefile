@@ -25,8 +25,16 @@ run: ## run the server on the defaults (gRPC :50051, HTTP :8080); RUN_ARGS="--co
 	$(GO) run ./cmd/apisessions serve $(RUN_ARGS)
 
 .PHONY: test
-test: lint ## lint, then every test with the race detector (e2e included)
-	$(GO) test -race -count=1 $(PKGS)
+test: lint ## lint, then every test with the race detector (e2e included); -short skips the slow ones
+	$(GO) test -race -short -count=1 $(PKGS)
+
+# SLOW_PKGS are the packages with tests that skip under -short (real-time waits such as the
+# 31 s keepalive test, killed helper processes, image builds); test-slow runs them in full.
+SLOW_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' 'testing.Short()' .)))
+
+.PHONY: test-slow
+test-slow: ## the packages whose tests -short cuts, in full, with the race detector (CI runs both)
+	$(GO) test -race -count=1 $(SLOW_PKGS)
 
 .PHONY: test-e2e
 test-e2e: ## only the end-to-end tests

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,9 +79,4 @@ func (s *server) client(t *testing.T) extprocv3.ExternalProcessorClient {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return extprocv3.NewExternalProcessorClient(conn)
-}
-
-func jwtWith(claims string) string {
-	enc := base64.RawURLEncoding
-	return enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims)) + ".c2lnbmF0dXJl"
 }

@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/apisessions/apisessions/extproc/protomsg"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -115,7 +116,7 @@ func TestProcessorEndToEnd(t *testing.T) {
 	}
 	client := extprocv3.NewExternalProcessorClient(conn)
 
-	bearer := jwtWith(`{"sub":"932","details":{"username":"john-doe@company-001.com"}}`)
+	bearer := testutil.JWT(`{"sub":"932","details":{"username":"john-doe@company-001.com"}}`)
 	steps := []struct {
 		name string
 		x    *traffic.Exchange

@@ -27,7 +27,7 @@ import (
 // be UTF-8 (header names are ASCII in every Envoy codec; values come as raw bytes anyway).
 type message struct {
 	// kind is the request case; hasKind is false when the message has none.
-	kind    phase
+	kind    Phase
 	hasKind bool
 	// headers are the request or response headers, or the trailers, in order: the first
 	// maxHeaders of them; droppedHeaders counts the rest, which are read but not kept.
@@ -56,7 +56,7 @@ type protocolConfig struct {
 	requestBodyMode, responseBodyMode filterv3.ProcessingMode_BodySendMode
 }
 
-// attributes is what the stream reads of attributes[AttributesKey]; present is false when the
+// attributes is what the stream reads of attributes[attributesKey]; present is false when the
 // message has no such entry.
 type attributes struct {
 	present                               bool
@@ -99,10 +99,10 @@ const (
 )
 
 // phaseOfField maps the request case's field number to its phase.
-var phaseOfField = [...]phase{
-	2: phaseRequestHeaders, 3: phaseResponseHeaders,
-	4: phaseRequestBody, 5: phaseResponseBody,
-	6: phaseRequestTrailers, 7: phaseResponseTrailers,
+var phaseOfField = [...]Phase{
+	2: PhaseRequestHeaders, 3: PhaseResponseHeaders,
+	4: PhaseRequestBody, 5: PhaseResponseBody,
+	6: PhaseRequestTrailers, 7: PhaseResponseTrailers,
 }
 
 // errWire reports bytes that are not a protobuf message.
@@ -188,9 +188,9 @@ func (m *message) decode(b []byte) error {
 			}
 			var err error
 			switch p {
-			case phaseRequestHeaders, phaseResponseHeaders:
+			case PhaseRequestHeaders, PhaseResponseHeaders:
 				err = m.httpHeaders(f.bytes)
-			case phaseRequestBody, phaseResponseBody:
+			case PhaseRequestBody, PhaseResponseBody:
 				err = m.httpBody(f.bytes)
 			default:
 				err = m.httpTrailers(f.bytes)
@@ -349,11 +349,11 @@ func entryValues(b []byte, fn func([]byte) error) error {
 	return it.err
 }
 
-// entry reads one entry of ProcessingRequest.attributes; only AttributesKey's is kept, and it
+// entry reads one entry of ProcessingRequest.attributes; only attributesKey's is kept, and it
 // replaces an earlier one.
 func (a *attributes) entry(b []byte) error {
 	key, err := mapEntry(b)
-	if err != nil || key != AttributesKey {
+	if err != nil || key != attributesKey {
 		return err
 	}
 	*a = attributes{present: true}
@@ -436,17 +436,17 @@ func (m *message) fromProto(req *extprocv3.ProcessingRequest) {
 	m.hasKind = true
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
-		m.kind, hs, m.eos = phaseRequestHeaders, r.RequestHeaders.GetHeaders().GetHeaders(), r.RequestHeaders.GetEndOfStream()
+		m.kind, hs, m.eos = PhaseRequestHeaders, r.RequestHeaders.GetHeaders().GetHeaders(), r.RequestHeaders.GetEndOfStream()
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		m.kind, hs, m.eos = phaseResponseHeaders, r.ResponseHeaders.GetHeaders().GetHeaders(), r.ResponseHeaders.GetEndOfStream()
+		m.kind, hs, m.eos = PhaseResponseHeaders, r.ResponseHeaders.GetHeaders().GetHeaders(), r.ResponseHeaders.GetEndOfStream()
 	case *extprocv3.ProcessingRequest_RequestBody:
-		m.kind, m.body, m.eos = phaseRequestBody, r.RequestBody.GetBody(), r.RequestBody.GetEndOfStream()
+		m.kind, m.body, m.eos = PhaseRequestBody, r.RequestBody.GetBody(), r.RequestBody.GetEndOfStream()
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		m.kind, m.body, m.eos = phaseResponseBody, r.ResponseBody.GetBody(), r.ResponseBody.GetEndOfStream()
+		m.kind, m.body, m.eos = PhaseResponseBody, r.ResponseBody.GetBody(), r.ResponseBody.GetEndOfStream()
 	case *extprocv3.ProcessingRequest_RequestTrailers:
-		m.kind, hs = phaseRequestTrailers, r.RequestTrailers.GetTrailers().GetHeaders()
+		m.kind, hs = PhaseRequestTrailers, r.RequestTrailers.GetTrailers().GetHeaders()
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		m.kind, hs = phaseResponseTrailers, r.ResponseTrailers.GetTrailers().GetHeaders()
+		m.kind, hs = PhaseResponseTrailers, r.ResponseTrailers.GetTrailers().GetHeaders()
 	default:
 		m.hasKind = false
 	}
@@ -457,7 +457,7 @@ func (m *message) fromProto(req *extprocv3.ProcessingRequest) {
 	if pc := req.GetProtocolConfig(); pc != nil {
 		m.protocol = protocolConfig{present: true, requestBodyMode: pc.GetRequestBodyMode(), responseBodyMode: pc.GetResponseBodyMode()}
 	}
-	if a := req.GetAttributes()[AttributesKey]; a != nil {
+	if a := req.GetAttributes()[attributesKey]; a != nil {
 		f := a.GetFields()
 		m.attrs = attributes{present: true,
 			sourceAddress: valueOf(f["source.address"]), requestID: valueOf(f["request.id"]),

@@ -155,7 +155,7 @@ func TestDecodeMatchesGenerated(t *testing.T) {
 		return m
 	}
 	attrs := func(entries ...[]byte) []byte {
-		return lenField(nil, fieldAttributes, entry(AttributesKey, structOf(entries...)))
+		return lenField(nil, fieldAttributes, entry(attributesKey, structOf(entries...)))
 	}
 	cases := []struct {
 		name string
@@ -194,11 +194,11 @@ func TestDecodeMatchesGenerated(t *testing.T) {
 		{"attributes", attrs(entry("source.address", stringValue("10.0.0.1:5")), entry("request.id", stringValue("id")),
 			entry("request.time", stringValue("2026-01-02T03:04:05Z")), entry("response.code", numberValue(200)), entry("other", stringValue("x")))},
 		{"attribute value before its key, and key twice", lenField(nil, fieldAttributes,
-			append(append(lenField(nil, 2, structOf(entry("request.id", stringValue("id")))), lenField(nil, 1, []byte("nope"))...), lenField(nil, 1, []byte(AttributesKey))...))},
+			append(append(lenField(nil, 2, structOf(entry("request.id", stringValue("id")))), lenField(nil, 1, []byte("nope"))...), lenField(nil, 1, []byte(attributesKey))...))},
 		{"attributes entry again replaces it", append(attrs(entry("request.id", stringValue("one"))), attrs(entry("source.address", stringValue("a")))...)},
 		{"attributes of another key are ignored", append(attrs(entry("request.id", stringValue("one"))),
 			lenField(nil, fieldAttributes, entry("other", structOf(entry("request.id", stringValue("two")))))...)},
-		{"attributes entry with no value", lenField(nil, fieldAttributes, lenField(nil, 1, []byte(AttributesKey)))},
+		{"attributes entry with no value", lenField(nil, fieldAttributes, lenField(nil, 1, []byte(attributesKey)))},
 		{"value sent twice in one entry merges", attrs(entry("request.id", stringValue("one"), nil), entry("response.code", numberValue(404), stringValue("502")))},
 		{"a field again replaces its value", attrs(entry("request.id", stringValue("one")), entry("request.id", nil))},
 		{"kinds that are neither string nor number", attrs(entry("request.id", varintField(nil, 4, 1)), entry("source.address", varintField(nil, 1, 0)),

@@ -2,7 +2,6 @@ package extproc_test
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +21,7 @@ import (
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/extproc/noop"
 	"github.com/apisessions/apisessions/extproc/protomsg"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -60,7 +60,6 @@ const benchSessions = 64
 // response headers. Every message sequence is built once, outside the timed loop.
 func benchTraffic(b *testing.B, bodies bool) [][]*extprocv3.ProcessingRequest {
 	b.Helper()
-	enc := base64.RawURLEncoding
 	mode := &filterv3.ProcessingMode{}
 	if bodies {
 		mode.RequestBodyMode = filterv3.ProcessingMode_BUFFERED_PARTIAL
@@ -70,7 +69,7 @@ func benchTraffic(b *testing.B, bodies bool) [][]*extprocv3.ProcessingRequest {
 	out := make([][]*extprocv3.ProcessingRequest, benchSessions)
 	for i := range out {
 		claims := fmt.Sprintf(`{"sub":"user-%d","iat":1760347800,"exp":1760351400,"details":{"username":"user%d@example.com","rnd":"some_data"}}`, i, i)
-		jwt := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims)) + ".c2lnbmF0dXJl"
+		jwt := testutil.JWT(claims)
 		x := &traffic.Exchange{
 			RequestID:     fmt.Sprintf("5f8e0c4e-2b1c-4d5e-9a3b-%012d", i),
 			Start:         start,
@@ -148,12 +147,6 @@ func newEngineServer(e *sessions.Engine) *extproc.Server {
 type discardEmitter struct{}
 
 func (discardEmitter) Emit(record.Record) {}
-
-// discardSink accepts every batch: the pipeline's queue and worker without an encoder.
-type discardSink struct{}
-
-func (discardSink) Write(context.Context, []record.Record) error { return nil }
-func (discardSink) Close(context.Context) error                  { return nil }
 
 // recordingEmitter hands request records to a channel, for the check that the traffic
 // exercises what the configuration names.
@@ -259,7 +252,7 @@ func BenchmarkServerWithEngine(b *testing.B) {
 				return extproc.New(extproc.Settings{Processor: newBenchEngine(b, discardEmitter{})})
 			}},
 			{"Engine/Pipeline", func(b *testing.B) extprocv3.ExternalProcessorServer {
-				p := sinks.NewPipeline(nil, []sinks.Output{{Name: "discard", Sink: discardSink{}}})
+				p := sinks.NewPipeline(nil, []sinks.Output{{Name: "discard", Sink: testutil.DiscardSink{}}})
 				b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 				return newEngineServer(newBenchEngine(b, p))
 			}},

@@ -48,8 +48,8 @@ type GRPCServer struct {
 	gs *grpc.Server
 }
 
-// NewGRPCServer returns a gRPC server with ext_proc (srv), health (srv.Health()) and reflection
-// registered. The caller listens, serves, and calls srv.SetServing(true) once ready.
+// NewGRPCServer returns a gRPC server with ext_proc (srv), health (what srv.SetServing sets)
+// and reflection registered. The caller listens, serves, and calls srv.SetServing(true) once ready.
 func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 	if srv == nil {
 		return nil, errors.New("new grpc server: no ext_proc server")
@@ -85,7 +85,7 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 	opts = append(opts, grpc.ForceServerCodecV2(newCodec()))
 	gs := grpc.NewServer(opts...)
 	gs.RegisterService(&processDesc, srv)
-	healthpb.RegisterHealthServer(gs, srv.Health())
+	healthpb.RegisterHealthServer(gs, srv.health)
 	reflection.Register(gs)
 	return &GRPCServer{gs: gs}, nil
 }

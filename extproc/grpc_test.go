@@ -184,6 +184,9 @@ func pingIdle(lis *bufconn.Listener, n int, gap time.Duration) (bool, error) {
 	}
 }
 
+// extprocService is the ext_proc service's full name as clients and health checks write it.
+const extprocService = "envoy.service.ext_proc.v3.ExternalProcessor"
+
 func TestHealth(t *testing.T) {
 	t.Parallel()
 	srv := New(Settings{})
@@ -201,10 +204,10 @@ func TestHealth(t *testing.T) {
 		}
 	}
 	check("", healthpb.HealthCheckResponse_NOT_SERVING)
-	check(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	check(extprocService, healthpb.HealthCheckResponse_NOT_SERVING)
 	srv.SetServing(true)
 	check("", healthpb.HealthCheckResponse_SERVING)
-	check(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	check(extprocService, healthpb.HealthCheckResponse_SERVING)
 	srv.SetServing(false)
 	check("", healthpb.HealthCheckResponse_NOT_SERVING)
 }
@@ -229,7 +232,7 @@ func TestReflection(t *testing.T) {
 	for _, s := range r.GetListServicesResponse().GetService() {
 		got[s.GetName()] = true
 	}
-	for _, want := range []string{ServiceName, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+	for _, want := range []string{extprocService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
 		if !got[want] {
 			t.Errorf("reflection lists %v; want it to include %s", got, want)
 		}
@@ -478,7 +481,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func rawStream(t *testing.T, conn *grpc.ClientConn) grpc.ClientStream {
 	t.Helper()
 	cs, err := conn.NewStream(testContext(t), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
-		"/"+ServiceName+"/Process", grpc.ForceCodecV2(rawCodec{}))
+		"/"+extprocService+"/Process", grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
 		t.Fatalf("open stream: %v", err)
 	}
@@ -496,7 +499,7 @@ func TestWireDecoding(t *testing.T) {
 
 	headers := lenField(nil, fieldRequestHeaders, append(lenField(nil, 1, headerList(
 		header(":authority", "", "api.example"), header(":path", "", "/a"), header("x-b\xffd", "", "v\xfe"))), varintField(nil, 3, 1)...))
-	headers = append(headers, lenField(nil, fieldAttributes, entry(AttributesKey, structOf(
+	headers = append(headers, lenField(nil, fieldAttributes, entry(attributesKey, structOf(
 		entry("source.address", stringValue("198.51.100.9:4000")), entry("request.id", stringValue("id-\xff")))))...)
 	cs := rawStream(t, conn)
 	if err := cs.SendMsg(&headers); err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/apisessions/apisessions/extproc/protomsg"
 )
@@ -18,12 +19,12 @@ type phaseRecorder struct {
 }
 
 type phaseCall struct {
-	phase         string
+	phase         Phase
 	observability bool
 	d             time.Duration
 }
 
-func (r *phaseRecorder) ObservePhase(phase string, observability bool, d time.Duration) {
+func (r *phaseRecorder) ObservePhase(phase Phase, observability bool, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = append(r.calls, phaseCall{phase, observability, d})
@@ -64,9 +65,6 @@ func TestPhaseObserver(t *testing.T) {
 			rec := &phaseRecorder{}
 			fake := newFake()
 			srv := New(Settings{Processor: fake, Now: fixedNow, SessionHeader: "x-s", DynamicMetadata: true, PhaseObserver: rec})
-			if srv.Settings().PhaseObserver != rec {
-				t.Fatal("Settings() lost the phase observer")
-			}
 			client, _ := startServer(t, srv, GRPCOptions{})
 			msgs := protomsg.Sequence(post, protomsg.Options{Mode: tc.mode, Observability: tc.observability})
 			if _, err := protomsg.Exchange(testContext(t), client, msgs); err != nil {
@@ -78,7 +76,7 @@ func TestPhaseObserver(t *testing.T) {
 			calls := rec.all()
 			var got []string
 			for _, c := range calls {
-				got = append(got, c.phase)
+				got = append(got, c.phase.String())
 				if c.observability != tc.observability || c.d < 0 {
 					t.Errorf("%s: observability %t, duration %v; want %t and a duration >= 0", c.phase, c.observability, c.d, tc.observability)
 				}
@@ -87,5 +85,27 @@ func TestPhaseObserver(t *testing.T) {
 				t.Errorf("phases %q; want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPhaseNames holds each phase's String to the ProcessingRequest field that carries it,
+// which is also the phase label of the metrics.
+func TestPhaseNames(t *testing.T) {
+	t.Parallel()
+	fields := (&extprocv3.ProcessingRequest{}).ProtoReflect().Descriptor().Oneofs().ByName("request").Fields()
+	seen := map[Phase]bool{}
+	for i := range fields.Len() {
+		f := fields.Get(i)
+		p := phaseOfField[f.Number()]
+		if got := p.String(); got != string(f.Name()) {
+			t.Errorf("field %d: phase %q; want %q", f.Number(), got, f.Name())
+		}
+		seen[p] = true
+	}
+	if len(seen) != int(NumPhases) {
+		t.Errorf("the request cases map to %d phases; want %d", len(seen), NumPhases)
+	}
+	if got := NumPhases.String(); got != "Phase(6)" {
+		t.Errorf("NumPhases.String() = %q; want Phase(6), not a phase name", got)
 	}
 }

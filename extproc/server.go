@@ -1,17 +1,9 @@
-// Package extproc is the Envoy ext_proc gRPC service of apisessions: the per-stream loop that
-// answers Envoy's messages, turns them into a neutral traffic.Exchange and hands every finished
-// exchange to a Processor (the sessions engine). In inline mode it also adds the session header
-// and the "apisessions" dynamic metadata.
-//
-// It declares the small Processor interface it consumes and must not import the sessions engine
-// package itself; only this package and its subpackages speak gRPC.
 package extproc
 
 import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,16 +15,13 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// ServiceName is the fully qualified gRPC service name of ext_proc, as health checks name it.
-const ServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
-
 // MetadataNamespace is the dynamic metadata namespace apisessions writes in inline mode; Envoy's
 // metadata_options.receiving_namespaces must list it.
 const MetadataNamespace = "apisessions"
 
-// AttributesKey is the key of ProcessingRequest.attributes under which Envoy puts the values of
+// attributesKey is the key of ProcessingRequest.attributes under which Envoy puts the values of
 // request_attributes and response_attributes, whatever the filter is named.
-const AttributesKey = "envoy.filters.http.ext_proc"
+const attributesKey = "envoy.filters.http.ext_proc"
 
 // Processor is what the server hands finished exchanges to (implemented by *sessions.Engine).
 type Processor interface {
@@ -74,19 +63,11 @@ type Settings struct {
 	PhaseObserver PhaseObserver
 }
 
-// PhaseObserver receives the server's time per message. ObservePhase is called on the stream
-// path and must not block; phase is one of "request_headers", "request_body",
-// "request_trailers", "response_headers", "response_body", "response_trailers".
-type PhaseObserver interface {
-	ObservePhase(phase string, observability bool, d time.Duration)
-}
-
 // Server implements the ext_proc service. Its settings can be swapped at any time (config
 // reload); a stream keeps the settings it started with.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	mu       sync.Mutex // serialises writers of settings; readers only Load
 	settings atomic.Pointer[settings]
 	health   *health.Server
 	stats    counters
@@ -94,7 +75,6 @@ type Server struct {
 
 // settings is the normalised, immutable form of Settings that streams read.
 type settings struct {
-	base            *slog.Logger // as given, for Settings()
 	log             *slog.Logger
 	proc            Processor
 	sessionHeader   string
@@ -118,38 +98,10 @@ func New(s Settings) *Server {
 }
 
 // SetSettings replaces all settings; streams already open keep the old ones.
-func (s *Server) SetSettings(in Settings) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.settings.Store(normalise(in))
-}
-
-// SetProcessor replaces only the processor, keeping the other settings.
-func (s *Server) SetProcessor(p Processor) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := *s.settings.Load()
-	next.proc = p
-	s.settings.Store(&next)
-}
-
-// Settings returns a copy of the current settings.
-func (s *Server) Settings() Settings {
-	c := s.settings.Load()
-	return Settings{
-		Logger:           c.base,
-		Processor:        c.proc,
-		SessionHeader:    c.sessionHeader,
-		DynamicMetadata:  c.dynamicMetadata,
-		AttackNamespaces: append([]string(nil), c.namespaces...),
-		Now:              c.now,
-		PhaseObserver:    c.phases,
-	}
-}
+func (s *Server) SetSettings(in Settings) { s.settings.Store(normalise(in)) }
 
 func normalise(in Settings) *settings {
 	c := &settings{
-		base:            in.Logger,
 		log:             in.Logger,
 		proc:            in.Processor,
 		sessionHeader:   strings.ToLower(strings.TrimSpace(in.SessionHeader)),
@@ -180,9 +132,6 @@ func normalise(in Settings) *settings {
 	return c
 }
 
-// Health returns the gRPC health service; NewGRPCServer registers it.
-func (s *Server) Health() *health.Server { return s.health }
-
 // SetServing sets the health of the whole server and of the ext_proc service: SERVING once
 // configuration and sinks are ready, NOT_SERVING while starting or draining.
 func (s *Server) SetServing(ok bool) {
@@ -191,7 +140,7 @@ func (s *Server) SetServing(ok bool) {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	s.health.SetServingStatus("", st)
-	s.health.SetServingStatus(ServiceName, st)
+	s.health.SetServingStatus(processDesc.ServiceName, st)
 }
 
 // Process serves one ext_proc stream, that is one HTTP request and its response, from any
@@ -271,35 +220,10 @@ type Stats struct {
 	ModeOverrides uint64
 }
 
-// PhaseCounts counts messages per ext_proc phase.
-type PhaseCounts struct {
-	RequestHeaders, RequestBody, RequestTrailers    uint64
-	ResponseHeaders, ResponseBody, ResponseTrailers uint64
-}
-
-type phase int
-
-const (
-	phaseRequestHeaders phase = iota
-	phaseRequestBody
-	phaseRequestTrailers
-	phaseResponseHeaders
-	phaseResponseBody
-	phaseResponseTrailers
-	numPhases
-)
-
-var phaseNames = [numPhases]string{
-	"request_headers", "request_body", "request_trailers",
-	"response_headers", "response_body", "response_trailers",
-}
-
-func (p phase) String() string { return phaseNames[p] }
-
 type counters struct {
 	streamsOpen          atomic.Int64
 	streams              atomic.Uint64
-	messages             [2][numPhases]atomic.Uint64 // [observability][phase]
+	messages             [2][NumPhases]atomic.Uint64 // [observability][phase]
 	observed             atomic.Uint64
 	outOfScope           atomic.Uint64
 	panics               atomic.Uint64
@@ -313,15 +237,12 @@ type counters struct {
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
-	phases := func(m *[numPhases]atomic.Uint64) PhaseCounts {
-		return PhaseCounts{
-			RequestHeaders:   m[phaseRequestHeaders].Load(),
-			RequestBody:      m[phaseRequestBody].Load(),
-			RequestTrailers:  m[phaseRequestTrailers].Load(),
-			ResponseHeaders:  m[phaseResponseHeaders].Load(),
-			ResponseBody:     m[phaseResponseBody].Load(),
-			ResponseTrailers: m[phaseResponseTrailers].Load(),
+	phases := func(m *[NumPhases]atomic.Uint64) PhaseCounts {
+		var pc PhaseCounts
+		for p := range m {
+			pc[p] = m[p].Load()
 		}
+		return pc
 	}
 	return Stats{
 		StreamsOpen:          c.streamsOpen.Load(),

@@ -59,14 +59,6 @@ func modeOf(reqBody, respBody filterv3.ProcessingMode_BodySendMode) *filterv3.Pr
 	return &filterv3.ProcessingMode{RequestBodyMode: reqBody, ResponseBodyMode: respBody}
 }
 
-func cat(lists ...[]*extprocv3.ProcessingRequest) []*extprocv3.ProcessingRequest {
-	var out []*extprocv3.ProcessingRequest
-	for _, l := range lists {
-		out = append(out, l...)
-	}
-	return out
-}
-
 func msgs(m ...*extprocv3.ProcessingRequest) []*extprocv3.ProcessingRequest { return m }
 
 func TestPhases(t *testing.T) {
@@ -97,7 +89,7 @@ func TestPhases(t *testing.T) {
 				return x
 			}(),
 			stats: func(t *testing.T, s Stats) {
-				want := PhaseCounts{RequestHeaders: 1, ResponseHeaders: 1}
+				want := PhaseCounts{PhaseRequestHeaders: 1, PhaseResponseHeaders: 1}
 				if s.Inline != want || s.Observability != (PhaseCounts{}) {
 					t.Errorf("messages: inline %+v, observability %+v; want inline %+v only", s.Inline, s.Observability, want)
 				}
@@ -171,8 +163,8 @@ func TestPhases(t *testing.T) {
 				return x
 			}(),
 			stats: func(t *testing.T, s Stats) {
-				if s.Inline.RequestBody != 4 {
-					t.Errorf("request body messages = %d; want 4 chunks of at most 6 bytes", s.Inline.RequestBody)
+				if s.Inline[PhaseRequestBody] != 4 {
+					t.Errorf("request body messages = %d; want 4 chunks of at most 6 bytes", s.Inline[PhaseRequestBody])
 				}
 			},
 		},
@@ -253,7 +245,7 @@ func TestPhases(t *testing.T) {
 				return x
 			}(),
 			stats: func(t *testing.T, s Stats) {
-				want := PhaseCounts{RequestHeaders: 1, RequestBody: 3, ResponseHeaders: 1}
+				want := PhaseCounts{PhaseRequestHeaders: 1, PhaseRequestBody: 3, PhaseResponseHeaders: 1}
 				if s.Observability != want || s.Inline != (PhaseCounts{}) {
 					t.Errorf("messages: observability %+v, inline %+v; want observability %+v only", s.Observability, s.Inline, want)
 				}

@@ -127,12 +127,12 @@ func (st *stream) run(t transport) error {
 		if st.cfg.phases != nil {
 			began = time.Now()
 		}
-		resp, p, err := st.handle(m)
+		resp, err := st.handle(m)
 		if err != nil {
 			return err
 		}
 		if st.cfg.phases != nil {
-			st.cfg.phases.ObservePhase(phaseNames[p], m.observability, time.Since(began))
+			st.cfg.phases.ObservePhase(m.kind, m.observability, time.Since(began))
 		}
 		if m.observability || resp == nil {
 			continue
@@ -164,12 +164,12 @@ func (st *stream) endOf(op string, err error) error {
 	return status.Error(codes.Unavailable, op+": "+err.Error())
 }
 
-// handle dispatches one message and returns its answer (nil = none is due) and its phase.
-func (st *stream) handle(m *message) (*extprocv3.ProcessingResponse, phase, error) {
+// handle dispatches one message and returns its answer (nil = none is due).
+func (st *stream) handle(m *message) (*extprocv3.ProcessingResponse, error) {
 	if !m.hasKind {
 		// A nil case (or one added to the API after this build) cannot be answered correctly.
 		st.protocolError("no request case")
-		return nil, 0, errNoRequest
+		return nil, errNoRequest
 	}
 	obs := 0
 	if m.observability {
@@ -177,21 +177,21 @@ func (st *stream) handle(m *message) (*extprocv3.ProcessingResponse, phase, erro
 	}
 	var resp *extprocv3.ProcessingResponse
 	switch m.kind {
-	case phaseRequestHeaders:
+	case PhaseRequestHeaders:
 		resp = st.onRequestHeaders(m)
-	case phaseRequestBody:
+	case PhaseRequestBody:
 		resp = st.onRequestBody(m)
-	case phaseRequestTrailers:
+	case PhaseRequestTrailers:
 		resp = st.onRequestTrailers(m)
-	case phaseResponseHeaders:
+	case PhaseResponseHeaders:
 		resp = st.onResponseHeaders(m)
-	case phaseResponseBody:
+	case PhaseResponseBody:
 		resp = st.onResponseBody(m)
 	default:
 		resp = st.onResponseTrailers(m)
 	}
 	st.srv.stats.messages[obs][m.kind].Add(1)
-	return resp, m.kind, nil
+	return resp, nil
 }
 
 // recording reports whether message contents are kept: request headers arrived and the host

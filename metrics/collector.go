@@ -40,7 +40,7 @@ type collector struct {
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, labels, nil)
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, name), help, labels, nil)
 }
 
 func newCollector(src Sources) *collector {
@@ -154,18 +154,8 @@ func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats)
 		mode   string
 		counts extproc.PhaseCounts
 	}{{modeInline, s.Inline}, {modeObservability, s.Observability}} {
-		for _, p := range []struct {
-			phase string
-			n     uint64
-		}{
-			{"request_headers", m.counts.RequestHeaders},
-			{"request_body", m.counts.RequestBody},
-			{"request_trailers", m.counts.RequestTrailers},
-			{"response_headers", m.counts.ResponseHeaders},
-			{"response_body", m.counts.ResponseBody},
-			{"response_trailers", m.counts.ResponseTrailers},
-		} {
-			ch <- prometheus.MustNewConstMetric(c.messages, prometheus.CounterValue, float64(p.n), p.phase, m.mode)
+		for p, n := range m.counts {
+			ch <- prometheus.MustNewConstMetric(c.messages, prometheus.CounterValue, float64(n), extproc.Phase(p).String(), m.mode)
 		}
 	}
 	ch <- counter(c.observed, s.Observed)

@@ -23,7 +23,7 @@ func TestDocsAndDashboardMatchTheRegistry(t *testing.T) {
 	r.Timed(&fakeProcessor{}).Observe(nil)
 	exported := map[string]bool{}
 	for name := range gather(t, r) {
-		if strings.HasPrefix(name, Namespace+"_") {
+		if strings.HasPrefix(name, namespace+"_") {
 			exported[name] = true
 		}
 	}

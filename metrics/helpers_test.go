@@ -9,7 +9,7 @@ import (
 // gather scrapes r once and indexes the families by name.
 func gather(t *testing.T, r *Registry) map[string]*dto.MetricFamily {
 	t.Helper()
-	mfs, err := r.Gatherer().Gather()
+	mfs, err := r.reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}

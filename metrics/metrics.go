@@ -1,13 +1,3 @@
-// Package metrics is the Prometheus side of apisessions: one registry per process (never the
-// global one, so tests and in-process servers do not share counters), collectors that read
-// the components' Stats() at scrape time, and histograms fed on the stream path.
-//
-// Reading Stats() at scrape time keeps the hot path free of metric calls: the components
-// already count with atomics, and a scrape is a handful of atomic loads. Labels are fixed
-// sets (phases, modes, outcomes, sink names from the configuration); nothing derived from
-// traffic ever becomes a label or a value.
-//
-// It imports extproc, sessions and sinks for their Stats types; none of them imports it.
 package metrics
 
 import (
@@ -28,8 +18,8 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// Namespace prefixes every apisessions metric.
-const Namespace = "apisessions"
+// namespace prefixes every apisessions metric.
+const namespace = "apisessions"
 
 // ExtprocSource is what the ext_proc server exposes (implemented by *extproc.Server).
 type ExtprocSource interface{ Stats() extproc.Stats }
@@ -61,7 +51,7 @@ type Registry struct {
 	observe, peek prometheus.Observer
 	// phases times each ext_proc message; phaseObs are its children by [observability][phase].
 	phases   *prometheus.HistogramVec
-	phaseObs [2][len(phaseLabels)]prometheus.Observer
+	phaseObs [2][extproc.NumPhases]prometheus.Observer
 
 	watchOnce sync.Once
 	watchErr  error
@@ -76,7 +66,7 @@ var processingBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11) // 1µs … ~
 func New(info BuildInfo) *Registry {
 	r := &Registry{reg: prometheus.NewRegistry()}
 	r.processing = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: Namespace,
+		Namespace: namespace,
 		Subsystem: "sessions",
 		Name:      "processing_duration_seconds",
 		Help:      "Time the sessions engine spends per exchange: op=observe at the end of a stream (extract, group, enrich, emit), op=peek when an inline answer carries the session (request and response headers).",
@@ -85,19 +75,19 @@ func New(info BuildInfo) *Registry {
 	r.observe = r.processing.WithLabelValues("observe")
 	r.peek = r.processing.WithLabelValues("peek")
 	r.phases = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: Namespace,
+		Namespace: namespace,
 		Subsystem: "extproc",
 		Name:      "phase_duration_seconds",
 		Help:      "Time the ext_proc server spends per message, from its receipt to its answer being ready (observability mode: to its processing being done), by phase and mode. The engine's Observe at a stream's end is not included.",
 		Buckets:   processingBuckets,
 	}, []string{"phase", "mode"})
 	for i, mode := range []string{modeInline, modeObservability} {
-		for j, phase := range phaseLabels {
-			r.phaseObs[i][j] = r.phases.WithLabelValues(phase, mode)
+		for p := range extproc.NumPhases {
+			r.phaseObs[i][p] = r.phases.WithLabelValues(p.String(), mode)
 		}
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: Namespace,
+		Namespace: namespace,
 		Name:      "build_info",
 		Help:      "Always 1; labels name the running build.",
 	}, []string{"version", "commit", "go_version"})
@@ -120,9 +110,6 @@ func (r *Registry) Watch(src Sources) error {
 	})
 	return r.watchErr
 }
-
-// Gatherer returns the registry for tests and for pushing to other exporters.
-func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
 
 // Handler serves the registry in the Prometheus text format. Errors while gathering are
 // logged at warn level and the metrics that could be gathered are still served.
@@ -177,42 +164,16 @@ func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key re
 	return session, part, key
 }
 
-// phaseLabels are the phase label values, as extproc names its phases.
-var phaseLabels = [...]string{
-	"request_headers", "request_body", "request_trailers",
-	"response_headers", "response_body", "response_trailers",
-}
-
 // PhaseObserver returns the extproc.PhaseObserver that feeds
-// apisessions_extproc_phase_duration_seconds. Each call is a switch and one histogram update.
+// apisessions_extproc_phase_duration_seconds. Each call is one histogram update.
 func (r *Registry) PhaseObserver() extproc.PhaseObserver { return phaseObserver{r} }
 
 type phaseObserver struct{ r *Registry }
 
-func (p phaseObserver) ObservePhase(phase string, observability bool, d time.Duration) {
+func (o phaseObserver) ObservePhase(p extproc.Phase, observability bool, d time.Duration) {
 	i := 0
 	if observability {
 		i = 1
 	}
-	j := -1
-	switch phase {
-	case "request_headers":
-		j = 0
-	case "request_body":
-		j = 1
-	case "request_trailers":
-		j = 2
-	case "response_headers":
-		j = 3
-	case "response_body":
-		j = 4
-	case "response_trailers":
-		j = 5
-	}
-	if j < 0 {
-		// A phase this build does not know gets no series of its own rather than a label
-		// outside the documented set.
-		return
-	}
-	p.r.phaseObs[i][j].Observe(d.Seconds())
+	o.r.phaseObs[i][p].Observe(d.Seconds())
 }

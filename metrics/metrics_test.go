@@ -51,8 +51,8 @@ func TestCollectorReadsSourcesAtScrape(t *testing.T) {
 	t.Parallel()
 	ext := &fakeExtproc{s: extproc.Stats{
 		StreamsOpen: 3, Streams: 10,
-		Inline:         extproc.PhaseCounts{RequestHeaders: 7, RequestBody: 2},
-		Observability:  extproc.PhaseCounts{RequestHeaders: 3, ResponseBody: 5},
+		Inline:         extproc.PhaseCounts{extproc.PhaseRequestHeaders: 7, extproc.PhaseRequestBody: 2},
+		Observability:  extproc.PhaseCounts{extproc.PhaseRequestHeaders: 3, extproc.PhaseResponseBody: 5},
 		Observed:       9,
 		ProtocolErrors: 4, Panics: 1, HeadersDropped: 2000,
 	}}
@@ -78,7 +78,7 @@ apisessions_sessions_active_parts 6
 # TYPE apisessions_sink_records_queued gauge
 apisessions_sink_records_queued{sink="audit"} 12
 `
-	if err := testutil.GatherAndCompare(r.Gatherer(), strings.NewReader(want),
+	if err := testutil.GatherAndCompare(r.reg, strings.NewReader(want),
 		"apisessions_extproc_streams_open", "apisessions_extproc_protocol_errors_total",
 		"apisessions_sessions_active_parts", "apisessions_sink_records_queued"); err != nil {
 		t.Error(err)
@@ -228,10 +228,9 @@ func TestPhaseObserver(t *testing.T) {
 	t.Parallel()
 	r := New(BuildInfo{})
 	o := r.PhaseObserver()
-	o.ObservePhase("request_headers", false, 3*time.Microsecond)
-	o.ObservePhase("request_headers", false, 5*time.Microsecond)
-	o.ObservePhase("response_body", true, time.Millisecond)
-	o.ObservePhase("not_a_phase", false, time.Second)
+	o.ObservePhase(extproc.PhaseRequestHeaders, false, 3*time.Microsecond)
+	o.ObservePhase(extproc.PhaseRequestHeaders, false, 5*time.Microsecond)
+	o.ObservePhase(extproc.PhaseResponseBody, true, time.Millisecond)
 	h := gather(t, r)["apisessions_extproc_phase_duration_seconds"]
 	if h == nil {
 		t.Fatal("no phase histogram")
@@ -251,6 +250,6 @@ func TestPhaseObserver(t *testing.T) {
 		}
 	}
 	if len(counts) != 12 {
-		t.Errorf("%d series; want 12 (six phases by two modes), an unknown phase adding none", len(counts))
+		t.Errorf("%d series; want 12 (six phases by two modes)", len(counts))
 	}
 }

@@ -3,7 +3,6 @@ package sessions
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -167,15 +167,14 @@ func at(x *traffic.Exchange, t time.Time) *traffic.Exchange {
 	return x
 }
 
-// jwt builds an unsigned token with the given claims.
+// jwt builds a token with the given claims.
 func jwt(t testing.TB, claims map[string]any) string {
 	t.Helper()
 	b, err := json.Marshal(claims)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc := base64.RawURLEncoding
-	return enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(b) + ".c2ln"
+	return testutil.JWT(string(b))
 }
 
 // readRepoFile reads a file of the repository, relative to its root.

@@ -5,15 +5,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
-
-// discardSink accepts every batch and keeps nothing.
-type discardSink struct{}
-
-func (discardSink) Write(context.Context, []record.Record) error { return nil }
-func (discardSink) Close(context.Context) error                  { return nil }
 
 // BenchmarkEmit measures the stream path's cost of handing a record to the sinks, from one
 // goroutine and from many at once. Records a full queue drops are part of the measure (Emit
@@ -28,7 +23,7 @@ func BenchmarkEmit(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				outs := make([]sinks.Output, outputs)
 				for i := range outs {
-					outs[i] = sinks.Output{Name: "discard" + strconv.Itoa(i), Sink: discardSink{}}
+					outs[i] = sinks.Output{Name: "discard" + strconv.Itoa(i), Sink: testutil.DiscardSink{}}
 				}
 				p := sinks.NewPipeline(nil, outs)
 				rec := record.Record(&record.Request{Kind: record.KindRequest, Session: "s_00000000000000000000"})

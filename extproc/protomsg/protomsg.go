@@ -18,13 +18,13 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// AttributesKey is the key of ProcessingRequest.attributes under which Envoy puts evaluated
+// attributesKey is the key of ProcessingRequest.attributes under which Envoy puts evaluated
 // attributes, whatever the filter is named.
-const AttributesKey = "envoy.filters.http.ext_proc"
+const attributesKey = "envoy.filters.http.ext_proc"
 
-// TimeLayout is how Envoy renders a timestamp attribute such as request.time
+// timeLayout is how Envoy renders a timestamp attribute such as request.time
 // (e.g. 2025-06-01T10:46:59.229123+00:00); time.RFC3339Nano parses it.
-const TimeLayout = "2006-01-02T15:04:05.999999-07:00"
+const timeLayout = "2006-01-02T15:04:05.999999-07:00"
 
 // Pairs turns "name", "value", … into headers; a trailing name without a value gets "".
 func Pairs(kv ...string) []traffic.Header {
@@ -39,8 +39,8 @@ func Pairs(kv ...string) []traffic.Header {
 	return hs
 }
 
-// HeaderMap converts headers the way Envoy sends them: the value in raw_value, value empty.
-func HeaderMap(hs []traffic.Header) *corev3.HeaderMap {
+// headerMap converts headers the way Envoy sends them: the value in raw_value, value empty.
+func headerMap(hs []traffic.Header) *corev3.HeaderMap {
 	m := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, len(hs))}
 	for _, h := range hs {
 		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: h.Name, RawValue: []byte(h.Value)})
@@ -51,13 +51,13 @@ func HeaderMap(hs []traffic.Header) *corev3.HeaderMap {
 // RequestHeaders is a request_headers message; eos means the request has no body and no trailers.
 func RequestHeaders(hs []traffic.Header, eos bool) *extprocv3.ProcessingRequest {
 	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
-		RequestHeaders: &extprocv3.HttpHeaders{Headers: HeaderMap(hs), EndOfStream: eos}}}
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(hs), EndOfStream: eos}}}
 }
 
 // ResponseHeaders is a response_headers message; eos means the response has no body and no trailers.
 func ResponseHeaders(hs []traffic.Header, eos bool) *extprocv3.ProcessingRequest {
 	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: HeaderMap(hs), EndOfStream: eos}}}
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(hs), EndOfStream: eos}}}
 }
 
 // RequestBody is a request_body message; eos marks the last body message when no trailers follow.
@@ -75,18 +75,18 @@ func ResponseBody(b []byte, eos bool) *extprocv3.ProcessingRequest {
 // RequestTrailers is a request_trailers message.
 func RequestTrailers(hs []traffic.Header) *extprocv3.ProcessingRequest {
 	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestTrailers{
-		RequestTrailers: &extprocv3.HttpTrailers{Trailers: HeaderMap(hs)}}}
+		RequestTrailers: &extprocv3.HttpTrailers{Trailers: headerMap(hs)}}}
 }
 
 // ResponseTrailers is a response_trailers message.
 func ResponseTrailers(hs []traffic.Header) *extprocv3.ProcessingRequest {
 	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseTrailers{
-		ResponseTrailers: &extprocv3.HttpTrailers{Trailers: HeaderMap(hs)}}}
+		ResponseTrailers: &extprocv3.HttpTrailers{Trailers: headerMap(hs)}}}
 }
 
-// WithAttributes adds attributes (expression → value) under AttributesKey and returns req.
+// WithAttributes adds attributes (expression → value) under attributesKey and returns req.
 // Values convert as Envoy converts CEL results: bools and numbers stay, time.Time becomes
-// TimeLayout, everything else becomes its string form.
+// timeLayout, everything else becomes its string form.
 func WithAttributes(req *extprocv3.ProcessingRequest, attrs map[string]any) *extprocv3.ProcessingRequest {
 	if len(attrs) == 0 {
 		return req
@@ -94,13 +94,13 @@ func WithAttributes(req *extprocv3.ProcessingRequest, attrs map[string]any) *ext
 	if req.Attributes == nil {
 		req.Attributes = make(map[string]*structpb.Struct, 1)
 	}
-	s := req.Attributes[AttributesKey]
+	s := req.Attributes[attributesKey]
 	if s == nil {
 		s = &structpb.Struct{Fields: make(map[string]*structpb.Value, len(attrs))}
-		req.Attributes[AttributesKey] = s
+		req.Attributes[attributesKey] = s
 	}
 	for k, v := range attrs {
-		s.Fields[k] = Value(v)
+		s.Fields[k] = value(v)
 	}
 	return req
 }
@@ -121,7 +121,7 @@ func WithMetadata(req *extprocv3.ProcessingRequest, namespace string, fields map
 	}
 	s := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields))}
 	for k, v := range fields {
-		s.Fields[k] = Value(v)
+		s.Fields[k] = value(v)
 	}
 	req.MetadataContext.FilterMetadata[namespace] = s
 	return req
@@ -133,9 +133,9 @@ func WithProtocolConfig(req *extprocv3.ProcessingRequest, request, response filt
 	return req
 }
 
-// Value converts a Go value to a structpb.Value without failing: nested maps and slices are
+// value converts a Go value to a structpb.Value without failing: nested maps and slices are
 // converted element by element, unknown types become their string form.
-func Value(v any) *structpb.Value {
+func value(v any) *structpb.Value {
 	switch t := v.(type) {
 	case nil:
 		return structpb.NewNullValue()
@@ -158,19 +158,19 @@ func Value(v any) *structpb.Value {
 	case float64:
 		return structpb.NewNumberValue(t)
 	case time.Time:
-		return structpb.NewStringValue(t.Format(TimeLayout))
+		return structpb.NewStringValue(t.Format(timeLayout))
 	case []byte:
 		return structpb.NewStringValue(string(t))
 	case map[string]any:
 		s := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(t))}
 		for k, e := range t {
-			s.Fields[k] = Value(e)
+			s.Fields[k] = value(e)
 		}
 		return structpb.NewStructValue(s)
 	case []any:
 		l := &structpb.ListValue{Values: make([]*structpb.Value, 0, len(t))}
 		for _, e := range t {
-			l.Values = append(l.Values, Value(e))
+			l.Values = append(l.Values, value(e))
 		}
 		return structpb.NewListValue(l)
 	case []string:

@@ -186,10 +186,10 @@ func TestSequence(t *testing.T) {
 
 func TestHeaderMapUsesRawValue(t *testing.T) {
 	t.Parallel()
-	got := HeaderMap(Pairs("a", "1", "b"))
+	got := headerMap(Pairs("a", "1", "b"))
 	want := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "a", RawValue: []byte("1")}, {Key: "b", RawValue: []byte{}}}}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-		t.Errorf("HeaderMap differs (-want +got):\n%s", diff)
+		t.Errorf("headerMap differs (-want +got):\n%s", diff)
 	}
 }
 
@@ -222,8 +222,8 @@ func TestValue(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if diff := cmp.Diff(tc.want, Value(tc.in), protocmp.Transform()); diff != "" {
-				t.Errorf("Value(%v) differs (-want +got):\n%s", tc.in, diff)
+			if diff := cmp.Diff(tc.want, value(tc.in), protocmp.Transform()); diff != "" {
+				t.Errorf("value(%v) differs (-want +got):\n%s", tc.in, diff)
 			}
 		})
 	}
@@ -231,7 +231,7 @@ func TestValue(t *testing.T) {
 
 func TestRequestTimeParses(t *testing.T) {
 	t.Parallel()
-	s := Value(start).GetStringValue()
+	s := value(start).GetStringValue()
 	got, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil || !got.Equal(start) {
 		t.Errorf("time.Parse(RFC3339Nano, %q) = %v, %v; want %v", s, got, err, start)

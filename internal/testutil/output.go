@@ -1,6 +1,3 @@
-// Package testutil holds what tests that run apisessions share: an output that a server
-// writes while the test reads it, and readers of the JSON lines it writes (logs, records).
-// Only tests import it.
 package testutil
 
 import (

@@ -1,12 +1,12 @@
 package extract
 
 import (
-	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -45,7 +45,7 @@ func formBody(size int) []byte {
 // BenchmarkExtract measures one extraction as the engine runs it: a View per exchange, one
 // parameter read, the View released. Body benchmarks parse the body in every iteration.
 func BenchmarkExtract(b *testing.B) {
-	tok := makeJWT(seedClaims, base64.RawURLEncoding)
+	tok := testutil.JWT(seedClaims)
 	cache, err := NewCache(16 << 20)
 	if err != nil {
 		b.Fatal(err)

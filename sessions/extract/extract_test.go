@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -35,12 +36,6 @@ const seedClaims = `{
     }
   }
 }`
-
-// makeJWT builds an unsigned-looking token whose payload is encoded with enc.
-func makeJWT(payload string, enc *base64.Encoding) string {
-	header := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
-	return header + "." + enc.EncodeToString([]byte(payload)) + ".c2lnbmF0dXJl"
-}
 
 func hdrs(kv ...string) []traffic.Header {
 	hs := make([]traffic.Header, 0, len(kv)/2)
@@ -68,7 +63,7 @@ func respBody(ct, body string) traffic.Exchange {
 
 func TestExtract(t *testing.T) {
 	t.Parallel()
-	seedJWT := makeJWT(seedClaims, base64.RawURLEncoding)
+	seedJWT := testutil.JWT(seedClaims)
 	deep := strings.Repeat("[", 64<<10)
 	tests := []struct {
 		name  string
@@ -259,25 +254,25 @@ func TestExtract(t *testing.T) {
 		{"JWT without bearer", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt", Path: "$.jti"},
 			traffic.Exchange{RequestHeaders: hdrs("x-jwt", seedJWT)}, "jti_value"},
 		{"JWT padded payload", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt", Path: "$.sub"},
-			traffic.Exchange{RequestHeaders: hdrs("x-jwt", makeJWT(`{"sub":"u?>"}`, base64.URLEncoding))}, "u?>"},
+			traffic.Exchange{RequestHeaders: hdrs("x-jwt", testutil.JWTEncoded(`{"sub":"u?>"}`, base64.URLEncoding))}, "u?>"},
 		{"JWT standard alphabet payload", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt", Path: "$.sub"},
-			traffic.Exchange{RequestHeaders: hdrs("x-jwt", makeJWT(`{"sub":"u?>"}`, base64.StdEncoding))}, "u?>"},
+			traffic.Exchange{RequestHeaders: hdrs("x-jwt", testutil.JWTEncoded(`{"sub":"u?>"}`, base64.StdEncoding))}, "u?>"},
 		{"JWT two segments", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt", Path: "$.sub"},
 			traffic.Exchange{RequestHeaders: hdrs("x-jwt", "e30."+base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"s"}`)))}, "s"},
 		{"JWT one segment", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt", Path: "$.sub"},
 			traffic.Exchange{RequestHeaders: hdrs("x-jwt", base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"s"}`)))}, ""},
 		{"JWT payload not an object", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt"},
-			traffic.Exchange{RequestHeaders: hdrs("x-jwt", makeJWT(`["a"]`, base64.RawURLEncoding))}, ""},
+			traffic.Exchange{RequestHeaders: hdrs("x-jwt", testutil.JWT(`["a"]`))}, ""},
 		{"JWT payload invalid base64", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt"},
 			traffic.Exchange{RequestHeaders: hdrs("x-jwt", "a.b!c.d")}, ""},
 		{"JWT payload invalid JSON", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt"},
-			traffic.Exchange{RequestHeaders: hdrs("x-jwt", makeJWT(`{"a":`, base64.RawURLEncoding))}, ""},
+			traffic.Exchange{RequestHeaders: hdrs("x-jwt", testutil.JWT(`{"a":`))}, ""},
 		{"JWT too long", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt", Path: "$.sub"},
-			traffic.Exchange{RequestHeaders: hdrs("x-jwt", makeJWT(`{"sub":"s","pad":"`+strings.Repeat("x", MaxTokenBytes)+`"}`, base64.RawURLEncoding))}, ""},
+			traffic.Exchange{RequestHeaders: hdrs("x-jwt", testutil.JWT(`{"sub":"s","pad":"`+strings.Repeat("x", MaxTokenBytes)+`"}`))}, ""},
 		{"JWT bearer only", config.Parameter{In: "request.header", Key: "authorization", Decode: "jwt"},
 			traffic.Exchange{RequestHeaders: hdrs("authorization", "Bearer ")}, ""},
 		{"JWT whole claims", config.Parameter{In: "request.header", Key: "x-jwt", Decode: "jwt"},
-			traffic.Exchange{RequestHeaders: hdrs("x-jwt", makeJWT(`{"b":1,"a":true}`, base64.RawURLEncoding))}, `{"a":true,"b":1}`},
+			traffic.Exchange{RequestHeaders: hdrs("x-jwt", testutil.JWT(`{"b":1,"a":true}`))}, `{"a":true,"b":1}`},
 		{"json decode", config.Parameter{In: "request.header", Key: "x-ctx", Decode: "json", Path: "$.tenant"},
 			traffic.Exchange{RequestHeaders: hdrs("x-ctx", `{"tenant":"t1"}`)}, "t1"},
 		{"json decode invalid", config.Parameter{In: "request.header", Key: "x-ctx", Decode: "json", Path: "$.tenant"},
@@ -526,7 +521,7 @@ func TestClaimsCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	tok := makeJWT(seedClaims, base64.RawURLEncoding)
+	tok := testutil.JWT(seedClaims)
 	x := traffic.Exchange{RequestHeaders: hdrs("authorization", "Bearer "+tok)}
 
 	v := NewView(&x, c, 0)
@@ -588,7 +583,7 @@ func TestConcurrentViews(t *testing.T) {
 		}
 		exs = append(exs, e)
 	}
-	tok := makeJWT(seedClaims, base64.RawURLEncoding)
+	tok := testutil.JWT(seedClaims)
 	var wg sync.WaitGroup
 	errs := make(chan string, 8)
 	for g := range 8 {
@@ -652,7 +647,7 @@ func TestPooledViewForgetsPreviousExchange(t *testing.T) {
 		config.Parameter{In: "response.body", Key: "t"},
 		config.Parameter{In: "request.header", Key: "authorization", Decode: "jwt", Path: "$.sub"},
 	)
-	tok := makeJWT(`{"sub":"u"}`, base64.RawURLEncoding)
+	tok := testutil.JWT(`{"sub":"u"}`)
 	full := traffic.Exchange{
 		Path:            "/a?t=1",
 		RequestHeaders:  hdrs("cookie", "sid=1", "content-type", "application/json", "authorization", tok),

@@ -1,12 +1,12 @@
 package extract
 
 import (
-	"encoding/base64"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -63,7 +63,7 @@ func FuzzJSONBody(f *testing.F) {
 }
 
 func FuzzJWT(f *testing.F) {
-	f.Add("Bearer " + makeJWT(seedClaims, base64.RawURLEncoding))
+	f.Add("Bearer " + testutil.JWT(seedClaims))
 	f.Add("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.sig")
 	f.Add("a.b")
 	f.Add("bearer .")

@@ -1,5 +1,7 @@
-// Client of the JSON API on the same origin. The bearer token, when the server asks for one, lives
-// in sessionStorage for this tab only and is sent as a header; it never goes into a URL.
+// Client of the JSON API on the same origin, and the one place that knows its addresses and the
+// shape of its answers (docs/api.md): views call listSessions, getPart and findRequest and read
+// what they return. The bearer token, when the server asks for one, lives in sessionStorage for
+// this tab only and is sent as a header; it never goes into a URL.
 
 const TOKEN_KEY = 'apisessions.token';
 
@@ -13,7 +15,7 @@ export class APIError extends Error {
   constructor(status, message) { super(message); this.name = 'APIError'; this.status = status; }
 }
 
-export function token() {
+function token() {
   try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch { return ''; }
 }
 
@@ -33,7 +35,7 @@ function headers() {
 }
 
 // qs builds "?a=b&..." from an object, skipping empty values; "" when nothing is left.
-export function qs(params) {
+function qs(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params || {})) {
     if (v !== undefined && v !== null && v !== '') q.append(k, String(v));
@@ -43,7 +45,7 @@ export function qs(params) {
 }
 
 // seg encodes one path segment.
-export const seg = encodeURIComponent;
+const seg = encodeURIComponent;
 
 async function request(url, accept) {
   const hdr = headers();
@@ -67,16 +69,57 @@ async function request(url, accept) {
 }
 
 // getJSON fetches path with query params and returns the decoded body.
-export async function getJSON(path, params) {
+async function getJSON(path, params) {
   const res = await request(path + qs(params));
   return res.json();
 }
 
-// sessionsURL, partURL and csvURL build the API addresses of interfaces.md.
-export const sessionsURL = (params) => '/api/v1/sessions' + qs(params);
-export const partPath = (session, part) => '/api/v1/sessions/' + seg(session) + '/' + seg(part);
+// The API's addresses, as docs/api.md lists them.
+const partPath = (session, part) => '/api/v1/sessions/' + seg(session) + '/' + seg(part);
 export const csvURL = (session, part, params) => partPath(session, part) + '/requests.csv' + qs(params);
-export const requestPath = (id) => '/api/v1/requests/' + seg(id);
+
+// The answers are read here and nowhere else. Each function below returns the fields
+// docs/api.md documents, by the same names, with their types made certain: lists are arrays
+// of objects, cursors strings ("" on the last page), counts numbers. The records inside keep
+// the field names of records.md, one name per field.
+
+// STAT_LISTS are the count lists of a part's stats, in the order docs/api.md gives them.
+export const STAT_LISTS = ['methods', 'statuses', 'client_ips', 'flows', 'routes', 'attack_types'];
+
+const object = (v) => (v && typeof v === 'object' && !Array.isArray(v) ? v : {});
+const objects = (v) => (Array.isArray(v) ? v.filter((x) => x && typeof x === 'object') : []);
+const cursor = (v) => (typeof v === 'string' ? v : '');
+const text = (v) => (typeof v === 'string' ? v : '');
+
+// stats reads the statistics of a whole part: {requests, malicious} and one list of
+// {value, count, other} per STAT_LISTS name, empty when the answer lacks it.
+function stats(v) {
+  const s = object(v);
+  const out = { requests: Number(s.requests) || 0, malicious: Number(s.malicious) || 0 };
+  for (const name of STAT_LISTS) {
+    out[name] = objects(s[name]).map((c) => ({ value: text(c.value), count: Number(c.count) || 0, other: c.other === true }));
+  }
+  return out;
+}
+
+// listSessions fetches one page of session parts, newest first: {sessions, next}.
+export async function listSessions(params) {
+  const body = object(await getJSON('/api/v1/sessions', params));
+  return { sessions: objects(body.sessions), next: cursor(body.next) };
+}
+
+// getPart fetches one session part: {session, stats, requests, next}. The filters in params
+// select the requests; stats always describe the whole part.
+export async function getPart(session, part, params) {
+  const body = object(await getJSON(partPath(session, part), params));
+  return { session: object(body.session), stats: stats(body.stats), requests: objects(body.requests), next: cursor(body.next) };
+}
+
+// findRequest fetches the session part a request belongs to: {session, part}.
+export async function findRequest(id) {
+  const body = object(await getJSON('/api/v1/requests/' + seg(id)));
+  return { session: text(body.session), part: text(body.part) };
+}
 
 // needsFetchDownload says whether a plain link cannot download (a token must be sent).
 export function needsFetchDownload() { return !!(token() || memoryToken); }

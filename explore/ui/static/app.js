@@ -1,8 +1,8 @@
 // Entry point: reads the view from the URL, draws it, and keeps the URL in step with every
 // change so that a copied link or the back button shows the same view again.
-import { getJSON, requestPath, setToken, AuthRequired, APIError } from './api.js';
+import { findRequest, setToken, AuthRequired, APIError } from './api.js';
 import { read, write } from './state.js';
-import { h, str } from './dom.js';
+import { h } from './dom.js';
 import { renderList } from './list.js';
 import { renderPart } from './part.js';
 
@@ -79,8 +79,7 @@ document.getElementById('rid-form').addEventListener('submit', async (ev) => {
   const id = document.getElementById('rid-input').value.trim();
   if (!id) return;
   try {
-    const found = await getJSON(requestPath(id));
-    const session = str(found.session), part = str(found.part);
+    const { session, part } = await findRequest(id);
     if (!session || !part) throw new APIError(500, 'the server did not say which session the request belongs to');
     navigate({ list: read(location.search).list, session, part, inPart: { request_id: id } });
   } catch (e) {

@@ -1,6 +1,6 @@
 // The session list: filters, newest parts first, "Load more" with the API's cursor.
 import { h, fmtInt, fmtTime, str } from './dom.js';
-import { getJSON } from './api.js';
+import { listSessions } from './api.js';
 import { LIST_FILTERS, carry, href } from './state.js';
 import { filterForm, chips } from './filters.js';
 
@@ -72,15 +72,13 @@ export async function renderList(main, st, nav, isCurrent) {
   let shown = 0;
   const load = async (cursor) => {
     more.disabled = true;
-    const body = await getJSON('/api/v1/sessions', { ...st.list, limit: st.limit || PAGE, cursor });
+    const { sessions, next } = await listSessions({ ...st.list, limit: st.limit || PAGE, cursor });
     if (!isCurrent()) return;
-    const sessions = Array.isArray(body.sessions) ? body.sessions : [];
-    for (const s of sessions) tbody.append(row(s || {}, st, nav));
+    for (const s of sessions) tbody.append(row(s, st, nav));
     shown += sessions.length;
     status.textContent = shown === 0
       ? 'No session parts match these filters.'
       : fmtInt(shown) + (shown === 1 ? ' session part' : ' session parts') + ', newest first.';
-    const next = typeof body.next === 'string' ? body.next : '';
     more.hidden = next === '';
     more.disabled = false;
     more.onclick = () => load(next).catch((e) => main.dispatchEvent(new CustomEvent('apierror', { detail: e })));

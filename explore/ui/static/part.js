@@ -1,29 +1,19 @@
 // One session part: header, statistics of the whole part, in-session filters and the timeline.
 import { h, fmtInt, fmtMs, fmtPct, fmtTime, fmtClock, statusClass, str } from './dom.js';
-import { getJSON, partPath, csvURL, download, needsFetchDownload } from './api.js';
+import { getPart, csvURL, download, needsFetchDownload, STAT_LISTS } from './api.js';
 import { PART_FILTERS, carry, href } from './state.js';
 import { filterForm, chips } from './filters.js';
 
-// Known statistics, in display order, with the names the API may use for them.
-const STAT_GROUPS = [
-  { title: 'Methods', names: ['methods', 'method', 'by_method'] },
-  { title: 'Statuses', names: ['statuses', 'status', 'by_status'] },
-  { title: 'Client IPs', names: ['ips', 'client_ips', 'ip', 'client_ip', 'by_ip', 'by_client_ip'] },
-  { title: 'Business flows', names: ['flows', 'flow', 'by_flow'] },
-  { title: 'Routes', names: ['routes', 'route', 'by_route'] },
-  { title: 'Attack types', names: ['attack_types', 'attacks', 'attack_type', 'by_attack_type'] },
-];
+// STAT_TITLES name the stats lists (STAT_LISTS) for people.
+const STAT_TITLES = {
+  methods: 'Methods', statuses: 'Statuses', client_ips: 'Client IPs', flows: 'Business flows',
+  routes: 'Routes', attack_types: 'Attack types',
+};
 
-// entries normalises one statistic: {value: count} or [{value|name|key, count|requests}].
-function entries(v) {
-  let e = [];
-  if (Array.isArray(v)) {
-    e = v.filter((x) => x && typeof x === 'object')
-      .map((x) => [x.other ? '(other)' : str(x.value ?? x.name ?? x.key ?? ''), Number(x.count ?? x.requests ?? 0)]);
-  } else if (v && typeof v === 'object') {
-    e = Object.entries(v).filter(([, n]) => typeof n === 'number').map(([k, n]) => [k, n]);
-  }
-  return e.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+// entries turns one stats list into [label, count] rows, largest count first.
+function entries(list) {
+  return list.map((c) => [c.other ? '(other)' : c.value, c.count])
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
 }
 
 const MAX_STAT_ROWS = 12;
@@ -48,21 +38,9 @@ function statCard(title, list, total, id) {
     rest);
 }
 
-function statsSection(stats, session) {
-  const s = stats && typeof stats === 'object' ? stats : {};
-  const total = Number(s.requests ?? s.total ?? session.requests) || 0;
-  const used = new Set();
-  const cards = [];
-  for (const g of STAT_GROUPS) {
-    const name = g.names.find((n) => n in s);
-    if (name) used.add(name);
-    cards.push(statCard(g.title, name ? entries(s[name]) : [], total, 'stat-' + g.names[0]));
-  }
-  for (const [k, v] of Object.entries(s)) {
-    if (used.has(k) || k.includes('share') || typeof v !== 'object' || v === null) continue;
-    const list = entries(v);
-    if (list.length) cards.push(statCard(k.replace(/_/g, ' '), list, total, 'stat-' + k));
-  }
+function statsSection(stats) {
+  const total = stats.requests;
+  const cards = STAT_LISTS.map((name) => statCard(STAT_TITLES[name], entries(stats[name]), total, 'stat-' + name));
   return h('section', { class: 'card', id: 'stats' },
     h('h2', {}, 'Statistics ', h('span', { class: 'muted small', text: 'whole part, ' + fmtInt(total) + ' requests' })),
     h('div', { class: 'stats-grid' }, cards));
@@ -181,12 +159,72 @@ function shareBox(link) {
   return h('div', { class: 'share' }, copy, input, note);
 }
 
+// csvButton is the CSV download of the filtered part: a plain link, or a fetch that sends the
+// token when the API asks for one.
+function csvButton(st, main) {
+  const fileName = (st.session + '-' + st.part + '.csv').replace(/[^A-Za-z0-9._-]/g, '_');
+  const csv = csvURL(st.session, st.part, st.inPart);
+  return h('a', {
+    id: 'download-csv', class: 'button', href: csv, download: fileName,
+    onclick: (ev) => {
+      if (!needsFetchDownload()) return;
+      ev.preventDefault();
+      download(csv, fileName).catch((e) => main.dispatchEvent(new CustomEvent('apierror', { detail: e })));
+    },
+  }, 'Download CSV');
+}
+
+const TIMELINE_COLUMNS = ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 'Size, bytes', 'User', 'Flows', 'Key', 'Params'];
+
+// timeline draws the first page of a part's requests and fetches the following ones on
+// demand: a long part comes in pages, and the API's cursor names the next one. It returns the
+// status line, the table and the "Load more" button.
+function timeline(st, first, isCurrent, main) {
+  const cols = TIMELINE_COLUMNS.length;
+  const tbody = h('tbody', { id: 'request-rows' });
+  for (const r of first.requests) tbody.append(...timelineRow(r, cols));
+  let shown = first.requests.length;
+  const more = h('button', { type: 'button', id: 'load-more-requests', text: 'Load more requests', hidden: true });
+  const counter = h('p', { id: 'timeline-status', class: 'muted' });
+  const total = Number(first.session.requests) || 0;
+  const filtered = Object.keys(st.inPart).length > 0;
+  const count = (cursor) => {
+    counter.textContent = cursor
+      ? fmtInt(shown) + ' requests shown, more follow.'
+      : filtered
+        ? fmtInt(shown) + ' of ' + fmtInt(total) + ' requests match the filters.'
+        : fmtInt(shown) + (shown === 1 ? ' request' : ' requests') + ' in time order.';
+  };
+  const paginate = (cursor) => {
+    count(cursor);
+    more.hidden = !cursor;
+    more.disabled = false;
+    more.onclick = async () => {
+      more.disabled = true;
+      try {
+        const page = await getPart(st.session, st.part, { ...st.inPart, cursor });
+        if (!isCurrent()) return;
+        for (const r of page.requests) tbody.append(...timelineRow(r, cols));
+        shown += page.requests.length;
+        paginate(page.next);
+      } catch (e) {
+        more.disabled = false;
+        main.dispatchEvent(new CustomEvent('apierror', { detail: e }));
+      }
+    };
+  };
+  paginate(first.next);
+  const table = h('table', { class: 'grid timeline' },
+    h('thead', {}, h('tr', {}, TIMELINE_COLUMNS.map((t) => h('th', { scope: 'col', text: t })))),
+    tbody);
+  return { counter, table, more };
+}
+
 // renderPart draws one session part into main.
 export async function renderPart(main, st, nav, isCurrent) {
-  const body = await getJSON(partPath(st.session, st.part), st.inPart);
+  const first = await getPart(st.session, st.part, st.inPart);
   if (!isCurrent()) return;
-  const session = body.session && typeof body.session === 'object' ? body.session : {};
-  const requests = Array.isArray(body.requests) ? body.requests.filter((r) => r && typeof r === 'object') : [];
+  const { session, stats } = first;
 
   const go = (inPart) => nav({ ...st, inPart });
   const listFilters = carry(st.list);
@@ -204,54 +242,7 @@ export async function renderPart(main, st, nav, isCurrent) {
     delete inPart[k];
     go(inPart);
   });
-
-  const fileName = (st.session + '-' + st.part + '.csv').replace(/[^A-Za-z0-9._-]/g, '_');
-  const csv = csvURL(st.session, st.part, st.inPart);
-  const csvLink = h('a', {
-    id: 'download-csv', class: 'button', href: csv, download: fileName,
-    onclick: (ev) => {
-      if (!needsFetchDownload()) return;
-      ev.preventDefault();
-      download(csv, fileName).catch((e) => main.dispatchEvent(new CustomEvent('apierror', { detail: e })));
-    },
-  }, 'Download CSV');
-
-  const cols = 10;
-  const tbody = h('tbody', { id: 'request-rows' });
-  for (const r of requests) tbody.append(...timelineRow(r, cols));
-  // A long part comes in pages; the API's cursor fetches the next one.
-  let shown = requests.length;
-  const more = h('button', { type: 'button', id: 'load-more-requests', text: 'Load more requests', hidden: true });
-  const counter = h('p', { id: 'timeline-status', class: 'muted' });
-  const total = Number(session.requests) || 0;
-  const filtered = Object.keys(st.inPart).length > 0;
-  const count = (next) => {
-    counter.textContent = next
-      ? fmtInt(shown) + ' requests shown, more follow.'
-      : filtered
-        ? fmtInt(shown) + ' of ' + fmtInt(total) + ' requests match the filters.'
-        : fmtInt(shown) + (shown === 1 ? ' request' : ' requests') + ' in time order.';
-  };
-  const paginate = (next) => {
-    count(next);
-    more.hidden = !next;
-    more.disabled = false;
-    more.onclick = async () => {
-      more.disabled = true;
-      try {
-        const page = await getJSON(partPath(st.session, st.part), { ...st.inPart, cursor: next });
-        if (!isCurrent()) return;
-        const rows = Array.isArray(page.requests) ? page.requests.filter((r) => r && typeof r === 'object') : [];
-        for (const r of rows) tbody.append(...timelineRow(r, cols));
-        shown += rows.length;
-        paginate(typeof page.next === 'string' ? page.next : '');
-      } catch (e) {
-        more.disabled = false;
-        main.dispatchEvent(new CustomEvent('apierror', { detail: e }));
-      }
-    };
-  };
-  paginate(typeof body.next === 'string' ? body.next : '');
+  const requests = timeline(st, first, isCurrent, main);
   const back = { list: st.list, session: '', part: '', inPart: {} };
 
   main.replaceChildren(
@@ -263,16 +254,13 @@ export async function renderPart(main, st, nav, isCurrent) {
       h('div', { class: 'title-row' },
         h('h1', { id: 'part-title' }, h('span', { class: 'mono', id: 'part-session', text: str(session.session) || st.session }),
           h('span', { class: 'part', id: 'part-part', text: str(session.part) || st.part })),
-        h('div', { class: 'title-actions' }, shareBox(location.href), csvLink)),
+        h('div', { class: 'title-actions' }, shareBox(location.href), csvButton(st, main))),
       header(session)),
-    statsSection(body.stats, session),
+    statsSection(stats),
     h('section', { class: 'card' },
       h('h2', { text: 'Requests' }),
       form, active,
-      counter,
-      h('div', { class: 'table-wrap' }, h('table', { class: 'grid timeline' },
-        h('thead', {}, h('tr', {}, ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 'Size, bytes', 'User', 'Flows', 'Key', 'Params']
-          .map((t) => h('th', { scope: 'col', text: t })))),
-        tbody)),
-      more));
+      requests.counter,
+      h('div', { class: 'table-wrap' }, requests.table),
+      requests.more));
 }
