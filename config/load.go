@@ -44,9 +44,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	return c, nil
 }
 
-// LoadAndValidate is Load followed by Validate, with the problems of both steps reported
-// together (a file with an unknown key and a bad JSONPath shows both). This is what
-// "apisessions validate" and the server use.
+// LoadAndValidate is Load followed by Normalize and Validate, with the problems of every
+// step reported together (a file with an unknown key and a bad JSONPath shows both). This
+// is what "apisessions validate" and the server use.
 func LoadAndValidate(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -55,9 +55,9 @@ func LoadAndValidate(path string) (*Config, error) {
 	return ParseAndValidate(path, data)
 }
 
-// ParseAndValidate is Parse followed by Validate, with the problems of both steps reported
-// together as one *Errors. Validation runs on what could be decoded, where a key that
-// failed to decode keeps its default.
+// ParseAndValidate is Parse followed by Normalize and Validate, with the problems of every
+// step reported together as one *Errors. Validation runs on what could be decoded, where a
+// key that failed to decode keeps its default.
 func ParseAndValidate(file string, data []byte) (*Config, error) {
 	return parseAndValidate(file, data, os.LookupEnv)
 }
@@ -65,6 +65,7 @@ func ParseAndValidate(file string, data []byte) (*Config, error) {
 func parseAndValidate(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	c, d := decodeFile(file, data, lookup)
 	problems := d.problems
+	c.Normalize()
 	for _, p := range c.validate() {
 		if !d.failedAt(p.Path) {
 			problems = append(problems, p)

@@ -407,6 +407,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 	c.MaxParameters = 1
 	c.Parameters = append(c.Parameters, Parameter{Name: "y", In: InRequestQuery, Key: "y"})
 	c.Sinks = append(c.Sinks, Sink{Type: SinkStore, MaxBackups: 3})
+	c.Normalize()
 	got := problemLines(t, c.Validate())
 	want := []string{
 		"sessions.retention: 0s is not more than 0; use a duration such as 168h",

@@ -31,7 +31,9 @@ const (
 
 // Normalize puts c into canonical form, in place: header names lower-case (Envoy sends
 // them so), HTTP methods upper-case, host patterns lower-case, and every sink named (its
-// type, or type-2, type-3... when the type repeats). It is idempotent; Validate calls it.
+// type, or type-2, type-3... when the type repeats). It is idempotent. ParseAndValidate
+// calls it between decoding and Validate; a configuration built in code calls it before
+// Validate.
 func (c *Config) Normalize() {
 	c.Traffic.ClientIP.From = strings.ToLower(c.Traffic.ClientIP.From)
 	lowerAll(c.Traffic.Hosts.Include)
@@ -79,10 +81,10 @@ func lowerAll(ss []string) {
 	}
 }
 
-// Validate normalizes c (see Normalize) and checks it, returning every problem found as an
-// *Errors, or nil. Each problem names the file, the line, the key path and the offending
-// value (never a value that came from the environment or a sink header), and says how to
-// fix it. Because it normalizes in place, call it before sharing c between goroutines.
+// Validate checks c, returning every problem found as an *Errors, or nil. Each problem
+// names the file, the line, the key path and the offending value (never a value that came
+// from the environment or a sink header), and says how to fix it. Validate changes nothing:
+// it checks c as it is, so a configuration built in code is normalized first (Normalize).
 //
 // Files are not opened (certificates, key files): a configuration may be checked on a
 // machine other than the one that runs it.
@@ -91,7 +93,6 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validate() []Problem {
-	c.Normalize()
 	v := &validator{c: c}
 	v.server()
 	v.traffic()
