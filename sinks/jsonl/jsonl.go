@@ -26,8 +26,10 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// Factory creates jsonl sinks; the command registers it under config.SinkJSONL.
-var Factory = sinks.FactoryOf(config.SinkJSONL, New)
+// Factory creates jsonl sinks from their Config.
+var Factory = sinks.FactoryOf(Type, DefaultConfig, func(_ config.Sink, c *Config, s sinks.Settings) (*Sink, error) {
+	return New(*c, s)
+})
 
 // StdoutPath is the path that selects Settings.Stdout instead of a file.
 const StdoutPath = "-"
@@ -76,7 +78,7 @@ type Sink struct {
 // New opens the sink that cfg describes: path "-" writes to s.Stdout; any other path is a file
 // opened for appending (created 0640, its directory 0750) that rotates when a line would take it
 // past max_size_mb (0 = no limit), keeping max_backups older files as path.1 (newest) … path.N.
-func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
+func New(cfg Config, s sinks.Settings) (*Sink, error) {
 	if err := validate(cfg); err != nil {
 		return nil, err
 	}
@@ -107,7 +109,9 @@ func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
 	return sk, nil
 }
 
-func validate(cfg config.Sink) error {
+// validate refuses what New cannot open. It is more lenient than Config.Validate, which
+// checks what a configuration file may say: a sink built in code may switch rotation off.
+func validate(cfg Config) error {
 	var errs []error
 	if cfg.Path == "" {
 		errs = append(errs, errors.New(`jsonl: path is empty; set a file path, or "-" for standard output`))

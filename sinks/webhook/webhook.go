@@ -32,8 +32,10 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// Factory creates webhook sinks; the command registers it under config.SinkWebhook.
-var Factory = sinks.FactoryOf(config.SinkWebhook, New)
+// Factory creates webhook sinks from their Config.
+var Factory = sinks.FactoryOf(Type, DefaultConfig, func(cfg config.Sink, c *Config, s sinks.Settings) (*Sink, error) {
+	return New(cfg, *c, s)
+})
 
 const (
 	dialTimeout = 10 * time.Second
@@ -62,9 +64,10 @@ type Sink struct {
 	zw   *gzip.Writer
 }
 
-// New builds the sink that cfg describes; it fails when the TLS files cannot be loaded.
-func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
-	u, err := url.Parse(cfg.URL)
+// New builds the sink that c describes, waiting for answers as long as the sink's write
+// timeout (cfg.Timeout) allows; it fails when the TLS files cannot be loaded.
+func New(cfg config.Sink, c Config, s sinks.Settings) (*Sink, error) {
+	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, errors.New("webhook: url is not an http or https URL")
 	}
@@ -82,18 +85,18 @@ func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
 		ForceAttemptHTTP2:     true,
 	}
 	if u.Scheme == "https" {
-		tc, err := sinks.TLSConfig(cfg.TLS)
+		tc, err := sinks.TLSConfig(c.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}
 		tr.TLSClientConfig = tc
 	}
-	h := make(http.Header, len(cfg.Headers)+2)
-	for k, v := range cfg.Headers {
+	h := make(http.Header, len(c.Headers)+2)
+	for k, v := range c.Headers {
 		h.Set(k, v)
 	}
 	h.Set("Content-Type", "application/json")
-	if cfg.Gzip {
+	if c.Gzip {
 		h.Set("Content-Encoding", "gzip")
 	}
 	sk := &Sink{
@@ -103,10 +106,10 @@ func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
 			// Never follow: a redirect would carry the headers (credentials) elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		url:     cfg.URL,
+		url:     c.URL,
 		host:    u.Scheme + "://" + u.Host,
 		headers: h,
-		gzip:    cfg.Gzip,
+		gzip:    c.Gzip,
 		now:     time.Now,
 	}
 	return sk, nil
