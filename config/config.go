@@ -1,8 +1,3 @@
-// Package config defines the apisessions YAML configuration: the schema users write, its
-// defaults, strict decoding with source positions, and validation that reports every problem.
-//
-// It imports no other apisessions package and holds nothing compiled: the sessions engine
-// compiles a validated Config into matchers and extractors.
 package config
 
 import "time"
