@@ -1,6 +1,8 @@
 package app
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -133,7 +135,7 @@ func TestSpecYAML(t *testing.T) {
 }
 
 // TestManyProblems checks that one file with a problem in every section reports all of
-// them, in file order, and never echoes the secret.
+// them, in file order, and never echoes the secret; "apisessions validate" prints the same.
 func TestManyProblems(t *testing.T) {
 	t.Setenv("SIEM_TOKEN", "s3cr3t-token")
 	_, err := config.ParseAndValidate("many.yaml", readTestdata(t, "many.yaml"), sinkTypes()...)
@@ -142,10 +144,27 @@ func TestManyProblems(t *testing.T) {
 		t.Error("the problems echo the secret")
 	}
 	golden(t, "many.golden", got)
+
+	path := filepath.Join("testdata", "many.yaml")
+	if printed := validateOutput(t, path); printed != strings.ReplaceAll(got, "many.yaml:", path+":") {
+		t.Errorf("apisessions validate printed:\n%s\nwant:\n%s", printed, got)
+	}
 }
 
-// TestSinkTypeProblems covers what only the whole list of types decides: which types exist,
-// and which keys belong to another type than the sink's.
+// validateOutput runs "apisessions validate" on the file at path, which must be invalid, and
+// returns what it printed.
+func validateOutput(t *testing.T, path string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if code := Run(context.Background(), []string{"validate", "--config", path}, &stdout, &stderr); code != exitFailure {
+		t.Errorf("validate %s exited %d, want %d", path, code, exitFailure)
+	}
+	return stderr.String()
+}
+
+// TestSinkTypeProblems covers what only the whole list of types decides, as the command and
+// "apisessions validate" see it: which types exist, and which keys belong to another type
+// than the sink's.
 func TestSinkTypeProblems(t *testing.T) {
 	t.Parallel()
 	const f = "apisessions.yaml"
@@ -188,6 +207,14 @@ func TestSinkTypeProblems(t *testing.T) {
 			_, err := config.ParseAndValidate(f, []byte(tc.yaml), sinkTypes()...)
 			if diff := cmp.Diff(tc.want, problemLines(t, err)); diff != "" {
 				t.Errorf("problems of %q differ (-want +got):\n%s", tc.yaml, diff)
+			}
+			path := filepath.Join(t.TempDir(), f)
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			want := strings.ReplaceAll(strings.Join(tc.want, "\n")+"\n", f+":", path+":")
+			if printed := validateOutput(t, path); printed != want {
+				t.Errorf("apisessions validate printed:\n%s\nwant:\n%s", printed, want)
 			}
 		})
 	}
