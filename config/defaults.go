@@ -2,20 +2,6 @@ package config
 
 import "time"
 
-// Sink delivery defaults, applied to every sink whose file leaves the key out.
-const (
-	DefaultQueueSize     = 10000
-	DefaultBatchSize     = 500
-	DefaultFlushInterval = Duration(time.Second)
-	DefaultSinkTimeout   = Duration(30 * time.Second)
-	DefaultRetryInitial  = Duration(time.Second)
-	DefaultRetryMax      = Duration(30 * time.Second)
-	DefaultSpoolMaxMB    = 256
-	// DefaultJSONLMaxSizeMB and DefaultJSONLMaxBackups apply to jsonl sinks.
-	DefaultJSONLMaxSizeMB  = 100
-	DefaultJSONLMaxBackups = 5
-)
-
 // Default returns the configuration used when a key is absent from the file, as the spec's
 // config.md lists it. It is the one source of defaults: Parse starts from it. Every call
 // returns a fresh value that the caller may modify.
@@ -46,37 +32,14 @@ func Default() *Config {
 		BusinessFlows: BusinessFlows{Builtin: true},
 		TLS:           TLS{JA3Header: "x-client-ja3", JA4Header: "x-client-ja4"},
 		Inline:        Inline{SessionHeader: "x-apisessions-session", DynamicMetadata: true},
-		// The embedded store, in server.data_dir (a store sink without a path uses it).
-		Sinks: []Sink{withName(DefaultSink(SinkStore, ""), SinkStore)},
+		Sinks:         []Sink{defaultStore()},
 	}
 }
 
-// DefaultSink returns a sink of type typ writing to path (store, jsonl) with the delivery
-// defaults (queue, batch, timeout, retry, spool), for jsonl the rotation defaults and for a
-// webhook gzip on. Name is left empty: Normalize derives it.
-func DefaultSink(typ, path string) Sink {
-	s := Sink{
-		Type:          typ,
-		Path:          path,
-		QueueSize:     DefaultQueueSize,
-		BatchSize:     DefaultBatchSize,
-		FlushInterval: DefaultFlushInterval,
-		Timeout:       DefaultSinkTimeout,
-		Retry:         Retry{InitialInterval: DefaultRetryInitial, MaxInterval: DefaultRetryMax},
-		Spool:         Spool{MaxMB: DefaultSpoolMaxMB},
-	}
-	if typ == SinkWebhook {
-		s.Gzip = true
-	}
-	if typ == SinkJSONL {
-		s.MaxSizeMB = DefaultJSONLMaxSizeMB
-		s.MaxBackups = DefaultJSONLMaxBackups
-	}
-	return s
-}
-
-func withName(s Sink, name string) Sink {
-	s.Name = name
+// defaultStore is the sink of a file without a sinks key, named as Normalize would name it.
+func defaultStore() Sink {
+	s := DefaultSink(DefaultSinkType)
+	s.Name = DefaultSinkType
 	return s
 }
 
@@ -99,10 +62,3 @@ var Sources = []string{
 
 // Decodings lists the values of Parameter.Decode.
 var Decodings = []string{DecodeJWT, DecodeJSON, DecodeBase64}
-
-// AvailableSinkTypes lists the sink types this build can create. The other spec types are
-// recognised but rejected by Validate until they exist here.
-var AvailableSinkTypes = []string{SinkStore, SinkJSONL, SinkWebhook, SinkKafka}
-
-// SinkTypes lists every sink type of the spec.
-var SinkTypes = []string{SinkStore, SinkJSONL, SinkWebhook, SinkKafka}

@@ -18,12 +18,12 @@ import (
 // Load reads and decodes the configuration file at path (see Parse). An unreadable file
 // gives an error wrapping the fs error (errors.Is(err, fs.ErrNotExist), fs.ErrPermission);
 // a readable file with problems gives an *Errors.
-func Load(path string) (*Config, error) {
+func Load(path string, types ...SinkType) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read configuration: %w", err)
 	}
-	return Parse(path, data)
+	return Parse(path, data, types...)
 }
 
 // Parse decodes the YAML configuration data read from file (used in messages only). It
@@ -32,39 +32,47 @@ func Load(path string) (*Config, error) {
 // of the wrong type, bad duration and unset ${VAR} is reported, all of them, as an *Errors.
 // Parse does not call Validate.
 //
+// types are the sink types the program can create, in the order messages list them. Each
+// sink's type must be one of them; the keys of its type are decoded into the type's
+// Options, and a key of another type is reported as not applying. Every sink whose type is
+// known ends with Options set, the default sink too. Without types, sinks are decoded for
+// the keys every sink has only: the keys of their types are neither decoded nor checked
+// (for programs that create no sinks, such as replay without --sinks).
+//
 // Every scalar value (text, numbers, booleans, durations; not keys) may contain ${VAR} (an
 // error when VAR is unset) and ${VAR:-default} (the default when VAR is unset or empty; it
 // cannot contain "}"); $${ stands for a literal ${. Expanded values are never echoed in
 // messages.
-func Parse(file string, data []byte) (*Config, error) {
-	c, problems := parse(file, data, os.LookupEnv)
+func Parse(file string, data []byte, types ...SinkType) (*Config, error) {
+	c, problems := parse(file, data, os.LookupEnv, types)
 	if err := newErrors(problems); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// LoadAndValidate is Load followed by Validate, with the problems of both steps reported
-// together (a file with an unknown key and a bad JSONPath shows both). This is what
-// "apisessions validate" and the server use.
-func LoadAndValidate(path string) (*Config, error) {
+// LoadAndValidate is Load followed by Normalize and Validate, with the problems of every
+// step reported together (a file with an unknown key and a bad JSONPath shows both). This
+// is what "apisessions validate" and the server use, with the sink types they can create.
+func LoadAndValidate(path string, types ...SinkType) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read configuration: %w", err)
 	}
-	return ParseAndValidate(path, data)
+	return ParseAndValidate(path, data, types...)
 }
 
-// ParseAndValidate is Parse followed by Validate, with the problems of both steps reported
-// together as one *Errors. Validation runs on what could be decoded, where a key that
-// failed to decode keeps its default.
-func ParseAndValidate(file string, data []byte) (*Config, error) {
-	return parseAndValidate(file, data, os.LookupEnv)
+// ParseAndValidate is Parse followed by Normalize and Validate, with the problems of every
+// step reported together as one *Errors. Validation runs on what could be decoded, where a
+// key that failed to decode keeps its default.
+func ParseAndValidate(file string, data []byte, types ...SinkType) (*Config, error) {
+	return parseAndValidate(file, data, os.LookupEnv, types)
 }
 
-func parseAndValidate(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
-	c, d := decodeFile(file, data, lookup)
+func parseAndValidate(file string, data []byte, lookup func(string) (string, bool), types []SinkType) (*Config, error) {
+	c, d := decodeFile(file, data, lookup, types)
 	problems := d.problems
+	c.Normalize()
 	for _, p := range c.validate() {
 		if !d.failedAt(p.Path) {
 			problems = append(problems, p)
@@ -81,8 +89,10 @@ func parseAndValidate(file string, data []byte, lookup func(string) (string, boo
 const maxNodes = 1 << 18
 
 type decoder struct {
-	file      string
-	lookup    func(string) (string, bool)
+	file   string
+	lookup func(string) (string, bool)
+	// sinks knows the keys of the program's sink types; nil when Parse was given none.
+	sinks     *sinkSchema
 	problems  []Problem
 	pos       map[string]Position
 	nodes     int
@@ -90,15 +100,20 @@ type decoder struct {
 	failed    []string
 }
 
-func parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, []Problem) {
-	c, d := decodeFile(file, data, lookup)
+func parse(file string, data []byte, lookup func(string) (string, bool), types []SinkType) (*Config, []Problem) {
+	c, d := decodeFile(file, data, lookup, types)
 	return c, d.problems
 }
 
-func decodeFile(file string, data []byte, lookup func(string) (string, bool)) (*Config, *decoder) {
+func decodeFile(file string, data []byte, lookup func(string) (string, bool), types []SinkType) (*Config, *decoder) {
 	c := Default()
 	c.File = file
 	d := &decoder{file: file, lookup: lookup, pos: map[string]Position{}}
+	if len(types) > 0 {
+		d.sinks = newSinkSchema(types)
+		// However decoding ends, every sink of a known type ends with options.
+		defer d.sinks.fillOptions(c)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -251,6 +266,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		n = n.Alias
 	}
+	if v.Type() == sinkType {
+		d.sink(n, v, path)
+		return
+	}
 	if isNull(n) {
 		// As in yaml.v3: a null list or map is emptied, any other null keeps the default.
 		if k := v.Kind(); k == reflect.Slice || k == reflect.Map {
@@ -291,6 +310,19 @@ func fields(t reflect.Type) (map[string]int, []string) {
 
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 	idx, names := fields(v.Type())
+	d.mapping(n, path, names, func(key string) (reflect.Value, bool) {
+		i, ok := idx[key]
+		if !ok {
+			return reflect.Value{}, false
+		}
+		return v.Field(i), true
+	})
+}
+
+// mapping decodes the keys of mapping node n at path. target says where a key's value goes:
+// false for an unknown key, an invalid reflect.Value for a key to pass over unread. names
+// lists the known keys for messages, in the order they are shown.
+func (d *decoder) mapping(n *yaml.Node, path string, names []string, target func(key string) (reflect.Value, bool)) {
 	if n.Kind != yaml.MappingNode {
 		d.fail(n.Line, path, "expected a mapping with keys such as "+strings.Join(names[:min(3, len(names))], ", ")+"; found "+describe(n))
 		return
@@ -316,7 +348,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		seen[name] = k.Line
-		fi, ok := idx[name]
+		field, ok := target(name)
 		if !ok {
 			msg := "unknown key " + quote(name)
 			if hint := didYouMean(name, names); hint != "" {
@@ -327,8 +359,11 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 			d.add(k.Line, path, msg)
 			continue
 		}
+		if !field.IsValid() {
+			continue
+		}
 		d.pos[child] = Position{Line: k.Line}
-		d.decode(val, v.Field(fi), child)
+		d.decode(val, field, child)
 	}
 }
 
@@ -343,36 +378,12 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 		ip := path + "[" + strconv.Itoa(i) + "]"
 		d.pos[ip] = Position{Line: item.Line}
 		e := s.Index(i)
-		resolved := item
-		if resolved.Kind == yaml.AliasNode && resolved.Alias != nil {
-			resolved = resolved.Alias
-		}
-		if sink, ok := e.Addr().Interface().(*Sink); ok && resolved.Kind == yaml.MappingNode {
-			// Delivery and rotation defaults apply per sink; rotation is cleared again
-			// below for types it does not apply to.
-			*sink = DefaultSink(SinkJSONL, "")
-			sink.Type = ""
-		}
 		d.decode(item, e, ip)
 		if e.Kind() != reflect.Struct {
 			continue
 		}
 		if f := e.FieldByName("Line"); f.IsValid() && f.Kind() == reflect.Int {
 			f.SetInt(int64(item.Line))
-		}
-		if sink, ok := e.Addr().Interface().(*Sink); ok && resolved.Kind == yaml.MappingNode && sink.Type != SinkJSONL {
-			if _, written := d.pos[ip+".max_size_mb"]; !written {
-				sink.MaxSizeMB = 0
-			}
-			if _, written := d.pos[ip+".max_backups"]; !written {
-				sink.MaxBackups = 0
-			}
-		}
-		if sink, ok := e.Addr().Interface().(*Sink); ok && resolved.Kind == yaml.MappingNode && sink.Type == SinkWebhook {
-			// gzip defaults to true for webhooks only; the decoder started from a jsonl sink.
-			if _, written := d.pos[ip+".gzip"]; !written {
-				sink.Gzip = true
-			}
 		}
 	}
 	v.Set(s)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -31,7 +30,9 @@ const (
 
 // Normalize puts c into canonical form, in place: header names lower-case (Envoy sends
 // them so), HTTP methods upper-case, host patterns lower-case, and every sink named (its
-// type, or type-2, type-3... when the type repeats). It is idempotent; Validate calls it.
+// type, or type-2, type-3... when the type repeats). It is idempotent. ParseAndValidate
+// calls it between decoding and Validate; a configuration built in code calls it before
+// Validate.
 func (c *Config) Normalize() {
 	c.Traffic.ClientIP.From = strings.ToLower(c.Traffic.ClientIP.From)
 	lowerAll(c.Traffic.Hosts.Include)
@@ -79,10 +80,12 @@ func lowerAll(ss []string) {
 	}
 }
 
-// Validate normalizes c (see Normalize) and checks it, returning every problem found as an
-// *Errors, or nil. Each problem names the file, the line, the key path and the offending
-// value (never a value that came from the environment or a sink header), and says how to
-// fix it. Because it normalizes in place, call it before sharing c between goroutines.
+// Validate checks c, returning every problem found as an *Errors, or nil. Each problem
+// names the file, the line, the key path and the offending value (never a value that came
+// from the environment or a sink header), and says how to fix it. Validate changes nothing:
+// it checks c as it is, so a configuration built in code is normalized first (Normalize).
+// Each sink's Options check themselves; that each sink's type is one the program has is
+// checked while decoding (Parse with the sink types).
 //
 // Files are not opened (certificates, key files): a configuration may be checked on a
 // machine other than the one that runs it.
@@ -91,7 +94,6 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validate() []Problem {
-	c.Normalize()
 	v := &validator{c: c}
 	v.server()
 	v.traffic()
@@ -228,7 +230,7 @@ func (v *validator) traffic() {
 	switch {
 	case from == "":
 		v.add("traffic.client_ip.from", "is empty; write source (Envoy's source.address) or a header name such as x-forwarded-for")
-	case from != "source" && !validToken(from):
+	case from != "source" && !ValidToken(from):
 		v.add("traffic.client_ip.from", "%s is neither source nor a header name; write source or a header name such as x-forwarded-for", v.show("traffic.client_ip.from", from))
 	}
 	switch {
@@ -401,7 +403,7 @@ func (v *validator) source(at string, p *Parameter) {
 		case InRequestCookie, InResponseCookie:
 			// Cookie names are tokens (RFC 6265): a name with a space, "=" or ";" is
 			// split apart by every cookie parser and never matches.
-			if p.Key != "" && !validToken(p.Key) {
+			if p.Key != "" && !ValidToken(p.Key) {
 				v.add(at+".key", "%s is not a valid cookie name, so it never matches; cookie names have no spaces, quotes, =, ; or ,", v.show(at+".key", p.Key))
 			}
 		}
@@ -473,7 +475,7 @@ func (v *validator) headerKey(keyPath, in, key string) {
 		return
 	}
 	switch {
-	case !validToken(key):
+	case !ValidToken(key):
 		v.add(keyPath, "%s is not a valid header name, so it never matches; use letters, digits and -, e.g. x-session-token", shownKey)
 	case slices.Contains(hopByHopHeaders, key):
 		v.add(keyPath, "%s is a connection header that Envoy consumes and never passes on; choose another header", shownKey)
@@ -565,7 +567,7 @@ func (v *validator) businessFlows() {
 		}
 		for j, m := range r.Methods {
 			mp := fmt.Sprintf("%s.methods[%d]", at, j)
-			if !validToken(m) {
+			if !ValidToken(m) {
 				v.add(mp, "%s is not an HTTP method; write a method such as GET or POST", v.show(mp, m))
 			}
 		}
@@ -596,7 +598,7 @@ func (v *validator) headerName(keyPath, name, example string) {
 	case name == "":
 	case strings.HasPrefix(name, ":"):
 		v.add(keyPath, "%s is a pseudo-header; name a regular header such as %s", v.show(keyPath, name), example)
-	case !validToken(name):
+	case !ValidToken(name):
 		v.add(keyPath, "%s is not a valid header name; use letters, digits and -, e.g. %s", v.show(keyPath, name), example)
 	}
 }
@@ -624,250 +626,6 @@ func (v *validator) inline() {
 	}
 }
 
-// sinkKeys lists the keys that apply to each sink type, besides the common ones.
-var sinkKeys = map[string][]string{
-	SinkStore:   {"path"},
-	SinkJSONL:   {"path", "max_size_mb", "max_backups"},
-	SinkWebhook: {"url", "headers", "gzip", "tls"},
-	SinkKafka:   {"brokers", "topic", "tls", "sasl"},
-}
-
-// sinkTypeKeys lists every type-specific key with a test of whether code set it.
-var sinkTypeKeys = []struct {
-	key string
-	set func(*Sink) bool
-}{
-	{"path", func(s *Sink) bool { return s.Path != "" }},
-	{"max_size_mb", func(s *Sink) bool { return s.MaxSizeMB != 0 }},
-	{"max_backups", func(s *Sink) bool { return s.MaxBackups != 0 }},
-	{"url", func(s *Sink) bool { return s.URL != "" }},
-	{"headers", func(s *Sink) bool { return len(s.Headers) > 0 }},
-	{"brokers", func(s *Sink) bool { return len(s.Brokers) > 0 }},
-	{"topic", func(s *Sink) bool { return s.Topic != "" }},
-	{"gzip", func(s *Sink) bool { return s.Gzip }},
-	{"tls", func(s *Sink) bool { return s.TLS.IsSet() }},
-	{"sasl", func(s *Sink) bool { return s.SASL != SASL{} }},
-}
-
-func (v *validator) sinks() {
-	c := v.c
-	if len(c.Sinks) == 0 {
-		v.add("sinks", "no sink is configured, so records go nowhere; add one, e.g. - {type: jsonl, path: \"-\"}")
-	}
-	available := strings.Join(AvailableSinkTypes, ", ")
-	names := map[string]int{}
-	files := map[string]int{}
-	spools := map[string]int{}
-	stores := -1
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		at := fmt.Sprintf("sinks[%d]", i)
-		switch {
-		case s.Type == "":
-			v.add(at+".type", "is missing; use %s", available)
-			continue
-		case !slices.Contains(SinkTypes, s.Type):
-			v.add(at+".type", "%s is not a sink type%s; use %s", v.show(at+".type", s.Type), didYouMean(s.Type, SinkTypes), available)
-			continue
-		case !slices.Contains(AvailableSinkTypes, s.Type):
-			v.add(at+".type", "sink type %q is not available in this build yet; use %s", s.Type, available)
-		}
-		for _, k := range sinkTypeKeys {
-			if slices.Contains(sinkKeys[s.Type], k.key) {
-				continue
-			}
-			if c.written(at+"."+k.key) || k.set(s) {
-				v.add(at+"."+k.key, "does not apply to a %s sink; remove it", s.Type)
-			}
-		}
-		if !validSinkName(s.Name) {
-			v.add(at+".name", "%s is not a valid sink name; use letters, digits, ., _ and - (at most 64): it labels logs and metrics", v.show(at+".name", s.Name))
-		} else if j, dup := names[s.Name]; dup {
-			v.add(at+".name", "%q is already the name of sinks[%d]; give each sink its own name", s.Name, j)
-		} else {
-			names[s.Name] = i
-		}
-		if s.QueueSize < 1 {
-			v.add(at+".queue_size", "%d is too small; use at least 1 (default %d)", s.QueueSize, DefaultQueueSize)
-		}
-		if s.BatchSize < 1 {
-			v.add(at+".batch_size", "%d is too small; use at least 1 (default %d)", s.BatchSize, DefaultBatchSize)
-		}
-		if s.FlushInterval <= 0 {
-			v.add(at+".flush_interval", "%s is not more than 0; use a duration such as %s", s.FlushInterval, DefaultFlushInterval)
-		}
-		v.delivery(at, s, spools, i)
-		switch s.Type {
-		case SinkStore:
-			v.store(at, s, &stores, i)
-		case SinkWebhook:
-			v.webhook(at, s)
-		case SinkKafka:
-			v.kafka(at, s)
-		}
-		if s.Type == SinkJSONL {
-			switch {
-			case s.Path == "":
-				v.add(at+".path", "is missing; write \"-\" for standard output or a file path")
-			case s.Path != "-":
-				if j, dup := files[s.Path]; dup {
-					v.add(at+".path", "is also the file of sinks[%d]; give each sink its own file", j)
-				} else {
-					files[s.Path] = i
-				}
-			}
-			if s.MaxSizeMB < 1 {
-				v.add(at+".max_size_mb", "%d is too small; use at least 1 (default %d)", s.MaxSizeMB, DefaultJSONLMaxSizeMB)
-			}
-			if s.MaxBackups < 0 {
-				v.add(at+".max_backups", "%d is negative; use 0 (keep none) or more (default %d)", s.MaxBackups, DefaultJSONLMaxBackups)
-			}
-		}
-	}
-}
-
-// store checks a store sink; stores holds the index of the first one (-1 before it).
-func (v *validator) store(at string, s *Sink, stores *int, i int) {
-	if s.Path == "-" {
-		v.add(at+".path", "\"-\" is not a directory; give the store's directory, or leave path out to use server.data_dir")
-	}
-	if *stores >= 0 {
-		v.add(at+".type", "sinks[%d] is already a store; keep one store sink: the explore API and UI read one store", *stores)
-		return
-	}
-	*stores = i
-}
-
-// delivery checks the timeout, retry and spool keys every sink type has.
-func (v *validator) delivery(at string, s *Sink, spools map[string]int, i int) {
-	if s.Timeout <= 0 {
-		v.add(at+".timeout", "%s is not more than 0; use a duration such as %s", s.Timeout, DefaultSinkTimeout)
-	}
-	r := s.Retry
-	if r.InitialInterval <= 0 {
-		v.add(at+".retry.initial_interval", "%s is not more than 0; use a duration such as %s", r.InitialInterval, DefaultRetryInitial)
-	}
-	if r.MaxInterval < r.InitialInterval {
-		v.add(at+".retry.max_interval", "%s is less than initial_interval (%s); use at least that, e.g. %s", r.MaxInterval, r.InitialInterval, DefaultRetryMax)
-	}
-	if r.MaxElapsed < 0 {
-		v.add(at+".retry.max_elapsed", "%s is negative; use 0 (retry until delivered) or a duration such as 1h", r.MaxElapsed)
-	}
-	if s.Spool.MaxMB < 0 {
-		v.add(at+".spool.max_mb", "%d is negative; use 0 (no spool) or a size in MiB (default %d)", s.Spool.MaxMB, DefaultSpoolMaxMB)
-	}
-	if d := s.Spool.Dir; d != "" {
-		if j, dup := spools[path.Clean(d)]; dup {
-			v.add(at+".spool.dir", "is also the spool of sinks[%d]; give each sink its own directory", j)
-		} else {
-			spools[path.Clean(d)] = i
-		}
-	}
-}
-
-// reservedWebhookHeaders are set by the webhook sink itself.
-var reservedWebhookHeaders = []string{"content-type", "content-encoding", "content-length", "host", "transfer-encoding"}
-
-func (v *validator) webhook(at string, s *Sink) {
-	u, err := url.Parse(s.URL)
-	switch {
-	case s.URL == "":
-		v.add(at+".url", "is missing; write the endpoint that receives the batches, e.g. https://siem.example.com/ingest")
-	case err == nil && u.User != nil:
-		// Never echo it: the URL holds a credential.
-		v.add(at+".url", "holds a user name or password; send credentials in headers instead, e.g. Authorization: \"Bearer ${SIEM_TOKEN}\"")
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		v.add(at+".url", "%s is not an http or https URL; write e.g. https://siem.example.com/ingest", v.show(at+".url", s.URL))
-	}
-	names := make([]string, 0, len(s.Headers))
-	for name := range s.Headers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		hp := at + ".headers." + name
-		switch {
-		case !validToken(name):
-			v.add(hp, "%q is not a valid header name; use letters, digits and - (e.g. Authorization)", name)
-		case slices.Contains(reservedWebhookHeaders, strings.ToLower(name)):
-			v.add(hp, "is set by the webhook sink itself; remove it")
-		}
-		if strings.ContainsAny(s.Headers[name], "\r\n\x00") {
-			// Never echo the value: it may be a credential.
-			v.add(hp, "the value holds a line break or NUL, which cannot be sent in a header; remove it")
-		}
-	}
-	if s.TLS.IsSet() && err == nil && u.Scheme == "http" {
-		v.add(at+".tls", "applies to https URLs only; use an https URL or remove tls")
-	}
-	v.sinkTLS(at+".tls", s.TLS)
-}
-
-func (v *validator) sinkTLS(at string, t SinkTLS) {
-	switch {
-	case t.CertFile != "" && t.KeyFile == "":
-		v.add(at+".key_file", "is empty while cert_file is set; set both or neither")
-	case t.CertFile == "" && t.KeyFile != "":
-		v.add(at+".cert_file", "is empty while key_file is set; set both or neither")
-	}
-}
-
-func (v *validator) kafka(at string, s *Sink) {
-	if len(s.Brokers) == 0 {
-		v.add(at+".brokers", "is missing; list at least one broker, e.g. [\"kafka-1:9092\"]")
-	}
-	for j, b := range s.Brokers {
-		bp := fmt.Sprintf("%s.brokers[%d]", at, j)
-		host, port, err := net.SplitHostPort(b)
-		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-			v.add(bp, "%s is not a host:port address; write e.g. kafka-1:9092", v.show(bp, b))
-		}
-	}
-	switch {
-	case s.Topic == "":
-		v.add(at+".topic", "is missing; name the topic the records go to, e.g. api-sessions")
-	case !validTopic(s.Topic):
-		v.add(at+".topic", "%s is not a valid Kafka topic name; use letters, digits, ., _ and - (at most 249)", v.show(at+".topic", s.Topic))
-	}
-	a := s.SASL
-	switch {
-	case a.Mechanism == "" && (a.Username != "" || a.Password != ""):
-		v.add(at+".sasl.mechanism", "is missing while a username or password is set; use %s", strings.Join(SASLMechanisms, ", "))
-	case a.Mechanism != "" && !slices.Contains(SASLMechanisms, a.Mechanism):
-		v.add(at+".sasl.mechanism", "%s is not a SASL mechanism; use %s", v.show(at+".sasl.mechanism", a.Mechanism), strings.Join(SASLMechanisms, ", "))
-	case a.Mechanism != "":
-		if a.Username == "" {
-			v.add(at+".sasl.username", "is missing; SASL %s needs a username", a.Mechanism)
-		}
-		if a.Password == "" {
-			v.add(at+".sasl.password", "is missing; SASL %s needs a password, e.g. ${KAFKA_PASSWORD}", a.Mechanism)
-		}
-	}
-	v.sinkTLS(at+".tls", s.TLS)
-}
-
-// validTopic reports whether s is a legal Kafka topic name.
-func validTopic(s string) bool {
-	return s != "." && s != ".." && nameOf(s, 249)
-}
-
-// validSinkName reports whether s can name a sink in logs, metrics labels and spool paths.
-func validSinkName(s string) bool { return nameOf(s, 64) }
-
-// nameOf reports whether s has 1 to max characters from [A-Za-z0-9._-].
-func nameOf(s string, max int) bool {
-	if s == "" || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c == '-' || c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
 func validParamName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
@@ -875,24 +633,6 @@ func validParamName(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-// validToken reports whether s is an RFC 9110 token: the syntax of header names, HTTP
-// methods and cookie names.
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
 			return false
 		}
 	}

@@ -101,7 +101,7 @@ func TestParseAndValidate(t *testing.T) {
 		},
 		{
 			name: "a value that fails to decode is not reported again by validation",
-			yaml: "parameters: [abc]\nsinks:\n  - {type: jsonl, path: \"${NOPE}\"}\n",
+			yaml: "parameters: [abc]\nsinks:\n  - {type: file, path: \"${NOPE}\"}\n",
 			want: []string{
 				f + `:1: parameters[0]: expected a mapping with keys such as name, in, key; found "abc"`,
 				f + `:3: sinks[0].path: environment variable NOPE is not set; set it, or give a default with ${NOPE:-value}`,
@@ -109,7 +109,7 @@ func TestParseAndValidate(t *testing.T) {
 		},
 		{
 			name: "sink headers written as one value are not echoed",
-			yaml: "sinks:\n  - type: jsonl\n    path: \"-\"\n    headers: Bearer abc\n",
+			yaml: "sinks:\n  - type: file\n    path: \"-\"\n    headers: Bearer abc\n",
 			want: []string{f + `:4: sinks[0].headers: expected a mapping of names to values; found a single value`},
 		},
 		{
@@ -466,59 +466,9 @@ func TestParseAndValidate(t *testing.T) {
 			want: []string{f + `:1: sinks: no sink is configured, so records go nowhere; add one, e.g. - {type: jsonl, path: "-"}`},
 		},
 		{
-			name: "store sinks",
-			yaml: "sinks:\n  - type: store\n    path: \"-\"\n  - type: store\n    name: second\n",
-			want: []string{
-				f + `:3: sinks[0].path: "-" is not a directory; give the store's directory, or leave path out to use server.data_dir`,
-				f + `:4: sinks[1].type: sinks[0] is already a store; keep one store sink: the explore API and UI read one store`,
-			},
-		},
-		{
-			name: "store sink without a path uses the data directory",
-			yaml: "sinks:\n  - type: store\n",
-		},
-		{
-			name: "webhook keys",
-			yaml: "sinks:\n  - type: webhook\n    url: ftp://user:pw@x\n    headers: {\"Content-Type\": a, \"bad name\": b, X-Token: \"${TOK}\"}\n    tls: {cert_file: c.pem}\n" +
-				"  - type: webhook\n    url: http://siem:8080/in\n    tls: {insecure_skip_verify: true}\n    brokers: [k:9092]\n" +
-				"  - type: webhook\n    url: \"not a url\"\n    gzip: false\n  - type: webhook\n",
-			env: map[string]string{"TOK": "line\nbreak-secret"},
-			want: []string{
-				f + `:3: sinks[0].url: holds a user name or password; send credentials in headers instead, e.g. Authorization: "Bearer ${SIEM_TOKEN}"`,
-				f + `:4: sinks[0].headers.Content-Type: is set by the webhook sink itself; remove it`,
-				f + `:4: sinks[0].headers.X-Token: the value holds a line break or NUL, which cannot be sent in a header; remove it`,
-				f + `:4: sinks[0].headers.bad name: "bad name" is not a valid header name; use letters, digits and - (e.g. Authorization)`,
-				f + `:5: sinks[0].tls.key_file: is empty while cert_file is set; set both or neither`,
-				f + `:8: sinks[1].tls: applies to https URLs only; use an https URL or remove tls`,
-				f + `:9: sinks[1].brokers: does not apply to a webhook sink; remove it`,
-				f + `:11: sinks[2].url: "not a url" is not an http or https URL; write e.g. https://siem.example.com/ingest`,
-				f + `:13: sinks[3].url: is missing; write the endpoint that receives the batches, e.g. https://siem.example.com/ingest`,
-			},
-		},
-		{
-			name: "kafka keys",
-			yaml: "sinks:\n  - type: kafka\n    gzip: true\n    url: https://x\n    sasl: {username: u}\n" +
-				"  - type: kafka\n    brokers: [\"k1\", \"k2:99999\", \"k3:9092\"]\n    topic: \"a topic\"\n    sasl: {mechanism: gssapi}\n" +
-				"  - type: kafka\n    brokers: [k:9092]\n    topic: t\n    sasl: {mechanism: scram-sha-512}\n    tls: {key_file: k.pem}\n",
-			want: []string{
-				f + `:2: sinks[0].brokers: is missing; list at least one broker, e.g. ["kafka-1:9092"]`,
-				f + `:2: sinks[0].topic: is missing; name the topic the records go to, e.g. api-sessions`,
-				f + `:3: sinks[0].gzip: does not apply to a kafka sink; remove it`,
-				f + `:4: sinks[0].url: does not apply to a kafka sink; remove it`,
-				f + `:5: sinks[0].sasl.mechanism: is missing while a username or password is set; use plain, scram-sha-256, scram-sha-512`,
-				f + `:7: sinks[1].brokers[0]: "k1" is not a host:port address; write e.g. kafka-1:9092`,
-				f + `:7: sinks[1].brokers[1]: "k2:99999" is not a host:port address; write e.g. kafka-1:9092`,
-				f + `:8: sinks[1].topic: "a topic" is not a valid Kafka topic name; use letters, digits, ., _ and - (at most 249)`,
-				f + `:9: sinks[1].sasl.mechanism: "gssapi" is not a SASL mechanism; use plain, scram-sha-256, scram-sha-512`,
-				f + `:13: sinks[2].sasl.username: is missing; SASL scram-sha-512 needs a username`,
-				f + `:13: sinks[2].sasl.password: is missing; SASL scram-sha-512 needs a password, e.g. ${KAFKA_PASSWORD}`,
-				f + `:14: sinks[2].tls.cert_file: is empty while key_file is set; set both or neither`,
-			},
-		},
-		{
 			name: "delivery keys",
-			yaml: "sinks:\n  - type: jsonl\n    path: a\n    timeout: 0s\n    retry: {initial_interval: 0s, max_interval: -1s, max_elapsed: -1s}\n    spool: {max_mb: -1, dir: /s}\n" +
-				"  - type: jsonl\n    path: b\n    retry: {initial_interval: 10s, max_interval: 5s}\n    spool: {dir: /s/}\n",
+			yaml: "sinks:\n  - type: file\n    path: a\n    timeout: 0s\n    retry: {initial_interval: 0s, max_interval: -1s, max_elapsed: -1s}\n    spool: {max_mb: -1, dir: /s}\n" +
+				"  - type: file\n    path: b\n    retry: {initial_interval: 10s, max_interval: 5s}\n    spool: {dir: /s/}\n",
 			want: []string{
 				f + `:4: sinks[0].timeout: 0s is not more than 0; use a duration such as 30s`,
 				f + `:5: sinks[0].retry.initial_interval: 0s is not more than 0; use a duration such as 1s`,
@@ -530,48 +480,66 @@ func TestParseAndValidate(t *testing.T) {
 			},
 		},
 		{
-			name: "sink type missing or unknown",
-			yaml: "sinks:\n  - path: x\n  - type: jsonlines\n",
-			want: []string{
-				f + `:2: sinks[0].type: is missing; use store, jsonl, webhook, kafka`,
-				f + `:3: sinks[1].type: "jsonlines" is not a sink type; use store, jsonl, webhook, kafka`,
-			},
-		},
-		{
-			name: "keys that do not apply to the type",
-			yaml: "sinks:\n  - type: jsonl\n    path: \"-\"\n    url: https://x\n    headers: {Authorization: secret}\n    topic: t\n",
-			want: []string{
-				f + `:4: sinks[0].url: does not apply to a jsonl sink; remove it`,
-				f + `:5: sinks[0].headers: does not apply to a jsonl sink; remove it`,
-				f + `:6: sinks[0].topic: does not apply to a jsonl sink; remove it`,
-			},
-		},
-		{
-			name: "sink delivery and rotation values",
-			yaml: "sinks:\n  - type: jsonl\n    path: a.jsonl\n    queue_size: 0\n    batch_size: 0\n    flush_interval: 0s\n    max_size_mb: 0\n    max_backups: -1\n",
+			name: "sink queue and batch values",
+			yaml: "sinks:\n  - type: file\n    path: a.jsonl\n    queue_size: 0\n    batch_size: 0\n    flush_interval: 0s\n",
 			want: []string{
 				f + `:4: sinks[0].queue_size: 0 is too small; use at least 1 (default 10000)`,
 				f + `:5: sinks[0].batch_size: 0 is too small; use at least 1 (default 500)`,
 				f + `:6: sinks[0].flush_interval: 0s is not more than 0; use a duration such as 1s`,
-				f + `:7: sinks[0].max_size_mb: 0 is too small; use at least 1 (default 100)`,
-				f + `:8: sinks[0].max_backups: -1 is negative; use 0 (keep none) or more (default 5)`,
 			},
 		},
 		{
-			name: "sink names and files",
-			yaml: "sinks:\n  - {type: jsonl, path: a.jsonl, name: out}\n  - {type: jsonl, path: a.jsonl, name: out}\n  - {type: jsonl, path: \"-\", name: \"bad name\"}\n  - {type: jsonl}\n",
+			name: "sink names",
+			yaml: "sinks:\n  - {type: file, path: a, name: out}\n  - {type: file, path: b, name: out}\n  - {type: file, path: c, name: \"bad name\"}\n",
 			want: []string{
 				f + `:3: sinks[1].name: "out" is already the name of sinks[0]; give each sink its own name`,
-				f + `:3: sinks[1].path: is also the file of sinks[0]; give each sink its own file`,
 				f + `:4: sinks[2].name: "bad name" is not a valid sink name; use letters, digits, ., _ and - (at most 64): it labels logs and metrics`,
-				f + `:5: sinks[3].path: is missing; write "-" for standard output or a file path`,
+			},
+		},
+		{
+			name: "sink type missing, unknown or not text",
+			yaml: "sinks:\n  - path: x\n  - type: fil\n    path: x\n  - ~\n  - type: [file]\n    path: x\n  - type: \"${T}\"\n",
+			env:  map[string]string{"T": "secret-type"},
+			want: []string{
+				f + `:2: sinks[0].type: is missing; use file, http`,
+				f + `:3: sinks[1].type: "fil" is not a sink type (did you mean "file"?); use file, http`,
+				f + `:5: sinks[2].type: is missing; use file, http`,
+				f + `:6: sinks[3].type: expected a text value; found a list`,
+				f + `:8: sinks[4].type: the value from the environment is not a sink type; use file, http`,
+			},
+		},
+		{
+			name: "keys of another type, their values checked first",
+			yaml: "sinks:\n  - type: file\n    path: \"-\"\n    url: https://x\n    headers: {Authorization: secret}\n    retri: x\n" +
+				"  - type: http\n    url: https://x\n    path: [a]\n",
+			want: []string{
+				f + `:4: sinks[0].url: does not apply to a file sink; remove it`,
+				f + `:5: sinks[0].headers: does not apply to a file sink; remove it`,
+				f + `:6: sinks[0]: unknown key "retri" (did you mean "retry"?)`,
+				f + `:9: sinks[1].path: expected a text value; found a list`,
+			},
+		},
+		{
+			name: "keys of the type are decoded and validated in any order",
+			yaml: "sinks:\n  - path: a\n    keep: -1\n    type: file\n  - {path: a, type: file, keep: x}\n",
+			want: []string{
+				f + `:3: sinks[0].keep: -1 is negative; use 0 or more`,
+				f + `:5: sinks[1].keep: "x" is not a whole number; write digits only, e.g. 65536`,
+				f + `:5: sinks[1].path: is also the file of sinks[0]; give each sink its own file`,
+			},
+		},
+		{
+			name: "unknown sink keys name every key a sink may have",
+			yaml: "sinks:\n  - type: http\n    url: https://x\n    zzz: 1\n",
+			want: []string{
+				f + `:4: sinks[0]: unknown key "zzz"; the keys here are type, name, path, keep, url, headers, queue_size, batch_size, flush_interval, timeout, retry, spool`,
 			},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := parseAndValidate(f, []byte(tc.yaml), envMap(tc.env))
+			_, err := parseAndValidate(f, []byte(tc.yaml), envMap(tc.env), testSinkTypes)
 			got := problemLines(t, err)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("problems of %q differ (-want +got):\n%s", tc.yaml, diff)

@@ -70,7 +70,7 @@ func NewOutput(cfg config.Sink, dataDir string, sk Sink, logger *slog.Logger) (O
 
 // TLSConfig builds the client TLS configuration of a webhook or Kafka sink: the system roots or
 // ca_file, an optional client certificate, TLS 1.2 at least.
-func TLSConfig(t config.SinkTLS) (*tls.Config, error) {
+func TLSConfig(t TLS) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as for tests
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)

@@ -491,19 +491,56 @@ func TestNamesDefault(t *testing.T) {
 	}
 }
 
+// fakeOptions are the options of the "fake" sink type of these tests.
+type fakeOptions struct {
+	Size int `yaml:"size"`
+}
+
+func (*fakeOptions) Validate(*config.SinkCheck) {}
+
+func defaultFakeOptions() *fakeOptions { return &fakeOptions{Size: 3} }
+
 // A factory whose constructor fails gives no sink at all, not an interface holding a nil
 // pointer that would pass a nil check.
 func TestFactoryOfFailure(t *testing.T) {
 	t.Parallel()
-	f := sinks.FactoryOf("fake", func(config.Sink, sinks.Settings) (*fakeSink, error) {
+	f := sinks.FactoryOf("fake", defaultFakeOptions, func(config.Sink, *fakeOptions, sinks.Settings) (*fakeSink, error) {
 		return nil, errors.New("cannot open")
 	})
 	sk, err := f.Create(config.Sink{}, sinks.Settings{})
 	if err == nil || sk != nil {
 		t.Fatalf("Create = %v, %v; want nil and the error", sk, err)
 	}
-	ok := sinks.FactoryOf("fake", func(config.Sink, sinks.Settings) (*fakeSink, error) { return &fakeSink{}, nil })
+	ok := sinks.FactoryOf("fake", defaultFakeOptions, func(config.Sink, *fakeOptions, sinks.Settings) (*fakeSink, error) { return &fakeSink{}, nil })
 	if sk, err := ok.Create(config.Sink{}, sinks.Settings{}); err != nil || sk == nil || ok.Type != "fake" {
 		t.Fatalf("Create = %v, %v (type %q); want the sink", sk, err, ok.Type)
 	}
 }
+
+// FactoryOf hands the constructor the options decoded from the file, the type's defaults for
+// a sink built in code, and refuses options of another type.
+func TestFactoryOfOptions(t *testing.T) {
+	t.Parallel()
+	var got *fakeOptions
+	f := sinks.FactoryOf("fake", defaultFakeOptions, func(_ config.Sink, o *fakeOptions, _ sinks.Settings) (*fakeSink, error) {
+		got = o
+		return &fakeSink{}, nil
+	})
+	if _, err := f.Create(config.Sink{Options: &fakeOptions{Size: 9}}, sinks.Settings{}); err != nil || got.Size != 9 {
+		t.Errorf("decoded options: Create = %v, constructor saw %+v; want size 9", err, got)
+	}
+	if _, err := f.Create(config.Sink{}, sinks.Settings{}); err != nil || got.Size != 3 {
+		t.Errorf("no options: Create = %v, constructor saw %+v; want the default size 3", err, got)
+	}
+	if sk, err := f.Create(config.Sink{Options: otherOptions{}}, sinks.Settings{}); err == nil || sk != nil {
+		t.Errorf("options of another type: Create = %v, %v; want an error", sk, err)
+	}
+	ct := f.ConfigType()
+	if o, ok := ct.Options().(*fakeOptions); ct.Name != "fake" || !ok || o.Size != 3 {
+		t.Errorf("ConfigType() = %q with options %#v; want fake and the defaults", ct.Name, ct.Options())
+	}
+}
+
+type otherOptions struct{}
+
+func (otherOptions) Validate(*config.SinkCheck) {}

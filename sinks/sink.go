@@ -1,13 +1,3 @@
-// Package sinks delivers records to their destinations. The sessions engine hands every record
-// to a Pipeline, which fans it out to one bounded queue per configured sink without ever
-// blocking the caller; one worker per sink batches what its queue holds and writes it, so a
-// slow or failing destination delays and loses only its own records.
-//
-// Destinations implement Sink; each type lives in a subpackage (sinks/jsonl, …) that exports a
-// Factory, and the command registers the factories it ships in an explicit map.
-//
-// sinks imports the record shape (sessions/record) and the configuration schema, never the
-// sessions engine, gRPC or the HTTP layer.
 package sinks
 
 import (
@@ -16,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
@@ -47,27 +38,56 @@ type Settings struct {
 	Logger *slog.Logger
 	// Stdout is where a sink configured with path "-" writes (os.Stdout in production).
 	Stdout io.Writer
+	// DataDir is server.data_dir: where a sink keeps its files when its configuration names
+	// no place of their own.
+	DataDir string
+	// Retention is sessions.retention: how long a sink that stores records keeps them.
+	Retention time.Duration
 }
 
-// Factory creates the sinks of one type from their configuration.
+// Factory is one sink type: its name in configuration files, the configuration of its own
+// keys and how its sinks are created. The command lists the factories it ships; the list also
+// tells config which types and keys a file may name (ConfigType).
 type Factory struct {
-	// Type is the configuration's sink type (config.SinkJSONL, …).
+	// Type is the sink type as configuration files name it ("jsonl", …).
 	Type string
+	// Options returns the type's configuration with its defaults; config decodes a sink's own
+	// keys into it and has it validate them.
+	Options func() config.SinkOptions
 	// Create builds one sink. It fails fast on a configuration it cannot serve (a file it cannot
 	// open), so that problems surface at start rather than on the first record.
 	Create func(cfg config.Sink, s Settings) (Sink, error)
 }
 
-// FactoryOf returns the Factory of type typ whose Create is newSink: a failed newSink yields a
-// nil Sink, never an interface holding a nil pointer.
-func FactoryOf[S Sink](typ string, newSink func(cfg config.Sink, s Settings) (S, error)) Factory {
-	return Factory{Type: typ, Create: func(cfg config.Sink, s Settings) (Sink, error) {
-		sk, err := newSink(cfg, s)
-		if err != nil {
-			return nil, err
-		}
-		return sk, nil
-	}}
+// ConfigType describes f's type to config.Parse.
+func (f Factory) ConfigType() config.SinkType {
+	return config.SinkType{Name: f.Type, Options: f.Options}
+}
+
+// FactoryOf returns the Factory of type typ whose options are of type O (defaults returns them
+// with their defaults) and whose sinks newSink builds from a sink's configuration and its
+// options: those decoded from the file, or the defaults when cfg.Options is nil (a sink built
+// in code). Options of another type are refused. A failed newSink yields a nil Sink, never an
+// interface holding a nil pointer.
+func FactoryOf[O config.SinkOptions, S Sink](typ string, defaults func() O, newSink func(cfg config.Sink, opts O, s Settings) (S, error)) Factory {
+	return Factory{
+		Type:    typ,
+		Options: func() config.SinkOptions { return defaults() },
+		Create: func(cfg config.Sink, s Settings) (Sink, error) {
+			opts, ok := cfg.Options.(O)
+			switch {
+			case cfg.Options == nil:
+				opts = defaults()
+			case !ok:
+				return nil, fmt.Errorf("%s sink: the configuration holds %T, not the options of this type; decode it with the program's sink types", typ, cfg.Options)
+			}
+			sk, err := newSink(cfg, opts, s)
+			if err != nil {
+				return nil, err
+			}
+			return sk, nil
+		},
+	}
 }
 
 // ErrClosed is returned by a sink's Write after its Close.

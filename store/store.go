@@ -27,7 +27,6 @@ import (
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 
-	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sinks"
 )
 
@@ -264,39 +263,6 @@ func (s *Store) Close(ctx context.Context) error {
 		s.wmu.Unlock()
 	})
 	return s.closeErr
-}
-
-// FactoryOptions are what the store sinks of one configuration share.
-type FactoryOptions struct {
-	// DataDir is server.data_dir: the directory of a store sink written without a path.
-	DataDir string
-	// Retention is sessions.retention.
-	Retention time.Duration
-	// Opened, when not nil, receives every store the factory opens, so the command can serve
-	// the explore API from it.
-	Opened func(*Store)
-}
-
-// NewFactory returns the sinks.Factory of type "store". The store is closed by the sinks
-// pipeline, like any sink; the explore API then answers 503.
-func NewFactory(o FactoryOptions) sinks.Factory {
-	return sinks.Factory{
-		Type: config.SinkStore,
-		Create: func(cfg config.Sink, st sinks.Settings) (sinks.Sink, error) {
-			dir := cfg.Path
-			if dir == "" {
-				dir = o.DataDir
-			}
-			s, err := Open(Options{Dir: dir, Retention: o.Retention, Logger: st.Logger})
-			if err != nil {
-				return nil, err
-			}
-			if o.Opened != nil {
-				o.Opened(s)
-			}
-			return s, nil
-		},
-	}
 }
 
 var _ sinks.Sink = (*Store)(nil)

@@ -500,17 +500,24 @@ func TestPrefixEnd(t *testing.T) {
 func TestFactory(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	var got *Store
-	f := NewFactory(FactoryOptions{DataDir: dir, Retention: time.Hour, Opened: func(s *Store) { got = s }})
-	sk, err := f.Create(config.Sink{Type: config.SinkStore}, sinks.Settings{})
+	sk, err := Factory.Create(config.Sink{Type: Type}, sinks.Settings{DataDir: dir, Retention: time.Hour})
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	defer sk.Close(context.Background())
-	if got == nil || got != sk || got.Path() != filepath.Join(dir, FileName) {
-		t.Errorf("a store sink without a path opened %v; want the data directory's %s, handed to Opened", got, FileName)
+	if s, ok := sk.(*Store); !ok || s.Path() != filepath.Join(dir, FileName) || s.retention != time.Hour {
+		t.Errorf("a store sink without a path opened %v; want the data directory's %s, kept for an hour", sk, FileName)
 	}
-	if _, err := NewFactory(FactoryOptions{}).Create(config.Sink{Type: config.SinkStore}, sinks.Settings{}); err == nil {
+	other := filepath.Join(t.TempDir(), "db")
+	sk, err = Factory.Create(config.Sink{Type: Type, Options: &Config{Path: other}}, sinks.Settings{DataDir: dir})
+	if err != nil {
+		t.Fatalf("create with a path: %v", err)
+	}
+	defer sk.Close(context.Background())
+	if s := sk.(*Store); s.Path() != filepath.Join(other, FileName) {
+		t.Errorf("a store sink with path %s opened %s", other, s.Path())
+	}
+	if _, err := Factory.Create(config.Sink{Type: Type}, sinks.Settings{}); err == nil {
 		t.Errorf("no path and no data directory: no error")
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
@@ -26,7 +25,7 @@ func BenchmarkJSONL(b *testing.B) {
 				batch[i] = r
 			}
 			var counted countingWriter
-			s, err := New(config.Sink{Type: config.SinkJSONL, Path: StdoutPath}, sinks.Settings{Stdout: &counted})
+			s, err := New(Config{Path: StdoutPath}, sinks.Settings{Stdout: &counted})
 			if err != nil {
 				b.Fatal(err)
 			}

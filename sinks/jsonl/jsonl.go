@@ -1,10 +1,3 @@
-// Package jsonl is the sink that writes records as JSON lines, one record per line, to stdout or
-// to a file that rotates at a size limit.
-//
-// A batch is written as whole lines: a line never straddles two files, and when a write fails
-// the file is cut back to the last complete line, so a reader never meets half a record.
-//
-// It imports the sinks framework and the record shape, nothing else of apisessions.
 package jsonl
 
 import (
@@ -26,8 +19,10 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// Factory creates jsonl sinks; the command registers it under config.SinkJSONL.
-var Factory = sinks.FactoryOf(config.SinkJSONL, New)
+// Factory creates jsonl sinks from their Config.
+var Factory = sinks.FactoryOf(Type, DefaultConfig, func(_ config.Sink, c *Config, s sinks.Settings) (*Sink, error) {
+	return New(*c, s)
+})
 
 // StdoutPath is the path that selects Settings.Stdout instead of a file.
 const StdoutPath = "-"
@@ -76,7 +71,7 @@ type Sink struct {
 // New opens the sink that cfg describes: path "-" writes to s.Stdout; any other path is a file
 // opened for appending (created 0640, its directory 0750) that rotates when a line would take it
 // past max_size_mb (0 = no limit), keeping max_backups older files as path.1 (newest) … path.N.
-func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
+func New(cfg Config, s sinks.Settings) (*Sink, error) {
 	if err := validate(cfg); err != nil {
 		return nil, err
 	}
@@ -107,7 +102,9 @@ func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
 	return sk, nil
 }
 
-func validate(cfg config.Sink) error {
+// validate refuses what New cannot open. It is more lenient than Config.Validate, which
+// checks what a configuration file may say: a sink built in code may switch rotation off.
+func validate(cfg Config) error {
 	var errs []error
 	if cfg.Path == "" {
 		errs = append(errs, errors.New(`jsonl: path is empty; set a file path, or "-" for standard output`))

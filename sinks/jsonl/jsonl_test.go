@@ -75,7 +75,7 @@ func sampleSession() *record.Session {
 
 func newStdout(t *testing.T, w io.Writer) *Sink {
 	t.Helper()
-	s, err := New(config.Sink{Type: config.SinkJSONL, Path: StdoutPath}, sinks.Settings{Stdout: w})
+	s, err := New(Config{Path: StdoutPath}, sinks.Settings{Stdout: w})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -304,7 +304,7 @@ func TestRotation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "logs", "records.jsonl")
-			s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: tc.maxBackups}, sinks.Settings{})
+			s, err := New(Config{Path: path, MaxSizeMB: 1, MaxBackups: tc.maxBackups}, sinks.Settings{})
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
@@ -349,7 +349,7 @@ func TestReopen(t *testing.T) {
 	t.Parallel()
 	line := lineLen(t)
 	path := filepath.Join(t.TempDir(), "records.jsonl")
-	cfg := config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 3}
+	cfg := Config{Path: path, MaxSizeMB: 1, MaxBackups: 3}
 	open := func() *Sink {
 		s, err := New(cfg, sinks.Settings{})
 		if err != nil {
@@ -391,7 +391,7 @@ func TestReopen(t *testing.T) {
 func TestOversizedLineGetsItsOwnFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "records.jsonl")
-	s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 3}, sinks.Settings{})
+	s, err := New(Config{Path: path, MaxSizeMB: 1, MaxBackups: 3}, sinks.Settings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +425,7 @@ func TestRotationFailureKeepsWriting(t *testing.T) {
 			t.Fatal(err)
 		}
 		var logs bytes.Buffer
-		s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 1},
+		s, err := New(Config{Path: path, MaxSizeMB: 1, MaxBackups: 1},
 			sinks.Settings{Logger: newLogger(&logs)})
 		if err != nil {
 			t.Fatal(err)
@@ -588,7 +588,7 @@ func TestClose(t *testing.T) {
 	t.Run("file is closed and complete", func(t *testing.T) {
 		t.Parallel()
 		path := filepath.Join(t.TempDir(), "records.jsonl")
-		s, err := New(config.Sink{Type: config.SinkJSONL, Path: path}, sinks.Settings{})
+		s, err := New(Config{Path: path}, sinks.Settings{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -612,20 +612,20 @@ func TestNewRejects(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		cfg  config.Sink
+		cfg  Config
 		s    sinks.Settings
 		want string
 	}{
-		{name: "empty path", cfg: config.Sink{}, want: "path is empty"},
-		{name: "negative size", cfg: config.Sink{Path: "-", MaxSizeMB: -1}, s: sinks.Settings{Stdout: io.Discard}, want: "max_size_mb is -1"},
-		{name: "negative backups", cfg: config.Sink{Path: "-", MaxBackups: -2}, s: sinks.Settings{Stdout: io.Discard}, want: "max_backups is -2"},
-		{name: "stdout without a writer", cfg: config.Sink{Path: "-"}, want: "standard output"},
-		{name: "directory under a file", cfg: config.Sink{Path: filepath.Join(file, "x", "records.jsonl")}, want: "create directory"},
+		{name: "empty path", cfg: Config{}, want: "path is empty"},
+		{name: "negative size", cfg: Config{Path: "-", MaxSizeMB: -1}, s: sinks.Settings{Stdout: io.Discard}, want: "max_size_mb is -1"},
+		{name: "negative backups", cfg: Config{Path: "-", MaxBackups: -2}, s: sinks.Settings{Stdout: io.Discard}, want: "max_backups is -2"},
+		{name: "stdout without a writer", cfg: Config{Path: "-"}, want: "standard output"},
+		{name: "directory under a file", cfg: Config{Path: filepath.Join(file, "x", "records.jsonl")}, want: "create directory"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			sk, err := Factory.Create(tc.cfg, tc.s)
+			sk, err := Factory.Create(config.Sink{Options: &tc.cfg}, tc.s)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Create = %v, want an error mentioning %q", err, tc.want)
 			}
@@ -634,8 +634,8 @@ func TestNewRejects(t *testing.T) {
 			}
 		})
 	}
-	if Factory.Type != config.SinkJSONL {
-		t.Errorf("Factory.Type = %q, want %q", Factory.Type, config.SinkJSONL)
+	if Factory.Type != Type {
+		t.Errorf("Factory.Type = %q, want %q", Factory.Type, Type)
 	}
 }
 
@@ -657,7 +657,7 @@ func (w *tearingFile) Write(p []byte) (int, error) {
 func TestFailedFileWriteIsCutBack(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "records.jsonl")
-	s, err := New(config.Sink{Type: config.SinkJSONL, Path: path}, sinks.Settings{})
+	s, err := New(Config{Path: path}, sinks.Settings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -697,7 +697,7 @@ func TestSpecialFilesAreNeverRotated(t *testing.T) {
 		t.Fatalf("open the FIFO for reading: %v", err)
 	}
 	defer r.Close()
-	s, err := New(config.Sink{Type: config.SinkJSONL, Path: path, MaxSizeMB: 1, MaxBackups: 2}, sinks.Settings{})
+	s, err := New(Config{Path: path, MaxSizeMB: 1, MaxBackups: 2}, sinks.Settings{})
 	if err != nil {
 		t.Fatalf("New on a FIFO: %v", err)
 	}
@@ -730,7 +730,7 @@ func TestSpecialFilesAreNeverRotated(t *testing.T) {
 
 func TestDevNullIsASpecialFile(t *testing.T) {
 	t.Parallel()
-	s, err := New(config.Sink{Type: config.SinkJSONL, Path: os.DevNull, MaxSizeMB: 1, MaxBackups: 5}, sinks.Settings{})
+	s, err := New(Config{Path: os.DevNull, MaxSizeMB: 1, MaxBackups: 5}, sinks.Settings{})
 	if err != nil {
 		t.Fatalf("New on %s: %v", os.DevNull, err)
 	}

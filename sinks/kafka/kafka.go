@@ -1,14 +1,3 @@
-// Package kafka is the sink that produces records to a Kafka topic with franz-go: the key is
-// the session id, so that every record of a session lands in one partition and keeps its order
-// there; the value is the record's JSON; a "kind" header says request or session.
-//
-// The producer waits for all in-sync replicas (acks=all) and is idempotent (franz-go's
-// default), so a retry inside the client never duplicates or reorders a record within a
-// partition. A batch is produced synchronously; records the cluster did not take are reported
-// to the pipeline, which retries them and spools them while the cluster is unreachable.
-//
-// It imports the sinks framework, the configuration and the record shape, nothing else of
-// apisessions.
 package kafka
 
 import (
@@ -30,9 +19,9 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// Factory creates Kafka sinks; the command registers it under config.SinkKafka.
-var Factory = sinks.FactoryOf(config.SinkKafka, func(cfg config.Sink, s sinks.Settings) (*Sink, error) {
-	return New(cfg, s)
+// Factory creates Kafka sinks from their Config.
+var Factory = sinks.FactoryOf(Type, DefaultConfig, func(cfg config.Sink, c *Config, s sinks.Settings) (*Sink, error) {
+	return New(cfg, *c, s)
 })
 
 // Sink produces records to one topic. It is safe for concurrent use.
@@ -47,11 +36,12 @@ type Sink struct {
 	recs []*kgo.Record
 }
 
-// New builds the producer cfg describes (brokers, topic, TLS, SASL) and extra client options
-// (tests use them). It does not connect: the first batch does, and a cluster that is down
-// then only delays records, which wait in the spool.
-func New(cfg config.Sink, s sinks.Settings, extra ...kgo.Opt) (*Sink, error) {
-	if len(cfg.Brokers) == 0 || cfg.Topic == "" {
+// New builds the producer c describes (brokers, topic, TLS, SASL), bounding its waits by the
+// sink's write timeout (cfg.Timeout), with extra client options (tests use them). It does
+// not connect: the first batch does, and a cluster that is down then only delays records,
+// which wait in the spool.
+func New(cfg config.Sink, c Config, s sinks.Settings, extra ...kgo.Opt) (*Sink, error) {
+	if len(c.Brokers) == 0 || c.Topic == "" {
 		return nil, errors.New("kafka: brokers and topic are required")
 	}
 	logger := s.Logger
@@ -60,8 +50,8 @@ func New(cfg config.Sink, s sinks.Settings, extra ...kgo.Opt) (*Sink, error) {
 	}
 	timeout := max(cfg.Timeout.Std(), time.Second)
 	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.DefaultProduceTopic(cfg.Topic),
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.DefaultProduceTopic(c.Topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		// Bound the client's own retries so a record fails back to the pipeline, which spools.
 		kgo.RecordDeliveryTimeout(timeout),
@@ -69,15 +59,15 @@ func New(cfg config.Sink, s sinks.Settings, extra ...kgo.Opt) (*Sink, error) {
 		kgo.ClientID("apisessions"),
 		kgo.WithLogger(kgoLogger{logger}),
 	}
-	if cfg.TLS.IsSet() {
-		tc, err := sinks.TLSConfig(cfg.TLS)
+	if c.TLS.IsSet() {
+		tc, err := sinks.TLSConfig(c.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("kafka: %w", err)
 		}
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
-	if m := cfg.SASL.Mechanism; m != "" {
-		mech, err := mechanism(cfg.SASL)
+	if c.SASL.Mechanism != "" {
+		mech, err := mechanism(c.SASL)
 		if err != nil {
 			return nil, err
 		}
@@ -87,16 +77,16 @@ func New(cfg config.Sink, s sinks.Settings, extra ...kgo.Opt) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
-	return &Sink{logger: logger, client: client, topic: cfg.Topic}, nil
+	return &Sink{logger: logger, client: client, topic: c.Topic}, nil
 }
 
-func mechanism(a config.SASL) (sasl.Mechanism, error) {
+func mechanism(a SASL) (sasl.Mechanism, error) {
 	switch a.Mechanism {
-	case config.SASLPlain:
+	case SASLPlain:
 		return plain.Auth{User: a.Username, Pass: a.Password}.AsMechanism(), nil
-	case config.SASLScramSHA256:
+	case SASLScramSHA256:
 		return scram.Auth{User: a.Username, Pass: a.Password}.AsSha256Mechanism(), nil
-	case config.SASLScramSHA512:
+	case SASLScramSHA512:
 		return scram.Auth{User: a.Username, Pass: a.Password}.AsSha512Mechanism(), nil
 	}
 	return nil, fmt.Errorf("kafka: SASL mechanism %q is not supported", a.Mechanism)

@@ -35,8 +35,9 @@ func cluster(t *testing.T) *kfake.Cluster {
 }
 
 func sinkConfig(c *kfake.Cluster) config.Sink {
-	sc := config.DefaultSink(config.SinkKafka, "")
-	sc.Name, sc.Brokers, sc.Topic = "kafka", c.ListenAddrs(), topic
+	sc := config.DefaultSink(kafka.Type)
+	sc.Name = "kafka"
+	sc.Options = &kafka.Config{Brokers: c.ListenAddrs(), Topic: topic}
 	sc.Timeout = config.Duration(2 * time.Second)
 	return sc
 }
@@ -44,7 +45,7 @@ func sinkConfig(c *kfake.Cluster) config.Sink {
 func newSink(t *testing.T, sc config.Sink) *kafka.Sink {
 	t.Helper()
 	// Short client-side waits keep the outage test quick; production keeps franz-go's defaults.
-	sk, err := kafka.New(sc, sinks.Settings{},
+	sk, err := kafka.New(sc, *sc.Options.(*kafka.Config), sinks.Settings{},
 		kgo.MetadataMinAge(10*time.Millisecond),
 		kgo.RetryBackoffFn(func(int) time.Duration { return 10 * time.Millisecond }))
 	if err != nil {
@@ -250,15 +251,15 @@ func (f *failWatch) Write(ctx context.Context, batch []record.Record) error {
 
 func TestNewFailsFastOnBadTLSFiles(t *testing.T) {
 	t.Parallel()
-	sc := config.DefaultSink(config.SinkKafka, "")
-	sc.Brokers, sc.Topic = []string{"127.0.0.1:1"}, topic
-	sc.TLS = config.SinkTLS{CAFile: "/nonexistent/ca.pem"}
-	if _, err := kafka.New(sc, sinks.Settings{}); err == nil {
+	sc := config.DefaultSink(kafka.Type)
+	kc := kafka.Config{Brokers: []string{"127.0.0.1:1"}, Topic: topic}
+	kc.TLS = sinks.TLS{CAFile: "/nonexistent/ca.pem"}
+	if _, err := kafka.New(sc, kc, sinks.Settings{}); err == nil {
 		t.Error("New with a missing ca_file succeeded, want an error at start")
 	}
-	sc.TLS = config.SinkTLS{}
-	sc.SASL = config.SASL{Mechanism: config.SASLScramSHA512, Username: "u", Password: "p"}
-	sk, err := kafka.New(sc, sinks.Settings{})
+	kc.TLS = sinks.TLS{}
+	kc.SASL = kafka.SASL{Mechanism: kafka.SASLScramSHA512, Username: "u", Password: "p"}
+	sk, err := kafka.New(sc, kc, sinks.Settings{})
 	if err != nil {
 		t.Fatalf("New with SASL SCRAM-SHA-512: %v", err)
 	}

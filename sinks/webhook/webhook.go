@@ -1,14 +1,3 @@
-// Package webhook is the sink that POSTs batches of records to an HTTP endpoint as one JSON
-// array per request, gzip-compressed unless configured otherwise, with the configured headers.
-//
-// A 2xx answer accepts the batch. 408, 429 and 5xx answers and network errors are worth
-// retrying, and a Retry-After header (seconds or an HTTP date) sets the delay before the next
-// try. Any other answer (4xx, and 3xx: redirects are not followed, so that headers carrying
-// credentials never go elsewhere) refuses the batch for good: the pipeline keeps it in the
-// spool's rejects file for inspection.
-//
-// Neither header values nor the URL's query appear in errors or logs. It imports the sinks
-// framework, the configuration and the record shape, nothing else of apisessions.
 package webhook
 
 import (
@@ -32,8 +21,10 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// Factory creates webhook sinks; the command registers it under config.SinkWebhook.
-var Factory = sinks.FactoryOf(config.SinkWebhook, New)
+// Factory creates webhook sinks from their Config.
+var Factory = sinks.FactoryOf(Type, DefaultConfig, func(cfg config.Sink, c *Config, s sinks.Settings) (*Sink, error) {
+	return New(cfg, *c, s)
+})
 
 const (
 	dialTimeout = 10 * time.Second
@@ -62,9 +53,10 @@ type Sink struct {
 	zw   *gzip.Writer
 }
 
-// New builds the sink that cfg describes; it fails when the TLS files cannot be loaded.
-func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
-	u, err := url.Parse(cfg.URL)
+// New builds the sink that c describes, waiting for answers as long as the sink's write
+// timeout (cfg.Timeout) allows; it fails when the TLS files cannot be loaded.
+func New(cfg config.Sink, c Config, s sinks.Settings) (*Sink, error) {
+	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, errors.New("webhook: url is not an http or https URL")
 	}
@@ -82,18 +74,18 @@ func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
 		ForceAttemptHTTP2:     true,
 	}
 	if u.Scheme == "https" {
-		tc, err := sinks.TLSConfig(cfg.TLS)
+		tc, err := sinks.TLSConfig(c.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}
 		tr.TLSClientConfig = tc
 	}
-	h := make(http.Header, len(cfg.Headers)+2)
-	for k, v := range cfg.Headers {
+	h := make(http.Header, len(c.Headers)+2)
+	for k, v := range c.Headers {
 		h.Set(k, v)
 	}
 	h.Set("Content-Type", "application/json")
-	if cfg.Gzip {
+	if c.Gzip {
 		h.Set("Content-Encoding", "gzip")
 	}
 	sk := &Sink{
@@ -103,10 +95,10 @@ func New(cfg config.Sink, s sinks.Settings) (*Sink, error) {
 			// Never follow: a redirect would carry the headers (credentials) elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		url:     cfg.URL,
+		url:     c.URL,
 		host:    u.Scheme + "://" + u.Host,
 		headers: h,
-		gzip:    cfg.Gzip,
+		gzip:    c.Gzip,
 		now:     time.Now,
 	}
 	return sk, nil

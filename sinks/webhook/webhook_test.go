@@ -98,15 +98,21 @@ func reqs(n int) []record.Record {
 }
 
 func sinkConfig(url string) config.Sink {
-	c := config.DefaultSink(config.SinkWebhook, "")
-	c.Name, c.URL = "siem", url
-	c.Headers = map[string]string{"Authorization": secret, "X-Tenant": "t1"}
+	c := config.DefaultSink(webhook.Type)
+	c.Name = "siem"
+	o := webhook.DefaultConfig()
+	o.URL = url
+	o.Headers = map[string]string{"Authorization": secret, "X-Tenant": "t1"}
+	c.Options = o
 	return c
 }
 
+// options returns the webhook keys of c, for a test to change.
+func options(c config.Sink) *webhook.Config { return c.Options.(*webhook.Config) }
+
 func newSink(t *testing.T, c config.Sink) *webhook.Sink {
 	t.Helper()
-	sk, err := webhook.New(c, sinks.Settings{})
+	sk, err := webhook.New(c, *options(c), sinks.Settings{})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -123,7 +129,7 @@ func TestPostsBatches(t *testing.T) {
 			ts := httptest.NewServer(srv)
 			defer ts.Close()
 			c := sinkConfig(ts.URL + "/ingest?token=q")
-			c.Gzip = gz
+			options(c).Gzip = gz
 			sk := newSink(t, c)
 			batch := append(reqs(3), &record.Session{Session: "s_0", Part: "2026-11-22", Requests: 2})
 			if err := sk.Write(context.Background(), batch); err != nil {
@@ -226,17 +232,17 @@ func TestTLSWithOwnCA(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		tls     config.SinkTLS
+		tls     sinks.TLS
 		wantErr bool
 	}{
-		{name: "the server's CA from ca_file", tls: config.SinkTLS{CAFile: ca}},
-		{name: "system roots do not know the server", tls: config.SinkTLS{}, wantErr: true},
-		{name: "verification off", tls: config.SinkTLS{InsecureSkipVerify: true}},
+		{name: "the server's CA from ca_file", tls: sinks.TLS{CAFile: ca}},
+		{name: "system roots do not know the server", tls: sinks.TLS{}, wantErr: true},
+		{name: "verification off", tls: sinks.TLS{InsecureSkipVerify: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := sinkConfig(ts.URL)
-			c.TLS = tc.tls
+			options(c).TLS = tc.tls
 			err := newSink(t, c).Write(context.Background(), reqs(1))
 			if (err != nil) != tc.wantErr {
 				t.Errorf("Write = %v, want error %v", err, tc.wantErr)
@@ -247,8 +253,8 @@ func TestTLSWithOwnCA(t *testing.T) {
 		})
 	}
 	c := sinkConfig(ts.URL)
-	c.TLS = config.SinkTLS{CAFile: filepath.Join(t.TempDir(), "missing.pem")}
-	if _, err := webhook.New(c, sinks.Settings{}); err == nil {
+	options(c).TLS = sinks.TLS{CAFile: filepath.Join(t.TempDir(), "missing.pem")}
+	if _, err := webhook.New(c, *options(c), sinks.Settings{}); err == nil {
 		t.Error("New with a missing ca_file succeeded, want an error at start")
 	}
 }

@@ -19,26 +19,36 @@ import (
 	"github.com/apisessions/apisessions/store"
 )
 
-// sinkFactories lists the sink types this build can create, by config type name. Every store
-// the store factory opens is passed to opened, so the explore API can serve it.
-func sinkFactories(cfg *config.Config, opened func(*store.Store)) map[string]sinks.Factory {
-	return map[string]sinks.Factory{
-		config.SinkJSONL:   jsonl.Factory,
-		config.SinkWebhook: webhook.Factory,
-		config.SinkKafka:   kafka.Factory,
-		config.SinkStore: store.NewFactory(store.FactoryOptions{
-			DataDir:   cfg.Server.DataDir,
-			Retention: cfg.Sessions.Retention.Std(),
-			Opened:    opened,
-		}),
+// sinkFactories lists the sink types this build can create. Adding a type is adding its
+// factory here: config learns its name and keys from the list (sinkTypes), buildOutputs how to
+// create it. The order is the one messages list the types in.
+func sinkFactories() []sinks.Factory {
+	return []sinks.Factory{
+		store.Factory,
+		jsonl.Factory,
+		webhook.Factory,
+		kafka.Factory,
 	}
 }
 
+// sinkTypes describes the types of sinkFactories to config.
+func sinkTypes() []config.SinkType {
+	fs := sinkFactories()
+	types := make([]config.SinkType, len(fs))
+	for i, f := range fs {
+		types[i] = f.ConfigType()
+	}
+	return types
+}
+
 // buildOutputs creates one pipeline output per configured sink, each with its queue, retries
-// and spool, and returns the stores among them.
+// and spool, and returns the stores among them, which the explore API serves.
 func buildOutputs(cfg *config.Config, logger *slog.Logger, stdout io.Writer) ([]sinks.Output, []*store.Store, error) {
+	factories := map[string]sinks.Factory{}
+	for _, f := range sinkFactories() {
+		factories[f.Type] = f
+	}
 	var stores []*store.Store
-	factories := sinkFactories(cfg, func(s *store.Store) { stores = append(stores, s) })
 	outs := make([]sinks.Output, 0, len(cfg.Sinks))
 	for _, sc := range cfg.Sinks {
 		f, ok := factories[sc.Type]
@@ -47,7 +57,12 @@ func buildOutputs(cfg *config.Config, logger *slog.Logger, stdout io.Writer) ([]
 			return nil, nil, fmt.Errorf("sink %q: type %q is not available in this build", sc.Name, sc.Type)
 		}
 		log := logger.With("component", "sinks", "sink", sc.Name)
-		sk, err := f.Create(sc, sinks.Settings{Logger: log, Stdout: stdout})
+		sk, err := f.Create(sc, sinks.Settings{
+			Logger:    log,
+			Stdout:    stdout,
+			DataDir:   cfg.Server.DataDir,
+			Retention: cfg.Sessions.Retention.Std(),
+		})
 		if err != nil {
 			closeOutputs(outs)
 			return nil, nil, fmt.Errorf("sink %q: %w", sc.Name, err)
@@ -59,6 +74,9 @@ func buildOutputs(cfg *config.Config, logger *slog.Logger, stdout io.Writer) ([]
 			cancel()
 			closeOutputs(outs)
 			return nil, nil, fmt.Errorf("sink %q: %w", sc.Name, err)
+		}
+		if st, ok := sk.(*store.Store); ok {
+			stores = append(stores, st)
 		}
 		outs = append(outs, out)
 	}

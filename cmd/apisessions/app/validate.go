@@ -33,10 +33,11 @@ func validate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// loadConfig loads and validates a configuration; path "" means the defaults.
+// loadConfig loads and validates a configuration, sinks included (sinkTypes); path "" means
+// the defaults.
 func loadConfig(path string) (*config.Config, error) {
 	if path != "" {
-		return config.LoadAndValidate(path)
+		return config.LoadAndValidate(path, sinkTypes()...)
 	}
 	cfg := config.Default()
 	if err := cfg.Validate(); err != nil {

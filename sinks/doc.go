@@ -1,0 +1,14 @@
+// Package sinks delivers records to their destinations. The sessions engine hands every record
+// to a Pipeline, which fans it out to one bounded queue per configured sink without ever
+// blocking the caller; one worker per sink batches what its queue holds and writes it, so a
+// slow or failing destination delays and loses only its own records.
+//
+// Destinations implement Sink. Each type lives in a subpackage (sinks/jsonl, …) that owns its
+// configuration (a struct of the keys only that type has, with their defaults and Validate)
+// and exports a Factory; the command lists the factories it ships, which is also how config
+// learns which types and keys a file may name. The keys every sink has (queue, batch,
+// timeout, retry, spool) are config.Sink's, and NewOutput turns them into an Output.
+//
+// sinks imports the record shape (sessions/record) and the configuration schema, never the
+// sessions engine, gRPC or the HTTP layer.
+package sinks

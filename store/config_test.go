@@ -1,0 +1,81 @@
+package store
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/apisessions/apisessions/config"
+)
+
+func TestConfigProblems(t *testing.T) {
+	t.Parallel()
+	const f = "apisessions.yaml"
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{
+			name: "store sinks",
+			yaml: "sinks:\n  - type: store\n    path: \"-\"\n  - type: store\n    name: second\n",
+			want: []string{
+				f + `:3: sinks[0].path: "-" is not a directory; give the store's directory, or leave path out to use server.data_dir`,
+				f + `:4: sinks[1].type: sinks[0] is already a store; keep one store sink: the explore API and UI read one store`,
+			},
+		},
+		{
+			name: "store sink without a path uses the data directory",
+			yaml: "sinks:\n  - type: store\n",
+		},
+		{
+			name: "no sinks key: the default store sink",
+			yaml: "",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.ParseAndValidate(f, []byte(tc.yaml), Factory.ConfigType())
+			var got []string
+			if err != nil {
+				var errs *config.Errors
+				if !errors.As(err, &errs) {
+					t.Fatalf("error %v is not a *config.Errors", err)
+				}
+				got = errs.Lines()
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("problems of %q differ (-want +got):\n%s", tc.yaml, diff)
+			}
+		})
+	}
+}
+
+// A configuration built in code gets the same checks, located by key path alone.
+func TestConfigBuiltInCode(t *testing.T) {
+	t.Parallel()
+	c := config.Default()
+	c.Sinks = append(c.Sinks, config.DefaultSink(Type))
+	for i := range c.Sinks {
+		c.Sinks[i].Options = DefaultConfig()
+	}
+	c.Normalize()
+	var errs *config.Errors
+	if err := c.Validate(); !errors.As(err, &errs) {
+		t.Fatalf("Validate = %v, want an *config.Errors", err)
+	}
+	want := []string{"sinks[1].type: sinks[0] is already a store; keep one store sink: the explore API and UI read one store"}
+	if diff := cmp.Diff(want, errs.Lines()); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
+
+// The sink of a file without a sinks key is the store.
+func TestDefaultSinkIsTheStore(t *testing.T) {
+	t.Parallel()
+	if config.DefaultSinkType != Type {
+		t.Errorf("config.DefaultSinkType = %q, want the store's type %q", config.DefaultSinkType, Type)
+	}
+}
