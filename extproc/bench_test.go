@@ -28,6 +28,8 @@ func (benchProcessor) Peek(*traffic.Exchange) (string, string, record.Key) {
 	return "", "", record.Key{}
 }
 
+func (benchProcessor) WantBody(traffic.Side, string) bool { return false }
+
 func (p benchProcessor) Observe(x *traffic.Exchange) *record.Request {
 	if !p.work {
 		return nil

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -30,6 +31,8 @@ type fakeProcessor struct {
 	outOfScope map[string]bool
 	// peek answers Peek; nil returns "".
 	peek func(x *traffic.Exchange) (string, string, record.Key)
+	// wantBody answers WantBody; nil answers as the engine does, by needs and the content type.
+	wantBody func(side traffic.Side, contentType string) bool
 	// panicObserve makes Observe panic after recording.
 	panicObserve bool
 
@@ -48,6 +51,13 @@ func newFake() *fakeProcessor {
 func (f *fakeProcessor) InScope(host string) bool { return !f.outOfScope[host] }
 func (f *fakeProcessor) Needs() traffic.Needs     { return f.needs }
 func (f *fakeProcessor) MaxBodyBytes() int        { return f.maxBody }
+
+func (f *fakeProcessor) WantBody(side traffic.Side, contentType string) bool {
+	if f.wantBody != nil {
+		return f.wantBody(side, contentType)
+	}
+	return f.needs.Body(side) && extract.ReadableContentType(contentType)
+}
 
 func (f *fakeProcessor) Observe(x *traffic.Exchange) *record.Request {
 	f.mu.Lock()

@@ -162,6 +162,9 @@ var _ extproc.Processor = (*timedProcessor)(nil)
 func (t *timedProcessor) InScope(host string) bool { return t.next.InScope(host) }
 func (t *timedProcessor) Needs() traffic.Needs     { return t.next.Needs() }
 func (t *timedProcessor) MaxBodyBytes() int        { return t.next.MaxBodyBytes() }
+func (t *timedProcessor) WantBody(side traffic.Side, contentType string) bool {
+	return t.next.WantBody(side, contentType)
+}
 
 func (t *timedProcessor) Observe(x *traffic.Exchange) *record.Request {
 	start := time.Now()

@@ -38,6 +38,9 @@ type fakeProcessor struct {
 func (f *fakeProcessor) InScope(host string) bool { return host == "api.example.com" }
 func (f *fakeProcessor) Needs() traffic.Needs     { return traffic.Needs{RequestBody: true} }
 func (f *fakeProcessor) MaxBodyBytes() int        { return 123 }
+func (f *fakeProcessor) WantBody(side traffic.Side, _ string) bool {
+	return side == traffic.Request
+}
 func (f *fakeProcessor) Observe(*traffic.Exchange) *record.Request {
 	f.observed++
 	return &record.Request{RequestID: "r1"}
@@ -171,6 +174,9 @@ func TestTimedForwardsAndObserves(t *testing.T) {
 	}
 	if p.Needs() != (traffic.Needs{RequestBody: true}) || p.MaxBodyBytes() != 123 {
 		t.Error("Needs or MaxBodyBytes is not forwarded")
+	}
+	if !p.WantBody(traffic.Request, "application/json") || p.WantBody(traffic.Response, "application/json") {
+		t.Error("WantBody is not forwarded")
 	}
 	for range 3 {
 		if rec := p.Observe(x); rec == nil || rec.RequestID != "r1" {

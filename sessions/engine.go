@@ -394,6 +394,13 @@ func hostMatch(pattern, host string) bool {
 // Needs reports which bodies the current configuration reads.
 func (e *Engine) Needs() traffic.Needs { return e.snap.Load().needs }
 
+// WantBody reports whether a body of one side with content type contentType (the header's
+// value, "" when there is none) is worth asking Envoy for: the configuration reads that side's
+// body and the body's type is one the extractor reads (extract.ReadableContentType).
+func (e *Engine) WantBody(side traffic.Side, contentType string) bool {
+	return e.snap.Load().needs.Body(side) && extract.ReadableContentType(contentType)
+}
+
 // MaxBodyBytes is the number of body bytes inspected per direction.
 func (e *Engine) MaxBodyBytes() int { return e.snap.Load().maxBody }
 

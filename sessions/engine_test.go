@@ -213,6 +213,9 @@ func TestNeedsAndReload(t *testing.T) {
 	if got := e.MaxBodyBytes(); got != 65536 {
 		t.Errorf("MaxBodyBytes = %d, want 65536", got)
 	}
+	if e.WantBody(traffic.Request, "application/json") {
+		t.Error("WantBody(request, JSON) with no body parameter")
+	}
 	r1 := e.Observe(exchange("GET", "/?q=v"))
 
 	next := testConfig(t, seedParams...)
@@ -225,6 +228,11 @@ func TestNeedsAndReload(t *testing.T) {
 	}
 	if got := e.MaxBodyBytes(); got != 1024 {
 		t.Errorf("MaxBodyBytes = %d after reload, want 1024", got)
+	}
+	for _, side := range []traffic.Side{traffic.Request, traffic.Response} {
+		if !e.WantBody(side, "application/json; charset=utf-8") || !e.WantBody(side, "") || e.WantBody(side, "text/html") {
+			t.Errorf("WantBody(%s): want JSON and untyped bodies, not HTML", side)
+		}
 	}
 
 	bad := testConfig(t)
