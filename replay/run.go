@@ -26,6 +26,16 @@ type Deps struct {
 	Sinks func(cfg *config.Config, logger *slog.Logger) (sessions.Emitter, func(context.Context) error, error)
 	// Logger receives the engine's and the sinks' log lines; nil discards.
 	Logger *slog.Logger
+	// HashKey finds the hash key for the configuration (hashing.key_file, the environment or
+	// server.data_dir, as the server does). Nil makes an in-process replay an error.
+	HashKey func(cfg *config.Config) ([]byte, error)
+}
+
+func (d Deps) hashKey(cfg *config.Config) ([]byte, error) {
+	if d.HashKey == nil {
+		return nil, errors.New("no hash key: this build does not say where to find one")
+	}
+	return d.HashKey(cfg)
 }
 
 // Exit statuses of Run.
@@ -108,6 +118,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, deps Deps
 		res, err = Remote(ctx, *to, xs)
 	} else {
 		opts := Options{Config: cfg, Logger: logger}
+		if opts.HashKey, err = deps.hashKey(cfg); err != nil {
+			fmt.Fprintf(stderr, "apisessions replay: %v\n", err)
+			return ExitFailure
+		}
 		var closeSinks func(context.Context) error
 		if *toSinks {
 			if deps.Sinks == nil {

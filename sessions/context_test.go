@@ -23,7 +23,7 @@ func TestHiddenParameters(t *testing.T) {
 		{Name: "bola_object", In: config.InRequestPath, Path: "/api/objects/{id}", Group: true},
 		{Name: "abuse_device", In: config.InRequestHeader, Key: "x-device", Hashed: true},
 	}
-	e, err := newEngine(cfg, Settings{Emitter: em, DataDir: t.TempDir(), HiddenParameters: hidden}, false)
+	e, err := newEngine(cfg, Settings{Emitter: em, HashKey: testKey, HiddenParameters: hidden}, false)
 	if err != nil {
 		t.Fatalf("New with hidden parameters beyond max_parameters: %v", err)
 	}

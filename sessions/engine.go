@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -38,9 +37,10 @@ type Settings struct {
 	Emitter Emitter
 	// Now is the clock of the sweeper's decisions; nil means time.Now.
 	Now func() time.Time
-	// DataDir is where a generated hash key is kept (file "hash.key", mode 0600); "" means the
-	// configuration's server.data_dir, else "data".
-	DataDir string
+	// HashKey is the HMAC key of session ids and hashed parameters, at least MinHashKeyBytes
+	// long (the program reads it from hashing.key_file, the environment or the data
+	// directory). Replicas that must agree on ids share it. The engine keeps a copy.
+	HashKey []byte
 	// HiddenParameters are parameters that other components register (abuse signals,
 	// mitigation controls): exported in params when seen, never grouping, not counted against
 	// max_parameters, kept across Reload. A configured parameter of the same name wins.
@@ -69,7 +69,6 @@ type Engine struct {
 	cache  *extract.Cache
 	parts  *table
 	snap   atomic.Pointer[snapshot]
-	keySrc string // hashing.key_file the key was loaded from, to warn when a reload changes it
 	hidden []config.Parameter
 	routes *routeTable
 
@@ -123,7 +122,7 @@ type param struct {
 	typ    string
 }
 
-// New loads the hash key, compiles cfg and starts the sweeper. cfg must be validated.
+// New compiles cfg and starts the sweeper. cfg must be validated.
 func New(cfg *config.Config, s Settings) (*Engine, error) {
 	return newEngine(cfg, s, true)
 }
@@ -138,16 +137,8 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	dataDir := s.DataDir
-	if dataDir == "" {
-		dataDir = cfg.Server.DataDir
-	}
-	if dataDir == "" {
-		dataDir = "data"
-	}
-	key, keySource, err := hashKey(cfg.Hashing.KeyFile, dataDir, os.Getenv)
-	if err != nil {
-		return nil, err
+	if len(s.HashKey) < MinHashKeyBytes {
+		return nil, fmt.Errorf("%w: %d bytes; use at least %d", ErrHashKey, len(s.HashKey), MinHashKeyBytes)
 	}
 	mb := cfg.Sessions.LookupCacheMB
 	if mb <= 0 {
@@ -166,10 +157,9 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		log:    s.Logger,
 		emit:   s.Emitter,
 		now:    s.Now,
-		hash:   newHasher(key),
+		hash:   newHasher(s.HashKey),
 		cache:  cache,
 		parts:  parts,
-		keySrc: cfg.Hashing.KeyFile,
 		hidden: hidden,
 		routes: newRouteTable(),
 		stop:   make(chan struct{}),
@@ -186,7 +176,7 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		e.now = time.Now
 	}
 	e.snap.Store(snap)
-	e.log.Info("sessions engine ready", "hash_key", keySource, "parameters", len(snap.params),
+	e.log.Info("sessions engine ready", "parameters", len(snap.params),
 		"flow_rules", len(cfg.BusinessFlows.Rules), "builtin_flows", cfg.BusinessFlows.Builtin,
 		"attack_sources", len(cfg.Attacks.Metadata)+min(1, len(cfg.Attacks.ResponseHeader)),
 		"max_live_parts", snap.maxLive, "day_boundary", snap.rules.loc.String())
@@ -331,7 +321,7 @@ func lowerAll(ss []string) []string {
 
 // Reload compiles cfg and swaps it in atomically; live parts are kept. On error the current
 // configuration stays. The hash key and the lookup cache size are fixed at New: changing
-// them needs a restart.
+// them needs a restart (hashing.key_file is read by the program, not here).
 func (e *Engine) Reload(cfg *config.Config) error {
 	if cfg == nil {
 		return fmt.Errorf("%w: no configuration", ErrConfig)
@@ -347,9 +337,6 @@ func (e *Engine) Reload(cfg *config.Config) error {
 		e.parts.resize(snap.maxLive, e.emit.Emit)
 	}
 	e.snap.Store(snap)
-	if cfg.Hashing.KeyFile != e.keySrc {
-		e.log.Warn("hashing.key_file changed; the hash key in use is kept until restart")
-	}
 	return nil
 }
 

@@ -263,18 +263,20 @@ func TestNewRejects(t *testing.T) {
 	tests := []struct {
 		name   string
 		mutate func(c *config.Config)
+		key    []byte
 		want   string
 	}{
-		{name: "unknown zone", mutate: func(c *config.Config) { c.Sessions.DayBoundary = "Nowhere/City" }, want: "day_boundary"},
-		{name: "unknown fallback", mutate: func(c *config.Config) { c.Sessions.Fallback = []string{"ip", "cookie"} }, want: "fallback"},
-		{name: "short key file", mutate: func(c *config.Config) { c.Hashing.KeyFile = "/dev/null" }, want: "key file"},
+		{name: "unknown zone", mutate: func(c *config.Config) { c.Sessions.DayBoundary = "Nowhere/City" }, key: testKey, want: "day_boundary"},
+		{name: "unknown fallback", mutate: func(c *config.Config) { c.Sessions.Fallback = []string{"ip", "cookie"} }, key: testKey, want: "fallback"},
+		{name: "short key", mutate: func(*config.Config) {}, key: testKey[:MinHashKeyBytes-1], want: ErrHashKey.Error()},
+		{name: "no key", mutate: func(*config.Config) {}, want: ErrHashKey.Error()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig(t)
 			tc.mutate(cfg)
-			_, err := New(cfg, Settings{DataDir: t.TempDir()})
+			_, err := New(cfg, Settings{HashKey: tc.key})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s: New error = %v, want one mentioning %q", tc.name, err, tc.want)
 			}
@@ -289,7 +291,7 @@ func TestSweeperTicks(t *testing.T) {
 	cfg := testConfig(t)
 	synctest.Test(t, func(t *testing.T) {
 		em := &fakeEmitter{}
-		e, err := New(cfg, Settings{Emitter: em, DataDir: t.TempDir()})
+		e, err := New(cfg, Settings{Emitter: em, HashKey: testKey})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,7 +47,7 @@ func TestHashedValuesNeverLeave(t *testing.T) {
 	em := &fakeEmitter{}
 	hidden := []config.Parameter{{Name: "device", In: config.InRequestHeader, Key: "x-device", Hashed: true}}
 	secrets["hidden"] = "device-secret-0042"
-	e, err := newEngine(cfg, Settings{Logger: logger, Emitter: em, DataDir: t.TempDir(), HiddenParameters: hidden}, false)
+	e, err := newEngine(cfg, Settings{Logger: logger, Emitter: em, HashKey: testKey, HiddenParameters: hidden}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/replay"
 )
 
@@ -19,5 +20,9 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		LoadConfig: loadConfig,
 		Sinks:      replaySinks(stdout),
 		Logger:     logger,
+		HashKey: func(cfg *config.Config) ([]byte, error) {
+			k, _, err := hashKey(cfg)
+			return k, err
+		},
 	})
 }

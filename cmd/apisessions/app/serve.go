@@ -78,6 +78,7 @@ type server struct {
 	logger     *slog.Logger
 	configPath string
 	overrides  func(*config.Config)
+	keyFile    string // hashing.key_file at start: the key is read once, a reload keeps it
 	cfg        atomic.Pointer[config.Config]
 
 	engine   *sessions.Engine
@@ -122,10 +123,15 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		_ = s.pipeline.Shutdown(ctx)
 	})
 
+	key, keySource, err := hashKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.keyFile = cfg.Hashing.KeyFile
 	s.engine, err = sessions.New(cfg, sessions.Settings{
 		Logger:  logger,
 		Emitter: s.pipeline,
-		DataDir: cfg.Server.DataDir,
+		HashKey: key,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sessions engine: %w", err)
@@ -176,7 +182,8 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		"grpc_addr", s.grpcLn.Addr().String(),
 		"http_addr", s.httpLn.Addr().String(),
 		"config", configName(configPath),
-		"sinks", len(outs))
+		"sinks", len(outs),
+		"hash_key", keySource)
 	return s, nil
 }
 
@@ -245,6 +252,9 @@ func (s *server) reload() {
 		return
 	}
 	s.ext.SetSettings(extprocSettings(next, s.logger, s.proc, s.metrics.PhaseObserver()))
+	if next.Hashing.KeyFile != s.keyFile {
+		s.logger.Warn("hashing.key_file changed; the hash key in use is kept until restart")
+	}
 	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || cur.Server != next.Server {
 		s.logger.Warn("reload: changes to server and sinks take effect after a restart")
 	}
