@@ -274,23 +274,3 @@ func TestAttackBodies(t *testing.T) {
 		})
 	}
 }
-
-func TestRedactorCutTail(t *testing.T) {
-	t.Parallel()
-	tests := []struct{ name, in, want string }{
-		{name: "fragment at the end", in: "abc 41112222", want: "abc "},
-		{name: "short fragment kept", in: "abc 411", want: "abc 411"},
-		{name: "no fragment", in: "abc def", want: "abc def"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			// A redactor belongs to one exchange (it computes its encodings on first use), so
-			// each parallel subtest has its own.
-			r := newRedactor(newHasher(testKey), []secret{{clear: "4111222233334444", hashed: wantHashed("4111222233334444")}}, nil)
-			if got := r.cutTail(tc.in); got != tc.want {
-				t.Errorf("%s: cutTail(%q) = %q, want %q", tc.name, tc.in, got, tc.want)
-			}
-		})
-	}
-}

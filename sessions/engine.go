@@ -2,8 +2,9 @@
 // and grouping rules, groups each request into a session (an HMAC of its grouping value) and a
 // one-day part, keeps the live parts in memory and emits request and session records.
 //
-// It imports config and its own subpackages (extract, record, traffic); it never imports gRPC,
-// Envoy's protos or any sink.
+// It imports config and its own subpackages (extract, record, redact, traffic); it never
+// imports gRPC, Envoy's protos or any sink, and it reads no file: the program hands it the hash
+// key.
 package sessions
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/redact"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -105,9 +107,9 @@ type snapshot struct {
 	needs        traffic.Needs
 	flows        *flowMatcher
 	attacks      *attackRules
-	// hashedReq are the request-side places hashed parameters read, for the content of
-	// malicious requests.
-	hashedReq hashedTargets
+	// hashed are the request-side places whose values the content of a malicious request
+	// carries hashed: the built-in session cookies and headers and what hashed parameters read.
+	hashed redact.Targets
 }
 
 // param is one compiled parameter.
@@ -206,6 +208,7 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		ja4Header:   strings.ToLower(cfg.TLS.JA4Header),
 		maxBody:     cfg.Traffic.MaxBodyBytes,
 		rules:       partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std())},
+		hashed:      redact.Targets{Headers: slices.Clone(BuiltinHeaders), Cookies: slices.Clone(BuiltinCookies)},
 	}
 	if s.every <= 0 {
 		s.every = defaultSnapshotInterval
@@ -299,7 +302,7 @@ func (s *snapshot) addParam(p config.Parameter, hidden bool) error {
 		typ:    p.Type,
 	})
 	if p.Hashed {
-		s.hashedReq.add(p)
+		s.hashed.Add(p)
 	}
 	if ext.NeedsBody() {
 		if ext.Side() == extract.Response {
@@ -437,18 +440,18 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 	c := s.resolveClient(x)
 	rec := &record.Request{
 		Kind:          record.KindRequest,
-		RequestID:     truncate(x.RequestID, maxRequestID),
+		RequestID:     record.Truncate(x.RequestID, maxRequestID),
 		Time:          record.At(t),
-		Method:        truncate(x.Method, maxMethod),
-		Scheme:        truncate(x.Scheme, maxScheme),
-		Host:          truncate(strings.ToLower(x.Host), maxHost),
-		Path:          truncate(pathOnly(x.Path), maxPath),
+		Method:        record.Truncate(x.Method, maxMethod),
+		Scheme:        record.Truncate(x.Scheme, maxScheme),
+		Host:          record.Truncate(strings.ToLower(x.Host), maxHost),
+		Path:          record.Truncate(pathOnly(x.Path), maxPath),
 		Status:        x.Status,
 		DurationMS:    durationMS(x.Start, x.End),
 		RequestBytes:  bodyBytes(x.RequestBytes, x.RequestBody),
 		ResponseBytes: bodyBytes(x.ResponseBytes, x.ResponseBody),
 		ClientIP:      c.ip,
-		UserAgent:     truncate(c.userAgent, maxUserAgent),
+		UserAgent:     record.Truncate(c.userAgent, maxUserAgent),
 		JA3:           c.ja3,
 		JA4:           c.ja4,
 		Partial:       x.Partial,
@@ -457,7 +460,7 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 	// One pass over the parameters serves grouping (the first grouping parameter that works,
 	// in file order), user and role, and the exported params. The clear values of hashed
 	// parameters are remembered so that no other field of the record carries them.
-	var secretsBuf [8]secret
+	var secretsBuf [8]redact.Secret
 	secrets := secretsBuf[:0]
 	grouped := false
 	for i := range s.params {
@@ -475,13 +478,13 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 			if p.hashed {
 				rec.Session, out = e.hash.sessionAndParam(val)
 			} else {
-				rec.Session, out = e.hash.sessionID(val), truncate(val, maxParamValue)
+				rec.Session, out = e.hash.sessionID(val), record.Truncate(val, maxParamValue)
 			}
 		} else {
 			out = e.exportValue(p, val)
 		}
 		if p.hashed && len(secrets) < maxSecrets {
-			secrets = append(secrets, secret{clear: val, hashed: out})
+			secrets = append(secrets, redact.Secret{Clear: val, Hashed: out})
 		}
 		if rec.Params == nil {
 			rec.Params = make(map[string]string, len(s.params))
@@ -502,25 +505,25 @@ func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
 		rec.Session, rec.Key = s.resolveRest(v, &c, e.hash)
 	}
 
-	flows := s.flows.match(x.Method, config.StripPort(rec.Host), truncate(pathOnly(x.Path), maxPath))
+	flows := s.flows.match(x.Method, config.StripPort(rec.Host), record.Truncate(pathOnly(x.Path), maxPath))
 	rec.Flows = flows.list()
 
-	var red *redactor
-	if len(secrets) > 0 && (mayHold(rec.Path, secrets) || mayHold(rec.UserAgent, secrets) || mayHold(rec.RequestID, secrets)) {
-		red = newRedactor(e.hash, secrets, v)
-		rec.Path = red.path(rec.Path)
-		rec.UserAgent = red.value(rec.UserAgent)
-		rec.RequestID = red.value(rec.RequestID)
+	var red *redact.Redactor
+	if len(secrets) > 0 && (redact.MayHold(rec.Path, secrets) || redact.MayHold(rec.UserAgent, secrets) || redact.MayHold(rec.RequestID, secrets)) {
+		red = redact.New(e.hash.param, secrets, v)
+		rec.Path = red.Path(rec.Path)
+		rec.UserAgent = red.Value(rec.UserAgent)
+		rec.RequestID = red.Value(rec.RequestID)
 	}
-	rec.Route = e.routes.bound(rec.Host, truncate(route(rec.Path), maxPath))
+	rec.Route = e.routes.bound(rec.Host, record.Truncate(route(rec.Path), maxPath))
 
 	if malicious, att := s.attacks.verdict(x); att != nil {
 		rec.Malicious, rec.Attack = malicious, att
 		if malicious {
 			if red == nil {
-				red = newRedactor(e.hash, secrets, v)
+				red = redact.New(e.hash.param, secrets, v)
 			}
-			s.attackContent(att, x, red)
+			red.AttackContent(att, x, &s.hashed, s.maxBody)
 			e.malicious.Add(1)
 		}
 	}
@@ -615,7 +618,7 @@ func (e *Engine) exportValue(p *param, val string) string {
 	if p.hashed {
 		return e.hash.param(val)
 	}
-	return truncate(val, maxParamValue)
+	return record.Truncate(val, maxParamValue)
 }
 
 func pathOnly(p string) string {
