@@ -59,7 +59,7 @@ func (f *fakeProcessor) WantBody(side traffic.Side, contentType string) bool {
 	return f.needs.Body(side) && extract.ReadableContentType(contentType)
 }
 
-func (f *fakeProcessor) Observe(x *traffic.Exchange) *record.Request {
+func (f *fakeProcessor) Observe(x *traffic.Exchange) {
 	f.mu.Lock()
 	f.observed = append(f.observed, x)
 	f.mu.Unlock()
@@ -67,7 +67,6 @@ func (f *fakeProcessor) Observe(x *traffic.Exchange) *record.Request {
 	if f.panicObserve {
 		panic("observe exploded")
 	}
-	return &record.Request{Kind: record.KindRequest, RequestID: x.RequestID}
 }
 
 func (f *fakeProcessor) Peek(x *traffic.Exchange) (string, string, record.Key) {

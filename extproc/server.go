@@ -49,7 +49,7 @@ type Processor interface {
 	WantBody(side traffic.Side, contentType string) bool
 	// Observe is called exactly once per in-scope stream at its end, with everything seen. It
 	// must not block.
-	Observe(x *traffic.Exchange) *record.Request
+	Observe(x *traffic.Exchange)
 	// Peek groups the request seen so far (inline mode only), for the session header and the
 	// dynamic metadata. The server calls it at request headers and, with dynamic metadata,
 	// again at response headers only when request body bytes arrived in between; the metadata

@@ -166,11 +166,10 @@ func (t *timedProcessor) WantBody(side traffic.Side, contentType string) bool {
 	return t.next.WantBody(side, contentType)
 }
 
-func (t *timedProcessor) Observe(x *traffic.Exchange) *record.Request {
+func (t *timedProcessor) Observe(x *traffic.Exchange) {
 	start := time.Now()
-	rec := t.next.Observe(x)
+	t.next.Observe(x)
 	t.observe.Observe(time.Since(start).Seconds())
-	return rec
 }
 
 func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key record.Key) {

@@ -150,11 +150,11 @@ func TestAttackContent(t *testing.T) {
 		return x
 	}
 
-	benign := e.Observe(mk(false))
+	benign := e.observe(mk(false))
 	if benign.Malicious || benign.Attack != nil {
 		t.Errorf("a request without a verdict is marked: malicious %v, attack %+v", benign.Malicious, benign.Attack)
 	}
-	r := e.Observe(mk(true))
+	r := e.observe(mk(true))
 	if !r.Malicious || r.Attack == nil {
 		t.Fatalf("the request with a Coraza verdict is not malicious: %+v", r)
 	}
@@ -263,7 +263,7 @@ func TestAttackBodies(t *testing.T) {
 				// in its first half.
 				x.RequestHeaders = append(x.RequestHeaders, traffic.Header{Name: "x-card", Value: "4111222233334444"})
 			}
-			r := e.Observe(x)
+			r := e.observe(x)
 			got := r.Attack.Body
 			if r.Attack.BodyTruncated != tc.truncated {
 				t.Errorf("%s: body_truncated = %v, want %v", tc.name, r.Attack.BodyTruncated, tc.truncated)

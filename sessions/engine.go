@@ -8,11 +8,9 @@
 package sessions
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"path"
 	"slices"
 	"strings"
@@ -64,15 +62,17 @@ var ErrConfig = errors.New("invalid sessions configuration")
 // Engine groups exchanges into sessions and emits records. Its methods are safe for
 // concurrent use.
 type Engine struct {
-	log    *slog.Logger
-	emit   Emitter
-	now    func() time.Time
-	hash   *hasher
-	cache  *extract.Cache
-	parts  *table
-	snap   atomic.Pointer[snapshot]
-	hidden []config.Parameter
-	routes *routeTable
+	log  *slog.Logger
+	emit Emitter
+	now  func() time.Time
+	hash *hasher
+	// hashParam is hash.param, made once: a method value made per redaction would allocate.
+	hashParam func(string) string
+	cache     *extract.Cache
+	parts     *table
+	snap      atomic.Pointer[snapshot]
+	hidden    []config.Parameter
+	routes    *routeTable
 
 	// Counters for Stats; they never hold values, only counts.
 	observed, malicious, outOfScope atomic.Int64
@@ -167,6 +167,7 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	e.hashParam = e.hash.param
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -226,15 +227,37 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 	}
 	s.rules.loc = loc
 
-	for _, f := range cfg.Sessions.Fallback {
+	if err := s.compileFallback(cfg.Sessions.Fallback); err != nil {
+		return nil, err
+	}
+	if err := s.addParams(cfg, hidden); err != nil {
+		return nil, err
+	}
+	s.flows, err = compileFlows(cfg.BusinessFlows)
+	if err != nil {
+		return nil, err
+	}
+	s.attacks = compileAttacks(cfg.Attacks)
+	if s.attacks != nil {
+		// The content of a malicious request includes its body, so every request body is
+		// copied (up to max_body_bytes) while attacks are configured.
+		s.needs.RequestBody = true
+	}
+	return s, nil
+}
+
+// compileFallback checks sessions.fallback and names the fallback key of every combination of
+// the parts present.
+func (s *snapshot) compileFallback(parts []string) error {
+	for _, f := range parts {
 		switch f {
 		case fallbackIP, fallbackUserAgent, fallbackJA3, fallbackJA4:
 		default:
-			return nil, fmt.Errorf("%w: sessions.fallback %q: use ip, user_agent, ja3 or ja4", ErrConfig, f)
+			return fmt.Errorf("%w: sessions.fallback %q: use ip, user_agent, ja3 or ja4", ErrConfig, f)
 		}
 		for _, g := range s.fallbackParts {
 			if g == f {
-				return nil, fmt.Errorf("%w: sessions.fallback lists %q twice", ErrConfig, f)
+				return fmt.Errorf("%w: sessions.fallback lists %q twice", ErrConfig, f)
 			}
 		}
 		s.fallbackParts = append(s.fallbackParts, f)
@@ -249,39 +272,33 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		}
 		s.fallbackKeys[mask] = record.Key{Source: record.SourceFallback, Name: strings.Join(names, "+")}
 	}
+	return nil
+}
 
+// addParams compiles the configured parameters, then the hidden ones a configured parameter
+// does not already name.
+func (s *snapshot) addParams(cfg *config.Config, hidden []config.Parameter) error {
 	visible := 0
 	for _, p := range cfg.Parameters {
 		if !p.Hidden {
 			visible++
 		}
 		if err := s.addParam(p, p.Hidden); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if cfg.MaxParameters > 0 && visible > cfg.MaxParameters {
-		return nil, fmt.Errorf("%w: %d parameters are configured but max_parameters is %d", ErrConfig, visible, cfg.MaxParameters)
+		return fmt.Errorf("%w: %d parameters are configured but max_parameters is %d", ErrConfig, visible, cfg.MaxParameters)
 	}
 	for _, p := range hidden {
 		if slices.ContainsFunc(s.params, func(q param) bool { return q.name == p.Name }) {
 			continue
 		}
 		if err := s.addParam(p, true); err != nil {
-			return nil, err
+			return err
 		}
 	}
-
-	s.flows, err = compileFlows(cfg.BusinessFlows)
-	if err != nil {
-		return nil, err
-	}
-	s.attacks = compileAttacks(cfg.Attacks)
-	if s.attacks != nil {
-		// The content of a malicious request includes its body, so every request body is
-		// copied (up to max_body_bytes) while attacks are configured.
-		s.needs.RequestBody = true
-	}
-	return s, nil
+	return nil
 }
 
 // addParam compiles one parameter. Hidden parameters never group: a component that registers
@@ -394,185 +411,6 @@ func (e *Engine) WantBody(side traffic.Side, contentType string) bool {
 // MaxBodyBytes is the number of body bytes inspected per direction.
 func (e *Engine) MaxBodyBytes() int { return e.snap.Load().maxBody }
 
-// Peek groups an exchange by its request side only, for inline mode's header at request time.
-// It names the part the request would join without changing any state.
-func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key) {
-	s := e.snap.Load()
-	v := extract.NewView(x, e.cache, s.maxBody)
-	defer v.Release()
-	// The client (address parsing, fingerprints) matters only when no grouping parameter
-	// decides, which is the rarer case on traffic with keys.
-	session, key, ok := s.resolveParams(v, e.hash, false)
-	if !ok {
-		c := s.resolveClient(x)
-		session, key = s.resolveRest(v, &c, e.hash)
-	}
-	t := x.Start
-	if t.IsZero() {
-		t = e.now()
-	}
-	return session, e.parts.peek(session, t, &s.rules), key
-}
-
-// maxSecrets bounds the hashed values one exchange remembers for scrubbing; with
-// max_parameters at most 1000 the bound is never reached by configured parameters alone.
-const maxSecrets = 1024
-
-// Observe processes one exchange at its end: extracts the parameters, groups the request,
-// tags its flows, reads attack verdicts, updates its part (ending the previous part when the
-// day changed or the idle time passed), and emits the request record, which it returns. The
-// caller must not modify the record. An exchange for a host out of scope produces nothing
-// and returns nil.
-func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
-	s := e.snap.Load()
-	if !s.inScope(x.Host) {
-		e.outOfScope.Add(1)
-		return nil
-	}
-	v := extract.NewView(x, e.cache, s.maxBody)
-	defer v.Release()
-	v.CountErrors(&e.parseErrors)
-
-	t := x.Start
-	if t.IsZero() {
-		t = e.now()
-	}
-	c := s.resolveClient(x)
-	rec := &record.Request{
-		Kind:          record.KindRequest,
-		RequestID:     record.Truncate(x.RequestID, maxRequestID),
-		Time:          record.At(t),
-		Method:        record.Truncate(x.Method, maxMethod),
-		Scheme:        record.Truncate(x.Scheme, maxScheme),
-		Host:          record.Truncate(strings.ToLower(x.Host), maxHost),
-		Path:          record.Truncate(pathOnly(x.Path), maxPath),
-		Status:        x.Status,
-		DurationMS:    durationMS(x.Start, x.End),
-		RequestBytes:  bodyBytes(x.RequestBytes, x.RequestBody),
-		ResponseBytes: bodyBytes(x.ResponseBytes, x.ResponseBody),
-		ClientIP:      c.ip,
-		UserAgent:     record.Truncate(c.userAgent, maxUserAgent),
-		JA3:           c.ja3,
-		JA4:           c.ja4,
-		Partial:       x.Partial,
-	}
-
-	// One pass over the parameters serves grouping (the first grouping parameter that works,
-	// in file order), user and role, and the exported params. The clear values of hashed
-	// parameters are remembered so that no other field of the record carries them.
-	var secretsBuf [8]redact.Secret
-	secrets := secretsBuf[:0]
-	grouped := false
-	for i := range s.params {
-		p := &s.params[i]
-		if p.side == extract.Response && !x.ResponseSeen {
-			continue
-		}
-		val, ok := p.ext.Extract(v)
-		if !ok || val == "" {
-			continue
-		}
-		var out string
-		if p.group && !grouped {
-			grouped, rec.Key = true, p.key
-			if p.hashed {
-				rec.Session, out = e.hash.sessionAndParam(val)
-			} else {
-				rec.Session, out = e.hash.sessionID(val), record.Truncate(val, maxParamValue)
-			}
-		} else {
-			out = e.exportValue(p, val)
-		}
-		if p.hashed && len(secrets) < maxSecrets {
-			secrets = append(secrets, redact.Secret{Clear: val, Hashed: out})
-		}
-		if rec.Params == nil {
-			rec.Params = make(map[string]string, len(s.params))
-		}
-		rec.Params[p.name] = out
-		switch p.typ {
-		case config.TypeUser:
-			if rec.User == "" {
-				rec.User = out
-			}
-		case config.TypeRole:
-			if rec.Role == "" {
-				rec.Role = out
-			}
-		}
-	}
-	if !grouped {
-		rec.Session, rec.Key = s.resolveRest(v, &c, e.hash)
-	}
-
-	flows := s.flows.match(x.Method, config.StripPort(rec.Host), record.Truncate(pathOnly(x.Path), maxPath))
-	rec.Flows = flows.list()
-
-	var red *redact.Redactor
-	if len(secrets) > 0 && (redact.MayHold(rec.Path, secrets) || redact.MayHold(rec.UserAgent, secrets) || redact.MayHold(rec.RequestID, secrets)) {
-		red = redact.New(e.hash.param, secrets, v)
-		rec.Path = red.Path(rec.Path)
-		rec.UserAgent = red.Value(rec.UserAgent)
-		rec.RequestID = red.Value(rec.RequestID)
-	}
-	rec.Route = e.routes.bound(rec.Host, record.Truncate(route(rec.Path), maxPath))
-
-	if malicious, att := s.attacks.verdict(x); att != nil {
-		rec.Malicious, rec.Attack = malicious, att
-		if malicious {
-			if red == nil {
-				red = redact.New(e.hash.param, secrets, v)
-			}
-			red.AttackContent(att, x, &s.hashed, s.maxBody)
-			e.malicious.Add(1)
-		}
-	}
-	e.observed.Add(1)
-
-	h := hit{
-		t:         t,
-		key:       rec.Key,
-		user:      rec.User,
-		role:      rec.Role,
-		ip:        rec.ClientIP,
-		userAgent: rec.UserAgent,
-		method:    rec.Method,
-		status:    rec.Status,
-		bytesIn:   rec.RequestBytes,
-		bytesOut:  rec.ResponseBytes,
-		flows:     flows,
-		malicious: rec.Malicious,
-	}
-	if e.closed.Load() {
-		// After Close no part may open that nothing would end: name the part, keep no state.
-		rec.Part = e.parts.peek(rec.Session, t, &s.rules)
-		e.emit.Emit(rec)
-		return rec
-	}
-	var finals [2]record.Record
-	var out []record.Record
-	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, finals[:0])
-	for _, r := range out {
-		e.emit.Emit(r)
-	}
-	e.emit.Emit(rec)
-	if e.log.Enabled(context.Background(), slog.LevelDebug) {
-		// Names and counts only: never a value.
-		e.log.LogAttrs(context.Background(), slog.LevelDebug, "request observed",
-			slog.String("session", rec.Session), slog.String("part", rec.Part),
-			slog.String("key", rec.Key.String()), slog.Int("params", len(rec.Params)),
-			slog.Any("flows", rec.Flows), slog.Bool("malicious", rec.Malicious),
-			slog.Int("status", rec.Status))
-	}
-	return rec
-}
-
-// bodyBytes is a body's size as records carry it: what the server counted (bytes seen, else
-// content-length), never less than what the exchange holds.
-func bodyBytes(counted int64, held []byte) int64 {
-	return max(0, counted, int64(len(held)))
-}
-
 // Stats are the engine's counters since New. They hold counts only.
 type Stats struct {
 	// Observed is the number of request records emitted.
@@ -611,29 +449,6 @@ func (e *Engine) Stats() Stats {
 	cs := e.cache.Stats()
 	st.LookupCacheHits, st.LookupCacheMisses = cs.Hits, cs.Misses
 	return st
-}
-
-// exportValue is a parameter value as records carry it: hashed, or in clear and capped.
-func (e *Engine) exportValue(p *param, val string) string {
-	if p.hashed {
-		return e.hash.param(val)
-	}
-	return record.Truncate(val, maxParamValue)
-}
-
-func pathOnly(p string) string {
-	if i := strings.IndexByte(p, '?'); i >= 0 {
-		return p[:i]
-	}
-	return p
-}
-
-// durationMS is end - start in milliseconds rounded to microseconds; never negative.
-func durationMS(start, end time.Time) float64 {
-	if start.IsZero() || end.IsZero() || !end.After(start) {
-		return 0
-	}
-	return math.Round(float64(end.Sub(start))/1e3) / 1e3
 }
 
 func (e *Engine) sweeper() {

@@ -38,7 +38,7 @@ func TestRequestRecord(t *testing.T) {
 	withJSONBody(x, `{"email":"a@b.example"}`)
 	withResponse(x, 201, `{"product_id":77,"token":"tok"}`)
 
-	got := e.Observe(x)
+	got := e.observe(x)
 	want := &record.Request{
 		Kind:          record.KindRequest,
 		Session:       wantID("tok"),
@@ -169,7 +169,7 @@ func TestRequestRecordEdges(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.check(t, e.Observe(tc.x()))
+			tc.check(t, e.observe(tc.x()))
 		})
 	}
 	em.take()
@@ -216,7 +216,7 @@ func TestNeedsAndReload(t *testing.T) {
 	if e.WantBody(traffic.Request, "application/json") {
 		t.Error("WantBody(request, JSON) with no body parameter")
 	}
-	r1 := e.Observe(exchange("GET", "/?q=v"))
+	r1 := e.observe(exchange("GET", "/?q=v"))
 
 	next := testConfig(t, seedParams...)
 	next.Traffic.MaxBodyBytes = 1024
@@ -245,7 +245,7 @@ func TestNeedsAndReload(t *testing.T) {
 	}
 
 	// Live state survives reloads: the same session continues its part.
-	r2 := e.Observe(exchange("GET", "/", "x-session-id", "other"))
+	r2 := e.observe(exchange("GET", "/", "x-session-id", "other"))
 	e.sweep(time.Date(2026, 11, 22, 12, 0, 1, 0, time.UTC))
 	var sawFirst bool
 	for _, s := range em.sessions() {
@@ -324,7 +324,7 @@ func FuzzObserve(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, path, cookie, auth, xff, ua, reqBody, respBody string) {
 		x := exchange(method, path, "cookie", cookie, "authorization", auth, "x-forwarded-for", xff, "user-agent", ua)
 		withResponse(withJSONBody(x, reqBody), 200, respBody)
-		r := e.Observe(x)
+		r := e.observe(x)
 		if len(r.Session) != 22 || !strings.HasPrefix(r.Session, "s_") {
 			t.Errorf("session id %q is not s_ + 20 hex", r.Session)
 		}
