@@ -123,19 +123,11 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		_ = s.pipeline.Shutdown(ctx)
 	})
 
-	key, keySource, err := hashKey(cfg)
-	if err != nil {
+	var keySource string
+	if s.engine, keySource, err = newEngine(cfg, logger, s.pipeline); err != nil {
 		return nil, err
 	}
 	s.keyFile = cfg.Hashing.KeyFile
-	s.engine, err = sessions.New(cfg, sessions.Settings{
-		Logger:  logger,
-		Emitter: s.pipeline,
-		HashKey: key,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sessions engine: %w", err)
-	}
 	cleanup = append(cleanup, s.engine.Close)
 
 	s.metrics = metrics.New(buildInfo())
@@ -185,6 +177,20 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		"sinks", len(outs),
 		"hash_key", keySource)
 	return s, nil
+}
+
+// newEngine reads the hash key for cfg and starts the sessions engine with it; keySource says
+// where the key came from.
+func newEngine(cfg *config.Config, logger *slog.Logger, emit sessions.Emitter) (_ *sessions.Engine, keySource string, _ error) {
+	key, keySource, err := hashKey(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	e, err := sessions.New(cfg, sessions.Settings{Logger: logger, Emitter: emit, HashKey: key})
+	if err != nil {
+		return nil, "", fmt.Errorf("sessions engine: %w", err)
+	}
+	return e, keySource, nil
 }
 
 func configName(path string) string {
