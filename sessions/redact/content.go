@@ -109,8 +109,8 @@ func (r *Redactor) headerValue(t *Targets, name, val string) string {
 	case name == ":path":
 		return r.pathValue(t, val)
 	}
-	if t, ok := r.token(val); ok {
-		return t
+	if tok, ok := r.token(val); ok {
+		return tok
 	}
 	return r.Value(val)
 }
@@ -139,8 +139,8 @@ func (r *Redactor) cookieValue(t *Targets, h string) string {
 		case slices.Contains(t.Cookies, name):
 			b.WriteString(r.hash(unq))
 		default:
-			if t, ok := r.token(unq); ok {
-				b.WriteString(t)
+			if tok, ok := r.token(unq); ok {
+				b.WriteString(tok)
 			} else {
 				b.WriteString(r.Value(val))
 			}
