@@ -31,6 +31,7 @@ type Deps struct {
 	HashKey func(cfg *config.Config) ([]byte, error)
 }
 
+// hashKey asks the command for the hash key of cfg.
 func (d Deps) hashKey(cfg *config.Config) ([]byte, error) {
 	if d.HashKey == nil {
 		return nil, errors.New("no hash key: this build does not say where to find one")
