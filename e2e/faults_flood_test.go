@@ -65,7 +65,7 @@ func TestFaultFloodOfSessionKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	em := &countingEmitter{}
-	eng, err := sessions.New(cfg, sessions.Settings{Emitter: em, DataDir: t.TempDir()})
+	eng, err := sessions.New(cfg, sessions.Settings{Emitter: em, HashKey: []byte("flood-test-hash-key-0123456789abcdef")})
 	if err != nil {
 		t.Fatal(err)
 	}

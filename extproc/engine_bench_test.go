@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -116,18 +114,11 @@ func benchTraffic(b *testing.B, bodies bool) [][]*extprocv3.ProcessingRequest {
 // newBenchEngine compiles engineBenchConfig into an engine that emits into em.
 func newBenchEngine(b *testing.B, em sessions.Emitter) *sessions.Engine {
 	b.Helper()
-	dir := b.TempDir()
-	key := filepath.Join(dir, "hash.key")
-	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
-		b.Fatal(err)
-	}
 	cfg, err := config.ParseAndValidate("bench.yaml", []byte(engineBenchConfig))
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg.Hashing.KeyFile = key
-	cfg.Server.DataDir = dir
-	e, err := sessions.New(cfg, sessions.Settings{Emitter: em, DataDir: dir})
+	e, err := sessions.New(cfg, sessions.Settings{Emitter: em, HashKey: []byte("0123456789abcdef0123456789abcdef")})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -30,6 +31,8 @@ type fakeProcessor struct {
 	outOfScope map[string]bool
 	// peek answers Peek; nil returns "".
 	peek func(x *traffic.Exchange) (string, string, record.Key)
+	// wantBody answers WantBody; nil answers as the engine does, by needs and the content type.
+	wantBody func(side traffic.Side, contentType string) bool
 	// panicObserve makes Observe panic after recording.
 	panicObserve bool
 
@@ -49,7 +52,14 @@ func (f *fakeProcessor) InScope(host string) bool { return !f.outOfScope[host] }
 func (f *fakeProcessor) Needs() traffic.Needs     { return f.needs }
 func (f *fakeProcessor) MaxBodyBytes() int        { return f.maxBody }
 
-func (f *fakeProcessor) Observe(x *traffic.Exchange) *record.Request {
+func (f *fakeProcessor) WantBody(side traffic.Side, contentType string) bool {
+	if f.wantBody != nil {
+		return f.wantBody(side, contentType)
+	}
+	return f.needs.Body(side) && extract.ReadableContentType(contentType)
+}
+
+func (f *fakeProcessor) Observe(x *traffic.Exchange) {
 	f.mu.Lock()
 	f.observed = append(f.observed, x)
 	f.mu.Unlock()
@@ -57,7 +67,6 @@ func (f *fakeProcessor) Observe(x *traffic.Exchange) *record.Request {
 	if f.panicObserve {
 		panic("observe exploded")
 	}
-	return &record.Request{Kind: record.KindRequest, RequestID: x.RequestID}
 }
 
 func (f *fakeProcessor) Peek(x *traffic.Exchange) (string, string, record.Key) {

@@ -1,47 +1,11 @@
 package extproc
 
 import (
-	"strings"
-
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
-
-// BodySelector is an optional interface of a Processor. When the processor implements it,
-// the server asks it, in inline mode, whether one side's body is worth requesting from Envoy
-// for this exchange; x holds the headers of that side (and the whole request for the
-// response side). Without it the server asks for a body when Needs says a parameter reads
-// that side and the content type is one a parameter can read (see ReadableContentType).
-type BodySelector interface {
-	WantBody(x *traffic.Exchange, response bool) bool
-}
-
-// ReadableContentType reports whether a body of this content type can hold a parameter
-// value: JSON (application/json, any +json type), urlencoded and multipart forms, and a body
-// without a content type (which may be sniffed as JSON). Parameters such as charset are
-// ignored; comparison is case-insensitive.
-func ReadableContentType(ct string, present bool) bool {
-	if !present {
-		return true
-	}
-	mt := ct
-	if i := strings.IndexByte(mt, ';'); i >= 0 {
-		mt = mt[:i]
-	}
-	mt = strings.TrimSpace(mt)
-	switch {
-	case mt == "":
-		return true
-	case strings.EqualFold(mt, "application/json"),
-		len(mt) > len("+json") && strings.EqualFold(mt[len(mt)-len("+json"):], "+json"),
-		strings.EqualFold(mt, "application/x-www-form-urlencoded"),
-		strings.EqualFold(mt, "multipart/form-data"):
-		return true
-	}
-	return false
-}
 
 // OverrideMode is the processing mode apisessions puts in mode_override when it asks for a
 // body that the filter's configuration does not send. Every field is spelled out, so the
@@ -72,26 +36,16 @@ func sends(m filterv3.ProcessingMode_BodySendMode) bool {
 	return m != filterv3.ProcessingMode_NONE // NONE is also the enum's zero, Envoy's default
 }
 
-// wantBody decides whether one side's body is worth a mode override.
-func (st *stream) wantBody(response bool) bool {
-	if bs, ok := st.proc.(BodySelector); ok {
-		return bs.WantBody(&st.x, response)
-	}
-	needs := st.proc.Needs()
+// wantBody asks the processor whether one side's body is worth a mode override, by that
+// side's content type.
+func (st *stream) wantBody(side traffic.Side) bool {
 	var ct string
-	var ok bool
-	if response {
-		if !needs.ResponseBody {
-			return false
-		}
-		ct, ok = st.x.ResponseHeader("content-type")
+	if side == traffic.Response {
+		ct, _ = st.x.ResponseHeader("content-type")
 	} else {
-		if !needs.RequestBody {
-			return false
-		}
-		ct, ok = st.x.RequestHeader("content-type")
+		ct, _ = st.x.RequestHeader("content-type")
 	}
-	return ReadableContentType(ct, ok)
+	return st.proc.WantBody(side, ct)
 }
 
 // overrideBodies adds a mode_override to an inline headers answer when this side has a body
@@ -102,11 +56,11 @@ func (st *stream) wantBody(response bool) bool {
 // overrides). The body mode of the other side is restated: a body mode left out of an
 // override means NONE.
 func (st *stream) overrideBodies(resp *extprocv3.ProcessingResponse, response, endOfStream bool) *extprocv3.ProcessingResponse {
-	cur := &st.reqMode
+	cur, side := &st.reqMode, traffic.Request
 	if response {
-		cur = &st.respMode
+		cur, side = &st.respMode, traffic.Response
 	}
-	if !st.knowModes || endOfStream || sends(*cur) || st.proc.MaxBodyBytes() <= 0 || !st.wantBody(response) {
+	if !st.knowModes || endOfStream || sends(*cur) || st.proc.MaxBodyBytes() <= 0 || !st.wantBody(side) {
 		return resp
 	}
 	*cur = filterv3.ProcessingMode_BUFFERED_PARTIAL

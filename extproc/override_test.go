@@ -12,44 +12,6 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// selectingFake lets the test decide through BodySelector.
-type selectingFake struct {
-	*fakeProcessor
-	want func(x *traffic.Exchange, response bool) bool
-}
-
-func (s selectingFake) WantBody(x *traffic.Exchange, response bool) bool { return s.want(x, response) }
-
-var _ BodySelector = selectingFake{}
-
-func TestReadableContentType(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name    string
-		ct      string
-		present bool
-		want    bool
-	}{
-		{"absent: may be sniffed as JSON", "", false, true},
-		{"empty", " ", true, true},
-		{"JSON with charset", "Application/JSON; charset=utf-8", true, true},
-		{"a +json type", "application/problem+json", true, true},
-		{"urlencoded form", "application/x-www-form-urlencoded", true, true},
-		{"multipart form", "multipart/form-data; boundary=x", true, true},
-		{"plain text", "text/plain", true, false},
-		{"binary", "application/octet-stream", true, false},
-		{"just +json", "+json", true, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			if got := ReadableContentType(tc.ct, tc.present); got != tc.want {
-				t.Errorf("ReadableContentType(%q, %v) = %v; want %v", tc.ct, tc.present, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestModeOverride(t *testing.T) {
 	t.Parallel()
 	none := &filterv3.ProcessingMode{}
@@ -72,7 +34,7 @@ func TestModeOverride(t *testing.T) {
 	cases := []struct {
 		name     string
 		needs    traffic.Needs
-		selector func(x *traffic.Exchange, response bool) bool
+		wantBody func(side traffic.Side, contentType string) bool
 		x        *traffic.Exchange
 		o        protomsg.Options
 		// want is the mode_override of the request-headers and response-headers answers.
@@ -145,9 +107,9 @@ func TestModeOverride(t *testing.T) {
 			o:     protomsg.Options{Observability: true},
 		},
 		{
-			name:     "a BodySelector decides instead of the content type",
+			name:     "the processor decides, not the content type",
 			needs:    traffic.Needs{RequestBody: true, ResponseBody: true},
-			selector: func(x *traffic.Exchange, response bool) bool { return response },
+			wantBody: func(side traffic.Side, _ string) bool { return side == traffic.Response },
 			x:        post("application/json"),
 			o:        protomsg.Options{Mode: none},
 			wantResp: OverrideMode(false, true),
@@ -158,11 +120,8 @@ func TestModeOverride(t *testing.T) {
 			t.Parallel()
 			fake := newFake()
 			fake.needs = tc.needs
-			var p Processor = fake
-			if tc.selector != nil {
-				p = selectingFake{fakeProcessor: fake, want: tc.selector}
-			}
-			srv := New(Settings{Processor: p, Now: fixedNow})
+			fake.wantBody = tc.wantBody
+			srv := New(Settings{Processor: fake, Now: fixedNow})
 			client, _ := startServer(t, srv, GRPCOptions{})
 			got, err := protomsg.Exchange(testContext(t), client, protomsg.Sequence(tc.x, tc.o))
 			if err != nil {

@@ -32,9 +32,13 @@ type Processor interface {
 	Needs() traffic.Needs
 	// MaxBodyBytes is how many body bytes to copy at most per direction; bytes past it are counted only.
 	MaxBodyBytes() int
+	// WantBody reports whether a body of this side and content type (the content-type
+	// header's value, "" when there is none) is worth asking Envoy for when the configured
+	// body mode does not send it (inline mode's mode_override).
+	WantBody(side traffic.Side, contentType string) bool
 	// Observe is called exactly once per in-scope stream at its end, with everything seen. It
 	// must not block.
-	Observe(x *traffic.Exchange) *record.Request
+	Observe(x *traffic.Exchange)
 	// Peek groups the request seen so far (inline mode only), for the session header and the
 	// dynamic metadata. The server calls it at request headers and, with dynamic metadata,
 	// again at response headers only when request body bytes arrived in between; the metadata

@@ -149,12 +149,14 @@ var _ extproc.Processor = (*timedProcessor)(nil)
 func (t *timedProcessor) InScope(host string) bool { return t.next.InScope(host) }
 func (t *timedProcessor) Needs() traffic.Needs     { return t.next.Needs() }
 func (t *timedProcessor) MaxBodyBytes() int        { return t.next.MaxBodyBytes() }
+func (t *timedProcessor) WantBody(side traffic.Side, contentType string) bool {
+	return t.next.WantBody(side, contentType)
+}
 
-func (t *timedProcessor) Observe(x *traffic.Exchange) *record.Request {
+func (t *timedProcessor) Observe(x *traffic.Exchange) {
 	start := time.Now()
-	rec := t.next.Observe(x)
+	t.next.Observe(x)
 	t.observe.Observe(time.Since(start).Seconds())
-	return rec
 }
 
 func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key record.Key) {

@@ -38,9 +38,11 @@ type fakeProcessor struct {
 func (f *fakeProcessor) InScope(host string) bool { return host == "api.example.com" }
 func (f *fakeProcessor) Needs() traffic.Needs     { return traffic.Needs{RequestBody: true} }
 func (f *fakeProcessor) MaxBodyBytes() int        { return 123 }
-func (f *fakeProcessor) Observe(*traffic.Exchange) *record.Request {
+func (f *fakeProcessor) WantBody(side traffic.Side, _ string) bool {
+	return side == traffic.Request
+}
+func (f *fakeProcessor) Observe(*traffic.Exchange) {
 	f.observed++
-	return &record.Request{RequestID: "r1"}
 }
 func (f *fakeProcessor) Peek(*traffic.Exchange) (string, string, record.Key) {
 	f.peeked++
@@ -172,10 +174,11 @@ func TestTimedForwardsAndObserves(t *testing.T) {
 	if p.Needs() != (traffic.Needs{RequestBody: true}) || p.MaxBodyBytes() != 123 {
 		t.Error("Needs or MaxBodyBytes is not forwarded")
 	}
+	if !p.WantBody(traffic.Request, "application/json") || p.WantBody(traffic.Response, "application/json") {
+		t.Error("WantBody is not forwarded")
+	}
 	for range 3 {
-		if rec := p.Observe(x); rec == nil || rec.RequestID != "r1" {
-			t.Fatalf("Observe returned %+v, want the engine's record", rec)
-		}
+		p.Observe(x)
 	}
 	if s, part, key := p.Peek(x); s != "s_1" || part != "p_1" || key.Name != "token" {
 		t.Errorf("Peek returned %q %q %+v", s, part, key)

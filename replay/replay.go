@@ -27,8 +27,9 @@ import (
 type Options struct {
 	// Config is the validated configuration the engine compiles.
 	Config *config.Config
-	// DataDir holds the hash key ("" = the configuration's server.data_dir).
-	DataDir string
+	// HashKey is the engine's HMAC key (sessions.Settings.HashKey): session ids match those
+	// of a server with the same key.
+	HashKey []byte
 	// Emitter, when not nil, also receives every record (the configured sinks, for --sinks).
 	Emitter sessions.Emitter
 	// Logger; nil discards.
@@ -60,7 +61,7 @@ func Replay(ctx context.Context, xs []traffic.Exchange, o Options) (*Result, err
 		Logger:  o.Logger,
 		Emitter: col,
 		Now:     clk.now,
-		DataDir: o.DataDir,
+		HashKey: o.HashKey,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)

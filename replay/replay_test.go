@@ -29,20 +29,17 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 const demoHAR = "../examples/demo.har"
 
-// demoConfig loads the example configuration with a fixed hash key, so session ids are stable.
+// demoKey is the hash key of every replay test, so session ids are stable.
+var demoKey = []byte("0123456789abcdef0123456789abcdef-demo-key")
+
+// demoConfig loads the example configuration.
 func demoConfig(t *testing.T) *config.Config {
 	t.Helper()
-	dir := t.TempDir()
-	key := filepath.Join(dir, "hash.key")
-	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef-demo-key"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	cfg, err := config.LoadAndValidate("../examples/apisessions.yaml")
 	if err != nil {
 		t.Fatalf("examples/apisessions.yaml: %v", err)
 	}
-	cfg.Hashing.KeyFile = key
-	cfg.Server.DataDir = dir
+	cfg.Server.DataDir = t.TempDir()
 	return cfg
 }
 
@@ -71,7 +68,7 @@ func TestReplayDemo(t *testing.T) {
 		t.Fatalf("read demo.har: %v (%s)", err, format)
 	}
 	var sink recorder
-	res, err := Replay(context.Background(), xs, Options{Config: cfg, Emitter: &sink})
+	res, err := Replay(context.Background(), xs, Options{Config: cfg, Emitter: &sink, HashKey: demoKey})
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
@@ -160,12 +157,12 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := Replay(context.Background(), xs, Options{Config: cfg})
+	local, err := Replay(context.Background(), xs, Options{Config: cfg, HashKey: demoKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	eng, err := sessions.New(cfg, sessions.Settings{Emitter: &recorder{}})
+	eng, err := sessions.New(cfg, sessions.Settings{Emitter: &recorder{}, HashKey: demoKey})
 	if err != nil {
 		t.Fatal(err)
 	}

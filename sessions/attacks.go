@@ -125,7 +125,7 @@ func appendValues(dst []string, v any, limit int) []string {
 		if s == "" || len(dst) >= limit {
 			return
 		}
-		s = truncate(s, maxAttackValue)
+		s = record.Truncate(s, maxAttackValue)
 		for _, d := range dst {
 			if d == s {
 				return

@@ -70,7 +70,8 @@ func BenchmarkObserveParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkResolve measures grouping alone (view, client, key, HMAC), per deciding key.
+// BenchmarkResolve measures grouping alone as Peek runs it (view, parameters, client when no
+// parameter decides, key, HMAC), per deciding key.
 func BenchmarkResolve(b *testing.B) {
 	cfg := testConfig(b, benchParams...)
 	cfg.Sessions.LookupCacheMB = 32
@@ -91,8 +92,7 @@ func BenchmarkResolve(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				v := extract.NewView(tc.x, e.cache, s.maxBody)
-				c := s.resolveClient(tc.x)
-				s.resolve(v, &c, e.hash, true)
+				s.group(v, tc.x, e.hash)
 				v.Release()
 			}
 		})

@@ -3,7 +3,6 @@ package sessions
 import (
 	"net/netip"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -19,19 +18,6 @@ const (
 	maxScheme     = 16
 	maxRequestID  = 256
 )
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	// Step back at most utf8.UTFMax-1 bytes to the start of the rune that crosses the limit.
-	for i := 0; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(s[cut]); i++ {
-		cut--
-	}
-	return s[:cut]
-}
 
 // parseIP reads a bare address, "ip:port" or "[ipv6]:port" and returns it in canonical form
 // (IPv4-mapped IPv6 unmapped, zone dropped), or "" when it is not an address.

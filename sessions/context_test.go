@@ -23,14 +23,14 @@ func TestHiddenParameters(t *testing.T) {
 		{Name: "bola_object", In: config.InRequestPath, Path: "/api/objects/{id}", Group: true},
 		{Name: "abuse_device", In: config.InRequestHeader, Key: "x-device", Hashed: true},
 	}
-	e, err := newEngine(cfg, Settings{Emitter: em, DataDir: t.TempDir(), HiddenParameters: hidden}, false)
+	e, err := newEngine(cfg, Settings{Emitter: em, HashKey: testKey, HiddenParameters: hidden}, false)
 	if err != nil {
 		t.Fatalf("New with hidden parameters beyond max_parameters: %v", err)
 	}
 	defer e.Close()
 	check := func(when string) {
 		t.Helper()
-		r := e.Observe(envoyExchange("GET", "api.example.com", "/api/objects/77?mine=1", "x-device", "dev-1", "user-agent", "ua"))
+		r := e.observe(envoyExchange("GET", "api.example.com", "/api/objects/77?mine=1", "x-device", "dev-1", "user-agent", "ua"))
 		want := map[string]string{"object_id": "1", "bola_object": "77", "abuse_device": wantHashed("dev-1")}
 		for k, v := range want {
 			if r.Params[k] != v {
@@ -40,7 +40,7 @@ func TestHiddenParameters(t *testing.T) {
 		if r.Key.Source != record.SourceFallback {
 			t.Errorf("%s: key %v; a hidden parameter must never group", when, r.Key)
 		}
-		if r2 := e.Observe(envoyExchange("GET", "api.example.com", "/other", "user-agent", "ua")); len(r2.Params) != 0 {
+		if r2 := e.observe(envoyExchange("GET", "api.example.com", "/other", "user-agent", "ua")); len(r2.Params) != 0 {
 			t.Errorf("%s: params %v for a request where no parameter is present, want none", when, r2.Params)
 		}
 	}
@@ -100,7 +100,7 @@ func TestUsersAndRoles(t *testing.T) {
 	var session string
 	for i, st := range steps {
 		at(st.x, base.Add(time.Duration(i)*time.Minute))
-		r := e.Observe(st.x)
+		r := e.observe(st.x)
 		session = r.Session
 		if r.User != st.wantUser || r.Role != st.role {
 			t.Errorf("%s: request user %q role %q, want %q %q", st.name, r.User, r.Role, st.wantUser, st.role)
@@ -187,7 +187,7 @@ func TestTimingAndSize(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := e.Observe(tc.x())
+			r := e.observe(tc.x())
 			if r.DurationMS != tc.dur || r.RequestBytes != tc.reqBytes || r.ResponseBytes != tc.respBy || r.Status != tc.status || r.Partial != tc.partial {
 				t.Errorf("%s: duration %v, bytes %d/%d, status %d, partial %v; want %v, %d/%d, %d, %v",
 					tc.name, r.DurationMS, r.RequestBytes, r.ResponseBytes, r.Status, r.Partial, tc.dur, tc.reqBytes, tc.respBy, tc.status, tc.partial)
@@ -203,14 +203,14 @@ func TestObserveOutOfScope(t *testing.T) {
 	cfg.Traffic.Hosts.Exclude = []string{"health.example.com"}
 	e, em, _ := newTestEngine(t, cfg)
 	for _, host := range []string{"example.org", "health.example.com:443", "HEALTH.example.com"} {
-		if r := e.Observe(envoyExchange("GET", host, "/")); r != nil {
+		if r := e.observe(envoyExchange("GET", host, "/")); r != nil {
 			t.Errorf("Observe for out-of-scope host %s returned a record", host)
 		}
 	}
 	if recs := em.take(); len(recs) != 0 {
 		t.Errorf("out-of-scope requests emitted %d records, want none", len(recs))
 	}
-	if e.Observe(envoyExchange("GET", "API.example.com:8443", "/")) == nil {
+	if e.observe(envoyExchange("GET", "API.example.com:8443", "/")) == nil {
 		t.Error("an in-scope host produced no record")
 	}
 	if st := e.Stats(); st.OutOfScope != 3 || st.Observed != 1 {
@@ -257,7 +257,7 @@ func TestSessionRecordsRebuild(t *testing.T) {
 		if i%7 == 0 {
 			x.Metadata = map[string]map[string]any{"waf": {"bad": true}}
 		}
-		reqs = append(reqs, e.Observe(x))
+		reqs = append(reqs, e.observe(x))
 		e.sweep(now)
 		all = append(all, em.take()...)
 	}
@@ -366,14 +366,14 @@ func TestRecordFlowsAndRoute(t *testing.T) {
 	cfg := testConfig(t, config.Parameter{Name: "user_seg", In: config.InRequestPath, Path: "/u/{name}/**", Hashed: true})
 	cfg.BusinessFlows.Rules = []config.FlowRule{{Flow: "billing", Path: "/u/*/wallet"}}
 	e, _, _ := newTestEngine(t, cfg)
-	r := e.Observe(envoyExchange("POST", "api.example.com", "/u/johndoe/wallet?x=1"))
+	r := e.observe(envoyExchange("POST", "api.example.com", "/u/johndoe/wallet?x=1"))
 	if !slices.Equal(r.Flows, []string{"billing"}) {
 		t.Errorf("flows %v, want [billing]", r.Flows)
 	}
 	if r.Path != "/u/"+wantHashed("johndoe")+"/wallet" || r.Route != "/u/{id}/wallet" {
 		t.Errorf("path %q route %q: a hashed path capture must be hashed in path and templated in route", r.Path, r.Route)
 	}
-	r = e.Observe(envoyExchange("POST", "api.example.com", "/v1/chat/completions"))
+	r = e.observe(envoyExchange("POST", "api.example.com", "/v1/chat/completions"))
 	if !slices.Equal(r.Flows, []string{"ai_llm"}) {
 		t.Errorf("flows %v, want the built-in ai_llm", r.Flows)
 	}

@@ -2,17 +2,15 @@
 // and grouping rules, groups each request into a session (an HMAC of its grouping value) and a
 // one-day part, keeps the live parts in memory and emits request and session records.
 //
-// It imports config and its own subpackages (extract, record, traffic); it never imports gRPC,
-// Envoy's protos or any sink.
+// It imports config and its own subpackages (extract, record, redact, traffic); it never
+// imports gRPC, Envoy's protos or any sink, and it reads no file: the program hands it the hash
+// key.
 package sessions
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -23,6 +21,7 @@ import (
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/redact"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -38,9 +37,10 @@ type Settings struct {
 	Emitter Emitter
 	// Now is the clock of the sweeper's decisions; nil means time.Now.
 	Now func() time.Time
-	// DataDir is where a generated hash key is kept (file "hash.key", mode 0600); "" means the
-	// configuration's server.data_dir, else "data".
-	DataDir string
+	// HashKey is the HMAC key of session ids and hashed parameters, at least MinHashKeyBytes
+	// long (the program reads it from hashing.key_file, the environment or the data
+	// directory). Replicas that must agree on ids share it. The engine keeps a copy.
+	HashKey []byte
 	// HiddenParameters are parameters that other components register (abuse signals,
 	// mitigation controls): exported in params when seen, never grouping, not counted against
 	// max_parameters, kept across Reload. A configured parameter of the same name wins.
@@ -62,16 +62,17 @@ var ErrConfig = errors.New("invalid sessions configuration")
 // Engine groups exchanges into sessions and emits records. Its methods are safe for
 // concurrent use.
 type Engine struct {
-	log    *slog.Logger
-	emit   Emitter
-	now    func() time.Time
-	hash   *hasher
-	cache  *extract.Cache
-	parts  *table
-	snap   atomic.Pointer[snapshot]
-	keySrc string // hashing.key_file the key was loaded from, to warn when a reload changes it
-	hidden []config.Parameter
-	routes *routeTable
+	log  *slog.Logger
+	emit Emitter
+	now  func() time.Time
+	hash *hasher
+	// hashParam is hash.param, made once: a method value made per redaction would allocate.
+	hashParam func(string) string
+	cache     *extract.Cache
+	parts     *table
+	snap      atomic.Pointer[snapshot]
+	hidden    []config.Parameter
+	routes    *routeTable
 
 	// Counters for Stats; they never hold values, only counts.
 	observed, malicious, outOfScope atomic.Int64
@@ -106,9 +107,9 @@ type snapshot struct {
 	needs        traffic.Needs
 	flows        *flowMatcher
 	attacks      *attackRules
-	// hashedReq are the request-side places hashed parameters read, for the content of
-	// malicious requests.
-	hashedReq hashedTargets
+	// hashed are the request-side places whose values the content of a malicious request
+	// carries hashed: the built-in session cookies and headers and what hashed parameters read.
+	hashed redact.Targets
 }
 
 // param is one compiled parameter.
@@ -123,7 +124,7 @@ type param struct {
 	typ    string
 }
 
-// New loads the hash key, compiles cfg and starts the sweeper. cfg must be validated.
+// New compiles cfg and starts the sweeper. cfg must be validated.
 func New(cfg *config.Config, s Settings) (*Engine, error) {
 	return newEngine(cfg, s, true)
 }
@@ -138,16 +139,8 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	dataDir := s.DataDir
-	if dataDir == "" {
-		dataDir = cfg.Server.DataDir
-	}
-	if dataDir == "" {
-		dataDir = "data"
-	}
-	key, keySource, err := hashKey(cfg.Hashing.KeyFile, dataDir, os.Getenv)
-	if err != nil {
-		return nil, err
+	if len(s.HashKey) < MinHashKeyBytes {
+		return nil, fmt.Errorf("%w: %d bytes; use at least %d", ErrHashKey, len(s.HashKey), MinHashKeyBytes)
 	}
 	mb := cfg.Sessions.LookupCacheMB
 	if mb <= 0 {
@@ -166,15 +159,15 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		log:    s.Logger,
 		emit:   s.Emitter,
 		now:    s.Now,
-		hash:   newHasher(key),
+		hash:   newHasher(s.HashKey),
 		cache:  cache,
 		parts:  parts,
-		keySrc: cfg.Hashing.KeyFile,
 		hidden: hidden,
 		routes: newRouteTable(),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	e.hashParam = e.hash.param
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -186,7 +179,7 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		e.now = time.Now
 	}
 	e.snap.Store(snap)
-	e.log.Info("sessions engine ready", "hash_key", keySource, "parameters", len(snap.params),
+	e.log.Info("sessions engine ready", "parameters", len(snap.params),
 		"flow_rules", len(cfg.BusinessFlows.Rules), "builtin_flows", cfg.BusinessFlows.Builtin,
 		"attack_sources", len(cfg.Attacks.Metadata)+min(1, len(cfg.Attacks.ResponseHeader)),
 		"max_live_parts", snap.maxLive, "day_boundary", snap.rules.loc.String())
@@ -216,6 +209,7 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		ja4Header:   strings.ToLower(cfg.TLS.JA4Header),
 		maxBody:     cfg.Traffic.MaxBodyBytes,
 		rules:       partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std())},
+		hashed:      redact.Targets{Headers: slices.Clone(BuiltinHeaders), Cookies: slices.Clone(BuiltinCookies)},
 	}
 	if s.every <= 0 {
 		s.every = defaultSnapshotInterval
@@ -233,15 +227,37 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 	}
 	s.rules.loc = loc
 
-	for _, f := range cfg.Sessions.Fallback {
+	if err := s.compileFallback(cfg.Sessions.Fallback); err != nil {
+		return nil, err
+	}
+	if err := s.addParams(cfg, hidden); err != nil {
+		return nil, err
+	}
+	s.flows, err = compileFlows(cfg.BusinessFlows)
+	if err != nil {
+		return nil, err
+	}
+	s.attacks = compileAttacks(cfg.Attacks)
+	if s.attacks != nil {
+		// The content of a malicious request includes its body, so every request body is
+		// copied (up to max_body_bytes) while attacks are configured.
+		s.needs.RequestBody = true
+	}
+	return s, nil
+}
+
+// compileFallback checks sessions.fallback and names the fallback key of every combination of
+// the parts present.
+func (s *snapshot) compileFallback(parts []string) error {
+	for _, f := range parts {
 		switch f {
 		case fallbackIP, fallbackUserAgent, fallbackJA3, fallbackJA4:
 		default:
-			return nil, fmt.Errorf("%w: sessions.fallback %q: use ip, user_agent, ja3 or ja4", ErrConfig, f)
+			return fmt.Errorf("%w: sessions.fallback %q: use ip, user_agent, ja3 or ja4", ErrConfig, f)
 		}
 		for _, g := range s.fallbackParts {
 			if g == f {
-				return nil, fmt.Errorf("%w: sessions.fallback lists %q twice", ErrConfig, f)
+				return fmt.Errorf("%w: sessions.fallback lists %q twice", ErrConfig, f)
 			}
 		}
 		s.fallbackParts = append(s.fallbackParts, f)
@@ -256,39 +272,33 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		}
 		s.fallbackKeys[mask] = record.Key{Source: record.SourceFallback, Name: strings.Join(names, "+")}
 	}
+	return nil
+}
 
+// addParams compiles the configured parameters, then the hidden ones a configured parameter
+// does not already name.
+func (s *snapshot) addParams(cfg *config.Config, hidden []config.Parameter) error {
 	visible := 0
 	for _, p := range cfg.Parameters {
 		if !p.Hidden {
 			visible++
 		}
 		if err := s.addParam(p, p.Hidden); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if cfg.MaxParameters > 0 && visible > cfg.MaxParameters {
-		return nil, fmt.Errorf("%w: %d parameters are configured but max_parameters is %d", ErrConfig, visible, cfg.MaxParameters)
+		return fmt.Errorf("%w: %d parameters are configured but max_parameters is %d", ErrConfig, visible, cfg.MaxParameters)
 	}
 	for _, p := range hidden {
 		if slices.ContainsFunc(s.params, func(q param) bool { return q.name == p.Name }) {
 			continue
 		}
 		if err := s.addParam(p, true); err != nil {
-			return nil, err
+			return err
 		}
 	}
-
-	s.flows, err = compileFlows(cfg.BusinessFlows)
-	if err != nil {
-		return nil, err
-	}
-	s.attacks = compileAttacks(cfg.Attacks)
-	if s.attacks != nil {
-		// The content of a malicious request includes its body, so every request body is
-		// copied (up to max_body_bytes) while attacks are configured.
-		s.needs.RequestBody = true
-	}
-	return s, nil
+	return nil
 }
 
 // addParam compiles one parameter. Hidden parameters never group: a component that registers
@@ -309,7 +319,7 @@ func (s *snapshot) addParam(p config.Parameter, hidden bool) error {
 		typ:    p.Type,
 	})
 	if p.Hashed {
-		s.hashedReq.add(p)
+		s.hashed.Add(p)
 	}
 	if ext.NeedsBody() {
 		if ext.Side() == extract.Response {
@@ -331,7 +341,7 @@ func lowerAll(ss []string) []string {
 
 // Reload compiles cfg and swaps it in atomically; live parts are kept. On error the current
 // configuration stays. The hash key and the lookup cache size are fixed at New: changing
-// them needs a restart.
+// them needs a restart (hashing.key_file is read by the program, not here).
 func (e *Engine) Reload(cfg *config.Config) error {
 	if cfg == nil {
 		return fmt.Errorf("%w: no configuration", ErrConfig)
@@ -347,9 +357,6 @@ func (e *Engine) Reload(cfg *config.Config) error {
 		e.parts.resize(snap.maxLive, e.emit.Emit)
 	}
 	e.snap.Store(snap)
-	if cfg.Hashing.KeyFile != e.keySrc {
-		e.log.Warn("hashing.key_file changed; the hash key in use is kept until restart")
-	}
 	return nil
 }
 
@@ -394,187 +401,15 @@ func hostMatch(pattern, host string) bool {
 // Needs reports which bodies the current configuration reads.
 func (e *Engine) Needs() traffic.Needs { return e.snap.Load().needs }
 
+// WantBody reports whether a body of one side with content type contentType (the header's
+// value, "" when there is none) is worth asking Envoy for: the configuration reads that side's
+// body and the body's type is one the extractor reads (extract.ReadableContentType).
+func (e *Engine) WantBody(side traffic.Side, contentType string) bool {
+	return e.snap.Load().needs.Body(side) && extract.ReadableContentType(contentType)
+}
+
 // MaxBodyBytes is the number of body bytes inspected per direction.
 func (e *Engine) MaxBodyBytes() int { return e.snap.Load().maxBody }
-
-// Peek groups an exchange by its request side only, for inline mode's header at request time.
-// It names the part the request would join without changing any state.
-func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key) {
-	s := e.snap.Load()
-	v := extract.NewView(x, e.cache, s.maxBody)
-	defer v.Release()
-	// The client (address parsing, fingerprints) matters only when no grouping parameter
-	// decides, which is the rarer case on traffic with keys.
-	session, key, ok := s.resolveParams(v, e.hash, false)
-	if !ok {
-		c := s.resolveClient(x)
-		session, key = s.resolveRest(v, &c, e.hash)
-	}
-	t := x.Start
-	if t.IsZero() {
-		t = e.now()
-	}
-	return session, e.parts.peek(session, t, &s.rules), key
-}
-
-// maxSecrets bounds the hashed values one exchange remembers for scrubbing; with
-// max_parameters at most 1000 the bound is never reached by configured parameters alone.
-const maxSecrets = 1024
-
-// Observe processes one exchange at its end: extracts the parameters, groups the request,
-// tags its flows, reads attack verdicts, updates its part (ending the previous part when the
-// day changed or the idle time passed), and emits the request record, which it returns. The
-// caller must not modify the record. An exchange for a host out of scope produces nothing
-// and returns nil.
-func (e *Engine) Observe(x *traffic.Exchange) *record.Request {
-	s := e.snap.Load()
-	if !s.inScope(x.Host) {
-		e.outOfScope.Add(1)
-		return nil
-	}
-	v := extract.NewView(x, e.cache, s.maxBody)
-	defer v.Release()
-	v.CountErrors(&e.parseErrors)
-
-	t := x.Start
-	if t.IsZero() {
-		t = e.now()
-	}
-	c := s.resolveClient(x)
-	rec := &record.Request{
-		Kind:          record.KindRequest,
-		RequestID:     truncate(x.RequestID, maxRequestID),
-		Time:          record.At(t),
-		Method:        truncate(x.Method, maxMethod),
-		Scheme:        truncate(x.Scheme, maxScheme),
-		Host:          truncate(strings.ToLower(x.Host), maxHost),
-		Path:          truncate(pathOnly(x.Path), maxPath),
-		Status:        x.Status,
-		DurationMS:    durationMS(x.Start, x.End),
-		RequestBytes:  bodyBytes(x.RequestBytes, x.RequestBody),
-		ResponseBytes: bodyBytes(x.ResponseBytes, x.ResponseBody),
-		ClientIP:      c.ip,
-		UserAgent:     truncate(c.userAgent, maxUserAgent),
-		JA3:           c.ja3,
-		JA4:           c.ja4,
-		Partial:       x.Partial,
-	}
-
-	// One pass over the parameters serves grouping (the first grouping parameter that works,
-	// in file order), user and role, and the exported params. The clear values of hashed
-	// parameters are remembered so that no other field of the record carries them.
-	var secretsBuf [8]secret
-	secrets := secretsBuf[:0]
-	grouped := false
-	for i := range s.params {
-		p := &s.params[i]
-		if p.side == extract.Response && !x.ResponseSeen {
-			continue
-		}
-		val, ok := p.ext.Extract(v)
-		if !ok || val == "" {
-			continue
-		}
-		var out string
-		if p.group && !grouped {
-			grouped, rec.Key = true, p.key
-			if p.hashed {
-				rec.Session, out = e.hash.sessionAndParam(val)
-			} else {
-				rec.Session, out = e.hash.sessionID(val), truncate(val, maxParamValue)
-			}
-		} else {
-			out = e.exportValue(p, val)
-		}
-		if p.hashed && len(secrets) < maxSecrets {
-			secrets = append(secrets, secret{clear: val, hashed: out})
-		}
-		if rec.Params == nil {
-			rec.Params = make(map[string]string, len(s.params))
-		}
-		rec.Params[p.name] = out
-		switch p.typ {
-		case config.TypeUser:
-			if rec.User == "" {
-				rec.User = out
-			}
-		case config.TypeRole:
-			if rec.Role == "" {
-				rec.Role = out
-			}
-		}
-	}
-	if !grouped {
-		rec.Session, rec.Key = s.resolveRest(v, &c, e.hash)
-	}
-
-	flows := s.flows.match(x.Method, config.StripPort(rec.Host), truncate(pathOnly(x.Path), maxPath))
-	rec.Flows = flows.list()
-
-	var red *redactor
-	if len(secrets) > 0 && (mayHold(rec.Path, secrets) || mayHold(rec.UserAgent, secrets) || mayHold(rec.RequestID, secrets)) {
-		red = newRedactor(e.hash, secrets, v)
-		rec.Path = red.path(rec.Path)
-		rec.UserAgent = red.value(rec.UserAgent)
-		rec.RequestID = red.value(rec.RequestID)
-	}
-	rec.Route = e.routes.bound(rec.Host, truncate(route(rec.Path), maxPath))
-
-	if malicious, att := s.attacks.verdict(x); att != nil {
-		rec.Malicious, rec.Attack = malicious, att
-		if malicious {
-			if red == nil {
-				red = newRedactor(e.hash, secrets, v)
-			}
-			s.attackContent(att, x, red)
-			e.malicious.Add(1)
-		}
-	}
-	e.observed.Add(1)
-
-	h := hit{
-		t:         t,
-		key:       rec.Key,
-		user:      rec.User,
-		role:      rec.Role,
-		ip:        rec.ClientIP,
-		userAgent: rec.UserAgent,
-		method:    rec.Method,
-		status:    rec.Status,
-		bytesIn:   rec.RequestBytes,
-		bytesOut:  rec.ResponseBytes,
-		flows:     flows,
-		malicious: rec.Malicious,
-	}
-	if e.closed.Load() {
-		// After Close no part may open that nothing would end: name the part, keep no state.
-		rec.Part = e.parts.peek(rec.Session, t, &s.rules)
-		e.emit.Emit(rec)
-		return rec
-	}
-	var finals [2]record.Record
-	var out []record.Record
-	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, finals[:0])
-	for _, r := range out {
-		e.emit.Emit(r)
-	}
-	e.emit.Emit(rec)
-	if e.log.Enabled(context.Background(), slog.LevelDebug) {
-		// Names and counts only: never a value.
-		e.log.LogAttrs(context.Background(), slog.LevelDebug, "request observed",
-			slog.String("session", rec.Session), slog.String("part", rec.Part),
-			slog.String("key", rec.Key.String()), slog.Int("params", len(rec.Params)),
-			slog.Any("flows", rec.Flows), slog.Bool("malicious", rec.Malicious),
-			slog.Int("status", rec.Status))
-	}
-	return rec
-}
-
-// bodyBytes is a body's size as records carry it: what the server counted (bytes seen, else
-// content-length), never less than what the exchange holds.
-func bodyBytes(counted int64, held []byte) int64 {
-	return max(0, counted, int64(len(held)))
-}
 
 // Stats are the engine's counters since New. They hold counts only.
 type Stats struct {
@@ -614,29 +449,6 @@ func (e *Engine) Stats() Stats {
 	cs := e.cache.Stats()
 	st.LookupCacheHits, st.LookupCacheMisses = cs.Hits, cs.Misses
 	return st
-}
-
-// exportValue is a parameter value as records carry it: hashed, or in clear and capped.
-func (e *Engine) exportValue(p *param, val string) string {
-	if p.hashed {
-		return e.hash.param(val)
-	}
-	return truncate(val, maxParamValue)
-}
-
-func pathOnly(p string) string {
-	if i := strings.IndexByte(p, '?'); i >= 0 {
-		return p[:i]
-	}
-	return p
-}
-
-// durationMS is end - start in milliseconds rounded to microseconds; never negative.
-func durationMS(start, end time.Time) float64 {
-	if start.IsZero() || end.IsZero() || !end.After(start) {
-		return 0
-	}
-	return math.Round(float64(end.Sub(start))/1e3) / 1e3
 }
 
 func (e *Engine) sweeper() {

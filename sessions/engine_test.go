@@ -38,7 +38,7 @@ func TestRequestRecord(t *testing.T) {
 	withJSONBody(x, `{"email":"a@b.example"}`)
 	withResponse(x, 201, `{"product_id":77,"token":"tok"}`)
 
-	got := e.Observe(x)
+	got := e.observe(x)
 	want := &record.Request{
 		Kind:          record.KindRequest,
 		Session:       wantID("tok"),
@@ -169,7 +169,7 @@ func TestRequestRecordEdges(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.check(t, e.Observe(tc.x()))
+			tc.check(t, e.observe(tc.x()))
 		})
 	}
 	em.take()
@@ -213,7 +213,10 @@ func TestNeedsAndReload(t *testing.T) {
 	if got := e.MaxBodyBytes(); got != 65536 {
 		t.Errorf("MaxBodyBytes = %d, want 65536", got)
 	}
-	r1 := e.Observe(exchange("GET", "/?q=v"))
+	if e.WantBody(traffic.Request, "application/json") {
+		t.Error("WantBody(request, JSON) with no body parameter")
+	}
+	r1 := e.observe(exchange("GET", "/?q=v"))
 
 	next := testConfig(t, seedParams...)
 	next.Traffic.MaxBodyBytes = 1024
@@ -226,6 +229,11 @@ func TestNeedsAndReload(t *testing.T) {
 	if got := e.MaxBodyBytes(); got != 1024 {
 		t.Errorf("MaxBodyBytes = %d after reload, want 1024", got)
 	}
+	for _, side := range []traffic.Side{traffic.Request, traffic.Response} {
+		if !e.WantBody(side, "application/json; charset=utf-8") || !e.WantBody(side, "") || e.WantBody(side, "text/html") {
+			t.Errorf("WantBody(%s): want JSON and untyped bodies, not HTML", side)
+		}
+	}
 
 	bad := testConfig(t)
 	bad.Sessions.DayBoundary = "Mars/Olympus_Mons"
@@ -237,7 +245,7 @@ func TestNeedsAndReload(t *testing.T) {
 	}
 
 	// Live state survives reloads: the same session continues its part.
-	r2 := e.Observe(exchange("GET", "/", "x-session-id", "other"))
+	r2 := e.observe(exchange("GET", "/", "x-session-id", "other"))
 	e.sweep(time.Date(2026, 11, 22, 12, 0, 1, 0, time.UTC))
 	var sawFirst bool
 	for _, s := range em.sessions() {
@@ -255,18 +263,20 @@ func TestNewRejects(t *testing.T) {
 	tests := []struct {
 		name   string
 		mutate func(c *config.Config)
+		key    []byte
 		want   string
 	}{
-		{name: "unknown zone", mutate: func(c *config.Config) { c.Sessions.DayBoundary = "Nowhere/City" }, want: "day_boundary"},
-		{name: "unknown fallback", mutate: func(c *config.Config) { c.Sessions.Fallback = []string{"ip", "cookie"} }, want: "fallback"},
-		{name: "short key file", mutate: func(c *config.Config) { c.Hashing.KeyFile = "/dev/null" }, want: "key file"},
+		{name: "unknown zone", mutate: func(c *config.Config) { c.Sessions.DayBoundary = "Nowhere/City" }, key: testKey, want: "day_boundary"},
+		{name: "unknown fallback", mutate: func(c *config.Config) { c.Sessions.Fallback = []string{"ip", "cookie"} }, key: testKey, want: "fallback"},
+		{name: "short key", mutate: func(*config.Config) {}, key: testKey[:MinHashKeyBytes-1], want: ErrHashKey.Error()},
+		{name: "no key", mutate: func(*config.Config) {}, want: ErrHashKey.Error()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig(t)
 			tc.mutate(cfg)
-			_, err := New(cfg, Settings{DataDir: t.TempDir()})
+			_, err := New(cfg, Settings{HashKey: tc.key})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s: New error = %v, want one mentioning %q", tc.name, err, tc.want)
 			}
@@ -281,7 +291,7 @@ func TestSweeperTicks(t *testing.T) {
 	cfg := testConfig(t)
 	synctest.Test(t, func(t *testing.T) {
 		em := &fakeEmitter{}
-		e, err := New(cfg, Settings{Emitter: em, DataDir: t.TempDir()})
+		e, err := New(cfg, Settings{Emitter: em, HashKey: testKey})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -314,7 +324,7 @@ func FuzzObserve(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, path, cookie, auth, xff, ua, reqBody, respBody string) {
 		x := exchange(method, path, "cookie", cookie, "authorization", auth, "x-forwarded-for", xff, "user-agent", ua)
 		withResponse(withJSONBody(x, reqBody), 200, respBody)
-		r := e.Observe(x)
+		r := e.observe(x)
 		if len(r.Session) != 22 || !strings.HasPrefix(r.Session, "s_") {
 			t.Errorf("session id %q is not s_ + 20 hex", r.Session)
 		}

@@ -178,31 +178,8 @@ func (s *snapshot) fallback(c *client) (join string, key record.Key) {
 	return b.String(), s.fallbackKeys[mask]
 }
 
-// resolve groups a request, looking at the request side only unless withResponse: grouping
-// parameters in file order, then the built-ins, then the fallback. It returns the session id
-// and the key that decided.
-func (s *snapshot) resolve(v *extract.View, c *client, h *hasher, withResponse bool) (string, record.Key) {
-	if session, key, ok := s.resolveParams(v, h, withResponse); ok {
-		return session, key
-	}
-	return s.resolveRest(v, c, h)
-}
-
-// resolveParams is grouping by the grouping parameters alone: false when none worked.
-func (s *snapshot) resolveParams(v *extract.View, h *hasher, withResponse bool) (string, record.Key, bool) {
-	for i := range s.params {
-		p := &s.params[i]
-		if !p.group || (p.side == extract.Response && !withResponse) {
-			continue
-		}
-		if val, ok := p.ext.Extract(v); ok && val != "" {
-			return h.sessionID(val), p.key, true
-		}
-	}
-	return "", record.Key{}, false
-}
-
-// resolveRest is grouping once no grouping parameter worked.
+// resolveRest is grouping once no grouping parameter worked (readParams): the built-in
+// identifiers when enabled, then the fallback of client c.
 func (s *snapshot) resolveRest(v *extract.View, c *client, h *hasher) (string, record.Key) {
 	if s.builtin {
 		if val, key, ok := groupBuiltin(v); ok {

@@ -22,8 +22,8 @@ func TestSeedExample(t *testing.T) {
 	t.Parallel()
 	e, em, _ := newTestEngine(t, testConfig(t, seedParams...))
 
-	r1 := e.Observe(withResponse(withJSONBody(exchange("POST", "/login"), `{"in":"bbb"}`), 200, `{"token":"aaa"}`))
-	r2 := e.Observe(withResponse(withJSONBody(exchange("POST", "/orders"), `{"in":"ccc","token":"aaa"}`), 200, `{"ok":true}`))
+	r1 := e.observe(withResponse(withJSONBody(exchange("POST", "/login"), `{"in":"bbb"}`), 200, `{"token":"aaa"}`))
+	r2 := e.observe(withResponse(withJSONBody(exchange("POST", "/orders"), `{"in":"ccc","token":"aaa"}`), 200, `{"ok":true}`))
 
 	if want := (record.Key{Source: "param", Name: "login_token"}); r1.Key != want {
 		t.Errorf("request 1 key = %v, want %v (grouping key #1)", r1.Key, want)
@@ -290,7 +290,7 @@ func TestGrouping(t *testing.T) {
 				auth, _ := x.RequestHeader("authorization")
 				want = wantID(strings.TrimPrefix(auth, "Bearer "))
 			}
-			rec := e.Observe(x)
+			rec := e.observe(x)
 			if rec.Key != tc.wantKey {
 				t.Errorf("%s: key = %v, want %v", tc.name, rec.Key, tc.wantKey)
 			}

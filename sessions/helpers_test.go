@@ -68,20 +68,9 @@ func (c *clock) set(t time.Time) {
 	c.mu.Unlock()
 }
 
-// writeKeyFile writes testKey with mode 0600 and returns its path.
-func writeKeyFile(t testing.TB) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(p, append(append([]byte(nil), testKey...), '\n'), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// testConfig is the default configuration with the test key and extra parameters.
+// testConfig is the default configuration with extra parameters.
 func testConfig(t testing.TB, params ...config.Parameter) *config.Config {
 	cfg := config.Default()
-	cfg.Hashing.KeyFile = writeKeyFile(t)
 	cfg.Parameters = params
 	// A small lookup cache keeps the many short-lived test engines cheap.
 	cfg.Sessions.LookupCacheMB = 1
@@ -94,7 +83,7 @@ func newTestEngine(t testing.TB, cfg *config.Config) (*Engine, *fakeEmitter, *cl
 	t.Helper()
 	em := &fakeEmitter{}
 	clk := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	e, err := newEngine(cfg, Settings{Emitter: em, Now: clk.Now, DataDir: t.TempDir()}, false)
+	e, err := newEngine(cfg, Settings{Emitter: em, Now: clk.Now, HashKey: testKey}, false)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

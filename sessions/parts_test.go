@@ -32,8 +32,8 @@ func TestDaySplit(t *testing.T) {
 	before := time.Date(2026, 3, 10, 23, 58, 0, 0, tokyo) // 14:58 UTC on the 10th
 	after := time.Date(2026, 3, 11, 0, 2, 0, 0, tokyo)    // 15:02 UTC on the 10th
 
-	r1 := e.Observe(at(exchange("GET", "/", "x-session-id", "s1"), before))
-	r2 := e.Observe(at(exchange("GET", "/", "x-session-id", "s1"), after))
+	r1 := e.observe(at(exchange("GET", "/", "x-session-id", "s1"), before))
+	r2 := e.observe(at(exchange("GET", "/", "x-session-id", "s1"), after))
 	if r1.Part != "2026-03-10" || r2.Part != "2026-03-11" {
 		t.Fatalf("parts = %s, %s; want 2026-03-10, 2026-03-11 (days in Asia/Tokyo)", r1.Part, r2.Part)
 	}
@@ -83,7 +83,7 @@ func TestIdleSplit(t *testing.T) {
 				if i == 2 && tc.sweepAt > 0 {
 					e.sweep(base.Add(tc.sweepAt))
 				}
-				r := e.Observe(at(exchange("GET", "/", "x-session-id", "idle"), base.Add(d)))
+				r := e.observe(at(exchange("GET", "/", "x-session-id", "idle"), base.Add(d)))
 				got = append(got, r.Part)
 				for _, s := range em.sessions() {
 					if s.Final {
@@ -112,7 +112,7 @@ func TestOutOfOrderRequestJoinsPart(t *testing.T) {
 	e, em, _ := newTestEngine(t, cfg)
 	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	e.Observe(at(exchange("GET", "/", "x-session-id", "o"), base))
-	r := e.Observe(at(exchange("GET", "/", "x-session-id", "o"), base.Add(-2*time.Second)))
+	r := e.observe(at(exchange("GET", "/", "x-session-id", "o"), base.Add(-2*time.Second)))
 	if r.Part != "2026-11-22" {
 		t.Errorf("an earlier request landed in part %s, want the current part", r.Part)
 	}
@@ -179,7 +179,7 @@ func TestCloseEmitsFinals(t *testing.T) {
 	if len(ss) != 3 {
 		t.Fatalf("Close emitted %d session records, want 3", len(ss))
 	}
-	if r := e.Observe(exchange("GET", "/", "x-session-id", "late")); r.Part != "2026-11-22" || e.parts.len() != 0 {
+	if r := e.observe(exchange("GET", "/", "x-session-id", "late")); r.Part != "2026-11-22" || e.parts.len() != 0 {
 		t.Errorf("Observe after Close: part %q and %d live parts, want a named part and no state", r.Part, e.parts.len())
 	}
 	for _, s := range ss {

@@ -14,10 +14,11 @@ import (
 // fakeProcessor names one session for every request that carries a cookie, and none otherwise.
 type fakeProcessor struct{}
 
-func (fakeProcessor) InScope(string) bool                       { return true }
-func (fakeProcessor) Needs() traffic.Needs                      { return traffic.Needs{} }
-func (fakeProcessor) MaxBodyBytes() int                         { return 0 }
-func (fakeProcessor) Observe(*traffic.Exchange) *record.Request { return nil }
+func (fakeProcessor) InScope(string) bool                { return true }
+func (fakeProcessor) Needs() traffic.Needs               { return traffic.Needs{} }
+func (fakeProcessor) MaxBodyBytes() int                  { return 0 }
+func (fakeProcessor) WantBody(traffic.Side, string) bool { return false }
+func (fakeProcessor) Observe(*traffic.Exchange)          {}
 func (fakeProcessor) Peek(x *traffic.Exchange) (string, string, record.Key) {
 	if _, ok := x.RequestHeader("cookie"); !ok {
 		return "", "", record.Key{}

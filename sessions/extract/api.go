@@ -15,24 +15,18 @@ import (
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/config/pathpattern"
+	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// Side says which half of an exchange a parameter reads.
-type Side uint8
+// Side says which half of an exchange a parameter reads; it is traffic's Side, so the ext_proc
+// server and the engine speak of sides in one type.
+type Side = traffic.Side
 
 // The two halves of an exchange.
 const (
-	Request Side = iota
-	Response
+	Request  = traffic.Request
+	Response = traffic.Response
 )
-
-// String returns "request" or "response".
-func (s Side) String() string {
-	if s == Response {
-		return "response"
-	}
-	return "request"
-}
 
 // ErrInvalidParameter is wrapped by every error Compile returns.
 var ErrInvalidParameter = errors.New("invalid parameter")

@@ -674,3 +674,34 @@ func TestPooledViewForgetsPreviousExchange(t *testing.T) {
 		w.Release()
 	}
 }
+
+func TestReadableContentType(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		ct   string
+		want bool
+	}{
+		{"absent: may be sniffed as JSON", "", true},
+		{"empty", " ", true},
+		{"JSON with charset", "Application/JSON; charset=utf-8", true},
+		{"a +json type", "application/problem+json", true},
+		{"urlencoded form", "application/x-www-form-urlencoded", true},
+		{"multipart form", "multipart/form-data; boundary=x", true},
+		{"plain text", "text/plain", false},
+		{"binary", "application/octet-stream", false},
+		{"just +json", "+json", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := ReadableContentType(tc.ct); got != tc.want {
+				t.Errorf("ReadableContentType(%q) = %v; want %v", tc.ct, got, tc.want)
+			}
+			// The answer is the rule a View reads bodies by.
+			if read := classify([]byte(`{"a":1}`), tc.ct) != bodyNone; read != tc.want {
+				t.Errorf("a View reads a JSON-looking body of type %q: %v; ReadableContentType says %v", tc.ct, read, tc.want)
+			}
+		})
+	}
+}

@@ -75,6 +75,11 @@ func simpleSteps(x jp.Expr) ([]step, bool) {
 
 // buildTape scans body into tape. It is false when the body is not strict JSON or uses
 // something the scanner leaves to the full parser.
+//
+// It is longer than our functions usually are, on purpose: it is one state machine (read a
+// value, then close containers or step to the next member) whose state — tape, stack of open
+// containers, offset — would otherwise be passed into and back out of helpers for every token
+// of every JSON body a parameter reads. The per-token work is already in helpers.
 func buildTape(tape []tok, body []byte) ([]tok, bool) {
 	tape = tape[:0]
 	if len(body) == 0 || len(body) > maxTapeBody {

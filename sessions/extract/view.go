@@ -325,13 +325,13 @@ func (v *View) body(side Side) []byte {
 func (v *View) kind(side Side) bodyKind {
 	st := &v.bodies[side&1]
 	if st.kind == bodyUnknown {
-		ct, hasCT := v.contentType(side)
-		st.kind = classify(v.body(side), ct, hasCT)
+		st.kind = classify(v.body(side), v.contentType(side))
 	}
 	return st.kind
 }
 
-func (v *View) contentType(side Side) (string, bool) {
+// contentType is the value of one side's content-type header, "" when there is none.
+func (v *View) contentType(side Side) string {
 	x := v.ex()
 	hs := x.RequestHeaders
 	if side == Response {
@@ -339,39 +339,59 @@ func (v *View) contentType(side Side) (string, bool) {
 	}
 	for i := range hs {
 		if headerNameIs(hs[i].Name, "content-type") {
-			return hs[i].Value, true
+			return hs[i].Value
 		}
 	}
-	return "", false
+	return ""
 }
 
-// classify decides how a body is read from its content type; parameters such as charset are
-// ignored. A body without a content type is JSON when it looks like an object or an array.
-func classify(body []byte, ct string, hasCT bool) bodyKind {
+// ReadableContentType reports whether a body of content type ct (the header's value, "" when
+// there is none) can hold a parameter value: JSON (application/json, any +json type),
+// urlencoded and multipart forms, and a body without a content type, which is read as JSON
+// when it looks like JSON. It is the rule a View reads bodies by, for the ext_proc server to
+// ask Envoy only for bodies worth reading.
+func ReadableContentType(ct string) bool {
+	kind, sniff := mediaKind(ct)
+	return sniff || kind != bodyNone
+}
+
+// classify decides how a body is read from its content type. A body without a content type
+// is JSON when it looks like an object or an array.
+func classify(body []byte, ct string) bodyKind {
 	if len(body) == 0 {
 		return bodyNone
 	}
+	kind, sniff := mediaKind(ct)
+	if sniff {
+		t := bytes.TrimLeft(body, " \t\r\n")
+		if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+			return bodyJSON
+		}
+	}
+	return kind
+}
+
+// mediaKind is how a body of content type ct is read; sniff is true when ct names no type and
+// the body itself decides. Parameters such as charset are ignored; comparison is
+// case-insensitive.
+func mediaKind(ct string) (kind bodyKind, sniff bool) {
 	mt := ct
 	if i := strings.IndexByte(mt, ';'); i >= 0 {
 		mt = mt[:i]
 	}
 	mt = strings.TrimSpace(mt)
 	switch {
-	case !hasCT || mt == "":
-		t := bytes.TrimLeft(body, " \t\r\n")
-		if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
-			return bodyJSON
-		}
-		return bodyNone
+	case mt == "":
+		return bodyNone, true
 	case strings.EqualFold(mt, "application/json"),
 		len(mt) > len("+json") && strings.EqualFold(mt[len(mt)-len("+json"):], "+json"):
-		return bodyJSON
+		return bodyJSON, false
 	case strings.EqualFold(mt, "application/x-www-form-urlencoded"):
-		return bodyForm
+		return bodyForm, false
 	case strings.EqualFold(mt, "multipart/form-data"):
-		return bodyMultipart
+		return bodyMultipart, false
 	}
-	return bodyNone
+	return bodyNone, false
 }
 
 // JSONBody returns one side's body parsed as JSON, parsing it on first use. It is false when
@@ -462,9 +482,8 @@ func (v *View) multipartField(side Side, name string) (string, bool) {
 	st := &v.bodies[side&1]
 	if !st.formDone {
 		st.formDone = true
-		ct, _ := v.contentType(side)
 		var ok bool
-		st.fields, ok = appendMultipartFields(st.fields, v.body(side), ct)
+		st.fields, ok = appendMultipartFields(st.fields, v.body(side), v.contentType(side))
 		if !ok {
 			v.parseError(ParseFormBody)
 		}

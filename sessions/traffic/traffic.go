@@ -79,6 +79,23 @@ func find(hs []Header, name string) (string, bool) {
 	return "", false
 }
 
+// Side is one half of an exchange: the request or the response.
+type Side uint8
+
+// The two halves of an exchange.
+const (
+	Request Side = iota
+	Response
+)
+
+// String returns "request" or "response".
+func (s Side) String() string {
+	if s == Response {
+		return "response"
+	}
+	return "request"
+}
+
 // Needs says which parts of an exchange the sessions engine reads for the current
 // configuration, so the ext_proc server copies only those.
 type Needs struct {
@@ -86,4 +103,12 @@ type Needs struct {
 	RequestBody bool
 	// ResponseBody is true when some parameter reads the response body.
 	ResponseBody bool
+}
+
+// Body reports whether the body of side is read.
+func (n Needs) Body(side Side) bool {
+	if side == Response {
+		return n.ResponseBody
+	}
+	return n.RequestBody
 }

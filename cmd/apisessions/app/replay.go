@@ -133,10 +133,13 @@ func replayRemote(ctx context.Context, addr string, xs []traffic.Exchange) (*rep
 // replayInProcess replays the exchanges through an engine of cfg, and with toSinks through the
 // configured sinks too, which are flushed before it returns.
 func replayInProcess(ctx context.Context, cfg *config.Config, xs []traffic.Exchange, toSinks bool, logger *slog.Logger, stdout io.Writer) (*replay.Result, error) {
-	opts := replay.Options{Config: cfg, Logger: logger}
+	key, _, err := hashKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := replay.Options{Config: cfg, Logger: logger, HashKey: key}
 	var closeSinks func(context.Context) error
 	if toSinks {
-		var err error
 		opts.Emitter, closeSinks, err = replaySinks(stdout)(cfg, logger)
 		if err != nil {
 			return nil, fmt.Errorf("sinks: %w", err)

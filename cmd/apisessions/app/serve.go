@@ -76,6 +76,7 @@ type server struct {
 	logger     *slog.Logger
 	configPath string
 	overrides  func(*config.Config)
+	keyFile    string // hashing.key_file at start: the key is read once, a reload keeps it
 	cfg        atomic.Pointer[config.Config]
 
 	engine   *sessions.Engine
@@ -120,14 +121,11 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		_ = s.pipeline.Shutdown(ctx)
 	})
 
-	s.engine, err = sessions.New(cfg, sessions.Settings{
-		Logger:  logger,
-		Emitter: s.pipeline,
-		DataDir: cfg.Server.DataDir,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sessions engine: %w", err)
+	var keySource string
+	if s.engine, keySource, err = newEngine(cfg, logger, s.pipeline); err != nil {
+		return nil, err
 	}
+	s.keyFile = cfg.Hashing.KeyFile
 	cleanup = append(cleanup, s.engine.Close)
 
 	s.metrics = metrics.New(buildInfo())
@@ -174,8 +172,23 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		"grpc_addr", s.grpcLn.Addr().String(),
 		"http_addr", s.httpLn.Addr().String(),
 		"config", configName(configPath),
-		"sinks", len(outs))
+		"sinks", len(outs),
+		"hash_key", keySource)
 	return s, nil
+}
+
+// newEngine reads the hash key for cfg and starts the sessions engine with it; keySource says
+// where the key came from.
+func newEngine(cfg *config.Config, logger *slog.Logger, emit sessions.Emitter) (_ *sessions.Engine, keySource string, _ error) {
+	key, keySource, err := hashKey(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	e, err := sessions.New(cfg, sessions.Settings{Logger: logger, Emitter: emit, HashKey: key})
+	if err != nil {
+		return nil, "", fmt.Errorf("sessions engine: %w", err)
+	}
+	return e, keySource, nil
 }
 
 func configName(path string) string {
@@ -243,6 +256,9 @@ func (s *server) reload() {
 		return
 	}
 	s.ext.SetSettings(extprocSettings(next, s.logger, s.proc, s.metrics.PhaseObserver()))
+	if next.Hashing.KeyFile != s.keyFile {
+		s.logger.Warn("hashing.key_file changed; the hash key in use is kept until restart")
+	}
 	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || cur.Server != next.Server {
 		s.logger.Warn("reload: changes to server and sinks take effect after a restart")
 	}

@@ -1,0 +1,304 @@
+package sessions
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions/extract"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/redact"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// Observe runs one exchange through named stages, each a function below:
+//
+//	readParams   parameters: grouping value, exported values, user, role, secrets
+//	newRequest   the request record
+//	enrich       flows, redaction, route, attack verdict
+//	updatePart   the part's live state
+//	emitRecords  session records, then the request record
+//
+// Peek shares the first stage (readParams reading grouping parameters only) and the grouping
+// that follows it (resolveRest), so the grouping rule is written once.
+
+// maxSecrets bounds the hashed values one exchange remembers for scrubbing; with
+// max_parameters at most 1000 the bound is never reached by configured parameters alone.
+const maxSecrets = 1024
+
+// Observe processes one exchange at its end: extracts the parameters, groups the request,
+// tags its flows, reads attack verdicts, updates its part (ending the previous part when the
+// day changed or the idle time passed), and emits the request record. An exchange for a host
+// out of scope produces nothing.
+func (e *Engine) Observe(x *traffic.Exchange) { e.observe(x) }
+
+// observe is Observe; it returns the request record it emitted, nil when the host is out of
+// scope, for the package's tests to read.
+func (e *Engine) observe(x *traffic.Exchange) *record.Request {
+	s := e.snap.Load()
+	if !s.inScope(x.Host) {
+		e.outOfScope.Add(1)
+		return nil
+	}
+	v := extract.NewView(x, e.cache, s.maxBody)
+	defer v.Release()
+	v.CountErrors(&e.parseErrors)
+
+	var secretsBuf [8]redact.Secret
+	ps, secrets := s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])
+	c := s.resolveClient(x)
+	if !ps.grouped {
+		ps.session, ps.key = s.resolveRest(v, &c, e.hash)
+	}
+	t := startTime(x, e.now)
+	rec := newRequest(x, t, &c, &ps)
+	flows := e.enrich(s, v, x, rec, secrets)
+	e.observed.Add(1)
+	if e.closed.Load() {
+		// After Close no part may open that nothing would end: name the part, keep no state.
+		rec.Part = e.parts.peek(rec.Session, t, &s.rules)
+		e.emit.Emit(rec)
+		return rec
+	}
+	var buf [2]record.Record
+	finals := e.updatePart(s, rec, flows, t, buf[:0])
+	e.emitRecords(finals, rec)
+	return rec
+}
+
+// Peek groups an exchange by its request side only, for inline mode's header at request time.
+// It names the part the request would join without changing any state.
+func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key) {
+	s := e.snap.Load()
+	v := extract.NewView(x, e.cache, s.maxBody)
+	defer v.Release()
+	session, key = s.group(v, x, e.hash)
+	return session, e.parts.peek(session, startTime(x, e.now), &s.rules), key
+}
+
+// group decides the session of a request from its request side alone: the grouping
+// parameters, then the built-ins, then the fallback. It returns the session id and the key
+// that decided.
+func (s *snapshot) group(v *extract.View, x *traffic.Exchange, h *hasher) (string, record.Key) {
+	if ps, _ := s.readParams(v, h, reading{}, nil); ps.grouped {
+		return ps.session, ps.key
+	}
+	// The client (address parsing, fingerprints) matters only when no grouping parameter
+	// decides, which is the rarer case on traffic with keys.
+	c := s.resolveClient(x)
+	return s.resolveRest(v, &c, h)
+}
+
+// startTime is when x began, else now.
+func startTime(x *traffic.Exchange, now func() time.Time) time.Time {
+	if x.Start.IsZero() {
+		return now()
+	}
+	return x.Start
+}
+
+// reading says which parameters readParams reads.
+type reading struct {
+	// all reads every parameter; without it only grouping parameters are read, until one
+	// works.
+	all bool
+	// response reads response-side parameters too.
+	response bool
+}
+
+// params is what readParams found in one exchange besides the secrets.
+type params struct {
+	// grouped is true when a grouping parameter decided session and key.
+	grouped bool
+	session string
+	key     record.Key
+	// The rest is filled when reading all parameters.
+	user, role string
+	values     map[string]string // exported values by parameter name; nil when none
+}
+
+// readParams is the parameter stage and the grouping rule: in file order, the first grouping
+// parameter with a non-empty value decides the session (resolveRest decides when none does).
+// Reading grouping parameters only, it stops there. Reading all, it also exports every value,
+// takes user and role from the first parameters of those types that have one, and appends
+// the clear values of hashed parameters to secrets, so that no other field of the record
+// carries them. The secrets are returned apart from the rest, which the record keeps: the
+// caller's array stays on its stack.
+func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []redact.Secret) (params, []redact.Secret) {
+	var ps params
+	for i := range s.params {
+		p := &s.params[i]
+		if (p.side == extract.Response && !rd.response) || (!p.group && !rd.all) {
+			continue
+		}
+		val, ok := p.ext.Extract(v)
+		if !ok || val == "" {
+			continue
+		}
+		if !rd.all {
+			ps.grouped, ps.session, ps.key = true, h.sessionID(val), p.key
+			return ps, secrets
+		}
+		out := ps.add(p, val, h, len(s.params))
+		if p.hashed && len(secrets) < maxSecrets {
+			secrets = append(secrets, redact.Secret{Clear: val, Hashed: out})
+		}
+	}
+	return ps, secrets
+}
+
+// add takes the value of parameter p and returns it as exported; n is the number of
+// parameters, to size params once.
+func (ps *params) add(p *param, val string, h *hasher, n int) string {
+	var out string
+	switch {
+	case p.group && !ps.grouped:
+		ps.grouped, ps.key = true, p.key
+		if p.hashed {
+			// The session id and the hashed parameter share one HMAC.
+			ps.session, out = h.sessionAndParam(val)
+		} else {
+			ps.session, out = h.sessionID(val), record.Truncate(val, maxParamValue)
+		}
+	case p.hashed:
+		out = h.param(val)
+	default:
+		out = record.Truncate(val, maxParamValue)
+	}
+	if ps.values == nil {
+		ps.values = make(map[string]string, n)
+	}
+	ps.values[p.name] = out
+	switch p.typ {
+	case config.TypeUser:
+		if ps.user == "" {
+			ps.user = out
+		}
+	case config.TypeRole:
+		if ps.role == "" {
+			ps.role = out
+		}
+	}
+	return out
+}
+
+// newRequest is the record stage: the request record of x, begun at t, from client c and the
+// grouping and parameters ps.
+func newRequest(x *traffic.Exchange, t time.Time, c *client, ps *params) *record.Request {
+	return &record.Request{
+		Kind:          record.KindRequest,
+		RequestID:     record.Truncate(x.RequestID, maxRequestID),
+		Time:          record.At(t),
+		Session:       ps.session,
+		Key:           ps.key,
+		Method:        record.Truncate(x.Method, maxMethod),
+		Scheme:        record.Truncate(x.Scheme, maxScheme),
+		Host:          record.Truncate(strings.ToLower(x.Host), maxHost),
+		Path:          record.Truncate(pathOnly(x.Path), maxPath),
+		Status:        x.Status,
+		DurationMS:    durationMS(x.Start, x.End),
+		RequestBytes:  bodyBytes(x.RequestBytes, x.RequestBody),
+		ResponseBytes: bodyBytes(x.ResponseBytes, x.ResponseBody),
+		ClientIP:      c.ip,
+		UserAgent:     record.Truncate(c.userAgent, maxUserAgent),
+		JA3:           c.ja3,
+		JA4:           c.ja4,
+		User:          ps.user,
+		Role:          ps.role,
+		Params:        ps.values,
+		Partial:       x.Partial,
+	}
+}
+
+// enrich is the enrichment stage: it tags the request's flows, replaces the secrets in path,
+// user agent and request id, bounds the route, and reads the attack verdict, with the request's
+// content when malicious. It returns the flows for the part.
+func (e *Engine) enrich(s *snapshot, v *extract.View, x *traffic.Exchange, rec *record.Request, secrets []redact.Secret) flowMask {
+	// Flows match the path as sent (capped), before any secret in it is replaced.
+	flows := s.flows.match(x.Method, config.StripPort(rec.Host), rec.Path)
+	rec.Flows = flows.list()
+
+	var red *redact.Redactor
+	if len(secrets) > 0 && (redact.MayHold(rec.Path, secrets) || redact.MayHold(rec.UserAgent, secrets) || redact.MayHold(rec.RequestID, secrets)) {
+		red = redact.New(e.hashParam, secrets, v)
+		rec.Path = red.Path(rec.Path)
+		rec.UserAgent = red.Value(rec.UserAgent)
+		rec.RequestID = red.Value(rec.RequestID)
+	}
+	rec.Route = e.routes.bound(rec.Host, record.Truncate(route(rec.Path), maxPath))
+
+	if malicious, att := s.attacks.verdict(x); att != nil {
+		rec.Malicious, rec.Attack = malicious, att
+		if malicious {
+			if red == nil {
+				red = redact.New(e.hashParam, secrets, v)
+			}
+			red.AttackContent(att, x, &s.hashed, s.maxBody)
+			e.malicious.Add(1)
+		}
+	}
+	return flows
+}
+
+// updatePart is the part stage: the request joins its session's part, which may end the
+// previous part (day changed, idle time passed), and rec is given the part's name. It returns
+// the session records to emit, appended to out.
+func (e *Engine) updatePart(s *snapshot, rec *record.Request, flows flowMask, t time.Time, out []record.Record) []record.Record {
+	h := hit{
+		t:         t,
+		key:       rec.Key,
+		user:      rec.User,
+		role:      rec.Role,
+		ip:        rec.ClientIP,
+		userAgent: rec.UserAgent,
+		method:    rec.Method,
+		status:    rec.Status,
+		bytesIn:   rec.RequestBytes,
+		bytesOut:  rec.ResponseBytes,
+		flows:     flows,
+		malicious: rec.Malicious,
+	}
+	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, out)
+	return out
+}
+
+// emitRecords is the last stage: the session records of the part update, then the request
+// record.
+func (e *Engine) emitRecords(sessions []record.Record, rec *record.Request) {
+	for _, r := range sessions {
+		e.emit.Emit(r)
+	}
+	e.emit.Emit(rec)
+	if e.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Names and counts only: never a value.
+		e.log.LogAttrs(context.Background(), slog.LevelDebug, "request observed",
+			slog.String("session", rec.Session), slog.String("part", rec.Part),
+			slog.String("key", rec.Key.String()), slog.Int("params", len(rec.Params)),
+			slog.Any("flows", rec.Flows), slog.Bool("malicious", rec.Malicious),
+			slog.Int("status", rec.Status))
+	}
+}
+
+// bodyBytes is a body's size as records carry it: what the server counted (bytes seen, else
+// content-length), never less than what the exchange holds.
+func bodyBytes(counted int64, held []byte) int64 {
+	return max(0, counted, int64(len(held)))
+}
+
+func pathOnly(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// durationMS is end - start in milliseconds rounded to microseconds; never negative.
+func durationMS(start, end time.Time) float64 {
+	if start.IsZero() || end.IsZero() || !end.After(start) {
+		return 0
+	}
+	return math.Round(float64(end.Sub(start))/1e3) / 1e3
+}
