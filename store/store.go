@@ -145,51 +145,9 @@ func Open(o Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	var err error
-	// WAL lets readers run beside the writer; synchronous=NORMAL keeps every committed
-	// transaction across a crash of the process (the WAL is in the OS's hands once written)
-	// and only a power loss may lose the last commits. The writer takes its lock at BEGIN so
-	// a transaction never fails half-way on a busy database.
-	writerFrames := cmp.Or(o.ckWriterFrames, ckWriterFrames)
-	s.wdb, err = sql.Open("sqlite", dsn(s.path, writerFrames))
-	if err != nil {
-		return nil, fmt.Errorf("store: open: %w", err)
-	}
-	s.wdb.SetMaxOpenConns(1)
-	s.wdb.SetMaxIdleConns(1)
-	s.wdb.SetConnMaxLifetime(0)
-	ctx := context.Background()
-	if err := migrate(ctx, s.wdb); err != nil {
-		s.wdb.Close()
-		return nil, fmt.Errorf("store: %s: %w", s.path, err)
-	}
-	if err := os.Chmod(s.path, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.wdb.Close()
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	if err := s.prepare(ctx); err != nil {
-		s.wdb.Close()
+	if err := s.openDatabases(o); err != nil {
 		return nil, err
 	}
-	s.rdb, err = sql.Open("sqlite", dsn(s.path, -1))
-	if err != nil {
-		s.stmt.close()
-		s.wdb.Close()
-		return nil, fmt.Errorf("store: open readers: %w", err)
-	}
-	cdb, err := sql.Open("sqlite", dsn(s.path, 0))
-	if err != nil {
-		s.stmt.close()
-		s.wdb.Close()
-		s.rdb.Close()
-		return nil, fmt.Errorf("store: open checkpointer: %w", err)
-	}
-	cdb.SetMaxOpenConns(1)
-	cdb.SetMaxIdleConns(1)
-	cdb.SetConnMaxLifetime(0)
-	s.ck = &checkpointer{db: cdb, frames: int64(cmp.Or(o.ckFrames, ckFrames)), idle: cmp.Or(o.ckIdle, ckIdle),
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
-	go s.checkpointLoop()
 	n := o.Readers
 	if n <= 0 {
 		n = max(runtime.NumCPU(), 2)
@@ -202,6 +160,57 @@ func Open(o Options) (*Store, error) {
 		go s.retentionLoop()
 	}
 	return s, nil
+}
+
+// openDatabases opens the writer (and brings the schema up to date through it), the readers
+// and the checkpoint connection, and starts the checkpoint loop. On error nothing stays open.
+func (s *Store) openDatabases(o Options) error {
+	var err error
+	// WAL lets readers run beside the writer; synchronous=NORMAL keeps every committed
+	// transaction across a crash of the process (the WAL is in the OS's hands once written)
+	// and only a power loss may lose the last commits. The writer takes its lock at BEGIN so
+	// a transaction never fails half-way on a busy database.
+	writerFrames := cmp.Or(o.ckWriterFrames, ckWriterFrames)
+	s.wdb, err = sql.Open("sqlite", dsn(s.path, writerFrames))
+	if err != nil {
+		return fmt.Errorf("store: open: %w", err)
+	}
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	ctx := context.Background()
+	if err := migrate(ctx, s.wdb); err != nil {
+		s.wdb.Close()
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
+	if err := os.Chmod(s.path, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.wdb.Close()
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := s.prepare(ctx); err != nil {
+		s.wdb.Close()
+		return err
+	}
+	s.rdb, err = sql.Open("sqlite", dsn(s.path, -1))
+	if err != nil {
+		s.stmt.close()
+		s.wdb.Close()
+		return fmt.Errorf("store: open readers: %w", err)
+	}
+	cdb, err := sql.Open("sqlite", dsn(s.path, 0))
+	if err != nil {
+		s.stmt.close()
+		s.wdb.Close()
+		s.rdb.Close()
+		return fmt.Errorf("store: open checkpointer: %w", err)
+	}
+	cdb.SetMaxOpenConns(1)
+	cdb.SetMaxIdleConns(1)
+	cdb.SetConnMaxLifetime(0)
+	s.ck = &checkpointer{db: cdb, frames: int64(cmp.Or(o.ckFrames, ckFrames)), idle: cmp.Or(o.ckIdle, ckIdle),
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go s.checkpointLoop()
+	return nil
 }
 
 // dsn is the data source of the writer (writerFrames > 0: its automatic checkpoint size), of

@@ -244,6 +244,8 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 	return nil
 }
 
+// commit writes one batch in one transaction: the merged session records and request counts
+// of every part it touches, then the request rows, then the longest part span.
 func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*record.Session, aggs map[partKey]*partAgg, order []partKey) error {
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
@@ -252,36 +254,8 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 	defer tx.Rollback()
 	// The request records are encoded on another core while this one merges the session
 	// records and updates the parts; the request rows need them only after that.
-	encoded := make(chan error, 1)
-	go func() {
-		// All the records go into one buffer that belongs to this commit alone; each keeps a
-		// slice of it capped at its end, so a later append never writes into it.
-		buf := make([]byte, 0, len(reqs)*requestJSONSize)
-		for i := range reqs {
-			start := len(buf)
-			b, err := sinks.AppendRecord(buf, reqs[i].r)
-			if err != nil {
-				encoded <- err
-				return
-			}
-			buf = b
-			reqs[i].json = buf[start:len(buf):len(buf)]
-		}
-		encoded <- nil
-	}()
-	waited := false
-	wait := func() error {
-		waited = true
-		if err := <-encoded; err != nil {
-			return sinks.Permanent(fmt.Errorf("store: encode request record: %w", err))
-		}
-		return nil
-	}
-	defer func() {
-		if !waited {
-			<-encoded
-		}
-	}()
+	wait := encodeRequests(reqs)
+	defer wait()
 	// The session records of a part are merged in memory first, so each part of the batch
 	// costs one upsert whatever it brings: request counts, a merged record, or both.
 	merged, err := s.mergeSessions(ctx, tx, sess)
@@ -295,31 +269,9 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 			order = append(order, k)
 		}
 	}
-	span := s.maxSpanW
-	partRows := tx.StmtContext(ctx, s.stmt.partRows)
-	var partAll *sql.Stmt
-	for _, k := range order {
-		a := aggs[k]
-		var sp int64
-		m := merged[k]
-		if m == nil {
-			err = partRows.QueryRowContext(ctx, k.session, k.part, a.first, a.last, a.rows, a.malicious,
-				a.bytesIn, a.bytesOn, a.last, a.user, a.role).Scan(&a.id, &sp)
-		} else {
-			if partAll == nil {
-				partAll = tx.StmtContext(ctx, s.stmt.partAll)
-			}
-			first, last := ms(m.rec.FirstSeen), ms(m.rec.LastSeen)
-			if a.rows > 0 {
-				first, last = min(first, a.first), max(last, a.last)
-			}
-			err = partAll.QueryRowContext(ctx, k.session, k.part, first, last, a.rows, a.malicious,
-				a.bytesIn, a.bytesOn, a.last, a.user, a.role, m.rec.User, m.rec.Role, string(m.json)).Scan(&a.id, &sp)
-		}
-		if err != nil {
-			return fmt.Errorf("store: update part: %w", err)
-		}
-		span = max(span, sp)
+	span, err := s.upsertParts(ctx, tx, aggs, order, merged)
+	if err != nil {
+		return err
 	}
 	if err := wait(); err != nil {
 		return err
@@ -346,6 +298,74 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 		s.maxSpanW = span
 	}
 	return nil
+}
+
+// encodeRequests encodes the request records into their json fields on another goroutine. The
+// returned wait reports how that went; it may be called more than once (later calls return nil)
+// and must be called before reqs' json is read or the batch is dropped.
+func encodeRequests(reqs []encodedRequest) (wait func() error) {
+	encoded := make(chan error, 1)
+	go func() {
+		// All the records go into one buffer that belongs to this commit alone; each keeps a
+		// slice of it capped at its end, so a later append never writes into it.
+		buf := make([]byte, 0, len(reqs)*requestJSONSize)
+		for i := range reqs {
+			start := len(buf)
+			b, err := sinks.AppendRecord(buf, reqs[i].r)
+			if err != nil {
+				encoded <- err
+				return
+			}
+			buf = b
+			reqs[i].json = buf[start:len(buf):len(buf)]
+		}
+		encoded <- nil
+	}()
+	waited := false
+	return func() error {
+		if waited {
+			return nil
+		}
+		waited = true
+		if err := <-encoded; err != nil {
+			return sinks.Permanent(fmt.Errorf("store: encode request record: %w", err))
+		}
+		return nil
+	}
+}
+
+// upsertParts brings every part of the batch up to date, in order: its request counts and, when
+// the batch holds one, its merged session record. It fills each partAgg's id and returns the
+// longest part span seen, at least the one known before.
+func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey, merged map[partKey]*mergedRecord) (int64, error) {
+	span := s.maxSpanW
+	partRows := tx.StmtContext(ctx, s.stmt.partRows)
+	var partAll *sql.Stmt
+	for _, k := range order {
+		a := aggs[k]
+		var sp int64
+		var err error
+		m := merged[k]
+		if m == nil {
+			err = partRows.QueryRowContext(ctx, k.session, k.part, a.first, a.last, a.rows, a.malicious,
+				a.bytesIn, a.bytesOn, a.last, a.user, a.role).Scan(&a.id, &sp)
+		} else {
+			if partAll == nil {
+				partAll = tx.StmtContext(ctx, s.stmt.partAll)
+			}
+			first, last := ms(m.rec.FirstSeen), ms(m.rec.LastSeen)
+			if a.rows > 0 {
+				first, last = min(first, a.first), max(last, a.last)
+			}
+			err = partAll.QueryRowContext(ctx, k.session, k.part, first, last, a.rows, a.malicious,
+				a.bytesIn, a.bytesOn, a.last, a.user, a.role, m.rec.User, m.rec.Role, string(m.json)).Scan(&a.id, &sp)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("store: update part: %w", err)
+		}
+		span = max(span, sp)
+	}
+	return span, nil
 }
 
 // insertRequests writes the request rows and the part values they bring that are not known
