@@ -62,52 +62,24 @@ func (ex *exchange) end() {
 // direction runs one direction's messages (headers, body) and applies the answers to hs and
 // body. stop is true when a reply has been written (immediate response, local reply).
 func (ex *exchange) direction(w http.ResponseWriter, hs []traffic.Header, body []byte, attrs map[string]any, response bool) ([]traffic.Header, []byte, bool) {
+	d := &dirRun{ex: ex, w: w, hs: hs, body: body, attrs: attrs, response: response,
+		headersMsg: protomsg.RequestHeaders, bodyMsg: protomsg.RequestBody}
 	headerMode, bodyMode := ex.mode.GetRequestHeaderMode(), ex.mode.GetRequestBodyMode()
-	headersMsg, bodyMsg := protomsg.RequestHeaders, protomsg.RequestBody
 	if response {
 		headerMode, bodyMode = ex.mode.GetResponseHeaderMode(), ex.mode.GetResponseBodyMode()
-		headersMsg, bodyMsg = protomsg.ResponseHeaders, protomsg.ResponseBody
+		d.headersMsg, d.bodyMsg = protomsg.ResponseHeaders, protomsg.ResponseBody
 	}
-	obs := ex.p.filter.GetObservabilityMode()
 	switch bodyMode {
 	case filterv3.ProcessingMode_STREAMED, filterv3.ProcessingMode_BUFFERED_PARTIAL:
 		// Envoy may change such a body piecewise, so it drops content-length.
-		hs = deleteHeader(hs, "content-length")
+		d.hs = deleteHeader(d.hs, "content-length")
 	}
 	eos := len(body) == 0
-	withAttrs := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingRequest {
-		if attrs != nil {
-			protomsg.WithAttributes(m, attrs)
-			attrs = nil
-		}
-		return m
-	}
 	replaced := false
-
 	if headerMode != filterv3.ProcessingMode_SKIP {
-		msg := withAttrs(headersMsg(hs, eos))
-		resp, stop := ex.call(w, msg)
-		if stop {
+		var stop bool
+		if replaced, stop = d.headers(eos); stop {
 			return nil, nil, true
-		}
-		if resp != nil {
-			common := resp.GetRequestHeaders().GetResponse()
-			if response {
-				common = resp.GetResponseHeaders().GetResponse()
-			}
-			if ex.immediate(w, resp) {
-				return nil, nil, true
-			}
-			var err error
-			if hs, err = ex.mutate(hs, common.GetHeaderMutation()); err != nil {
-				ex.fatal(w, err)
-				return nil, nil, true
-			}
-			if common.GetStatus() == extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
-				replaced = true
-				body = mutateBody(body, common.GetBodyMutation())
-			}
-			ex.override(resp.GetModeOverride())
 		}
 	}
 	// The body mode may have changed with an override.
@@ -115,96 +87,171 @@ func (ex *exchange) direction(w http.ResponseWriter, hs []traffic.Header, body [
 	if response {
 		bodyMode = ex.mode.GetResponseBodyMode()
 	}
-	if obs && (bodyMode == filterv3.ProcessingMode_BUFFERED || bodyMode == filterv3.ProcessingMode_BUFFERED_PARTIAL) {
+	if ex.p.filter.GetObservabilityMode() && (bodyMode == filterv3.ProcessingMode_BUFFERED || bodyMode == filterv3.ProcessingMode_BUFFERED_PARTIAL) {
 		// Observability mode silently sends no buffered body.
 		bodyMode = filterv3.ProcessingMode_NONE
 	}
 	if eos || replaced || ex.dropped {
-		return hs, body, false
+		return d.hs, d.body, false
 	}
-	count := func(n int) {
-		if response {
-			ex.entry.ResponseBodySent += n
-		} else {
-			ex.entry.RequestBodySent += n
-		}
-	}
-	limit := ex.p.o.BufferLimit
+	stop := false
 	switch bodyMode {
 	case filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_BUFFERED_PARTIAL:
-		part, partEOS := body, true
-		if len(body) > limit {
-			if bodyMode == filterv3.ProcessingMode_BUFFERED {
-				// Over the buffer limit: 413 for a request, 500 for a response.
-				status := http.StatusRequestEntityTooLarge
-				if response {
-					status = http.StatusInternalServerError
-				}
-				ex.entry.Outcome = "failed:buffer_limit"
-				ex.localReply(w, status, "payload too large")
-				return nil, nil, true
-			}
-			part, partEOS = body[:limit], false
-		}
-		count(len(part))
-		resp, stop := ex.call(w, withAttrs(bodyMsg(part, partEOS)))
-		if stop {
-			return nil, nil, true
-		}
-		if resp != nil {
-			if ex.immediate(w, resp) {
-				return nil, nil, true
-			}
-			common := bodyCommon(resp, response)
-			var err error
-			// Headers are still held in buffered modes, so their mutations apply.
-			if hs, err = ex.mutate(hs, common.GetHeaderMutation()); err != nil {
-				ex.fatal(w, err)
-				return nil, nil, true
-			}
-			if m := common.GetBodyMutation(); m != nil {
-				body = append(mutateBody(part, m), body[len(part):]...)
-			}
-		}
+		stop = d.buffered(bodyMode == filterv3.ProcessingMode_BUFFERED)
 	case filterv3.ProcessingMode_STREAMED:
-		size := ex.p.o.ChunkSize
-		if size <= 0 {
-			size = len(body)
-		}
-		var msgs []*extprocv3.ProcessingRequest
-		var chunks [][]byte
-		for off := 0; off < len(body); off += size {
-			end := min(off+size, len(body))
-			chunks = append(chunks, body[off:end])
-			msgs = append(msgs, withAttrs(bodyMsg(body[off:end], end == len(body))))
-		}
-		count(len(body))
-		// Chunks are pipelined: all are sent, then the answers are taken in order.
-		for _, m := range msgs {
-			if stop := ex.send(w, m); stop {
-				return nil, nil, true
+		stop = d.streamed()
+	}
+	if stop {
+		return nil, nil, true
+	}
+	return d.hs, d.body, false
+}
+
+// dirRun is one direction of an exchange while direction runs it: the headers and body as the
+// answers so far changed them, and the attributes not yet sent.
+type dirRun struct {
+	ex         *exchange
+	w          http.ResponseWriter
+	hs         []traffic.Header
+	body       []byte
+	attrs      map[string]any
+	response   bool
+	headersMsg func([]traffic.Header, bool) *extprocv3.ProcessingRequest
+	bodyMsg    func([]byte, bool) *extprocv3.ProcessingRequest
+}
+
+// withAttrs adds the attributes to the first message of the direction, as Envoy does.
+func (d *dirRun) withAttrs(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingRequest {
+	if d.attrs != nil {
+		protomsg.WithAttributes(m, d.attrs)
+		d.attrs = nil
+	}
+	return m
+}
+
+// count adds n body bytes sent to the processor to the exchange's log entry.
+func (d *dirRun) count(n int) {
+	if d.response {
+		d.ex.entry.ResponseBodySent += n
+	} else {
+		d.ex.entry.RequestBodySent += n
+	}
+}
+
+// headers sends the headers message and applies its answer. replaced is true when the answer
+// replaced the body (CONTINUE_AND_REPLACE), so the body is not sent.
+func (d *dirRun) headers(eos bool) (replaced, stop bool) {
+	ex := d.ex
+	resp, stop := ex.call(d.w, d.withAttrs(d.headersMsg(d.hs, eos)))
+	if stop {
+		return false, true
+	}
+	if resp == nil {
+		return false, false
+	}
+	common := resp.GetRequestHeaders().GetResponse()
+	if d.response {
+		common = resp.GetResponseHeaders().GetResponse()
+	}
+	if ex.immediate(d.w, resp) {
+		return false, true
+	}
+	var err error
+	if d.hs, err = ex.mutate(d.hs, common.GetHeaderMutation()); err != nil {
+		ex.fatal(d.w, err)
+		return false, true
+	}
+	if common.GetStatus() == extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
+		replaced = true
+		d.body = mutateBody(d.body, common.GetBodyMutation())
+	}
+	ex.override(resp.GetModeOverride())
+	return replaced, false
+}
+
+// buffered sends the body in one message, as BUFFERED (whole; over the buffer limit a local
+// reply) or BUFFERED_PARTIAL (up to the limit) do, and applies the answer.
+func (d *dirRun) buffered(whole bool) (stop bool) {
+	ex := d.ex
+	limit := ex.p.o.BufferLimit
+	part, partEOS := d.body, true
+	if len(d.body) > limit {
+		if whole {
+			// Over the buffer limit: 413 for a request, 500 for a response.
+			status := http.StatusRequestEntityTooLarge
+			if d.response {
+				status = http.StatusInternalServerError
 			}
+			ex.entry.Outcome = "failed:buffer_limit"
+			ex.localReply(d.w, status, "payload too large")
+			return true
 		}
-		var out []byte
-		for i, m := range msgs {
-			resp, stop := ex.await(w, m)
-			if stop {
-				return nil, nil, true
-			}
-			if resp != nil && ex.immediate(w, resp) {
-				return nil, nil, true
-			}
-			if mut := bodyCommon(resp, response).GetBodyMutation(); mut != nil {
-				out = append(out, mutateBody(chunks[i], mut)...)
-			} else {
-				out = append(out, chunks[i]...)
-			}
-		}
-		if !ex.dropped {
-			body = out
+		part, partEOS = d.body[:limit], false
+	}
+	d.count(len(part))
+	resp, stop := ex.call(d.w, d.withAttrs(d.bodyMsg(part, partEOS)))
+	if stop {
+		return true
+	}
+	if resp == nil {
+		return false
+	}
+	if ex.immediate(d.w, resp) {
+		return true
+	}
+	common := bodyCommon(resp, d.response)
+	var err error
+	// Headers are still held in buffered modes, so their mutations apply.
+	if d.hs, err = ex.mutate(d.hs, common.GetHeaderMutation()); err != nil {
+		ex.fatal(d.w, err)
+		return true
+	}
+	if m := common.GetBodyMutation(); m != nil {
+		d.body = append(mutateBody(part, m), d.body[len(part):]...)
+	}
+	return false
+}
+
+// streamed sends the body in chunks of the configured size, pipelined (all are sent, then the
+// answers are taken in order), and applies each chunk's body mutation.
+func (d *dirRun) streamed() (stop bool) {
+	ex := d.ex
+	size := ex.p.o.ChunkSize
+	if size <= 0 {
+		size = len(d.body)
+	}
+	var msgs []*extprocv3.ProcessingRequest
+	var chunks [][]byte
+	for off := 0; off < len(d.body); off += size {
+		end := min(off+size, len(d.body))
+		chunks = append(chunks, d.body[off:end])
+		msgs = append(msgs, d.withAttrs(d.bodyMsg(d.body[off:end], end == len(d.body))))
+	}
+	d.count(len(d.body))
+	for _, m := range msgs {
+		if stop := ex.send(d.w, m); stop {
+			return true
 		}
 	}
-	return hs, body, false
+	var out []byte
+	for i, m := range msgs {
+		resp, stop := ex.await(d.w, m)
+		if stop {
+			return true
+		}
+		if resp != nil && ex.immediate(d.w, resp) {
+			return true
+		}
+		if mut := bodyCommon(resp, d.response).GetBodyMutation(); mut != nil {
+			out = append(out, mutateBody(chunks[i], mut)...)
+		} else {
+			out = append(out, chunks[i]...)
+		}
+	}
+	if !ex.dropped {
+		d.body = out
+	}
+	return false
 }
 
 func bodyCommon(resp *extprocv3.ProcessingResponse, response bool) *extprocv3.CommonResponse {
