@@ -85,49 +85,15 @@ type options struct {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o options
-	var conc string
-	fs.StringVar(&o.target, "target", "", "HOST:PORT of a running ext_proc server")
-	fs.BoolVar(&o.self, "self", false, "start apisessions and a no-op server in-process and compare them")
-	fs.StringVar(&conc, "concurrency", "64", "concurrent streams; a comma-separated list runs each")
-	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long each run lasts (at most 10m)")
-	fs.BoolVar(&o.bodies, "bodies", false, "send JSON request and response bodies (BUFFERED_PARTIAL inline, STREAMED in observability mode)")
-	fs.BoolVar(&o.observability, "observability", false, "observability mode: no answers awaited")
-	fs.StringVar(&o.config, "config", "", "with --self: apisessions configuration file (default: four grouping keys, six context parameters, JA3)")
-	fs.StringVar(&o.noopListen, "noop-listen", "", "only serve a no-op ext_proc server on HOST:PORT until interrupted: the baseline for --target runs against a server in its own process")
-	fs.IntVar(&o.rounds, "rounds", 4, "with --self: split each run into this many alternating rounds per server (order noop, apisessions, apisessions, noop, ...), so drift in the machine's speed falls on both")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self, both servers) to this file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	for _, c := range strings.Split(conc, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(c))
-		if err != nil || n < 1 || n > 10000 {
-			fmt.Fprintf(stderr, "load: --concurrency %q: use numbers from 1 to 10000\n", c)
-			return 2
-		}
-		o.concurrency = append(o.concurrency, n)
-	}
-	if o.duration <= 0 || o.duration > 10*time.Minute {
-		fmt.Fprintln(stderr, "load: --duration must be within (0, 10m]")
-		return 2
-	}
-	if o.rounds < 1 || o.rounds > 100 {
-		fmt.Fprintln(stderr, "load: --rounds must be within [1, 100]")
-		return 2
-	}
-	if (o.target == "") == !o.self && o.noopListen == "" {
-		fmt.Fprintln(stderr, "load: give exactly one of --target HOST:PORT and --self")
-		return 2
+	o, code := parseFlags(args, stderr)
+	if code >= 0 {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.noopListen != "" {
 		return serveNoop(ctx, o.noopListen, stdout, stderr)
 	}
-
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -144,29 +110,78 @@ func run(args []string, stdout, stderr io.Writer) int {
 	seqs := pool(o)
 	fmt.Fprintf(stdout, "mode=%s bodies=%v duration=%v exchanges=%d distinct\n", modeName(o.observability), o.bodies, o.duration, len(seqs))
 	fmt.Fprintf(stdout, "%-12s %5s %10s %9s %9s %9s %9s %7s\n", "target", "conc", "req/s", "p50", "p90", "p99", "max", "errors")
-	if !o.self {
+	var err error
+	if o.self {
+		err = compare(ctx, o, seqs, stdout)
+	} else {
 		for _, c := range o.concurrency {
-			r, err := drive(ctx, o.target, c, o.duration, seqs)
-			if err != nil {
-				fmt.Fprintln(stderr, "load:", err)
-				return 1
+			var r result
+			if r, err = drive(ctx, o.target, c, o.duration, seqs); err != nil {
+				break
 			}
 			r.finish()
 			printResult(stdout, o.target, c, r)
 		}
-		return 0
 	}
-
-	noopAddr, stopNoop, err := startNoop()
 	if err != nil {
 		fmt.Fprintln(stderr, "load:", err)
 		return 1
+	}
+	return 0
+}
+
+// parseFlags reads and checks the command line; a code >= 0 ends the program with it.
+func parseFlags(args []string, stderr io.Writer) (options, int) {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var conc string
+	fs.StringVar(&o.target, "target", "", "HOST:PORT of a running ext_proc server")
+	fs.BoolVar(&o.self, "self", false, "start apisessions and a no-op server in-process and compare them")
+	fs.StringVar(&conc, "concurrency", "64", "concurrent streams; a comma-separated list runs each")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long each run lasts (at most 10m)")
+	fs.BoolVar(&o.bodies, "bodies", false, "send JSON request and response bodies (BUFFERED_PARTIAL inline, STREAMED in observability mode)")
+	fs.BoolVar(&o.observability, "observability", false, "observability mode: no answers awaited")
+	fs.StringVar(&o.config, "config", "", "with --self: apisessions configuration file (default: four grouping keys, six context parameters, JA3)")
+	fs.StringVar(&o.noopListen, "noop-listen", "", "only serve a no-op ext_proc server on HOST:PORT until interrupted: the baseline for --target runs against a server in its own process")
+	fs.IntVar(&o.rounds, "rounds", 4, "with --self: split each run into this many alternating rounds per server (order noop, apisessions, apisessions, noop, ...), so drift in the machine's speed falls on both")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self, both servers) to this file")
+	if err := fs.Parse(args); err != nil {
+		return o, 2
+	}
+	for _, c := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 || n > 10000 {
+			fmt.Fprintf(stderr, "load: --concurrency %q: use numbers from 1 to 10000\n", c)
+			return o, 2
+		}
+		o.concurrency = append(o.concurrency, n)
+	}
+	switch {
+	case o.duration <= 0 || o.duration > 10*time.Minute:
+		fmt.Fprintln(stderr, "load: --duration must be within (0, 10m]")
+		return o, 2
+	case o.rounds < 1 || o.rounds > 100:
+		fmt.Fprintln(stderr, "load: --rounds must be within [1, 100]")
+		return o, 2
+	case (o.target == "") == !o.self && o.noopListen == "":
+		fmt.Fprintln(stderr, "load: give exactly one of --target HOST:PORT and --self")
+		return o, 2
+	}
+	return o, -1
+}
+
+// compare starts a no-op server and apisessions in-process and drives both at each concurrency,
+// printing each one's result and their ratio.
+func compare(ctx context.Context, o options, seqs [][]*extprocv3.ProcessingRequest, stdout io.Writer) error {
+	noopAddr, stopNoop, err := startNoop()
+	if err != nil {
+		return err
 	}
 	defer stopNoop()
 	apiAddr, stopAPI, err := startAPISessions(ctx, o.config)
 	if err != nil {
-		fmt.Fprintln(stderr, "load:", err)
-		return 1
+		return err
 	}
 	defer stopAPI()
 	for _, c := range o.concurrency {
@@ -186,8 +201,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				}
 				r, err := drive(ctx, addr, c, slice, seqs)
 				if err != nil {
-					fmt.Fprintln(stderr, "load:", err)
-					return 1
+					return err
 				}
 				into.merge(r)
 			}
@@ -198,7 +212,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printResult(stdout, "apisessions", c, got)
 		fmt.Fprintf(stdout, "ratio apisessions/noop at concurrency %d: %.2f\n", c, got.rps()/base.rps())
 	}
-	return 0
+	return nil
 }
 
 func modeName(obs bool) string {
