@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/apisessions/apisessions/envoy"
 	"github.com/apisessions/apisessions/extproc/protomsg"
 	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -306,5 +307,38 @@ func TestDataFilesArePrivate(t *testing.T) {
 		if !seen[name] {
 			t.Errorf("the data directory holds no %s; saw %v", name, seen)
 		}
+	}
+}
+
+// TestEnvoyConfigCarriesTheGRPCToken: envoy-config reads server.grpc_token_file with the
+// same checks as serve and puts the token in the ext_proc filter's initial_metadata.
+func TestEnvoyConfigCarriesTheGRPCToken(t *testing.T) {
+	t.Parallel()
+	token := writeToken(t, testGRPCToken)
+	var stdout, stderr bytes.Buffer
+	args := []string{"envoy-config", "--mode", "inline", "--processor", "apisessions:50051",
+		"--config", writeConfig(t, "server:\n  grpc_listen: 0.0.0.0:50051\n  grpc_token_file: "+token+"\n")}
+	if code := Run(context.Background(), args, &stdout, &stderr); code != exitOK {
+		t.Fatalf("envoy-config exited %d: %s", code, stderr.String())
+	}
+	if err := envoy.Validate(stdout.Bytes()); err != nil {
+		t.Fatalf("the bootstrap does not validate: %v", err)
+	}
+	for _, w := range []string{"THIS FILE HOLDS A SECRET", `initial_metadata:`, `{key: authorization, value: "Bearer ` + testGRPCToken + `"}`} {
+		if !strings.Contains(stdout.String(), w) {
+			t.Errorf("the bootstrap lacks %q", w)
+		}
+	}
+
+	if err := os.Chmod(token, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := Run(context.Background(), args, &stdout, &stderr); code != exitFailure || !strings.Contains(stderr.String(), "chmod 600") {
+		t.Errorf("a token file readable by others: exit %d, stderr %q; want %d and the fix", code, stderr.String(), exitFailure)
+	}
+	if strings.Contains(stdout.String()+stderr.String(), testGRPCToken) {
+		t.Error("a refused token file still shows the token")
 	}
 }
