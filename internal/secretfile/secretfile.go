@@ -4,8 +4,10 @@
 package secretfile
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 )
@@ -19,7 +21,12 @@ const MaxTokenBytes = 4096
 // refused; errors name the file and the fix, never the token.
 func ReadToken(what, path string) (string, error) {
 	f, err := os.Open(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("%s %s does not exist; write a token to it (openssl rand -hex 32 > %s; chmod 600 %s) or change %s: %w", what, path, path, path, what, err)
+	case errors.Is(err, fs.ErrPermission):
+		return "", fmt.Errorf("%s %s cannot be read by this process (uid %d); make its user the file's owner and chmod 600 it: %w", what, path, os.Getuid(), err)
+	case err != nil:
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	defer f.Close()

@@ -56,7 +56,8 @@ func TestReadToken(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ReadToken("grpc token file", filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
-		t.Errorf("missing file: %v; want no such file", err)
+	missing := filepath.Join(dir, "missing")
+	if _, err := ReadToken("server.grpc_token_file", missing); err == nil || !strings.Contains(err.Error(), "server.grpc_token_file "+missing+" does not exist; write a token to it") {
+		t.Errorf("missing file: %v; want it named with the fix", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/envoy"
 	"github.com/apisessions/apisessions/extproc/protomsg"
 	"github.com/apisessions/apisessions/internal/testutil"
@@ -340,5 +341,32 @@ func TestEnvoyConfigCarriesTheGRPCToken(t *testing.T) {
 	}
 	if strings.Contains(stdout.String()+stderr.String(), testGRPCToken) {
 		t.Error("a refused token file still shows the token")
+	}
+}
+
+// TestContainerConfig: the image's configuration is valid, opens both listeners to other
+// machines only behind tokens, and without the token files refuses to start naming them.
+func TestContainerConfig(t *testing.T) {
+	t.Parallel()
+	const path = "../../../examples/container.yaml"
+	cfg, err := config.LoadAndValidate(path)
+	if err != nil {
+		t.Fatalf("examples/container.yaml: %v", err)
+	}
+	s := cfg.Server
+	if config.LoopbackListen(s.GRPCListen) || config.LoopbackListen(s.HTTPListen) {
+		t.Errorf("the container listens on %s and %s; other containers could not reach it", s.GRPCListen, s.HTTPListen)
+	}
+	if s.APITokenFile == "" || s.GRPCTokenFile == "" || s.AllowUnauthenticatedAPI || s.AllowUnauthenticatedGRPC {
+		t.Errorf("the container's listeners are not both behind tokens: %+v", s)
+	}
+	if _, err := os.Stat(s.APITokenFile); err == nil {
+		t.Skipf("%s exists on this machine", s.APITokenFile)
+	}
+	var stdout, stderr bytes.Buffer
+	code := Run(context.Background(), []string{"serve", "--config", path, "--data-dir", t.TempDir(),
+		"--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, &stdout, &stderr)
+	if code != exitFailure || !strings.Contains(stderr.String(), "server.api_token_file "+s.APITokenFile+" does not exist; write a token to it") {
+		t.Errorf("serve without the token files: exit %d, stderr %s; want %d naming the missing file", code, stderr.String(), exitFailure)
 	}
 }
