@@ -370,3 +370,24 @@ func TestContainerConfig(t *testing.T) {
 		t.Errorf("serve without the token files: exit %d, stderr %s; want %d naming the missing file", code, stderr.String(), exitFailure)
 	}
 }
+
+// TestReplayToWithToken: replay --to sends the token of the configuration's
+// server.grpc_token_file, and without it the server refuses the traffic.
+func TestReplayToWithToken(t *testing.T) {
+	t.Parallel()
+	cfg := writeConfig(t, "server:\n  grpc_token_file: "+writeToken(t, testGRPCToken)+"\n")
+	r := startServe(t, "--config", cfg)
+	var out, errb bytes.Buffer
+	if code := Run(context.Background(), []string{"replay", "--config", cfg, "--to", r.grpcAddr, demoHAR}, &out, &errb); code != exitOK {
+		t.Fatalf("replay with the token: exit %d; stderr:\n%s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "38 requests") || strings.Count(out.String(), "\ns_") == 0 {
+		t.Errorf("replay with the token printed no part:\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	code := Run(context.Background(), []string{"replay", "--to", r.grpcAddr, demoHAR}, &out, &errb)
+	if code == exitOK || !strings.Contains(errb.String(), "Unauthenticated") {
+		t.Errorf("replay without the token: exit %d, stderr %q; want a failure saying Unauthenticated", code, errb.String())
+	}
+}
