@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/apisessions/apisessions/config"
@@ -232,6 +234,35 @@ func TestGRPCTokenFromConfig(t *testing.T) {
 	if strings.Contains(r.stderr.String(), testGRPCToken) {
 		t.Error("the log shows the gRPC token")
 	}
+	if err := listServices(right, r.grpcAddr); status.Code(err) != codes.Unimplemented {
+		t.Errorf("reflection on the defaults: %v, want Unimplemented (off)", err)
+	}
+	on := startServe(t, "--config", writeConfig(t, "server:\n  grpc_token_file: "+token+"\n  grpc_reflection: true\n"))
+	on.stderr.WaitMsg(t, "gRPC reflection is on (server.grpc_reflection): it lists the services to every client")
+	if err := listServices(right, on.grpcAddr); err != nil {
+		t.Errorf("reflection with server.grpc_reflection and the token: %v", err)
+	}
+	if err := listServices(ctx, on.grpcAddr); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("reflection without the token: %v, want Unauthenticated", err)
+	}
+}
+
+// listServices asks the server at addr for its services through reflection.
+func listServices(ctx context.Context, addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		return err
+	}
+	_, err = stream.Recv()
+	return err
 }
 
 func grepLines(page, word string) string {
