@@ -21,7 +21,7 @@ build: ## build the static binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/apisessions
 
 .PHONY: run
-run: ## run the server on the defaults (gRPC :50051, HTTP :8080); RUN_ARGS="--config FILE" for yours
+run: ## run the server on the defaults (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080); RUN_ARGS="--config FILE" for yours
 	$(GO) run ./cmd/apisessions serve $(RUN_ARGS)
 
 .PHONY: test

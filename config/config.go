@@ -33,10 +33,30 @@ type Position struct {
 
 // Server holds the listeners and their protection.
 type Server struct {
-	GRPCListen   string  `yaml:"grpc_listen"`
-	HTTPListen   string  `yaml:"http_listen"`
-	GRPCTLS      GRPCTLS `yaml:"grpc_tls"`
-	APITokenFile string  `yaml:"api_token_file"`
+	// GRPCListen is the ext_proc listener; loopback by default.
+	GRPCListen string `yaml:"grpc_listen"`
+	// HTTPListen serves health, readiness, metrics, the explore API and the UI; loopback by default.
+	HTTPListen string  `yaml:"http_listen"`
+	GRPCTLS    GRPCTLS `yaml:"grpc_tls"`
+	// APITokenFile holds the token the explore API, the UI and /metrics require.
+	APITokenFile string `yaml:"api_token_file"`
+	// AllowUnauthenticatedAPI lets an HTTP listener that other machines can reach run without
+	// an API token.
+	AllowUnauthenticatedAPI bool `yaml:"allow_unauthenticated_api"`
+	// AllowedHosts are the Host header values the HTTP listener answers besides loopback
+	// names: host name globs, IP addresses or IP prefixes (10.0.0.0/8).
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// MetricsListen, when set, serves /metrics on a listener of its own, without token or Host
+	// check, and the HTTP listener stops serving it.
+	MetricsListen string `yaml:"metrics_listen"`
+	// GRPCTokenFile holds the token every gRPC call but health must carry as
+	// "authorization: Bearer <token>" metadata (Envoy's grpc_service.initial_metadata).
+	GRPCTokenFile string `yaml:"grpc_token_file"`
+	// AllowUnauthenticatedGRPC lets a gRPC listener that other machines can reach run without
+	// mTLS or a token: for networks where something else decides who connects.
+	AllowUnauthenticatedGRPC bool `yaml:"allow_unauthenticated_grpc"`
+	// GRPCReflection registers gRPC server reflection on the gRPC listener.
+	GRPCReflection bool `yaml:"grpc_reflection"`
 	// DataDir holds the generated hash key and, for the store, its files.
 	DataDir string `yaml:"data_dir"`
 	// MaxConcurrentStreams bounds the ext_proc streams one Envoy connection may open (0 = gRPC default).

@@ -2,14 +2,21 @@ package config
 
 import "time"
 
+// Default listen addresses: loopback only.
+const (
+	DefaultGRPCListen = "127.0.0.1:50051"
+	DefaultHTTPListen = "127.0.0.1:8080"
+)
+
 // Default returns the configuration used when a key is absent from the file, as the spec's
 // config.md lists it. It is the one source of defaults: Parse starts from it. Every call
 // returns a fresh value that the caller may modify.
 func Default() *Config {
 	return &Config{
 		Server: Server{
-			GRPCListen:           ":50051",
-			HTTPListen:           ":8080",
+			// Loopback: other machines reach the listeners only when the file says so.
+			GRPCListen:           DefaultGRPCListen,
+			HTTPListen:           DefaultHTTPListen,
 			DataDir:              "./data",
 			MaxConcurrentStreams: 100000,
 			MaxMessageBytes:      16 << 20,

@@ -250,7 +250,7 @@ func TestListsReplaceDefaults(t *testing.T) {
 	}
 	// A null scalar keeps the default, as in yaml.v3.
 	c, err = Parse("n.yaml", []byte("server:\n  grpc_listen:\n"))
-	if err != nil || c.Server.GRPCListen != ":50051" {
+	if err != nil || c.Server.GRPCListen != DefaultGRPCListen {
 		t.Errorf("null grpc_listen: got (%q, %v), want the default", c.Server.GRPCListen, err)
 	}
 }

@@ -157,6 +157,9 @@ func (v *validator) server() {
 	if s.GRPCListen == s.HTTPListen && !strings.HasSuffix(s.HTTPListen, ":0") {
 		v.add("server.http_listen", "is the same address as server.grpc_listen; give each listener its own port")
 	}
+	v.metricsListen()
+	v.exposure()
+	v.allowedHosts()
 	t := s.GRPCTLS
 	switch {
 	case t.CertFile != "" && t.KeyFile == "":

@@ -68,6 +68,9 @@ type Options struct {
 	// CertFile and KeyFile are the listener's certificate and key (defaults DefaultCertFile,
 	// DefaultKeyFile); ignored with Plaintext.
 	CertFile, KeyFile string
+	// GRPCToken is the token of the configuration's server.grpc_token_file, which Envoy must
+	// send to apisessions; required when that key is set. The bootstrap then holds a secret.
+	GRPCToken string
 }
 
 // Render returns a complete Envoy bootstrap (YAML) that attaches apisessions, configured as
@@ -85,7 +88,10 @@ type Options struct {
 //   - inline.session_header: the only header apisessions may set (mutation rules);
 //     inline.dynamic_metadata: whether Envoy accepts the "apisessions" metadata namespace;
 //   - attacks.metadata namespaces: forwarded to apisessions with every message;
-//   - traffic.client_ip: how many proxies Envoy trusts in X-Forwarded-For.
+//   - traffic.client_ip: how many proxies Envoy trusts in X-Forwarded-For;
+//   - server.grpc_token_file: Envoy sends o.GRPCToken as "authorization: Bearer <token>"
+//     gRPC metadata (grpc_service.initial_metadata) on every ext_proc stream;
+//   - server.grpc_tls: a TLS transport socket to apisessions.
 //
 // The result passes Validate; an error says which option or key is unusable.
 func Render(cfg *config.Config, o Options) ([]byte, error) {
@@ -176,6 +182,8 @@ type plan struct {
 	ProcessorCAFile    string
 	ProcessorCertFile  string
 	ProcessorKeyFile   string
+	// GRPCAuthorization is the value of the authorization metadata Envoy sends; "" = none.
+	GRPCAuthorization string
 }
 
 // bodyModes is one allowed_override_modes entry: the body modes of a mode_override; the
@@ -343,6 +351,9 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 	}
 	p.ResponseAttributes = responseAttributes
 
+	if p.GRPCAuthorization, err = grpcAuthorization(cfg, o.GRPCToken); err != nil {
+		return nil, err
+	}
 	if cfg.Server.GRPCTLS.CertFile != "" {
 		p.ProcessorTLS = true
 		p.ProcessorCAFile = processorCAFile
@@ -352,6 +363,22 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// grpcAuthorization returns the metadata value that carries token, or "" without one. A
+// configuration that asks for a token must be given it: a bootstrap without it would have
+// every stream refused. The token is never shown in errors.
+func grpcAuthorization(cfg *config.Config, token string) (string, error) {
+	if token == "" {
+		if cfg.Server.GRPCTokenFile != "" {
+			return "", fmt.Errorf("server.grpc_token_file is set but no token was given; pass the file's token (apisessions envoy-config reads it from %s)", cfg.Server.GRPCTokenFile)
+		}
+		return "", nil
+	}
+	if strings.ContainsFunc(token, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return "", errors.New("the gRPC token has spaces or characters other than visible ASCII; it cannot travel in a header")
+	}
+	return "Bearer " + token, nil
 }
 
 func orDefault(s, def string) string {

@@ -365,6 +365,42 @@ func TestRender(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "processor with a token",
+			cfg: func() *config.Config {
+				c := config.Default()
+				c.Server.GRPCTokenFile = "/run/secrets/apisessions-grpc-token"
+				return c
+			}(),
+			opts: Options{Mode: ModeInline, Processor: "apisessions:50051", GRPCToken: "tok-0123456789abcdef"},
+			check: func(t *testing.T, r rendered) {
+				md := r.extProc.GetGrpcService().GetInitialMetadata()
+				if len(md) != 1 || md[0].GetKey() != "authorization" || md[0].GetValue() != "Bearer tok-0123456789abcdef" {
+					t.Errorf("initial_metadata %v, want authorization: Bearer <token>", md)
+				}
+				if r.extProc.GetGrpcService().GetEnvoyGrpc().GetClusterName() != "apisessions" {
+					t.Error("the token moved the ext_proc filter off the apisessions cluster")
+				}
+			},
+		},
+		{
+			name: "processor over mtls with a token",
+			cfg: func() *config.Config {
+				c := config.Default()
+				c.Server.GRPCTLS = config.GRPCTLS{CertFile: "/tls/apisessions.crt", KeyFile: "/tls/apisessions.key", ClientCAFile: "/tls/ca.crt"}
+				c.Server.GRPCTokenFile = "/run/secrets/apisessions-grpc-token"
+				return c
+			}(),
+			opts: Options{Processor: "apisessions.internal:50051", GRPCToken: "tok-0123456789abcdef"},
+			check: func(t *testing.T, r rendered) {
+				if r.cluster(t, "apisessions").GetTransportSocket() == nil {
+					t.Error("the processor cluster has no TLS transport socket")
+				}
+				if md := r.extProc.GetGrpcService().GetInitialMetadata(); len(md) != 1 {
+					t.Errorf("initial_metadata %v, want the token", md)
+				}
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -421,6 +457,9 @@ func TestRenderErrors(t *testing.T) {
 		{name: "session header is a fingerprint header", cfg: func(c *config.Config) { c.Inline.SessionHeader = "x-client-ja3" }, opts: Options{Mode: ModeInline}, want: "also a fingerprint header"},
 		{name: "bad namespace", cfg: func(c *config.Config) { c.Attacks.Metadata = []config.AttackMetadata{{Namespace: "a b"}} }, want: "attacks.metadata[0].namespace"},
 		{name: "trusted hops", cfg: func(c *config.Config) { c.Traffic.ClientIP = config.ClientIP{From: "x-forwarded-for", TrustedHops: -1} }, want: "trusted_hops -1 is out of range"},
+		{name: "token file without the token", cfg: func(c *config.Config) { c.Server.GRPCTokenFile = "/run/secrets/grpc-token" },
+			want: "server.grpc_token_file is set but no token was given; pass the file's token (apisessions envoy-config reads it from /run/secrets/grpc-token)"},
+		{name: "token with a line break", opts: Options{GRPCToken: "SECRET\nx"}, want: "visible ASCII"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

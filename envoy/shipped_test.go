@@ -238,6 +238,11 @@ func TestIstioEnvoyFilter(t *testing.T) {
 	if !extProc.GetObservabilityMode() || !extProc.GetFailureModeAllow() {
 		t.Errorf("ext_proc observability_mode %v failure_mode_allow %v, want both true", extProc.GetObservabilityMode(), extProc.GetFailureModeAllow())
 	}
+	// apisessions serves a Service there, off loopback: the stream carries the token as the
+	// rendered bootstraps do.
+	if md := extProc.GetGrpcService().GetInitialMetadata(); len(md) != 1 || md[0].GetKey() != "authorization" || !strings.HasPrefix(md[0].GetValue(), "Bearer ") {
+		t.Errorf("ext_proc initial_metadata %v, want authorization: Bearer <token>", md)
+	}
 	if !slices.Equal(extProc.GetRequestAttributes(), append(slices.Clone(requestAttributes), requestAttributesTLS...)) ||
 		!slices.Equal(extProc.GetResponseAttributes(), responseAttributes) {
 		t.Errorf("ext_proc attributes %v / %v differ from the rendered bootstraps'", extProc.GetRequestAttributes(), extProc.GetResponseAttributes())

@@ -16,13 +16,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/apisessions/apisessions/internal/secretfile"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/store"
 )
@@ -225,30 +224,8 @@ func (h *Handler) request(w http.ResponseWriter, r *http.Request) error {
 }
 
 // ReadTokenFile reads the API token from path (server.api_token_file): the whole file without
-// its trailing newline. A file that group or others may read, or an empty one, is refused.
+// its trailing newline. A file that group or others may read, an empty one, or a token with
+// anything but visible ASCII is refused.
 func ReadTokenFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("api token file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("api token file: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("api token file %s is readable by others (mode %04o); chmod 600 it", path, st.Mode().Perm())
-	}
-	if st.Size() > 4096 {
-		return "", fmt.Errorf("api token file %s is %d bytes; a token is at most 4096", path, st.Size())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 4097))
-	if err != nil {
-		return "", fmt.Errorf("api token file: %w", err)
-	}
-	tok := strings.TrimRight(string(b), "\r\n")
-	if tok == "" || strings.TrimSpace(tok) != tok {
-		return "", fmt.Errorf("api token file %s is empty or the token has spaces around it; write the token alone", path)
-	}
-	return tok, nil
+	return secretfile.ReadToken("api token file", path)
 }

@@ -214,29 +214,44 @@ func TestHealth(t *testing.T) {
 
 func TestReflection(t *testing.T) {
 	t.Parallel()
-	_, conn := startServer(t, New(Settings{}), GRPCOptions{})
-	rc := reflectionpb.NewServerReflectionClient(conn)
-	stream, err := rc.ServerReflectionInfo(testContext(t))
-	if err != nil {
-		t.Fatalf("open reflection stream: %v", err)
-	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
-		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatalf("send list services: %v", err)
-	}
-	r, err := stream.Recv()
-	if err != nil {
-		t.Fatalf("receive list services: %v", err)
-	}
-	got := map[string]bool{}
-	for _, s := range r.GetListServicesResponse().GetService() {
-		got[s.GetName()] = true
-	}
-	for _, want := range []string{extprocService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
-		if !got[want] {
-			t.Errorf("reflection lists %v; want it to include %s", got, want)
+	list := func(o GRPCOptions) (map[string]bool, error) {
+		_, conn := startServer(t, New(Settings{}), o)
+		stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(testContext(t))
+		if err != nil {
+			return nil, err
 		}
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+			MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			return nil, err
+		}
+		r, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		got := map[string]bool{}
+		for _, s := range r.GetListServicesResponse().GetService() {
+			got[s.GetName()] = true
+		}
+		return got, nil
 	}
+	t.Run("off by default", func(t *testing.T) {
+		t.Parallel()
+		if _, err := list(GRPCOptions{}); status.Code(err) != codes.Unimplemented {
+			t.Errorf("reflection without GRPCOptions.Reflection: %v; want Unimplemented", err)
+		}
+	})
+	t.Run("on when asked for", func(t *testing.T) {
+		t.Parallel()
+		got, err := list(GRPCOptions{Reflection: true})
+		if err != nil {
+			t.Fatalf("list services: %v", err)
+		}
+		for _, want := range []string{extprocService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+			if !got[want] {
+				t.Errorf("reflection lists %v; want it to include %s", got, want)
+			}
+		}
+	})
 }
 
 func TestMaxMessageBytes(t *testing.T) {

@@ -222,6 +222,8 @@ type Stats struct {
 	InvalidSessionValues uint64
 	// ModeOverrides counts inline headers answers that asked Envoy for a body (mode_override).
 	ModeOverrides uint64
+	// AuthRejected counts gRPC calls refused for a missing or wrong token (GRPCOptions.Token).
+	AuthRejected uint64
 }
 
 type counters struct {
@@ -236,6 +238,7 @@ type counters struct {
 	headersDropped       atomic.Uint64
 	invalidSessionValues atomic.Uint64
 	modeOverrides        atomic.Uint64
+	authRejected         atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -261,6 +264,7 @@ func (s *Server) Stats() Stats {
 		HeadersDropped:       c.headersDropped.Load(),
 		InvalidSessionValues: c.invalidSessionValues.Load(),
 		ModeOverrides:        c.modeOverrides.Load(),
+		AuthRejected:         c.authRejected.Load(),
 	}
 }
 

@@ -31,7 +31,7 @@ type collector struct {
 	src Sources
 
 	streamsOpen, streams, messages, observed, outOfScope, panics, protocolErrors,
-	streamErrors, headersDropped, invalidSessionValues, modeOverrides *prometheus.Desc
+	streamErrors, headersDropped, invalidSessionValues, modeOverrides, authRejected *prometheus.Desc
 
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
@@ -58,6 +58,7 @@ func newCollector(src Sources) *collector {
 		headersDropped:       desc("extproc", "headers_dropped_total", "Header fields not copied because a header list was over the per-list cap."),
 		invalidSessionValues: desc("extproc", "invalid_session_values_total", "Inline answers whose session id could not be sent as a header value."),
 		modeOverrides:        desc("extproc", "mode_overrides_total", "Inline request or response headers answers that asked Envoy for a body (mode_override)."),
+		authRejected:         desc("extproc", "auth_rejected_total", "gRPC calls refused because they lacked the token of server.grpc_token_file or carried a wrong one."),
 
 		requests:         desc("sessions", "requests_total", "Request records emitted by the engine."),
 		malicious:        desc("sessions", "malicious_requests_total", "Requests an attack verdict marked malicious."),
@@ -84,7 +85,7 @@ var _ prometheus.Collector = (*collector)(nil)
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Extproc != nil {
 		for _, d := range []*prometheus.Desc{c.streamsOpen, c.streams, c.messages, c.observed, c.outOfScope, c.panics,
-			c.protocolErrors, c.streamErrors, c.headersDropped, c.invalidSessionValues, c.modeOverrides} {
+			c.protocolErrors, c.streamErrors, c.headersDropped, c.invalidSessionValues, c.modeOverrides, c.authRejected} {
 			ch <- d
 		}
 	}
@@ -166,6 +167,7 @@ func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats)
 	ch <- counter(c.headersDropped, s.HeadersDropped)
 	ch <- counter(c.invalidSessionValues, s.InvalidSessionValues)
 	ch <- counter(c.modeOverrides, s.ModeOverrides)
+	ch <- counter(c.authRejected, s.AuthRejected)
 }
 
 func counter[N int64 | uint64](d *prometheus.Desc, n N) prometheus.Metric {

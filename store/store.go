@@ -113,6 +113,23 @@ type Store struct {
 	closed    chan struct{}
 }
 
+// createPrivate creates the database file 0600 before SQLite opens it, because SQLite gives
+// the WAL and shared-memory files it creates beside it the database file's mode, and narrows
+// the three files of a database that an older version left readable by others.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: create %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	return nil
+}
+
 // Open opens (creating when needed) the database in o.Dir, brings its schema up to date and
 // starts the retention job.
 func Open(o Options) (*Store, error) {
@@ -170,6 +187,9 @@ func (s *Store) openDatabases(o Options) error {
 	// transaction across a crash of the process (the WAL is in the OS's hands once written)
 	// and only a power loss may lose the last commits. The writer takes its lock at BEGIN so
 	// a transaction never fails half-way on a busy database.
+	if err := createPrivate(s.path); err != nil {
+		return err
+	}
 	writerFrames := cmp.Or(o.ckWriterFrames, ckWriterFrames)
 	s.wdb, err = sql.Open("sqlite", dsn(s.path, writerFrames))
 	if err != nil {
@@ -182,10 +202,6 @@ func (s *Store) openDatabases(o Options) error {
 	if err := migrate(ctx, s.wdb); err != nil {
 		s.wdb.Close()
 		return fmt.Errorf("store: %s: %w", s.path, err)
-	}
-	if err := os.Chmod(s.path, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.wdb.Close()
-		return fmt.Errorf("store: %w", err)
 	}
 	if err := s.prepare(ctx); err != nil {
 		s.wdb.Close()

@@ -35,13 +35,32 @@ type Conn struct {
 
 // Dial prepares a plaintext gRPC connection to the server at addr (HOST:PORT); the connection
 // is made on the first Send. Close releases it.
-func Dial(addr string) (*Conn, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func Dial(addr string) (*Conn, error) { return DialToken(addr, "") }
+
+// DialToken is Dial for a server that requires a token (server.grpc_token_file): every stream
+// carries "authorization: Bearer <token>", as Envoy's initial_metadata does. The connection is
+// plaintext, so the token crosses the network in clear: use it on loopback or a trusted link.
+func DialToken(addr, token string) (*Conn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer("Bearer "+token)))
+	}
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
 	return &Conn{cc: cc, client: extprocv3.NewExternalProcessorClient(cc)}, nil
 }
+
+// bearer is the token metadata of every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{extproc.TokenMetadataKey: string(b)}, nil
+}
+
+// RequireTransportSecurity is false: the ext_proc link may be plaintext h2c.
+func (bearer) RequireTransportSecurity() bool { return false }
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.cc.Close() }

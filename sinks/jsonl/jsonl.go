@@ -28,8 +28,11 @@ var Factory = sinks.FactoryOf(Type, DefaultConfig, func(_ config.Sink, c *Config
 const StdoutPath = "-"
 
 const (
-	fileMode = 0o640
-	dirMode  = 0o750
+	// Records hold user names, client addresses and, for malicious requests, headers and
+	// bodies: the owner's alone. A shipper running as another user reads them through a
+	// group it is given explicitly (chmod after the fact), never by default.
+	fileMode = 0o600
+	dirMode  = 0o700
 	// chunkBytes is how much of a batch is gathered before it goes to the writer; chunks end on
 	// line boundaries.
 	chunkBytes = 64 << 10

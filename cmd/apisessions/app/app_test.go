@@ -25,6 +25,7 @@ type running struct {
 	stdout, stderr     *testutil.Output
 	cancel             context.CancelFunc
 	done               chan int
+	exited             chan struct{} // closed once Run returned
 }
 
 // stop cancels the server and returns its exit status.
@@ -43,14 +44,23 @@ func (r *running) stop(t *testing.T) int {
 func startServe(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stdout: testutil.NewOutput(), stderr: testutil.NewOutput(), cancel: cancel, done: make(chan int, 1)}
+	r := &running{stdout: testutil.NewOutput(), stderr: testutil.NewOutput(), cancel: cancel, done: make(chan int, 1), exited: make(chan struct{})}
 	all := append([]string{"serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)
-	go func() { r.done <- Run(ctx, all, r.stdout, r.stderr) }()
+	go func() {
+		r.done <- Run(ctx, all, r.stdout, r.stderr)
+		close(r.exited)
+	}()
 	ready := r.stderr.WaitMsg(t, "ready")
 	r.grpcAddr, _ = ready["grpc_addr"].(string)
 	r.httpAddr, _ = ready["http_addr"].(string)
 	t.Cleanup(func() {
 		cancel()
+		// The data directory is removed after this: let the shutdown finish writing first.
+		select {
+		case <-r.exited:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not return within 30s after cancel")
+		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", r.stderr.String())
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/apisessions/apisessions/envoy"
 	"github.com/apisessions/apisessions/internal/cliflags"
+	"github.com/apisessions/apisessions/internal/secretfile"
 )
 
 func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
@@ -30,6 +31,14 @@ func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return exitFailure
 	}
+	// The bootstrap must carry the token apisessions will ask for: read it as serve does.
+	var grpcToken string
+	if f := cfg.Server.GRPCTokenFile; f != "" {
+		if grpcToken, err = secretfile.ReadToken("server.grpc_token_file", f); err != nil {
+			fmt.Fprintf(stderr, "apisessions envoy-config: %v\n", err)
+			return exitFailure
+		}
+	}
 	out, err := envoy.Render(cfg, envoy.Options{
 		Mode:       *mode,
 		Upstream:   *upstream,
@@ -38,6 +47,7 @@ func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int
 		Plaintext:  *plaintext,
 		CertFile:   *certFile,
 		KeyFile:    *keyFile,
+		GRPCToken:  grpcToken,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "apisessions envoy-config: %v\n", err)

@@ -102,22 +102,28 @@ func generateKeyFile(dataDir, path string) ([]byte, error) {
 	if _, err := rand.Read(k); err != nil {
 		return nil, fmt.Errorf("%w: generate key: %w", sessions.ErrHashKey, err)
 	}
-	// O_EXCL: when two processes start at once on one data directory, the loser reads the
-	// winner's key instead of overwriting it.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return readKeyFile(path, true)
-	}
+	// The key is written whole to a file of its own, then linked to its name: link fails when
+	// the name exists, so when two processes start at once on one data directory the loser
+	// reads the winner's key, complete, instead of overwriting it or reading it half-written.
+	tmp, err := os.CreateTemp(dataDir, ".hash.key-*")
 	if err != nil {
-		return nil, fmt.Errorf("%w: create key file %s: %w", sessions.ErrHashKey, path, err)
+		return nil, fmt.Errorf("%w: create key file in %s: %w", sessions.ErrHashKey, dataDir, err)
 	}
-	_, werr := f.Write(k)
-	if cerr := f.Close(); werr == nil {
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.Write(k)
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
 		werr = cerr
 	}
 	if werr != nil {
-		_ = os.Remove(path)
 		return nil, fmt.Errorf("%w: write key file %s: %w", sessions.ErrHashKey, path, werr)
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
+		return readKeyFile(path, true)
+	} else if err != nil {
+		return nil, fmt.Errorf("%w: create key file %s: %w", sessions.ErrHashKey, path, err)
 	}
 	return k, nil
 }

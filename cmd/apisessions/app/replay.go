@@ -13,6 +13,7 @@ import (
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc/remote"
 	"github.com/apisessions/apisessions/internal/cliflags"
+	"github.com/apisessions/apisessions/internal/secretfile"
 	"github.com/apisessions/apisessions/replay"
 	"github.com/apisessions/apisessions/sessions/traffic"
 	"github.com/apisessions/apisessions/sessions/traffic/recorded"
@@ -56,7 +57,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	var res *replay.Result
 	if f.to != "" {
-		res, err = replayRemote(ctx, f.to, xs)
+		res, err = replayRemote(ctx, f.to, cfg.Server.GRPCTokenFile, xs)
 	} else {
 		res, err = replayInProcess(ctx, cfg, xs, f.sinks, replayLogger(stderr), stdout)
 	}
@@ -120,9 +121,17 @@ func replayLogger(stderr io.Writer) *slog.Logger {
 	return logger
 }
 
-// replayRemote sends the exchanges to the server at addr (replay --to).
-func replayRemote(ctx context.Context, addr string, xs []traffic.Exchange) (*replay.Result, error) {
-	conn, err := remote.Dial(addr)
+// replayRemote sends the exchanges to the server at addr (replay --to), with the token of
+// tokenFile (the configuration's server.grpc_token_file) when it is set.
+func replayRemote(ctx context.Context, addr, tokenFile string, xs []traffic.Exchange) (*replay.Result, error) {
+	var token string
+	if tokenFile != "" {
+		var err error
+		if token, err = secretfile.ReadToken("server.grpc_token_file", tokenFile); err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+	}
+	conn, err := remote.DialToken(addr, token)
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}

@@ -33,23 +33,37 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code := cliflags.Parse(flags, args, stderr); code >= 0 {
 		return code
 	}
+	// Before any file exists: whatever the data directory's mode, what the server creates
+	// (hash key, database, WAL, spool, rejects, jsonl files) is its owner's alone.
+	restrictUmask()
 	logger, err := newLogger(stderr, *level)
 	if err != nil {
 		fmt.Fprintf(stderr, "apisessions serve: %v\n", err)
 		return exitUsage
 	}
 	overrides := func(c *config.Config) {
-		if *grpcListen != "" {
-			c.Server.GRPCListen = *grpcListen
-		}
-		if *httpListen != "" {
-			c.Server.HTTPListen = *httpListen
-		}
-		if *dataDir != "" {
-			c.Server.DataDir = *dataDir
+		for _, o := range []struct {
+			flag, key string
+			field     *string
+		}{
+			{*grpcListen, "server.grpc_listen", &c.Server.GRPCListen},
+			{*httpListen, "server.http_listen", &c.Server.HTTPListen},
+			{*dataDir, "server.data_dir", &c.Server.DataDir},
+		} {
+			if o.flag != "" {
+				*o.field = o.flag
+				// Messages about the value then point at the key's section, not at the
+				// line whose value the flag replaced.
+				delete(c.Positions, o.key)
+			}
 		}
 	}
 	cfg, err := loadConfig(*path)
+	if err == nil {
+		overrides(cfg)
+		// A flag may open a listener to other machines: check the result as a whole.
+		err = cfg.Validate()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "apisessions serve: configuration not loaded:\n%v\n", err)
 		if isUnreadable(err) {
@@ -57,7 +71,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	overrides(cfg)
 	// Listen for SIGHUP before the ready line: a reload sent as soon as the server says it is
 	// ready must never meet the default action, which would end the process.
 	hup := make(chan os.Signal, 1)
@@ -89,13 +102,16 @@ type server struct {
 	http     *http.Server
 	grpcLn   net.Listener
 	httpLn   net.Listener
-	serveErr chan error
-	ready    atomic.Bool
+	// metricsHTTP and metricsLn serve server.metrics_listen; nil when it is not set.
+	metricsHTTP *http.Server
+	metricsLn   net.Listener
+	serveErr    chan error
+	ready       atomic.Bool
 }
 
 // start builds every component and opens the listeners. On error, whatever was started is stopped.
 func start(cfg *config.Config, configPath string, overrides func(*config.Config), logger *slog.Logger, stdout io.Writer) (_ *server, err error) {
-	s := &server{logger: logger, configPath: configPath, overrides: overrides, serveErr: make(chan error, 2)}
+	s := &server{logger: logger, configPath: configPath, overrides: overrides, serveErr: make(chan error, 3)}
 	s.cfg.Store(cfg)
 	var cleanup []func()
 	defer func() {
@@ -106,11 +122,16 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		}
 	}()
 
+	warnExposure(cfg, logger)
+	apiToken, grpcToken, err := readTokens(cfg)
+	if err != nil {
+		return nil, err
+	}
 	outs, stores, err := buildOutputs(cfg, logger, stdout)
 	if err != nil {
 		return nil, err
 	}
-	if s.explore, err = newExplore(cfg, stores, logger); err != nil {
+	if s.explore, err = newExplore(stores, apiToken, logger); err != nil {
 		closeOutputs(outs)
 		return nil, err
 	}
@@ -140,40 +161,24 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		CertFile:             cfg.Server.GRPCTLS.CertFile,
 		KeyFile:              cfg.Server.GRPCTLS.KeyFile,
 		ClientCAFile:         cfg.Server.GRPCTLS.ClientCAFile,
+		Token:                grpcToken,
+		Reflection:           cfg.Server.GRPCReflection,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("grpc server: %w", err)
 	}
-	s.grpcLn, err = net.Listen("tcp", cfg.Server.GRPCListen)
-	if err != nil {
-		return nil, fmt.Errorf("grpc listen: %w", err)
-	}
 	cleanup = append(cleanup, s.grpc.Stop)
-	s.httpLn, err = net.Listen("tcp", cfg.Server.HTTPListen)
-	if err != nil {
-		s.grpcLn.Close()
-		return nil, fmt.Errorf("http listen: %w", err)
+	if err := s.listen(cfg, apiToken); err != nil {
+		return nil, err
 	}
-	s.http = &http.Server{
-		Handler:           s.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-
-	go func() { s.serveErr <- s.grpc.Serve(s.grpcLn) }()
-	go func() {
-		if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
-			s.serveErr <- err
-		}
-	}()
+	s.serve()
 	s.ext.SetServing(true)
 	s.ready.Store(true)
-	logger.Info("ready",
-		"grpc_addr", s.grpcLn.Addr().String(),
-		"http_addr", s.httpLn.Addr().String(),
-		"config", configName(configPath),
-		"sinks", len(outs),
-		"hash_key", keySource)
+	attrs := []any{"grpc_addr", s.grpcLn.Addr().String(), "http_addr", s.httpLn.Addr().String()}
+	if s.metricsLn != nil {
+		attrs = append(attrs, "metrics_addr", s.metricsLn.Addr().String())
+	}
+	logger.Info("ready", append(attrs, "config", configName(configPath), "sinks", len(outs), "hash_key", keySource)...)
 	return s, nil
 }
 
@@ -189,6 +194,63 @@ func newEngine(cfg *config.Config, logger *slog.Logger, emit sessions.Emitter) (
 		return nil, "", fmt.Errorf("sessions engine: %w", err)
 	}
 	return e, keySource, nil
+}
+
+// listen opens the listeners and builds the HTTP servers; on error it closes what it opened.
+func (s *server) listen(cfg *config.Config, apiToken string) (err error) {
+	var opened []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range opened {
+				ln.Close()
+			}
+		}
+	}()
+	open := func(what, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s listen: %w", what, err)
+		}
+		opened = append(opened, ln)
+		return ln, nil
+	}
+	if s.grpcLn, err = open("grpc", cfg.Server.GRPCListen); err != nil {
+		return err
+	}
+	if s.httpLn, err = open("http", cfg.Server.HTTPListen); err != nil {
+		return err
+	}
+	s.http = s.newHTTPServer(s.routes(cfg, apiToken))
+	if cfg.Server.MetricsListen != "" {
+		if s.metricsLn, err = open("metrics", cfg.Server.MetricsListen); err != nil {
+			return err
+		}
+		s.metricsHTTP = s.newHTTPServer(s.metricsRoutes())
+	}
+	return nil
+}
+
+func (s *server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// serve starts serving every listener; a listener that fails reports on serveErr.
+func (s *server) serve() {
+	go func() { s.serveErr <- s.grpc.Serve(s.grpcLn) }()
+	go s.serveHTTP(s.http, s.httpLn)
+	if s.metricsHTTP != nil {
+		go s.serveHTTP(s.metricsHTTP, s.metricsLn)
+	}
+}
+
+func (s *server) serveHTTP(srv *http.Server, ln net.Listener) {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		s.serveErr <- err
+	}
 }
 
 func configName(path string) string {
@@ -259,7 +321,7 @@ func (s *server) reload() {
 	if next.Hashing.KeyFile != s.keyFile {
 		s.logger.Warn("hashing.key_file changed; the hash key in use is kept until restart")
 	}
-	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || cur.Server != next.Server {
+	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || !reflect.DeepEqual(cur.Server, next.Server) {
 		s.logger.Warn("reload: changes to server and sinks take effect after a restart")
 	}
 	s.cfg.Store(next)
@@ -284,6 +346,11 @@ func (s *server) shutdown() error {
 	}
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	if s.metricsHTTP != nil {
+		if err := s.metricsHTTP.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("metrics http: %w", err))
+		}
 	}
 	s.logger.Info("shutdown complete", "duration_ms", time.Since(start).Milliseconds())
 	return errors.Join(errs...)

@@ -91,18 +91,12 @@ func closeOutputs(outs []sinks.Output) {
 	}
 }
 
-// newExplore builds the explore API and web UI over the first store sink; without one there
-// is nothing to explore and the HTTP server serves only health and metrics.
-func newExplore(cfg *config.Config, stores []*store.Store, logger *slog.Logger) (http.Handler, error) {
+// newExplore builds the explore API and web UI over the first store sink, requiring token
+// when it is not empty; without a store there is nothing to explore and the HTTP server
+// serves only health and metrics.
+func newExplore(stores []*store.Store, token string, logger *slog.Logger) (http.Handler, error) {
 	if len(stores) == 0 {
 		return nil, nil
-	}
-	var token string
-	if cfg.Server.APITokenFile != "" {
-		var err error
-		if token, err = explore.ReadTokenFile(cfg.Server.APITokenFile); err != nil {
-			return nil, err
-		}
 	}
 	return explore.New(explore.Options{
 		Store:  stores[0],

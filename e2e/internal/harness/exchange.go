@@ -295,7 +295,7 @@ func (ex *exchange) send(w http.ResponseWriter, msg *extprocv3.ProcessingRequest
 	}
 	if ex.stream == nil {
 		sctx, cancel := context.WithCancel(context.Background())
-		stream, err := p.o.Processor.Process(sctx)
+		stream, err := p.o.Processor.Process(p.streamContext(sctx))
 		if err != nil {
 			cancel()
 			return ex.fail(w, "grpc_error", http.StatusInternalServerError)
@@ -672,7 +672,7 @@ func (s *side) run() {
 		}
 		if stream == nil {
 			var err error
-			if stream, err = s.p.o.Processor.Process(ctx); err != nil {
+			if stream, err = s.p.o.Processor.Process(s.p.streamContext(ctx)); err != nil {
 				broken = true
 				continue
 			}

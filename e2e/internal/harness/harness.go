@@ -2,7 +2,8 @@
 // accepts real HTTP, calls an ext_proc server over gRPC the way Envoy's ext_proc filter does
 // for a given filter configuration, and forwards to a real HTTP upstream.
 //
-// Per request it opens one Process stream and sends the messages the configured
+// Per request it opens one Process stream, with grpc_service.initial_metadata as the
+// stream's metadata, and sends the messages the configured
 // processing_mode asks for (headers, BUFFERED / BUFFERED_PARTIAL / STREAMED bodies in chunks,
 // with protocol_config on the first inline message and the configured attributes on the first
 // message of each direction). Inline, it waits for each answer up to message_timeout and
@@ -34,6 +35,7 @@ import (
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -139,6 +141,9 @@ type Proxy struct {
 	log   []Entry
 	byID  map[string]int
 
+	// md is grpc_service.initial_metadata, sent with every stream as Envoy does.
+	md metadata.MD
+
 	requests, opened, sent, timeouts, failedOpen, drops atomic.Uint64
 	sidesOpen                                           atomic.Int64
 }
@@ -175,6 +180,16 @@ func New(o Options) (*Proxy, error) {
 		now:       o.Now,
 		byID:      map[string]int{},
 	}
+	for _, h := range f.GetGrpcService().GetInitialMetadata() {
+		v := h.GetValue()
+		if v == "" {
+			v = string(h.GetRawValue())
+		}
+		if p.md == nil {
+			p.md = metadata.MD{}
+		}
+		p.md.Append(h.GetKey(), v)
+	}
 	if p.transport == nil {
 		p.transport = &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	}
@@ -188,6 +203,14 @@ func New(o Options) (*Proxy, error) {
 		p.o.QueueSize = defaultQueue
 	}
 	return p, nil
+}
+
+// streamContext returns ctx carrying the filter's initial_metadata for a new stream.
+func (p *Proxy) streamContext(ctx context.Context) context.Context {
+	if p.md == nil {
+		return ctx
+	}
+	return metadata.NewOutgoingContext(ctx, p.md)
 }
 
 // Log returns the access log so far.
