@@ -221,6 +221,7 @@ type endpoint struct {
 	DNS  bool
 }
 
+// newPlan decides and checks, step by step, everything the template needs for cfg and o.
 func newPlan(cfg *config.Config, o Options) (*plan, error) {
 	p := &plan{TLS: !o.Plaintext}
 	switch o.Mode {
@@ -230,37 +231,65 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 	default:
 		return nil, fmt.Errorf("mode %q is unknown; use %s or %s", o.Mode, ModeObservability, ModeInline)
 	}
+	steps := []func() error{
+		func() error { return p.listeners(o) },
+		func() error { return p.headers(cfg) },
+		func() error { return p.namespaces(cfg) },
+		func() error { p.bodies(cfg); return nil },
+		func() error { return p.clientIP(cfg) },
+		func() error { return p.processor(cfg, o) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	p.RequestAttributes = append([]string(nil), requestAttributes...)
+	if p.TLS {
+		p.RequestAttributes = append(p.RequestAttributes, requestAttributesTLS...)
+	}
+	p.ResponseAttributes = responseAttributes
+	return p, nil
+}
 
+// listeners checks the upstream and processor addresses, the listen port and, with TLS, the
+// certificate files.
+func (p *plan) listeners(o Options) error {
 	var err error
 	if p.Upstream, err = parseEndpoint(orDefault(o.Upstream, DefaultUpstream)); err != nil {
-		return nil, fmt.Errorf("upstream %q: %w", o.Upstream, err)
+		return fmt.Errorf("upstream %q: %w", o.Upstream, err)
 	}
 	if p.Processor, err = parseEndpoint(orDefault(o.Processor, DefaultProcessor)); err != nil {
-		return nil, fmt.Errorf("processor %q: %w", o.Processor, err)
+		return fmt.Errorf("processor %q: %w", o.Processor, err)
 	}
 	p.ListenPort = o.ListenPort
 	if p.ListenPort == 0 {
 		p.ListenPort = DefaultListenPort
 	}
 	if p.ListenPort < 1 || p.ListenPort > 65535 {
-		return nil, fmt.Errorf("listen port %d is out of range; use 1 to 65535", o.ListenPort)
+		return fmt.Errorf("listen port %d is out of range; use 1 to 65535", o.ListenPort)
 	}
 	if p.TLS {
 		if p.CertFile, err = checkPath("certificate file", orDefault(o.CertFile, DefaultCertFile)); err != nil {
-			return nil, err
+			return err
 		}
 		if p.KeyFile, err = checkPath("key file", orDefault(o.KeyFile, DefaultKeyFile)); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
+// headers decides the fingerprint headers Envoy sets, the headers it removes from clients and,
+// inline, the session header and dynamic metadata.
+func (p *plan) headers(cfg *config.Config) error {
 	ja3, err := headerName("tls.ja3_header", cfg.TLS.JA3Header)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ja4, err := headerName("tls.ja4_header", cfg.TLS.JA4Header)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Client-sent copies of the fingerprint headers are removed in every listener, plaintext
 	// included, so apisessions never takes a forged fingerprint for Envoy's.
@@ -278,31 +307,39 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 	}
 	p.JA3 = p.TLS && ja3 != ""
 	p.JA4 = p.TLS && ja4 != ""
-
-	if p.Inline {
-		if p.SessionHeader, err = headerName("inline.session_header", cfg.Inline.SessionHeader); err != nil {
-			return nil, err
-		}
-		if p.SessionHeader != "" {
-			if p.SessionHeader == ja3 || p.SessionHeader == ja4 {
-				return nil, fmt.Errorf("inline.session_header %q is also a fingerprint header; use a name of its own", p.SessionHeader)
-			}
-			p.SessionHeaderRegex = "^" + regexp.QuoteMeta(p.SessionHeader) + "$"
-			// Removed before ext_proc so that, when apisessions does not answer (fail open),
-			// the API never sees a session id the client made up.
-			p.RemoveHeaders = appendUnique(p.RemoveHeaders, p.SessionHeader)
-		}
-		p.ReceiveMetadata = cfg.Inline.DynamicMetadata
+	if !p.Inline {
+		return nil
 	}
+	if p.SessionHeader, err = headerName("inline.session_header", cfg.Inline.SessionHeader); err != nil {
+		return err
+	}
+	if p.SessionHeader != "" {
+		if p.SessionHeader == ja3 || p.SessionHeader == ja4 {
+			return fmt.Errorf("inline.session_header %q is also a fingerprint header; use a name of its own", p.SessionHeader)
+		}
+		p.SessionHeaderRegex = "^" + regexp.QuoteMeta(p.SessionHeader) + "$"
+		// Removed before ext_proc so that, when apisessions does not answer (fail open),
+		// the API never sees a session id the client made up.
+		p.RemoveHeaders = appendUnique(p.RemoveHeaders, p.SessionHeader)
+	}
+	p.ReceiveMetadata = cfg.Inline.DynamicMetadata
+	return nil
+}
 
+// namespaces lists the dynamic metadata namespaces whose attack verdicts Envoy forwards.
+func (p *plan) namespaces(cfg *config.Config) error {
 	for i, m := range cfg.Attacks.Metadata {
 		ns := m.Namespace
 		if ns == "" || len(ns) > maxNamespaceName || !metadataNamespacePattern.MatchString(ns) {
-			return nil, fmt.Errorf("attacks.metadata[%d].namespace %q is not a metadata namespace name; use letters, digits and . _ : -", i, ns)
+			return fmt.Errorf("attacks.metadata[%d].namespace %q is not a metadata namespace name; use letters, digits and . _ : -", i, ns)
 		}
 		p.ForwardNamespaces = appendUnique(p.ForwardNamespaces, ns)
 	}
+	return nil
+}
 
+// bodies decides the body modes from the parameters that read bodies.
+func (p *plan) bodies(cfg *config.Config) {
 	p.RequestBodyMode, p.ResponseBodyMode = bodyModeNone, bodyModeNone
 	var needRequest, needResponse bool
 	for _, prm := range cfg.Parameters {
@@ -321,38 +358,42 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		// hold a value (an image, HTML) is then never held back by Envoy. Envoy accepts an
 		// override only if it equals one of these shapes.
 		p.OverrideModes = overrideModes(needRequest, needResponse)
-	} else {
-		// Observability mode has no mode override (answers are ignored) and does not send
-		// BUFFERED bodies.
-		if needRequest {
-			p.RequestBodyMode = bodyModeStreamed
-		}
-		if needResponse {
-			p.ResponseBodyMode = bodyModeStreamed
-		}
+		return
 	}
+	// Observability mode has no mode override (answers are ignored) and does not send
+	// BUFFERED bodies.
+	if needRequest {
+		p.RequestBodyMode = bodyModeStreamed
+	}
+	if needResponse {
+		p.ResponseBodyMode = bodyModeStreamed
+	}
+}
 
+// clientIP decides where Envoy takes the client address from.
+func (p *plan) clientIP(cfg *config.Config) error {
 	switch from := strings.ToLower(strings.TrimSpace(cfg.Traffic.ClientIP.From)); from {
 	case "", "source":
 		// Envoy is the edge: the client is the TCP peer and X-Forwarded-For is not trusted.
+		return nil
 	default:
+		var err error
 		if p.ClientIPHeader, err = headerName("traffic.client_ip.from", from); err != nil {
-			return nil, err
+			return err
 		}
 		if cfg.Traffic.ClientIP.TrustedHops < 0 || cfg.Traffic.ClientIP.TrustedHops > maxTrustedHops {
-			return nil, fmt.Errorf("traffic.client_ip.trusted_hops %d is out of range; use 0 to %d", cfg.Traffic.ClientIP.TrustedHops, maxTrustedHops)
+			return fmt.Errorf("traffic.client_ip.trusted_hops %d is out of range; use 0 to %d", cfg.Traffic.ClientIP.TrustedHops, maxTrustedHops)
 		}
 		p.TrustedHops = cfg.Traffic.ClientIP.TrustedHops
+		return nil
 	}
+}
 
-	p.RequestAttributes = append([]string(nil), requestAttributes...)
-	if p.TLS {
-		p.RequestAttributes = append(p.RequestAttributes, requestAttributesTLS...)
-	}
-	p.ResponseAttributes = responseAttributes
-
+// processor decides how Envoy reaches apisessions: the gRPC token it sends and TLS or mTLS.
+func (p *plan) processor(cfg *config.Config, o Options) error {
+	var err error
 	if p.GRPCAuthorization, err = grpcAuthorization(cfg, o.GRPCToken); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Server.GRPCTLS.CertFile != "" {
 		p.ProcessorTLS = true
@@ -362,7 +403,7 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 			p.ProcessorCertFile, p.ProcessorKeyFile = processorClientCertFile, processorClientKeyFile
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // grpcAuthorization returns the metadata value that carries token, or "" without one. A
