@@ -313,22 +313,76 @@ func TestSlowSinkDoesNotDelayEmit(t *testing.T) {
 	}
 }
 
+// slowSink takes a minute of the bubble's clock for each of its first slow writes, then
+// delivers at once.
+type slowSink struct {
+	slow atomic.Int64
+	fakeSink
+}
+
+func (s *slowSink) Write(ctx context.Context, batch []record.Record) error {
+	if s.slow.Add(-1) >= 0 {
+		time.Sleep(time.Minute)
+	}
+	return s.fakeSink.Write(ctx, batch)
+}
+
+// TestSlowWriteThatSucceeds makes the queue spill behind a batch whose write is slow but
+// succeeds: the batch's copy in the spool must be discarded, so that every record arrives once,
+// in order.
+func TestSlowWriteThatSucceeds(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sk := &slowSink{}
+		sk.slow.Store(3)
+		p := sinks.NewPipeline(nil, []sinks.Output{{
+			Name: "slow", Sink: sk, QueueSize: 100, BatchSize: 10, FlushInterval: time.Second,
+			WriteTimeout: time.Hour, Retry: sinks.DefaultRetryPolicy(), Spool: openSpool(t, dir, 64<<20),
+		}})
+		for i, r := range requests(600) {
+			p.Emit(r)
+			if i%50 == 49 {
+				time.Sleep(10 * time.Second)
+			}
+		}
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		st := p.Stats()[0]
+		if st.Dropped != 0 || st.Delivered != 600 || st.Spooled == 0 || st.SpoolRecords != 0 || st.Retried != 0 {
+			t.Errorf("stats = %+v, want all 600 delivered without a retry, some through the spool, none dropped", st)
+		}
+		if got := sk.ids(); !slices.Equal(got, idStrings(600)) {
+			t.Errorf("sink received %d records, want the 600 once each, in order", len(got))
+		}
+		if err := p.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 func TestShutdownSpoolsWhatADeadSinkCannotTake(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
 		sink func() sinks.Sink
+		// records is how many are emitted: fewer than half the queue leave the batch in flight
+		// in memory until the deadline, more make the queue spill behind it first.
+		records int
 	}{
-		{name: "the sink refuses connections", sink: func() sinks.Sink {
+		{name: "the sink refuses connections", records: 1000, sink: func() sinks.Sink {
 			s := &switchSink{err: errors.New("connection refused")}
 			s.down.Store(true)
 			return s
 		}},
-		{name: "the sink hangs and ignores its context", sink: func() sinks.Sink {
+		{name: "the sink hangs and ignores its context", records: 1000, sink: func() sinks.Sink {
 			return &fakeSink{gate: make(chan struct{})}
 		}},
-		{name: "the sink hangs until its context ends", sink: func() sinks.Sink {
+		{name: "the sink hangs until its context ends", records: 1000, sink: func() sinks.Sink {
 			return &fakeSink{gate: make(chan struct{}), honourCtx: true}
+		}},
+		{name: "the sink hangs with a few records", records: 120, sink: func() sinks.Sink {
+			return &fakeSink{gate: make(chan struct{})}
 		}},
 	}
 	for _, tc := range tests {
@@ -347,7 +401,7 @@ func TestShutdownSpoolsWhatADeadSinkCannotTake(t *testing.T) {
 					Name: "dead", Sink: sk, QueueSize: 1000, BatchSize: 50, FlushInterval: time.Hour,
 					WriteTimeout: time.Hour, Retry: sinks.DefaultRetryPolicy(), Spool: openSpool(t, dir, 64<<20),
 				}})
-				recs := sessionRecords(1000, 13)
+				recs := sessionRecords(tc.records, 13)
 				for _, r := range recs {
 					p.Emit(r)
 				}
@@ -356,12 +410,13 @@ func TestShutdownSpoolsWhatADeadSinkCannotTake(t *testing.T) {
 				p.Shutdown(ctx)
 				synctest.Wait()
 				st := p.Stats()[0]
-				if st.Accepted != 1000 || st.Delivered != 0 || st.Dropped != 0 || st.Spooled != 1000 || st.SpoolRecords != 1000 {
-					t.Errorf("after shutdown stats = %+v, want all 1000 accepted records in the spool", st)
+				n := uint64(tc.records)
+				if st.Accepted != n || st.Delivered != 0 || st.Dropped != 0 || st.Spooled != n || st.SpoolRecords != tc.records {
+					t.Errorf("after shutdown stats = %+v, want all %d accepted records in the spool", st, n)
 				}
 			})
 			// A later start replays them to a working sink, in order.
-			replayInto(t, dir, 1000)
+			replayInto(t, dir, tc.records)
 		})
 	}
 }
