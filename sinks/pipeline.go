@@ -30,8 +30,6 @@ const (
 	failLogInterval = 10 * time.Second
 	// lateCloseTimeout bounds the Close of a sink whose worker outlived the shutdown deadline.
 	lateCloseTimeout = 5 * time.Second
-	// replayBatchBytes bounds the payload of one batch read back from the spool.
-	replayBatchBytes = 8 << 20
 )
 
 // ErrShutdown is what Ready reports once Shutdown has begun.
@@ -55,9 +53,10 @@ type Output struct {
 	// RetryPolicy).
 	Retry RetryPolicy
 	// Spool, when set, keeps the records the sink could not take yet on disk and replays them,
-	// in order, before newer ones (see docs/reliability.md). The pipeline owns it from
-	// NewPipeline on and closes it at Shutdown. Nil keeps failed batches in memory while they
-	// are retried, and the queue fills meanwhile.
+	// in order, before newer ones: from the first batch the sink could not take until it has
+	// caught up, the spool is the head of the sink's queue (see docs/reliability.md). The
+	// pipeline owns it from NewPipeline on and closes it at Shutdown. Nil keeps failed batches
+	// in memory while they are retried, and the queue fills meanwhile.
 	Spool *spool.Spool
 	// Rejects, when set, keeps the batches the destination refused (a permanent error for the
 	// whole batch, such as an HTTP 4xx) for inspection; without it they are dropped. Counted as
@@ -150,35 +149,7 @@ func NewPipeline(logger *slog.Logger, outs []Output) *Pipeline {
 		if name == "" {
 			name = "sink" + strconv.Itoa(i)
 		}
-		o := &output{
-			name:          name,
-			sink:          oc.Sink,
-			logger:        logger.With("sink", name),
-			queue:         make(chan record.Record, orDefault(oc.QueueSize, DefaultQueueSize)),
-			batchSize:     orDefault(oc.BatchSize, DefaultBatchSize),
-			flushInterval: orDefault(oc.FlushInterval, DefaultFlushInterval),
-			writeTimeout:  orDefault(oc.WriteTimeout, DefaultWriteTimeout),
-			retry:         oc.Retry,
-			spool:         oc.Spool,
-			rejects:       oc.Rejects,
-			stop:          make(chan struct{}),
-			done:          make(chan struct{}),
-			now:           time.Now,
-		}
-		if o.spool != nil && !o.retry.enabled() {
-			// A spool only makes sense with retries: its records wait for the next try.
-			o.retry = DefaultRetryPolicy()
-		}
-		o.ctx, o.cancel = context.WithCancel(context.Background())
-		o.running.Store(true)
-		if o.spool != nil {
-			if n := o.spool.Len(); n > 0 {
-				o.logger.Info("replaying spooled records", "records", n, "spool_bytes", o.spool.Bytes())
-				o.down = true
-			}
-		}
-		p.outs = append(p.outs, o)
-		go o.run()
+		p.outs = append(p.outs, newOutput(oc, name, logger))
 	}
 	return p
 }
@@ -206,10 +177,9 @@ func (p *Pipeline) Emit(rec record.Record) {
 		return
 	}
 	for _, o := range p.outs {
-		select {
-		case o.queue <- rec:
+		if o.queue.offer(rec) {
 			o.accepted.Add(1)
-		default:
+		} else {
 			o.drop(1)
 		}
 	}
@@ -221,27 +191,6 @@ func (p *Pipeline) Stats() []OutputStats {
 	st := make([]OutputStats, len(p.outs))
 	for i, o := range p.outs {
 		st[i] = o.stats()
-	}
-	return st
-}
-
-func (o *output) stats() OutputStats {
-	st := OutputStats{
-		Name:         o.name,
-		Queued:       len(o.queue),
-		Accepted:     o.accepted.Load(),
-		Delivered:    o.delivered.Load(),
-		Dropped:      o.dropped.Load(),
-		Failed:       o.failed.Load(),
-		Retried:      o.retried.Load(),
-		Spooled:      o.spooled.Load(),
-		Replayed:     o.replayed.Load(),
-		SpoolDropped: o.spoolDropped.Load(),
-		Rejected:     o.rejected.Load(),
-	}
-	if o.spool != nil {
-		st.SpoolRecords = o.spool.Len()
-		st.SpoolBytes = o.spool.Bytes()
 	}
 	return st
 }
@@ -280,9 +229,7 @@ func (p *Pipeline) shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
 	for _, o := range p.outs {
-		o.stopped.Store(true)
-		close(o.stop)
-		close(o.queue)
+		o.beginShutdown()
 	}
 	p.mu.Unlock()
 
@@ -293,159 +240,4 @@ func (p *Pipeline) shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// finish waits for the worker to drain the (closed) queue, then closes the sink and the spool.
-func (o *output) finish(ctx context.Context) error {
-	select {
-	case <-o.done:
-	case <-ctx.Done():
-		select {
-		case <-o.done:
-		default:
-			spooled, dropped := o.abandon()
-			go o.closeLate()
-			o.logger.Warn("sink not drained before the shutdown deadline",
-				"spooled", spooled, "dropped", dropped, "delivered_total", o.delivered.Load(),
-				"failed_total", o.failed.Load(), "dropped_total", o.dropped.Load())
-			return fmt.Errorf("drain sink %q: %w", o.name, ctx.Err())
-		}
-	}
-	err := o.close(ctx)
-	o.closeStores()
-	attrs := []any{"delivered_total", o.delivered.Load(), "failed_total", o.failed.Load(),
-		"dropped_total", o.dropped.Load()}
-	if o.spool != nil {
-		attrs = append(attrs, "spooled_total", o.spooled.Load(), "spool_records", o.spoolLen())
-	}
-	o.logger.Info("sink stopped", attrs...)
-	return err
-}
-
-// abandon gives up on the output at the shutdown deadline: the write in flight is cancelled,
-// and the records the worker holds from the queue and those still queued go to the spool, in
-// order, or are counted as dropped when there is none (or it fails).
-func (o *output) abandon() (spooled, dropped uint64) {
-	o.cancel()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.abandoned = true
-	var recs []record.Record
-	if !o.heldFromSpool {
-		recs = append(recs, o.held...)
-	}
-	o.held = nil
-	// The queue is closed, so this ends once it is empty.
-	for rec := range o.queue {
-		recs = append(recs, rec)
-	}
-	if len(recs) == 0 {
-		return 0, 0
-	}
-	if o.spool == nil {
-		o.drop(uint64(len(recs)))
-		return 0, uint64(len(recs))
-	}
-	before, lostBefore := o.spooled.Load(), o.dropped.Load()
-	o.spoolLocked(recs)
-	return o.spooled.Load() - before, o.dropped.Load() - lostBefore
-}
-
-// close calls the sink's Close without waiting past ctx's deadline.
-func (o *output) close(ctx context.Context) error {
-	res := make(chan error, 1)
-	go func() { res <- o.safeClose(ctx) }()
-	select {
-	case err := <-res:
-		if err != nil {
-			return fmt.Errorf("close sink %q: %w", o.name, err)
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("close sink %q: %w", o.name, ctx.Err())
-	}
-}
-
-// closeLate closes the sink of an abandoned output once its worker's last write has returned,
-// since Close must never run concurrently with Write.
-func (o *output) closeLate() {
-	<-o.done
-	ctx, cancel := context.WithTimeout(context.Background(), lateCloseTimeout)
-	defer cancel()
-	if err := o.safeClose(ctx); err != nil {
-		o.logger.Warn("close sink after the shutdown deadline", "error", err.Error())
-	}
-	o.closeStores()
-}
-
-// closeStores closes the spool and the rejects file; the worker has returned.
-func (o *output) closeStores() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.spool != nil {
-		if err := o.spool.Close(); err != nil {
-			o.logger.Warn("close spool", "error", err.Error())
-		}
-	}
-	if o.rejects != nil {
-		if err := o.rejects.Close(); err != nil {
-			o.logger.Warn("close rejects file", "error", err.Error())
-		}
-	}
-}
-
-func (o *output) safeClose(ctx context.Context) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = panicError(v)
-		}
-	}()
-	return o.sink.Close(ctx)
-}
-
-// drop counts n dropped records and makes sure a log line will report them.
-func (o *output) drop(n uint64) {
-	if n == 0 {
-		return
-	}
-	o.dropped.Add(n)
-	// The plain load keeps a flood of drops from contending on the flag's cache line.
-	if !o.dropLogPending.Load() && o.dropLogPending.CompareAndSwap(false, true) {
-		o.scheduleDropLog()
-	}
-}
-
-// scheduleDropLog arranges for logDrops to run as soon as dropLogInterval has passed since the
-// last line. The line is written from a timer goroutine: Emit never does I/O.
-func (o *output) scheduleDropLog() {
-	var delay time.Duration
-	if last := o.dropLogLast.Load(); last != 0 {
-		delay = time.Duration(last + int64(dropLogInterval) - time.Now().UnixNano())
-	}
-	time.AfterFunc(max(delay, 0), o.logDrops)
-}
-
-// logDrops writes one line with the records dropped since the previous line.
-func (o *output) logDrops() {
-	o.dropLogMu.Lock()
-	defer o.dropLogMu.Unlock()
-	total := o.dropped.Load()
-	if n := total - o.dropReported; n > 0 {
-		o.dropReported = total
-		o.dropLogLast.Store(time.Now().UnixNano())
-		msg := "sink queue full, records dropped"
-		if o.stopped.Load() {
-			msg = "sinks shut down, records dropped"
-		}
-		attrs := []any{"dropped", n, "dropped_total", total, "queue_size", cap(o.queue)}
-		if o.spool != nil {
-			attrs = append(attrs, "spool_dropped_total", o.spoolDropped.Load())
-		}
-		o.logger.Warn(msg, attrs...)
-	}
-	o.dropLogPending.Store(false)
-	// A drop counted after the Load above found the flag still set and scheduled nothing.
-	if o.dropped.Load() != o.dropReported && o.dropLogPending.CompareAndSwap(false, true) {
-		o.scheduleDropLog()
-	}
 }

@@ -94,3 +94,28 @@ func RetryAfterDelay(err error) (time.Duration, bool) {
 	}
 	return min(max(ra.delay, 0), MaxRetryAfter), true
 }
+
+// retrier keeps the retries of the batch at the head of an output's queue: the worker reads that
+// batch again after each failure, until it is delivered or given up.
+type retrier struct {
+	RetryPolicy
+	failures int       // failed attempts so far
+	since    time.Time // the first failure
+}
+
+// failed notes a failed attempt at now, and reports whether the batch has been retried long
+// enough (MaxElapsed) and, if not, how long to wait before the next try.
+func (r *retrier) failed(now time.Time, err error) (wait time.Duration, expired bool) {
+	if r.failures == 0 {
+		r.since = now
+	}
+	if r.expired(r.since, now) {
+		return 0, true
+	}
+	wait = r.backoff(r.failures, err)
+	r.failures++
+	return wait, false
+}
+
+// reset starts over for the next batch.
+func (r *retrier) reset() { r.failures, r.since = 0, time.Time{} }

@@ -1,31 +1,3 @@
-// Package spool is a bounded, crash-safe FIFO of opaque entries on disk: the place where a sink
-// keeps the records it could not take yet, so that they are replayed, in order, when it
-// recovers, and survive a restart or a crash in the meantime.
-//
-// # Layout
-//
-// A spool is a directory of segment files named by a 20-digit sequence number
-// (00000000000000000001.seg, …) and a small cursor file. Segments are append-only; each entry is
-// an 8-byte header — the payload length and the CRC-32C of the payload, both little-endian
-// uint32 — followed by the payload. Entries are read from the oldest segment; the cursor file
-// records how far the reader has committed, and a segment is deleted once it is read to its end.
-//
-// # Durability
-//
-// Append writes all its entries with one write and fsyncs the segment before it returns, so
-// appended entries survive a process crash and a power loss. The cursor is rewritten in place on
-// every Commit without an fsync: after a power loss the reader may resume from an older cursor
-// and replay entries a second time (at-least-once), never skip one.
-//
-// # Bounds and damage
-//
-// The spool never holds more than MaxBytes of segments: when an Append would pass it, the
-// oldest segments are deleted and the entries in them that were not yet read are counted as
-// dropped. On Open, every segment is scanned; an entry with a bad length or checksum (a write
-// torn by a crash) ends its segment: the file is truncated there and the cut entries and bytes
-// are reported, never replayed.
-//
-// It imports nothing from apisessions.
 package spool
 
 import (
@@ -130,6 +102,10 @@ type Spool struct {
 	cursor *os.File
 	curBuf [cursorBytes]byte
 	wbuf   []byte
+
+	// lostOut counts entries handed out and not committed whose segment Append deleted for
+	// room; Rewind reports them.
+	lostOut int
 }
 
 // Open opens (creating it if needed) the spool in dir, scans what it holds and cuts away a torn
@@ -341,9 +317,9 @@ func (s *Spool) Bytes() int64 {
 
 // Append adds entries at the tail, in order, and makes them durable (see the package doc). To
 // stay within MaxBytes it first deletes the oldest segments; dropped counts the entries they
-// held that no Read had handed out yet. Entries that are empty are stored as such; an entry
-// larger than MaxEntryBytes or the whole spool fails the call with ErrTooLarge before anything
-// is written.
+// held that no Read had handed out yet (Rewind reports those handed out and not committed).
+// Entries that are empty are stored as such; an entry larger than MaxEntryBytes or the whole
+// spool fails the call with ErrTooLarge before anything is written.
 func (s *Spool) Append(entries [][]byte) (dropped int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -452,6 +428,7 @@ func (s *Spool) makeRoom(need int64) (dropped int, err error) {
 		head := s.segs[0]
 		if s.read.seq == head.seq {
 			dropped += head.entries - s.read.n
+			s.lostOut += s.read.n - s.commit.n
 		} else {
 			dropped += head.entries
 		}
@@ -512,6 +489,9 @@ func (s *Spool) Read(max, maxBytes int) (entries [][]byte, next []Pos, skipped i
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, nil, 0, ErrClosed
+	}
+	if s.read == s.commit {
+		s.lostOut = 0 // nothing is handed out: what was lost before was delivered or rewound
 	}
 	for len(s.segs) > 0 {
 		head := s.segs[0]
@@ -600,11 +580,15 @@ func (s *Spool) commitLocked(p Pos) error {
 }
 
 // Rewind makes the next Read start again at the last committed entry: entries handed out but not
-// committed are handed out again.
-func (s *Spool) Rewind() {
+// committed are handed out again. lost counts those that cannot be: Append deleted their segment
+// to make room after Read had handed them out, and did not count them as dropped then (the
+// caller may still have delivered them).
+func (s *Spool) Rewind() (lost int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.read = s.commit
+	lost, s.lostOut = s.lostOut, 0
+	return lost
 }
 
 // Close releases the files. Entries not committed stay on disk for the next Open.

@@ -173,6 +173,43 @@ func TestFullSpoolDropsOldestSegments(t *testing.T) {
 	}
 }
 
+// An entry handed out and then deleted for room is not dropped by Append, since the reader may
+// deliver it; if the reader rewinds instead, Rewind reports it lost.
+func TestRewindReportsEntriesDeletedWhileHandedOut(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 128, SegmentBytes: 64})
+	payload := func(i int) []byte { return fmt.Appendf(nil, "e%07d", i) }
+	for i := range 8 {
+		s.Append([][]byte{payload(i)})
+	}
+	if lost := s.Rewind(); lost != 0 {
+		t.Errorf("Rewind with nothing handed out = %d lost, want 0", lost)
+	}
+	if held, _, _, _ := s.Read(3, 1<<20); len(held) != 3 {
+		t.Fatalf("Read = %d entries, want 3", len(held))
+	}
+	if d, err := s.Append([][]byte{payload(8)}); err != nil || d != 1 {
+		t.Fatalf("Append = %d dropped, %v; want the one entry not handed out", d, err)
+	}
+	if lost := s.Rewind(); lost != 3 {
+		t.Errorf("Rewind after the head segment went = %d lost, want the 3 handed out", lost)
+	}
+	if lost := s.Rewind(); lost != 0 {
+		t.Errorf("second Rewind = %d lost, want 0", lost)
+	}
+	// A batch handed out, deleted and then committed (delivered) is not reported by a later Rewind.
+	if held, next, _, _ := s.Read(4, 1<<20); len(held) != 4 {
+		t.Fatalf("Read = %d entries, want 4", len(held))
+	} else {
+		s.Append([][]byte{payload(9), payload(10), payload(11), payload(12)})
+		s.Commit(next[3])
+	}
+	s.Read(1, 1<<20)
+	if lost := s.Rewind(); lost != 0 {
+		t.Errorf("Rewind after a committed batch = %d lost, want 0", lost)
+	}
+}
+
 func TestDroppingTheSegmentBeingRead(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 128, SegmentBytes: 64})
