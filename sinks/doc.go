@@ -9,6 +9,12 @@
 // learns which types and keys a file may name. The keys every sink has (queue, batch,
 // timeout, retry, spool) are config.Sink's, and NewOutput turns them into an Output.
 //
+// Each sink's delivery is a chain over one queue: in memory (memQueue), or a spoolQueue whose
+// head is the on-disk spool from the first batch the sink could not take until it catches up.
+// The worker reads a batch, writes it with a timeout, reports through the batch's done callback
+// how many records are finished, and waits before the next read when a write failed (the
+// unfinished rest is that next batch). Shutdown stops retrying, drains, and closes.
+//
 // sinks imports the record shape (sessions/record) and the configuration schema, never the
 // sessions engine, gRPC or the HTTP layer.
 package sinks
