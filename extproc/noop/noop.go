@@ -1,6 +1,3 @@
-// Package noop is the smallest correct ext_proc server: it answers CONTINUE to every message
-// and records nothing. It is the baseline that benchmarks and the load tool compare the real
-// server against, so it does only what the protocol demands.
 package noop
 
 import (

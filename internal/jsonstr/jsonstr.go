@@ -1,5 +1,3 @@
-// Package jsonstr writes Go strings as JSON strings, for the encoders that build JSON by hand
-// (records, extracted values) instead of through encoding/json's reflection.
 package jsonstr
 
 import "unicode/utf8"
