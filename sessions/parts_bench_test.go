@@ -50,6 +50,66 @@ func BenchmarkLivePartMemory(b *testing.B) {
 	}
 }
 
+// BenchmarkPartUpdate is the part stage alone, the compact part against the map-based one it
+// replaced (refPart): a request that opens a part, and one that joins a part that has seen
+// the usual values already.
+func BenchmarkPartUpdate(b *testing.B) {
+	tb, err := newTable(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sh := tb.shards[0]
+	rules := &partRules{loc: time.UTC}
+	t0 := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	hits := make([]hit, 4)
+	for i, m := range []string{"POST", "GET", "POST", "GET"} {
+		hits[i] = hit{
+			t: t0.Add(time.Duration(i) * time.Second), key: record.Key{Source: record.SourceParam, Name: "auth_token"},
+			user: "user12345", ip: "203.0.113.7", userAgent: benchUserAgents[0], method: m,
+			status: []int{200, 200, 201, 304}[i], bytesIn: 60, bytesOut: 80, flows: flowMask(i & 1),
+		}
+	}
+	b.Run("open/maps", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			// The day and name of the part, as the compact part computes them.
+			day, _ := rules.dayOf(hits[0].t)
+			_ = partName(day, 1)
+			newRefPart(&hits[0]).add(&hits[0])
+		}
+	})
+	b.Run("open/compact", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sh.newPart("s_0123456789abcdef0123", &hits[0], rules, 1).add(&hits[0], &sh.in)
+		}
+	})
+	b.Run("join/maps", func(b *testing.B) {
+		p := newRefPart(&hits[0])
+		for i := range hits {
+			p.add(&hits[i])
+		}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			p.add(&hits[i%len(hits)])
+			i++
+		}
+	})
+	b.Run("join/compact", func(b *testing.B) {
+		p := sh.newPart("s_0123456789abcdef0123", &hits[0], rules, 1)
+		for i := range hits {
+			p.add(&hits[i], &sh.in)
+		}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			p.add(&hits[i%len(hits)], &sh.in)
+			i++
+		}
+	})
+}
+
 // livePartBytes creates n parts in a new engine and returns the heap bytes each one holds.
 func livePartBytes(b *testing.B, n int) float64 {
 	cfg, err := config.Load("../examples/apisessions.yaml")
