@@ -22,8 +22,6 @@ const (
 	kindFlow
 )
 
-// A tally entry packs a code (kind and value) in its top 16 bits and a count in the other
-// 48: 2^48 requests is more than a part can see in its day at any rate a server reaches.
 const (
 	valueBits  = 12
 	countBits  = 48
@@ -33,21 +31,23 @@ const (
 	maxStatusCode = 1000
 )
 
+// tallyEntry is one counted value: its code (kind, then a 12-bit value) in the top 16 bits and
+// its count in the other 48. 2^48 requests is more than a part can see in its day at any rate
+// a server reaches.
 type tallyEntry uint64
 
 func codeOf(k countKind, v uint16) uint16 { return uint16(k)<<valueBits | v }
 
-func (e tallyEntry) code() uint16 { return uint16(e >> countBits) }
-func (e tallyEntry) kind() countKind {
-	return countKind(e >> (countBits + valueBits))
-}
-func (e tallyEntry) value() uint16 { return e.code() & otherValue }
-func (e tallyEntry) n() int        { return int(e & countMask) }
+func (e tallyEntry) code() uint16    { return uint16(e >> countBits) }
+func (e tallyEntry) kind() countKind { return countKind(e.code() >> valueBits) }
+func (e tallyEntry) value() uint16   { return e.code() & otherValue }
+func (e tallyEntry) n() int          { return int(e & countMask) }
 
-// tally counts a part's requests per method, status and flow, as three maps capped at
+// tally counts a part's requests per method, status and flow as three maps capped at
 // record.MaxDistinct keys each would (the rest under otherBucket), in a short list of 8-byte
-// entries where the maps took about 250 bytes each. Standard methods, statuses below maxStatusCode, otherBucket and flows have a code;
-// any other value is kept by name in rare, which the part allocates only when it meets one.
+// entries where the maps took about 250 bytes each. Standard methods, statuses below
+// maxStatusCode, otherBucket and flows have a code; any other value is kept by name in rare,
+// which the part allocates only when it meets one.
 type tally struct {
 	entries []tallyEntry
 	rare    *[]rareCount
@@ -65,30 +65,13 @@ var methodNames = [...]string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "
 
 // methodValue is the code value of method m, if it has one.
 func methodValue(m string) (uint16, bool) {
-	switch m {
-	case "GET":
-		return 0, true
-	case "POST":
-		return 1, true
-	case "PUT":
-		return 2, true
-	case "DELETE":
-		return 3, true
-	case "PATCH":
-		return 4, true
-	case "HEAD":
-		return 5, true
-	case "OPTIONS":
-		return 6, true
-	case "CONNECT":
-		return 7, true
-	case "TRACE":
-		return 8, true
-	case otherBucket:
-		// A method named "other" shares the bucket, as it shares the key of a map.
-		return otherValue, true
+	for i, name := range methodNames {
+		if m == name {
+			return uint16(i), true
+		}
 	}
-	return 0, false
+	// A method named "other" shares the bucket, as it shares the key of a map.
+	return otherValue, m == otherBucket
 }
 
 func (t *tally) method(m string) {
