@@ -48,7 +48,7 @@ func TestFaultFloodOfSessionKeys(t *testing.T) {
 	const (
 		maxLiveParts  = 10_000
 		lookupCacheMB = 8
-		// perPartBudget is the most one live part may cost; measured about 1.5 KiB (see
+		// perPartBudget is the most one live part may cost; measured about 0.5 KiB (see
 		// docs/reliability.md), with room for allocator slack and the race detector.
 		perPartBudget = 4 << 10
 		// slack covers the runtime, the pools and GC timing.

@@ -2,6 +2,9 @@ package sessions
 
 import (
 	"fmt"
+	"hash/maphash"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,10 +38,10 @@ func (r *partRules) dayOf(t time.Time) (string, time.Time) {
 
 // endReason says whether a request (or the sweeper's clock) at t ends the part, and why.
 func (r *partRules) endReason(p *part, t time.Time) string {
-	if !t.Before(p.dayEnd) {
+	if t.Unix() >= p.dayEnd {
 		return record.EndDay
 	}
-	if r.idle > 0 && t.Sub(p.lastSeen) > r.idle {
+	if r.idle > 0 && p.offset(t)-p.lastSeen > int64(r.idle) {
 		return record.EndIdle
 	}
 	return ""
@@ -52,35 +55,58 @@ func partName(day string, seq int) string {
 	return day + "." + strconv.Itoa(seq)
 }
 
+// noEmit is the lastEmit of a part that has had no record yet.
+const noEmit = math.MinInt64
+
 // part is the live state of one session part. It is only touched under its shard's lock.
+// With a million parts in memory every byte counts: strings that many parts share come from
+// the shard (day, key, user agents, roles), counters sit in a tally, and times are offsets.
 type part struct {
 	session string
-	name    string
-	day     string
-	seq     int
-	dayEnd  time.Time
+	// name is the day, shared by the shard's parts of that day, or day + ".N".
+	name string
+	// key is shared by the shard's parts grouped by the same key.
+	key        *record.Key
+	user, role string
 
+	// seen holds the distinct client addresses (the first nIPs) and then the distinct user
+	// agents, each in the order met and at most record.MaxDistinct of each.
+	seen   []string
+	counts tally
+
+	// dayEnd is the instant the part's day ends, in Unix seconds. The other times are
+	// nanoseconds from that instant (negative: before it); they span ±292 years around the
+	// day, beyond which they saturate.
+	dayEnd              int64
+	firstSeen, lastSeen int64
+	userAt, roleAt      int64 // request time of the user and role kept: the latest wins
+	lastEmit            int64 // noEmit until the part's first record
+
+	requests, malicious int64
+	bytesIn, bytesOut   int64
+
+	seq  uint32
+	nIPs uint8
 	// live is false for a part ended by idle_timeout: the entry stays, without its counters,
 	// until its day ends, so that the next part of the same day is numbered ".N+1".
 	live bool
 	// ended is set before the table removes an entry itself, so the eviction hook (which
 	// simplelru also calls on Remove and Purge) emits nothing for it.
 	ended bool
-
-	firstSeen, lastSeen time.Time
-	requests            int
-	key                 record.Key
-	user, role          string
-	userAt, roleAt      time.Time // request time of the user and role kept: the latest wins
-	ips, userAgents     []string
-	methods, statuses   map[string]int
-	flows               [8]int // requests per flow, index as in flowNames
-	malicious           int
-	bytesIn, bytesOut   int64
-
 	// dirty is true when the part changed since its last emitted record.
-	dirty    bool
-	lastEmit time.Time
+	dirty bool
+}
+
+// offset is t as the part keeps times: nanoseconds from the end of its day.
+func (p *part) offset(t time.Time) int64 { return int64(t.Sub(time.Unix(p.dayEnd, 0))) }
+
+// at is the record time of an offset.
+func (p *part) at(off int64) record.Time { return record.At(time.Unix(p.dayEnd, off).UTC()) }
+
+// day is the day the part began, without its sequence number.
+func (p *part) day() string {
+	d, _, _ := strings.Cut(p.name, ".")
+	return d
 }
 
 // hit is what one request contributes to its part.
@@ -99,62 +125,59 @@ type hit struct {
 	malicious bool
 }
 
-func newPart(session string, h *hit, r *partRules, seq int) *part {
+// newPart opens part seq of the day of h.t; sh shares its day and key.
+func (sh *shard) newPart(session string, h *hit, r *partRules, seq int) *part {
 	day, end := r.dayOf(h.t)
-	return &part{
-		session:   session,
-		name:      partName(day, seq),
-		day:       day,
-		seq:       seq,
-		dayEnd:    end,
-		live:      true,
-		firstSeen: h.t,
-		lastSeen:  h.t,
-		key:       h.key,
-		methods:   make(map[string]int, 2),
-		statuses:  make(map[string]int, 2),
+	if day != sh.day {
+		sh.day = day
 	}
+	p := &part{
+		session:  session,
+		name:     partName(sh.day, seq),
+		key:      shareKey(sh.keys, h.key),
+		dayEnd:   end.Unix(),
+		lastEmit: noEmit,
+		seq:      uint32(seq),
+		live:     true,
+	}
+	p.firstSeen = p.offset(h.t)
+	p.lastSeen = p.firstSeen
+	return p
 }
 
 // nextSeq numbers a part that follows prev (a part just ended, or an idle tombstone).
 func nextSeq(prev *part, day string) int {
-	if prev != nil && prev.day == day {
-		return prev.seq + 1
+	if prev != nil && prev.day() == day {
+		return int(prev.seq) + 1
 	}
 	return 1
 }
 
-func (p *part) add(h *hit) {
+// add counts h in the part; in shares the user agents and roles.
+func (p *part) add(h *hit, in *interner) {
 	p.requests++
-	if h.t.Before(p.firstSeen) {
-		p.firstSeen = h.t
-	}
-	if h.t.After(p.lastSeen) {
-		p.lastSeen = h.t
-	}
+	t := p.offset(h.t)
+	p.firstSeen = min(p.firstSeen, t)
+	p.lastSeen = max(p.lastSeen, t)
 	// The latest request (by its time, as streams finish out of order) names the user and
-	// role. Parts outlive requests: clone what is kept so a part never pins a request's buffers.
-	if h.user != "" && !h.t.Before(p.userAt) {
+	// role. Parts outlive requests: copy what is kept so a part never pins a request's buffers.
+	if h.user != "" && (p.user == "" || t >= p.userAt) {
 		if h.user != p.user {
 			p.user = strings.Clone(h.user)
 		}
-		p.userAt = h.t
+		p.userAt = t
 	}
-	if h.role != "" && !h.t.Before(p.roleAt) {
+	if h.role != "" && (p.role == "" || t >= p.roleAt) {
 		if h.role != p.role {
-			p.role = strings.Clone(h.role)
+			p.role = in.intern(h.role)
 		}
-		p.roleAt = h.t
+		p.roleAt = t
 	}
-	for m, i := h.flows, 0; m != 0; m, i = m>>1, i+1 {
-		if m&1 != 0 {
-			p.flows[i]++
-		}
-	}
-	p.ips = addDistinct(p.ips, h.ip)
-	p.userAgents = addDistinct(p.userAgents, h.userAgent)
-	count(p.methods, h.method)
-	count(p.statuses, statusText(h.status))
+	p.counts.flows(h.flows)
+	p.addIP(h.ip)
+	p.addUserAgent(h.userAgent, in)
+	p.counts.method(h.method)
+	p.counts.status(h.status)
 	if h.malicious {
 		p.malicious++
 	}
@@ -163,85 +186,55 @@ func (p *part) add(h *hit) {
 	p.dirty = true
 }
 
-func addDistinct(list []string, v string) []string {
-	if v == "" || len(list) >= record.MaxDistinct {
-		return list
-	}
-	for _, s := range list {
-		if s == v {
-			return list
-		}
-	}
-	return append(list, strings.Clone(v))
-}
-
-func count(m map[string]int, k string) {
-	if _, ok := m[k]; ok {
-		m[k]++
+func (p *part) addIP(ip string) {
+	ips := p.seen[:p.nIPs]
+	if ip == "" || len(ips) >= record.MaxDistinct || slices.Contains(ips, ip) {
 		return
 	}
-	if len(m) >= record.MaxDistinct {
-		m[otherBucket]++
+	p.seen = slices.Insert(p.growSeen(), int(p.nIPs), strings.Clone(ip))
+	p.nIPs++
+}
+
+func (p *part) addUserAgent(ua string, in *interner) {
+	uas := p.seen[p.nIPs:]
+	if ua == "" || len(uas) >= record.MaxDistinct || slices.Contains(uas, ua) {
 		return
 	}
-	m[strings.Clone(k)] = 1
+	p.seen = append(p.growSeen(), in.intern(ua))
 }
 
-// statusTexts avoids formatting the status of every request.
-var statusTexts = func() [600]string {
-	var t [600]string
-	for i := range t {
-		t[i] = strconv.Itoa(i)
+// growSeen makes room for one more entry, two at first: an address and a user agent.
+func (p *part) growSeen() []string {
+	if p.seen == nil {
+		return make([]string, 0, 2)
 	}
-	return t
-}()
-
-func statusText(s int) string {
-	if s >= 0 && s < len(statusTexts) {
-		return statusTexts[s]
-	}
-	return strconv.Itoa(s)
+	return p.seen
 }
 
-// sessionRecord builds a record of the part that shares nothing with it: records are values
-// that sinks read after the part moved on.
+// sessionRecord builds a record of the part that shares nothing mutable with it: records are
+// values that sinks read after the part moved on.
 func (p *part) sessionRecord(final bool, reason string) *record.Session {
 	return &record.Session{
 		Kind:       record.KindSession,
 		Session:    p.session,
 		Part:       p.name,
-		FirstSeen:  record.At(p.firstSeen),
-		LastSeen:   record.At(p.lastSeen),
-		Requests:   p.requests,
-		Key:        p.key,
+		FirstSeen:  p.at(p.firstSeen),
+		LastSeen:   p.at(p.lastSeen),
+		Requests:   int(p.requests),
+		Key:        *p.key,
 		User:       p.user,
 		Role:       p.role,
-		IPs:        cloneSlice(p.ips),
-		UserAgents: cloneSlice(p.userAgents),
-		Methods:    cloneMap(p.methods),
-		Statuses:   cloneMap(p.statuses),
-		Flows:      p.flowCounts(),
-		Malicious:  p.malicious,
+		IPs:        cloneSlice(p.seen[:p.nIPs]),
+		UserAgents: cloneSlice(p.seen[p.nIPs:]),
+		Methods:    p.counts.counts(kindMethod),
+		Statuses:   p.counts.counts(kindStatus),
+		Flows:      p.counts.counts(kindFlow),
+		Malicious:  int(p.malicious),
 		BytesIn:    p.bytesIn,
 		BytesOut:   p.bytesOut,
 		Final:      final,
 		EndReason:  reason,
 	}
-}
-
-// flowCounts is the flows map of a session record: flow -> requests, nil when none.
-func (p *part) flowCounts() map[string]int {
-	var m map[string]int
-	for i, n := range p.flows {
-		if n == 0 || i >= len(flowNames) {
-			continue
-		}
-		if m == nil {
-			m = make(map[string]int, 2)
-		}
-		m[flowNames[i]] = n
-	}
-	return m
 }
 
 func cloneSlice(s []string) []string {
@@ -251,20 +244,9 @@ func cloneSlice(s []string) []string {
 	return append([]string(nil), s...)
 }
 
-func cloneMap(m map[string]int) map[string]int {
-	if len(m) == 0 {
-		return nil
-	}
-	c := make(map[string]int, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
-}
-
 // toTombstone drops the counters of a part ended by idleness, keeping what numbers the next.
 func (p *part) toTombstone() {
-	*p = part{session: p.session, name: p.name, day: p.day, seq: p.seq, dayEnd: p.dayEnd}
+	*p = part{session: p.session, name: p.name, key: p.key, dayEnd: p.dayEnd, seq: p.seq, lastEmit: noEmit}
 }
 
 // shard is one independently locked slice of the live-part table.
@@ -274,6 +256,12 @@ type shard struct {
 	// pending holds final records the eviction hook built while the lock was held; whoever
 	// holds the lock hands them out after unlocking, so Emit never runs under a shard lock.
 	pending []record.Record
+
+	// What the shard's parts share rather than copy: the day of the newest part, the
+	// grouping keys, and user agents and roles.
+	day  string
+	keys map[record.Key]*record.Key
+	in   interner
 }
 
 // table is the authoritative set of live parts, keyed by session id.
@@ -286,7 +274,7 @@ func newTable(capacity int) (*table, error) {
 	n := min(maxShards, max(1, capacity))
 	t := &table{shards: make([]*shard, n)}
 	for i := range t.shards {
-		sh := &shard{}
+		sh := &shard{keys: make(map[record.Key]*record.Key), in: interner{seed: maphash.MakeSeed()}}
 		l, err := simplelru.NewLRU(shardCap(capacity, n, i), sh.onEvict)
 		if err != nil {
 			return nil, fmt.Errorf("create live-part table: %w", err)
@@ -355,23 +343,23 @@ func (t *table) observe(id string, h *hit, r *partRules, out []record.Record) (s
 	p, ok := sh.lru.Get(id)
 	switch {
 	case !ok:
-		p = newPart(id, h, r, 1)
+		p = sh.newPart(id, h, r, 1)
 		sh.lru.Add(id, p)
 	case !p.live:
 		day, _ := r.dayOf(h.t)
-		p = newPart(id, h, r, nextSeq(p, day))
+		p = sh.newPart(id, h, r, nextSeq(p, day))
 		sh.lru.Add(id, p)
 	default:
 		if reason := r.endReason(p, h.t); reason != "" {
 			p.ended = true
 			out = append(out, p.sessionRecord(true, reason))
 			day, _ := r.dayOf(h.t)
-			p = newPart(id, h, r, nextSeq(p, day))
+			p = sh.newPart(id, h, r, nextSeq(p, day))
 			// Add on a present key replaces the value without calling the eviction hook.
 			sh.lru.Add(id, p)
 		}
 	}
-	p.add(h)
+	p.add(h, &sh.in)
 	name := p.name
 	out = append(out, sh.takePending()...)
 	sh.mu.Unlock()
@@ -389,7 +377,7 @@ func (t *table) peek(id string, tm time.Time, r *partRules) string {
 		if p.live && r.endReason(p, tm) == "" {
 			cur = p.name
 		}
-		prevDay, prevSeq = p.day, p.seq
+		prevDay, prevSeq = p.day(), int(p.seq)
 	}
 	sh.mu.Unlock()
 	if cur != "" {
@@ -411,23 +399,23 @@ func (t *table) sweep(now time.Time, r *partRules, every time.Duration, emit fun
 	for _, sh := range t.shards {
 		sh.mu.Lock()
 		for _, p := range sh.lru.Values() {
-			switch {
+			switch reason := r.endReason(p, now); {
 			case !p.live:
-				if !now.Before(p.dayEnd) {
+				if reason == record.EndDay {
 					p.ended = true
 					drop = append(drop, p.session)
 				}
-			case !now.Before(p.dayEnd):
+			case reason == record.EndDay:
 				p.ended = true
 				out = append(out, p.sessionRecord(true, record.EndDay))
 				drop = append(drop, p.session)
-			case r.idle > 0 && now.Sub(p.lastSeen) > r.idle:
+			case reason == record.EndIdle:
 				out = append(out, p.sessionRecord(true, record.EndIdle))
 				p.toTombstone()
-			case p.dirty && now.Sub(p.lastEmit) >= every:
+			case p.dirty && (p.lastEmit == noEmit || p.offset(now)-p.lastEmit >= int64(every)):
 				out = append(out, p.sessionRecord(false, ""))
 				p.dirty = false
-				p.lastEmit = now
+				p.lastEmit = p.offset(now)
 			}
 		}
 		for _, id := range drop {
