@@ -156,12 +156,12 @@ func (ps *params) add(p *param, val string, h *hasher, n int) string {
 	var out string
 	switch {
 	case p.group && !ps.grouped:
-		ps.grouped, ps.key = true, p.key
+		ps.grouped, ps.key, ps.session = true, p.key, h.sessionID(val)
 		if p.hashed {
-			// The session id and the hashed parameter share one HMAC.
-			ps.session, out = h.sessionAndParam(val)
+			// A separate HMAC under its own key: the session id must not reveal it.
+			out = h.param(val)
 		} else {
-			ps.session, out = h.sessionID(val), record.Truncate(val, maxParamValue)
+			out = record.Truncate(val, maxParamValue)
 		}
 	case p.hashed:
 		out = h.param(val)
