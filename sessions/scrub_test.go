@@ -221,3 +221,21 @@ func TestSecretsInAnyEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestScrubFieldsDocumented keeps the list in docs/configuration.md equal to the code's.
+func TestScrubFieldsDocumented(t *testing.T) {
+	t.Parallel()
+	doc := readRepoFile(t, "docs/configuration.md")
+	_, after, ok := strings.Cut(doc, "the list is\n\n")
+	list, _, ok2 := strings.Cut(after, "\n\nand `extra`")
+	if !ok || !ok2 {
+		t.Fatal(`docs/configuration.md has no "the list is" paragraph ending before "and ` + "`extra`" + `"`)
+	}
+	var documented []string
+	for name := range strings.SplitSeq(strings.ReplaceAll(list, "\n", " "), ",") {
+		documented = append(documented, strings.Trim(strings.TrimSpace(name), "`"))
+	}
+	if strings.Join(documented, " ") != strings.Join(config.DefaultScrubFields, " ") {
+		t.Errorf("docs/configuration.md lists the scrub fields\n%v\nthe code has\n%v", documented, config.DefaultScrubFields)
+	}
+}
