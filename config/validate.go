@@ -619,25 +619,10 @@ func (v *validator) attacks() {
 		switch {
 		case strings.Trim(f, "-_") == "":
 			v.add(at, "is empty; name a field whose values to hide, e.g. ssn")
-		case !validScrubField(f):
+		case !ValidName(f, 64):
 			v.add(at, "%s is not a field name; use at most 64 letters, digits, -, _ and ., e.g. card_number", v.show(at, f))
 		}
 	}
-}
-
-// validScrubField accepts the names scrub_fields matches: JSON keys, form, query, cookie and
-// header names as applications write them.
-func validScrubField(s string) bool {
-	if len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c == '-' || c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 func (v *validator) inline() {
