@@ -81,7 +81,7 @@ func (r *Redactor) headerValue(t *Targets, name, val string) string {
 			return r.hash(val)
 		}
 		return scheme + " " + r.hash(strings.TrimSpace(cred))
-	case t.Scrub.Match(name):
+	case !strings.HasPrefix(name, ":") && t.Scrub.Match(name):
 		return r.hash(val)
 	case name == "cookie":
 		return r.cookieValue(t, val)

@@ -38,7 +38,7 @@ func (r *Redactor) Learn(x *traffic.Exchange, t *Targets, maxBody int) {
 					r.learn(strings.Trim(val, `"`))
 				}
 			}
-		case slices.Contains(t.Headers, name) || t.Scrub.Match(name):
+		case slices.Contains(t.Headers, name) || !strings.HasPrefix(name, ":") && t.Scrub.Match(name):
 			r.learn(h.Value)
 		default:
 			if _, cred, ok := basicCredentials(h.Value); ok {

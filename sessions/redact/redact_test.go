@@ -6,6 +6,12 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
 // fakeHash stands in for the engine's hashed parameter form.
@@ -236,5 +242,29 @@ func TestMultipartFields(t *testing.T) {
 	want := strings.Replace(strings.Replace(body, "hunter2!", fakeHash("hunter2!"), 1), "\r\n\r\n1234", "\r\n\r\n"+fakeHash("1234"), 1)
 	if got != want {
 		t.Errorf("multipartFields\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestAttackContentOddHeaders: header names and values as a hostile client may send them.
+func TestAttackContentOddHeaders(t *testing.T) {
+	t.Parallel()
+	x := &traffic.Exchange{
+		Path: "/x",
+		RequestHeaders: []traffic.Header{
+			{Name: "", Value: "v"}, {Name: ":path", Value: "/x?password=hunter2"}, {Name: "X-Password", Value: "hunter2!"},
+			{Name: "x-fwd", Value: "BASIC " + base64.StdEncoding.EncodeToString([]byte("bob:pw"))}, {Name: "x-empty", Value: ""},
+		},
+	}
+	tg := &Targets{Scrub: ScrubNames(config.ScrubFields{Defaults: true, Extra: []string{"path"}})}
+	r := New(fakeHash, nil, nil)
+	r.Learn(x, tg, 0)
+	var a record.Attack
+	r.AttackContent(&a, x, tg, 0)
+	want := map[string]string{
+		"": "v", ":path": "/x?password=" + fakeHash("hunter2"), "x-password": fakeHash("hunter2!"),
+		"x-fwd": "BASIC " + fakeHash(base64.StdEncoding.EncodeToString([]byte("bob:pw"))), "x-empty": "",
+	}
+	if d := cmp.Diff(want, a.Headers); d != "" {
+		t.Errorf("attack headers (-want +got):\n%s", d)
 	}
 }
