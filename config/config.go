@@ -177,10 +177,32 @@ type TLS struct {
 	JA4Header string `yaml:"ja4_header"`
 }
 
-// Attacks says where attack verdicts of other Envoy filters are read.
+// Attacks says where attack verdicts of other Envoy filters are read, and which fields the
+// kept content of a malicious request hides.
 type Attacks struct {
 	Metadata       []AttackMetadata `yaml:"metadata"`
 	ResponseHeader string           `yaml:"response_header"`
+	ScrubFields    ScrubFields      `yaml:"scrub_fields"`
+}
+
+// ScrubFields names the fields whose values the content of a malicious request carries in
+// hashed form although no hashed parameter reads them: JSON members, form fields, query
+// parameters, cookies and headers, matched by name (docs/configuration.md "Attack verdicts").
+type ScrubFields struct {
+	// Defaults turns on DefaultScrubFields.
+	Defaults bool `yaml:"defaults"`
+	// Extra are more names, matched by the same rule.
+	Extra []string `yaml:"extra"`
+}
+
+// DefaultScrubFields are the well-known names of secret fields that attacks.scrub_fields.defaults
+// hides. A name matches a field whose name, lower-cased and without "-" and "_", equals it or
+// ends with it (written the same way): "password" matches newPassword and x-password, "token"
+// matches csrf_token and X-Auth-Token.
+var DefaultScrubFields = []string{
+	"password", "passwd", "pwd", "passphrase", "secret", "token", "access_token",
+	"refresh_token", "id_token", "api_key", "apikey", "authorization", "credentials",
+	"private_key", "client_secret", "otp", "cvv", "cvc", "card_number",
 }
 
 // AttackMetadata reads a verdict from one dynamic metadata namespace.

@@ -38,6 +38,7 @@ func Default() *Config {
 		MaxParameters: 20,
 		BusinessFlows: BusinessFlows{Builtin: true},
 		TLS:           TLS{JA3Header: "x-client-ja3", JA4Header: "x-client-ja4"},
+		Attacks:       Attacks{ScrubFields: ScrubFields{Defaults: true}},
 		Inline:        Inline{SessionHeader: "x-apisessions-session", DynamicMetadata: true},
 		Sinks:         []Sink{defaultStore()},
 	}

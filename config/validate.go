@@ -617,6 +617,15 @@ func (v *validator) attacks() {
 		}
 	}
 	v.headerName("attacks.response_header", v.c.Attacks.ResponseHeader, "x-waf-attack")
+	for i, f := range v.c.Attacks.ScrubFields.Extra {
+		at := fmt.Sprintf("attacks.scrub_fields.extra[%d]", i)
+		switch {
+		case strings.Trim(f, "-_") == "":
+			v.add(at, "is empty; name a field whose values to hide, e.g. ssn")
+		case !ValidName(f, 64):
+			v.add(at, "%s is not a field name; use at most 64 letters, digits, -, _ and ., e.g. card_number", v.show(at, f))
+		}
+	}
 }
 
 func (v *validator) inline() {

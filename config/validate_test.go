@@ -455,6 +455,19 @@ func TestParseAndValidate(t *testing.T) {
 			},
 		},
 		{
+			name: "scrub field names",
+			yaml: "attacks:\n  scrub_fields:\n    defaults: false\n    extra:\n      - ssn\n      - \"\"\n      - \"card number\"\n      - X-Card_No.v2\n",
+			want: []string{
+				f + `:6: attacks.scrub_fields.extra[1]: is empty; name a field whose values to hide, e.g. ssn`,
+				f + `:7: attacks.scrub_fields.extra[2]: "card number" is not a field name; use at most 64 letters, digits, -, _ and ., e.g. card_number`,
+			},
+		},
+		{
+			name: "scrub fields take a mapping",
+			yaml: "attacks:\n  scrub_fields: [password]\n",
+			want: []string{f + `:2: attacks.scrub_fields: expected a mapping with keys such as defaults, extra; found a list`},
+		},
+		{
 			name: "inline session header may be switched off",
 			yaml: "inline:\n  session_header: \"\"\n",
 		},

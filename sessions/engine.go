@@ -108,7 +108,8 @@ type snapshot struct {
 	flows        *flowMatcher
 	attacks      *attackRules
 	// hashed are the request-side places whose values the content of a malicious request
-	// carries hashed: the built-in session cookies and headers and what hashed parameters read.
+	// carries hashed: the built-in session cookies and headers, what hashed parameters read
+	// and the fields attacks.scrub_fields names.
 	hashed redact.Targets
 }
 
@@ -238,6 +239,7 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		return nil, err
 	}
 	s.attacks = compileAttacks(cfg.Attacks)
+	s.hashed.Scrub = redact.ScrubNames(cfg.Attacks.ScrubFields)
 	if s.attacks != nil {
 		// The content of a malicious request includes its body, so every request body is
 		// copied (up to max_body_bytes) while attacks are configured.

@@ -1,7 +1,6 @@
 package sessions
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,24 +22,34 @@ const (
 	paramHashBytes = 16
 )
 
-// fallbackLabel derives the key under which fallback parts are hashed. Hashing them under a
-// different key than grouping values means no value, however crafted, can collide with a
-// fallback key (which would put an attacker's requests into another client's session).
-const fallbackLabel = "apisessions/fallback/v1"
+// Labels of the keys derived from the hash key K, one per kind of hashed value
+// (docs/records.md "Identity"). A session id and a hashed parameter of the same value come
+// from different keys, so neither reveals the other: without the separation a session id was a
+// prefix of the value's hashed form, and anyone who could choose a grouping value (any client)
+// could confirm a guess of a hashed user name by comparing the two. Fallback parts have their
+// own key so that no value, however crafted, collides with a fallback key (which would put an
+// attacker's requests into another client's session).
+const (
+	sessionLabel  = "apisessions/session/v1"
+	paramLabel    = "apisessions/param/v1"
+	fallbackLabel = "apisessions/fallback/v1"
+)
 
-// hasher computes session ids and hashed parameter values. Both are keyed HMAC-SHA256 so that
+// hasher computes session ids and hashed parameter values. All are keyed HMAC-SHA256 so that
 // every replica sharing the key agrees, and nobody without the key can test a guess.
 //
 // The exact forms, which replicas and stores rely on:
 //
-//	session id (value)    "s_" + hex(HMAC-SHA256(K, value)[:10])
-//	session id (fallback) "s_" + hex(HMAC-SHA256(Kf, join)[:10]),
-//	                      Kf = HMAC-SHA256(K, "apisessions/fallback/v1"),
+//	session id (value)    "s_" + hex(HMAC-SHA256(Ks, value)[:10]),  Ks = HMAC-SHA256(K, "apisessions/session/v1")
+//	session id (fallback) "s_" + hex(HMAC-SHA256(Kf, join)[:10]),   Kf = HMAC-SHA256(K, "apisessions/fallback/v1"),
 //	                      join = "<part>=<value>" for each part used, in configured order, joined by "\x00"
-//	hashed parameter      "hmac:" + hex(HMAC-SHA256(K, value)[:16])
+//	hashed parameter      "hmac:" + hex(HMAC-SHA256(Kp, value)[:16]), Kp = HMAC-SHA256(K, "apisessions/param/v1")
+//
+// The derived keys are computed once, by newHasher; K itself is not kept.
 type hasher struct {
-	value    sync.Pool // of *mac keyed with K
-	fallback sync.Pool // of *mac keyed with Kf
+	sessionMACs  sync.Pool // of *mac keyed with Ks
+	paramMACs    sync.Pool // of *mac keyed with Kp
+	fallbackMACs sync.Pool // of *mac keyed with Kf
 }
 
 // mac is a pooled HMAC with the buffer its sum is written to: a sum written through the
@@ -51,14 +60,19 @@ type mac struct {
 }
 
 func newHasher(key []byte) *hasher {
-	k := bytes.Clone(key)
-	m := hmac.New(sha256.New, k)
-	m.Write([]byte(fallbackLabel))
-	kf := m.Sum(nil)
+	ks, kp, kf := deriveKey(key, sessionLabel), deriveKey(key, paramLabel), deriveKey(key, fallbackLabel)
 	return &hasher{
-		value:    sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, k)} }},
-		fallback: sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, kf)} }},
+		sessionMACs:  sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, ks)} }},
+		paramMACs:    sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, kp)} }},
+		fallbackMACs: sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, kf)} }},
 	}
+}
+
+// deriveKey is HMAC-SHA256(key, label): the key of one kind of hashed value.
+func deriveKey(key []byte, label string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(label))
+	return m.Sum(nil)
 }
 
 func (h *hasher) sum(pool *sync.Pool, s string, out *[sha256.Size]byte) {
@@ -73,12 +87,12 @@ func (h *hasher) sum(pool *sync.Pool, s string, out *[sha256.Size]byte) {
 
 // sessionID returns the session id of a grouping value.
 func (h *hasher) sessionID(value string) string {
-	return h.id(&h.value, value)
+	return h.id(&h.sessionMACs, value)
 }
 
 // fallbackID returns the session id of a joined fallback key.
 func (h *hasher) fallbackID(join string) string {
-	return h.id(&h.fallback, join)
+	return h.id(&h.fallbackMACs, join)
 }
 
 func (h *hasher) id(pool *sync.Pool, s string) string {
@@ -93,22 +107,7 @@ func (h *hasher) id(pool *sync.Pool, s string) string {
 // param returns the exported form of a hashed parameter value.
 func (h *hasher) param(value string) string {
 	var sum [sha256.Size]byte
-	h.sum(&h.value, value, &sum)
-	return paramForm(&sum)
-}
-
-// sessionAndParam returns both forms of a value that groups the request and is exported
-// hashed: they share one HMAC.
-func (h *hasher) sessionAndParam(value string) (id, hashed string) {
-	var sum [sha256.Size]byte
-	h.sum(&h.value, value, &sum)
-	var buf [2 + 2*sessionIDBytes]byte
-	buf[0], buf[1] = 's', '_'
-	hex.Encode(buf[2:], sum[:sessionIDBytes])
-	return string(buf[:]), paramForm(&sum)
-}
-
-func paramForm(sum *[sha256.Size]byte) string {
+	h.sum(&h.paramMACs, value, &sum)
 	var buf [5 + 2*paramHashBytes]byte
 	copy(buf[:], "hmac:")
 	hex.Encode(buf[5:], sum[:paramHashBytes])

@@ -97,17 +97,25 @@ func hmacHex(key []byte, v string, n int) string {
 	return hex.EncodeToString(m.Sum(nil)[:n])
 }
 
-// wantID is the session id of a grouping value, computed independently of the engine.
-func wantID(v string) string { return "s_" + hmacHex(testKey, v, 10) }
+// derivedKey is HMAC-SHA256(testKey, label), as docs/records.md defines Ks, Kp and Kf.
+func derivedKey(label string) []byte {
+	m := hmac.New(sha256.New, testKey)
+	m.Write([]byte(label))
+	return m.Sum(nil)
+}
+
+// wantID is the session id of a grouping value, computed independently of the engine:
+// "s_" + hex of the first 10 bytes of HMAC-SHA256(Ks, value).
+func wantID(v string) string { return "s_" + hmacHex(derivedKey("apisessions/session/v1"), v, 10) }
 
 // wantFallbackID is the session id of a fallback join, computed independently.
 func wantFallbackID(join string) string {
-	m := hmac.New(sha256.New, testKey)
-	m.Write([]byte(fallbackLabel))
-	return "s_" + hmacHex(m.Sum(nil), join, 10)
+	return "s_" + hmacHex(derivedKey("apisessions/fallback/v1"), join, 10)
 }
 
-func wantHashed(v string) string { return "hmac:" + hmacHex(testKey, v, 16) }
+// wantHashed is the hashed form of a parameter value, computed independently: "hmac:" + hex
+// of the first 16 bytes of HMAC-SHA256(Kp, value).
+func wantHashed(v string) string { return "hmac:" + hmacHex(derivedKey("apisessions/param/v1"), v, 16) }
 
 // exchange builds a request; headers are name, value pairs.
 func exchange(method, path string, headers ...string) *traffic.Exchange {

@@ -156,12 +156,12 @@ func (ps *params) add(p *param, val string, h *hasher, n int) string {
 	var out string
 	switch {
 	case p.group && !ps.grouped:
-		ps.grouped, ps.key = true, p.key
+		ps.grouped, ps.key, ps.session = true, p.key, h.sessionID(val)
 		if p.hashed {
-			// The session id and the hashed parameter share one HMAC.
-			ps.session, out = h.sessionAndParam(val)
+			// A separate HMAC under its own key: the session id must not reveal it.
+			out = h.param(val)
 		} else {
-			ps.session, out = h.sessionID(val), record.Truncate(val, maxParamValue)
+			out = record.Truncate(val, maxParamValue)
 		}
 	case p.hashed:
 		out = h.param(val)
@@ -213,34 +213,56 @@ func newRequest(x *traffic.Exchange, t time.Time, c *client, ps *params) *record
 	}
 }
 
-// enrich is the enrichment stage: it tags the request's flows, replaces the secrets in path,
-// user agent and request id, bounds the route, and reads the attack verdict, with the request's
-// content when malicious. It returns the flows for the part.
+// enrich is the enrichment stage: it tags the request's flows, reads the attack verdict,
+// replaces the secrets in host, path, user agent and request id, bounds the route, and keeps
+// the request's content when malicious. It returns the flows for the part.
 func (e *Engine) enrich(s *snapshot, v *extract.View, x *traffic.Exchange, rec *record.Request, secrets []redact.Secret) flowMask {
 	// Flows match the path as sent (capped), before any secret in it is replaced.
 	flows := s.flows.match(x.Method, config.StripPort(rec.Host), rec.Path)
 	rec.Flows = flows.list()
 
-	var red *redact.Redactor
-	if len(secrets) > 0 && (redact.MayHold(rec.Path, secrets) || redact.MayHold(rec.UserAgent, secrets) || redact.MayHold(rec.RequestID, secrets)) {
-		red = redact.New(e.hashParam, secrets, v)
-		rec.Path = red.Path(rec.Path)
-		rec.UserAgent = red.Value(rec.UserAgent)
-		rec.RequestID = red.Value(rec.RequestID)
-	}
+	malicious, att := s.attacks.verdict(x)
+	red := e.redactFields(s, v, x, rec, secrets, malicious)
 	rec.Route = e.routes.bound(rec.Host, record.Truncate(route(rec.Path), maxPath))
-
-	if malicious, att := s.attacks.verdict(x); att != nil {
+	if att != nil {
 		rec.Malicious, rec.Attack = malicious, att
 		if malicious {
-			if red == nil {
-				red = redact.New(e.hashParam, secrets, v)
-			}
 			red.AttackContent(att, x, &s.hashed, s.maxBody)
 			e.malicious.Add(1)
 		}
 	}
 	return flows
+}
+
+// redactFields replaces the secrets in the record's host, path, user agent and request id.
+// For an ordinary request the secrets are the clear values of its hashed parameters, and a
+// field is rewritten only when redact.MayHold says it may hold one (a few searches, no
+// allocation). For a malicious request the Redactor also learns the values of the fields
+// that are hidden by name (redact.Redactor.Learn), and is returned for its content; nil
+// otherwise.
+func (e *Engine) redactFields(s *snapshot, v *extract.View, x *traffic.Exchange, rec *record.Request, secrets []redact.Secret, malicious bool) *redact.Redactor {
+	if !malicious && !redact.MayHold(secrets, rec.Path, rec.UserAgent, rec.RequestID, rec.Host) {
+		return nil
+	}
+	red := redact.New(e.hashParam, secrets, v)
+	if malicious {
+		red.Learn(x, &s.hashed, s.maxBody)
+	}
+	rec.Host = capped(red, red.Value(rec.Host), len(rec.Host) < len(x.Host))
+	rec.Path = capped(red, red.Path(rec.Path), len(rec.Path) < len(pathOnly(x.Path)))
+	ua, _ := x.RequestHeader("user-agent")
+	rec.UserAgent = capped(red, red.Value(rec.UserAgent), len(rec.UserAgent) < len(ua))
+	rec.RequestID = capped(red, red.Value(rec.RequestID), len(rec.RequestID) < len(x.RequestID))
+	return red
+}
+
+// capped is a record field after redaction: when its cap cut it, a start of a secret left at
+// its end is removed too.
+func capped(red *redact.Redactor, field string, cut bool) string {
+	if cut {
+		return red.CutTail(field)
+	}
+	return field
 }
 
 // updatePart is the part stage: the request joins its session's part, which may end the

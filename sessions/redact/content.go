@@ -2,12 +2,10 @@ package redact
 
 import (
 	"bytes"
-	"net/url"
+	"mime"
 	"slices"
 	"strings"
 
-	"github.com/apisessions/apisessions/config"
-	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -23,51 +21,24 @@ const (
 // hashed in the content of malicious requests (the scheme of authorization stays readable).
 var credentialHeaders = []string{"authorization", "proxy-authorization"}
 
-// Targets are the request-side places whose values are replaced by their hashed form in the
-// content of a malicious request, whether or not a parameter read them in that request: the
-// places hashed parameters read (Add) and the built-in session cookies and headers.
-type Targets struct {
-	Headers []string // lower case
-	Cookies []string
-	Queries []string
-	Forms   []string // urlencoded body fields
-}
-
-// Add adds the place a hashed parameter reads.
-func (t *Targets) Add(p config.Parameter) {
-	switch p.In {
-	case config.InRequestHeader:
-		t.Headers = appendNew(t.Headers, strings.ToLower(p.Key))
-	case config.InRequestCookie:
-		t.Cookies = appendNew(t.Cookies, p.Key)
-	case config.InRequestQuery:
-		t.Queries = appendNew(t.Queries, p.Key)
-	case config.InRequestBody:
-		if p.Key != "" {
-			t.Forms = appendNew(t.Forms, p.Key)
-		}
-	}
-}
-
-func appendNew(list []string, s string) []string {
-	if s == "" || slices.Contains(list, s) {
-		return list
-	}
-	return append(list, s)
-}
-
 // AttackContent fills a with the request as a malicious request's record carries it: every
 // header (repeated ones joined) and the body up to maxBody bytes (0: all of it), with the
 // values at t, credentials and every secret of the exchange in hashed form. r must have the
-// exchange's View.
+// exchange's View; call Learn first so that the values t names are hidden wherever else
+// they occur too.
 func (r *Redactor) AttackContent(a *record.Attack, x *traffic.Exchange, t *Targets, maxBody int) {
+	r.prepare()
 	a.Headers = make(map[string]string, min(len(x.RequestHeaders), maxAttackHeaders))
 	for i, h := range x.RequestHeaders {
 		if i >= maxAttackHeaders {
 			break
 		}
-		name := strings.ToLower(record.Truncate(h.Name, maxAttackHeaderName))
+		name := strings.ToLower(h.Name)
 		val := r.headerValue(t, name, h.Value)
+		if len(name) > maxAttackHeaderName {
+			name = r.cutTail(record.Truncate(name, maxAttackHeaderName))
+		}
+		name = r.Value(name)
 		if len(val) > maxAttackHeaderValue {
 			val = r.cutTail(record.Truncate(val, maxAttackHeaderValue))
 		}
@@ -90,6 +61,12 @@ func (r *Redactor) AttackContent(a *record.Attack, x *traffic.Exchange, t *Targe
 	}
 	a.BodyTruncated = x.RequestBodyTruncated || len(body) < len(x.RequestBody)
 	a.Body = r.attackBody(t, x, body, a.BodyTruncated)
+	for i, v := range a.Types {
+		a.Types[i] = r.Value(v)
+	}
+	for i, v := range a.RuleIDs {
+		a.RuleIDs[i] = r.Value(v)
+	}
 }
 
 func (r *Redactor) headerValue(t *Targets, name, val string) string {
@@ -98,16 +75,22 @@ func (r *Redactor) headerValue(t *Targets, name, val string) string {
 		return ""
 	case slices.Contains(t.Headers, name):
 		return r.hash(val)
-	case name == "cookie":
-		return r.cookieValue(t, val)
 	case slices.Contains(credentialHeaders, name):
 		scheme, cred, ok := strings.Cut(strings.TrimSpace(val), " ")
 		if !ok {
 			return r.hash(val)
 		}
 		return scheme + " " + r.hash(strings.TrimSpace(cred))
+	case !strings.HasPrefix(name, ":") && t.Scrub.Match(name):
+		return r.hash(val)
+	case name == "cookie":
+		return r.cookieValue(t, val)
 	case name == ":path":
 		return r.pathValue(t, val)
+	}
+	if scheme, cred, ok := basicCredentials(val); ok {
+		// Credentials copied into another header (x-forwarded-authorization, a custom one).
+		return scheme + " " + r.hash(cred)
 	}
 	if tok, ok := r.token(val); ok {
 		return tok
@@ -115,8 +98,23 @@ func (r *Redactor) headerValue(t *Targets, name, val string) string {
 	return r.Value(val)
 }
 
-// cookieValue hashes the values of the cookies at t and secrets in the others; names stay
-// readable.
+// basicCredentials splits a value of the form "Basic <base64>" (the scheme in any case).
+func basicCredentials(val string) (scheme, cred string, ok bool) {
+	scheme, cred, ok = strings.Cut(strings.TrimSpace(val), " ")
+	cred = strings.TrimSpace(cred)
+	if !ok || !strings.EqualFold(scheme, "basic") || cred == "" {
+		return "", "", false
+	}
+	for i := 0; i < len(cred); i++ {
+		if base64Value[cred[i]] < 0 && cred[i] != '=' {
+			return "", "", false
+		}
+	}
+	return scheme, cred, true
+}
+
+// cookieValue hashes the values of the cookies at t and of the cookies Scrub names, and
+// secrets in the others; names stay readable unless they hold a secret.
 func (r *Redactor) cookieValue(t *Targets, h string) string {
 	var b strings.Builder
 	for part := range strings.SplitSeq(h, ";") {
@@ -136,7 +134,7 @@ func (r *Redactor) cookieValue(t *Targets, h string) string {
 		switch {
 		case unq == "":
 			b.WriteString(val)
-		case slices.Contains(t.Cookies, name):
+		case slices.Contains(t.Cookies, name) || t.Scrub.Match(name):
 			b.WriteString(r.hash(unq))
 		default:
 			if tok, ok := r.token(unq); ok {
@@ -150,7 +148,7 @@ func (r *Redactor) cookieValue(t *Targets, h string) string {
 }
 
 // pathValue hashes secrets in the path part and, in the query, the values of the query
-// parameters at t (as their decoded value hashes) and secrets.
+// parameters at t and of those Scrub names (as their decoded value hashes), and secrets.
 func (r *Redactor) pathValue(t *Targets, p string) string {
 	q := ""
 	if i := strings.IndexByte(p, '?'); i >= 0 {
@@ -160,80 +158,45 @@ func (r *Redactor) pathValue(t *Targets, p string) string {
 	if q == "" {
 		return p
 	}
-	return p + "?" + r.rewritePairs(q, t.Queries)
+	return p + "?" + r.rewritePairs(q, t.Queries, t.Scrub)
 }
 
-// rewritePairs rewrites an urlencoded list (a query string or a form body): the values of
-// the named fields become the hashed form of their decoded value; other values are scrubbed.
-// Pairs are kept as sent when nothing in them changes.
-func (r *Redactor) rewritePairs(q string, names []string) string {
-	var b strings.Builder
-	b.Grow(len(q))
-	first := true
-	for part := range strings.SplitSeq(q, "&") {
-		if !first {
-			b.WriteByte('&')
-		}
-		first = false
-		rawName, rawVal, hasVal := strings.Cut(part, "=")
-		name, err := url.QueryUnescape(rawName)
-		if err != nil {
-			name = rawName
-		}
-		val, err := url.QueryUnescape(rawVal)
-		if err != nil {
-			val = rawVal
-		}
-		switch {
-		case !hasVal:
-			b.WriteString(r.escapeIfChanged(rawName, name))
-		case val != "" && slices.Contains(names, name):
-			b.WriteString(r.escapeIfChanged(rawName, name))
-			b.WriteByte('=')
-			b.WriteString(r.hash(val))
-		default:
-			b.WriteString(r.escapeIfChanged(rawName, name))
-			b.WriteByte('=')
-			b.WriteString(r.escapeIfChanged(rawVal, val))
-		}
-	}
-	return b.String()
-}
-
-// escapeIfChanged returns raw when scrubbing its decoded form changes nothing, else the
-// scrubbed decoded form, escaped again.
-func (r *Redactor) escapeIfChanged(raw, decoded string) string {
-	out := r.Value(decoded)
-	if out == decoded {
-		// The raw text may still carry a secret in an encoding decoding does not undo.
-		return r.Value(raw)
-	}
-	return strings.ReplaceAll(url.QueryEscape(out), "%3A", ":")
-}
-
-// attackBody is the request body with secrets hashed: a JSON body rewritten value by value
-// and serialised again, an urlencoded form pair by pair, anything else (and a body cut at the
-// cap, which cannot be parsed) scrubbed as text.
+// attackBody is the request body with secrets hashed. A complete JSON body is rewritten value
+// by value and serialised again; an urlencoded form pair by pair and a multipart form part by
+// part, cut or not. Anything else — a JSON body cut at the cap or invalid, another type — is
+// scrubbed as text, after the values of the JSON members t names were hashed, found by their
+// key even where the cut fell inside the value.
 func (r *Redactor) attackBody(t *Targets, x *traffic.Exchange, body []byte, truncated bool) string {
 	if len(body) == 0 {
 		return ""
 	}
 	ct, _ := x.RequestHeader("content-type")
-	mt, _, _ := strings.Cut(ct, ";")
-	mt = strings.ToLower(strings.TrimSpace(mt))
-	if !truncated {
-		switch {
-		case mt == "application/x-www-form-urlencoded":
-			return r.rewritePairs(string(body), t.Forms)
-		case mt == "application/json" || strings.HasSuffix(mt, "+json") || (mt == "" && looksJSON(body)):
-			if doc, ok := r.view.JSONBody(extract.Request); ok {
-				if out, ok := r.jsonBody(doc); ok {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		mt, _, _ = strings.Cut(strings.ToLower(ct), ";")
+		mt = strings.TrimSpace(mt)
+	}
+	var out string
+	switch {
+	case mt == "application/x-www-form-urlencoded":
+		out = r.rewritePairs(string(body), t.Forms, t.Scrub)
+	case mt == "multipart/form-data" && params["boundary"] != "":
+		out = r.Value(r.multipartFields(string(body), params["boundary"], t))
+	default:
+		if !truncated && (mt == "application/json" || strings.HasSuffix(mt, "+json") || (mt == "" && looksJSON(body))) {
+			if doc, ok := r.jsonDoc(); ok {
+				switch out, changed, ok := r.jsonBody(doc, t.Scrub.Match); {
+				case ok && changed:
 					return out
+				case ok:
+					// Nothing to replace in any value: the body as sent, unless a secret
+					// spans values in a way no single value shows.
+					return r.Value(string(body))
 				}
 			}
 		}
+		out = r.Value(r.jsonFields(string(body), t.bodyField))
 	}
-	out := r.Value(string(body))
 	if truncated {
 		out = r.cutTail(out)
 	}

@@ -1,14 +1,8 @@
 package redact
 
 import (
-	"encoding/base64"
-	"encoding/json"
-	"net/url"
 	"slices"
 	"strings"
-
-	"github.com/ohler55/ojg"
-	"github.com/ohler55/ojg/oj"
 
 	"github.com/apisessions/apisessions/sessions/extract"
 )
@@ -33,36 +27,64 @@ const (
 // (hashed) form.
 type Secret struct{ Clear, Hashed string }
 
-// MayHold reports cheaply whether a record field could carry one of the secrets, so that the
-// common case (it does not) costs a few substring searches and no allocation.
-func MayHold(field string, secrets []Secret) bool {
-	if field == "" {
+// MayHold reports cheaply whether one of the record fields could carry one of the secrets,
+// so that the common case (none does) costs a few searches and no allocation. It is true when
+// a secret occurs in a field (ASCII case ignored), when a field holds an escape (% or \)
+// that the Redactor must decode first, when a field and a secret both hold non-ASCII text
+// (whose case the Redactor folds), and when a field holds the base64 encoding of a secret at
+// any alignment.
+func MayHold(secrets []Secret, fields ...string) bool {
+	if len(secrets) == 0 {
 		return false
 	}
-	for _, sec := range secrets {
-		// A short secret is replaced only where it is a whole value or path segment; the
-		// redactor decides.
-		if strings.Contains(field, sec.Clear) {
+	var cores base64Cores
+	return mayHold(secrets, &cores, fields...)
+}
+
+// mayHold is MayHold with the base64 cores of the secrets, filled on first use.
+func mayHold(secrets []Secret, cores *base64Cores, fields ...string) bool {
+	for _, f := range fields {
+		if f == "" {
+			continue
+		}
+		if strings.IndexByte(f, '%') >= 0 || strings.IndexByte(f, '\\') >= 0 {
+			return true
+		}
+		nonASCII := !isASCII(f)
+		for i := range secrets {
+			c := secrets[i].Clear
+			if c != "" && (indexFold(f, c) >= 0 || nonASCII && !isASCII(c)) {
+				return true
+			}
+		}
+		if len(f) >= minBase64Run && cores.in(secrets, f) {
 			return true
 		}
 	}
-	// Escaped forms: decoding is needed only when there is an escape.
-	return strings.IndexByte(field, '%') >= 0
+	return false
 }
 
-// Redactor replaces the clear values of one exchange's hashed parameters (its secrets) by
-// their hashed form, in every form they may take in a request: as sent, URL-escaped,
-// JSON-escaped and base64-encoded. It belongs to one exchange and one goroutine: it computes
-// the encodings on first use. A nil *Redactor changes nothing.
+// Redactor replaces the secrets of one exchange — the clear values of its hashed parameters
+// and, for a malicious request, the values it learns (Learn) — by their hashed form, in every
+// form they may take in a request (see find.go): as sent, in upper or lower case, percent-
+// and JSON-escaped (once or more) and base64-encoded. It belongs to one exchange and one
+// goroutine. A nil *Redactor changes nothing.
 type Redactor struct {
 	hash    func(string) string
-	secrets []string // longest first
-	hashed  []string // hashed[i] is the exported form of secrets[i]
-	// forms[i] are the encodings of secrets[i] that are searched inside longer strings;
-	// computed on first use.
-	forms     [][]string
-	formsDone bool
-	view      *extract.View
+	list    []Secret // as given and learnt, for MayHold
+	cores   base64Cores
+	secrets []secret // the same, longest first once sorted
+	sorted  bool
+	learnt  int
+	view    *extract.View
+}
+
+// secret is one clear value, its hashed form and the forms of it that are searched: the
+// value and its Unicode upper- and lower-case forms when they differ from it beyond ASCII
+// case (which the search ignores anyway).
+type secret struct {
+	clear, hashed string
+	variants      []string
 }
 
 // New returns the Redactor of one exchange: hash gives the exported form of any value (the
@@ -72,77 +94,68 @@ type Redactor struct {
 func New(hash func(string) string, secrets []Secret, v *extract.View) *Redactor {
 	r := &Redactor{hash: hash, view: v}
 	for _, s := range secrets {
-		if s.Clear != "" && !slices.Contains(r.secrets, s.Clear) {
-			r.secrets = append(r.secrets, s.Clear)
-			r.hashed = append(r.hashed, s.Hashed)
-		}
+		r.add(s.Clear, s.Hashed)
 	}
-	// Longest first, so that a secret containing another is replaced whole.
-	idx := make([]int, len(r.secrets))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int { return len(r.secrets[b]) - len(r.secrets[a]) })
-	secs, hs := make([]string, len(idx)), make([]string, len(idx))
-	for i, j := range idx {
-		secs[i], hs[i] = r.secrets[j], r.hashed[j]
-	}
-	r.secrets, r.hashed = secs, hs
 	return r
 }
 
-func (r *Redactor) encodings() [][]string {
-	if r.formsDone {
-		return r.forms
+// add adds a secret unless it is empty or known; false when it was not added.
+func (r *Redactor) add(clear, hashed string) bool {
+	if clear == "" || slices.ContainsFunc(r.list, func(s Secret) bool { return s.Clear == clear }) {
+		return false
 	}
-	r.formsDone = true
-	r.forms = make([][]string, len(r.secrets))
-	for i, s := range r.secrets {
-		if len(s) < minScrubLen {
-			continue
+	r.list = append(r.list, Secret{Clear: clear, Hashed: hashed})
+	sec := secret{clear: clear, hashed: hashed, variants: []string{clear}}
+	for _, v := range []string{strings.ToLower(clear), strings.ToUpper(clear)} {
+		if !slices.ContainsFunc(sec.variants, func(w string) bool { return equalFold(v, w) }) {
+			sec.variants = append(sec.variants, v)
 		}
-		f := []string{s}
-		for _, e := range []string{
-			url.QueryEscape(s), url.PathEscape(s), jsonEscaped(s),
-			base64.StdEncoding.EncodeToString([]byte(s)), base64.RawStdEncoding.EncodeToString([]byte(s)),
-			base64.URLEncoding.EncodeToString([]byte(s)), base64.RawURLEncoding.EncodeToString([]byte(s)),
-		} {
-			if e != "" && !slices.Contains(f, e) {
-				f = append(f, e)
-			}
-		}
-		r.forms[i] = f
 	}
-	return r.forms
+	r.secrets = append(r.secrets, sec)
+	r.sorted = false
+	r.cores = base64Cores{}
+	return true
 }
 
-func jsonEscaped(s string) string {
-	b, err := json.Marshal(s)
-	if err != nil || len(b) < 2 {
-		return ""
+// prepare sorts the secrets longest first, so that a secret containing another is replaced
+// whole.
+func (r *Redactor) prepare() {
+	if !r.sorted {
+		slices.SortStableFunc(r.secrets, func(a, b secret) int { return len(b.clear) - len(a.clear) })
+		r.sorted = true
 	}
-	return string(b[1 : len(b)-1])
 }
 
-// Value returns the hashed form when s is itself a secret, else s with every secret inside it
-// replaced.
+// Value returns the hashed form when s is itself a secret, else s with every occurrence of
+// a secret inside it replaced.
 func (r *Redactor) Value(s string) string {
 	if r == nil || len(r.secrets) == 0 || s == "" {
 		return s
 	}
-	for i, sec := range r.secrets {
-		if s == sec {
-			return r.hashed[i]
+	r.prepare()
+	for i := range r.secrets {
+		if s == r.secrets[i].clear {
+			return r.secrets[i].hashed
 		}
 	}
-	for i, forms := range r.encodings() {
-		for _, f := range forms {
-			if strings.Contains(s, f) {
-				s = strings.ReplaceAll(s, f, r.hashed[i])
-			}
-		}
+	if !mayHold(r.list, &r.cores, s) {
+		return s
 	}
-	return s
+	spans := r.spans(s, false)
+	if len(spans) == 0 {
+		return s
+	}
+	return r.replace(s, spans)
+}
+
+// CutTail removes a trailing fragment of a secret (its first minScrubLen bytes or more, in
+// any encoding Value finds) that cutting s at a cap left at its end.
+func (r *Redactor) CutTail(s string) string {
+	if r == nil {
+		return s
+	}
+	r.prepare()
+	return r.cutTail(s)
 }
 
 // token hashes s whole when it is a JWT whose claims hold a secret: the claim is readable by
@@ -189,173 +202,29 @@ func (r *Redactor) holds(doc any, budget *int) bool {
 	return false
 }
 
-// cutTail removes a trailing fragment of a secret that a cut (a body or value cut at its cap)
-// left at the end of s.
-func (r *Redactor) cutTail(s string) string {
-	if r == nil {
-		return s
-	}
-	for _, forms := range r.encodings() {
-		for _, f := range forms {
-			for n := min(len(f)-1, len(s)); n >= minScrubLen; n-- {
-				if strings.HasSuffix(s, f[:n]) {
-					s = s[:len(s)-n]
-					break
-				}
-			}
-		}
-	}
-	return s
-}
-
-// Path hashes secrets in a request path: whole segments that are a secret (a request.path
-// capture, any length) and, for longer secrets, occurrences inside segments and the query.
+// Path hashes secrets in a request path: occurrences of secrets of at least minScrubLen
+// bytes anywhere, and whole segments that are a shorter secret (a request.path capture).
 func (r *Redactor) Path(p string) string {
 	if r == nil || len(r.secrets) == 0 {
 		return p
 	}
-	short := false
-	for _, s := range r.secrets {
-		if len(s) < minScrubLen {
-			short = true
-		}
+	r.prepare()
+	p = r.Value(p)
+	if len(r.secrets[len(r.secrets)-1].clear) >= minScrubLen {
+		return p
 	}
-	if short {
-		segs := strings.Split(p, "/")
-		changed := false
-		for i, seg := range segs {
-			dec, err := url.PathUnescape(seg)
-			if err != nil {
-				dec = seg
-			}
-			for j, s := range r.secrets {
-				if seg == s || dec == s {
-					segs[i], changed = r.hashed[j], true
-				}
-			}
+	segs := strings.Split(p, "/")
+	changed := false
+	for i, seg := range segs {
+		if seg == "" {
+			continue
 		}
-		if changed {
-			p = strings.Join(segs, "/")
+		if spans := r.spans(seg, true); len(spans) > 0 {
+			segs[i], changed = r.replace(seg, spans), true
 		}
-	}
-	return r.Value(p)
-}
-
-// jsonBody rewrites a parsed JSON body; false when it is too deep to rewrite value by value or
-// cannot be serialised again. An unchanged body is returned as nothing: the caller keeps the
-// text as sent (scrubbed, which then finds nothing).
-func (r *Redactor) jsonBody(doc any) (string, bool) {
-	containers := false
-	for _, s := range r.secrets {
-		if s[0] == '{' || s[0] == '[' {
-			containers = true
-		}
-	}
-	out, changed, ok := r.jsonNode(doc, 0, containers)
-	if !ok {
-		return "", false
 	}
 	if !changed {
-		return "", false
+		return p
 	}
-	b, err := oj.Marshal(out, &ojg.Options{Sort: true, HTMLUnsafe: true})
-	if err != nil {
-		return "", false
-	}
-	return string(b), true
-}
-
-// jsonNode returns the node with secrets replaced, building new containers only where
-// something changed; the parsed document is shared and read-only.
-func (r *Redactor) jsonNode(n any, depth int, containers bool) (any, bool, bool) {
-	if depth > maxRedactDepth {
-		return nil, false, false
-	}
-	switch t := n.(type) {
-	case map[string]any:
-		if containers && depth <= maxContainerDepth {
-			if h, ok := r.exact(t); ok {
-				return h, true, true
-			}
-		}
-		var out map[string]any
-		for k, v := range t {
-			nv, changed, ok := r.jsonNode(v, depth+1, containers)
-			if !ok {
-				return nil, false, false
-			}
-			nk := r.Value(k)
-			if !changed && nk == k {
-				continue
-			}
-			if out == nil {
-				out = make(map[string]any, len(t))
-				for k2, v2 := range t {
-					out[k2] = v2
-				}
-			}
-			if nk != k {
-				delete(out, k)
-			}
-			out[nk] = nv
-		}
-		if out == nil {
-			return t, false, true
-		}
-		return out, true, true
-	case []any:
-		if containers && depth <= maxContainerDepth {
-			if h, ok := r.exact(t); ok {
-				return h, true, true
-			}
-		}
-		var out []any
-		for i, v := range t {
-			nv, changed, ok := r.jsonNode(v, depth+1, containers)
-			if !ok {
-				return nil, false, false
-			}
-			if !changed {
-				continue
-			}
-			if out == nil {
-				out = slices.Clone(t)
-			}
-			out[i] = nv
-		}
-		if out == nil {
-			return t, false, true
-		}
-		return out, true, true
-	case string:
-		if h := r.Value(t); h != t {
-			return h, true, true
-		}
-		if h, ok := r.token(t); ok {
-			return h, true, true
-		}
-		return t, false, true
-	case nil, bool:
-		return t, false, true
-	default:
-		if h, ok := r.exact(t); ok {
-			return h, true, true
-		}
-		return t, false, true
-	}
-}
-
-// exact returns the hashed form of a JSON value whose rendering (canonical JSON for objects
-// and arrays, as parameters export them) is a secret.
-func (r *Redactor) exact(v any) (string, bool) {
-	s, ok := extract.Scalar(v)
-	if !ok {
-		return "", false
-	}
-	for i, sec := range r.secrets {
-		if s == sec {
-			return r.hashed[i], true
-		}
-	}
-	return "", false
+	return strings.Join(segs, "/")
 }

@@ -91,7 +91,7 @@ func TestFullYAML(t *testing.T) {
 		{Name: "product_id", In: config.InResponseBody, Path: "$.product_id", Line: 55},
 	}
 	want.BusinessFlows.Rules = []config.FlowRule{{Flow: "billing", Methods: []string{"POST"}, Path: "/api/v1/payments/**", Line: 63}}
-	want.Attacks = config.Attacks{Metadata: []config.AttackMetadata{{Namespace: "envoy.filters.http.coraza", Key: "malicious", TypesKey: "attack_types", RulesKey: "rule_ids"}}}
+	want.Attacks.Metadata = []config.AttackMetadata{{Namespace: "envoy.filters.http.coraza", Key: "malicious", TypesKey: "attack_types", RulesKey: "rule_ids"}}
 	archive := config.DefaultSink(jsonl.Type)
 	archive.Options = &jsonl.Config{Path: "./data/records.jsonl", MaxSizeMB: jsonl.DefaultMaxSizeMB}
 	archive.Name, archive.QueueSize, archive.BatchSize = "archive", 2000, 100
