@@ -59,8 +59,15 @@ type Server struct {
 	GRPCReflection bool `yaml:"grpc_reflection"`
 	// DataDir holds the generated hash key and, for the store, its files.
 	DataDir string `yaml:"data_dir"`
-	// MaxConcurrentStreams bounds the ext_proc streams one Envoy connection may open (0 = gRPC default).
+	// MaxConcurrentStreams bounds the ext_proc streams one Envoy connection may open; Envoy
+	// opens another connection when one is full.
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// MaxStreams bounds the ext_proc streams open at once over all connections; a stream past
+	// it is refused with RESOURCE_EXHAUSTED.
+	MaxStreams int `yaml:"max_streams"`
+	// StreamIdleTimeout ends an ext_proc stream that received no message for this long; what
+	// it saw is recorded as a cut exchange.
+	StreamIdleTimeout Duration `yaml:"stream_idle_timeout"`
 	// MaxMessageBytes bounds one ext_proc message the server accepts.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// ShutdownTimeout bounds how long a shutdown waits for streams to drain and sinks to flush.
@@ -76,9 +83,12 @@ type GRPCTLS struct {
 
 // Traffic says which traffic is analysed and how much of it is read.
 type Traffic struct {
-	Hosts        Hosts    `yaml:"hosts"`
-	MaxBodyBytes int      `yaml:"max_body_bytes"`
-	ClientIP     ClientIP `yaml:"client_ip"`
+	Hosts        Hosts `yaml:"hosts"`
+	MaxBodyBytes int   `yaml:"max_body_bytes"`
+	// BodyBudgetBytes bounds the body bytes all open streams keep together; a body that does
+	// not fit is not kept (its request is still recorded).
+	BodyBudgetBytes int      `yaml:"body_budget_bytes"`
+	ClientIP        ClientIP `yaml:"client_ip"`
 }
 
 // Hosts selects applications by :authority (port stripped) with glob patterns.

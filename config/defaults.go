@@ -8,6 +8,22 @@ const (
 	DefaultHTTPListen = "127.0.0.1:8080"
 )
 
+// Bounds on ext_proc streams and what they hold (server.max_concurrent_streams,
+// server.max_streams, server.stream_idle_timeout, traffic.body_budget_bytes).
+const (
+	// DefaultMaxConcurrentStreams lets one Envoy connection carry 1000 requests in flight;
+	// Envoy opens another connection for more.
+	DefaultMaxConcurrentStreams = 1000
+	// DefaultMaxStreams bounds the streams of all connections: about 20 KiB each without
+	// bodies, so some 200 MiB at the bound, plus what the body budget lets them keep.
+	DefaultMaxStreams = 10000
+	// DefaultStreamIdleTimeout is above Envoy's default route timeout (15 s, the longest an
+	// upstream may take to answer) and its deferred_close_timeout (5 s).
+	DefaultStreamIdleTimeout = Duration(time.Minute)
+	// DefaultBodyBudgetBytes is 256 MiB: 4096 bodies of the default max_body_bytes at once.
+	DefaultBodyBudgetBytes = 256 << 20
+)
+
 // Default returns the configuration used when a key is absent from the file, as the spec's
 // config.md lists it. It is the one source of defaults: Parse starts from it. Every call
 // returns a fresh value that the caller may modify.
@@ -18,13 +34,16 @@ func Default() *Config {
 			GRPCListen:           DefaultGRPCListen,
 			HTTPListen:           DefaultHTTPListen,
 			DataDir:              "./data",
-			MaxConcurrentStreams: 100000,
+			MaxConcurrentStreams: DefaultMaxConcurrentStreams,
+			MaxStreams:           DefaultMaxStreams,
+			StreamIdleTimeout:    DefaultStreamIdleTimeout,
 			MaxMessageBytes:      16 << 20,
 			ShutdownTimeout:      Duration(15 * time.Second),
 		},
 		Traffic: Traffic{
-			MaxBodyBytes: 65536,
-			ClientIP:     ClientIP{From: "source"},
+			MaxBodyBytes:    65536,
+			BodyBudgetBytes: DefaultBodyBudgetBytes,
+			ClientIP:        ClientIP{From: "source"},
 		},
 		Sessions: Sessions{
 			BuiltinKeys:      true,

@@ -23,6 +23,9 @@ const (
 	MaxParametersLimit = 1000
 	MaxBodyBytesLimit  = 64 << 20
 	MaxMessageBytesMin = 64 << 10
+	// StreamIdleTimeoutMin keeps the idle timeout from cutting exchanges whose upstream takes
+	// a moment to answer.
+	StreamIdleTimeoutMin = Duration(time.Second)
 	// SnapshotIntervalLimit keeps the records.md promise of a session record at least every
 	// minute while a part is active.
 	SnapshotIntervalLimit = Duration(time.Minute)
@@ -172,11 +175,27 @@ func (v *validator) server() {
 	if s.MaxMessageBytes < MaxMessageBytesMin {
 		v.add("server.max_message_bytes", "%d is too small; use at least %d (64 KiB), the default is %d (16 MiB)", s.MaxMessageBytes, MaxMessageBytesMin, 16<<20)
 	}
+	v.streamBounds()
 	if s.ShutdownTimeout <= 0 {
 		v.add("server.shutdown_timeout", "%s is not more than 0; use a duration such as 15s", s.ShutdownTimeout)
 	}
 	if s.DataDir == "" {
 		v.add("server.data_dir", "is empty; name the directory for the hash key and stored data, e.g. ./data")
+	}
+}
+
+// streamBounds checks the bounds on ext_proc streams: none may be switched off, since each
+// is what keeps a flood of streams from exhausting memory.
+func (v *validator) streamBounds() {
+	s := &v.c.Server
+	if s.MaxConcurrentStreams == 0 {
+		v.add("server.max_concurrent_streams", "is 0, which would let one connection open any number of streams; use 1 or more, the default is %d", DefaultMaxConcurrentStreams)
+	}
+	if s.MaxStreams < 1 {
+		v.add("server.max_streams", "%d is less than 1; use the number of ext_proc streams all connections may hold open at once, the default is %d", s.MaxStreams, DefaultMaxStreams)
+	}
+	if s.StreamIdleTimeout < StreamIdleTimeoutMin {
+		v.add("server.stream_idle_timeout", "%s is too short; use at least %s and more than your longest upstream response time, the default is %s", s.StreamIdleTimeout, StreamIdleTimeoutMin, DefaultStreamIdleTimeout)
 	}
 }
 
@@ -228,6 +247,12 @@ func (v *validator) traffic() {
 	}
 	if t.MaxBodyBytes < 0 || t.MaxBodyBytes > MaxBodyBytesLimit {
 		v.add("traffic.max_body_bytes", "%d is out of range; use 0 (read no bodies) to %d (64 MiB), the default is 65536", t.MaxBodyBytes, MaxBodyBytesLimit)
+	}
+	switch {
+	case t.BodyBudgetBytes < 0:
+		v.add("traffic.body_budget_bytes", "%d is negative; use the memory all streams may fill with bodies at once, the default is %d (256 MiB)", t.BodyBudgetBytes, DefaultBodyBudgetBytes)
+	case t.BodyBudgetBytes < t.MaxBodyBytes:
+		v.add("traffic.body_budget_bytes", "%d is less than traffic.max_body_bytes (%d), so no body of that size could be kept; raise it to at least %d, the default is %d (256 MiB)", t.BodyBudgetBytes, t.MaxBodyBytes, t.MaxBodyBytes, DefaultBodyBudgetBytes)
 	}
 	from := t.ClientIP.From
 	switch {

@@ -59,7 +59,7 @@ func TestParseAndValidate(t *testing.T) {
 			want: []string{
 				f + `:1: unknown key "sesions" (did you mean "sessions"?)`,
 				f + `:4: server: unknown key "grpc-listen" (did you mean "grpc_listen"?)`,
-				f + `:5: server: unknown key "bogus_thing"; the keys here are grpc_listen, http_listen, grpc_tls, api_token_file, allow_unauthenticated_api, allowed_hosts, metrics_listen, grpc_token_file, allow_unauthenticated_grpc, grpc_reflection, data_dir, max_concurrent_streams, max_message_bytes, shutdown_timeout`,
+				f + `:5: server: unknown key "bogus_thing"; the keys here are grpc_listen, http_listen, grpc_tls, api_token_file, allow_unauthenticated_api, allowed_hosts, metrics_listen, grpc_token_file, allow_unauthenticated_grpc, grpc_reflection, data_dir, max_concurrent_streams, max_streams, stream_idle_timeout, max_message_bytes, shutdown_timeout`,
 				f + `:7: parameters[0]: unknown key "nmae" (did you mean "name"?)`,
 				f + `:7: parameters[0].name: is missing; name the parameter with lower-case letters, digits and _, e.g. login_token`,
 			},
@@ -218,6 +218,19 @@ func TestParseAndValidate(t *testing.T) {
 				f + `:4: server.data_dir: is empty; name the directory for the hash key and stored data, e.g. ./data`,
 			},
 		},
+		{
+			name: "stream bounds cannot be switched off",
+			yaml: "server:\n  max_concurrent_streams: 0\n  max_streams: 0\n  stream_idle_timeout: 0s\n",
+			want: []string{
+				f + `:2: server.max_concurrent_streams: is 0, which would let one connection open any number of streams; use 1 or more, the default is 1000`,
+				f + `:3: server.max_streams: 0 is less than 1; use the number of ext_proc streams all connections may hold open at once, the default is 10000`,
+				f + `:4: server.stream_idle_timeout: 0s is too short; use at least 1s and more than your longest upstream response time, the default is 1m0s`,
+			},
+		},
+		{
+			name: "stream bounds at their smallest are valid",
+			yaml: "server:\n  max_concurrent_streams: 1\n  max_streams: 1\n  stream_idle_timeout: 1s\n",
+		},
 
 		// traffic
 		{
@@ -234,6 +247,20 @@ func TestParseAndValidate(t *testing.T) {
 			name: "body limit out of range",
 			yaml: "traffic:\n  max_body_bytes: 67108865\n",
 			want: []string{f + `:2: traffic.max_body_bytes: 67108865 is out of range; use 0 (read no bodies) to 67108864 (64 MiB), the default is 65536`},
+		},
+		{
+			name: "negative body budget",
+			yaml: "traffic:\n  body_budget_bytes: -1\n",
+			want: []string{f + `:2: traffic.body_budget_bytes: -1 is negative; use the memory all streams may fill with bodies at once, the default is 268435456 (256 MiB)`},
+		},
+		{
+			name: "body budget below one body",
+			yaml: "traffic:\n  max_body_bytes: 65536\n  body_budget_bytes: 1000\n",
+			want: []string{f + `:3: traffic.body_budget_bytes: 1000 is less than traffic.max_body_bytes (65536), so no body of that size could be kept; raise it to at least 65536, the default is 268435456 (256 MiB)`},
+		},
+		{
+			name: "body budget of 0 with no body read is valid",
+			yaml: "traffic:\n  max_body_bytes: 0\n  body_budget_bytes: 0\n",
 		},
 		{
 			name: "client ip header is lower-cased and accepted",

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"io"
 	"testing"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
@@ -76,7 +77,14 @@ func benchClient(b *testing.B, server func() *grpc.Server) extprocv3.ExternalPro
 
 // benchGRPCServer is the gRPC server apisessions runs: NewGRPCServer's, with its decoder.
 func benchGRPCServer(b *testing.B, srv *Server) *grpc.Server {
-	gs, err := NewGRPCServer(srv, GRPCOptions{})
+	return benchGRPCServerWith(b, srv, GRPCOptions{})
+}
+
+// benchBounds are the stream bounds apisessions runs with by default.
+var benchBounds = GRPCOptions{MaxConcurrentStreams: 1000, MaxStreams: 10000, StreamIdleTimeout: time.Minute}
+
+func benchGRPCServerWith(b *testing.B, srv *Server, o GRPCOptions) *grpc.Server {
+	gs, err := NewGRPCServer(srv, o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -102,6 +110,10 @@ func BenchmarkStream(b *testing.B) {
 		{"Server/NoopProcessor", func() *grpc.Server { return benchGRPCServer(b, New(Settings{Processor: benchProcessor{}})) }},
 		{"Server/WorkingProcessor", func() *grpc.Server {
 			return benchGRPCServer(b, New(Settings{Processor: benchProcessor{work: true}}))
+		}},
+		// The default bounds: the stream interceptor, its idle timer and the body budget.
+		{"Server/WorkingProcessor/bounded", func() *grpc.Server {
+			return benchGRPCServerWith(b, New(Settings{Processor: benchProcessor{work: true}, BodyBudgetBytes: 256 << 20}), benchBounds)
 		}},
 	}
 	for _, s := range servers {

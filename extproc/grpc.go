@@ -27,6 +27,11 @@ type GRPCOptions struct {
 	MaxMessageBytes int
 	// MaxConcurrentStreams bounds the streams one connection may open; 0 keeps gRPC's default.
 	MaxConcurrentStreams uint32
+	// MaxStreams bounds the ext_proc streams open at once over all connections; one more is
+	// refused with ResourceExhausted. 0 = no bound.
+	MaxStreams int
+	// StreamIdleTimeout ends an ext_proc stream that received no message for this long. 0 = never.
+	StreamIdleTimeout time.Duration
 	// CertFile and KeyFile enable TLS; both or neither.
 	CertFile, KeyFile string
 	// ClientCAFile enables mTLS: clients must present a certificate signed by one of its CAs.
@@ -51,7 +56,8 @@ const (
 // GRPCServer is the gRPC server that carries a Server: ext_proc, health and, when asked for,
 // reflection on one listener. It keeps grpc-go out of its callers, which only serve and stop it.
 type GRPCServer struct {
-	gs *grpc.Server
+	gs     *grpc.Server
+	limits *streamLimits // nil: no bounds beyond gRPC's own
 }
 
 // NewGRPCServer returns a gRPC server with ext_proc (srv), health (what srv.SetServing sets)
@@ -89,6 +95,8 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
+	limits := newStreamLimits(o)
+	opts = append(opts, limits.options()...)
 	if o.Token != "" {
 		// Once per stream, before the handler: a digest and a compare, nothing per message.
 		a := newTokenAuth(srv, o.Token)
@@ -101,7 +109,7 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 	if o.Reflection {
 		reflection.Register(gs)
 	}
-	return &GRPCServer{gs: gs}, nil
+	return &GRPCServer{gs: gs, limits: limits}, nil
 }
 
 // Serve accepts connections on ln until Stop or Shutdown, which make it return nil; any other
@@ -109,7 +117,10 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 func (s *GRPCServer) Serve(ln net.Listener) error { return s.gs.Serve(ln) }
 
 // Stop closes the listeners and every connection at once, ending open streams.
-func (s *GRPCServer) Stop() { s.gs.Stop() }
+func (s *GRPCServer) Stop() {
+	s.gs.Stop()
+	s.limits.wait()
+}
 
 // serverTLS loads the certificate files; nil config means plaintext (h2c).
 func serverTLS(o GRPCOptions) (*tls.Config, error) {
@@ -160,6 +171,7 @@ func (s *GRPCServer) Shutdown(ctx context.Context) {
 		s.gs.Stop()
 		<-done
 	}
+	s.limits.wait()
 }
 
 // wireTransport is a gRPC stream of a server with the codec below: messages are decoded from

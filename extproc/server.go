@@ -65,6 +65,9 @@ type Settings struct {
 	// PhaseObserver, when set, is told how long each message took from its receipt to its
 	// answer being ready (or, in observability mode, to its processing being done); nil = off.
 	PhaseObserver PhaseObserver
+	// BodyBudgetBytes bounds the body bytes all streams keep at once (config
+	// traffic.body_budget_bytes); a body that does not fit is not kept. 0 = no bound.
+	BodyBudgetBytes int
 }
 
 // Server implements the ext_proc service. Its settings can be swapped at any time (config
@@ -75,6 +78,8 @@ type Server struct {
 	settings atomic.Pointer[settings]
 	health   *health.Server
 	stats    counters
+	// budget is shared by every stream, whatever settings it started with.
+	budget bodyBudget
 }
 
 // settings is the normalised, immutable form of Settings that streams read.
@@ -101,8 +106,12 @@ func New(s Settings) *Server {
 	return srv
 }
 
-// SetSettings replaces all settings; streams already open keep the old ones.
-func (s *Server) SetSettings(in Settings) { s.settings.Store(normalise(in)) }
+// SetSettings replaces all settings; streams already open keep the old ones, except the body
+// budget, which bounds all streams together and applies to them at once.
+func (s *Server) SetSettings(in Settings) {
+	s.budget.limit.Store(int64(max(in.BodyBudgetBytes, 0)))
+	s.settings.Store(normalise(in))
+}
 
 func normalise(in Settings) *settings {
 	c := &settings{
@@ -224,6 +233,15 @@ type Stats struct {
 	ModeOverrides uint64
 	// AuthRejected counts gRPC calls refused for a missing or wrong token (GRPCOptions.Token).
 	AuthRejected uint64
+	// StreamsRefused counts streams refused because GRPCOptions.MaxStreams were open.
+	StreamsRefused uint64
+	// StreamIdleTimeouts counts streams ended because no message came within
+	// GRPCOptions.StreamIdleTimeout.
+	StreamIdleTimeouts uint64
+	// BodyBytesHeld is the number of body bytes open streams keep now.
+	BodyBytesHeld int64
+	// BodiesOverBudget counts bodies not kept because Settings.BodyBudgetBytes were held.
+	BodiesOverBudget uint64
 }
 
 type counters struct {
@@ -239,6 +257,8 @@ type counters struct {
 	invalidSessionValues atomic.Uint64
 	modeOverrides        atomic.Uint64
 	authRejected         atomic.Uint64
+	streamsRefused       atomic.Uint64
+	idleTimeouts         atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -265,6 +285,10 @@ func (s *Server) Stats() Stats {
 		InvalidSessionValues: c.invalidSessionValues.Load(),
 		ModeOverrides:        c.modeOverrides.Load(),
 		AuthRejected:         c.authRejected.Load(),
+		StreamsRefused:       c.streamsRefused.Load(),
+		StreamIdleTimeouts:   c.idleTimeouts.Load(),
+		BodyBytesHeld:        s.budget.held.Load(),
+		BodiesOverBudget:     s.budget.refused.Load(),
 	}
 }
 

@@ -89,8 +89,13 @@ type stream struct {
 type body struct {
 	copy bool // copy bytes (the processor reads this body)
 	max  int  // copy at most this many bytes
-	buf  []byte
-	n    int64 // bytes seen, copied or not
+	// buf is what was kept. Its len(buf) bytes are reserved against budget (the server's)
+	// until the stream ends, or until the budget refuses more: then the whole body is
+	// dropped and overBudget stops further copies.
+	buf        []byte
+	budget     *bodyBudget
+	overBudget bool
+	n          int64 // bytes seen, copied or not
 	// contentLength is the content-length header, -1 when absent or invalid.
 	contentLength int64
 	started       bool // a body message arrived
@@ -130,6 +135,9 @@ func (st *stream) run(t transport) error {
 		resp, err := st.handle(m)
 		if err != nil {
 			return err
+		}
+		if m.body != nil {
+			m.release()
 		}
 		if st.cfg.phases != nil {
 			st.cfg.phases.ObservePhase(m.kind, m.observability, time.Since(began))
@@ -245,6 +253,7 @@ func (st *stream) onRequestHeaders(m *message) *extprocv3.ProcessingResponse {
 	maxBody := max(st.proc.MaxBodyBytes(), 0)
 	st.req.copy, st.req.max = needs.RequestBody && maxBody > 0, maxBody
 	st.resp.copy, st.resp.max = needs.ResponseBody && maxBody > 0, maxBody
+	st.req.budget, st.resp.budget = &st.srv.budget, &st.srv.budget
 	st.attributes(m)
 	if !st.haveTime {
 		x.Start = now
@@ -364,19 +373,24 @@ func (st *stream) onResponseTrailers(m *message) *extprocv3.ProcessingResponse {
 	return continueResponseTrailers
 }
 
-// add takes one body chunk: counts it, copies what fits under the cap.
+// add takes one body chunk: counts it, copies what fits under the cap and the budget.
 func (b *body) add(p []byte, eos bool) {
 	b.started = true
 	b.n += int64(len(p))
-	if b.copy {
+	if b.copy && !b.overBudget {
 		if room := b.max - len(b.buf); room > 0 {
 			take := p[:min(room, len(p))]
-			if b.buf == nil {
+			switch {
+			case len(take) > 0 && b.budget != nil && !b.budget.take(int64(len(take))):
+				b.dropOverBudget()
+			case b.buf == nil && len(take) == len(p):
 				// Most bodies arrive in one message: keep the message's own bytes (a received
 				// message is never written; see message). The capacity is cut to the length,
-				// so a later chunk is appended to a copy, never into the message.
+				// so a later chunk is appended to a copy, never into the message. A chunk
+				// cut at the cap is copied instead, so that the rest of a large message is
+				// not held.
 				b.buf = take[:len(take):len(take)]
-			} else {
+			default:
 				b.buf = append(b.buf, take...)
 			}
 		}
@@ -384,6 +398,24 @@ func (b *body) add(p []byte, eos bool) {
 	if eos {
 		b.ended = true
 	}
+}
+
+// dropOverBudget gives up the body when the budget refuses its next bytes: a part of a body is
+// of little use, and its bytes are better left to bodies that fit. The body still counts as
+// seen (n), so its record says it was truncated.
+func (b *body) dropOverBudget() {
+	b.overBudget = true
+	b.budget.refused.Add(1)
+	b.giveBack()
+}
+
+// giveBack returns the kept bytes to the budget and keeps nothing more: when the budget
+// refuses the body, and when the stream ends, whatever ended it.
+func (b *body) giveBack() {
+	if b.budget != nil {
+		b.budget.give(int64(len(b.buf)))
+	}
+	b.buf = nil
 }
 
 // result returns the copied body, whether it is incomplete, and the body size.
@@ -504,6 +536,8 @@ func (st *stream) finish() {
 		return
 	}
 	st.finished = true
+	// Deferred first, so that it runs last, after Observe, even if Observe panics.
+	defer st.giveBackBodies()
 	// Finishing runs in a deferred call of Process: a panic here must not take the server down.
 	defer func() {
 		if r := recover(); r != nil {
@@ -539,6 +573,12 @@ func (st *stream) finish() {
 	}
 	st.srv.stats.observed.Add(1)
 	st.proc.Observe(x)
+}
+
+// giveBackBodies returns the bodies' bytes to the budget once the exchange was handed on.
+func (st *stream) giveBackBodies() {
+	st.req.giveBack()
+	st.resp.giveBack()
 }
 
 func (st *stream) protocolError(what string) {

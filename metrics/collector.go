@@ -31,7 +31,8 @@ type collector struct {
 	src Sources
 
 	streamsOpen, streams, messages, observed, outOfScope, panics, protocolErrors,
-	streamErrors, headersDropped, invalidSessionValues, modeOverrides, authRejected *prometheus.Desc
+	streamErrors, headersDropped, invalidSessionValues, modeOverrides, authRejected,
+	streamsRefused, idleTimeouts, bodyBytesHeld, bodiesOverBudget *prometheus.Desc
 
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
@@ -59,6 +60,10 @@ func newCollector(src Sources) *collector {
 		invalidSessionValues: desc("extproc", "invalid_session_values_total", "Inline answers whose session id could not be sent as a header value."),
 		modeOverrides:        desc("extproc", "mode_overrides_total", "Inline request or response headers answers that asked Envoy for a body (mode_override)."),
 		authRejected:         desc("extproc", "auth_rejected_total", "gRPC calls refused because they lacked the token of server.grpc_token_file or carried a wrong one."),
+		streamsRefused:       desc("extproc", "streams_refused_total", "Streams refused with RESOURCE_EXHAUSTED because server.max_streams streams were open (Envoy then applies failure_mode_allow)."),
+		idleTimeouts:         desc("extproc", "stream_idle_timeouts_total", "Streams ended because no message came within server.stream_idle_timeout; each is recorded as a cut exchange."),
+		bodyBytesHeld:        desc("extproc", "body_buffer_bytes", "Body bytes open streams keep now (at most traffic.body_budget_bytes)."),
+		bodiesOverBudget:     desc("extproc", "bodies_over_budget_total", "Bodies not kept because traffic.body_budget_bytes was in use; their requests are recorded without them."),
 
 		requests:         desc("sessions", "requests_total", "Request records emitted by the engine."),
 		malicious:        desc("sessions", "malicious_requests_total", "Requests an attack verdict marked malicious."),
@@ -85,7 +90,8 @@ var _ prometheus.Collector = (*collector)(nil)
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Extproc != nil {
 		for _, d := range []*prometheus.Desc{c.streamsOpen, c.streams, c.messages, c.observed, c.outOfScope, c.panics,
-			c.protocolErrors, c.streamErrors, c.headersDropped, c.invalidSessionValues, c.modeOverrides, c.authRejected} {
+			c.protocolErrors, c.streamErrors, c.headersDropped, c.invalidSessionValues, c.modeOverrides, c.authRejected,
+			c.streamsRefused, c.idleTimeouts, c.bodyBytesHeld, c.bodiesOverBudget} {
 			ch <- d
 		}
 	}
@@ -168,6 +174,10 @@ func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats)
 	ch <- counter(c.invalidSessionValues, s.InvalidSessionValues)
 	ch <- counter(c.modeOverrides, s.ModeOverrides)
 	ch <- counter(c.authRejected, s.AuthRejected)
+	ch <- counter(c.streamsRefused, s.StreamsRefused)
+	ch <- counter(c.idleTimeouts, s.StreamIdleTimeouts)
+	ch <- prometheus.MustNewConstMetric(c.bodyBytesHeld, prometheus.GaugeValue, float64(s.BodyBytesHeld))
+	ch <- counter(c.bodiesOverBudget, s.BodiesOverBudget)
 }
 
 func counter[N int64 | uint64](d *prometheus.Desc, n N) prometheus.Metric {

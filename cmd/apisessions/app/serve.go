@@ -158,6 +158,8 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	s.grpc, err = extproc.NewGRPCServer(s.ext, extproc.GRPCOptions{
 		MaxMessageBytes:      cfg.Server.MaxMessageBytes,
 		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
+		MaxStreams:           cfg.Server.MaxStreams,
+		StreamIdleTimeout:    cfg.Server.StreamIdleTimeout.Std(),
 		CertFile:             cfg.Server.GRPCTLS.CertFile,
 		KeyFile:              cfg.Server.GRPCTLS.KeyFile,
 		ClientCAFile:         cfg.Server.GRPCTLS.ClientCAFile,
@@ -272,6 +274,7 @@ func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processo
 		DynamicMetadata:  cfg.Inline.DynamicMetadata,
 		AttackNamespaces: namespaces,
 		PhaseObserver:    phases,
+		BodyBudgetBytes:  cfg.Traffic.BodyBudgetBytes,
 	}
 }
 
