@@ -95,13 +95,14 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	limits := newStreamLimits(o)
-	opts = append(opts, limits.options()...)
 	if o.Token != "" {
 		// Once per stream, before the handler: a digest and a compare, nothing per message.
+		// Chained first, so a stream without the token never takes a slot of the limits below.
 		a := newTokenAuth(srv, o.Token)
 		opts = append(opts, grpc.ChainStreamInterceptor(a.stream), grpc.ChainUnaryInterceptor(a.unary))
 	}
+	limits := newStreamLimits(o)
+	opts = append(opts, limits.options()...)
 	opts = append(opts, grpc.ForceServerCodecV2(newCodec()))
 	gs := grpc.NewServer(opts...)
 	gs.RegisterService(&processDesc, srv)
