@@ -138,11 +138,7 @@ func (q *spoolQueue) readMemory() (batch, error) {
 // endSpill ends spilling once the spool is empty: the helper stops, and unless it spooled more
 // records meanwhile, the next batch comes from the intake again.
 func (q *spoolQueue) endSpill() {
-	q.mu.Lock()
-	h := q.helper
-	q.helper = nil
-	q.mu.Unlock()
-	h.halt()
+	q.stopHelper()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.sp.Len() > 0 || q.abandoned {
@@ -316,12 +312,18 @@ func (q *spoolQueue) abandon() (spooled, dropped int) {
 	return spooled, int(q.t.dropped.Load() - lostBefore)
 }
 
-func (q *spoolQueue) release() {
+// stopHelper stops the helper that moves records from the intake to the spool, if one runs,
+// and waits for it.
+func (q *spoolQueue) stopHelper() {
 	q.mu.Lock()
 	h := q.helper
 	q.helper = nil
 	q.mu.Unlock()
 	h.halt()
+}
+
+func (q *spoolQueue) release() {
+	q.stopHelper()
 	if err := q.sp.Close(); err != nil {
 		q.t.logger.Warn("close spool", "error", err.Error())
 	}
