@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 )
 
 func TestConfigProblems(t *testing.T) {
@@ -37,15 +38,7 @@ func TestConfigProblems(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.ParseAndValidate(f, []byte(tc.yaml), Factory.ConfigType())
-			var got []string
-			if err != nil {
-				var errs *config.Errors
-				if !errors.As(err, &errs) {
-					t.Fatalf("error %v is not a *config.Errors", err)
-				}
-				got = errs.Lines()
-			}
+			got := testutil.ConfigProblems(t, tc.yaml, Factory.ConfigType())
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("problems of %q differ (-want +got):\n%s", tc.yaml, diff)
 			}

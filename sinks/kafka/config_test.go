@@ -1,27 +1,17 @@
 package kafka_test
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sinks/kafka"
 )
 
 // problems returns the lines "apisessions validate" prints for a file holding text.
 func problems(t *testing.T, text string) []string {
-	t.Helper()
-	_, err := config.ParseAndValidate("apisessions.yaml", []byte(text), kafka.Factory.ConfigType())
-	if err == nil {
-		return nil
-	}
-	var errs *config.Errors
-	if !errors.As(err, &errs) {
-		t.Fatalf("error %v is not a *config.Errors", err)
-	}
-	return errs.Lines()
+	return testutil.ConfigProblems(t, text, kafka.Factory.ConfigType())
 }
 
 func TestConfigProblems(t *testing.T) {

@@ -1,28 +1,19 @@
 package webhook_test
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sinks/webhook"
 )
 
 // problems returns the lines "apisessions validate" prints for a file holding text.
 func problems(t *testing.T, text string) []string {
-	t.Helper()
-	_, err := config.ParseAndValidate("apisessions.yaml", []byte(text), webhook.Factory.ConfigType())
-	if err == nil {
-		return nil
-	}
-	var errs *config.Errors
-	if !errors.As(err, &errs) {
-		t.Fatalf("error %v is not a *config.Errors", err)
-	}
-	return errs.Lines()
+	return testutil.ConfigProblems(t, text, webhook.Factory.ConfigType())
 }
 
 // TestConfigProblems reads a header value from the environment, so it cannot run in
