@@ -250,28 +250,6 @@ func TestAnswers(t *testing.T) {
 	})
 }
 
-func TestNeutralise(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct{ name, in, want string }{
-		{"formula", "=1+2", "'=1+2"},
-		{"plus", "+1", "'+1"},
-		{"minus", "-1", "'-1"},
-		{"at", "@SUM(A1)", "'@SUM(A1)"},
-		{"tab", "\tx", "'\tx"},
-		{"carriage return", "\rx", "'\rx"},
-		{"plain", "GET", "GET"},
-		{"empty", "", ""},
-		{"formula later in the cell", "a=1", "a=1"},
-	} {
-		if got := neutralise(tc.in); got != tc.want {
-			t.Errorf("%s: neutralise(%q) = %q; want %q", tc.name, tc.in, got, tc.want)
-		}
-	}
-	if got := safeName(`a"b/../c`); got != "a_b_.._c" {
-		t.Errorf("safeName = %q", got)
-	}
-}
-
 func TestReadTokenFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
