@@ -114,64 +114,78 @@ func (f *Filter) facets() (out []facet, exact bool) {
 	return out, exact
 }
 
+// candidates is the set of parts a list query may return, while it is known completely: the
+// intersection of the complete lists of part ids probed so far.
+type candidates struct {
+	ids []int64
+	// complete is true once one list was complete; until then every part is a candidate.
+	complete bool
+}
+
+// intersect keeps the candidates that are in ids, a complete list.
+func (c *candidates) intersect(ids []int64) {
+	if !c.complete {
+		c.ids, c.complete = ids, true
+		return
+	}
+	slices.Sort(ids)
+	c.ids = slices.DeleteFunc(c.ids, func(id int64) bool {
+		_, found := slices.BinarySearch(ids, id)
+		return !found
+	})
+}
+
+// none reports whether no part can match.
+func (c *candidates) none() bool { return c.complete && len(c.ids) == 0 }
+
 // listConds adds to w (over parts p) the conditions that select the parts with a request that
-// matches f, and reports when no part can match.
+// matches f, and reports when no part can match, and whether the list scans: whether it tests
+// parts one by one, newest first, because no probe listed the candidates completely.
 //
 // Each facet is first probed through part_values (kind, value, part_id): a selective value
 // lists its parts completely (at most s.probe of them), and the intersection of the complete
 // lists is the candidate set. Facets too common to list are tested per part instead, as the
-// list walks parts newest first; a page of matches then comes within few parts. Unless the
-// facets decide alone, each remaining part is checked against its own request rows, so that one
+// list walks parts newest first; a page of matches then comes within few parts, unless the
+// combination is rare, and then nothing but the deadline bounds the walk. Unless the facets
+// decide alone, each remaining part is checked against its own request rows, so that one
 // request matches every condition at once.
-func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty bool, err error) {
+func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty, scans bool, err error) {
 	facets, exact := f.facets()
-	var cand []int64
-	complete := false
-	intersect := func(ids []int64) {
-		if !complete {
-			cand, complete = ids, true
-			return
-		}
-		slices.Sort(ids)
-		cand = slices.DeleteFunc(cand, func(id int64) bool {
-			_, found := slices.BinarySearch(ids, id)
-			return !found
-		})
-	}
+	var c candidates
 	if f.RequestID != "" {
 		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		if len(ids) <= s.probe {
-			intersect(ids)
-			if len(cand) == 0 {
-				return true, nil
-			}
+			c.intersect(ids)
 		}
 	}
 	var walk []facet
 	for _, fc := range facets {
+		if c.none() {
+			return true, false, nil
+		}
 		// A few candidates are cheaper to test one by one than another value to list.
-		if complete && len(cand) <= fewParts {
+		if c.complete && len(c.ids) <= fewParts {
 			walk = append(walk, fc)
 			continue
 		}
 		ids, ok, err := s.probeFacet(ctx, &fc)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		if !ok {
 			walk = append(walk, fc)
 			continue
 		}
-		intersect(ids)
-		if len(cand) == 0 {
-			return true, nil
-		}
+		c.intersect(ids)
 	}
-	if complete {
-		list, _ := json.Marshal(cand)
+	if c.none() {
+		return true, false, nil
+	}
+	if c.complete {
+		list, _ := json.Marshal(c.ids)
 		w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
 	}
 	for _, fc := range walk {
@@ -184,7 +198,9 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty bo
 		f.where(rw, true)
 		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
 	}
-	return false, nil
+	// A time interval alone scans too: a part that spans the interval need not have a request
+	// inside it, so a short interval in a long day may test many parts.
+	return false, !c.complete, nil
 }
 
 // probeFacet lists the parts that have the facet's value, or reports ok false when more than

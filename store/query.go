@@ -179,14 +179,34 @@ const partCols = `p.id, p.session, p.part, p.first_seen, p.last_seen, p.rows, p.
 const partOrder = ` ORDER BY p.last_seen DESC, p.session DESC, p.part DESC`
 
 // List returns the session parts that have a request matching q.Filter, newest last_seen
-// first (then session and part, descending), from q.Cursor on.
+// first (then session and part, descending), from q.Cursor on: PlanList, then Run.
 func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
+	p, err := s.PlanList(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return p.Run(ctx)
+}
+
+// ListPlan is a list query whose filter indexes have been probed; Run reads its page.
+type ListPlan struct {
+	s     *Store
+	where sqlWhere
+	limit int
+	// empty is true when the probes showed that no part matches.
+	empty bool
+	scans bool
+}
+
+// PlanList checks q and probes the filter indexes for it (each probe reads at most probeParts+1
+// index entries), so that the caller learns whether the query scans before it runs.
+func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
-	limit := clampLimit(q.Limit, DefaultLimit, MaxLimit)
+	p := &ListPlan{s: s, limit: clampLimit(q.Limit, DefaultLimit, MaxLimit)}
 	f := &q.Filter
-	w := &sqlWhere{}
+	w := &p.where
 	if !f.From.IsZero() {
 		w.add("p.last_seen >= ?", f.From.UnixMilli())
 	}
@@ -204,20 +224,41 @@ func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
 		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
 	}
 	if f.requestConds() {
-		empty, err := s.listConds(ctx, f, w)
-		if err != nil {
+		var err error
+		if p.empty, p.scans, err = s.listConds(ctx, f, w); err != nil {
 			return nil, err
 		}
-		if empty {
-			return &Page{Sessions: []*record.Session{}}, nil
-		}
 	}
-	query := "SELECT " + partCols + " FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?"
-	rows, err := s.rdb.QueryContext(ctx, query, append(w.args, limit+1)...)
+	return p, nil
+}
+
+// Scans reports whether Run tests parts one by one, newest first, until its page is full: the
+// filters' values are too common for the indexes to list the candidates, so how long it takes
+// depends on how rare the combination is, and nothing but ctx bounds it. Callers give a scan
+// a deadline and limit how many run at once. A list without request filters, or with one
+// selective value (a user, an IP, a request id, a value few parts have), does not scan.
+func (p *ListPlan) Scans() bool { return p.scans }
+
+// Run reads the page. A ctx that ends interrupts the query wherever it is, with ctx's error.
+func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
+	if err := p.s.Ready(); err != nil {
+		return nil, err
+	}
+	if p.empty {
+		return &Page{Sessions: []*record.Session{}}, nil
+	}
+	// The page's part ids are collected first, in one statement step: the driver interrupts a
+	// statement whose ctx ends only while it computes a row, and the rows of a scan would
+	// otherwise each be computed in a step of their own. MATERIALIZED keeps SQLite from
+	// merging the subquery into the outer query.
+	query := "WITH page AS MATERIALIZED (SELECT p.id FROM parts p WHERE " + p.where.String() + partOrder + " LIMIT ?) " +
+		"SELECT " + partCols + " FROM page JOIN parts p ON p.id = page.id" + partOrder
+	rows, err := p.s.rdb.QueryContext(ctx, query, append(p.where.args, p.limit+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
 	}
 	defer rows.Close()
+	limit := p.limit
 	page := &Page{Sessions: make([]*record.Session, 0, min(limit, 64))}
 	for rows.Next() {
 		pr, err := scanPart(rows)
@@ -384,9 +425,10 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
-	var cur partCursor
+	var after *partCursor
 	if q.Cursor != "" {
-		if err := decodeCursor(q.Cursor, &cur); err != nil {
+		after = &partCursor{}
+		if err := decodeCursor(q.Cursor, after); err != nil {
 			return nil, err
 		}
 	}
@@ -394,41 +436,54 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 	if err != nil {
 		return nil, err
 	}
-	v := &PartView{Session: pr.rec, Requests: []json.RawMessage{}}
+	v := &PartView{Session: pr.rec}
 	if err := s.stats(ctx, pr, &v.Stats); err != nil {
 		return nil, err
 	}
-	limit := clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit)
-	w := &sqlWhere{}
-	w.add("r.part_id = ?", pr.id)
-	if q.Cursor != "" {
-		w.add("(r.time, r.id) > (?, ?)", cur.Time, cur.ID)
+	reqs, last, more, err := s.requestPage(ctx, pr.id, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
+	if err != nil {
+		return nil, err
 	}
-	q.Filter.where(w, true)
+	v.Requests = reqs
+	if more {
+		v.Next = encodeCursor(last)
+	}
+	return v, nil
+}
+
+// requestPage reads up to limit requests of the part that match f, in time order, after the
+// request at after (nil: from the first). last is the position of the last one read; more is
+// true when further matching requests follow.
+func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after *partCursor, limit int) (
+	reqs []json.RawMessage, last partCursor, more bool, err error) {
+	w := &sqlWhere{}
+	w.add("r.part_id = ?", partID)
+	if after != nil {
+		w.add("(r.time, r.id) > (?, ?)", after.Time, after.ID)
+	}
+	f.where(w, true)
 	rows, err := s.rdb.QueryContext(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
 		" ORDER BY r.time, r.id LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
-		return nil, fmt.Errorf("store: read requests: %w", err)
+		return nil, last, false, fmt.Errorf("store: read requests: %w", err)
 	}
 	defer rows.Close()
-	var last partCursor
+	reqs = make([]json.RawMessage, 0, min(limit, 64))
 	for rows.Next() {
-		var id, t int64
-		var b []byte
-		if err := rows.Scan(&id, &t, &b); err != nil {
-			return nil, fmt.Errorf("store: read requests: %w", err)
-		}
-		if len(v.Requests) == limit {
-			v.Next = encodeCursor(last)
+		if len(reqs) == limit {
+			more = true
 			break
 		}
-		v.Requests = append(v.Requests, json.RawMessage(b))
-		last = partCursor{Time: t, ID: id}
+		var b []byte
+		if err := rows.Scan(&last.ID, &last.Time, &b); err != nil {
+			return nil, last, false, fmt.Errorf("store: read requests: %w", err)
+		}
+		reqs = append(reqs, b)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: read requests: %w", err)
+		return nil, last, false, fmt.Errorf("store: read requests: %w", err)
 	}
-	return v, nil
+	return reqs, last, more, nil
 }
 
 // stats counts the part's requests by method, status, client IP, flow, route and attack type
@@ -514,8 +569,13 @@ func topCounts(m map[string]int, total int) []Count {
 	return out
 }
 
+// eachPage is how many requests EachRequest reads at a time.
+const eachPage = 256
+
 // EachRequest calls fn with every request of the part that matches f, in time order, until fn
-// fails. It returns ErrNotFound, before any call, for an unknown part.
+// fails. It returns ErrNotFound, before any call, for an unknown part. Requests are read a page
+// at a time and fn is called between reads, so a slow fn (a client reading an export slowly)
+// never holds a database connection.
 func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter, fn func(*record.Request) error) error {
 	if err := s.Ready(); err != nil {
 		return err
@@ -524,32 +584,30 @@ func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter,
 	if err != nil {
 		return err
 	}
-	w := &sqlWhere{}
-	w.add("r.part_id = ?", pr.id)
-	f.where(w, true)
-	rows, err := s.rdb.QueryContext(ctx, "SELECT r.record FROM requests r WHERE "+w.String()+" ORDER BY r.time, r.id", w.args...)
-	if err != nil {
-		return fmt.Errorf("store: read requests: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return fmt.Errorf("store: read requests: %w", err)
-		}
-		var r record.Request
-		if err := json.Unmarshal(b, &r); err != nil {
-			return fmt.Errorf("store: decode request: %w", err)
-		}
-		if err := fn(&r); err != nil {
+	var after *partCursor
+	for {
+		reqs, last, more, err := s.requestPage(ctx, pr.id, &f, after, eachPage)
+		if err != nil {
 			return err
 		}
+		for _, b := range reqs {
+			var r record.Request
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("store: decode request: %w", err)
+			}
+			if err := fn(&r); err != nil {
+				return err
+			}
+		}
+		if !more {
+			return nil
+		}
+		after = &last
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("store: read requests: %w", err)
-	}
-	return nil
 }
+
+// Readers is how many queries can read at once: the read connections.
+func (s *Store) Readers() int { return s.rdb.Stats().MaxOpenConnections }
 
 // Found is a request found by its id, with the part it belongs to.
 type Found struct {
