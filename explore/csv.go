@@ -24,6 +24,11 @@ func (h *Handler) csv(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	release, err := h.heavy.acquire(r.Context(), clientOf(r), false, h.retryAfter)
+	if err != nil {
+		return err
+	}
+	defer release()
 	session, part := r.PathValue("session"), r.PathValue("part")
 	var cw *csv.Writer
 	row := make([]string, len(csvHeader))

@@ -18,8 +18,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,10 +31,11 @@ import (
 
 // Store is what the API reads; *store.Store implements it.
 type Store interface {
-	List(ctx context.Context, q store.ListQuery) (*store.Page, error)
+	PlanList(ctx context.Context, q store.ListQuery) (*store.ListPlan, error)
 	Part(ctx context.Context, session, part string, q store.PartQuery) (*store.PartView, error)
 	EachRequest(ctx context.Context, session, part string, f store.Filter, fn func(*record.Request) error) error
 	Request(ctx context.Context, requestID string) (*store.Found, error)
+	Readers() int
 }
 
 var _ Store = (*store.Store)(nil)
@@ -49,6 +52,15 @@ type Options struct {
 	Logger *slog.Logger
 	// QueryTimeout bounds one query (default 30 s).
 	QueryTimeout time.Duration
+	// ScanTimeout bounds a list query that scans (store.ListPlan.Scans); past it the query is
+	// interrupted and answered 503 (default 1 s).
+	ScanTimeout time.Duration
+	// HeavyPerClient bounds the heavy queries, scans and CSV exports, that one client address
+	// runs at once (default 2).
+	HeavyPerClient int
+	// Scans bounds the scans that run at once (default: one less than the store's read
+	// connections, at least 1).
+	Scans int
 }
 
 // Handler serves the API and the UI.
@@ -59,18 +71,35 @@ type Handler struct {
 	ui      http.Handler
 	log     *slog.Logger
 	timeout time.Duration
-	mux     *http.ServeMux
+	// scanTimeout bounds a scan; retryAfter is it in whole seconds, rounded up.
+	scanTimeout time.Duration
+	retryAfter  int
+	heavy       *heavy
+	mux         *http.ServeMux
 }
 
 // New returns the handler. Mount it at "/" of the HTTP server (next to /healthz, /metrics).
 func New(o Options) *Handler {
-	h := &Handler{store: o.Store, ui: o.UI, log: o.Logger, timeout: o.QueryTimeout}
+	h := &Handler{store: o.Store, ui: o.UI, log: o.Logger, timeout: o.QueryTimeout, scanTimeout: o.ScanTimeout}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.timeout <= 0 {
 		h.timeout = 30 * time.Second
 	}
+	if h.scanTimeout <= 0 {
+		h.scanTimeout = time.Second
+	}
+	h.retryAfter = int(math.Ceil(h.scanTimeout.Seconds()))
+	perClient, scans := o.HeavyPerClient, o.Scans
+	if perClient <= 0 {
+		perClient = 2
+	}
+	if scans <= 0 && o.Store != nil {
+		scans = o.Store.Readers() - 1
+	}
+	// A scan waits for a slot at most as long as a running one may take.
+	h.heavy = newHeavy(perClient, max(scans, 1), h.scanTimeout)
 	if o.Token != "" {
 		// Comparing fixed-size digests keeps the comparison constant-time whatever the length.
 		h.token, h.hasTok = sha256.Sum256([]byte(o.Token)), true
@@ -101,6 +130,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 type apiError struct {
 	status int
 	msg    string
+	// retryAfter, when > 0, is sent as Retry-After (seconds).
+	retryAfter int
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -135,6 +166,9 @@ func (h *Handler) api(fn func(http.ResponseWriter, *http.Request) error) http.Ha
 		case errors.As(err, &bf):
 			writeError(w, http.StatusBadRequest, bf.msg)
 		case errors.As(err, &ae):
+			if ae.retryAfter > 0 {
+				hd.Set("Retry-After", strconv.Itoa(ae.retryAfter))
+			}
 			writeError(w, ae.status, ae.msg)
 		case errors.Is(err, store.ErrBadCursor):
 			writeError(w, http.StatusBadRequest, err.Error())
@@ -186,13 +220,36 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, err := h.store.List(r.Context(), store.ListQuery{Filter: q.filter, Limit: q.limit, Cursor: q.cursor})
+	plan, err := h.store.PlanList(r.Context(), store.ListQuery{Filter: q.filter, Limit: q.limit, Cursor: q.cursor})
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if plan.Scans() {
+		release, err := h.heavy.acquire(ctx, clientOf(r), true, h.retryAfter)
+		if err != nil {
+			return err
+		}
+		defer release()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, h.scanTimeout, errScanTimeout)
+		defer cancel()
+	}
+	p, err := plan.Run(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), errScanTimeout) {
+		return &apiError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("no index answers this combination of "+
+			"filters, and testing the session parts one by one took longer than %s; add a selective filter (user, ip, "+
+			"request_id) or a shorter time interval", h.scanTimeout)}
+	}
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, listAnswer{Sessions: p.Sessions, Next: p.Next})
 	return nil
 }
+
+// errScanTimeout is the cause of a scan's deadline.
+var errScanTimeout = errors.New("scan timeout")
 
 func (h *Handler) part(w http.ResponseWriter, r *http.Request) error {
 	q, err := parseQuery(r.URL.Query(), partFilters, store.MaxPartLimit)
