@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -139,8 +138,8 @@ func (c *candidates) intersect(ids []int64) {
 func (c *candidates) none() bool { return c.complete && len(c.ids) == 0 }
 
 // listConds adds to w (over parts p) the conditions that select the parts with a request that
-// matches f, and reports when no part can match, and whether the list scans: whether it tests
-// parts one by one, newest first, because no probe listed the candidates completely.
+// matches f, and returns the candidates: complete when a probe listed them, and then possibly
+// none. When they are not complete, the list scans: it tests parts one by one, newest first.
 //
 // Each facet is first probed through part_values (kind, value, part_id): a selective value
 // lists its parts completely (at most s.probe of them), and the intersection of the complete
@@ -148,14 +147,14 @@ func (c *candidates) none() bool { return c.complete && len(c.ids) == 0 }
 // list walks parts newest first; a page of matches then comes within few parts, unless the
 // combination is rare, and then nothing but the deadline bounds the walk. Unless the facets
 // decide alone, each remaining part is checked against its own request rows, so that one
-// request matches every condition at once.
-func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty, scans bool, err error) {
+// request matches every condition at once. A time interval alone scans too: a part that spans
+// the interval need not have a request inside it.
+func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candidates, err error) {
 	facets, exact := f.facets()
-	var c candidates
 	if f.RequestID != "" {
 		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
 		if err != nil {
-			return false, false, err
+			return c, err
 		}
 		if len(ids) <= s.probe {
 			c.intersect(ids)
@@ -164,7 +163,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty, s
 	var walk []facet
 	for _, fc := range facets {
 		if c.none() {
-			return true, false, nil
+			return c, nil
 		}
 		// A few candidates are cheaper to test one by one than another value to list.
 		if c.complete && len(c.ids) <= fewParts {
@@ -173,20 +172,13 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty, s
 		}
 		ids, ok, err := s.probeFacet(ctx, &fc)
 		if err != nil {
-			return false, false, err
+			return c, err
 		}
 		if !ok {
 			walk = append(walk, fc)
 			continue
 		}
 		c.intersect(ids)
-	}
-	if c.none() {
-		return true, false, nil
-	}
-	if c.complete {
-		list, _ := json.Marshal(c.ids)
-		w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
 	}
 	for _, fc := range walk {
 		cond, args := fc.sql()
@@ -198,9 +190,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty, s
 		f.where(rw, true)
 		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
 	}
-	// A time interval alone scans too: a part that spans the interval need not have a request
-	// inside it, so a short interval in a long day may test many parts.
-	return false, !c.complete, nil
+	return c, nil
 }
 
 // probeFacet lists the parts that have the facet's value, or reports ok false when more than
@@ -252,21 +242,27 @@ func (s *Store) probeFacet(ctx context.Context, fc *facet) (ids []int64, ok bool
 
 // probeIDs runs a query of part ids with the limit s.probe+1 appended to args.
 func (s *Store) probeIDs(ctx context.Context, q string, args ...any) ([]int64, error) {
-	rows, err := s.rdb.QueryContext(ctx, q, append(args, s.probe+1)...)
+	ids, err := s.queryIDs(ctx, q, append(args, s.probe+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	return ids, nil
+}
+
+// queryIDs runs a query of part ids.
+func (s *Store) queryIDs(ctx context.Context, q string, args ...any) ([]int64, error) {
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var ids []int64
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("store: list: %w", err)
+			return nil, err
 		}
 		ids = append(ids, id)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list: %w", err)
-	}
-	return ids, nil
+	return ids, rows.Err()
 }

@@ -150,6 +150,12 @@ func (w *sqlWhere) add(cond string, args ...any) {
 	w.args = append(w.args, args...)
 }
 
+// and adds o's conditions to w.
+func (w *sqlWhere) and(o *sqlWhere) {
+	w.conds = append(w.conds, o.conds...)
+	w.args = append(w.args, o.args...)
+}
+
 func (w *sqlWhere) String() string {
 	if len(w.conds) == 0 {
 		return "1"
@@ -190,8 +196,12 @@ func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
 
 // ListPlan is a list query whose filter indexes have been probed; Run reads its page.
 type ListPlan struct {
-	s     *Store
-	where sqlWhere
+	s *Store
+	// base holds the conditions on a part's own row (time interval, cursor); conds those on its
+	// values and requests.
+	base, conds sqlWhere
+	// cand lists the candidate parts when a probe listed them completely (nil otherwise).
+	cand  []int64
 	limit int
 	// empty is true when the probes showed that no part matches.
 	empty bool
@@ -206,14 +216,13 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 	}
 	p := &ListPlan{s: s, limit: clampLimit(q.Limit, DefaultLimit, MaxLimit)}
 	f := &q.Filter
-	w := &p.where
 	if !f.From.IsZero() {
-		w.add("p.last_seen >= ?", f.From.UnixMilli())
+		p.base.add("p.last_seen >= ?", f.From.UnixMilli())
 	}
 	if !f.To.IsZero() {
 		// No part spans longer than max_span, so a part that ends later than to+max_span began
 		// after to: the bound keeps the walk of parts_recent inside the interval.
-		w.add("p.first_seen <= ? AND p.last_seen <= ? + coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)",
+		p.base.add("p.first_seen <= ? AND p.last_seen <= ? + coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)",
 			f.To.UnixMilli(), f.To.UnixMilli())
 	}
 	if q.Cursor != "" {
@@ -221,12 +230,16 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
+		p.base.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
 	}
 	if f.requestConds() {
-		var err error
-		if p.empty, p.scans, err = s.listConds(ctx, f, w); err != nil {
+		c, err := s.listConds(ctx, f, &p.conds)
+		if err != nil {
 			return nil, err
+		}
+		p.empty, p.scans = c.none(), !c.complete
+		if c.complete {
+			p.cand = c.ids
 		}
 	}
 	return p, nil
@@ -247,35 +260,84 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	if p.empty {
 		return &Page{Sessions: []*record.Session{}}, nil
 	}
-	// The page's part ids are collected first, in one statement step: the driver interrupts a
-	// statement whose ctx ends only while it computes a row, and the rows of a scan would
-	// otherwise each be computed in a step of their own. MATERIALIZED keeps SQLite from
-	// merging the subquery into the outer query.
-	query := "WITH page AS MATERIALIZED (SELECT p.id FROM parts p WHERE " + p.where.String() + partOrder + " LIMIT ?) " +
-		"SELECT " + partCols + " FROM page JOIN parts p ON p.id = page.id" + partOrder
-	rows, err := p.s.rdb.QueryContext(ctx, query, append(p.where.args, p.limit+1)...)
+	var parts []*partRow
+	var err error
+	if p.cand == nil {
+		w := &sqlWhere{}
+		w.and(&p.base)
+		w.and(&p.conds)
+		parts, err = p.s.listParts(ctx, w, p.limit+1)
+	} else {
+		parts, err = p.candidateParts(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
 	}
+	page := &Page{Sessions: make([]*record.Session, 0, min(len(parts), p.limit))}
+	for _, pr := range parts[:min(len(parts), p.limit)] {
+		page.Sessions = append(page.Sessions, pr.rec)
+	}
+	if len(parts) > p.limit {
+		last := page.Sessions[p.limit-1]
+		page.Next = encodeCursor(listCursor{Last: ms(last.LastSeen), Session: last.Session, Part: last.Part})
+	}
+	return page, nil
+}
+
+// candidateChunk is how many candidates candidateParts tests with one statement.
+const candidateChunk = 64
+
+// candidateParts reads the page from the candidates: puts them in list order first (a lookup
+// of each and a sort, at most probeParts of them), then tests them chunk by chunk, so that a
+// page of common matches costs the tests of its first chunks only, and rare ones at most a
+// test of every candidate.
+func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
+	list, _ := json.Marshal(p.cand)
+	w := &sqlWhere{}
+	w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+	w.and(&p.base)
+	ids, err := p.s.queryIDs(ctx, "SELECT p.id FROM parts p WHERE "+w.String()+partOrder, w.args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []*partRow
+	for start := 0; start < len(ids) && len(out) <= p.limit; start += candidateChunk {
+		chunk, _ := json.Marshal(ids[start:min(start+candidateChunk, len(ids))])
+		cw := &sqlWhere{}
+		cw.add("p.id IN (SELECT value FROM json_each(?))", string(chunk))
+		cw.and(&p.conds)
+		parts, err := p.s.listParts(ctx, cw, p.limit+1-len(out))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, parts...)
+	}
+	return out, nil
+}
+
+// listParts reads up to limit parts that meet w, in list order.
+//
+// The parts' ids are collected first, in one statement step: the driver interrupts a
+// statement whose ctx ends only while it computes a row, and the rows of a scan would
+// otherwise each be computed in a step of their own. MATERIALIZED keeps SQLite from merging
+// the subquery into the outer query.
+func (s *Store) listParts(ctx context.Context, w *sqlWhere, limit int) ([]*partRow, error) {
+	query := "WITH page AS MATERIALIZED (SELECT p.id FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?) " +
+		"SELECT " + partCols + " FROM page JOIN parts p ON p.id = page.id" + partOrder
+	rows, err := s.rdb.QueryContext(ctx, query, append(slices.Clip(w.args), limit)...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
-	limit := p.limit
-	page := &Page{Sessions: make([]*record.Session, 0, min(limit, 64))}
+	var out []*partRow
 	for rows.Next() {
 		pr, err := scanPart(rows)
 		if err != nil {
-			return nil, fmt.Errorf("store: list: %w", err)
+			return nil, err
 		}
-		if len(page.Sessions) == limit {
-			last := page.Sessions[limit-1]
-			page.Next = encodeCursor(listCursor{Last: ms(last.LastSeen), Session: last.Session, Part: last.Part})
-			break
-		}
-		page.Sessions = append(page.Sessions, pr.rec)
+		out = append(out, pr)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list: %w", err)
-	}
-	return page, nil
+	return out, rows.Err()
 }
 
 type partRow struct {
