@@ -6,6 +6,11 @@
 // token is set, every /api/ path wants "Authorization: Bearer <token>"; the UI's page and
 // scripts carry no data and load without it, then ask for the token.
 //
+// Every query has a deadline. A list whose filters no index answers scans the store's parts
+// (store.ListPlan.Scans): it gets a short deadline of its own, and scans and CSV exports, the
+// heavy queries, are limited per client address and scans in all (limit.go), so that they
+// never take every read connection from the other queries.
+//
 // It imports the store and the record shape; never the sessions engine, gRPC or the sinks.
 package explore
 
