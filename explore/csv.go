@@ -24,7 +24,7 @@ func (h *Handler) csv(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	release, err := h.heavy.acquire(r.Context(), clientOf(r), false, h.retryAfter)
+	release, err := h.heavy.acquire(r.Context(), clientOf(r), false)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"os"
 	"strconv"
@@ -76,9 +75,8 @@ type Handler struct {
 	ui      http.Handler
 	log     *slog.Logger
 	timeout time.Duration
-	// scanTimeout bounds a scan; retryAfter is it in whole seconds, rounded up.
+	// scanTimeout bounds a scan.
 	scanTimeout time.Duration
-	retryAfter  int
 	heavy       *heavy
 	mux         *http.ServeMux
 }
@@ -95,7 +93,6 @@ func New(o Options) *Handler {
 	if h.scanTimeout <= 0 {
 		h.scanTimeout = time.Second
 	}
-	h.retryAfter = int(math.Ceil(h.scanTimeout.Seconds()))
 	perClient, scans := o.HeavyPerClient, o.Scans
 	if perClient <= 0 {
 		perClient = 2
@@ -231,7 +228,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	if plan.Scans() {
-		release, err := h.heavy.acquire(ctx, clientOf(r), true, h.retryAfter)
+		release, err := h.heavy.acquire(ctx, clientOf(r), true)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,8 @@ package explore
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -16,9 +18,11 @@ import (
 // only while it reads a page).
 type heavy struct {
 	perClient int
-	// wait bounds how long a scan waits for a slot.
-	wait  time.Duration
-	scans chan struct{}
+	// wait bounds how long a scan waits for a slot; retryAfter is it in whole seconds, rounded
+	// up, the Retry-After of a refusal.
+	wait       time.Duration
+	retryAfter int
+	scans      chan struct{}
 
 	mu sync.Mutex
 	// running counts each client's heavy queries, those waiting for a slot included.
@@ -26,18 +30,20 @@ type heavy struct {
 }
 
 func newHeavy(perClient, scans int, wait time.Duration) *heavy {
-	return &heavy{perClient: perClient, wait: wait, scans: make(chan struct{}, scans), running: map[string]int{}}
+	return &heavy{perClient: perClient, wait: wait, retryAfter: int(math.Ceil(wait.Seconds())),
+		scans: make(chan struct{}, scans), running: map[string]int{}}
 }
 
 // acquire admits one heavy query of client (a scan when scan is true) and returns the func
 // that ends it. It answers 429 when the client runs perClient heavy queries already and 503
-// when no scan slot frees up within wait, both with Retry-After: retry seconds.
-func (h *heavy) acquire(ctx context.Context, client string, scan bool, retry int) (release func(), err error) {
+// when no scan slot frees up within wait, both with Retry-After.
+func (h *heavy) acquire(ctx context.Context, client string, scan bool) (release func(), err error) {
 	h.mu.Lock()
 	if h.running[client] >= h.perClient {
 		h.mu.Unlock()
-		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: retry,
-			msg: "this client runs as many heavy queries (scans and CSV exports) as it may at once; wait for one to finish"}
+		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: h.retryAfter, msg: fmt.Sprintf(
+			"this client already runs as many heavy queries (lists that scan, CSV exports) as it may at once, %d; "+
+				"retry when one has finished", h.perClient)}
 	}
 	h.running[client]++
 	h.mu.Unlock()
@@ -64,7 +70,7 @@ func (h *heavy) acquire(ctx context.Context, client string, scan bool, retry int
 		return release, nil
 	case <-t.C:
 		done()
-		return nil, &apiError{status: http.StatusServiceUnavailable, retryAfter: retry,
+		return nil, &apiError{status: http.StatusServiceUnavailable, retryAfter: h.retryAfter,
 			msg: "other clients' scans occupy the server; retry shortly, or add a filter the indexes answer (user, ip, request_id)"}
 	case <-ctx.Done():
 		done()

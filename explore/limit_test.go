@@ -21,27 +21,27 @@ func statusOf(t *testing.T, err error) (int, int) {
 
 func TestHeavyPerClient(t *testing.T) {
 	t.Parallel()
-	h := newHeavy(2, 4, time.Second)
+	h := newHeavy(2, 4, 500*time.Millisecond)
 	ctx := context.Background()
 	var releases []func()
 	for range 2 {
-		release, err := h.acquire(ctx, "192.0.2.1", false, 1)
+		release, err := h.acquire(ctx, "192.0.2.1", false)
 		if err != nil {
 			t.Fatalf("heavy query within the client's limit: %v", err)
 		}
 		releases = append(releases, release)
 	}
-	_, err := h.acquire(ctx, "192.0.2.1", true, 3)
-	if status, retry := statusOf(t, err); status != http.StatusTooManyRequests || retry != 3 {
-		t.Errorf("third heavy query of one client answered %d, Retry-After %d; want 429, 3", status, retry)
+	_, err := h.acquire(ctx, "192.0.2.1", true)
+	if status, retry := statusOf(t, err); status != http.StatusTooManyRequests || retry != 1 {
+		t.Errorf("third heavy query of one client answered %d, Retry-After %d; want 429, 1", status, retry)
 	}
-	other, err := h.acquire(ctx, "192.0.2.2", true, 1)
+	other, err := h.acquire(ctx, "192.0.2.2", true)
 	if err != nil {
 		t.Fatalf("another client was refused: %v", err)
 	}
 	other()
 	releases[0]()
-	again, err := h.acquire(ctx, "192.0.2.1", false, 1)
+	again, err := h.acquire(ctx, "192.0.2.1", false)
 	if err != nil {
 		t.Fatalf("a client that ended a query was refused: %v", err)
 	}
@@ -57,19 +57,19 @@ func TestHeavyScanSlots(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHeavy(2, 1, time.Second)
 		ctx := context.Background()
-		first, err := h.acquire(ctx, "192.0.2.1", true, 1)
+		first, err := h.acquire(ctx, "192.0.2.1", true)
 		if err != nil {
 			t.Fatalf("first scan: %v", err)
 		}
 		// A CSV export takes no scan slot.
-		export, err := h.acquire(ctx, "192.0.2.2", false, 1)
+		export, err := h.acquire(ctx, "192.0.2.2", false)
 		if err != nil {
 			t.Fatalf("export beside a scan: %v", err)
 		}
 		export()
 
 		start := time.Now()
-		_, err = h.acquire(ctx, "192.0.2.2", true, 1)
+		_, err = h.acquire(ctx, "192.0.2.2", true)
 		if status, retry := statusOf(t, err); status != http.StatusServiceUnavailable || retry != 1 {
 			t.Errorf("scan without a slot answered %d, Retry-After %d; want 503, 1", status, retry)
 		}
@@ -79,7 +79,7 @@ func TestHeavyScanSlots(t *testing.T) {
 
 		got := make(chan error, 1)
 		go func() {
-			release, err := h.acquire(ctx, "192.0.2.2", true, 1)
+			release, err := h.acquire(ctx, "192.0.2.2", true)
 			if err == nil {
 				release()
 			}
@@ -93,9 +93,9 @@ func TestHeavyScanSlots(t *testing.T) {
 		}
 
 		cctx, cancel := context.WithCancel(ctx)
-		hold, _ := h.acquire(ctx, "192.0.2.3", true, 1)
+		hold, _ := h.acquire(ctx, "192.0.2.3", true)
 		go func() {
-			_, err := h.acquire(cctx, "192.0.2.4", true, 1)
+			_, err := h.acquire(cctx, "192.0.2.4", true)
 			got <- err
 		}()
 		synctest.Wait()
