@@ -249,9 +249,9 @@ func (s *Store) probeIDs(ctx context.Context, q string, args ...any) ([]int64, e
 	return ids, nil
 }
 
-// queryIDs runs a query of part ids.
+// queryIDs runs a bounded query of part ids (readBounded).
 func (s *Store) queryIDs(ctx context.Context, q string, args ...any) ([]int64, error) {
-	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	rows, err := s.readBounded(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

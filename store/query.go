@@ -252,7 +252,8 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 // selective value (a user, an IP, a request id, a value few parts have), does not scan.
 func (p *ListPlan) Scans() bool { return p.scans }
 
-// Run reads the page. A ctx that ends interrupts the query wherever it is, with ctx's error.
+// Run reads the page. Every statement it runs is bounded, by the page size, the candidates or
+// scanMost parts; ctx is checked between them, and Run returns its error once it has ended.
 func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	if err := p.s.Ready(); err != nil {
 		return nil, err
@@ -262,13 +263,14 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	}
 	var parts []*partRow
 	var err error
-	if p.cand == nil {
-		w := &sqlWhere{}
-		w.and(&p.base)
-		w.and(&p.conds)
-		parts, err = p.s.listParts(ctx, w, p.limit+1)
-	} else {
+	switch {
+	case p.scans:
+		parts, err = p.scanParts(ctx)
+	case p.cand != nil:
 		parts, err = p.candidateParts(ctx)
+	default:
+		// No request filter: the newest parts.
+		parts, err = p.s.listParts(ctx, &p.base, p.limit+1)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
@@ -282,6 +284,58 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 		page.Next = encodeCursor(listCursor{Last: ms(last.LastSeen), Session: last.Session, Part: last.Part})
 	}
 	return page, nil
+}
+
+// A scan tests scanFirst parts with its first statement and twice as many with each next one,
+// up to scanMost: a common combination costs one short statement, and a rare one a statement
+// per scanMost parts (tens of milliseconds at most), between which the deadline is checked.
+const (
+	scanFirst = 256
+	scanMost  = 1024
+)
+
+// scanParts walks the parts in list order, testing each against the filter's conditions,
+// until it has found one more than a page.
+func (p *ListPlan) scanParts(ctx context.Context) ([]*partRow, error) {
+	var hits []int64
+	var at *listCursor
+	for n := scanFirst; len(hits) <= p.limit; n = min(2*n, scanMost) {
+		w := &sqlWhere{}
+		w.and(&p.base)
+		if at != nil {
+			w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", at.Last, at.Session, at.Part)
+		}
+		q := "WITH chunk AS (SELECT p.id, p.last_seen, p.session, p.part FROM parts p WHERE " + w.String() + partOrder +
+			" LIMIT ?) SELECT p.id, p.last_seen, p.session, p.part, (" + p.conds.String() + ") FROM chunk p" + partOrder
+		rows, err := p.s.readBounded(ctx, q, slices.Concat(w.args, []any{n}, p.conds.args)...)
+		if err != nil {
+			return nil, err
+		}
+		tested := 0
+		for rows.Next() {
+			var id int64
+			var c listCursor
+			var hit bool
+			if err := rows.Scan(&id, &c.Last, &c.Session, &c.Part, &hit); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if hit {
+				hits = append(hits, id)
+			}
+			tested, at = tested+1, &c
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, err
+		}
+		if tested < n {
+			break // the last part
+		}
+	}
+	list, _ := json.Marshal(hits[:min(len(hits), p.limit+1)])
+	w := &sqlWhere{}
+	w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+	return p.s.listParts(ctx, w, p.limit+1)
 }
 
 // candidateChunk is how many candidates candidateParts tests with one statement.
@@ -315,16 +369,10 @@ func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
 	return out, nil
 }
 
-// listParts reads up to limit parts that meet w, in list order.
-//
-// The parts' ids are collected first, in one statement step: the driver interrupts a
-// statement whose ctx ends only while it computes a row, and the rows of a scan would
-// otherwise each be computed in a step of their own. MATERIALIZED keeps SQLite from merging
-// the subquery into the outer query.
+// listParts reads up to limit parts that meet w, in list order: a statement that w must bound.
 func (s *Store) listParts(ctx context.Context, w *sqlWhere, limit int) ([]*partRow, error) {
-	query := "WITH page AS MATERIALIZED (SELECT p.id FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?) " +
-		"SELECT " + partCols + " FROM page JOIN parts p ON p.id = page.id" + partOrder
-	rows, err := s.rdb.QueryContext(ctx, query, append(slices.Clip(w.args), limit)...)
+	query := "SELECT " + partCols + " FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?"
+	rows, err := s.readBounded(ctx, query, slices.Concat(w.args, []any{limit})...)
 	if err != nil {
 		return nil, err
 	}
@@ -338,6 +386,17 @@ func (s *Store) listParts(ctx context.Context, w *sqlWhere, limit int) ([]*partR
 		out = append(out, pr)
 	}
 	return out, rows.Err()
+}
+
+// readBounded runs a query whose work is bounded, once ctx is checked, without handing ctx to
+// the driver: modernc.org/sqlite discards a connection whose statement ctx interrupted, and
+// closing it (freeing its page cache) and opening the next cost more than the statement.
+// The list queries run bounded statements only and check ctx between them.
+func (s *Store) readBounded(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.rdb.QueryContext(context.WithoutCancel(ctx), q, args...)
 }
 
 type partRow struct {
