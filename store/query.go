@@ -197,8 +197,12 @@ func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
 // ListPlan is a list query whose filter indexes have been probed; Run reads its page.
 type ListPlan struct {
 	s *Store
-	// base holds the conditions on a part's own row (time interval, cursor); conds those on its
-	// values and requests.
+	// lo and hi bound the parts of the list by their keys (last_seen, session, part): lo <= key
+	// < hi, nil for no bound. Kept as one bound each, so that SQLite always walks parts_recent
+	// between them rather than along another bound, testing these for each entry.
+	lo, hi *listCursor
+	// base holds the other conditions on a part's own row; conds those on its values and
+	// requests.
 	base, conds sqlWhere
 	// cand lists the candidate parts when a probe listed them completely (nil otherwise).
 	cand  []int64
@@ -217,20 +221,28 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 	p := &ListPlan{s: s, limit: clampLimit(q.Limit, DefaultLimit, MaxLimit)}
 	f := &q.Filter
 	if !f.From.IsZero() {
-		p.base.add("p.last_seen >= ?", f.From.UnixMilli())
+		// Below every part that ends at from or later.
+		p.lo = &listCursor{Last: f.From.UnixMilli()}
 	}
 	if !f.To.IsZero() {
 		// No part spans longer than max_span, so a part that ends later than to+max_span began
 		// after to: the bound keeps the walk of parts_recent inside the interval.
-		p.base.add("p.first_seen <= ? AND p.last_seen <= ? + coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)",
-			f.To.UnixMilli(), f.To.UnixMilli())
+		var span int64
+		err := s.rdb.QueryRowContext(ctx, "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)").Scan(&span)
+		if err != nil {
+			return nil, fmt.Errorf("store: list: %w", err)
+		}
+		p.hi = &listCursor{Last: f.To.UnixMilli() + span + 1}
+		p.base.add("p.first_seen <= ?", f.To.UnixMilli())
 	}
 	if q.Cursor != "" {
 		c, err := decodeListCursor(q.Cursor)
 		if err != nil {
 			return nil, err
 		}
-		p.base.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
+		if p.hi == nil || c.before(p.hi) {
+			p.hi = &c
+		}
 	}
 	if f.requestConds() {
 		c, err := s.listConds(ctx, f, &p.conds)
@@ -243,6 +255,19 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 		}
 	}
 	return p, nil
+}
+
+// where is the plan's conditions on a part's own row, with its key in [lo, hi).
+func (p *ListPlan) where(lo, hi *listCursor) *sqlWhere {
+	w := &sqlWhere{}
+	if lo != nil {
+		w.add("(p.last_seen, p.session, p.part) >= (?, ?, ?)", lo.Last, lo.Session, lo.Part)
+	}
+	if hi != nil {
+		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", hi.Last, hi.Session, hi.Part)
+	}
+	w.and(&p.base)
+	return w
 }
 
 // Scans reports whether Run tests parts one by one, newest first, until its page is full: the
@@ -270,7 +295,7 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 		parts, err = p.candidateParts(ctx)
 	default:
 		// No request filter: the newest parts.
-		parts, err = p.s.listParts(ctx, &p.base, p.limit+1)
+		parts, err = p.s.listParts(ctx, p.where(p.lo, p.hi), p.limit+1)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
@@ -286,56 +311,62 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	return page, nil
 }
 
-// A scan tests scanFirst parts with its first statement and twice as many with each next one,
-// up to scanMost: a common combination costs one short statement, and a rare one a statement
-// per scanMost parts (tens of milliseconds at most), between which the deadline is checked.
+// A scan tests at most scanFirst parts with its first statement and twice as many with each
+// next one, up to scanMost: a common combination costs one short statement, and a rare one a
+// statement per scanMost parts (tens of milliseconds at most), between which the deadline is
+// checked.
 const (
 	scanFirst = 256
 	scanMost  = 1024
 )
 
 // scanParts walks the parts in list order, testing each against the filter's conditions,
-// until it has found one more than a page.
+// until it has found one more than a page. Each statement walks a chunk of parts, whose end is
+// looked up first on parts_recent, and stops at the end or once it has found what is missing.
 func (p *ListPlan) scanParts(ctx context.Context) ([]*partRow, error) {
-	var hits []int64
-	var at *listCursor
-	for n := scanFirst; len(hits) <= p.limit; n = min(2*n, scanMost) {
-		w := &sqlWhere{}
-		w.and(&p.base)
-		if at != nil {
-			w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", at.Last, at.Session, at.Part)
-		}
-		q := "WITH chunk AS (SELECT p.id, p.last_seen, p.session, p.part FROM parts p WHERE " + w.String() + partOrder +
-			" LIMIT ?) SELECT p.id, p.last_seen, p.session, p.part, (" + p.conds.String() + ") FROM chunk p" + partOrder
-		rows, err := p.s.readBounded(ctx, q, slices.Concat(w.args, []any{n}, p.conds.args)...)
+	var out []*partRow
+	hi := p.hi
+	for n := scanFirst; len(out) <= p.limit; n = min(2*n, scanMost) {
+		end, err := p.s.chunkEnd(ctx, p.where(p.lo, hi), n)
 		if err != nil {
 			return nil, err
 		}
-		tested := 0
-		for rows.Next() {
-			var id int64
-			var c listCursor
-			var hit bool
-			if err := rows.Scan(&id, &c.Last, &c.Session, &c.Part, &hit); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if hit {
-				hits = append(hits, id)
-			}
-			tested, at = tested+1, &c
+		lo := p.lo
+		if end != nil {
+			lo = end
 		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		w := p.where(lo, hi)
+		w.and(&p.conds)
+		parts, err := p.s.listParts(ctx, w, p.limit+1-len(out))
+		if err != nil {
 			return nil, err
 		}
-		if tested < n {
-			break // the last part
+		out = append(out, parts...)
+		if end == nil {
+			break // the chunk ran to the last part
 		}
+		hi = end
 	}
-	list, _ := json.Marshal(hits[:min(len(hits), p.limit+1)])
-	w := &sqlWhere{}
-	w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
-	return p.s.listParts(ctx, w, p.limit+1)
+	return out, nil
+}
+
+// chunkEnd returns the n-th part in list order among those that meet w (conditions on the
+// parts row, which parts_recent answers alone), or nil when fewer remain.
+func (s *Store) chunkEnd(ctx context.Context, w *sqlWhere, n int) (*listCursor, error) {
+	rows, err := s.readBounded(ctx, "SELECT p.last_seen, p.session, p.part FROM parts p WHERE "+w.String()+partOrder+
+		" LIMIT 1 OFFSET ?", slices.Concat(w.args, []any{n - 1})...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	var c listCursor
+	if err := rows.Scan(&c.Last, &c.Session, &c.Part); err != nil {
+		return nil, err
+	}
+	return &c, rows.Err()
 }
 
 // candidateChunk is how many candidates candidateParts tests with one statement.
@@ -347,9 +378,8 @@ const candidateChunk = 64
 // test of every candidate.
 func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
 	list, _ := json.Marshal(p.cand)
-	w := &sqlWhere{}
+	w := p.where(p.lo, p.hi)
 	w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
-	w.and(&p.base)
 	ids, err := p.s.queryIDs(ctx, "SELECT p.id FROM parts p WHERE "+w.String()+partOrder, w.args...)
 	if err != nil {
 		return nil, err
@@ -452,6 +482,11 @@ type listCursor struct {
 	Last    int64  `json:"l"`
 	Session string `json:"s"`
 	Part    string `json:"p"`
+}
+
+// before reports whether c comes before d in key order (after it in list order).
+func (c *listCursor) before(d *listCursor) bool {
+	return cmp.Or(cmp.Compare(c.Last, d.Last), strings.Compare(c.Session, d.Session), strings.Compare(c.Part, d.Part)) < 0
 }
 
 type partCursor struct {
