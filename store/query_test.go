@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/apisessions/apisessions/sessions/record"
 )
 
@@ -119,5 +121,64 @@ func TestEachRequestPages(t *testing.T) {
 	})
 	if !errors.Is(err, stop) || calls != eachPage+1 {
 		t.Errorf("fn failing on call %d: err %v after %d calls; want its error at once", eachPage+1, err, calls)
+	}
+}
+
+// TestScanAgreesWithProbes lists many parts, page by page, once through the probes (with a
+// probe limit that lists every value's parts) and once by scanning (probe limit 0), across
+// many scan chunks and with time bounds, and wants the same pages.
+func TestScanAgreesWithProbes(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	const parts = 3*scanMost + 100
+	var recs []record.Record
+	for i := range parts {
+		session := fmt.Sprintf("s_%05d", i)
+		at := time.Duration(i) * time.Second
+		recs = append(recs, req(session, "2026-11-22", at, func(r *record.Request) {
+			r.Method = []string{"GET", "POST", "DELETE"}[i%3]
+			r.Status = []int{200, 404, 500, 200, 200}[i%5]
+		}), req(session, "2026-11-22", at+time.Millisecond, func(r *record.Request) {
+			r.Path = fmt.Sprintf("/api/items/%d", i%7)
+		}))
+	}
+	write(t, s, recs...)
+	for _, tc := range []struct {
+		name string
+		f    Filter
+	}{
+		{"common", Filter{Method: "GET"}},
+		{"rare combination", Filter{Method: "DELETE", Status: Status{Code: 500, Set: true}}},
+		{"no match", Filter{Method: "POST", Path: "/api/items/x"}},
+		{"interval", Filter{From: base.Add(500 * time.Second), To: base.Add(3000 * time.Second), Status: Status{Class: 4, Set: true}}},
+		{"path past the directory", Filter{Path: "/api/items/3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pages [2][]string
+			for i, probe := range []int{parts, 0} {
+				cursor := ""
+				for {
+					s.probe = probe
+					p, err := s.PlanList(context.Background(), ListQuery{Filter: tc.f, Limit: 40, Cursor: cursor})
+					if err != nil {
+						t.Fatalf("plan: %v", err)
+					}
+					if p.Scans() != (probe == 0) {
+						t.Fatalf("probe limit %d: Scans() = %v", probe, p.Scans())
+					}
+					page, err := p.Run(context.Background())
+					if err != nil {
+						t.Fatalf("run: %v", err)
+					}
+					pages[i] = append(pages[i], sessionIDs(page)...)
+					if cursor = page.Next; cursor == "" {
+						break
+					}
+				}
+			}
+			if diff := cmp.Diff(pages[0], pages[1]); diff != "" {
+				t.Errorf("%s: the scan's parts differ from the probes' (-probes +scan):\n%s", tc.name, diff)
+			}
+		})
 	}
 }
