@@ -26,7 +26,8 @@ const heavyList = "/api/v1/sessions?status=2xx&path=/api/items/x"
 // from eight, each waiting as Retry-After asks when refused. "unlimited" lifts the limits on
 // heavy queries (the scan deadline stays): the scans then hold every read connection and the
 // list waits for one. Reported: the list's latency percentiles and maximum, and how the heavy
-// queries were answered.
+// queries were answered: heavy-429, heavy-503-busy (no scan slot, with Retry-After) and
+// heavy-503-interrupted (the scan passed its deadline).
 func BenchmarkListUnderScans(b *testing.B) {
 	s, _ := store.OpenQueryDB(b)
 	for _, tc := range []struct {
@@ -49,14 +50,20 @@ func BenchmarkListUnderScans(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			var mu sync.Mutex
-			answers := map[int]int{}
+			answers := map[string]int{}
 			for i := range tc.heavy {
 				remote := fmt.Sprintf("192.0.2.%d:%d", 1+i%tc.clients, 4000+i)
 				wg.Go(func() {
 					for ctx.Err() == nil {
 						code, retry := serve(h, remote, heavyList)
+						answer := "heavy-" + strconv.Itoa(code)
+						if code == http.StatusServiceUnavailable && retry > 0 {
+							answer += "-busy"
+						} else if code == http.StatusServiceUnavailable {
+							answer += "-interrupted"
+						}
 						mu.Lock()
-						answers[code]++
+						answers[answer]++
 						mu.Unlock()
 						select {
 						case <-ctx.Done():
@@ -82,8 +89,8 @@ func BenchmarkListUnderScans(b *testing.B) {
 			b.ReportMetric(ms(lat[len(lat)/2]), "list-p50-ms")
 			b.ReportMetric(ms(lat[len(lat)*99/100]), "list-p99-ms")
 			b.ReportMetric(ms(lat[len(lat)-1]), "list-max-ms")
-			for _, code := range []int{http.StatusOK, http.StatusTooManyRequests, http.StatusServiceUnavailable} {
-				b.ReportMetric(float64(answers[code]), "heavy-"+strconv.Itoa(code))
+			for _, answer := range []string{"heavy-200", "heavy-429", "heavy-503-busy", "heavy-503-interrupted"} {
+				b.ReportMetric(float64(answers[answer]), answer)
 			}
 		})
 	}

@@ -11,6 +11,11 @@ import (
 // rather than probed.
 const fewParts = 200
 
+// checkParts is the most candidates a list checks against their own request rows without
+// counting as a scan: a check reads a part's rows (tens of microseconds for ten requests), so
+// that probeParts of them could take longer than a list the indexes answer may.
+const checkParts = 500
+
 // facet is one list condition answered by part_values: a part has a value of kind that equals
 // one of eq or lies in one of the ranges.
 type facet struct {
@@ -139,7 +144,7 @@ func (c *candidates) none() bool { return c.complete && len(c.ids) == 0 }
 
 // listConds adds to w (over parts p) the conditions that select the parts with a request that
 // matches f, and returns the candidates: complete when a probe listed them, and then possibly
-// none. When they are not complete, the list scans: it tests parts one by one, newest first.
+// none; checks is true when the conditions check each part's request rows.
 //
 // Each facet is first probed through part_values (kind, value, part_id): a selective value
 // lists its parts completely (at most s.probe of them), and the intersection of the complete
@@ -149,12 +154,12 @@ func (c *candidates) none() bool { return c.complete && len(c.ids) == 0 }
 // decide alone, each remaining part is checked against its own request rows, so that one
 // request matches every condition at once. A time interval alone scans too: a part that spans
 // the interval need not have a request inside it.
-func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candidates, err error) {
+func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candidates, checks bool, err error) {
 	facets, exact := f.facets()
 	if f.RequestID != "" {
 		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
 		if err != nil {
-			return c, err
+			return c, false, err
 		}
 		if len(ids) <= s.probe {
 			c.intersect(ids)
@@ -163,7 +168,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 	var walk []facet
 	for _, fc := range facets {
 		if c.none() {
-			return c, nil
+			return c, false, nil
 		}
 		// A few candidates are cheaper to test one by one than another value to list.
 		if c.complete && len(c.ids) <= fewParts {
@@ -172,7 +177,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 		}
 		ids, ok, err := s.probeFacet(ctx, &fc)
 		if err != nil {
-			return c, err
+			return c, false, err
 		}
 		if !ok {
 			walk = append(walk, fc)
@@ -190,7 +195,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 		f.where(rw, true)
 		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
 	}
-	return c, nil
+	return c, !exact, nil
 }
 
 // probeFacet lists the parts that have the facet's value, or reports ok false when more than

@@ -245,11 +245,12 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 		}
 	}
 	if f.requestConds() {
-		c, err := s.listConds(ctx, f, &p.conds)
+		c, checks, err := s.listConds(ctx, f, &p.conds)
 		if err != nil {
 			return nil, err
 		}
-		p.empty, p.scans = c.none(), !c.complete
+		p.empty = c.none()
+		p.scans = !c.complete || checks && len(c.ids) > checkParts
 		if c.complete {
 			p.cand = c.ids
 		}
@@ -270,15 +271,18 @@ func (p *ListPlan) where(lo, hi *listCursor) *sqlWhere {
 	return w
 }
 
-// Scans reports whether Run tests parts one by one, newest first, until its page is full: the
-// filters' values are too common for the indexes to list the candidates, so how long it takes
-// depends on how rare the combination is, and nothing but ctx bounds it. Callers give a scan
-// a deadline and limit how many run at once. A list without request filters, or with one
-// selective value (a user, an IP, a request id, a value few parts have), does not scan.
+// Scans reports whether Run may test many parts one by one: when the filters' values are too
+// common for the indexes to list the candidates, it tests parts newest first until its page is
+// full, so that how long it takes depends on how rare the combination is and nothing but ctx
+// bounds it; and more than checkParts candidates may each need a check of their request rows.
+// Callers give a scan a deadline and limit how many run at once. A list without request
+// filters, or with one selective value (a user, an IP, a request id, a value few parts have),
+// does not scan.
 func (p *ListPlan) Scans() bool { return p.scans }
 
-// Run reads the page. Every statement it runs is bounded, by the page size, the candidates or
-// scanMost parts; ctx is checked between them, and Run returns its error once it has ended.
+// Run reads the page. Every statement it runs is bounded, by the page size, candidateChunk
+// candidates or scanMost parts; ctx is checked between them, and Run returns its error once it
+// has ended.
 func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	if err := p.s.Ready(); err != nil {
 		return nil, err
@@ -289,10 +293,10 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	var parts []*partRow
 	var err error
 	switch {
-	case p.scans:
-		parts, err = p.scanParts(ctx)
 	case p.cand != nil:
 		parts, err = p.candidateParts(ctx)
+	case p.scans:
+		parts, err = p.scanParts(ctx)
 	default:
 		// No request filter: the newest parts.
 		parts, err = p.s.listParts(ctx, p.where(p.lo, p.hi), p.limit+1)

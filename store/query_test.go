@@ -52,6 +52,40 @@ func TestListPlanScans(t *testing.T) {
 	}
 }
 
+// TestListPlanScansManyCandidates checks that a list whose candidates each need a check of their
+// request rows scans when there are more than checkParts of them.
+func TestListPlanScansManyCandidates(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	var recs []record.Record
+	for i := range 2 * checkParts {
+		user := "many"
+		if i < checkParts/2 {
+			user = "few"
+		}
+		recs = append(recs, req(fmt.Sprintf("s_%04d", i), "2026-11-22", time.Duration(i)*time.Second,
+			func(r *record.Request) { r.User = user }))
+	}
+	write(t, s, recs...)
+	for _, tc := range []struct {
+		name  string
+		f     Filter
+		scans bool
+	}{
+		{"many candidates, decided by their values", Filter{User: "many"}, false},
+		{"many candidates to check", Filter{User: "many", Method: "GET"}, true},
+		{"few candidates to check", Filter{User: "few", Method: "GET"}, false},
+	} {
+		p, err := s.PlanList(context.Background(), ListQuery{Filter: tc.f})
+		if err != nil {
+			t.Fatalf("%s: plan: %v", tc.name, err)
+		}
+		if p.Scans() != tc.scans {
+			t.Errorf("%s: Scans() = %v; want %v", tc.name, p.Scans(), tc.scans)
+		}
+	}
+}
+
 // TestListCanceled checks that a list whose context ended answers with the context's error,
 // whether it scans or not.
 func TestListCanceled(t *testing.T) {
@@ -163,8 +197,8 @@ func TestScanAgreesWithProbes(t *testing.T) {
 					if err != nil {
 						t.Fatalf("plan: %v", err)
 					}
-					if p.Scans() != (probe == 0) {
-						t.Fatalf("probe limit %d: Scans() = %v", probe, p.Scans())
+					if probe == 0 && !p.Scans() {
+						t.Fatalf("probe limit 0: Scans() = false")
 					}
 					page, err := p.Run(context.Background())
 					if err != nil {
