@@ -57,7 +57,7 @@ type Options struct {
 	// QueryTimeout bounds one query (default 30 s).
 	QueryTimeout time.Duration
 	// ScanTimeout bounds a list query that scans (store.ListPlan.Scans); past it the query is
-	// interrupted and answered 503 (default 1 s).
+	// interrupted and answered 503 (default 100 ms, what a list the indexes answer may take).
 	ScanTimeout time.Duration
 	// HeavyPerClient bounds the heavy queries, scans and CSV exports, that one client address
 	// runs at once (default 2).
@@ -91,7 +91,7 @@ func New(o Options) *Handler {
 		h.timeout = 30 * time.Second
 	}
 	if h.scanTimeout <= 0 {
-		h.scanTimeout = time.Second
+		h.scanTimeout = 100 * time.Millisecond
 	}
 	perClient, scans := o.HeavyPerClient, o.Scans
 	if perClient <= 0 {
@@ -100,8 +100,7 @@ func New(o Options) *Handler {
 	if scans <= 0 && o.Store != nil {
 		scans = o.Store.Readers() - 1
 	}
-	// A scan waits for a slot at most as long as a running one may take.
-	h.heavy = newHeavy(perClient, max(scans, 1), h.scanTimeout)
+	h.heavy = newHeavy(perClient, max(scans, 1), scanWait)
 	if o.Token != "" {
 		// Comparing fixed-size digests keeps the comparison constant-time whatever the length.
 		h.token, h.hasTok = sha256.Sum256([]byte(o.Token)), true
@@ -249,6 +248,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, listAnswer{Sessions: p.Sessions, Next: p.Next})
 	return nil
 }
+
+// scanWait is how long a scan waits for one of the scan slots: several scans' time.
+const scanWait = time.Second
 
 // errScanTimeout is the cause of a scan's deadline.
 var errScanTimeout = errors.New("scan timeout")

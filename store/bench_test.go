@@ -226,7 +226,7 @@ func errorsJoin(a, b error) error {
 
 // scanBound is the deadline the explore API gives a list that scans (explore's default
 // ScanTimeout); the benchmarks give it too, so that they measure what the API answers.
-const scanBound = time.Second
+const scanBound = 100 * time.Millisecond
 
 // openQueryDB opens the query benchmarks' database: 110 000 parts of 10 requests over about
 // four days with APISESSIONS_BENCH_BIG, else 2000 parts.

@@ -317,11 +317,11 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 
 // A scan tests at most scanFirst parts with its first statement and twice as many with each
 // next one, up to scanMost: a common combination costs one short statement, and a rare one a
-// statement per scanMost parts (tens of milliseconds at most), between which the deadline is
+// statement per scanMost parts (about ten milliseconds), between which the deadline is
 // checked.
 const (
 	scanFirst = 256
-	scanMost  = 1024
+	scanMost  = 512
 )
 
 // scanParts walks the parts in list order, testing each against the filter's conditions,
