@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/store"
@@ -22,6 +24,11 @@ func (h *Handler) csv(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	release, err := h.heavy.acquire(r.Context(), clientOf(r), false)
+	if err != nil {
+		return err
+	}
+	defer release()
 	session, part := r.PathValue("session"), r.PathValue("part")
 	var cw *csv.Writer
 	row := make([]string, len(csvHeader))
@@ -79,18 +86,52 @@ func csvRow(row []string, rec *record.Request) {
 	}
 }
 
-// neutralise prefixes a cell that a spreadsheet would evaluate as a formula with "'"
-// (records.md: cells beginning with =, +, -, @, tab or carriage return). Quoting of commas,
-// quotes and newlines is encoding/csv's.
+// neutralise prefixes with "'" a cell that a spreadsheet could evaluate as a formula, so that
+// it shows as text. That is a cell whose first visible character starts a formula: =, +, - or @
+// (OWASP's CSV injection list), or one of their compatibility look-alikes, which some
+// spreadsheets fold to the ASCII character (formulaStart). Spreadsheets ignore leading spaces,
+// control and zero-width characters (NUL, NBSP, U+200B, a byte order mark, ...) before such a
+// character, so those are skipped; tab, carriage return and line feed start a formula cell in
+// some programs and are neutralised wherever they come first. Quoting of commas, quotes and
+// newlines is encoding/csv's.
 func neutralise(s string) string {
-	if s == "" {
+	for _, r := range s {
+		switch {
+		case formulaStart(r):
+			return "'" + s
+		case invisible(r):
+			continue
+		}
 		return s
 	}
-	switch s[0] {
-	case '=', '+', '-', '@', '\t', '\r':
-		return "'" + s
-	}
 	return s
+}
+
+// formulaStart reports whether r starts a formula: the OWASP list (=, +, -, @, tab, carriage
+// return) with line feed, and every character whose compatibility form (Unicode NFKC) begins
+// with =, + , - or @: the full-width, small, superscript and subscript forms and U+FB29. The
+// fuzz target FuzzNeutralise checks the list against NFKC itself.
+func formulaStart(r rune) bool {
+	switch r {
+	case '=', '+', '-', '@', '\t', '\r', '\n',
+		'\uFF1D', '\uFF0B', '\uFF0D', '\uFF20', // full-width ＝ ＋ － ＠
+		'\uFE66', '\uFE62', '\uFE63', '\uFE6B', // small ﹦ ﹢ ﹣ ﹫
+		'\u207C', '\u207A', '\u208C', '\u208A', // superscript and subscript = and +
+		'\u2A75', '\u2A76', // two and three consecutive equals signs
+		'\uFB29': // Hebrew alternative plus sign
+		return true
+	}
+	return false
+}
+
+// invisible reports whether a spreadsheet may skip r before the first character it reads:
+// white space (NBSP and the other Unicode spaces among it), control characters (NUL), format
+// characters (zero-width space and joiners, byte order mark, direction marks), the other
+// default-ignorable code points (such as the Hangul fillers) and variation selectors. Bytes
+// that are not UTF-8 count as invisible too: a reader may drop them.
+func invisible(r rune) bool {
+	return r == utf8.RuneError || unicode.IsSpace(r) || unicode.IsControl(r) ||
+		unicode.In(r, unicode.Cf, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }
 
 // safeName keeps the characters a session id or part name is made of, so the file name in

@@ -6,6 +6,11 @@
 // token is set, every /api/ path wants "Authorization: Bearer <token>"; the UI's page and
 // scripts carry no data and load without it, then ask for the token.
 //
+// Every query has a deadline. A list whose filters no index answers scans the store's parts
+// (store.ListPlan.Scans): it gets a short deadline of its own, and scans and CSV exports, the
+// heavy queries, are limited per client address and scans in all (limit.go), so that they
+// never take every read connection from the other queries.
+//
 // It imports the store and the record shape; never the sessions engine, gRPC or the sinks.
 package explore
 
@@ -18,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,10 +34,11 @@ import (
 
 // Store is what the API reads; *store.Store implements it.
 type Store interface {
-	List(ctx context.Context, q store.ListQuery) (*store.Page, error)
+	PlanList(ctx context.Context, q store.ListQuery) (*store.ListPlan, error)
 	Part(ctx context.Context, session, part string, q store.PartQuery) (*store.PartView, error)
 	EachRequest(ctx context.Context, session, part string, f store.Filter, fn func(*record.Request) error) error
 	Request(ctx context.Context, requestID string) (*store.Found, error)
+	Readers() int
 }
 
 var _ Store = (*store.Store)(nil)
@@ -48,6 +55,15 @@ type Options struct {
 	Logger *slog.Logger
 	// QueryTimeout bounds one query (default 30 s).
 	QueryTimeout time.Duration
+	// ScanTimeout bounds a list query that scans (store.ListPlan.Scans); past it the query is
+	// interrupted and answered 503 (default 100 ms, what a list the indexes answer may take).
+	ScanTimeout time.Duration
+	// HeavyPerClient bounds the heavy queries, scans and CSV exports, that one client address
+	// runs at once (default 2).
+	HeavyPerClient int
+	// Scans bounds the scans that run at once (default: one less than the store's read
+	// connections, at least 1).
+	Scans int
 }
 
 // Handler serves the API and the UI.
@@ -58,18 +74,32 @@ type Handler struct {
 	ui      http.Handler
 	log     *slog.Logger
 	timeout time.Duration
-	mux     *http.ServeMux
+	// scanTimeout bounds a scan.
+	scanTimeout time.Duration
+	heavy       *heavy
+	mux         *http.ServeMux
 }
 
 // New returns the handler. Mount it at "/" of the HTTP server (next to /healthz, /metrics).
 func New(o Options) *Handler {
-	h := &Handler{store: o.Store, ui: o.UI, log: o.Logger, timeout: o.QueryTimeout}
+	h := &Handler{store: o.Store, ui: o.UI, log: o.Logger, timeout: o.QueryTimeout, scanTimeout: o.ScanTimeout}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.timeout <= 0 {
 		h.timeout = 30 * time.Second
 	}
+	if h.scanTimeout <= 0 {
+		h.scanTimeout = 100 * time.Millisecond
+	}
+	perClient, scans := o.HeavyPerClient, o.Scans
+	if perClient <= 0 {
+		perClient = 2
+	}
+	if scans <= 0 && o.Store != nil {
+		scans = o.Store.Readers() - 1
+	}
+	h.heavy = newHeavy(perClient, max(scans, 1), scanWait)
 	if o.Token != "" {
 		// Comparing fixed-size digests keeps the comparison constant-time whatever the length.
 		h.token, h.hasTok = sha256.Sum256([]byte(o.Token)), true
@@ -100,6 +130,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 type apiError struct {
 	status int
 	msg    string
+	// retryAfter, when > 0, is sent as Retry-After (seconds).
+	retryAfter int
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -134,6 +166,9 @@ func (h *Handler) api(fn func(http.ResponseWriter, *http.Request) error) http.Ha
 		case errors.As(err, &bf):
 			writeError(w, http.StatusBadRequest, bf.msg)
 		case errors.As(err, &ae):
+			if ae.retryAfter > 0 {
+				hd.Set("Retry-After", strconv.Itoa(ae.retryAfter))
+			}
 			writeError(w, ae.status, ae.msg)
 		case errors.Is(err, store.ErrBadCursor):
 			writeError(w, http.StatusBadRequest, err.Error())
@@ -185,13 +220,39 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, err := h.store.List(r.Context(), store.ListQuery{Filter: q.filter, Limit: q.limit, Cursor: q.cursor})
+	plan, err := h.store.PlanList(r.Context(), store.ListQuery{Filter: q.filter, Limit: q.limit, Cursor: q.cursor})
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if plan.Scans() {
+		release, err := h.heavy.acquire(ctx, clientOf(r), true)
+		if err != nil {
+			return err
+		}
+		defer release()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, h.scanTimeout, errScanTimeout)
+		defer cancel()
+	}
+	p, err := plan.Run(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), errScanTimeout) {
+		return &apiError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("no index answers this combination of "+
+			"filters, and testing the session parts one by one took longer than %s; add a selective filter (user, ip, "+
+			"request_id) or a shorter time interval", h.scanTimeout)}
+	}
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, listAnswer{Sessions: p.Sessions, Next: p.Next})
 	return nil
 }
+
+// scanWait is how long a scan waits for one of the scan slots: several scans' time.
+const scanWait = time.Second
+
+// errScanTimeout is the cause of a scan's deadline.
+var errScanTimeout = errors.New("scan timeout")
 
 func (h *Handler) part(w http.ResponseWriter, r *http.Request) error {
 	q, err := parseQuery(r.URL.Query(), partFilters, store.MaxPartLimit)

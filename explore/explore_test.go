@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,28 +251,6 @@ func TestAnswers(t *testing.T) {
 	})
 }
 
-func TestNeutralise(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct{ name, in, want string }{
-		{"formula", "=1+2", "'=1+2"},
-		{"plus", "+1", "'+1"},
-		{"minus", "-1", "'-1"},
-		{"at", "@SUM(A1)", "'@SUM(A1)"},
-		{"tab", "\tx", "'\tx"},
-		{"carriage return", "\rx", "'\rx"},
-		{"plain", "GET", "GET"},
-		{"empty", "", ""},
-		{"formula later in the cell", "a=1", "a=1"},
-	} {
-		if got := neutralise(tc.in); got != tc.want {
-			t.Errorf("%s: neutralise(%q) = %q; want %q", tc.name, tc.in, got, tc.want)
-		}
-	}
-	if got := safeName(`a"b/../c`); got != "a_b_.._c" {
-		t.Errorf("safeName = %q", got)
-	}
-}
-
 func TestReadTokenFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -321,5 +300,78 @@ func TestNoStore(t *testing.T) {
 	}
 	if a := get(t, New(Options{}), "/", ""); a.status != 404 {
 		t.Errorf("without a UI: / answered %d; want 404", a.status)
+	}
+}
+
+func TestScanTimeout(t *testing.T) {
+	t.Parallel()
+	// A time interval alone scans; a deadline that has passed when the scan starts stops it.
+	h := New(Options{Store: testStore(t), ScanTimeout: time.Nanosecond})
+	a := get(t, h, "/api/v1/sessions?from=2026-11-22T10:00:00Z", "")
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(errorOf(t, a), "took longer than 1ns; add a selective filter") {
+		t.Errorf("interrupted scan: %d %s; want 503 saying how to narrow the filters", a.status, a.body)
+	}
+	if ra := a.header.Get("Retry-After"); ra != "" {
+		t.Errorf("interrupted scan: Retry-After %q; want none, the same query would scan again", ra)
+	}
+	if a := get(t, h, "/api/v1/sessions?user=alice", ""); a.status != http.StatusOK {
+		t.Errorf("a list the indexes answer: %d %s; want 200 whatever the scan bound", a.status, a.body)
+	}
+}
+
+// blockingWriter holds the first write of an answer until release is closed.
+type blockingWriter struct {
+	*httptest.ResponseRecorder
+	writing, release chan struct{}
+	once             sync.Once
+}
+
+func (w *blockingWriter) Write(b []byte) (int, error) {
+	w.once.Do(func() { close(w.writing) })
+	<-w.release
+	return w.ResponseRecorder.Write(b)
+}
+
+func TestHeavyQueriesPerClient(t *testing.T) {
+	t.Parallel()
+	h := New(Options{Store: testStore(t), HeavyPerClient: 1})
+	from := func(remote, path string) answer {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return answer{status: w.Code, header: w.Header(), body: w.Body.String()}
+	}
+	// A client reading an export slowly holds its one heavy query.
+	bw := &blockingWriter{ResponseRecorder: httptest.NewRecorder(), writing: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/sessions/s_aaaa/2026-11-22/requests.csv", nil)
+		r.RemoteAddr = "192.0.2.1:4000"
+		h.ServeHTTP(bw, r)
+	}()
+	<-bw.writing
+
+	a := from("192.0.2.1:4001", "/api/v1/sessions?from=2026-11-22T10:00:00Z")
+	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "1" || !strings.Contains(errorOf(t, a), "heavy queries") {
+		t.Errorf("scan beside the client's export: %d, Retry-After %q, %s; want 429, 1", a.status, a.header.Get("Retry-After"), a.body)
+	}
+	if a := from("192.0.2.1:4002", "/api/v1/sessions/s_aaaa/2026-11-22/requests.csv"); a.status != http.StatusTooManyRequests {
+		t.Errorf("second export of the client: %d; want 429", a.status)
+	}
+	if a := from("192.0.2.1:4003", "/api/v1/sessions"); a.status != http.StatusOK {
+		t.Errorf("plain list of the same client: %d %s; want 200", a.status, a.body)
+	}
+	if a := from("192.0.2.2:4000", "/api/v1/sessions?from=2026-11-22T10:00:00Z"); a.status != http.StatusOK {
+		t.Errorf("scan of another client: %d %s; want 200", a.status, a.body)
+	}
+	close(bw.release)
+	<-done
+	if bw.Code != http.StatusOK || !strings.Contains(bw.Body.String(), "r2") {
+		t.Errorf("the held export: %d %q; want the whole CSV", bw.Code, bw.Body.String())
+	}
+	if a := from("192.0.2.1:4004", "/api/v1/sessions?from=2026-11-22T10:00:00Z"); a.status != http.StatusOK {
+		t.Errorf("scan after the export ended: %d %s; want 200", a.status, a.body)
 	}
 }

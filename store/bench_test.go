@@ -1,7 +1,9 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,10 +17,14 @@ import (
 	"github.com/apisessions/apisessions/sessions/record"
 )
 
-// benchBigEnv asks for the big benchmark database: 1 000 000 requests in 100 000 parts. It is
+// benchBigEnv asks for the big benchmark database: 1 100 000 requests in 110 000 parts. It is
 // built once and cached under os.TempDir by schema version; without it the query benchmarks use
 // a small database so that -benchtime 1x runs stay quick.
 const benchBigEnv = "APISESSIONS_BENCH_BIG"
+
+// benchGen names the generator's version in the cached databases' names: change it whenever
+// genRequest or genBatches write other records.
+const benchGen = 2
 
 var (
 	users  = []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
@@ -27,7 +33,8 @@ var (
 )
 
 // genRequest builds the i-th request of part p: realistic sizes (a few params, a user agent),
-// a spread of methods, statuses, routes, IPs and users, and 1 request in 500 malicious.
+// a spread of methods, statuses, routes, IPs and users, one part in 40 with the role admin,
+// and 1 request in 500 malicious.
 func genRequest(rng *rand.Rand, p, i int, at time.Time) *record.Request {
 	route := routes[rng.IntN(len(routes))]
 	status := 200
@@ -58,7 +65,11 @@ func genRequest(rng *rand.Rand, p, i int, at time.Time) *record.Request {
 		UserAgent:     "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
 		Key:           record.Key{Source: record.SourceBuiltin, Name: "cookie:sid"},
 		User:          users[p%len(users)] + strconv.Itoa(p%5000),
+		Role:          "customer",
 		Params:        map[string]string{"sid": "hmac:00112233445566778899aabbccddeeff", "product_id": strconv.Itoa(rng.IntN(500))},
+	}
+	if p%40 == 0 {
+		r.Role = "admin"
 	}
 	if f := flows[rng.IntN(len(flows))]; f != "" {
 		r.Flows = []string{f}
@@ -169,9 +180,9 @@ var (
 )
 
 // benchDB returns the directory of a database with parts parts of perPart requests, built once
-// per schema version and size and kept under os.TempDir.
+// per schema version, generator and size and kept under os.TempDir.
 func benchDB(b *testing.B, parts, perPart int) string {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("apisessions-bench-v%d-%dx%d", SchemaVersion, parts, perPart))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("apisessions-bench-v%d-g%d-%dx%d", SchemaVersion, benchGen, parts, perPart))
 	key := dir
 	once, _ := benchDBOnce.LoadOrStore(key, &sync.Once{})
 	once.(*sync.Once).Do(func() {
@@ -213,18 +224,47 @@ func errorsJoin(a, b error) error {
 	return b
 }
 
-// BenchmarkQuery measures the list and part queries and reports their latency percentiles.
-func BenchmarkQuery(b *testing.B) {
-	parts, perPart := 2000, 10
+// scanBound is the deadline the explore API gives a list that scans (explore's default
+// ScanTimeout); the benchmarks give it too, so that they measure what the API answers.
+const scanBound = 100 * time.Millisecond
+
+// openQueryDB opens the query benchmarks' database: 110 000 parts of 10 requests over about
+// four days with APISESSIONS_BENCH_BIG, else 2000 parts.
+func openQueryDB(b *testing.B) (s *Store, parts int) {
+	parts = 2000
 	if os.Getenv(benchBigEnv) != "" {
-		parts = 100_000
+		parts = 110_000
 	}
-	dir := benchDB(b, parts, perPart)
-	s, err := Open(Options{Dir: dir, NoRetentionJob: true})
+	s, err := Open(Options{Dir: benchDB(b, parts, 10), NoRetentionJob: true})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close(context.Background())
+	b.Cleanup(func() { s.Close(context.Background()) })
+	return s, parts
+}
+
+// listTimed runs q as the explore API does: planned, then run, under scanBound when it scans.
+// An interrupted scan returns context.DeadlineExceeded.
+func listTimed(s *Store, q ListQuery) (d time.Duration, scans bool, err error) {
+	t0 := time.Now()
+	p, err := s.PlanList(context.Background(), q)
+	if err != nil {
+		return 0, false, err
+	}
+	ctx := context.Background()
+	if p.Scans() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, scanBound)
+		defer cancel()
+	}
+	_, err = p.Run(ctx)
+	return time.Since(t0), p.Scans(), err
+}
+
+// BenchmarkQuery measures the list and part queries and reports their latency percentiles,
+// and for a list that scans (scans = 1) how many runs were interrupted at scanBound.
+func BenchmarkQuery(b *testing.B) {
+	s, parts := openQueryDB(b)
 	ctx := context.Background()
 	mid := benchStart.Add(time.Duration(parts/2) * 3 * time.Second)
 	lists := []struct {
@@ -234,6 +274,7 @@ func BenchmarkQuery(b *testing.B) {
 		{"list/none", Filter{}},
 		{"list/user", Filter{User: "carol2"}},
 		{"list/user_rare", Filter{User: "nobody"}},
+		{"list/role_admin", Filter{Role: "admin"}},
 		{"list/ip", Filter{IP: "10.7.0.7"}},
 		{"list/method", Filter{Method: "DELETE"}},
 		{"list/status_5xx", Filter{Status: Status{Class: 5, Set: true}}},
@@ -249,20 +290,26 @@ func BenchmarkQuery(b *testing.B) {
 		{"list/method_status_class_route", Filter{Method: "POST", Status: Status{Class: 5, Set: true}, Route: "/api/cart"}},
 		{"list/status_route", Filter{Status: Status{Code: 401, Set: true}, Route: "/api/search"}},
 		{"list/path_absent", Filter{Path: "/admin/"}},
+		{"list/status_2xx_path_past_directory", Filter{Status: Status{Class: 2, Set: true}, Path: "/api/items/x"}},
 		{"list/interval_24h", Filter{From: mid, To: mid.Add(24 * time.Hour)}},
 		{"list/interval_1h_method", Filter{From: mid, To: mid.Add(time.Hour), Method: "DELETE"}},
 	}
 	for _, tc := range lists {
 		b.Run(tc.name, func(b *testing.B) {
 			var lat []time.Duration
+			interrupted, scans := 0, false
 			for b.Loop() {
-				t0 := time.Now()
-				if _, err := s.List(ctx, ListQuery{Filter: tc.f}); err != nil {
+				d, sc, err := listTimed(s, ListQuery{Filter: tc.f})
+				switch {
+				case sc && errors.Is(err, context.DeadlineExceeded):
+					interrupted++
+				case err != nil:
 					b.Fatal(err)
 				}
-				lat = append(lat, time.Since(t0))
+				lat, scans = append(lat, d), sc
 			}
 			reportLatency(b, lat)
+			reportScans(b, scans, interrupted)
 		})
 	}
 	b.Run("list/next_page", func(b *testing.B) {
@@ -272,11 +319,11 @@ func BenchmarkQuery(b *testing.B) {
 		}
 		var lat []time.Duration
 		for b.Loop() {
-			t0 := time.Now()
-			if _, err := s.List(ctx, ListQuery{Filter: Filter{Method: "POST"}, Cursor: first.Next}); err != nil {
+			d, _, err := listTimed(s, ListQuery{Filter: Filter{Method: "POST"}, Cursor: first.Next})
+			if err != nil {
 				b.Fatal(err)
 			}
-			lat = append(lat, time.Since(t0))
+			lat = append(lat, d)
 		}
 		reportLatency(b, lat)
 	})
@@ -300,6 +347,127 @@ func BenchmarkQuery(b *testing.B) {
 			}
 			reportLatency(b, lat)
 		})
+	}
+}
+
+// reportScans reports whether the list scans (1) or an index lists its candidates (0), and
+// for a scan how many runs were interrupted at scanBound.
+func reportScans(b *testing.B, scans bool, interrupted int) {
+	if !scans {
+		b.ReportMetric(0, "scans")
+		return
+	}
+	b.ReportMetric(1, "scans")
+	b.ReportMetric(float64(interrupted), "interrupted")
+}
+
+// filterDims are the filters of the session list (docs/api.md), each absent or set to the
+// values listed; a combination takes one entry of each.
+func filterDims(parts int) [][]namedFilter {
+	mid := benchStart.Add(time.Duration(parts/2) * 3 * time.Second)
+	absent := namedFilter{}
+	return [][]namedFilter{
+		{absent, {"interval", func(f *Filter) { f.From, f.To = mid, mid.Add(time.Hour) }}},
+		{absent, {"user", func(f *Filter) { f.User = "carol2" }}},
+		{absent, {"role", func(f *Filter) { f.Role = "admin" }}},
+		{absent, {"flow", func(f *Filter) { f.Flow = "billing" }}},
+		{absent, {"ip", func(f *Filter) { f.IP = "10.7.0.7" }}},
+		{absent, {"request_id", func(f *Filter) { f.RequestID = fmt.Sprintf("%08x-%04x-req", parts/3, 2) }}},
+		{absent, {"method", func(f *Filter) { f.Method = "DELETE" }}},
+		{absent, {"2xx", func(f *Filter) { f.Status = Status{Class: 2, Set: true} }},
+			{"401", func(f *Filter) { f.Status = Status{Code: 401, Set: true} }}},
+		{absent, {"host", func(f *Filter) { f.Host = "api.example.com" }}},
+		{absent, {"path", func(f *Filter) { f.Path = "/api/orders/" }},
+			{"path_past_directory", func(f *Filter) { f.Path = "/api/items/x" }},
+			{"route", func(f *Filter) { f.Route = "/api/checkout" }}},
+		{absent, {"malicious", func(f *Filter) { f.Malicious = true }}},
+	}
+}
+
+// namedFilter sets one filter of a combination; the zero value leaves it absent.
+type namedFilter struct {
+	name string
+	set  func(*Filter)
+}
+
+// filterCombinations lists every combination of dims, named by the filters set.
+func filterCombinations(dims [][]namedFilter) (names []string, filters []Filter) {
+	names, filters = []string{""}, []Filter{{}}
+	for _, dim := range dims {
+		var nn []string
+		var ff []Filter
+		for i, f := range filters {
+			for _, v := range dim {
+				g, name := f, names[i]
+				if v.set != nil {
+					v.set(&g)
+					name += "+" + v.name
+				}
+				nn, ff = append(nn, name), append(ff, g)
+			}
+		}
+		names, filters = nn, ff
+	}
+	return names, filters
+}
+
+// BenchmarkQueryCombinations runs every combination of the session list's filters (2^9 x 3 x 4
+// = 6144) as the explore API does, once per iteration, and reports: for the lists an index
+// answers, the 99th percentile and the maximum of their runs (served-p99-ms, served-max-ms);
+// for those that scan, how many there are, the 99th percentile and the maximum of the runs
+// that answered and how many of those took longer than 100 ms, the runs interrupted at
+// scanBound and the latest interruption (interrupted-max-ms, the plan's probes included).
+// The slowest lists an index answers are logged.
+func BenchmarkQueryCombinations(b *testing.B) {
+	s, parts := openQueryDB(b)
+	names, filters := filterCombinations(filterDims(parts))
+	worst := make([]time.Duration, len(filters))
+	var served, answered []time.Duration
+	var interruptedMax time.Duration
+	scanning, interrupted := map[int]bool{}, 0
+	for b.Loop() {
+		for i, f := range filters {
+			d, scans, err := listTimed(s, ListQuery{Filter: f})
+			switch {
+			case scans && errors.Is(err, context.DeadlineExceeded):
+				interrupted++
+				interruptedMax = max(interruptedMax, d)
+			case err != nil:
+				b.Fatalf("%s: %v", names[i], err)
+			case scans:
+				answered = append(answered, d)
+			default:
+				served = append(served, d)
+				worst[i] = max(worst[i], d)
+			}
+			if scans {
+				scanning[i] = true
+			}
+		}
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	for _, runs := range []struct {
+		unit string
+		lat  []time.Duration
+	}{{"served", served}, {"scan-answered", answered}} {
+		if len(runs.lat) > 0 {
+			slices.Sort(runs.lat)
+			b.ReportMetric(ms(runs.lat[len(runs.lat)*99/100]), runs.unit+"-p99-ms")
+			b.ReportMetric(ms(runs.lat[len(runs.lat)-1]), runs.unit+"-max-ms")
+		}
+	}
+	slow, _ := slices.BinarySearch(answered, 100*time.Millisecond)
+	b.ReportMetric(float64(len(answered)-slow), "scan-answered-over-100ms")
+	b.ReportMetric(float64(len(scanning)), "scanning-combinations")
+	b.ReportMetric(float64(interrupted), "interrupted")
+	b.ReportMetric(ms(interruptedMax), "interrupted-max-ms")
+	order := make([]int, len(filters))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(worst[y], worst[x]) })
+	for _, i := range order[:min(10, len(order))] {
+		b.Logf("served in at most %6.1f ms: %s", ms(worst[i]), names[i])
 	}
 }
 

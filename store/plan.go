@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +10,11 @@ import (
 // fewParts is the candidate count below which the remaining facets are tested per part
 // rather than probed.
 const fewParts = 200
+
+// checkParts is the most candidates a list checks against their own request rows without
+// counting as a scan: a check reads a part's rows (tens of microseconds for ten requests), so
+// that probeParts of them could take longer than a list the indexes answer may.
+const checkParts = 500
 
 // facet is one list condition answered by part_values: a part has a value of kind that equals
 // one of eq or lies in one of the ranges.
@@ -114,65 +118,72 @@ func (f *Filter) facets() (out []facet, exact bool) {
 	return out, exact
 }
 
+// candidates is the set of parts a list query may return, while it is known completely: the
+// intersection of the complete lists of part ids probed so far.
+type candidates struct {
+	ids []int64
+	// complete is true once one list was complete; until then every part is a candidate.
+	complete bool
+}
+
+// intersect keeps the candidates that are in ids, a complete list.
+func (c *candidates) intersect(ids []int64) {
+	if !c.complete {
+		c.ids, c.complete = ids, true
+		return
+	}
+	slices.Sort(ids)
+	c.ids = slices.DeleteFunc(c.ids, func(id int64) bool {
+		_, found := slices.BinarySearch(ids, id)
+		return !found
+	})
+}
+
+// none reports whether no part can match.
+func (c *candidates) none() bool { return c.complete && len(c.ids) == 0 }
+
 // listConds adds to w (over parts p) the conditions that select the parts with a request that
-// matches f, and reports when no part can match.
+// matches f, and returns the candidates: complete when a probe listed them, and then possibly
+// none; checks is true when the conditions check each part's request rows.
 //
 // Each facet is first probed through part_values (kind, value, part_id): a selective value
 // lists its parts completely (at most s.probe of them), and the intersection of the complete
 // lists is the candidate set. Facets too common to list are tested per part instead, as the
-// list walks parts newest first; a page of matches then comes within few parts. Unless the
-// facets decide alone, each remaining part is checked against its own request rows, so that one
-// request matches every condition at once.
-func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty bool, err error) {
+// list walks parts newest first; a page of matches then comes within few parts, unless the
+// combination is rare, and then nothing but the deadline bounds the walk. Unless the facets
+// decide alone, each remaining part is checked against its own request rows, so that one
+// request matches every condition at once. A time interval alone scans too: a part that spans
+// the interval need not have a request inside it.
+func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candidates, checks bool, err error) {
 	facets, exact := f.facets()
-	var cand []int64
-	complete := false
-	intersect := func(ids []int64) {
-		if !complete {
-			cand, complete = ids, true
-			return
-		}
-		slices.Sort(ids)
-		cand = slices.DeleteFunc(cand, func(id int64) bool {
-			_, found := slices.BinarySearch(ids, id)
-			return !found
-		})
-	}
 	if f.RequestID != "" {
 		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
 		if err != nil {
-			return false, err
+			return c, false, err
 		}
 		if len(ids) <= s.probe {
-			intersect(ids)
-			if len(cand) == 0 {
-				return true, nil
-			}
+			c.intersect(ids)
 		}
 	}
 	var walk []facet
 	for _, fc := range facets {
+		if c.none() {
+			return c, false, nil
+		}
 		// A few candidates are cheaper to test one by one than another value to list.
-		if complete && len(cand) <= fewParts {
+		if c.complete && len(c.ids) <= fewParts {
 			walk = append(walk, fc)
 			continue
 		}
 		ids, ok, err := s.probeFacet(ctx, &fc)
 		if err != nil {
-			return false, err
+			return c, false, err
 		}
 		if !ok {
 			walk = append(walk, fc)
 			continue
 		}
-		intersect(ids)
-		if len(cand) == 0 {
-			return true, nil
-		}
-	}
-	if complete {
-		list, _ := json.Marshal(cand)
-		w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+		c.intersect(ids)
 	}
 	for _, fc := range walk {
 		cond, args := fc.sql()
@@ -184,7 +195,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (empty bo
 		f.where(rw, true)
 		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
 	}
-	return false, nil
+	return c, !exact, nil
 }
 
 // probeFacet lists the parts that have the facet's value, or reports ok false when more than
@@ -236,21 +247,27 @@ func (s *Store) probeFacet(ctx context.Context, fc *facet) (ids []int64, ok bool
 
 // probeIDs runs a query of part ids with the limit s.probe+1 appended to args.
 func (s *Store) probeIDs(ctx context.Context, q string, args ...any) ([]int64, error) {
-	rows, err := s.rdb.QueryContext(ctx, q, append(args, s.probe+1)...)
+	ids, err := s.queryIDs(ctx, q, append(args, s.probe+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	return ids, nil
+}
+
+// queryIDs runs a bounded query of part ids (readBounded).
+func (s *Store) queryIDs(ctx context.Context, q string, args ...any) ([]int64, error) {
+	rows, err := s.readBounded(ctx, q, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var ids []int64
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("store: list: %w", err)
+			return nil, err
 		}
 		ids = append(ids, id)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list: %w", err)
-	}
-	return ids, nil
+	return ids, rows.Err()
 }

@@ -150,6 +150,12 @@ func (w *sqlWhere) add(cond string, args ...any) {
 	w.args = append(w.args, args...)
 }
 
+// and adds o's conditions to w.
+func (w *sqlWhere) and(o *sqlWhere) {
+	w.conds = append(w.conds, o.conds...)
+	w.args = append(w.args, o.args...)
+}
+
 func (w *sqlWhere) String() string {
 	if len(w.conds) == 0 {
 		return "1"
@@ -179,62 +185,252 @@ const partCols = `p.id, p.session, p.part, p.first_seen, p.last_seen, p.rows, p.
 const partOrder = ` ORDER BY p.last_seen DESC, p.session DESC, p.part DESC`
 
 // List returns the session parts that have a request matching q.Filter, newest last_seen
-// first (then session and part, descending), from q.Cursor on.
+// first (then session and part, descending), from q.Cursor on: PlanList, then Run.
 func (s *Store) List(ctx context.Context, q ListQuery) (*Page, error) {
+	p, err := s.PlanList(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return p.Run(ctx)
+}
+
+// ListPlan is a list query whose filter indexes have been probed; Run reads its page.
+type ListPlan struct {
+	s *Store
+	// lo and hi bound the parts of the list by their keys (last_seen, session, part): lo <= key
+	// < hi, nil for no bound. Kept as one bound each, so that SQLite always walks parts_recent
+	// between them rather than along another bound, testing these for each entry.
+	lo, hi *listCursor
+	// base holds the other conditions on a part's own row; conds those on its values and
+	// requests.
+	base, conds sqlWhere
+	// cand lists the candidate parts when a probe listed them completely (nil otherwise).
+	cand  []int64
+	limit int
+	// empty is true when the probes showed that no part matches.
+	empty bool
+	scans bool
+}
+
+// PlanList checks q and probes the filter indexes for it (each probe reads at most probeParts+1
+// index entries), so that the caller learns whether the query scans before it runs.
+func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
-	limit := clampLimit(q.Limit, DefaultLimit, MaxLimit)
+	p := &ListPlan{s: s, limit: clampLimit(q.Limit, DefaultLimit, MaxLimit)}
 	f := &q.Filter
-	w := &sqlWhere{}
 	if !f.From.IsZero() {
-		w.add("p.last_seen >= ?", f.From.UnixMilli())
+		// Below every part that ends at from or later.
+		p.lo = &listCursor{Last: f.From.UnixMilli()}
 	}
 	if !f.To.IsZero() {
 		// No part spans longer than max_span, so a part that ends later than to+max_span began
 		// after to: the bound keeps the walk of parts_recent inside the interval.
-		w.add("p.first_seen <= ? AND p.last_seen <= ? + coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)",
-			f.To.UnixMilli(), f.To.UnixMilli())
+		var span int64
+		err := s.rdb.QueryRowContext(ctx, "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)").Scan(&span)
+		if err != nil {
+			return nil, fmt.Errorf("store: list: %w", err)
+		}
+		p.hi = &listCursor{Last: f.To.UnixMilli() + span + 1}
+		p.base.add("p.first_seen <= ?", f.To.UnixMilli())
 	}
 	if q.Cursor != "" {
 		c, err := decodeListCursor(q.Cursor)
 		if err != nil {
 			return nil, err
 		}
-		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", c.Last, c.Session, c.Part)
+		if p.hi == nil || c.before(p.hi) {
+			p.hi = &c
+		}
 	}
 	if f.requestConds() {
-		empty, err := s.listConds(ctx, f, w)
+		c, checks, err := s.listConds(ctx, f, &p.conds)
 		if err != nil {
 			return nil, err
 		}
-		if empty {
-			return &Page{Sessions: []*record.Session{}}, nil
+		p.empty = c.none()
+		p.scans = !c.complete || checks && len(c.ids) > checkParts
+		if c.complete {
+			p.cand = c.ids
 		}
 	}
-	query := "SELECT " + partCols + " FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?"
-	rows, err := s.rdb.QueryContext(ctx, query, append(w.args, limit+1)...)
+	return p, nil
+}
+
+// where is the plan's conditions on a part's own row, with its key in [lo, hi).
+func (p *ListPlan) where(lo, hi *listCursor) *sqlWhere {
+	w := &sqlWhere{}
+	if lo != nil {
+		w.add("(p.last_seen, p.session, p.part) >= (?, ?, ?)", lo.Last, lo.Session, lo.Part)
+	}
+	if hi != nil {
+		w.add("(p.last_seen, p.session, p.part) < (?, ?, ?)", hi.Last, hi.Session, hi.Part)
+	}
+	w.and(&p.base)
+	return w
+}
+
+// Scans reports whether Run may test many parts one by one: when the filters' values are too
+// common for the indexes to list the candidates, it tests parts newest first until its page is
+// full, so that how long it takes depends on how rare the combination is and nothing but ctx
+// bounds it; and more than checkParts candidates may each need a check of their request rows.
+// Callers give a scan a deadline and limit how many run at once. A list without request
+// filters, or with one selective value (a user, an IP, a request id, a value few parts have),
+// does not scan.
+func (p *ListPlan) Scans() bool { return p.scans }
+
+// Run reads the page. Every statement it runs is bounded, by the page size, candidateChunk
+// candidates or scanMost parts; ctx is checked between them, and Run returns its error once it
+// has ended.
+func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
+	if err := p.s.Ready(); err != nil {
+		return nil, err
+	}
+	if p.empty {
+		return &Page{Sessions: []*record.Session{}}, nil
+	}
+	var parts []*partRow
+	var err error
+	switch {
+	case p.cand != nil:
+		parts, err = p.candidateParts(ctx)
+	case p.scans:
+		parts, err = p.scanParts(ctx)
+	default:
+		// No request filter: the newest parts.
+		parts, err = p.s.listParts(ctx, p.where(p.lo, p.hi), p.limit+1)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
 	}
+	page := &Page{Sessions: make([]*record.Session, 0, min(len(parts), p.limit))}
+	for _, pr := range parts[:min(len(parts), p.limit)] {
+		page.Sessions = append(page.Sessions, pr.rec)
+	}
+	if len(parts) > p.limit {
+		last := page.Sessions[p.limit-1]
+		page.Next = encodeCursor(listCursor{Last: ms(last.LastSeen), Session: last.Session, Part: last.Part})
+	}
+	return page, nil
+}
+
+// A scan tests at most scanFirst parts with its first statement and twice as many with each
+// next one, up to scanMost: a common combination costs one short statement, and a rare one a
+// statement per scanMost parts (about ten milliseconds), between which the deadline is
+// checked.
+const (
+	scanFirst = 256
+	scanMost  = 512
+)
+
+// scanParts walks the parts in list order, testing each against the filter's conditions,
+// until it has found one more than a page. Each statement walks a chunk of parts, whose end is
+// looked up first on parts_recent, and stops at the end or once it has found what is missing.
+func (p *ListPlan) scanParts(ctx context.Context) ([]*partRow, error) {
+	var out []*partRow
+	hi := p.hi
+	for n := scanFirst; len(out) <= p.limit; n = min(2*n, scanMost) {
+		end, err := p.s.chunkEnd(ctx, p.where(p.lo, hi), n)
+		if err != nil {
+			return nil, err
+		}
+		lo := p.lo
+		if end != nil {
+			lo = end
+		}
+		w := p.where(lo, hi)
+		w.and(&p.conds)
+		parts, err := p.s.listParts(ctx, w, p.limit+1-len(out))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, parts...)
+		if end == nil {
+			break // the chunk ran to the last part
+		}
+		hi = end
+	}
+	return out, nil
+}
+
+// chunkEnd returns the n-th part in list order among those that meet w (conditions on the
+// parts row, which parts_recent answers alone), or nil when fewer remain.
+func (s *Store) chunkEnd(ctx context.Context, w *sqlWhere, n int) (*listCursor, error) {
+	rows, err := s.readBounded(ctx, "SELECT p.last_seen, p.session, p.part FROM parts p WHERE "+w.String()+partOrder+
+		" LIMIT 1 OFFSET ?", slices.Concat(w.args, []any{n - 1})...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
-	page := &Page{Sessions: make([]*record.Session, 0, min(limit, 64))}
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	var c listCursor
+	if err := rows.Scan(&c.Last, &c.Session, &c.Part); err != nil {
+		return nil, err
+	}
+	return &c, rows.Err()
+}
+
+// candidateChunk is how many candidates candidateParts tests with one statement.
+const candidateChunk = 64
+
+// candidateParts reads the page from the candidates: puts them in list order first (a lookup
+// of each and a sort, at most probeParts of them), then tests them chunk by chunk, so that a
+// page of common matches costs the tests of its first chunks only, and rare ones at most a
+// test of every candidate.
+func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
+	list, _ := json.Marshal(p.cand)
+	w := p.where(p.lo, p.hi)
+	w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+	ids, err := p.s.queryIDs(ctx, "SELECT p.id FROM parts p WHERE "+w.String()+partOrder, w.args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []*partRow
+	for start := 0; start < len(ids) && len(out) <= p.limit; start += candidateChunk {
+		chunk, _ := json.Marshal(ids[start:min(start+candidateChunk, len(ids))])
+		cw := &sqlWhere{}
+		cw.add("p.id IN (SELECT value FROM json_each(?))", string(chunk))
+		cw.and(&p.conds)
+		parts, err := p.s.listParts(ctx, cw, p.limit+1-len(out))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, parts...)
+	}
+	return out, nil
+}
+
+// listParts reads up to limit parts that meet w, in list order: a statement that w must bound.
+func (s *Store) listParts(ctx context.Context, w *sqlWhere, limit int) ([]*partRow, error) {
+	query := "SELECT " + partCols + " FROM parts p WHERE " + w.String() + partOrder + " LIMIT ?"
+	rows, err := s.readBounded(ctx, query, slices.Concat(w.args, []any{limit})...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*partRow
 	for rows.Next() {
 		pr, err := scanPart(rows)
 		if err != nil {
-			return nil, fmt.Errorf("store: list: %w", err)
+			return nil, err
 		}
-		if len(page.Sessions) == limit {
-			last := page.Sessions[limit-1]
-			page.Next = encodeCursor(listCursor{Last: ms(last.LastSeen), Session: last.Session, Part: last.Part})
-			break
-		}
-		page.Sessions = append(page.Sessions, pr.rec)
+		out = append(out, pr)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list: %w", err)
+	return out, rows.Err()
+}
+
+// readBounded runs a query whose work is bounded, once ctx is checked, without handing ctx to
+// the driver: modernc.org/sqlite discards a connection whose statement ctx interrupted, and
+// closing it (freeing its page cache) and opening the next cost more than the statement.
+// The list queries run bounded statements only and check ctx between them.
+func (s *Store) readBounded(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	return page, nil
+	return s.rdb.QueryContext(context.WithoutCancel(ctx), q, args...)
 }
 
 type partRow struct {
@@ -290,6 +486,11 @@ type listCursor struct {
 	Last    int64  `json:"l"`
 	Session string `json:"s"`
 	Part    string `json:"p"`
+}
+
+// before reports whether c comes before d in key order (after it in list order).
+func (c *listCursor) before(d *listCursor) bool {
+	return cmp.Or(cmp.Compare(c.Last, d.Last), strings.Compare(c.Session, d.Session), strings.Compare(c.Part, d.Part)) < 0
 }
 
 type partCursor struct {
@@ -384,9 +585,10 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
-	var cur partCursor
+	var after *partCursor
 	if q.Cursor != "" {
-		if err := decodeCursor(q.Cursor, &cur); err != nil {
+		after = &partCursor{}
+		if err := decodeCursor(q.Cursor, after); err != nil {
 			return nil, err
 		}
 	}
@@ -394,41 +596,54 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 	if err != nil {
 		return nil, err
 	}
-	v := &PartView{Session: pr.rec, Requests: []json.RawMessage{}}
+	v := &PartView{Session: pr.rec}
 	if err := s.stats(ctx, pr, &v.Stats); err != nil {
 		return nil, err
 	}
-	limit := clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit)
-	w := &sqlWhere{}
-	w.add("r.part_id = ?", pr.id)
-	if q.Cursor != "" {
-		w.add("(r.time, r.id) > (?, ?)", cur.Time, cur.ID)
+	reqs, last, more, err := s.requestPage(ctx, pr.id, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
+	if err != nil {
+		return nil, err
 	}
-	q.Filter.where(w, true)
+	v.Requests = reqs
+	if more {
+		v.Next = encodeCursor(last)
+	}
+	return v, nil
+}
+
+// requestPage reads up to limit requests of the part that match f, in time order, after the
+// request at after (nil: from the first). last is the position of the last one read; more is
+// true when further matching requests follow.
+func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after *partCursor, limit int) (
+	reqs []json.RawMessage, last partCursor, more bool, err error) {
+	w := &sqlWhere{}
+	w.add("r.part_id = ?", partID)
+	if after != nil {
+		w.add("(r.time, r.id) > (?, ?)", after.Time, after.ID)
+	}
+	f.where(w, true)
 	rows, err := s.rdb.QueryContext(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
 		" ORDER BY r.time, r.id LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
-		return nil, fmt.Errorf("store: read requests: %w", err)
+		return nil, last, false, fmt.Errorf("store: read requests: %w", err)
 	}
 	defer rows.Close()
-	var last partCursor
+	reqs = make([]json.RawMessage, 0, min(limit, 64))
 	for rows.Next() {
-		var id, t int64
-		var b []byte
-		if err := rows.Scan(&id, &t, &b); err != nil {
-			return nil, fmt.Errorf("store: read requests: %w", err)
-		}
-		if len(v.Requests) == limit {
-			v.Next = encodeCursor(last)
+		if len(reqs) == limit {
+			more = true
 			break
 		}
-		v.Requests = append(v.Requests, json.RawMessage(b))
-		last = partCursor{Time: t, ID: id}
+		var b []byte
+		if err := rows.Scan(&last.ID, &last.Time, &b); err != nil {
+			return nil, last, false, fmt.Errorf("store: read requests: %w", err)
+		}
+		reqs = append(reqs, b)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: read requests: %w", err)
+		return nil, last, false, fmt.Errorf("store: read requests: %w", err)
 	}
-	return v, nil
+	return reqs, last, more, nil
 }
 
 // stats counts the part's requests by method, status, client IP, flow, route and attack type
@@ -514,8 +729,13 @@ func topCounts(m map[string]int, total int) []Count {
 	return out
 }
 
+// eachPage is how many requests EachRequest reads at a time.
+const eachPage = 256
+
 // EachRequest calls fn with every request of the part that matches f, in time order, until fn
-// fails. It returns ErrNotFound, before any call, for an unknown part.
+// fails. It returns ErrNotFound, before any call, for an unknown part. Requests are read a page
+// at a time and fn is called between reads, so a slow fn (a client reading an export slowly)
+// never holds a database connection.
 func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter, fn func(*record.Request) error) error {
 	if err := s.Ready(); err != nil {
 		return err
@@ -524,32 +744,30 @@ func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter,
 	if err != nil {
 		return err
 	}
-	w := &sqlWhere{}
-	w.add("r.part_id = ?", pr.id)
-	f.where(w, true)
-	rows, err := s.rdb.QueryContext(ctx, "SELECT r.record FROM requests r WHERE "+w.String()+" ORDER BY r.time, r.id", w.args...)
-	if err != nil {
-		return fmt.Errorf("store: read requests: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return fmt.Errorf("store: read requests: %w", err)
-		}
-		var r record.Request
-		if err := json.Unmarshal(b, &r); err != nil {
-			return fmt.Errorf("store: decode request: %w", err)
-		}
-		if err := fn(&r); err != nil {
+	var after *partCursor
+	for {
+		reqs, last, more, err := s.requestPage(ctx, pr.id, &f, after, eachPage)
+		if err != nil {
 			return err
 		}
+		for _, b := range reqs {
+			var r record.Request
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("store: decode request: %w", err)
+			}
+			if err := fn(&r); err != nil {
+				return err
+			}
+		}
+		if !more {
+			return nil
+		}
+		after = &last
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("store: read requests: %w", err)
-	}
-	return nil
 }
+
+// Readers is how many queries can read at once: the read connections.
+func (s *Store) Readers() int { return s.rdb.Stats().MaxOpenConnections }
 
 // Found is a request found by its id, with the part it belongs to.
 type Found struct {
