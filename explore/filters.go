@@ -68,54 +68,8 @@ func parseQuery(q url.Values, allowed []string, maxLimit int) (query, error) {
 	f.User = q.Get("user")
 	f.Role = q.Get("role")
 	f.RequestID = q.Get("request_id")
-	f.Route = q.Get("route")
-	if v := q.Get("flow"); v != "" {
-		if !slices.Contains(config.Flows, v) {
-			return out, bad("flow %s is not a business flow; use one of %s", quote(v), strings.Join(config.Flows, ", "))
-		}
-		f.Flow = v
-	}
-	if v := q.Get("ip"); v != "" {
-		a, err := netip.ParseAddr(v)
-		if err != nil {
-			return out, bad("ip %s is not an IP address; use e.g. 203.0.113.7 or 2001:db8::1", quote(v))
-		}
-		f.IP = a.Unmap().String()
-	}
-	if v := q.Get("method"); v != "" {
-		if !isToken(v) {
-			return out, bad("method %s is not an HTTP method; use e.g. GET or POST", quote(v))
-		}
-		f.Method = strings.ToUpper(v)
-	}
-	if v := q.Get("status"); v != "" {
-		st, ok := parseStatus(v)
-		if !ok {
-			return out, bad("status %s is not a status code or class; use e.g. 404 or 4xx (0 = no response)", quote(v))
-		}
-		f.Status = st
-	}
-	if v := q.Get("host"); v != "" {
-		f.Host = strings.ToLower(v)
-	}
-	if v := q.Get("path"); v != "" {
-		if !strings.HasPrefix(v, "/") {
-			return out, bad("path %s does not begin with /; give the beginning of a path, e.g. /api/", quote(v))
-		}
-		f.Path = v
-	}
-	if f.Path != "" && f.Route != "" {
-		return out, bad("path and route are both given; use one of them")
-	}
-	if f.Route != "" && !strings.HasPrefix(f.Route, "/") {
-		return out, bad("route %s does not begin with /; give a route as the list shows it, e.g. /users/{id}", quote(f.Route))
-	}
-	switch v := q.Get("malicious"); v {
-	case "", "false":
-	case "true":
-		f.Malicious = true
-	default:
-		return out, bad("malicious %s is not true or false; use malicious=true or leave it out", quote(v))
+	if err := parseRequestFilters(q, f); err != nil {
+		return out, err
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -126,6 +80,61 @@ func parseQuery(q url.Values, allowed []string, maxLimit int) (query, error) {
 	}
 	out.cursor = q.Get("cursor")
 	return out, nil
+}
+
+// parseRequestFilters reads the filters that test a request's own fields into f: flow, ip,
+// method, status, host, path or route, malicious.
+func parseRequestFilters(q url.Values, f *store.Filter) error {
+	if v := q.Get("flow"); v != "" {
+		if !slices.Contains(config.Flows, v) {
+			return bad("flow %s is not a business flow; use one of %s", quote(v), strings.Join(config.Flows, ", "))
+		}
+		f.Flow = v
+	}
+	if v := q.Get("ip"); v != "" {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return bad("ip %s is not an IP address; use e.g. 203.0.113.7 or 2001:db8::1", quote(v))
+		}
+		f.IP = a.Unmap().String()
+	}
+	if v := q.Get("method"); v != "" {
+		if !isToken(v) {
+			return bad("method %s is not an HTTP method; use e.g. GET or POST", quote(v))
+		}
+		f.Method = strings.ToUpper(v)
+	}
+	if v := q.Get("status"); v != "" {
+		st, ok := parseStatus(v)
+		if !ok {
+			return bad("status %s is not a status code or class; use e.g. 404 or 4xx (0 = no response)", quote(v))
+		}
+		f.Status = st
+	}
+	if v := q.Get("host"); v != "" {
+		f.Host = strings.ToLower(v)
+	}
+	f.Route = q.Get("route")
+	if v := q.Get("path"); v != "" {
+		if !strings.HasPrefix(v, "/") {
+			return bad("path %s does not begin with /; give the beginning of a path, e.g. /api/", quote(v))
+		}
+		f.Path = v
+	}
+	if f.Path != "" && f.Route != "" {
+		return bad("path and route are both given; use one of them")
+	}
+	if f.Route != "" && !strings.HasPrefix(f.Route, "/") {
+		return bad("route %s does not begin with /; give a route as the list shows it, e.g. /users/{id}", quote(f.Route))
+	}
+	switch v := q.Get("malicious"); v {
+	case "", "false":
+	case "true":
+		f.Malicious = true
+	default:
+		return bad("malicious %s is not true or false; use malicious=true or leave it out", quote(v))
+	}
+	return nil
 }
 
 func parseTime(q url.Values, name string) (time.Time, error) {
