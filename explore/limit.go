@@ -14,8 +14,7 @@ import (
 // CSV exports, whose work no index bounds by a page. Each client address runs at most
 // perClient of them, so that one client cannot occupy the others' share; and at most
 // cap(scans) scans run in all, so that a read connection always remains for the other
-// queries (a scan holds one until it ends or its deadline interrupts it; an export holds one
-// only while it reads a page).
+// queries (a scan keeps one busy until it ends; an export only while it reads a page).
 type heavy struct {
 	perClient int
 	// wait bounds how long a scan waits for a slot; retryAfter is it in whole seconds, rounded
