@@ -96,8 +96,10 @@ func TestCheckpointWriterBoundsTheWAL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Without the writer's checkpoints the WAL would hold all 41 batches.
-	if st.Size() > 8*one {
+	// Without the writer's checkpoints the WAL would hold all 41 batches. A restart can be
+	// put off by a checkpoint that finds the WAL in use (a busy machine), so half of that is
+	// the bound: still far below what a WAL that was never restarted holds.
+	if st.Size() > 20*one {
 		t.Errorf("WAL is %d bytes after 41 batches; the first made it %d: it was never restarted", st.Size(), one)
 	}
 	p, err := s.List(context.Background(), ListQuery{Limit: 100})
