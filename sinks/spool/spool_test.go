@@ -391,3 +391,150 @@ func BenchmarkSpool(b *testing.B) {
 		})
 	}
 }
+
+// kept marks the entries the keep tests keep: those whose payload starts with "K".
+func kept(e []byte) bool { return len(e) > 0 && e[0] == 'K' }
+
+// TestKeepDeletesOthersFirst fills a spool with a kept entry in every four: making room deletes
+// the others, oldest first, never a kept one, and what is left comes out in the order it went in.
+func TestKeepDeletesOthersFirst(t *testing.T) {
+	t.Parallel()
+	// 16-byte entries (8 of header), 4 per 64-byte segment, 16 in the spool.
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
+	s.SetKeep(kept)
+	payload := func(i int) []byte {
+		if i%4 == 0 {
+			return fmt.Appendf(nil, "K%07d", i)
+		}
+		return fmt.Appendf(nil, "p%07d", i)
+	}
+	dropped := 0
+	for i := range 40 {
+		d, err := s.Append([][]byte{payload(i)})
+		if err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+		dropped += d
+		if s.Bytes() > 256 {
+			t.Fatalf("after %d appends the spool holds %d bytes, over its 256", i+1, s.Bytes())
+		}
+	}
+	if dropped+s.Len() != 40 {
+		t.Errorf("dropped %d and %d left, want the 40 appended accounted for", dropped, s.Len())
+	}
+	got := drain(t, s, 100)
+	var keptGot []string
+	for _, e := range got {
+		if e[0] == 'K' {
+			keptGot = append(keptGot, e)
+		}
+	}
+	var wantKept []string
+	for i := 0; i < 40; i += 4 {
+		wantKept = append(wantKept, string(payload(i)))
+	}
+	if !slices.Equal(keptGot, wantKept) {
+		t.Errorf("kept entries after the spool made room: %v, want all of %v", keptGot, wantKept)
+	}
+	if len(got) == 0 || got[len(got)-1] != string(payload(39)) {
+		t.Errorf("spool holds %v, want the newest entry last", got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i][1:] <= got[i-1][1:] {
+			t.Errorf("entries out of order: %v", got)
+			break
+		}
+	}
+}
+
+// TestKeepRefusesNewestWhenFull: once kept entries fill the spool, the newest are refused and
+// the oldest kept stay.
+func TestKeepRefusesNewestWhenFull(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
+	s.SetKeep(kept)
+	payload := func(i int) []byte { return fmt.Appendf(nil, "K%07d", i) }
+	for i := range 16 {
+		if _, err := s.Append([][]byte{payload(i)}); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	_, err := s.Append([][]byte{payload(16), []byte("p0000017")})
+	var full *spool.FullError
+	if !errors.As(err, &full) || !errors.Is(err, spool.ErrFull) || full.Written != 0 || full.Refused != 2 {
+		t.Fatalf("Append to a spool full of kept entries = %v, want a FullError refusing both", err)
+	}
+	var want []string
+	for i := range 16 {
+		want = append(want, string(payload(i)))
+	}
+	if got := drain(t, s, 100); !slices.Equal(got, want) {
+		t.Errorf("spool holds %v, want the 16 oldest kept entries", got)
+	}
+}
+
+// TestKeepSparesHandedOutAndHeld: entries handed out by Read and those under Hold survive room
+// being made, and their positions stay good, across a restart too.
+func TestKeepSparesHandedOutAndHeld(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := spool.Options{MaxBytes: 256, SegmentBytes: 128}
+	s, _ := open(t, dir, opts)
+	s.SetKeep(kept)
+	payload := func(i int) []byte { return fmt.Appendf(nil, "p%07d", i) }
+	for i := range 16 {
+		s.Append([][]byte{payload(i)})
+	}
+	out, next, _, err := s.Read(2, 1<<20) // p0, p1 handed out
+	if err != nil || len(out) != 2 {
+		t.Fatalf("Read = %d, %v", len(out), err)
+	}
+	s.Hold(3) // p0 … p2 protected
+	d, err := s.Append([][]byte{payload(16), payload(17)})
+	if err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if d != 5 {
+		t.Errorf("Append deleted %d entries, want 5 (p3 … p7 of the head segment)", d)
+	}
+	if err := s.Commit(next[1]); err != nil {
+		t.Fatalf("Commit of handed-out entries after room was made: %v", err)
+	}
+	s.Close()
+	s2, rec := open(t, dir, opts)
+	s2.SetKeep(kept)
+	if rec.Entries != 11-2+2 || rec.CorruptEntries != 0 {
+		t.Errorf("reopened spool reports %+v, want 11 entries and no damage", rec)
+	}
+	want := []string{"p0000002", "p0000008", "p0000009", "p0000010", "p0000011", "p0000012", "p0000013", "p0000014", "p0000015", "p0000016", "p0000017"}
+	if got := drain(t, s2, 100); !slices.Equal(got, want) {
+		t.Errorf("after room was made and a restart the spool holds %v, want %v", got, want)
+	}
+}
+
+// TestUnfinishedCompactionIsRemoved: a rewritten segment a crash left beside its original is
+// removed on Open; the original is used.
+func TestUnfinishedCompactionIsRemoved(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, _ := open(t, dir, spool.Options{MaxBytes: 1 << 20})
+	s.Append(entries(0, 3))
+	s.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v, want 1", segs)
+	}
+	if err := os.WriteFile(segs[0]+".tmp", []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2, rec := open(t, dir, spool.Options{MaxBytes: 1 << 20})
+	if rec.Entries != 3 {
+		t.Errorf("reopened spool reports %+v, want 3 entries", rec)
+	}
+	if _, err := os.Stat(segs[0] + ".tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the unfinished segment is still there (%v)", err)
+	}
+	if got := drain(t, s2, 10); !slices.Equal(got, names(0, 3)) {
+		t.Errorf("spool holds %v", got)
+	}
+}

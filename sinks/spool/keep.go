@@ -1,0 +1,229 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// ErrFull is what a *FullError wraps: a spool with a keep function had no room left but for the
+// entries it keeps.
+var ErrFull = errors.New("spool: full of entries it keeps")
+
+// FullError is Append's error when a spool with a keep function refused entries: the first
+// Written were appended, the Refused after them were not.
+type FullError struct {
+	Written, Refused int
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("spool: full of entries it keeps; %d entries refused", e.Refused)
+}
+
+func (e *FullError) Unwrap() error { return ErrFull }
+
+// SetKeep makes the spool keep the entries keep reports true for when it must make room. Instead
+// of deleting its oldest segments whole, Append then deletes the other entries of its oldest
+// segments (each segment is rewritten with the entries it keeps, so their order never changes),
+// and once the kept entries alone leave no room it refuses the newest entries rather than delete
+// a kept one (a *FullError). Entries handed out by Read and not committed, and those Hold
+// protects, are never deleted either. keep is called with payloads under the spool's lock and
+// must be quick; nil restores whole-segment deletion. Call it before the first Append.
+func (s *Spool) SetKeep(keep func(entry []byte) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keep = keep
+	s.dirty()
+}
+
+// Hold protects the n entries after the last committed one from being deleted for room (with a
+// keep function) until they are committed; a later Hold replaces it. The caller holds entries it
+// counts on finding first in line, such as copies of records it is still writing elsewhere.
+func (s *Spool) Hold(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = max(n, 0)
+	s.dirty()
+}
+
+// dirty forgets which segments were found clean: what is protected changed.
+func (s *Spool) dirty() {
+	for i := range s.segs {
+		s.segs[i].clean = false
+	}
+}
+
+// makeRoomKeeping makes room for entries by deleting entries the keep function does not keep,
+// oldest segments first. It returns the deleted count and the leading entries that fit; refused
+// is how many after them do not.
+func (s *Spool) makeRoomKeeping(entries [][]byte) (deleted int, fit [][]byte, refused int, err error) {
+	var need int64
+	for _, e := range entries {
+		need += int64(len(e)) + headerBytes
+	}
+	for i := 0; s.total+need > s.maxBytes && i < len(s.segs); {
+		if s.segs[i].clean {
+			i++
+			continue
+		}
+		n := len(s.segs)
+		d, err := s.compact(i)
+		deleted += d
+		if err != nil {
+			return deleted, nil, 0, err
+		}
+		if len(s.segs) == n {
+			i++
+		}
+	}
+	room := s.maxBytes - s.total
+	k := 0
+	for ; k < len(entries); k++ {
+		room -= int64(len(entries[k])) + headerBytes
+		if room < 0 {
+			break
+		}
+	}
+	return deleted, entries[:k], len(entries) - k, nil
+}
+
+// protected is the number of leading entries of segment i that compaction leaves alone: in the
+// head, those handed out or committed; from the committed ones on, those Hold protects.
+func (s *Spool) protected(i int) int {
+	if len(s.segs) == 0 {
+		return 0
+	}
+	held := s.held
+	head := s.segs[0]
+	p0 := min(max(s.read.n, s.commit.n+held), head.entries)
+	if s.read.seq != head.seq {
+		p0 = min(s.commit.n+held, head.entries)
+	}
+	if i == 0 {
+		return p0
+	}
+	held -= head.entries - s.commit.n
+	for j := 1; j < i && held > 0; j++ {
+		held -= s.segs[j].entries
+	}
+	return min(max(held, 0), s.segs[i].entries)
+}
+
+// compact rewrites segment i without the entries after its protected ones that the keep
+// function does not keep, and returns how many it deleted. The new file replaces the old one
+// by rename, so a crash leaves one or the other; its protected entries keep their offsets, so
+// the read and commit positions and the cursor stay valid. A segment left empty is removed.
+func (s *Spool) compact(i int) (int, error) {
+	sg := &s.segs[i]
+	data, err := s.readSegment(sg)
+	if err != nil {
+		return 0, err
+	}
+	keepFirst := s.protected(i)
+	r := bytes.NewReader(data)
+	var payload []byte
+	for range keepFirst {
+		if payload, err = readEntry(r, payload[:0]); err != nil {
+			break
+		}
+	}
+	// The kept entries are moved down in data itself: what is written never passes what is
+	// read, since every entry written was read first.
+	out := data[:len(data)-r.Len()]
+	kept, deleted := keepFirst, 0
+	for err == nil && r.Len() > 0 {
+		if payload, err = readEntry(r, payload[:0]); err != nil {
+			break
+		}
+		if s.keep(payload) {
+			out = appendEntry(out, payload)
+			kept++
+		} else {
+			deleted++
+		}
+	}
+	sg.clean = true
+	if err != nil || deleted == 0 {
+		// A damaged segment is left as it is, for the reader to cut and count.
+		return 0, nil
+	}
+	if err := s.replaceSegment(i, out, kept); err != nil {
+		return 0, err
+	}
+	return deleted, nil
+}
+
+// readSegment reads a whole segment into the compaction buffer.
+func (s *Spool) readSegment(sg *segment) ([]byte, error) {
+	if int64(cap(s.cbuf)) < sg.bytes {
+		s.cbuf = make([]byte, sg.bytes)
+	}
+	data := s.cbuf[:sg.bytes]
+	f, err := os.Open(s.segPath(sg.seq))
+	if err != nil {
+		return nil, fmt.Errorf("spool: open segment to make room: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(data, 0); err != nil {
+		return nil, fmt.Errorf("spool: read segment to make room: %w", err)
+	}
+	return data, nil
+}
+
+// replaceSegment makes data, holding entries entries, segment i's content. data lives in the
+// compaction buffer, whose start it shares: it is written out before anything reuses it.
+func (s *Spool) replaceSegment(i int, data []byte, entries int) error {
+	sg := &s.segs[i]
+	path := s.segPath(sg.seq)
+	if s.r != nil && s.rseq == sg.seq {
+		s.r.Close()
+		s.r = nil
+	}
+	if i == len(s.segs)-1 && s.w != nil {
+		s.w.Close()
+		s.w = nil
+	}
+	if entries == 0 && (i > 0 || len(s.segs) > 1) {
+		if i == 0 {
+			return s.removeHead()
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: remove segment: %w", err)
+		}
+		s.total -= sg.bytes
+		s.segs = append(s.segs[:i], s.segs[i+1:]...)
+		return nil
+	}
+	tmp := path + tmpSuffix
+	if err := s.writeFile(tmp, data); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool: replace segment: %w", err)
+	}
+	s.total += int64(len(data)) - sg.bytes
+	sg.bytes, sg.entries = int64(len(data)), entries
+	return nil
+}
+
+func (s *Spool) writeFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+	if err != nil {
+		return fmt.Errorf("spool: write segment: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil && s.sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("spool: write segment: %w", err)
+	}
+	return nil
+}
