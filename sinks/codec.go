@@ -10,11 +10,19 @@ import (
 )
 
 // Spool entries are one type byte followed by the record's JSON, so that a record whose Kind
-// field is empty or wrong still comes back as the type it was.
+// field is empty or wrong still comes back as the type it was. Evidence (a malicious request, a
+// final session record) has its own upper-case tags, which a full spool reads to keep it.
 const (
-	tagRequest = 'r'
-	tagSession = 's'
+	tagRequest         = 'r'
+	tagSession         = 's'
+	tagRequestEvidence = 'R'
+	tagSessionEvidence = 'S'
 )
+
+// isEvidenceEntry reports whether a spool entry holds evidence: the spool's keep function.
+func isEvidenceEntry(e []byte) bool {
+	return len(e) > 0 && (e[0] == tagRequestEvidence || e[0] == tagSessionEvidence)
+}
 
 // encodeEntry renders rec as a spool entry: its tag, then its JSON with the Kind it holds.
 func encodeEntry(rec record.Record) ([]byte, error) {
@@ -27,12 +35,20 @@ func encodeEntry(rec record.Record) ([]byte, error) {
 		if r == nil {
 			return nil, errors.New("nil request record")
 		}
-		b, err = r.AppendJSON(append(b, tagRequest))
+		tag := byte(tagRequest)
+		if r.Malicious {
+			tag = tagRequestEvidence
+		}
+		b, err = r.AppendJSON(append(b, tag))
 	case *record.Session:
 		if r == nil {
 			return nil, errors.New("nil session record")
 		}
-		b = r.AppendJSON(append(b, tagSession))
+		tag := byte(tagSession)
+		if r.Final {
+			tag = tagSessionEvidence
+		}
+		b = r.AppendJSON(append(b, tag))
 	default:
 		return nil, fmt.Errorf("record type %T cannot be spooled", rec)
 	}
@@ -49,14 +65,14 @@ func decodeEntry(e []byte) (record.Record, error) {
 		return nil, errors.New("spool entry too short")
 	}
 	switch e[0] {
-	case tagRequest:
+	case tagRequest, tagRequestEvidence:
 		var r record.Request
 		if err := json.Unmarshal(e[1:], &r); err != nil {
 			return nil, fmt.Errorf("decode request record: %w", err)
 		}
 		r.Kind = record.KindRequest
 		return &r, nil
-	case tagSession:
+	case tagSession, tagSessionEvidence:
 		var s record.Session
 		if err := json.Unmarshal(e[1:], &s); err != nil {
 			return nil, fmt.Errorf("decode session record: %w", err)

@@ -191,3 +191,40 @@ func BenchmarkMarshalRecord(b *testing.B) {
 		})
 	}
 }
+
+// TestSpoolEntriesMarkEvidence: a malicious request and a final session record are spooled with
+// the evidence tags a full spool keeps, and every entry reads back as the record it was.
+func TestSpoolEntriesMarkEvidence(t *testing.T) {
+	t.Parallel()
+	attack := codecRequest()
+	attack.Malicious = true
+	final := codecSession() // ended idle
+	snapshot := codecSession()
+	snapshot.Final, snapshot.EndReason = false, ""
+	for _, tc := range []struct {
+		name     string
+		rec      record.Record
+		evidence bool
+	}{
+		{"a plain request", codecRequest(), false},
+		{"a malicious request", attack, true},
+		{"a snapshot of a session", snapshot, false},
+		{"a final session record", final, true},
+	} {
+		e, err := encodeEntry(tc.rec)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := isEvidenceEntry(e); got != tc.evidence || (classOf(tc.rec) == evidence) != tc.evidence {
+			t.Errorf("%s: entry is evidence %v, class %v; want %v", tc.name, got, classOf(tc.rec), tc.evidence)
+		}
+		back, err := decodeEntry(e)
+		if err != nil {
+			t.Fatalf("%s: decode: %v", tc.name, err)
+		}
+		want, _ := MarshalRecord(tc.rec)
+		if got, _ := MarshalRecord(back); !bytes.Equal(got, want) {
+			t.Errorf("%s: read back as %s, want %s", tc.name, got, want)
+		}
+	}
+}

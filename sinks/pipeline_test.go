@@ -69,7 +69,7 @@ func TestBlockedOutputDelaysNobody(t *testing.T) {
 		p.Emit(r)
 	}
 	st := p.Stats()[0]
-	if want := (sinks.OutputStats{Name: "blocked", Queued: 4, Accepted: 5, Dropped: 10}); st != want {
+	if want := (sinks.OutputStats{Name: "blocked", Queued: 4, Accepted: 5, Dropped: 10, Drops: drops(sinks.DropQueueFull, 10)}); st != want {
 		t.Errorf("blocked output stats = %+v, want %+v", st, want)
 	}
 	// The healthy output delivers everything while the other is still stuck.
@@ -92,7 +92,7 @@ func TestBlockedOutputDelaysNobody(t *testing.T) {
 		t.Errorf("blocked output delivered %v after release, want the 5 it accepted", got)
 	}
 	st = p.Stats()[0]
-	if want := (sinks.OutputStats{Name: "blocked", Accepted: 5, Delivered: 5, Dropped: 10}); st != want {
+	if want := (sinks.OutputStats{Name: "blocked", Accepted: 5, Delivered: 5, Dropped: 10, Drops: drops(sinks.DropQueueFull, 10)}); st != want {
 		t.Errorf("blocked output stats after shutdown = %+v, want %+v", st, want)
 	}
 }
@@ -235,7 +235,7 @@ func TestShutdownDeadlineWithHungSink(t *testing.T) {
 					t.Errorf("second Shutdown = %v, want the first call's result", again)
 				}
 				st := p.Stats()
-				if want := (sinks.OutputStats{Name: "hung", Accepted: 7, Dropped: 7}); st[0] != want {
+				if want := (sinks.OutputStats{Name: "hung", Accepted: 7, Dropped: 7, Drops: drops(sinks.DropShutdown, 7)}); st[0] != want {
 					t.Errorf("hung output stats = %+v, want %+v", st[0], want)
 				}
 				if want := (sinks.OutputStats{Name: "healthy", Accepted: 7, Delivered: 7}); st[1] != want {
@@ -279,7 +279,7 @@ func TestEmitAfterShutdown(t *testing.T) {
 		// clock lets every line out.
 		time.Sleep(time.Minute)
 		synctest.Wait()
-		if want := (sinks.OutputStats{Name: "s", Dropped: 3}); p.Stats()[0] != want {
+		if want := (sinks.OutputStats{Name: "s", Dropped: 3, Drops: drops(sinks.DropShutdown, 3)}); p.Stats()[0] != want {
 			t.Errorf("stats = %+v, want %+v", p.Stats()[0], want)
 		}
 		if len(s.ids()) != 0 || s.writes != 0 {
