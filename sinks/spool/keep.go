@@ -1,9 +1,10 @@
 package spool
 
 import (
-	"bytes"
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 )
@@ -114,67 +115,50 @@ func (s *Spool) protected(i int) int {
 // compact rewrites segment i without the entries after its protected ones that the keep
 // function does not keep, and returns how many it deleted. The new file replaces the old one
 // by rename, so a crash leaves one or the other; its protected entries keep their offsets, so
-// the read and commit positions and the cursor stay valid. A segment left empty is removed.
+// the read and commit positions and the cursor stay valid. A segment left empty is removed. A
+// damaged segment is left as it is, for the reader to cut and count.
 func (s *Spool) compact(i int) (int, error) {
 	sg := &s.segs[i]
-	data, err := s.readSegment(sg)
+	sg.clean = true
+	src, err := os.Open(s.segPath(sg.seq))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("spool: open segment to make room: %w", err)
 	}
+	defer src.Close()
+	r := newEntryReader(src, 0, sg.bytes)
 	keepFirst := s.protected(i)
-	r := bytes.NewReader(data)
 	var payload []byte
 	for range keepFirst {
-		if payload, err = readEntry(r, payload[:0]); err != nil {
-			break
+		if payload, err = r.next(payload); err != nil {
+			return 0, nil
 		}
 	}
-	// The kept entries are moved down in data itself: what is written never passes what is
-	// read, since every entry written was read first.
-	out := data[:len(data)-r.Len()]
+	prefix := r.off
+	// A first pass decides; most segments of a flood are rewritten, so reading twice costs
+	// less than holding a whole segment in memory.
 	kept, deleted := keepFirst, 0
-	for err == nil && r.Len() > 0 {
-		if payload, err = readEntry(r, payload[:0]); err != nil {
-			break
+	for r.off < sg.bytes {
+		if payload, err = r.next(payload); err != nil {
+			return 0, nil
 		}
 		if s.keep(payload) {
-			out = appendEntry(out, payload)
 			kept++
 		} else {
 			deleted++
 		}
 	}
-	sg.clean = true
-	if err != nil || deleted == 0 {
-		// A damaged segment is left as it is, for the reader to cut and count.
+	if deleted == 0 {
 		return 0, nil
 	}
-	if err := s.replaceSegment(i, out, kept); err != nil {
+	if err := s.replaceSegment(i, src, prefix, kept); err != nil {
 		return 0, err
 	}
 	return deleted, nil
 }
 
-// readSegment reads a whole segment into the compaction buffer.
-func (s *Spool) readSegment(sg *segment) ([]byte, error) {
-	if int64(cap(s.cbuf)) < sg.bytes {
-		s.cbuf = make([]byte, sg.bytes)
-	}
-	data := s.cbuf[:sg.bytes]
-	f, err := os.Open(s.segPath(sg.seq))
-	if err != nil {
-		return nil, fmt.Errorf("spool: open segment to make room: %w", err)
-	}
-	defer f.Close()
-	if _, err := f.ReadAt(data, 0); err != nil {
-		return nil, fmt.Errorf("spool: read segment to make room: %w", err)
-	}
-	return data, nil
-}
-
-// replaceSegment makes data, holding entries entries, segment i's content. data lives in the
-// compaction buffer, whose start it shares: it is written out before anything reuses it.
-func (s *Spool) replaceSegment(i int, data []byte, entries int) error {
+// replaceSegment makes segment i hold the first prefix bytes of src and then the entries after
+// them that the keep function keeps, kept entries in all.
+func (s *Spool) replaceSegment(i int, src *os.File, prefix int64, kept int) error {
 	sg := &s.segs[i]
 	path := s.segPath(sg.seq)
 	if s.r != nil && s.rseq == sg.seq {
@@ -185,7 +169,7 @@ func (s *Spool) replaceSegment(i int, data []byte, entries int) error {
 		s.w.Close()
 		s.w = nil
 	}
-	if entries == 0 && (i > 0 || len(s.segs) > 1) {
+	if kept == 0 && (i > 0 || len(s.segs) > 1) {
 		if i == 0 {
 			return s.removeHead()
 		}
@@ -197,33 +181,70 @@ func (s *Spool) replaceSegment(i int, data []byte, entries int) error {
 		return nil
 	}
 	tmp := path + tmpSuffix
-	if err := s.writeFile(tmp, data); err != nil {
-		os.Remove(tmp)
-		return err
+	size, err := s.writeKept(tmp, src, prefix, sg.bytes)
+	if err == nil {
+		err = os.Rename(tmp, path)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("spool: replace segment: %w", err)
+		return fmt.Errorf("spool: rewrite segment: %w", err)
 	}
-	s.total += int64(len(data)) - sg.bytes
-	sg.bytes, sg.entries = int64(len(data)), entries
+	s.total += size - sg.bytes
+	sg.bytes, sg.entries = size, kept
 	return nil
 }
 
-func (s *Spool) writeFile(path string, data []byte) error {
+// writeKept writes path: the first prefix bytes of src, then the kept entries of the rest up to
+// end. It returns the size written.
+func (s *Spool) writeKept(path string, src *os.File, prefix, end int64) (int64, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
 	if err != nil {
-		return fmt.Errorf("spool: write segment: %w", err)
+		return 0, err
 	}
-	_, err = f.Write(data)
-	if err == nil && s.sync {
-		err = f.Sync()
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 64<<10)
+	if _, err := io.Copy(w, io.NewSectionReader(src, 0, prefix)); err != nil {
+		return 0, err
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	size := prefix
+	r := newEntryReader(src, prefix, end)
+	var payload, entry []byte
+	for r.off < end {
+		if payload, err = r.next(payload); err != nil {
+			return 0, err
+		}
+		if s.keep(payload) {
+			entry = appendEntry(entry[:0], payload)
+			w.Write(entry)
+			size += int64(len(entry))
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("spool: write segment: %w", err)
+	if err := w.Flush(); err != nil {
+		return 0, err
 	}
-	return nil
+	if s.sync {
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+	}
+	return size, f.Close()
+}
+
+// entryReader reads the entries of a segment in order, buffered, keeping their offset.
+type entryReader struct {
+	br  *bufio.Reader
+	off int64
+}
+
+func newEntryReader(f *os.File, from, to int64) *entryReader {
+	return &entryReader{br: bufio.NewReaderSize(io.NewSectionReader(f, from, to-from), 256<<10), off: from}
+}
+
+// next reads the next entry's payload into buf.
+func (r *entryReader) next(buf []byte) ([]byte, error) {
+	p, err := readEntry(r.br, buf[:0])
+	if err == nil {
+		r.off += headerBytes + int64(len(p))
+	}
+	return p, err
 }

@@ -115,7 +115,6 @@ type Spool struct {
 	// entries after the committed ones it must not delete for room (Hold).
 	keep func([]byte) bool
 	held int
-	cbuf []byte // compaction's buffer
 }
 
 // Open opens (creating it if needed) the spool in dir, scans what it holds and cuts away a torn
