@@ -192,31 +192,35 @@ func BenchmarkMarshalRecord(b *testing.B) {
 	}
 }
 
-// TestSpoolEntriesMarkEvidence: a malicious request and a final session record are spooled with
-// the evidence tags a full spool keeps, and every entry reads back as the record it was.
+// TestSpoolEntriesMarkEvidence: each record is spooled with the tag of its class, which a full
+// spool ranks it by, and every entry reads back as the record it was.
 func TestSpoolEntriesMarkEvidence(t *testing.T) {
 	t.Parallel()
-	attack := codecRequest()
-	attack.Malicious = true
-	final := codecSession() // ended idle
+	malicious := codecRequest()
+	malicious.Malicious = true
+	finalRec := codecSession() // ended idle, no attack
+	finalRec.Malicious = 0
 	snapshot := codecSession()
-	snapshot.Final, snapshot.EndReason = false, ""
+	snapshot.Final, snapshot.EndReason, snapshot.Malicious = false, "", 0
+	attacked := codecSession()
+	attacked.Final, attacked.EndReason, attacked.Malicious = false, "", 2
 	for _, tc := range []struct {
-		name     string
-		rec      record.Record
-		evidence bool
+		name string
+		rec  record.Record
+		cl   class
 	}{
-		{"a plain request", codecRequest(), false},
-		{"a malicious request", attack, true},
-		{"a snapshot of a session", snapshot, false},
-		{"a final session record", final, true},
+		{"a plain request", codecRequest(), plain},
+		{"a malicious request", malicious, attack},
+		{"a snapshot of a session", snapshot, plain},
+		{"a final session record", finalRec, final},
+		{"a snapshot of an attacked session", attacked, attack},
 	} {
 		e, err := encodeEntry(tc.rec)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if got := isEvidenceEntry(e); got != tc.evidence || (classOf(tc.rec) == evidence) != tc.evidence {
-			t.Errorf("%s: entry is evidence %v, class %v; want %v", tc.name, got, classOf(tc.rec), tc.evidence)
+		if got := entryRank(e); got != int(tc.cl) || classOf(tc.rec) != tc.cl {
+			t.Errorf("%s: entry rank %d, class %d; want %d", tc.name, got, classOf(tc.rec), tc.cl)
 		}
 		back, err := decodeEntry(e)
 		if err != nil {

@@ -68,8 +68,9 @@ func checkAccounts(t *testing.T, st sinks.OutputStats, offered uint64) {
 }
 
 // TestFullQueueKeepsEvidence fills the queue of a stuck sink: plain records are refused once it
-// is full, evidence takes the place of the oldest plain records, and once the queue holds only
-// evidence, new evidence is refused. What is delivered keeps the order of the offers.
+// is full, evidence takes the place of the oldest plain records, a final session record gives
+// way to a record of an attack once no plain record is left, and a queue holding only attack
+// records refuses even those. What is delivered keeps the order of the offers.
 func TestFullQueueKeepsEvidence(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -93,11 +94,13 @@ func TestFullQueueKeepsEvidence(t *testing.T) {
 		for i := range 5 {
 			emit(attackReq("s_d", 20+i)) // 4 … 8 make room for 20 … 24
 		}
-		emit(attackReq("s_d", 25)) // the queue is all evidence now: refused
-		emit(plainReq("s_a", 26))  // refused
+		emit(finalSession("s_e"))  // refused: nothing below a final record is left
+		emit(attackReq("s_d", 25)) // takes the place of the final record of s_c
+		emit(attackReq("s_d", 26)) // refused: the queue holds only attack records
+		emit(plainReq("s_a", 27))  // refused
 		st = p.Stats()[0]
-		if st.Drops[sinks.DropEvictedForEvidence] != 8 || st.Drops[sinks.DropQueueFull] != 3 || st.EvidenceDropped != 1 {
-			t.Errorf("with the queue full of evidence stats = %+v, want 8 evicted, 3 refused of which 1 evidence", st)
+		if st.Drops[sinks.DropEvictedForEvidence] != 9 || st.Drops[sinks.DropQueueFull] != 4 || st.EvidenceDropped != 3 {
+			t.Errorf("with the queue full of attack records stats = %+v, want 9 evicted, 4 refused, 3 of the drops evidence", st)
 		}
 		close(stuck.gate)
 		go func() {
@@ -108,7 +111,7 @@ func TestFullQueueKeepsEvidence(t *testing.T) {
 			t.Fatal(err)
 		}
 		close(stuck.started)
-		want := []string{"0", "10", "end:s_c", "11", "20", "21", "22", "23", "24"}
+		want := []string{"0", "10", "11", "20", "21", "22", "23", "24", "25"}
 		if got := labels(stuck); !slices.Equal(got, want) {
 			t.Errorf("delivered %v, want %v", got, want)
 		}

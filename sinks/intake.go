@@ -8,25 +8,45 @@ import (
 	"github.com/apisessions/apisessions/sessions/record"
 )
 
-// A record's class decides what a full queue gives up first: evidence (the record of a
-// malicious request, the final record of a session part) is kept before plain records.
+// A record's class decides what a full queue gives up first: plain records, then the final
+// records of session parts, never records of an attack while it holds anything else. Final and
+// attack records are the evidence.
 type class uint8
 
 const (
+	// plain: a request record that is not malicious, a snapshot of a part without attack.
 	plain class = iota
-	evidence
+	// final: the final record of a session part without attack.
+	final
+	// attack: the record of a malicious request, or a session record of a part that had one.
+	// A flood of new session keys ends a part per key, so final records alone do not single
+	// out the part of the attack it may hide.
+	attack
+	numClasses
 )
 
-// classOf tells evidence from plain records; it costs a type switch.
+// evidence is 1 for evidence, 0 for a plain record: what the drop counters add.
+func (c class) evidence() int {
+	if c >= final {
+		return 1
+	}
+	return 0
+}
+
+// classOf ranks a record; it costs a type switch.
 func classOf(rec record.Record) class {
 	switch r := rec.(type) {
 	case *record.Request:
 		if r != nil && r.Malicious {
-			return evidence
+			return attack
 		}
 	case *record.Session:
-		if r != nil && r.Final {
-			return evidence
+		switch {
+		case r == nil:
+		case r.Malicious > 0:
+			return attack
+		case r.Final:
+			return final
 		}
 	}
 	return plain
@@ -37,18 +57,18 @@ type offered uint8
 
 const (
 	offerTaken   offered = iota // queued
-	offerEvicted                // queued in place of the oldest plain record, which is dropped
-	offerFull                   // dropped: the queue is full (of evidence, for an evidence record)
+	offerEvicted                // queued in place of the oldest record of a lower class, dropped
+	offerFull                   // dropped: the queue is full (of records of its class or higher)
 	offerFlood                  // dropped: its session key is over its budget (floodBudget)
 )
 
-// intake is the in-memory front every queue has: two lanes, evidence and plain, bounded together
-// by the queue size. Records come out in the order they were offered, whatever their lane (each
-// carries a sequence number; the reader merges the two heads). A full intake refuses a plain
-// record and makes room for an evidence record by dropping the oldest plain one, so the head of
-// the plain lane is all that eviction ever touches. While the sink is behind (the intake half
-// full, or spilling to a spool), floodBudget refuses the plain records of a session key that adds
-// far more than the others.
+// intake is the in-memory front every queue has: a lane per class, bounded together by the queue
+// size. Records come out in the order they were offered, whatever their lane (each carries a
+// sequence number; the reader merges the heads). A full intake refuses a plain record and makes
+// room for evidence by dropping the oldest record of the lowest class below it, so the heads of
+// the lanes are all that eviction ever touches. While the sink is behind (the intake half full,
+// or spilling to a spool), floodBudget refuses the plain records of a session key that adds far
+// more than the others.
 //
 // Offer takes a mutex for a few field updates, allocates nothing and never waits for the
 // reader; one reader at a time (the worker, or a spool queue's helper) takes records out. A
@@ -69,8 +89,8 @@ type intake struct {
 	ready chan struct{}
 
 	mu     sync.Mutex
-	lanes  [2]lane // indexed by class
-	seq    uint64  // of the last record queued
+	lanes  [numClasses]lane
+	seq    uint64 // of the last record queued
 	closed bool
 	// want is how many queued records the waiting reader waits for (0: none waits): a reader
 	// filling a batch is woken once the batch can be completed, not for every record.
@@ -129,25 +149,30 @@ func newIntake(size, batchSize int, flushInterval time.Duration) *intake {
 	return in
 }
 
-// offer queues rec, of class cl, without waiting.
-func (in *intake) offer(rec record.Record, cl class) offered {
+// offer queues rec, of class cl, without waiting. When it evicts a record to make room, victim
+// is that record's class.
+func (in *intake) offer(rec record.Record, cl class) (res offered, victim class) {
 	if cl == plain && in.full.Load() {
-		return offerFull
+		return offerFull, 0
 	}
 	in.mu.Lock()
-	n := in.lanes[plain].n + in.lanes[evidence].n
+	n := in.lenLocked()
 	full := n >= in.size
-	if full && (cl == plain || in.lanes[plain].n == 0) {
-		in.mu.Unlock()
-		return offerFull
+	if full {
+		for victim = plain; victim < cl && in.lanes[victim].n == 0; victim++ {
+		}
+		if victim == cl {
+			in.mu.Unlock()
+			return offerFull, 0
+		}
 	}
 	if (2*n >= in.size || in.spilling.Load()) && in.budget.over(rec.SessionID(), cl, time.Now()) {
 		in.mu.Unlock()
-		return offerFlood
+		return offerFlood, 0
 	}
-	res := offerTaken
+	res = offerTaken
 	if full {
-		in.lanes[plain].pop()
+		in.lanes[victim].pop()
 		n--
 		res = offerEvicted
 	}
@@ -164,7 +189,15 @@ func (in *intake) offer(rec record.Record, cl class) offered {
 	if wake {
 		in.wake()
 	}
-	return res
+	return res, victim
+}
+
+func (in *intake) lenLocked() int {
+	n := 0
+	for i := range in.lanes {
+		n += in.lanes[i].n
+	}
+	return n
 }
 
 // wake lets a waiting reader go on; a token left over from an earlier wait only makes the
@@ -179,7 +212,7 @@ func (in *intake) wake() {
 func (in *intake) queued() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.lanes[plain].n + in.lanes[evidence].n
+	return in.lenLocked()
 }
 
 // close ends offers and wakes the reader.
@@ -191,17 +224,22 @@ func (in *intake) close() {
 	in.wake()
 }
 
-// popLocked appends up to max records to b, oldest first across both lanes. in.mu is held.
+// popLocked appends up to max records to b, oldest first across the lanes. in.mu is held.
 func (in *intake) popLocked(b []record.Record, max int) []record.Record {
-	ev, pl := &in.lanes[evidence], &in.lanes[plain]
-	for k := 0; k < max && ev.n+pl.n > 0; k++ {
-		l := pl
-		if pl.n == 0 || ev.n > 0 && ev.ring[ev.head].seq < pl.ring[pl.head].seq {
-			l = ev
+	for range max {
+		var l *lane
+		for i := range in.lanes {
+			c := &in.lanes[i]
+			if c.n > 0 && (l == nil || c.ring[c.head].seq < l.ring[l.head].seq) {
+				l = c
+			}
+		}
+		if l == nil {
+			break
 		}
 		b = append(b, l.pop())
 	}
-	if ev.n+pl.n < in.size && in.full.Load() {
+	if in.full.Load() && in.lenLocked() < in.size {
 		in.full.Store(false)
 	}
 	return b
@@ -231,7 +269,7 @@ func (in *intake) takeNow(b []record.Record, max int) []record.Record {
 func (in *intake) wait(stop <-chan struct{}) (more, stopped bool) {
 	for {
 		in.mu.Lock()
-		if in.lanes[plain].n+in.lanes[evidence].n > 0 {
+		if in.lenLocked() > 0 {
 			in.mu.Unlock()
 			return true, false
 		}
@@ -301,5 +339,5 @@ func (in *intake) fill(b []record.Record) []record.Record {
 func (in *intake) drain(b []record.Record) []record.Record {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.popLocked(b, in.lanes[plain].n+in.lanes[evidence].n)
+	return in.popLocked(b, in.lenLocked())
 }

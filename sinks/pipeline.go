@@ -100,8 +100,8 @@ type OutputStats struct {
 	Dropped uint64
 	// Drops counts the dropped records by reason.
 	Drops DropCounts
-	// EvidenceDropped counts the evidence records (malicious requests, final session records)
-	// among Dropped.
+	// EvidenceDropped counts the evidence records (records of malicious requests, session
+	// records of parts that had one, final session records) among Dropped.
 	EvidenceDropped uint64
 	// Failed counts records given up on: refused by the destination (permanent errors), retried
 	// past the policy's MaxElapsed, failed without retries, or impossible to encode for the
@@ -171,10 +171,11 @@ func orDefault[T int | time.Duration](v, def T) T {
 }
 
 // Emit offers rec to every output without blocking. An output whose queue is full drops a
-// plain record, and makes room for evidence (a malicious request, a final session record) by
-// dropping its oldest plain record; while an output is behind, the plain records of a session
-// key that floods it are dropped first; and every output drops everything once Shutdown has
-// begun. Each drop is counted with its reason. A nil rec is ignored. Emit never allocates on
+// plain record, and makes room for evidence by dropping its oldest record of a lower class:
+// plain records first, then final session records, to keep the records of an attack (a
+// malicious request, a session record of a part that had one); while an output is behind, the
+// plain records of a session key that floods it are dropped first; and every output drops
+// everything once Shutdown has begun. Each drop is counted with its reason. A nil rec is ignored. Emit never allocates on
 // its own account and is safe for concurrent use.
 func (p *Pipeline) Emit(rec record.Record) {
 	if rec == nil {
@@ -185,19 +186,19 @@ func (p *Pipeline) Emit(rec record.Record) {
 	if p.closed {
 		p.mu.RUnlock()
 		for _, o := range p.outs {
-			o.drop(DropShutdown, 1, int(cl))
+			o.drop(DropShutdown, 1, cl.evidence())
 		}
 		return
 	}
 	for _, o := range p.outs {
-		switch o.queue.offer(rec, cl) {
+		switch res, victim := o.queue.offer(rec, cl); res {
 		case offerTaken:
 			o.accepted.Add(1)
 		case offerEvicted:
 			o.accepted.Add(1)
-			o.drop(DropEvictedForEvidence, 1, 0)
+			o.drop(DropEvictedForEvidence, 1, victim.evidence())
 		case offerFull:
-			o.drop(DropQueueFull, 1, int(cl))
+			o.drop(DropQueueFull, 1, cl.evidence())
 		case offerFlood:
 			o.drop(DropFloodKey, 1, 0)
 		}

@@ -15,11 +15,12 @@ import (
 // There are two: memQueue keeps everything in memory; spoolQueue has the same in-memory front
 // (intake) and, from the first record its sink could not take, keeps the head of the queue in
 // the on-disk spool. The worker does not know which it reads from. Both keep evidence before
-// plain records when they must drop (intake.go, and spool.SetKeep for the spool).
+// plain records when they must drop (intake.go, and spool.SetRank for the spool).
 type queue interface {
 	// offer adds rec, of class cl, at the tail without blocking or doing I/O, and says what
-	// became of it (see intake.offer). It must not be called once close was.
-	offer(rec record.Record, cl class) offered
+	// became of it and, for offerEvicted, the class of the record it dropped (see
+	// intake.offer). It must not be called once close was.
+	offer(rec record.Record, cl class) (offered, class)
 	// read waits for the next batch. It returns errDrained once the queue is closed and nothing
 	// more is to be written, or was abandoned; any other error is a failed read of the spool,
 	// worth trying again after a while.
@@ -128,7 +129,7 @@ func (q *memQueue) abandon() (spooled, dropped int) {
 func countEvidence(recs []record.Record) int {
 	n := 0
 	for _, r := range recs {
-		n += int(classOf(r))
+		n += classOf(r).evidence()
 	}
 	return n
 }

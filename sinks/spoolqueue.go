@@ -81,12 +81,13 @@ func (h *helper) halt() {
 }
 
 // newSpoolQueue returns the queue of in and sp; a spool that holds records from an earlier run
-// is replayed before anything offered now. A full spool keeps evidence: it deletes plain records
-// to make room, and refuses new records once evidence alone fills it.
+// is replayed before anything offered now. A full spool keeps evidence: to make room it deletes
+// plain records, then final session records, and refuses new records once the records of
+// attacks alone fill it.
 func newSpoolQueue(in *intake, sp *spool.Spool, t *tally) *spoolQueue {
 	q := &spoolQueue{intake: in, sp: sp, t: t}
 	q.doneFn = q.done
-	sp.SetKeep(isEvidenceEntry)
+	sp.SetRank(entryRank, int(attack))
 	if sp.Len() > 0 {
 		q.mu.Lock()
 		q.setSpilling(true)
@@ -279,7 +280,7 @@ func (q *spoolQueue) doneSpool(n int) {
 	}
 	if lost := q.sp.Rewind(); lost > 0 {
 		// A full spool deleted the batch's segment while it was written (never when the spool
-		// keeps evidence, as every spool of a pipeline does: it spares what is handed out).
+		// is ranked, as every spool of a pipeline is: it spares what is handed out).
 		q.t.drop(DropSpoolFull, len(q.out)-n, countEvidence(q.out[n:]))
 		return
 	}
@@ -435,11 +436,13 @@ func (q *spoolQueue) move(h *helper) {
 	}
 }
 
-// moveChunk appends up to a batch of queued records with one write and returns how many.
+// moveChunk appends what the intake holds with one write (and fsync) and returns how many
+// records it moved. Taking everything at once, not a batch, lets the spool keep up with a flood
+// as long as the disk does: each fsync covers whatever arrived during the one before.
 func (q *spoolQueue) moveChunk() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	chunk := q.takeNow(q.chunk[:0], q.batchSize)
+	chunk := q.takeNow(q.chunk[:0], q.size)
 	n := len(chunk)
 	if n > 0 {
 		q.appendLocked(chunk, false)
@@ -450,7 +453,7 @@ func (q *spoolQueue) moveChunk() int {
 }
 
 // appendLocked appends recs to the spool's tail and returns how many of them it holds now (the
-// first ones: a spool full of evidence refuses the rest); q.mu is held. Records that cannot be
+// first ones: a spool full of attack records refuses the rest); q.mu is held. Records that cannot be
 // encoded are failed; records the spool refuses or cannot write are dropped, and so are those
 // it deletes to make room. Copies of a batch still being written (copies set) are not counted
 // when refused or not written: donePrespooled counts what neither the write nor the spool took.
@@ -478,13 +481,14 @@ func (q *spoolQueue) appendLocked(recs []record.Record, copies bool) int {
 		return 0
 	}
 	deleted, err := q.sp.Append(entries)
-	// Only plain records are deleted for room: the spool keeps evidence.
+	// The spool counts the records it deleted for room, not their class: plain records go
+	// first, final records next. Counted as plain.
 	q.t.drop(DropSpoolFull, deleted, 0)
 	written := len(entries)
 	if full, ok := errors.AsType[*spool.FullError](err); ok {
 		written = full.Written
 		if !copies {
-			q.t.drop(DropSpoolFull, full.Refused, countClass(classes[written:], evidence))
+			q.t.drop(DropSpoolFull, full.Refused, countClassEvidence(classes[written:]))
 		}
 		err = nil
 	}
@@ -495,7 +499,7 @@ func (q *spoolQueue) appendLocked(recs []record.Record, copies bool) int {
 	if err != nil {
 		// Nothing of this call is known to be on disk beyond what was counted: treat the batch
 		// as lost rather than risk counting it twice.
-		q.t.lostInSpool(DropSpoolError, len(entries), countClass(classes, evidence), "write spool, records dropped",
+		q.t.lostInSpool(DropSpoolError, len(entries), countClassEvidence(classes), "write spool, records dropped",
 			"error", err.Error())
 		return 0
 	}
@@ -503,13 +507,11 @@ func (q *spoolQueue) appendLocked(recs []record.Record, copies bool) int {
 	return written
 }
 
-// countClass is how many of classes are cl.
-func countClass(classes []class, cl class) int {
+// countClassEvidence is how many of classes are evidence.
+func countClassEvidence(classes []class) int {
 	n := 0
 	for _, c := range classes {
-		if c == cl {
-			n++
-		}
+		n += c.evidence()
 	}
 	return n
 }

@@ -9,12 +9,12 @@ import (
 	"os"
 )
 
-// ErrFull is what a *FullError wraps: a spool with a keep function had no room left but for the
-// entries it keeps.
+// ErrFull is what a *FullError wraps: a ranked spool had no room left but for the entries it
+// keeps.
 var ErrFull = errors.New("spool: full of entries it keeps")
 
-// FullError is Append's error when a spool with a keep function refused entries: the first
-// Written were appended, the Refused after them were not.
+// FullError is Append's error when a ranked spool refused entries: the first Written were
+// appended, the Refused after them were not.
 type FullError struct {
 	Written, Refused int
 }
@@ -25,22 +25,24 @@ func (e *FullError) Error() string {
 
 func (e *FullError) Unwrap() error { return ErrFull }
 
-// SetKeep makes the spool keep the entries keep reports true for when it must make room. Instead
-// of deleting its oldest segments whole, Append then deletes the other entries of its oldest
-// segments (each segment is rewritten with the entries it keeps, so their order never changes),
-// and once the kept entries alone leave no room it refuses the newest entries rather than delete
-// a kept one (a *FullError). Entries handed out by Read and not committed, and those Hold
-// protects, are never deleted either. keep is called with payloads under the spool's lock and
-// must be quick; nil restores whole-segment deletion. Call it before the first Append.
-func (s *Spool) SetKeep(keep func(entry []byte) bool) {
+// SetRank ranks the entries by what they are worth when the spool must make room: rank gives an
+// entry's rank (0 and up) from its payload, and entries of rank keep or more are never deleted.
+// Instead of deleting its oldest segments whole, Append then deletes the entries of rank 0 in
+// its oldest segments, then of rank 1, and so on below keep (each segment is rewritten without
+// them, so the order of what stays never changes); once the kept entries alone leave no room it
+// refuses the newest entries rather than delete one (a *FullError). Entries handed out by Read
+// and not committed, and those Hold protects, are never deleted either. rank is called with
+// payloads under the spool's lock and must be quick; nil restores whole-segment deletion. Call
+// it before the first Append.
+func (s *Spool) SetRank(rank func(entry []byte) int, keep int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.keep = keep
+	s.rank, s.keepRank = rank, keep
 	s.dirty()
 }
 
-// Hold protects the n entries after the last committed one from being deleted for room (with a
-// keep function) until they are committed; a later Hold replaces it. The caller holds entries it
+// Hold protects the n entries after the last committed one from being deleted for room (in a
+// ranked spool) until they are committed; a later Hold replaces it. The caller holds entries it
 // counts on finding first in line, such as copies of records it is still writing elsewhere.
 func (s *Spool) Hold(n int) {
 	s.mu.Lock()
@@ -52,31 +54,33 @@ func (s *Spool) Hold(n int) {
 // dirty forgets which segments were found clean: what is protected changed.
 func (s *Spool) dirty() {
 	for i := range s.segs {
-		s.segs[i].clean = false
+		s.segs[i].clean = 0
 	}
 }
 
-// makeRoomKeeping makes room for entries by deleting entries the keep function does not keep,
+// makeRoomRanked makes room for entries by deleting the entries of the lowest ranks first,
 // oldest segments first. It returns the deleted count and the leading entries that fit; refused
 // is how many after them do not.
-func (s *Spool) makeRoomKeeping(entries [][]byte) (deleted int, fit [][]byte, refused int, err error) {
+func (s *Spool) makeRoomRanked(entries [][]byte) (deleted int, fit [][]byte, refused int, err error) {
 	var need int64
 	for _, e := range entries {
 		need += int64(len(e)) + headerBytes
 	}
-	for i := 0; s.total+need > s.maxBytes && i < len(s.segs); {
-		if s.segs[i].clean {
-			i++
-			continue
-		}
-		n := len(s.segs)
-		d, err := s.compact(i)
-		deleted += d
-		if err != nil {
-			return deleted, nil, 0, err
-		}
-		if len(s.segs) == n {
-			i++
+	for level := 0; level < s.keepRank && s.total+need > s.maxBytes; level++ {
+		for i := 0; s.total+need > s.maxBytes && i < len(s.segs); {
+			if s.segs[i].clean > level {
+				i++
+				continue
+			}
+			n := len(s.segs)
+			d, err := s.compact(i, level)
+			deleted += d
+			if err != nil {
+				return deleted, nil, 0, err
+			}
+			if len(s.segs) == n {
+				i++
+			}
 		}
 	}
 	room := s.maxBytes - s.total
@@ -112,14 +116,14 @@ func (s *Spool) protected(i int) int {
 	return min(max(held, 0), s.segs[i].entries)
 }
 
-// compact rewrites segment i without the entries after its protected ones that the keep
-// function does not keep, and returns how many it deleted. The new file replaces the old one
+// compact rewrites segment i without the entries of rank level or lower after its protected
+// ones, and returns how many it deleted. The new file replaces the old one
 // by rename, so a crash leaves one or the other; its protected entries keep their offsets, so
 // the read and commit positions and the cursor stay valid. A segment left empty is removed. A
 // damaged segment is left as it is, for the reader to cut and count.
-func (s *Spool) compact(i int) (int, error) {
+func (s *Spool) compact(i, level int) (int, error) {
 	sg := &s.segs[i]
-	sg.clean = true
+	sg.clean = level + 1
 	src, err := os.Open(s.segPath(sg.seq))
 	if err != nil {
 		return 0, fmt.Errorf("spool: open segment to make room: %w", err)
@@ -141,7 +145,7 @@ func (s *Spool) compact(i int) (int, error) {
 		if payload, err = r.next(payload); err != nil {
 			return 0, nil
 		}
-		if s.keep(payload) {
+		if s.rank(payload) > level {
 			kept++
 		} else {
 			deleted++
@@ -150,15 +154,15 @@ func (s *Spool) compact(i int) (int, error) {
 	if deleted == 0 {
 		return 0, nil
 	}
-	if err := s.replaceSegment(i, src, prefix, kept); err != nil {
+	if err := s.replaceSegment(i, src, prefix, kept, level); err != nil {
 		return 0, err
 	}
 	return deleted, nil
 }
 
 // replaceSegment makes segment i hold the first prefix bytes of src and then the entries after
-// them that the keep function keeps, kept entries in all.
-func (s *Spool) replaceSegment(i int, src *os.File, prefix int64, kept int) error {
+// them of a rank above level, kept entries in all.
+func (s *Spool) replaceSegment(i int, src *os.File, prefix int64, kept, level int) error {
 	sg := &s.segs[i]
 	path := s.segPath(sg.seq)
 	if s.r != nil && s.rseq == sg.seq {
@@ -181,7 +185,7 @@ func (s *Spool) replaceSegment(i int, src *os.File, prefix int64, kept int) erro
 		return nil
 	}
 	tmp := path + tmpSuffix
-	size, err := s.writeKept(tmp, src, prefix, sg.bytes)
+	size, err := s.writeKept(tmp, src, prefix, sg.bytes, level)
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
@@ -194,9 +198,9 @@ func (s *Spool) replaceSegment(i int, src *os.File, prefix int64, kept int) erro
 	return nil
 }
 
-// writeKept writes path: the first prefix bytes of src, then the kept entries of the rest up to
-// end. It returns the size written.
-func (s *Spool) writeKept(path string, src *os.File, prefix, end int64) (int64, error) {
+// writeKept writes path: the first prefix bytes of src, then the entries of the rest up to end
+// of a rank above level. It returns the size written.
+func (s *Spool) writeKept(path string, src *os.File, prefix, end int64, level int) (int64, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
 	if err != nil {
 		return 0, err
@@ -213,7 +217,7 @@ func (s *Spool) writeKept(path string, src *os.File, prefix, end int64) (int64, 
 		if payload, err = r.next(payload); err != nil {
 			return 0, err
 		}
-		if s.keep(payload) {
+		if s.rank(payload) > level {
 			entry = appendEntry(entry[:0], payload)
 			w.Write(entry)
 			size += int64(len(entry))

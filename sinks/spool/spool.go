@@ -81,9 +81,10 @@ type segment struct {
 	seq     uint64
 	bytes   int64
 	entries int
-	// clean says the segment holds nothing to delete for room (keep.go); an Append to it, a
-	// Rewind or a Hold clears it.
-	clean bool
+	// clean is the lowest rank the segment may still hold entries of that could be deleted
+	// for room (keep.go): 0 until it is found otherwise; an Append to it, a Rewind or a Hold
+	// resets it.
+	clean int
 }
 
 // Spool is a bounded FIFO of entries on disk. It is safe for concurrent use; entries come out in
@@ -111,10 +112,12 @@ type Spool struct {
 	// room; Rewind reports them.
 	lostOut int
 
-	// keep, when set, marks the entries a full spool keeps (SetKeep); held is the number of
-	// entries after the committed ones it must not delete for room (Hold).
-	keep func([]byte) bool
-	held int
+	// rank, when set, ranks the entries a full spool deletes (SetRank): those below keepRank,
+	// lowest first; held is the number of entries after the committed ones it must not delete
+	// for room (Hold).
+	rank     func([]byte) int
+	keepRank int
+	held     int
 }
 
 // Open opens (creating it if needed) the spool in dir, scans what it holds and cuts away a torn
@@ -334,7 +337,7 @@ func (s *Spool) Bytes() int64 {
 // Append adds entries at the tail, in order, and makes them durable (see the package doc). To
 // stay within MaxBytes it first deletes the oldest segments; dropped counts the entries they
 // held that no Read had handed out yet (Rewind reports those handed out and not committed).
-// With a keep function (SetKeep), it deletes only entries that function does not keep, and
+// A ranked spool (SetRank) deletes only entries below the rank it keeps, lowest first, and
 // refuses what still does not fit: the error is then a *FullError. Entries that are empty are
 // stored as such; an entry larger than MaxEntryBytes or the whole spool fails the call with
 // ErrTooLarge before anything is written.
@@ -349,34 +352,55 @@ func (s *Spool) Append(entries [][]byte) (dropped int, err error) {
 			return 0, ErrTooLarge
 		}
 	}
-	var refused int
-	if s.keep != nil {
-		dropped, entries, refused, err = s.makeRoomKeeping(entries)
-		if err != nil {
-			return dropped, err
+	defer func() {
+		if cap(s.wbuf) > 4<<20 {
+			s.wbuf = nil
 		}
-	}
+	}()
 	written := 0
 	for len(entries) > 0 {
-		k, d, err := s.appendChunk(entries)
-		dropped += d
-		if err != nil {
-			return dropped, err
+		chunk := entries
+		refused := 0
+		if s.rank != nil {
+			// A segment's worth at a time, so that the newest entries of a long call may
+			// displace its oldest ones, as they would those of an earlier call.
+			var d int
+			d, chunk, refused, err = s.makeRoomRanked(segmentful(entries, s.segmentBytes))
+			dropped += d
+			if err != nil {
+				return dropped, err
+			}
 		}
-		written += k
-		entries = entries[k:]
-	}
-	if cap(s.wbuf) > 4<<20 {
-		s.wbuf = nil
-	}
-	if refused > 0 {
-		return dropped, &FullError{Written: written, Refused: refused}
+		for rest := chunk; len(rest) > 0; {
+			k, d, err := s.appendChunk(rest)
+			dropped += d
+			if err != nil {
+				return dropped, err
+			}
+			written += k
+			rest = rest[k:]
+		}
+		entries = entries[len(chunk):]
+		if refused > 0 {
+			return dropped, &FullError{Written: written, Refused: len(entries)}
+		}
 	}
 	return dropped, nil
 }
 
+// segmentful is the leading entries that take at most size bytes on disk (at least one).
+func segmentful(entries [][]byte, size int64) [][]byte {
+	var n int64
+	for k, e := range entries {
+		if n += int64(len(e)) + headerBytes; n > size && k > 0 {
+			return entries[:k]
+		}
+	}
+	return entries
+}
+
 // appendChunk writes as many of entries as the tail segment (or a new one) takes with one
-// write, making room first unless a keep function already did.
+// write, making room first unless a ranked spool already did.
 func (s *Spool) appendChunk(entries [][]byte) (written, dropped int, err error) {
 	if err := s.ensureWriter(int64(len(entries[0])) + headerBytes); err != nil {
 		return 0, 0, err
@@ -393,7 +417,7 @@ func (s *Spool) appendChunk(entries [][]byte) (written, dropped int, err error) 
 		s.wbuf = appendEntry(s.wbuf, entries[k])
 		k++
 	}
-	if s.keep == nil {
+	if s.rank == nil {
 		d, err := s.makeRoom(int64(len(s.wbuf)))
 		dropped += d
 		if err != nil {
@@ -413,7 +437,7 @@ func (s *Spool) appendChunk(entries [][]byte) (written, dropped int, err error) 
 	}
 	last.bytes += int64(len(s.wbuf))
 	last.entries += k
-	last.clean = false
+	last.clean = 0
 	s.total += int64(len(s.wbuf))
 	return k, dropped, nil
 }

@@ -392,8 +392,19 @@ func BenchmarkSpool(b *testing.B) {
 	}
 }
 
-// kept marks the entries the keep tests keep: those whose payload starts with "K".
-func kept(e []byte) bool { return len(e) > 0 && e[0] == 'K' }
+// keepK ranks the entries of the keep tests: those whose payload starts with "K" are kept (rank
+// 2), those starting with "m" go after the others (rank 1), the rest first (rank 0).
+func keepK(s *spool.Spool) {
+	s.SetRank(func(e []byte) int {
+		switch {
+		case len(e) > 0 && e[0] == 'K':
+			return 2
+		case len(e) > 0 && e[0] == 'm':
+			return 1
+		}
+		return 0
+	}, 2)
+}
 
 // TestKeepDeletesOthersFirst fills a spool with a kept entry in every four: making room deletes
 // the others, oldest first, never a kept one, and what is left comes out in the order it went in.
@@ -401,7 +412,7 @@ func TestKeepDeletesOthersFirst(t *testing.T) {
 	t.Parallel()
 	// 16-byte entries (8 of header), 4 per 64-byte segment, 16 in the spool.
 	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
-	s.SetKeep(kept)
+	keepK(s)
 	payload := func(i int) []byte {
 		if i%4 == 0 {
 			return fmt.Appendf(nil, "K%07d", i)
@@ -452,7 +463,7 @@ func TestKeepDeletesOthersFirst(t *testing.T) {
 func TestKeepRefusesNewestWhenFull(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
-	s.SetKeep(kept)
+	keepK(s)
 	payload := func(i int) []byte { return fmt.Appendf(nil, "K%07d", i) }
 	for i := range 16 {
 		if _, err := s.Append([][]byte{payload(i)}); err != nil {
@@ -480,7 +491,7 @@ func TestKeepSparesHandedOutAndHeld(t *testing.T) {
 	dir := t.TempDir()
 	opts := spool.Options{MaxBytes: 256, SegmentBytes: 128}
 	s, _ := open(t, dir, opts)
-	s.SetKeep(kept)
+	keepK(s)
 	payload := func(i int) []byte { return fmt.Appendf(nil, "p%07d", i) }
 	for i := range 16 {
 		s.Append([][]byte{payload(i)})
@@ -502,7 +513,7 @@ func TestKeepSparesHandedOutAndHeld(t *testing.T) {
 	}
 	s.Close()
 	s2, rec := open(t, dir, opts)
-	s2.SetKeep(kept)
+	keepK(s2)
 	if rec.Entries != 11-2+2 || rec.CorruptEntries != 0 {
 		t.Errorf("reopened spool reports %+v, want 11 entries and no damage", rec)
 	}
@@ -536,5 +547,49 @@ func TestUnfinishedCompactionIsRemoved(t *testing.T) {
 	}
 	if got := drain(t, s2, 10); !slices.Equal(got, names(0, 3)) {
 		t.Errorf("spool holds %v", got)
+	}
+}
+
+// TestRankDeletesLowestFirst: a spool full of three ranks deletes the lowest rank first, then
+// the next, oldest first, and never the rank it keeps.
+func TestRankDeletesLowestFirst(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
+	keepK(s)
+	// 16 entries fit, 4 a segment: 2 kept, 8 of the middle rank, 6 of the lowest.
+	var in [][]byte
+	for i := range 16 {
+		switch {
+		case i == 0 || i == 8:
+			in = append(in, fmt.Appendf(nil, "K%07d", i))
+		case i%2 == 1:
+			in = append(in, fmt.Appendf(nil, "m%07d", i))
+		default:
+			in = append(in, fmt.Appendf(nil, "p%07d", i))
+		}
+	}
+	for _, e := range in {
+		if _, err := s.Append([][]byte{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nine more of the middle rank: the 6 of the lowest rank go, then the middle ones of the
+	// oldest segments, a segment at a time: the first two segments hold 4.
+	deleted := 0
+	for i := 16; i < 25; i++ {
+		d, err := s.Append([][]byte{fmt.Appendf(nil, "m%07d", i)})
+		if err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+		deleted += d
+	}
+	got := drain(t, s, 100)
+	want := []string{"K0000000", "K0000008", "m0000009", "m0000011", "m0000013", "m0000015"}
+	for i := 16; i < 25; i++ {
+		want = append(want, fmt.Sprintf("m%07d", i))
+	}
+	slices.Sort(got) // K before m; each rank in order
+	if !slices.Equal(got, want) || deleted != 10 {
+		t.Errorf("spool holds %v after %d deletions, want %v after 10", got, deleted, want)
 	}
 }
