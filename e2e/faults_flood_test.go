@@ -59,6 +59,17 @@ func heapInuse() uint64 {
 	return ms.HeapInuse
 }
 
+// Settings of the flood test and the memory they allow.
+const (
+	floodLiveParts = 10_000
+	floodLookupMB  = 8
+	// floodPartBudget is the most one live part may cost; measured about 1.3 KiB (see
+	// docs/reliability.md), with room for allocator slack and the race detector.
+	floodPartBudget = 4 << 10
+	// floodSlack covers the runtime, the pools and GC timing.
+	floodSlack = 16 << 20
+)
+
 // TestFaultFloodOfSessionKeys sends distinct session keys (100k; 1M with APISESSIONS_SOAK=1)
 // through the engine in-process, its records going to the store through the sinks pipeline as
 // in the binary, one second after an attack. Memory must stay within what the configuration
@@ -66,55 +77,21 @@ func heapInuse() uint64 {
 // attack's request record and its session's final record must be in the store afterwards,
 // whatever the flood made the store's queue and spool drop.
 func TestFaultFloodOfSessionKeys(t *testing.T) {
-	const (
-		maxLiveParts  = 10_000
-		lookupCacheMB = 8
-		// perPartBudget is the most one live part may cost; measured about 1.5 KiB (see
-		// docs/reliability.md), with room for allocator slack and the race detector.
-		perPartBudget = 4 << 10
-		// slack covers the runtime, the pools and GC timing.
-		slack = 16 << 20
-	)
 	keys, spoolMB := 100_000, 2
 	if os.Getenv(soakEnv) != "" {
 		keys, spoolMB = 1_000_000, config.DefaultSpoolMaxMB
 	}
-	cfg := config.Default()
-	cfg.Sessions.MaxLiveParts = maxLiveParts
-	cfg.Sessions.LookupCacheMB = lookupCacheMB
-	cfg.Attacks.ResponseHeader = "x-waf-attack"
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	em := &countingEmitter{}
-	eng, err := sessions.New(cfg, sessions.Settings{Emitter: em, HashKey: []byte("flood-test-hash-key-0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng, em := floodEngine(t)
 	defer eng.Close()
-
 	start := time.Now().UTC()
-	x := traffic.Exchange{
-		Method: "GET", Scheme: "https", Host: "api.example.com", Path: "/api/items",
-		SourceAddress: "192.0.2.1:1000", ResponseSeen: true, Status: 200,
-	}
-	observe := func(i int) {
-		x.RequestID = "flood-" + strconv.Itoa(i)
-		x.Start, x.End = start, start
-		x.RequestHeaders = append(x.RequestHeaders[:0],
-			traffic.Header{Name: "user-agent", Value: "flood/1"},
-			traffic.Header{Name: "x-session-id", Value: fmt.Sprintf("key-%08d", i)})
-		x.ResponseHeaders = x.ResponseHeaders[:0]
-		eng.Observe(&x)
-	}
+	observe := floodObserver(eng, start)
 
-	base := liveHeap()
-	baseRSS := rssKiB("self")
-	for i := range maxLiveParts {
+	var m floodMemory
+	m.base, m.baseRSS = liveHeap(), rssKiB("self")
+	for i := range floodLiveParts {
 		observe(i)
 	}
-	full := liveHeap()
-	perPart := float64(full-min(base, full)) / maxLiveParts
+	m.full = liveHeap()
 	// Records go to the store from here on. With the part table full, an attack, and a second
 	// later the flood: it pushes the attacker's part out of the table (its final record) while
 	// the store is far behind.
@@ -126,21 +103,16 @@ func TestFaultFloodOfSessionKeys(t *testing.T) {
 		}
 	}()
 	em.next.Store(p)
-	eng.Observe(&traffic.Exchange{
-		RequestID: "attack-1", Method: "GET", Scheme: "https", Host: "api.example.com",
-		Path: "/api/items?id=1%27%20OR%201=1", SourceAddress: "198.51.100.9:4444",
-		Start: start, End: start, ResponseSeen: true, Status: 403,
-		RequestHeaders:  []traffic.Header{{Name: "user-agent", Value: "sqlmap/1.8"}, {Name: "x-session-id", Value: "attacker"}},
-		ResponseHeaders: []traffic.Header{{Name: "x-waf-attack", Value: "sqli"}},
-	})
+	eng.Observe(attackAt(start))
 	time.Sleep(time.Second)
 	began := time.Now()
-	for i := maxLiveParts; i < keys; i++ {
+	for i := floodLiveParts; i < keys; i++ {
 		observe(i)
 	}
 	took := time.Since(began)
 	out := drained(t, p)
-	caughtUp := time.Since(began)
+	t.Logf("store sink: caught up %s after the flood began; accepted %d, delivered %d, dropped %d (evidence %d) by reason %v",
+		time.Since(began).Round(time.Second), out.Accepted, out.Delivered, out.Dropped, out.EvidenceDropped, dropReasons(out.Drops))
 	attackStored(t, st)
 	// The pipeline and the store go before the last measure: their queue, spool buffers and
 	// caches are bounded by their own settings, not by the engine's.
@@ -152,35 +124,91 @@ func TestFaultFloodOfSessionKeys(t *testing.T) {
 		t.Errorf("close the store: %v", err)
 	}
 	st, p = nil, nil
-	end, endInuse := liveHeap(), heapInuse()
-	endRSS := rssKiB("self")
-	es := eng.Stats()
-
-	bound := base + maxLiveParts*perPartBudget + lookupCacheMB<<20 + slack
-	t.Logf("%d distinct keys in %s (%.1f µs each): live heap %.1f MiB before, %.1f MiB with the table full, %.1f MiB after "+
-		"(bound %.1f MiB; heap in use %.1f MiB); %.0f B per live part; RSS %d → %d KiB; live parts %d, request records %d, session records %d",
-		keys, took.Round(time.Millisecond), float64(took.Microseconds())/float64(keys-maxLiveParts),
-		mib(base), mib(full), mib(end), mib(bound), mib(endInuse), perPart, baseRSS, endRSS, es.LiveParts, em.requests.Load(), em.sessions.Load())
-	t.Logf("store sink: caught up %s after the flood began; accepted %d, delivered %d, dropped %d (evidence %d) by reason %v",
-		caughtUp.Round(time.Second), out.Accepted, out.Delivered, out.Dropped, out.EvidenceDropped, dropReasons(out.Drops))
-
-	if es.LiveParts > maxLiveParts {
-		t.Errorf("%d live parts, want at most max_live_parts %d", es.LiveParts, maxLiveParts)
-	}
-	if end > bound {
-		t.Errorf("live heap %.1f MiB after %d keys exceeds the bound %.1f MiB derived from the configuration", mib(end), keys, mib(bound))
-	}
-	// The table was full before the flood proper: the flood must not grow the heap by more
-	// than a tenth of the table plus slack, whatever the number of keys.
-	if growth := int64(end) - int64(full); growth > int64(full-min(base, full))/10+slack {
-		t.Errorf("the heap grew by %.1f MiB between %d and %d keys; memory follows the key count", float64(growth)/(1<<20), maxLiveParts, keys)
-	}
+	m.end, m.endInuse, m.endRSS = liveHeap(), heapInuse(), rssKiB("self")
+	t.Logf("%d distinct keys in %s (%.1f µs each)", keys, took.Round(time.Millisecond),
+		float64(took.Microseconds())/float64(keys-floodLiveParts))
+	m.check(t, keys, eng.Stats())
 	if got := em.requests.Load(); got != int64(keys)+1 {
 		t.Errorf("%d request records, want %d and the attack's", got, keys)
 	}
 	// Every part pushed out of the full table ends with a final session record.
-	if got, want := em.sessions.Load(), int64(keys-maxLiveParts); got < want {
+	if got, want := em.sessions.Load(), int64(keys-floodLiveParts); got < want {
 		t.Errorf("%d session records, want at least %d (one per evicted part)", got, want)
+	}
+}
+
+// floodEngine is an engine with a small part table that reads attack verdicts from the
+// x-waf-attack response header, emitting to a countingEmitter.
+func floodEngine(t *testing.T) (*sessions.Engine, *countingEmitter) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Sessions.MaxLiveParts = floodLiveParts
+	cfg.Sessions.LookupCacheMB = floodLookupMB
+	cfg.Attacks.ResponseHeader = "x-waf-attack"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	em := &countingEmitter{}
+	eng, err := sessions.New(cfg, sessions.Settings{Emitter: em, HashKey: []byte("flood-test-hash-key-0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng, em
+}
+
+// floodObserver returns a function that observes the request of key i, at start.
+func floodObserver(eng *sessions.Engine, start time.Time) func(i int) {
+	x := traffic.Exchange{
+		Method: "GET", Scheme: "https", Host: "api.example.com", Path: "/api/items",
+		SourceAddress: "192.0.2.1:1000", ResponseSeen: true, Status: 200,
+	}
+	return func(i int) {
+		x.RequestID = "flood-" + strconv.Itoa(i)
+		x.Start, x.End = start, start
+		x.RequestHeaders = append(x.RequestHeaders[:0],
+			traffic.Header{Name: "user-agent", Value: "flood/1"},
+			traffic.Header{Name: "x-session-id", Value: fmt.Sprintf("key-%08d", i)})
+		x.ResponseHeaders = x.ResponseHeaders[:0]
+		eng.Observe(&x)
+	}
+}
+
+// attackAt is a request a WAF in front flagged as SQL injection, of the session "attacker".
+func attackAt(at time.Time) *traffic.Exchange {
+	return &traffic.Exchange{
+		RequestID: "attack-1", Method: "GET", Scheme: "https", Host: "api.example.com",
+		Path: "/api/items?id=1%27%20OR%201=1", SourceAddress: "198.51.100.9:4444",
+		Start: at, End: at, ResponseSeen: true, Status: 403,
+		RequestHeaders:  []traffic.Header{{Name: "user-agent", Value: "sqlmap/1.8"}, {Name: "x-session-id", Value: "attacker"}},
+		ResponseHeaders: []traffic.Header{{Name: "x-waf-attack", Value: "sqli"}},
+	}
+}
+
+// floodMemory is what the flood test measures: the live heap before, with the part table full
+// and at the end, the heap in use at the end, and the resident set.
+type floodMemory struct {
+	base, full, end, endInuse uint64
+	baseRSS, endRSS           int64
+}
+
+// check logs the measures and holds them to the bounds the configuration sets.
+func (m floodMemory) check(t *testing.T, keys int, es sessions.Stats) {
+	t.Helper()
+	bound := m.base + floodLiveParts*floodPartBudget + floodLookupMB<<20 + floodSlack
+	perPart := float64(m.full-min(m.base, m.full)) / floodLiveParts
+	t.Logf("live heap %.1f MiB before, %.1f MiB with the table full, %.1f MiB after (bound %.1f MiB; heap in use %.1f MiB); "+
+		"%.0f B per live part; RSS %d → %d KiB; live parts %d",
+		mib(m.base), mib(m.full), mib(m.end), mib(bound), mib(m.endInuse), perPart, m.baseRSS, m.endRSS, es.LiveParts)
+	if es.LiveParts > floodLiveParts {
+		t.Errorf("%d live parts, want at most max_live_parts %d", es.LiveParts, floodLiveParts)
+	}
+	if m.end > bound {
+		t.Errorf("live heap %.1f MiB after %d keys exceeds the bound %.1f MiB derived from the configuration", mib(m.end), keys, mib(bound))
+	}
+	// The table was full before the flood proper: the flood must not grow the heap by more
+	// than a tenth of the table plus slack, whatever the number of keys.
+	if growth := int64(m.end) - int64(m.full); growth > int64(m.full-min(m.base, m.full))/10+floodSlack {
+		t.Errorf("the heap grew by %.1f MiB between %d and %d keys; memory follows the key count", float64(growth)/(1<<20), floodLiveParts, keys)
 	}
 }
 
