@@ -5,6 +5,7 @@ import (
 
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/sessions/extract"
+	"github.com/apisessions/apisessions/sinks"
 )
 
 // Label values of apisessions_extproc_messages_total.
@@ -24,6 +25,8 @@ const (
 	outcomeRejected  = "rejected"
 	// outcomeSpoolDropped is the part of dropped the spool lost.
 	outcomeSpoolDropped = "spool_dropped"
+	// outcomeEvidenceDropped is the part of dropped that was evidence.
+	outcomeEvidenceDropped = "evidence_dropped"
 )
 
 // collector turns the components' Stats() into const metrics at each scrape.
@@ -37,7 +40,7 @@ type collector struct {
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
 
-	sinkQueued, sinkRecords, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
+	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -76,7 +79,8 @@ func newCollector(src Sources) *collector {
 		parseErrors:      desc("", "parse_errors_total", "Values of recorded exchanges that could not be parsed and counted as absent parameters, by source: json_body, form_body (multipart), jwt, base64, json (decode: json).", "source"),
 
 		sinkQueued:       desc("sink", "records_queued", "Records waiting in the sink's queue now (queue depth).", "sink"),
-		sinkRecords:      desc("sink", "records_total", "Records by sink and outcome: accepted into the queue; delivered (replayed ones included); spooled to disk; replayed from the spool; dropped (queue full, after shutdown, undelivered at the deadline without a spool, lost by the spool); spool_dropped (the part of dropped the spool lost); failed (refused, retried out, or not encodable); rejected (the part of failed kept in the rejects file).", "sink", "outcome"),
+		sinkRecords:      desc("sink", "records_total", "Records by sink and outcome: accepted into the queue; delivered (replayed ones included); spooled to disk; replayed from the spool; dropped (for any reason, see sink_records_dropped_total); spool_dropped (the part of dropped the spool lost); evidence_dropped (the part of dropped that was evidence: malicious requests, final session records); failed (refused, retried out, or not encodable); rejected (the part of failed kept in the rejects file).", "sink", "outcome"),
+		sinkDropped:      desc("sink", "records_dropped_total", "Records dropped by sink and reason: queue_full, flood_key (a session key flooding a sink that is behind), evicted_for_evidence (a plain record making room for evidence), spool_full, spool_damaged, spool_error, shutdown.", "sink", "reason"),
 		sinkRetries:      desc("sink", "write_retries_total", "Writes that failed and were tried again.", "sink"),
 		sinkSpoolRecords: desc("sink", "spool_records", "Records waiting in the sink's on-disk spool now.", "sink"),
 		sinkSpoolBytes:   desc("sink", "spool_bytes", "Size of the sink's on-disk spool now.", "sink"),
@@ -104,6 +108,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Sinks != nil {
 		ch <- c.sinkQueued
 		ch <- c.sinkRecords
+		ch <- c.sinkDropped
 		ch <- c.sinkRetries
 		ch <- c.sinkSpoolRecords
 		ch <- c.sinkSpoolBytes
@@ -144,8 +149,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				{outcomeReplayed, o.Replayed},
 				{outcomeRejected, o.Rejected},
 				{outcomeSpoolDropped, o.SpoolDropped},
+				{outcomeEvidenceDropped, o.EvidenceDropped},
 			} {
 				ch <- prometheus.MustNewConstMetric(c.sinkRecords, prometheus.CounterValue, float64(v.n), o.Name, v.outcome)
+			}
+			for r, n := range o.Drops {
+				ch <- prometheus.MustNewConstMetric(c.sinkDropped, prometheus.CounterValue, float64(n), o.Name, sinks.DropReason(r).String())
 			}
 			ch <- prometheus.MustNewConstMetric(c.sinkRetries, prometheus.CounterValue, float64(o.Retried), o.Name)
 			ch <- prometheus.MustNewConstMetric(c.sinkSpoolRecords, prometheus.GaugeValue, float64(o.SpoolRecords), o.Name)

@@ -62,7 +62,8 @@ func TestCollectorReadsSourcesAtScrape(t *testing.T) {
 	eng := &fakeEngine{s: sessions.Stats{Observed: 9, Malicious: 2, LiveParts: 6, LookupCacheHits: 11, LookupCacheMisses: 4,
 		ParseErrors: [extract.NumParseSources]uint64{extract.ParseJSONBody: 5, extract.ParseJWT: 2}}}
 	snk := &fakeSinks{s: []sinks.OutputStats{{Name: "audit", Queued: 12, Accepted: 40, Delivered: 25, Dropped: 3, Failed: 1,
-		Retried: 7, Spooled: 9, Replayed: 4, SpoolDropped: 2, Rejected: 1, SpoolRecords: 5, SpoolBytes: 4096}}}
+		Drops:   sinks.DropCounts{sinks.DropFloodKey: 1, sinks.DropSpoolFull: 2},
+		Retried: 7, Spooled: 9, Replayed: 4, SpoolDropped: 2, EvidenceDropped: 1, Rejected: 1, SpoolRecords: 5, SpoolBytes: 4096}}}
 	r := New(BuildInfo{Version: "v1.2.3", Commit: "abc"})
 	if err := r.Watch(Sources{Extproc: ext, Engine: eng, Sinks: snk}); err != nil {
 		t.Fatal(err)
@@ -123,6 +124,11 @@ apisessions_sink_records_queued{sink="audit"} 12
 		{name: "replayed", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "replayed"}, want: 4},
 		{name: "spool dropped", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "spool_dropped"}, want: 2},
 		{name: "rejected", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "rejected"}, want: 1},
+		{name: "evidence dropped", metric: "apisessions_sink_records_total", labels: map[string]string{"sink": "audit", "outcome": "evidence_dropped"}, want: 1},
+		{name: "dropped, flood key", metric: "apisessions_sink_records_dropped_total", labels: map[string]string{"sink": "audit", "reason": "flood_key"}, want: 1},
+		{name: "dropped, spool full", metric: "apisessions_sink_records_dropped_total", labels: map[string]string{"sink": "audit", "reason": "spool_full"}, want: 2},
+		{name: "dropped, queue full", metric: "apisessions_sink_records_dropped_total", labels: map[string]string{"sink": "audit", "reason": "queue_full"}, want: 0},
+		{name: "dropped, evicted for evidence", metric: "apisessions_sink_records_dropped_total", labels: map[string]string{"sink": "audit", "reason": "evicted_for_evidence"}, want: 0},
 		{name: "retries", metric: "apisessions_sink_write_retries_total", labels: map[string]string{"sink": "audit"}, want: 7},
 		{name: "spool records", metric: "apisessions_sink_spool_records", labels: map[string]string{"sink": "audit"}, want: 5},
 		{name: "spool bytes", metric: "apisessions_sink_spool_bytes", labels: map[string]string{"sink": "audit"}, want: 4096},

@@ -10,11 +10,45 @@ import (
 )
 
 // Spool entries are one type byte followed by the record's JSON, so that a record whose Kind
-// field is empty or wrong still comes back as the type it was.
+// field is empty or wrong still comes back as the type it was. The tag also says the record's
+// class (see classOf), which a full spool reads to decide what to delete first.
 const (
-	tagRequest = 'r'
-	tagSession = 's'
+	tagRequest       = 'r' // plain
+	tagRequestAttack = 'R' // attack: a malicious request
+	tagSession       = 's' // plain: a snapshot
+	tagSessionFinal  = 'S' // final
+	tagSessionAttack = 'A' // attack: the part had a malicious request
 )
+
+// entryRank is a spool entry's class, as the spool ranks it (spool.SetRank).
+func entryRank(e []byte) int {
+	if len(e) == 0 {
+		return int(plain)
+	}
+	switch e[0] {
+	case tagRequestAttack, tagSessionAttack:
+		return int(attack)
+	case tagSessionFinal:
+		return int(final)
+	}
+	return int(plain)
+}
+
+// entryTag is the tag of a record of class cl.
+func entryTag(rec record.Record, cl class) byte {
+	_, session := rec.(*record.Session)
+	switch {
+	case !session && cl == attack:
+		return tagRequestAttack
+	case !session:
+		return tagRequest
+	case cl == attack:
+		return tagSessionAttack
+	case cl == final:
+		return tagSessionFinal
+	}
+	return tagSession
+}
 
 // encodeEntry renders rec as a spool entry: its tag, then its JSON with the Kind it holds.
 func encodeEntry(rec record.Record) ([]byte, error) {
@@ -27,12 +61,12 @@ func encodeEntry(rec record.Record) ([]byte, error) {
 		if r == nil {
 			return nil, errors.New("nil request record")
 		}
-		b, err = r.AppendJSON(append(b, tagRequest))
+		b, err = r.AppendJSON(append(b, entryTag(r, classOf(r))))
 	case *record.Session:
 		if r == nil {
 			return nil, errors.New("nil session record")
 		}
-		b = r.AppendJSON(append(b, tagSession))
+		b = r.AppendJSON(append(b, entryTag(r, classOf(r))))
 	default:
 		return nil, fmt.Errorf("record type %T cannot be spooled", rec)
 	}
@@ -49,14 +83,14 @@ func decodeEntry(e []byte) (record.Record, error) {
 		return nil, errors.New("spool entry too short")
 	}
 	switch e[0] {
-	case tagRequest:
+	case tagRequest, tagRequestAttack:
 		var r record.Request
 		if err := json.Unmarshal(e[1:], &r); err != nil {
 			return nil, fmt.Errorf("decode request record: %w", err)
 		}
 		r.Kind = record.KindRequest
 		return &r, nil
-	case tagSession:
+	case tagSession, tagSessionFinal, tagSessionAttack:
 		var s record.Session
 		if err := json.Unmarshal(e[1:], &s); err != nil {
 			return nil, fmt.Errorf("decode session record: %w", err)

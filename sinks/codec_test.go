@@ -191,3 +191,44 @@ func BenchmarkMarshalRecord(b *testing.B) {
 		})
 	}
 }
+
+// TestSpoolEntriesMarkEvidence: each record is spooled with the tag of its class, which a full
+// spool ranks it by, and every entry reads back as the record it was.
+func TestSpoolEntriesMarkEvidence(t *testing.T) {
+	t.Parallel()
+	malicious := codecRequest()
+	malicious.Malicious = true
+	finalRec := codecSession() // ended idle, no attack
+	finalRec.Malicious = 0
+	snapshot := codecSession()
+	snapshot.Final, snapshot.EndReason, snapshot.Malicious = false, "", 0
+	attacked := codecSession()
+	attacked.Final, attacked.EndReason, attacked.Malicious = false, "", 2
+	for _, tc := range []struct {
+		name string
+		rec  record.Record
+		cl   class
+	}{
+		{"a plain request", codecRequest(), plain},
+		{"a malicious request", malicious, attack},
+		{"a snapshot of a session", snapshot, plain},
+		{"a final session record", finalRec, final},
+		{"a snapshot of an attacked session", attacked, attack},
+	} {
+		e, err := encodeEntry(tc.rec)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := entryRank(e); got != int(tc.cl) || classOf(tc.rec) != tc.cl {
+			t.Errorf("%s: entry rank %d, class %d; want %d", tc.name, got, classOf(tc.rec), tc.cl)
+		}
+		back, err := decodeEntry(e)
+		if err != nil {
+			t.Fatalf("%s: decode: %v", tc.name, err)
+		}
+		want, _ := MarshalRecord(tc.rec)
+		if got, _ := MarshalRecord(back); !bytes.Equal(got, want) {
+			t.Errorf("%s: read back as %s, want %s", tc.name, got, want)
+		}
+	}
+}

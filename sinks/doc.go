@@ -11,6 +11,9 @@
 //
 // Each sink's delivery is a chain over one queue: in memory (memQueue), or a spoolQueue whose
 // head is the on-disk spool from the first batch the sink could not take until it catches up.
+// Under overload the queue gives up plain records before evidence (records of malicious
+// requests, final session records), and a session key that floods a sink that is behind loses
+// its own records first; every drop is counted with its reason (DropReason).
 // The worker reads a batch, writes it with a timeout, reports through the batch's done callback
 // how many records are finished, and waits before the next read when a write failed (the
 // unfinished rest is that next batch). Shutdown stops retrying, drains, and closes.

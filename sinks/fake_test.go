@@ -170,3 +170,10 @@ func checkBalance(t *testing.T, st sinks.OutputStats) {
 		t.Errorf("output %s delivered %d and failed %d but accepted only %d", st.Name, st.Delivered, st.Failed, st.Accepted)
 	}
 }
+
+// drops is a DropCounts with n records dropped for reason r.
+func drops(r sinks.DropReason, n uint64) sinks.DropCounts {
+	var d sinks.DropCounts
+	d[r] = n
+	return d
+}

@@ -82,9 +82,12 @@ func (o *Output) Close(ctx context.Context) error {
 
 // OutputStats are the counters of one output.
 //
-// Every record accepted is, in the end, delivered, failed, dropped or (with a spool) left in
-// the spool for a later start. Records replayed from a spool written by an earlier process
-// count as delivered (and replayed) without having been accepted by this one.
+// Every record offered is accepted or dropped at once (DropQueueFull, DropFloodKey, or
+// DropShutdown once Shutdown has begun); every record accepted is, in the end, delivered,
+// failed, dropped later (DropEvictedForEvidence, a spool's losses, DropShutdown at the deadline
+// without a spool) or (with a spool) left in the spool for a later start. Records replayed
+// from a spool written by an earlier process count as delivered (and replayed) without having
+// been accepted by this one.
 type OutputStats struct {
 	Name string
 	// Queued is the number of records waiting in the queue now.
@@ -93,10 +96,13 @@ type OutputStats struct {
 	Accepted uint64
 	// Delivered counts records the sink wrote, replayed ones included.
 	Delivered uint64
-	// Dropped counts records lost without a write: queue full, emitted after shutdown,
-	// undelivered at the shutdown deadline without a spool, pushed out of a full spool, or
-	// damaged in it.
+	// Dropped counts records lost without a write, for any reason (the sum of Drops).
 	Dropped uint64
+	// Drops counts the dropped records by reason.
+	Drops DropCounts
+	// EvidenceDropped counts the evidence records (records of malicious requests, session
+	// records of parts that had one, final session records) among Dropped.
+	EvidenceDropped uint64
 	// Failed counts records given up on: refused by the destination (permanent errors), retried
 	// past the policy's MaxElapsed, failed without retries, or impossible to encode for the
 	// spool.
@@ -107,8 +113,8 @@ type OutputStats struct {
 	Spooled uint64
 	// Replayed counts records delivered from the spool (part of Delivered).
 	Replayed uint64
-	// SpoolDropped counts records the spool lost: pushed out when full, or damaged (part of
-	// Dropped).
+	// SpoolDropped counts records the spool lost: deleted or refused when full, damaged, or not
+	// written (part of Dropped).
 	SpoolDropped uint64
 	// Rejected counts records kept in the rejects file for inspection (part of Failed).
 	Rejected uint64
@@ -126,9 +132,12 @@ type Pipeline struct {
 
 	// mu orders Emit against Shutdown: Emit sends under the read lock and Shutdown closes the
 	// queues under the write lock, so no record is ever sent on a closed queue and every record
-	// accepted is either drained by the worker or handled by Shutdown.
+	// accepted is either drained by the worker or handled by Shutdown. Every Emit writes its
+	// reader count: the padding keeps it off cache lines that other goroutines write.
+	_      [64]byte
 	mu     sync.RWMutex
 	closed bool
+	_      [64]byte
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -161,26 +170,37 @@ func orDefault[T int | time.Duration](v, def T) T {
 	return v
 }
 
-// Emit offers rec to every output without blocking: an output whose queue is full drops it and
-// counts the drop, and so does every output once Shutdown has begun. A nil rec is ignored.
-// Emit never allocates on its own account and is safe for concurrent use.
+// Emit offers rec to every output without blocking. An output whose queue is full drops a
+// plain record, and makes room for evidence by dropping its oldest record of a lower class:
+// plain records first, then final session records, to keep the records of an attack (a
+// malicious request, a session record of a part that had one); while an output is behind, the
+// plain records of a session key that floods it are dropped first; and every output drops
+// everything once Shutdown has begun. Each drop is counted with its reason. A nil rec is ignored. Emit never allocates on
+// its own account and is safe for concurrent use.
 func (p *Pipeline) Emit(rec record.Record) {
 	if rec == nil {
 		return
 	}
+	cl := classOf(rec)
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
 		for _, o := range p.outs {
-			o.drop(1)
+			o.drop(DropShutdown, 1, cl.evidence())
 		}
 		return
 	}
 	for _, o := range p.outs {
-		if o.queue.offer(rec) {
+		switch res, victim := o.queue.offer(rec, cl); res {
+		case offerTaken:
 			o.accepted.Add(1)
-		} else {
-			o.drop(1)
+		case offerEvicted:
+			o.accepted.Add(1)
+			o.drop(DropEvictedForEvidence, 1, victim.evidence())
+		case offerFull:
+			o.drop(DropQueueFull, 1, cl.evidence())
+		case offerFlood:
+			o.drop(DropFloodKey, 1, 0)
 		}
 	}
 	p.mu.RUnlock()

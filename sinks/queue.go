@@ -3,7 +3,6 @@ package sinks
 import (
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
 )
@@ -14,12 +13,14 @@ import (
 // next batch read, alone: a retry is simply the next read.
 //
 // There are two: memQueue keeps everything in memory; spoolQueue has the same in-memory front
-// and, from the first record its sink could not take, keeps the head of the queue in the on-disk
-// spool. The worker does not know which it reads from.
+// (intake) and, from the first record its sink could not take, keeps the head of the queue in
+// the on-disk spool. The worker does not know which it reads from. Both keep evidence before
+// plain records when they must drop (intake.go, and spool.SetRank for the spool).
 type queue interface {
-	// offer adds rec at the tail without blocking or doing I/O, and reports false when the
-	// queue is full. It must not be called once close was.
-	offer(rec record.Record) bool
+	// offer adds rec, of class cl, at the tail without blocking or doing I/O, and says what
+	// became of it and, for offerEvicted, the class of the record it dropped (see
+	// intake.offer). It must not be called once close was.
+	offer(rec record.Record, cl class) (offered, class)
 	// read waits for the next batch. It returns errDrained once the queue is closed and nothing
 	// more is to be written, or was abandoned; any other error is a failed read of the spool,
 	// worth trying again after a while.
@@ -56,82 +57,11 @@ type batch struct {
 // errDrained is what queue.read returns when there is nothing more to write.
 var errDrained = errors.New("queue drained")
 
-// intake is the in-memory front every queue has: a buffered channel. A non-blocking send costs
-// tens of nanoseconds and needs no allocation. A mutex-guarded ring drained a batch at a time
-// lets the worker take records several times faster, but both take over a million records a
-// second, far beyond what any sink writes, so the simpler channel stays.
-type intake struct {
-	ch            chan record.Record
-	batchSize     int
-	flushInterval time.Duration
-	timer         *time.Timer
-	buf           []record.Record // the last batch taken
-}
-
-func newIntake(size, batchSize int, flushInterval time.Duration) intake {
-	timer := time.NewTimer(flushInterval)
-	timer.Stop()
-	return intake{
-		ch:            make(chan record.Record, size),
-		batchSize:     batchSize,
-		flushInterval: flushInterval,
-		timer:         timer,
-	}
-}
-
-func (in *intake) offer(rec record.Record) bool {
-	select {
-	case in.ch <- rec:
-		return true
-	default:
-		return false
-	}
-}
-
-func (in *intake) queued() int { return len(in.ch) }
-
-// take waits for a record, then adds what arrives until the batch holds batchSize records or
-// flushInterval has passed; once the intake is closed it waits for nothing. It reports false
-// when the intake is closed and empty. The batch reuses the array of the previous one, whose
-// records must be dealt with by then.
-func (in *intake) take() ([]record.Record, bool) {
-	clear(in.buf) // let the previous batch's records go before waiting
-	b := in.buf[:0]
-	rec, ok := <-in.ch
-	if !ok {
-		in.buf = b
-		return nil, false
-	}
-	b = append(b, rec)
-	if len(b) < in.batchSize {
-		b = in.fill(b)
-	}
-	in.buf = b
-	return b, true
-}
-
-func (in *intake) fill(b []record.Record) []record.Record {
-	in.timer.Reset(in.flushInterval)
-	defer in.timer.Stop()
-	for len(b) < in.batchSize {
-		select {
-		case rec, ok := <-in.ch:
-			if !ok {
-				return b
-			}
-			b = append(b, rec)
-		case <-in.timer.C:
-			return b
-		}
-	}
-	return b
-}
-
 // memQueue is the queue of a sink without a spool. A batch being retried stays in memory, and
-// while it waits nothing else is written: the intake fills and Emit drops, which the drop
-// counter and log report.
+// while it waits nothing else is written: the intake fills and Emit drops plain records first
+// (evidence takes their place), which the drop counters and log report.
 type memQueue struct {
-	intake
+	*intake
 	t      *tally
 	doneFn func(int) bool
 
@@ -141,7 +71,7 @@ type memQueue struct {
 	abandoned bool
 }
 
-func newMemQueue(in intake, t *tally) *memQueue {
+func newMemQueue(in *intake, t *tally) *memQueue {
 	q := &memQueue{intake: in, t: t}
 	q.doneFn = q.done
 	return q
@@ -160,7 +90,7 @@ func (q *memQueue) read() (batch, error) {
 	defer q.mu.Unlock()
 	if q.abandoned {
 		// Taken after abandon emptied the intake.
-		q.t.drop(len(recs))
+		q.t.drop(DropShutdown, len(recs), countEvidence(recs))
 		return batch{}, errDrained
 	}
 	if !ok {
@@ -183,20 +113,25 @@ func (q *memQueue) done(n int) bool {
 	return true
 }
 
-func (q *memQueue) close() { close(q.ch) }
-
 func (q *memQueue) abandon() (spooled, dropped int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.abandoned = true
-	n := len(q.out) + len(q.rest)
+	lost := make([]record.Record, 0, len(q.out)+len(q.rest)+q.queued())
+	lost = append(append(lost, q.out...), q.rest...)
 	q.out, q.rest = nil, nil
-	// The intake is closed, so this ends once it is empty.
-	for range q.ch {
-		n++
+	lost = q.drain(lost)
+	q.t.drop(DropShutdown, len(lost), countEvidence(lost))
+	return 0, len(lost)
+}
+
+// countEvidence is how many of recs are evidence.
+func countEvidence(recs []record.Record) int {
+	n := 0
+	for _, r := range recs {
+		n += classOf(r).evidence()
 	}
-	q.t.drop(n)
-	return 0, n
+	return n
 }
 
 func (q *memQueue) release() {}

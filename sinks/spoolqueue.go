@@ -1,6 +1,7 @@
 package sinks
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -31,7 +32,7 @@ const (
 // intake and, once it is half full, copies the batch to the spool and starts moving records
 // behind it. When the slow write then succeeds, its copy is discarded from the spool's head.
 type spoolQueue struct {
-	intake
+	*intake
 	sp     *spool.Spool
 	t      *tally
 	doneFn func(int) bool
@@ -58,6 +59,9 @@ type spoolQueue struct {
 	// rest of a batch that is being retried. Zero reads a full batch.
 	again int
 	chunk []record.Record // the helper's
+	// The spool's entries, and the class of each, being appended.
+	encoded [][]byte
+	classes []class
 }
 
 // helper is a goroutine of a spoolQueue: it watches the intake while a batch from memory is being
@@ -77,17 +81,33 @@ func (h *helper) halt() {
 }
 
 // newSpoolQueue returns the queue of in and sp; a spool that holds records from an earlier run
-// is replayed before anything offered now.
-func newSpoolQueue(in intake, sp *spool.Spool, t *tally) *spoolQueue {
+// is replayed before anything offered now. A full spool keeps evidence: to make room it deletes
+// plain records, then final session records, and refuses new records once the records of
+// attacks alone fill it.
+func newSpoolQueue(in *intake, sp *spool.Spool, t *tally) *spoolQueue {
 	q := &spoolQueue{intake: in, sp: sp, t: t}
 	q.doneFn = q.done
+	sp.SetRank(entryRank, int(attack))
 	if sp.Len() > 0 {
 		q.mu.Lock()
-		q.spilling = true
+		q.setSpilling(true)
 		q.startHelper(false)
 		q.mu.Unlock()
 	}
 	return q
+}
+
+// setSpilling records whether the spool holds the head of the queue; the intake's flood budget
+// counts the sink as behind meanwhile. q.mu is held.
+func (q *spoolQueue) setSpilling(v bool) {
+	q.spilling = v
+	q.intake.spilling.Store(v)
+}
+
+// hold protects the n records at the spool's head from being deleted for room: copies of a
+// batch being written, or the rest of a batch to write again. q.mu is held.
+func (q *spoolQueue) hold(n int) {
+	q.sp.Hold(n)
 }
 
 func (q *spoolQueue) read() (batch, error) {
@@ -124,7 +144,7 @@ func (q *spoolQueue) readMemory() (batch, error) {
 	if q.abandoned {
 		// Taken after abandon emptied the intake: they join the spool, at the very end of a
 		// shutdown.
-		q.appendLocked(recs)
+		q.appendLocked(recs, false)
 		return batch{}, errDrained
 	}
 	if !ok {
@@ -145,7 +165,7 @@ func (q *spoolQueue) endSpill() {
 		q.startHelper(false)
 		return
 	}
-	q.spilling = false
+	q.setSpilling(false)
 }
 
 // readSpool reads the next batch from the spool's head; it returns no records when the spool is
@@ -159,7 +179,7 @@ func (q *spoolQueue) readSpool() (batch, error) {
 	q.mu.Unlock()
 	for {
 		entries, next, skipped, err := q.sp.Read(limit, replayBatchBytes)
-		q.t.lostInSpool(skipped, "damaged records skipped in the spool")
+		q.t.lostInSpool(DropSpoolDamaged, skipped, 0, "damaged records skipped in the spool")
 		if err != nil {
 			q.sp.Rewind()
 			return batch{}, err
@@ -232,9 +252,10 @@ func (q *spoolQueue) done(n int) bool {
 		q.stopWatcher()
 		if n < len(q.out) {
 			// The spool was empty: the rest is all it holds (less what did not fit).
-			q.appendLocked(q.out[n:])
+			q.appendLocked(q.out[n:], false)
 			q.again = q.sp.Len()
-			q.spilling = true
+			q.hold(q.again)
+			q.setSpilling(true)
 			q.startHelper(false)
 		}
 	}
@@ -254,26 +275,33 @@ func (q *spoolQueue) doneSpool(n int) {
 		left -= q.entries[n-1]
 	}
 	if lost := q.sp.Rewind(); lost > 0 {
-		// A full spool deleted the batch's segment while it was written.
-		q.t.lostInSpool(len(q.out)-n, "spool full, oldest records dropped")
+		// A full spool deleted the batch's segment while it was written (never when the spool
+		// is ranked, as every spool of a pipeline is: it spares what is handed out).
+		q.t.drop(DropSpoolFull, len(q.out)-n, countEvidence(q.out[n:]))
 		return
 	}
 	q.again = left
+	q.hold(left)
 }
 
 // donePrespooled handles a batch from memory that was copied to the spool's head while it was
 // written: the copies of what is finished are discarded, the rest stays first in line.
 func (q *spoolQueue) donePrespooled(n int) {
-	// The spool's head holds the last prespooled records of the batch: a full spool may have
-	// pushed the first ones out.
+	// The spool's head holds copies of the batch's first records, held so that nothing deletes
+	// them: all of them unless the spool was too small to take the whole batch.
 	copies := q.prespooled
-	discard := max(min(n-(len(q.out)-copies), copies), 0)
+	discard := min(n, copies)
 	if discard > 0 {
 		if _, err := q.sp.Discard(discard); err != nil {
 			q.t.logger.Warn("discard delivered records from the spool", "error", err.Error())
 		}
 	}
+	if lost := q.out[max(n, copies):]; len(lost) > 0 {
+		// Neither written nor copied: the spool refused them.
+		q.t.drop(DropSpoolFull, len(lost), countEvidence(lost))
+	}
 	q.again = copies - discard
+	q.hold(q.again)
 }
 
 func (q *spoolQueue) commit(p spool.Pos) {
@@ -286,7 +314,7 @@ func (q *spoolQueue) close() {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
-	close(q.ch)
+	q.intake.close()
 }
 
 func (q *spoolQueue) abandon() (spooled, dropped int) {
@@ -294,22 +322,23 @@ func (q *spoolQueue) abandon() (spooled, dropped int) {
 	defer q.mu.Unlock()
 	q.abandoned = true
 	var recs []record.Record
-	if !q.fromSpool && !q.spilling {
+	lostBefore := q.t.dropped()
+	switch {
+	case !q.fromSpool && !q.spilling:
 		// The batch being written has no copy in the spool.
 		recs = append(recs, q.out...)
 		q.stopWatcher()
+	case !q.fromSpool && q.prespooled < len(q.out):
+		// Its copy in the spool is short of what the spool refused.
+		lost := q.out[q.prespooled:]
+		q.t.drop(DropSpoolFull, len(lost), countEvidence(lost))
 	}
 	q.out = nil
-	// The intake is closed, so this ends once it is empty.
-	for rec := range q.ch {
-		recs = append(recs, rec)
+	recs = q.drain(recs)
+	if len(recs) > 0 {
+		spooled = q.appendLocked(recs, false)
 	}
-	if len(recs) == 0 {
-		return 0, 0
-	}
-	lostBefore := q.t.dropped.Load()
-	spooled = q.appendLocked(recs)
-	return spooled, int(q.t.dropped.Load() - lostBefore)
+	return spooled, int(q.t.dropped() - lostBefore)
 }
 
 // stopHelper stops the helper that moves records from the intake to the spool, if one runs,
@@ -369,7 +398,7 @@ func (q *spoolQueue) watch(h *helper) bool {
 			return false
 		case <-tick.C:
 		}
-		if 2*len(q.ch) >= cap(q.ch) {
+		if 2*q.queued() >= q.size {
 			return q.prespool(h)
 		}
 	}
@@ -385,8 +414,9 @@ func (q *spoolQueue) prespool(h *helper) bool {
 		return false
 	default:
 	}
-	q.prespooled = q.appendLocked(q.out)
-	q.spilling = true
+	q.prespooled = q.appendLocked(q.out, true)
+	q.hold(q.prespooled)
+	q.setSpilling(true)
 	return true
 }
 
@@ -395,61 +425,42 @@ func (q *spoolQueue) prespool(h *helper) bool {
 // spool first, so that every record offered while the queue spilled goes to the spool.
 func (q *spoolQueue) move(h *helper) {
 	for {
-		select {
-		case <-h.stop:
-			q.moveQueued()
-			return
-		case rec, ok := <-q.ch:
-			if !ok {
-				return
+		more, stopped := q.wait(h.stop)
+		if stopped {
+			for q.moveChunk() > 0 {
 			}
-			q.moveChunk(rec)
+			return
 		}
+		if !more {
+			return
+		}
+		q.moveChunk()
 	}
 }
 
-// moveQueued moves what the intake holds now to the spool.
-func (q *spoolQueue) moveQueued() {
-	for {
-		select {
-		case rec, ok := <-q.ch:
-			if !ok {
-				return
-			}
-			q.moveChunk(rec)
-		default:
-			return
-		}
-	}
-}
-
-// moveChunk appends first and up to a batch of the records queued behind it with one write.
-func (q *spoolQueue) moveChunk(first record.Record) {
+// moveChunk appends what the intake holds with one write (and fsync) and returns how many
+// records it moved. Taking everything at once, not a batch, lets the spool keep up with a flood
+// as long as the disk does: each fsync covers whatever arrived during the one before.
+func (q *spoolQueue) moveChunk() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	chunk := append(q.chunk[:0], first)
-take:
-	for len(chunk) < q.batchSize && !q.abandoned {
-		select {
-		case rec, ok := <-q.ch:
-			if !ok {
-				break take
-			}
-			chunk = append(chunk, rec)
-		default:
-			break take
-		}
+	chunk := q.takeNow(q.chunk[:0], q.size)
+	n := len(chunk)
+	if n > 0 {
+		q.appendLocked(chunk, false)
 	}
-	q.appendLocked(chunk)
 	clear(chunk)
 	q.chunk = chunk[:0]
+	return n
 }
 
-// appendLocked appends recs to the spool's tail and returns how many it holds now; q.mu is held.
-// Records that cannot be encoded are failed, records the spool pushes out or cannot write are
-// dropped.
-func (q *spoolQueue) appendLocked(recs []record.Record) int {
-	entries := make([][]byte, 0, len(recs))
+// appendLocked appends recs to the spool's tail and returns how many of them it holds now (the
+// first ones: a spool full of attack records refuses the rest); q.mu is held. Records that cannot be
+// encoded are failed; records the spool refuses or cannot write are dropped, and so are those
+// it deletes to make room. Copies of a batch still being written (copies set) are not counted
+// when refused or not written: donePrespooled counts what neither the write nor the spool took.
+func (q *spoolQueue) appendLocked(recs []record.Record, copies bool) int {
+	entries, classes := q.encoded[:0], q.classes[:0]
 	bad := 0
 	for _, rec := range recs {
 		e, err := encodeEntry(rec)
@@ -458,7 +469,12 @@ func (q *spoolQueue) appendLocked(recs []record.Record) int {
 			continue
 		}
 		entries = append(entries, e)
+		classes = append(classes, classOf(rec))
 	}
+	defer func() {
+		clear(entries)
+		q.encoded, q.classes = entries[:0], classes[:0]
+	}()
 	if bad > 0 {
 		q.t.failed.Add(uint64(bad))
 		q.t.logger.Warn("records could not be encoded for the spool, dropped", "records", bad)
@@ -466,18 +482,38 @@ func (q *spoolQueue) appendLocked(recs []record.Record) int {
 	if len(entries) == 0 {
 		return 0
 	}
-	pushed, err := q.sp.Append(entries)
-	q.prespooled = max(q.prespooled-pushed, 0)
-	q.again = max(q.again-pushed, 0)
-	q.t.lostInSpool(pushed, "spool full, oldest records dropped")
+	deleted, err := q.sp.Append(entries)
+	// The spool counts the records it deleted for room, not their class: plain records go
+	// first, final records next. Counted as plain.
+	q.t.drop(DropSpoolFull, deleted, 0)
+	written := len(entries)
+	if full, ok := errors.AsType[*spool.FullError](err); ok {
+		written = full.Written
+		if !copies {
+			q.t.drop(DropSpoolFull, full.Refused, countClassEvidence(classes[written:]))
+		}
+		err = nil
+	}
+	if err != nil && copies {
+		q.t.logger.Warn("write spool", "records", len(entries), "error", err.Error())
+		return 0
+	}
 	if err != nil {
 		// Nothing of this call is known to be on disk beyond what was counted: treat the batch
 		// as lost rather than risk counting it twice.
-		q.t.dropped.Add(uint64(len(entries)))
-		q.t.spoolDropped.Add(uint64(len(entries)))
-		q.t.logger.Warn("write spool, records dropped", "records", len(entries), "error", err.Error())
+		q.t.lostInSpool(DropSpoolError, len(entries), countClassEvidence(classes), "write spool, records dropped",
+			"error", err.Error())
 		return 0
 	}
-	q.t.spooled.Add(uint64(len(entries)))
-	return len(entries)
+	q.t.spooled.Add(uint64(written))
+	return written
+}
+
+// countClassEvidence is how many of classes are evidence.
+func countClassEvidence(classes []class) int {
+	n := 0
+	for _, c := range classes {
+		n += c.evidence()
+	}
+	return n
 }

@@ -7,6 +7,61 @@ import (
 	"time"
 )
 
+// DropReason says why a record was dropped: lost without a write.
+type DropReason uint8
+
+// Why records are dropped. Each is counted apart (OutputStats.Drops).
+const (
+	// DropQueueFull: offered to a full in-memory queue (for an evidence record: full of
+	// evidence, so no plain record could make room).
+	DropQueueFull DropReason = iota
+	// DropFloodKey: a plain record of a session key that added far more records than the
+	// others while the sink was behind (see docs/reliability.md).
+	DropFloodKey
+	// DropEvictedForEvidence: a plain record taken out of a full queue to make room for an
+	// evidence record.
+	DropEvictedForEvidence
+	// DropSpoolFull: deleted from a full spool to make room (plain records only), or refused by
+	// a spool full of evidence.
+	DropSpoolFull
+	// DropSpoolDamaged: found damaged in the spool when read back.
+	DropSpoolDamaged
+	// DropSpoolError: the spool could not be written.
+	DropSpoolError
+	// DropShutdown: emitted after shutdown began, or left in memory at the shutdown deadline
+	// without a spool.
+	DropShutdown
+	// NumDropReasons is the number of reasons.
+	NumDropReasons
+)
+
+var dropReasonNames = [NumDropReasons]string{
+	"queue_full", "flood_key", "evicted_for_evidence", "spool_full", "spool_damaged", "spool_error", "shutdown",
+}
+
+// String is the reason's metric label value, e.g. "queue_full".
+func (r DropReason) String() string {
+	if r < NumDropReasons {
+		return dropReasonNames[r]
+	}
+	return "unknown"
+}
+
+// DropCounts counts dropped records by reason.
+type DropCounts [NumDropReasons]uint64
+
+// Total is the sum over every reason.
+func (d DropCounts) Total() uint64 {
+	var n uint64
+	for _, v := range d {
+		n += v
+	}
+	return n
+}
+
+// spoolReasons are the reasons of records the spool lost.
+var spoolReasons = [...]DropReason{DropSpoolFull, DropSpoolDamaged, DropSpoolError}
+
 // tally counts what becomes of one output's records (the counters OutputStats reports) and
 // writes the log lines about records lost. Emit, the queue and the worker all add to it.
 type tally struct {
@@ -20,7 +75,9 @@ type tally struct {
 	// producers and the worker do not share a cache line.
 	_        [64]byte
 	accepted atomic.Uint64
-	dropped  atomic.Uint64
+	drops    [NumDropReasons]atomic.Uint64
+	// evidenceDropped counts the evidence records among the drops.
+	evidenceDropped atomic.Uint64
 	// Drop logging, rate-limited: dropLogPending is set by the first drop after a line was
 	// scheduled, so Emit schedules at most one timer per line; dropLogLast is the time of the
 	// last line in Unix nanoseconds (0 = none yet).
@@ -28,24 +85,48 @@ type tally struct {
 	dropLogLast    atomic.Int64
 	_              [64]byte
 
-	delivered    atomic.Uint64
-	failed       atomic.Uint64
-	retried      atomic.Uint64
-	spooled      atomic.Uint64
-	replayed     atomic.Uint64
-	spoolDropped atomic.Uint64
-	rejected     atomic.Uint64
+	delivered atomic.Uint64
+	failed    atomic.Uint64
+	retried   atomic.Uint64
+	spooled   atomic.Uint64
+	replayed  atomic.Uint64
+	rejected  atomic.Uint64
 
 	dropLogMu    sync.Mutex
 	dropReported uint64 // guarded by dropLogMu: dropped as of the last line
 }
 
-// drop counts n dropped records and makes sure a log line will report them.
-func (t *tally) drop(n int) {
+// dropCounts reads the drop counters.
+func (t *tally) dropCounts() DropCounts {
+	var d DropCounts
+	for i := range t.drops {
+		d[i] = t.drops[i].Load()
+	}
+	return d
+}
+
+// dropped is the number of records dropped for any reason.
+func (t *tally) dropped() uint64 { return t.dropCounts().Total() }
+
+// spoolDropped is the number of records the spool lost.
+func (t *tally) spoolDropped() uint64 {
+	var n uint64
+	for _, r := range spoolReasons {
+		n += t.drops[r].Load()
+	}
+	return n
+}
+
+// drop counts n dropped records, evidence of them evidence records, and makes sure a log line
+// will report them.
+func (t *tally) drop(r DropReason, n, evidence int) {
 	if n <= 0 {
 		return
 	}
-	t.dropped.Add(uint64(n))
+	t.drops[r].Add(uint64(n))
+	if evidence > 0 {
+		t.evidenceDropped.Add(uint64(evidence))
+	}
 	// The plain load keeps a flood of drops from contending on the flag's cache line.
 	if !t.dropLogPending.Load() && t.dropLogPending.CompareAndSwap(false, true) {
 		t.scheduleDropLog()
@@ -66,7 +147,8 @@ func (t *tally) scheduleDropLog() {
 func (t *tally) logDrops() {
 	t.dropLogMu.Lock()
 	defer t.dropLogMu.Unlock()
-	total := t.dropped.Load()
+	counts := t.dropCounts()
+	total := counts.Total()
 	if n := total - t.dropReported; n > 0 {
 		t.dropReported = total
 		t.dropLogLast.Store(time.Now().UnixNano())
@@ -74,26 +156,36 @@ func (t *tally) logDrops() {
 		if t.stopped.Load() {
 			msg = "sinks shut down, records dropped"
 		}
-		attrs := []any{"dropped", n, "dropped_total", total, "queue_size", t.queueSize}
+		var reasons []any
+		for r, v := range counts {
+			if v > 0 {
+				reasons = append(reasons, DropReason(r).String(), v)
+			}
+		}
+		attrs := []any{"dropped", n, "dropped_total", total, "queue_size", t.queueSize,
+			"evidence_dropped_total", t.evidenceDropped.Load(), slog.Group("dropped_by_reason", reasons...)}
 		if t.withSpool {
-			attrs = append(attrs, "spool_dropped_total", t.spoolDropped.Load())
+			attrs = append(attrs, "spool_dropped_total", t.spoolDropped())
 		}
 		t.logger.Warn(msg, attrs...)
 	}
 	t.dropLogPending.Store(false)
 	// A drop counted after the Load above found the flag still set and scheduled nothing.
-	if t.dropped.Load() != t.dropReported && t.dropLogPending.CompareAndSwap(false, true) {
+	if t.dropped() != t.dropReported && t.dropLogPending.CompareAndSwap(false, true) {
 		t.scheduleDropLog()
 	}
 }
 
-// lostInSpool counts records the spool lost and says so; this happens at most once per segment,
-// so it needs no rate limit.
-func (t *tally) lostInSpool(n int, msg string) {
+// lostInSpool counts records the spool lost to damage or a failed write and says so at once:
+// both are rare, and worth a line each. A full spool's drops go through drop, rate-limited.
+func (t *tally) lostInSpool(r DropReason, n, evidence int, msg string, attrs ...any) {
 	if n <= 0 {
 		return
 	}
-	t.dropped.Add(uint64(n))
-	t.spoolDropped.Add(uint64(n))
-	t.logger.Warn(msg, "dropped", n, "spool_dropped_total", t.spoolDropped.Load())
+	t.drops[r].Add(uint64(n))
+	if evidence > 0 {
+		t.evidenceDropped.Add(uint64(evidence))
+	}
+	attrs = append([]any{"dropped", n, "evidence_dropped", evidence, "spool_dropped_total", t.spoolDropped()}, attrs...)
+	t.logger.Warn(msg, attrs...)
 }

@@ -264,18 +264,20 @@ func (o *output) noteFailure(records int, err error) {
 
 func (o *output) stats() OutputStats {
 	st := OutputStats{
-		Name:         o.name,
-		Queued:       o.queue.queued(),
-		Accepted:     o.accepted.Load(),
-		Delivered:    o.delivered.Load(),
-		Dropped:      o.dropped.Load(),
-		Failed:       o.failed.Load(),
-		Retried:      o.retried.Load(),
-		Spooled:      o.spooled.Load(),
-		Replayed:     o.replayed.Load(),
-		SpoolDropped: o.spoolDropped.Load(),
-		Rejected:     o.rejected.Load(),
+		Name:            o.name,
+		Queued:          o.queue.queued(),
+		Accepted:        o.accepted.Load(),
+		Delivered:       o.delivered.Load(),
+		Drops:           o.dropCounts(),
+		EvidenceDropped: o.evidenceDropped.Load(),
+		Failed:          o.failed.Load(),
+		Retried:         o.retried.Load(),
+		Spooled:         o.spooled.Load(),
+		Replayed:        o.replayed.Load(),
+		SpoolDropped:    o.spoolDropped(),
+		Rejected:        o.rejected.Load(),
 	}
+	st.Dropped = st.Drops.Total()
 	st.SpoolRecords, st.SpoolBytes = o.queue.backlog()
 	return st
 }
@@ -303,14 +305,14 @@ func (o *output) finish(ctx context.Context) error {
 			go o.closeLate()
 			o.logger.Warn("sink not drained before the shutdown deadline",
 				"spooled", spooled, "dropped", dropped, "delivered_total", o.delivered.Load(),
-				"failed_total", o.failed.Load(), "dropped_total", o.dropped.Load())
+				"failed_total", o.failed.Load(), "dropped_total", o.dropped())
 			return fmt.Errorf("drain sink %q: %w", o.name, ctx.Err())
 		}
 	}
 	err := o.close(ctx)
 	o.closeStores()
 	attrs := []any{"delivered_total", o.delivered.Load(), "failed_total", o.failed.Load(),
-		"dropped_total", o.dropped.Load()}
+		"dropped_total", o.dropped(), "evidence_dropped_total", o.evidenceDropped.Load()}
 	if o.withSpool {
 		n, _ := o.queue.backlog()
 		attrs = append(attrs, "spooled_total", o.spooled.Load(), "spool_records", n)

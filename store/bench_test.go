@@ -131,11 +131,22 @@ func genSession(p, i int, at time.Time) *record.Session {
 	}
 }
 
-// BenchmarkIngest writes batches of 500 records as the engine emits them: 50 parts each send 9
-// requests and one session snapshot (a part making 9 requests between two snapshot intervals).
-// Parts come back every 40 batches, so most of their values are already stored, as for live
-// parts; the big database build (benchDB) measures all-new parts.
+// BenchmarkIngest measures Write of 500-record batches (the sinks' default) in three shapes:
+//
+//   - known_parts: as the engine emits them for live traffic: 50 parts each send 9 requests and
+//     one session snapshot (a part making 9 requests between two snapshot intervals); parts
+//     come back every 40 batches, so most of their values are already stored.
+//   - new_parts: 500 parts never seen before, one request each (the big database build).
+//   - flood: a flood of distinct session keys: 250 new parts with one request each, and the
+//     final session records (end reason evicted) of 250 parts whose requests came 40 batches
+//     before, as the engine evicts them from its full part table.
 func BenchmarkIngest(b *testing.B) {
+	b.Run("known_parts", benchIngestKnown)
+	b.Run("new_parts", func(b *testing.B) { benchIngestNew(b, false) })
+	b.Run("flood", func(b *testing.B) { benchIngestNew(b, true) })
+}
+
+func benchIngestKnown(b *testing.B) {
 	s, err := Open(Options{Dir: b.TempDir(), NoRetentionJob: true})
 	if err != nil {
 		b.Fatal(err)
@@ -172,6 +183,53 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*DefaultBatch)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(float64(n*requests/nb)/b.Elapsed().Seconds(), "requests/s")
+}
+
+// floodLag is how many batches before its final record a flood part's request came.
+const floodLag = 40
+
+// benchIngestNew writes batches of parts never seen before; with flood, half of each batch is
+// the final session records of earlier parts. The batches are built while the timer is
+// stopped.
+func benchIngestNew(b *testing.B, flood bool) {
+	s, err := Open(Options{Dir: b.TempDir(), NoRetentionJob: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	rng := rand.New(rand.NewPCG(7, 8))
+	perBatch := DefaultBatch
+	if flood {
+		perBatch = DefaultBatch / 2
+	}
+	ctx := context.Background()
+	batch := make([]record.Record, 0, DefaultBatch)
+	n, requests, records := 0, 0, 0
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		batch = batch[:0]
+		for j := range perBatch {
+			p := n*perBatch + j
+			at := benchStart.Add(time.Duration(p) * time.Millisecond)
+			batch = append(batch, genRequest(rng, p, 0, at))
+			if flood && n >= floodLag {
+				q := p - floodLag*perBatch
+				f := genSession(q, 0, benchStart.Add(time.Duration(q)*time.Millisecond))
+				f.Final, f.EndReason = true, record.EndEvicted
+				batch = append(batch, f)
+			}
+		}
+		requests += perBatch
+		records += len(batch)
+		b.StartTimer()
+		if err := s.Write(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(requests)/b.Elapsed().Seconds(), "requests/s")
 }
 
 var (

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -519,5 +520,95 @@ func TestFactory(t *testing.T) {
 	}
 	if _, err := Factory.Create(config.Sink{Type: Type}, sinks.Settings{}); err == nil {
 		t.Errorf("no path and no data directory: no error")
+	}
+}
+
+// TestWriteManyPartsInOneBatch writes a batch of 300 parts, more than one multi-row statement
+// holds, mixing parts that bring requests, a session record, or both: each request must land in
+// its own part, and each record (with its user, which wins over the requests') on its own part.
+func TestWriteManyPartsInOneBatch(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, nil)
+	const parts = 300
+	id := func(i int) string { return fmt.Sprintf("s_many%03d", i) }
+	var batch []record.Record
+	for i := range parts {
+		if i%3 != 2 { // parts 0, 1, 3, 4, ... bring requests
+			batch = append(batch, req(id(i), "2026-11-22", time.Duration(i)*time.Second, func(r *record.Request) {
+				r.User = "req-" + id(i)
+			}))
+		}
+		if i%3 != 0 { // parts 1, 2, 4, 5, ... bring a final record
+			batch = append(batch, &record.Session{
+				Kind: record.KindSession, Session: id(i), Part: "2026-11-22",
+				FirstSeen: record.At(base.Add(time.Duration(i) * time.Second)), LastSeen: record.At(base.Add(time.Duration(i+1) * time.Second)),
+				Requests: 1, User: "rec-" + id(i), Final: true, EndReason: record.EndEvicted,
+			})
+		}
+	}
+	write(t, s, batch...)
+	ctx := context.Background()
+	for i := range parts {
+		v, err := s.Part(ctx, id(i), "2026-11-22", PartQuery{})
+		if err != nil {
+			t.Fatalf("part %s: %v", id(i), err)
+		}
+		wantReqs, wantUser, wantFinal := 1, "rec-"+id(i), true
+		switch i % 3 {
+		case 0:
+			wantUser, wantFinal = "req-"+id(i), false
+		case 2:
+			wantReqs = 0
+		}
+		if len(v.Requests) != wantReqs {
+			t.Errorf("part %s has %d requests, want %d", id(i), len(v.Requests), wantReqs)
+		}
+		for _, r := range decodeReqs(t, v.Requests) {
+			if r.Session != id(i) {
+				t.Errorf("part %s holds a request of %s", id(i), r.Session)
+			}
+		}
+		if v.Session.User != wantUser || v.Session.Final != wantFinal {
+			t.Errorf("part %s: user %q final %v, want %q %v", id(i), v.Session.User, v.Session.Final, wantUser, wantFinal)
+		}
+	}
+}
+
+// TestSessionRecordsMergeAfterReopen merges a session record into one stored by an earlier
+// process: the writer remembers nothing then and reads the stored record back.
+func TestSessionRecordsMergeAfterReopen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	snap := func(requests int, last time.Duration, final bool, ip string) *record.Session {
+		return &record.Session{
+			Kind: record.KindSession, Session: "s_r", Part: "2026-11-22",
+			FirstSeen: record.At(base), LastSeen: record.At(base.Add(last)), Requests: requests,
+			IPs: []string{ip}, Methods: map[string]int{"GET": requests}, Final: final,
+		}
+	}
+	ctx := context.Background()
+	s, err := Open(Options{Dir: dir, NoRetentionJob: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, snap(4, 10*time.Second, false, "203.0.113.7"), &record.Session{
+		Kind: record.KindSession, Session: "s_other", Part: "2026-11-22", FirstSeen: record.At(base), LastSeen: record.At(base),
+	})
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(Options{Dir: dir, NoRetentionJob: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	write(t, s, snap(1, time.Minute, true, "192.0.2.9"))
+	v, err := s.Part(ctx, "s_r", "2026-11-22", PartQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := v.Session
+	if got.Requests != 4 || !got.Final || !slices.Equal(got.IPs, []string{"203.0.113.7", "192.0.2.9"}) || got.Methods["GET"] != 4 {
+		t.Errorf("merged record after reopen = %+v, want 4 requests, final, both IPs, 4 GETs", got)
 	}
 }

@@ -18,23 +18,32 @@ import (
 )
 
 // writeStmts are the writer's prepared statements, prepared once on its one connection.
-// Requests and part values go in multi-row INSERTs: one statement executes per chunk of rows
-// instead of one per row, which halves the cost of binding and stepping in the driver.
+// Parts, their records, requests and part values go in multi-row statements: one statement
+// executes per chunk of rows instead of one per row, which saves the driver's binding and
+// stepping per row; a batch of parts never seen before (a flood of new session keys) costs a
+// handful of statements instead of one per part.
 type writeStmts struct {
-	partRows *sql.Stmt
-	partGet  *sql.Stmt
-	partAll  *sql.Stmt
-	span     *sql.Stmt
-	// requests[i] inserts 1<<i request rows; values[i] inserts 1<<i part_values rows. Any
-	// number of rows is a sum of these sizes, so a handful of statements covers every batch.
+	span *sql.Stmt
+	// stored[i] reads the stored records of 1<<i parts; parts[i] upserts 1<<i parts; records[i]
+	// sets the merged record of 1<<i parts; requests[i] inserts 1<<i request rows; values[i]
+	// inserts 1<<i part_values rows. Any number of rows is a sum of these sizes, so a handful of
+	// statements covers every batch.
+	stored   [storedSizes]*sql.Stmt
+	parts    [partSizes]*sql.Stmt
+	records  [recordSizes]*sql.Stmt
 	requests [requestSizes]*sql.Stmt
 	values   [valueSizes]*sql.Stmt
 }
 
 const (
-	requestCols  = 15
-	requestSizes = 6 // up to 32 rows a statement
-	valueSizes   = 7 // up to 64 rows a statement
+	storedSizes    = 7 // up to 64 parts a statement
+	partUpsertCols = 11
+	partSizes      = 7 // up to 64 parts a statement
+	recordCols     = 4
+	recordSizes    = 7 // up to 64 records a statement
+	requestCols    = 15
+	requestSizes   = 6 // up to 32 rows a statement
+	valueSizes     = 7 // up to 64 rows a statement
 )
 
 // chunkLen is how many of the n rows left the next statement takes: the largest size at hand.
@@ -46,8 +55,8 @@ func chunkLen(n, sizes int) int {
 	return c
 }
 
-// multiInsert prepares head followed by 1<<i copies of row for every i.
-func (s *Store) multiInsert(ctx context.Context, dst []*sql.Stmt, head, row string) error {
+// multiRow prepares head, 1<<i copies of row and tail for every i.
+func (s *Store) multiRow(ctx context.Context, dst []*sql.Stmt, head, row, tail string) error {
 	for i := range dst {
 		var b strings.Builder
 		b.WriteString(head)
@@ -57,6 +66,7 @@ func (s *Store) multiInsert(ctx context.Context, dst []*sql.Stmt, head, row stri
 			}
 			b.WriteString(row)
 		}
+		b.WriteString(tail)
 		st, err := s.wdb.PrepareContext(ctx, b.String())
 		if err != nil {
 			return err
@@ -67,7 +77,10 @@ func (s *Store) multiInsert(ctx context.Context, dst []*sql.Stmt, head, row stri
 }
 
 func (w *writeStmts) close() {
-	all := []*sql.Stmt{w.partRows, w.partGet, w.partAll, w.span}
+	all := []*sql.Stmt{w.span}
+	all = append(all, w.stored[:]...)
+	all = append(all, w.parts[:]...)
+	all = append(all, w.records[:]...)
 	all = append(all, w.requests[:]...)
 	all = append(all, w.values[:]...)
 	for _, st := range all {
@@ -87,12 +100,19 @@ func (s *Store) prepare(ctx context.Context) error {
 		st, err = s.wdb.PrepareContext(ctx, q)
 		return st
 	}
+	s.stmt.span = prep(`INSERT INTO meta (key, value) VALUES ('max_span', ?)
+		ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)`)
+	if err == nil {
+		err = s.multiRow(ctx, s.stmt.stored[:], `SELECT session, part, record FROM parts
+			WHERE record IS NOT NULL AND (session, part) IN (VALUES `, "(?,?)", ")")
+	}
 	// A part's request-derived columns add up what each batch brings; user and role follow the
-	// newest request that carried one.
-	s.stmt.partRows = prep(`INSERT OR FAIL INTO parts (session, part, first_seen, last_seen, rows, rows_malicious,
-			rows_bytes_in, rows_bytes_out, rows_last, user, role)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (session, part) DO UPDATE SET
+	// newest request that carried one. RETURNING gives its rows in no set order, hence the key.
+	if err == nil {
+		err = s.multiRow(ctx, s.stmt.parts[:], `INSERT OR FAIL INTO parts (session, part, first_seen, last_seen, rows,
+			rows_malicious, rows_bytes_in, rows_bytes_out, rows_last, user, role) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?)",
+			` ON CONFLICT (session, part) DO UPDATE SET
 			first_seen = min(first_seen, excluded.first_seen),
 			last_seen = max(last_seen, excluded.last_seen),
 			rows = rows + excluded.rows,
@@ -102,37 +122,23 @@ func (s *Store) prepare(ctx context.Context) error {
 			rows_last = max(rows_last, excluded.rows_last),
 			user = CASE WHEN excluded.user <> '' AND excluded.rows_last >= rows_last THEN excluded.user ELSE user END,
 			role = CASE WHEN excluded.role <> '' AND excluded.rows_last >= rows_last THEN excluded.role ELSE role END
-		RETURNING id, last_seen - first_seen`)
-	s.stmt.partGet = prep(`SELECT record FROM parts WHERE session = ? AND part = ?`)
-	// A batch that brings session records of a part sets its merged record too; the record's
+		RETURNING id, session, part, last_seen - first_seen`)
+	}
+	// A batch that brings session records of a part then sets its merged record; the record's
 	// user and role, when set, win over the requests' (it is the engine's own view).
-	s.stmt.partAll = prep(`INSERT OR FAIL INTO parts (session, part, first_seen, last_seen, rows, rows_malicious,
-			rows_bytes_in, rows_bytes_out, rows_last, user, role, record)
-		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-			CASE WHEN ?12 <> '' THEN ?12 ELSE ?10 END, CASE WHEN ?13 <> '' THEN ?13 ELSE ?11 END, ?14)
-		ON CONFLICT (session, part) DO UPDATE SET
-			first_seen = min(first_seen, excluded.first_seen),
-			last_seen = max(last_seen, excluded.last_seen),
-			rows = rows + excluded.rows,
-			rows_malicious = rows_malicious + excluded.rows_malicious,
-			rows_bytes_in = rows_bytes_in + excluded.rows_bytes_in,
-			rows_bytes_out = rows_bytes_out + excluded.rows_bytes_out,
-			rows_last = max(rows_last, excluded.rows_last),
-			user = CASE WHEN ?12 <> '' THEN ?12
-				WHEN ?10 <> '' AND excluded.rows_last >= rows_last THEN ?10 ELSE user END,
-			role = CASE WHEN ?13 <> '' THEN ?13
-				WHEN ?11 <> '' AND excluded.rows_last >= rows_last THEN ?11 ELSE role END,
-			record = excluded.record
-		RETURNING id, last_seen - first_seen`)
-	s.stmt.span = prep(`INSERT INTO meta (key, value) VALUES ('max_span', ?)
-		ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)`)
 	if err == nil {
-		err = s.multiInsert(ctx, s.stmt.requests[:], `INSERT OR FAIL INTO requests (part_id, time, request_id, method, host,
-			path, route, status, client_ip, user, role, malicious, flows, attack_types, record) VALUES `,
-			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		err = s.multiRow(ctx, s.stmt.records[:], `UPDATE parts SET record = v.column2,
+			user = CASE WHEN v.column3 <> '' THEN v.column3 ELSE parts.user END,
+			role = CASE WHEN v.column4 <> '' THEN v.column4 ELSE parts.role END
+		FROM (VALUES `, "(?,?,?,?)", `) AS v WHERE parts.id = v.column1`)
 	}
 	if err == nil {
-		err = s.multiInsert(ctx, s.stmt.values[:], `INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)")
+		err = s.multiRow(ctx, s.stmt.requests[:], `INSERT OR FAIL INTO requests (part_id, time, request_id, method, host,
+			path, route, status, client_ip, user, role, malicious, flows, attack_types, record) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", "")
+	}
+	if err == nil {
+		err = s.multiRow(ctx, s.stmt.values[:], `INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)", "")
 	}
 	if err == nil {
 		err = s.wdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'max_span'`).Scan(&s.maxSpanW)
@@ -339,33 +345,105 @@ func encodeRequests(reqs []encodedRequest) (wait func() error) {
 // longest part span seen, at least the one known before.
 func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey, merged map[partKey]*mergedRecord) (int64, error) {
 	span := s.maxSpanW
-	partRows := tx.StmtContext(ctx, s.stmt.partRows)
-	var partAll *sql.Stmt
-	for _, k := range order {
-		a := aggs[k]
-		var sp int64
-		var err error
-		m := merged[k]
-		if m == nil {
-			err = partRows.QueryRowContext(ctx, k.session, k.part, a.first, a.last, a.rows, a.malicious,
-				a.bytesIn, a.bytesOn, a.last, a.user, a.role).Scan(&a.id, &sp)
-		} else {
-			if partAll == nil {
-				partAll = tx.StmtContext(ctx, s.stmt.partAll)
+	args := make([]any, 0, (1<<(partSizes-1))*partUpsertCols)
+	for start := 0; start < len(order); {
+		n := chunkLen(len(order)-start, partSizes)
+		args = args[:0]
+		for _, k := range order[start : start+n] {
+			a := aggs[k]
+			first, last := a.first, a.last
+			if m := merged[k]; m != nil {
+				// A part the batch brings no request of takes its times from the record.
+				rf, rl := ms(m.rec.FirstSeen), ms(m.rec.LastSeen)
+				if a.rows > 0 {
+					rf, rl = min(rf, first), max(rl, last)
+				}
+				first, last = rf, rl
 			}
-			first, last := ms(m.rec.FirstSeen), ms(m.rec.LastSeen)
-			if a.rows > 0 {
-				first, last = min(first, a.first), max(last, a.last)
-			}
-			err = partAll.QueryRowContext(ctx, k.session, k.part, first, last, a.rows, a.malicious,
-				a.bytesIn, a.bytesOn, a.last, a.user, a.role, m.rec.User, m.rec.Role, string(m.json)).Scan(&a.id, &sp)
+			args = append(args, k.session, k.part, first, last, a.rows, a.malicious, a.bytesIn, a.bytesOn, a.last, a.user, a.role)
 		}
+		start += n
+		sp, err := s.upsertChunk(ctx, tx, s.stmt.parts[bits.TrailingZeros(uint(n))], args, aggs)
 		if err != nil {
-			return 0, fmt.Errorf("store: update part: %w", err)
+			return 0, err
 		}
 		span = max(span, sp)
 	}
+	if err := s.setRecords(ctx, tx, aggs, order, merged); err != nil {
+		return 0, err
+	}
 	return span, nil
+}
+
+// upsertChunk runs one multi-row upsert of parts and notes the id of each; it returns the
+// longest span among them.
+func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args []any, aggs map[partKey]*partAgg) (int64, error) {
+	rows, err := tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	if err != nil {
+		return 0, fmt.Errorf("store: update parts: %w", err)
+	}
+	defer rows.Close()
+	var span int64
+	want := len(args) / partUpsertCols
+	got := 0
+	for rows.Next() {
+		var k partKey
+		var id, sp int64
+		if err := rows.Scan(&id, &k.session, &k.part, &sp); err != nil {
+			return 0, fmt.Errorf("store: update parts: %w", err)
+		}
+		a := aggs[k]
+		if a == nil {
+			return 0, fmt.Errorf("store: update parts: part %s/%s returned, not in the batch", k.session, k.part)
+		}
+		a.id = id
+		span = max(span, sp)
+		got++
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("store: update parts: %w", err)
+	}
+	if got != want {
+		return 0, fmt.Errorf("store: update parts: %d parts written, %d returned", want, got)
+	}
+	return span, nil
+}
+
+// setRecords stores the merged session record of the parts that have one, in batch order.
+func (s *Store) setRecords(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey, merged map[partKey]*mergedRecord) error {
+	if len(merged) == 0 {
+		return nil
+	}
+	args := make([]any, 0, (1<<(recordSizes-1))*recordCols)
+	flush := func() error {
+		n := len(args) / recordCols
+		if n == 0 {
+			return nil
+		}
+		for n > 0 {
+			c := chunkLen(n, recordSizes)
+			st := s.stmt.records[bits.TrailingZeros(uint(c))]
+			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args[:c*recordCols]...); err != nil {
+				return fmt.Errorf("store: update part records: %w", err)
+			}
+			args = append(args[:0], args[c*recordCols:]...)
+			n -= c
+		}
+		return nil
+	}
+	for _, k := range order {
+		m := merged[k]
+		if m == nil {
+			continue
+		}
+		args = append(args, aggs[k].id, string(m.json), m.rec.User, m.rec.Role)
+		if len(args) == cap(args) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 // insertRequests writes the request rows and the part values they bring that are not known
@@ -436,8 +514,11 @@ func (s *Store) mergeSessions(ctx context.Context, tx *sql.Tx, sess []*record.Se
 	if len(sess) == 0 {
 		return nil, nil
 	}
+	stored, err := s.storedRecords(ctx, tx, sess)
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[partKey]*mergedRecord, len(sess))
-	var get *sql.Stmt
 	for _, r := range sess {
 		k := partKey{r.Session, r.Part}
 		var prev *record.Session
@@ -446,20 +527,7 @@ func (s *Store) mergeSessions(ctx context.Context, tx *sql.Tx, sess []*record.Se
 		} else if c, ok := s.records.get(k); ok {
 			prev = c
 		} else {
-			if get == nil {
-				get = tx.StmtContext(ctx, s.stmt.partGet)
-			}
-			var old sql.NullString
-			err := get.QueryRowContext(ctx, r.Session, r.Part).Scan(&old)
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return nil, fmt.Errorf("store: read part: %w", err)
-			}
-			if old.Valid {
-				var p record.Session
-				if json.Unmarshal([]byte(old.String), &p) == nil {
-					prev = &p
-				}
-			}
+			prev = stored[k]
 		}
 		m := cloneSession(r)
 		if prev != nil {
@@ -475,6 +543,53 @@ func (s *Store) mergeSessions(ctx context.Context, tx *sql.Tx, sess []*record.Se
 		m.json = buf[start:len(buf):len(buf)]
 	}
 	return out, nil
+}
+
+// storedRecords reads the stored record of the parts of sess the writer does not remember, a
+// chunk of parts per statement: a flood of new session keys brings hundreds of final records a
+// batch, of parts whose requests came long before. A part without a stored record (or with one
+// that does not decode) is absent from the result.
+func (s *Store) storedRecords(ctx context.Context, tx *sql.Tx, sess []*record.Session) (map[partKey]*record.Session, error) {
+	var keys []any
+	asked := make(map[partKey]bool)
+	for _, r := range sess {
+		k := partKey{r.Session, r.Part}
+		if asked[k] {
+			continue
+		}
+		asked[k] = true
+		if _, ok := s.records.get(k); !ok {
+			keys = append(keys, k.session, k.part)
+		}
+	}
+	stored := make(map[partKey]*record.Session)
+	for len(keys) > 0 {
+		n := chunkLen(len(keys)/2, storedSizes)
+		st := s.stmt.stored[bits.TrailingZeros(uint(n))]
+		rows, err := tx.StmtContext(ctx, st).QueryContext(ctx, keys[:2*n]...)
+		if err != nil {
+			return nil, fmt.Errorf("store: read parts: %w", err)
+		}
+		for rows.Next() {
+			var k partKey
+			var old []byte
+			if err := rows.Scan(&k.session, &k.part, &old); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: read parts: %w", err)
+			}
+			var p record.Session
+			if json.Unmarshal(old, &p) == nil {
+				stored[k] = &p
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("store: read parts: %w", err)
+		}
+		keys = keys[2*n:]
+	}
+	return stored, nil
 }
 
 // recordCache remembers the stored session record of recent parts, so a snapshot is merged

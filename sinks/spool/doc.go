@@ -21,7 +21,10 @@
 //
 // The spool never holds more than MaxBytes of segments: when an Append would pass it, the
 // oldest segments are deleted and the entries in them that were not yet read are counted as
-// dropped (those a Read had handed out are reported by Rewind, unless they are committed). On
+// dropped (those a Read had handed out are reported by Rewind, unless they are committed). A
+// ranked spool (SetRank) deletes the entries of its lowest ranks first instead, rewriting the
+// oldest segments without them, never those of the ranks it keeps, and refuses the newest entries
+// once the kept ones fill it; entries handed out or held (Hold) are never deleted then. On
 // Open, every segment is scanned; an entry with a bad length or checksum (a write torn by a
 // crash) ends its segment: the file is truncated there and the cut entries and bytes are
 // reported, never replayed.

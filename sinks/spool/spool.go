@@ -18,6 +18,7 @@ import (
 const (
 	headerBytes = 8
 	segSuffix   = ".seg"
+	tmpSuffix   = ".tmp"
 	cursorName  = "cursor"
 	cursorBytes = 28
 	fileMode    = 0o600
@@ -80,6 +81,10 @@ type segment struct {
 	seq     uint64
 	bytes   int64
 	entries int
+	// clean is the lowest rank the segment may still hold entries of that could be deleted
+	// for room (keep.go): 0 until it is found otherwise; an Append to it, a Rewind or a Hold
+	// resets it.
+	clean int
 }
 
 // Spool is a bounded FIFO of entries on disk. It is safe for concurrent use; entries come out in
@@ -106,6 +111,13 @@ type Spool struct {
 	// lostOut counts entries handed out and not committed whose segment Append deleted for
 	// room; Rewind reports them.
 	lostOut int
+
+	// rank, when set, ranks the entries a full spool deletes (SetRank): those below keepRank,
+	// lowest first; held is the number of entries after the committed ones it must not delete
+	// for room (Hold).
+	rank     func([]byte) int
+	keepRank int
+	held     int
 }
 
 // Open opens (creating it if needed) the spool in dir, scans what it holds and cuts away a torn
@@ -143,6 +155,13 @@ func (s *Spool) recover() (Recovered, error) {
 	var seqs []uint64
 	for _, de := range des {
 		name := de.Name()
+		if de.Type().IsRegular() && strings.HasSuffix(name, segSuffix+tmpSuffix) {
+			// A compaction cut short by a crash; the segment it was to replace is whole.
+			if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return Recovered{}, fmt.Errorf("spool: remove unfinished segment: %w", err)
+			}
+			continue
+		}
 		if !de.Type().IsRegular() || !strings.HasSuffix(name, segSuffix) {
 			continue
 		}
@@ -318,8 +337,10 @@ func (s *Spool) Bytes() int64 {
 // Append adds entries at the tail, in order, and makes them durable (see the package doc). To
 // stay within MaxBytes it first deletes the oldest segments; dropped counts the entries they
 // held that no Read had handed out yet (Rewind reports those handed out and not committed).
-// Entries that are empty are stored as such; an entry larger than MaxEntryBytes or the whole
-// spool fails the call with ErrTooLarge before anything is written.
+// A ranked spool (SetRank) deletes only entries below the rank it keeps, lowest first, and
+// refuses what still does not fit: the error is then a *FullError. Entries that are empty are
+// stored as such; an entry larger than MaxEntryBytes or the whole spool fails the call with
+// ErrTooLarge before anything is written.
 func (s *Spool) Append(entries [][]byte) (dropped int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -331,48 +352,94 @@ func (s *Spool) Append(entries [][]byte) (dropped int, err error) {
 			return 0, ErrTooLarge
 		}
 	}
+	defer func() {
+		if cap(s.wbuf) > 4<<20 {
+			s.wbuf = nil
+		}
+	}()
+	written := 0
 	for len(entries) > 0 {
-		// Fill the current segment (or a new one) with as many entries as fit.
-		if err := s.ensureWriter(int64(len(entries[0])) + headerBytes); err != nil {
-			return dropped, err
-		}
-		last := &s.segs[len(s.segs)-1]
-		s.wbuf = s.wbuf[:0]
-		k := 0
-		for k < len(entries) {
-			need := int64(len(entries[k])) + headerBytes
-			// ensureWriter made room for the first entry; later ones go only where they fit.
-			if k > 0 && last.bytes+int64(len(s.wbuf))+need > s.segmentBytes {
-				break
+		chunk := entries
+		refused := 0
+		if s.rank != nil {
+			// A segment's worth at a time, so that the newest entries of a long call may
+			// displace its oldest ones, as they would those of an earlier call.
+			var d int
+			d, chunk, refused, err = s.makeRoomRanked(segmentful(entries, s.segmentBytes))
+			dropped += d
+			if err != nil {
+				return dropped, err
 			}
-			s.wbuf = appendEntry(s.wbuf, entries[k])
-			k++
 		}
+		for rest := chunk; len(rest) > 0; {
+			k, d, err := s.appendChunk(rest)
+			dropped += d
+			if err != nil {
+				return dropped, err
+			}
+			written += k
+			rest = rest[k:]
+		}
+		entries = entries[len(chunk):]
+		if refused > 0 {
+			return dropped, &FullError{Written: written, Refused: len(entries)}
+		}
+	}
+	return dropped, nil
+}
+
+// segmentful is the leading entries that take at most size bytes on disk (at least one).
+func segmentful(entries [][]byte, size int64) [][]byte {
+	var n int64
+	for k, e := range entries {
+		if n += int64(len(e)) + headerBytes; n > size && k > 0 {
+			return entries[:k]
+		}
+	}
+	return entries
+}
+
+// appendChunk writes as many of entries as the tail segment (or a new one) takes with one
+// write, making room first unless a ranked spool already did.
+func (s *Spool) appendChunk(entries [][]byte) (written, dropped int, err error) {
+	if err := s.ensureWriter(int64(len(entries[0])) + headerBytes); err != nil {
+		return 0, 0, err
+	}
+	last := &s.segs[len(s.segs)-1]
+	s.wbuf = s.wbuf[:0]
+	k := 0
+	for k < len(entries) {
+		need := int64(len(entries[k])) + headerBytes
+		// ensureWriter made room for the first entry; later ones go only where they fit.
+		if k > 0 && last.bytes+int64(len(s.wbuf))+need > s.segmentBytes {
+			break
+		}
+		s.wbuf = appendEntry(s.wbuf, entries[k])
+		k++
+	}
+	if s.rank == nil {
 		d, err := s.makeRoom(int64(len(s.wbuf)))
 		dropped += d
 		if err != nil {
-			return dropped, err
+			return 0, dropped, err
 		}
-		last = &s.segs[len(s.segs)-1]
-		if _, err := s.w.Write(s.wbuf); err != nil {
-			// Cut a partial write back so the segment stays whole.
-			_ = s.w.Truncate(last.bytes)
-			return dropped, fmt.Errorf("spool: append: %w", err)
-		}
-		if s.sync {
-			if err := s.w.Sync(); err != nil {
-				return dropped, fmt.Errorf("spool: sync: %w", err)
-			}
-		}
-		last.bytes += int64(len(s.wbuf))
-		last.entries += k
-		s.total += int64(len(s.wbuf))
-		entries = entries[k:]
 	}
-	if cap(s.wbuf) > 4<<20 {
-		s.wbuf = nil
+	last = &s.segs[len(s.segs)-1]
+	if _, err := s.w.Write(s.wbuf); err != nil {
+		// Cut a partial write back so the segment stays whole.
+		_ = s.w.Truncate(last.bytes)
+		return 0, dropped, fmt.Errorf("spool: append: %w", err)
 	}
-	return dropped, nil
+	if s.sync {
+		if err := s.w.Sync(); err != nil {
+			return 0, dropped, fmt.Errorf("spool: sync: %w", err)
+		}
+	}
+	last.bytes += int64(len(s.wbuf))
+	last.entries += k
+	last.clean = 0
+	s.total += int64(len(s.wbuf))
+	return k, dropped, nil
 }
 
 func appendEntry(b, e []byte) []byte {
@@ -568,6 +635,11 @@ func (s *Spool) commitLocked(p Pos) error {
 	if len(s.segs) == 0 || p.seq != s.segs[0].seq || p.n <= s.commit.n && p.seq == s.commit.seq {
 		return nil
 	}
+	if p.seq == s.commit.seq {
+		s.held = max(s.held-(p.n-s.commit.n), 0)
+	} else {
+		s.held = max(s.held-p.n, 0)
+	}
 	s.commit = p
 	if s.read.seq != p.seq || s.read.n < p.n {
 		s.read = p
@@ -588,6 +660,7 @@ func (s *Spool) Rewind() (lost int) {
 	defer s.mu.Unlock()
 	s.read = s.commit
 	lost, s.lostOut = s.lostOut, 0
+	s.dirty()
 	return lost
 }
 

@@ -391,3 +391,205 @@ func BenchmarkSpool(b *testing.B) {
 		})
 	}
 }
+
+// keepK ranks the entries of the keep tests: those whose payload starts with "K" are kept (rank
+// 2), those starting with "m" go after the others (rank 1), the rest first (rank 0).
+func keepK(s *spool.Spool) {
+	s.SetRank(func(e []byte) int {
+		switch {
+		case len(e) > 0 && e[0] == 'K':
+			return 2
+		case len(e) > 0 && e[0] == 'm':
+			return 1
+		}
+		return 0
+	}, 2)
+}
+
+// TestKeepDeletesOthersFirst fills a spool with a kept entry in every four: making room deletes
+// the others, oldest first, never a kept one, and what is left comes out in the order it went in.
+func TestKeepDeletesOthersFirst(t *testing.T) {
+	t.Parallel()
+	// 16-byte entries (8 of header), 4 per 64-byte segment, 16 in the spool.
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
+	keepK(s)
+	payload := func(i int) []byte {
+		if i%4 == 0 {
+			return fmt.Appendf(nil, "K%07d", i)
+		}
+		return fmt.Appendf(nil, "p%07d", i)
+	}
+	dropped := 0
+	for i := range 40 {
+		d, err := s.Append([][]byte{payload(i)})
+		if err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+		dropped += d
+		if s.Bytes() > 256 {
+			t.Fatalf("after %d appends the spool holds %d bytes, over its 256", i+1, s.Bytes())
+		}
+	}
+	if dropped+s.Len() != 40 {
+		t.Errorf("dropped %d and %d left, want the 40 appended accounted for", dropped, s.Len())
+	}
+	got := drain(t, s, 100)
+	var keptGot []string
+	for _, e := range got {
+		if e[0] == 'K' {
+			keptGot = append(keptGot, e)
+		}
+	}
+	var wantKept []string
+	for i := 0; i < 40; i += 4 {
+		wantKept = append(wantKept, string(payload(i)))
+	}
+	if !slices.Equal(keptGot, wantKept) {
+		t.Errorf("kept entries after the spool made room: %v, want all of %v", keptGot, wantKept)
+	}
+	if len(got) == 0 || got[len(got)-1] != string(payload(39)) {
+		t.Errorf("spool holds %v, want the newest entry last", got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i][1:] <= got[i-1][1:] {
+			t.Errorf("entries out of order: %v", got)
+			break
+		}
+	}
+}
+
+// TestKeepRefusesNewestWhenFull: once kept entries fill the spool, the newest are refused and
+// the oldest kept stay.
+func TestKeepRefusesNewestWhenFull(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
+	keepK(s)
+	payload := func(i int) []byte { return fmt.Appendf(nil, "K%07d", i) }
+	for i := range 16 {
+		if _, err := s.Append([][]byte{payload(i)}); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	_, err := s.Append([][]byte{payload(16), []byte("p0000017")})
+	var full *spool.FullError
+	if !errors.As(err, &full) || !errors.Is(err, spool.ErrFull) || full.Written != 0 || full.Refused != 2 {
+		t.Fatalf("Append to a spool full of kept entries = %v, want a FullError refusing both", err)
+	}
+	var want []string
+	for i := range 16 {
+		want = append(want, string(payload(i)))
+	}
+	if got := drain(t, s, 100); !slices.Equal(got, want) {
+		t.Errorf("spool holds %v, want the 16 oldest kept entries", got)
+	}
+}
+
+// TestKeepSparesHandedOutAndHeld: entries handed out by Read and those under Hold survive room
+// being made, and their positions stay good, across a restart too.
+func TestKeepSparesHandedOutAndHeld(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := spool.Options{MaxBytes: 256, SegmentBytes: 128}
+	s, _ := open(t, dir, opts)
+	keepK(s)
+	payload := func(i int) []byte { return fmt.Appendf(nil, "p%07d", i) }
+	for i := range 16 {
+		s.Append([][]byte{payload(i)})
+	}
+	out, next, _, err := s.Read(2, 1<<20) // p0, p1 handed out
+	if err != nil || len(out) != 2 {
+		t.Fatalf("Read = %d, %v", len(out), err)
+	}
+	s.Hold(3) // p0 … p2 protected
+	d, err := s.Append([][]byte{payload(16), payload(17)})
+	if err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if d != 5 {
+		t.Errorf("Append deleted %d entries, want 5 (p3 … p7 of the head segment)", d)
+	}
+	if err := s.Commit(next[1]); err != nil {
+		t.Fatalf("Commit of handed-out entries after room was made: %v", err)
+	}
+	s.Close()
+	s2, rec := open(t, dir, opts)
+	keepK(s2)
+	if rec.Entries != 11-2+2 || rec.CorruptEntries != 0 {
+		t.Errorf("reopened spool reports %+v, want 11 entries and no damage", rec)
+	}
+	want := []string{"p0000002", "p0000008", "p0000009", "p0000010", "p0000011", "p0000012", "p0000013", "p0000014", "p0000015", "p0000016", "p0000017"}
+	if got := drain(t, s2, 100); !slices.Equal(got, want) {
+		t.Errorf("after room was made and a restart the spool holds %v, want %v", got, want)
+	}
+}
+
+// TestUnfinishedCompactionIsRemoved: a rewritten segment a crash left beside its original is
+// removed on Open; the original is used.
+func TestUnfinishedCompactionIsRemoved(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, _ := open(t, dir, spool.Options{MaxBytes: 1 << 20})
+	s.Append(entries(0, 3))
+	s.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v, want 1", segs)
+	}
+	if err := os.WriteFile(segs[0]+".tmp", []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2, rec := open(t, dir, spool.Options{MaxBytes: 1 << 20})
+	if rec.Entries != 3 {
+		t.Errorf("reopened spool reports %+v, want 3 entries", rec)
+	}
+	if _, err := os.Stat(segs[0] + ".tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the unfinished segment is still there (%v)", err)
+	}
+	if got := drain(t, s2, 10); !slices.Equal(got, names(0, 3)) {
+		t.Errorf("spool holds %v", got)
+	}
+}
+
+// TestRankDeletesLowestFirst: a spool full of three ranks deletes the lowest rank first, then
+// the next, oldest first, and never the rank it keeps.
+func TestRankDeletesLowestFirst(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 64})
+	keepK(s)
+	// 16 entries fit, 4 a segment: 2 kept, 8 of the middle rank, 6 of the lowest.
+	var in [][]byte
+	for i := range 16 {
+		switch {
+		case i == 0 || i == 8:
+			in = append(in, fmt.Appendf(nil, "K%07d", i))
+		case i%2 == 1:
+			in = append(in, fmt.Appendf(nil, "m%07d", i))
+		default:
+			in = append(in, fmt.Appendf(nil, "p%07d", i))
+		}
+	}
+	for _, e := range in {
+		if _, err := s.Append([][]byte{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nine more of the middle rank: the 6 of the lowest rank go, then the middle ones of the
+	// oldest segments, a segment at a time: the first two segments hold 4.
+	deleted := 0
+	for i := 16; i < 25; i++ {
+		d, err := s.Append([][]byte{fmt.Appendf(nil, "m%07d", i)})
+		if err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+		deleted += d
+	}
+	got := drain(t, s, 100)
+	want := []string{"K0000000", "K0000008", "m0000009", "m0000011", "m0000013", "m0000015"}
+	for i := 16; i < 25; i++ {
+		want = append(want, fmt.Sprintf("m%07d", i))
+	}
+	slices.Sort(got) // K before m; each rank in order
+	if !slices.Equal(got, want) || deleted != 10 {
+		t.Errorf("spool holds %v after %d deletions, want %v after 10", got, deleted, want)
+	}
+}
