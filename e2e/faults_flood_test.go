@@ -125,8 +125,8 @@ func TestFaultFloodOfSessionKeys(t *testing.T) {
 	}
 	st, p = nil, nil
 	m.end, m.endInuse, m.endRSS = liveHeap(), heapInuse(), rssKiB("self")
-	t.Logf("%d distinct keys in %s (%.1f µs each)", keys, took.Round(time.Millisecond),
-		float64(took.Microseconds())/float64(keys-floodLiveParts))
+	t.Logf("%d distinct keys in %s (%.1f µs each); request records %d, session records %d", keys, took.Round(time.Millisecond),
+		float64(took.Microseconds())/float64(keys-floodLiveParts), em.requests.Load(), em.sessions.Load())
 	m.check(t, keys, eng.Stats())
 	if got := em.requests.Load(); got != int64(keys)+1 {
 		t.Errorf("%d request records, want %d and the attack's", got, keys)

@@ -195,6 +195,11 @@ func (s *Spool) replaceSegment(i int, src *os.File, prefix int64, kept, level in
 	}
 	s.total += size - sg.bytes
 	sg.bytes, sg.entries = size, kept
+	if i == 0 {
+		// A head left with only what was committed is done with: Read would find nothing to
+		// hand out in it and never move on.
+		s.advanceHead()
+	}
 	return nil
 }
 

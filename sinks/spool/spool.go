@@ -635,10 +635,14 @@ func (s *Spool) commitLocked(p Pos) error {
 	if len(s.segs) == 0 || p.seq != s.segs[0].seq || p.n <= s.commit.n && p.seq == s.commit.seq {
 		return nil
 	}
-	if p.seq == s.commit.seq {
-		s.held = max(s.held-(p.n-s.commit.n), 0)
-	} else {
-		s.held = max(s.held-p.n, 0)
+	if s.held > 0 {
+		// Fewer entries are held from here on: some may be deleted for room again.
+		if p.seq == s.commit.seq {
+			s.held = max(s.held-(p.n-s.commit.n), 0)
+		} else {
+			s.held = max(s.held-p.n, 0)
+		}
+		s.dirty()
 	}
 	s.commit = p
 	if s.read.seq != p.seq || s.read.n < p.n {

@@ -593,3 +593,34 @@ func TestRankDeletesLowestFirst(t *testing.T) {
 		t.Errorf("spool holds %v after %d deletions, want %v after 10", got, deleted, want)
 	}
 }
+
+// TestRoomMadeBehindTheCommittedHead: when making room leaves the head segment with only
+// committed entries, reading goes on with the next segment.
+func TestRoomMadeBehindTheCommittedHead(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t, t.TempDir(), spool.Options{MaxBytes: 256, SegmentBytes: 128})
+	keepK(s)
+	payload := func(i int) []byte { return fmt.Appendf(nil, "p%07d", i) }
+	for i := range 16 {
+		s.Append([][]byte{payload(i)})
+	}
+	out, next, _, err := s.Read(3, 1<<20)
+	if err != nil || len(out) != 3 {
+		t.Fatalf("Read = %d, %v", len(out), err)
+	}
+	if err := s.Commit(next[2]); err != nil { // p0 … p2 delivered
+		t.Fatal(err)
+	}
+	// Room for five deletes p3 … p7: the head segment holds only committed entries then.
+	if _, err := s.Append([][]byte{payload(16), payload(17), payload(18), payload(19), payload(20)}); err != nil {
+		t.Fatal(err)
+	}
+	got := drain(t, s, 100)
+	want := names(0, 0)
+	for i := 8; i <= 20; i++ {
+		want = append(want, string(payload(i)))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("after room was made behind the committed head the spool gave %v, want %v", got, want)
+	}
+}
