@@ -28,20 +28,17 @@ import (
 // errTooManyStreams refuses a stream past GRPCOptions.MaxStreams.
 var errTooManyStreams = status.Error(codes.ResourceExhausted, "ext_proc stream refused: server.max_streams streams are open")
 
-// idleChecks is how often per idle timeout a stream's timer looks for activity: an idle
-// stream ends after between 1 and 1+1/idleChecks timeouts without a message. Checking
-// rather than resetting a timer per message keeps the message path at one atomic store.
+// idleChecks is how often per idle timeout the reaper looks for activity: an idle stream ends
+// after between 1 and 1+1/idleChecks timeouts without a message. Checking rather than
+// resetting a timer per message keeps the message path at one atomic store.
 const idleChecks = 4
 
-// streamLimits are the bounds one gRPC server puts on its ext_proc streams, enforced by a
-// stream interceptor.
+// streamLimits are the bounds one gRPC server puts on its ext_proc streams: admission by a
+// stream interceptor, idleness by one reaper for all streams (see idleStream).
 type streamLimits struct {
-	max  int64         // streams open at once; 0 = no bound
-	idle time.Duration // 0 = no idle timeout
-	open atomic.Int64
-	// loops counts the stream loops running (see intercept): one ended by its idle timeout
-	// outlives its handler, and a shutdown waits for its exchange to be handed on.
-	loops sync.WaitGroup
+	max    int64 // streams open at once; 0 = no bound
+	open   atomic.Int64
+	reaper *reaper // nil = no idle timeout
 }
 
 // newStreamLimits returns the limits o sets; nil when it sets none, which costs streams nothing.
@@ -49,11 +46,15 @@ func newStreamLimits(o GRPCOptions) *streamLimits {
 	if o.MaxStreams <= 0 && o.StreamIdleTimeout <= 0 {
 		return nil
 	}
-	return &streamLimits{max: int64(max(o.MaxStreams, 0)), idle: max(o.StreamIdleTimeout, 0)}
+	l := &streamLimits{max: int64(max(o.MaxStreams, 0))}
+	if o.StreamIdleTimeout > 0 {
+		l.reaper = newReaper(o.StreamIdleTimeout)
+	}
+	return l
 }
 
 // options returns the server options that enforce l. Stop waits for handlers, as
-// GracefulStop does, so that no stream loop starts once wait began.
+// GracefulStop does, so that a stream's exchange is handed on before Stop returns.
 func (l *streamLimits) options() []grpc.ServerOption {
 	if l == nil {
 		return nil
@@ -61,24 +62,22 @@ func (l *streamLimits) options() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.ChainStreamInterceptor(l.intercept), grpc.WaitForHandlers(true)}
 }
 
-// wait returns once every stream loop has finished, those ended by their idle timeout
-// included; it is called after the gRPC server stopped, when no handler runs any more.
+// wait stops the reaper; it is called after the gRPC server stopped, when no handler runs.
 func (l *streamLimits) wait() {
-	if l != nil {
-		l.loops.Wait()
+	if l != nil && l.reaper != nil {
+		l.reaper.stop()
 	}
 }
 
-// intercept admits an ext_proc stream within MaxStreams and watches it for idleness. Other
-// methods (health, reflection) pass untouched.
+// intercept admits an ext_proc stream within MaxStreams and, with an idle timeout, puts it
+// under the reaper's watch. Other methods (health, reflection) pass untouched.
 //
 // An idle stream must end with status OK, which tells Envoy to go on without apisessions
-// whatever failure_mode_allow says; any other status fails the request when it is false.
-// gRPC writes OK only when the handler returns, and the handler is blocked in Recv, which only
-// the stream's end unblocks (cancelling its context instead makes Recv write CANCELLED). So the
-// stream loop runs in a goroutine of its own while this one waits for it or for the idle
-// timer; on an idle end it returns, gRPC writes OK and ends the stream, and the loop's Recv
-// returns: the exchange is recorded as one that ended early. The message path stays as it was.
+// whatever failure_mode_allow says; any other status fails the request when it is false. The
+// handler is blocked in Recv, and gRPC writes CANCELLED for a Recv that its context ends. So
+// the reaper writes status OK on the stream's transport itself, which ends the stream; Recv
+// then returns, the stream loop records what it saw like a stream Envoy resets, and the
+// statuses gRPC tries to write after that are no-ops. No goroutine or timer per stream.
 func (l *streamLimits) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	s, ok := srv.(*Server)
 	if !ok || info.FullMethod != extprocv3.ExternalProcessor_Process_FullMethodName {
@@ -89,63 +88,146 @@ func (l *streamLimits) intercept(srv any, ss grpc.ServerStream, info *grpc.Strea
 		s.stats.streamsRefused.Add(1)
 		return errTooManyStreams
 	}
-	if l.idle <= 0 {
-		defer l.open.Add(-1)
+	defer l.open.Add(-1)
+	if l.reaper == nil {
 		return handler(srv, ss)
 	}
-	as := &activeStream{ServerStream: ss}
-	done := make(chan error, 1)
-	l.loops.Add(1)
-	go func() {
-		defer l.loops.Done()
-		// The stream holds its slot until its exchange is handed on, even after an idle end.
-		defer l.open.Add(-1)
-		done <- handler(srv, as)
-	}()
-	idle, err := watchIdle(done, &as.active, l.idle)
-	if idle {
+	end, ok := grpc.ServerTransportStreamFromContext(ss.Context()).(statusWriter)
+	if !ok {
+		// Not a stream of grpc-go's HTTP/2 server (a test double): nothing to end it with.
+		return handler(srv, ss)
+	}
+	is := &idleStream{ServerStream: ss, end: end}
+	l.reaper.watch(is)
+	err := handler(srv, is)
+	if l.reaper.forget(is) {
 		s.stats.idleTimeouts.Add(1)
+		return nil
 	}
 	return err
 }
 
-// watchIdle waits for the stream loop to end, and returns its error, or for the stream to go
-// idle: idleChecks checks in a row, one every timeout/idleChecks, that find active unset (each
-// check clears it).
-func watchIdle(done <-chan error, active *atomic.Bool, timeout time.Duration) (idle bool, err error) {
-	every := timeout / idleChecks
-	t := time.NewTimer(every)
+// statusWriter is what grpc-go's server transport stream offers to end a stream with a status.
+type statusWriter interface {
+	WriteStatus(*status.Status) error
+}
+
+// statusOK ends an idle stream.
+var statusOK = status.New(codes.OK, "")
+
+// idleStream is an ext_proc stream under the reaper's watch; it marks activity on every
+// message received.
+type idleStream struct {
+	grpc.ServerStream
+	end    statusWriter
+	active atomic.Bool // a message arrived since the last check
+	idle   atomic.Bool // the reaper ended the stream
+	quiet  uint8       // checks in a row without a message; the reaper's, under its lock
+	slot   int         // index in the reaper's list; under its lock
+}
+
+func (s *idleStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	s.active.Store(true)
+	return err
+}
+
+// reaper ends ext_proc streams that receive nothing for its timeout. Every watched stream is
+// in one list; a goroutine started with the first stream checks the list every
+// timeout/idleChecks and ends a stream found quiet idleChecks times in a row.
+type reaper struct {
+	timeout time.Duration
+	mu      sync.Mutex
+	streams []*idleStream
+	start   sync.Once
+	done    chan struct{}
+	stopped sync.WaitGroup
+}
+
+func newReaper(timeout time.Duration) *reaper {
+	return &reaper{timeout: timeout, done: make(chan struct{})}
+}
+
+// watch adds s to the list and starts the checks with the first stream.
+func (r *reaper) watch(s *idleStream) {
+	r.start.Do(func() {
+		r.stopped.Add(1)
+		go r.run()
+	})
+	r.mu.Lock()
+	s.slot = len(r.streams)
+	r.streams = append(r.streams, s)
+	r.mu.Unlock()
+}
+
+// forget takes s out of the list, if the reaper has not already, and says whether the reaper
+// ended it.
+func (r *reaper) forget(s *idleStream) (idle bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !s.idle.Load() {
+		r.remove(s)
+	}
+	return s.idle.Load()
+}
+
+// remove swaps the last stream into s's slot; under r.mu.
+func (r *reaper) remove(s *idleStream) {
+	last := len(r.streams) - 1
+	moved := r.streams[last]
+	r.streams[s.slot] = moved
+	moved.slot = s.slot
+	r.streams[last] = nil
+	r.streams = r.streams[:last]
+}
+
+func (r *reaper) run() {
+	defer r.stopped.Done()
+	t := time.NewTicker(r.timeout / idleChecks)
 	defer t.Stop()
-	for quiet := 0; ; {
+	for {
 		select {
-		case err := <-done:
-			return false, err
+		case <-r.done:
+			return
 		case <-t.C:
-			if active.Swap(false) {
-				quiet = 0
-			} else if quiet++; quiet >= idleChecks {
-				select {
-				case err := <-done: // ended on its own at the same moment
-					return false, err
-				default:
-					return true, nil
-				}
-			}
-			t.Reset(every)
+			r.check()
 		}
 	}
 }
 
-// activeStream marks active on every message received.
-type activeStream struct {
-	grpc.ServerStream
-	active atomic.Bool
+// check clears every stream's activity mark and ends the streams that had none for
+// idleChecks checks in a row. Their statuses are written once the list is unlocked, so that
+// streams opening and ending never wait for them.
+func (r *reaper) check() {
+	var ended []*idleStream
+	r.mu.Lock()
+	for i := 0; i < len(r.streams); {
+		s := r.streams[i]
+		if s.active.Swap(false) {
+			s.quiet = 0
+		} else if s.quiet++; s.quiet >= idleChecks {
+			s.idle.Store(true)
+			ended = append(ended, s)
+			r.remove(s) // brings another stream into slot i
+			continue
+		}
+		i++
+	}
+	r.mu.Unlock()
+	for _, s := range ended {
+		// Writes the trailers and ends the stream; an error means it had already ended.
+		_ = s.end.WriteStatus(statusOK)
+	}
 }
 
-func (s *activeStream) RecvMsg(m any) error {
-	err := s.ServerStream.RecvMsg(m)
-	s.active.Store(true)
-	return err
+// stop ends the checks; streams still open are no longer watched.
+func (r *reaper) stop() {
+	select {
+	case <-r.done:
+	default:
+		close(r.done)
+	}
+	r.stopped.Wait()
 }
 
 // bodyBudget bounds the body bytes all streams of a server keep at once. A stream reserves

@@ -134,52 +134,75 @@ func TestStreamIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestWatchIdle times the idle check in a bubble: a stream that receives nothing for the
-// timeout is idle after between 1 and 1+1/idleChecks timeouts of silence, one that receives
-// messages more often never is, and a stream that ends first returns its own result.
-func TestWatchIdle(t *testing.T) {
+// TestReaper times the idle checks in a bubble: a stream that receives nothing for the
+// timeout is ended (its context cancelled) after between 1 and 1+1/idleChecks timeouts of
+// silence, one that receives messages more often is not, and a stream that ends first is
+// forgotten without being counted idle.
+func TestReaper(t *testing.T) {
 	t.Parallel()
 	const idle = time.Second
+	open := func(r *reaper) (*idleStream, *fakeEnd) {
+		end := &fakeEnd{ended: make(chan struct{})}
+		s := &idleStream{end: end}
+		r.watch(s)
+		return s, end
+	}
 	t.Run("silence from the start is idle after the timeout", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
+			r := newReaper(idle)
+			defer r.stop()
 			start := time.Now()
-			isIdle, err := watchIdle(make(chan error), new(atomic.Bool), idle)
-			if d := time.Since(start); !isIdle || err != nil || d != idle {
-				t.Errorf("idle %v, error %v after %v; want idle after %v", isIdle, err, d, idle)
+			s, end := open(r)
+			<-end.ended
+			if d := time.Since(start); !r.forget(s) || d != idle {
+				t.Errorf("idle %v after %v; want idle after %v", s.idle.Load(), d, idle)
 			}
 		})
 	})
 	t.Run("messages keep the stream open; silence after them ends it", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			active := new(atomic.Bool)
-			var last atomic.Int64
-			go func() {
-				for range 10 {
-					time.Sleep(idle * 9 / 10)
-					active.Store(true)
-					last.Store(time.Now().UnixNano())
-				}
-			}()
+			r := newReaper(idle)
+			defer r.stop()
+			s, end := open(r)
+			quiet, _ := open(r) // another stream, idle from the start, moves in the list
+			var last time.Time
 			start := time.Now()
-			isIdle, _ := watchIdle(make(chan error), active, idle)
-			if ran := time.Since(start); ran < 9*idle {
-				t.Fatalf("idle after %v, while a message came every %v", ran, idle*9/10)
+			for range 10 {
+				time.Sleep(idle * 9 / 10)
+				if s.idle.Load() {
+					t.Fatalf("ended after %v, while a message came every %v", time.Since(start), idle*9/10)
+				}
+				s.active.Store(true)
+				last = time.Now()
 			}
-			if d := time.Since(time.Unix(0, last.Load())); !isIdle || d < idle || d > idle+idle/idleChecks {
-				t.Errorf("idle %v %v after the last message, want between %v and %v", isIdle, d, idle, idle+idle/idleChecks)
+			<-end.ended
+			if d := time.Since(last); !r.forget(s) || d < idle || d > idle+idle/idleChecks {
+				t.Errorf("idle %v %v after the last message, want between %v and %v", s.idle.Load(), d, idle, idle+idle/idleChecks)
+			}
+			if !r.forget(quiet) || len(r.streams) != 0 {
+				t.Errorf("the silent stream: idle %v; %d streams still watched", quiet.idle.Load(), len(r.streams))
 			}
 		})
 	})
-	t.Run("a stream that ends first returns its own error", func(t *testing.T) {
+	t.Run("a stream that ends first is forgotten, not idle", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			done := make(chan error, 1)
-			boom := errors.New("boom")
-			go func() {
-				time.Sleep(idle / 2)
-				done <- boom
-			}()
-			if isIdle, err := watchIdle(done, new(atomic.Bool), idle); isIdle || !errors.Is(err, boom) {
-				t.Errorf("idle %v, error %v; want the stream's own error", isIdle, err)
+			r := newReaper(idle)
+			defer r.stop()
+			var streams []*idleStream
+			var ends []*fakeEnd
+			for range 3 {
+				s, end := open(r)
+				streams, ends = append(streams, s), append(ends, end)
+			}
+			time.Sleep(idle / 2)
+			for i, s := range streams {
+				if r.forget(s) || ends[i].calls.Load() != 0 {
+					t.Errorf("a stream that ended on its own: idle %v, status written %d times", s.idle.Load(), ends[i].calls.Load())
+				}
+			}
+			time.Sleep(2 * idle)
+			if len(r.streams) != 0 {
+				t.Errorf("%d streams still watched", len(r.streams))
 			}
 		})
 	})
@@ -361,7 +384,8 @@ func TestBodyCutAtTheCapIsCopied(t *testing.T) {
 }
 
 // BenchmarkStreamLimits is what the bounds add to each stream: admission, and with an idle
-// timeout the guard, its timer and the stream loop's own goroutine; the handler does nothing.
+// timeout the stream's cancellable context and its place in the reaper's list; the handler
+// does nothing.
 func BenchmarkStreamLimits(b *testing.B) {
 	srv := New(Settings{})
 	info := &grpc.StreamServerInfo{FullMethod: extprocv3.ExternalProcessor_Process_FullMethodName}
@@ -375,9 +399,11 @@ func BenchmarkStreamLimits(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			l := newStreamLimits(bc.o)
+			defer l.wait()
+			stream := ctxStream{ctx: grpc.NewContextWithServerTransportStream(context.Background(), &fakeEnd{})}
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := l.intercept(srv, nil, info, handler); err != nil {
+				if err := l.intercept(srv, stream, info, handler); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -406,3 +432,26 @@ func BenchmarkBodyAdd(b *testing.B) {
 		})
 	}
 }
+
+// fakeEnd stands for grpc-go's transport stream: it counts the statuses written and closes
+// ended at the first.
+type fakeEnd struct {
+	grpc.ServerTransportStream
+	calls atomic.Int32
+	ended chan struct{}
+}
+
+func (f *fakeEnd) WriteStatus(*status.Status) error {
+	if f.calls.Add(1) == 1 && f.ended != nil {
+		close(f.ended)
+	}
+	return nil
+}
+
+// ctxStream is a ServerStream that only has a context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
