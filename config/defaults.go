@@ -17,6 +17,9 @@ const (
 	// DefaultMaxStreams bounds the streams of all connections: about 20 KiB each without
 	// bodies, so some 200 MiB at the bound, plus what the body budget lets them keep.
 	DefaultMaxStreams = 10000
+	// MemoryLimitMin is the smallest server.memory_limit_bytes: below it the collector would
+	// run without pause.
+	MemoryLimitMin = 64 << 20
 	// DefaultStreamIdleTimeout is above Envoy's default route timeout (15 s, the longest an
 	// upstream may take to answer) and its deferred_close_timeout (5 s).
 	DefaultStreamIdleTimeout = Duration(time.Minute)

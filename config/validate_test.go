@@ -59,7 +59,7 @@ func TestParseAndValidate(t *testing.T) {
 			want: []string{
 				f + `:1: unknown key "sesions" (did you mean "sessions"?)`,
 				f + `:4: server: unknown key "grpc-listen" (did you mean "grpc_listen"?)`,
-				f + `:5: server: unknown key "bogus_thing"; the keys here are grpc_listen, http_listen, grpc_tls, api_token_file, allow_unauthenticated_api, allowed_hosts, metrics_listen, grpc_token_file, allow_unauthenticated_grpc, grpc_reflection, data_dir, max_concurrent_streams, max_streams, stream_idle_timeout, max_message_bytes, shutdown_timeout`,
+				f + `:5: server: unknown key "bogus_thing"; the keys here are grpc_listen, http_listen, grpc_tls, api_token_file, allow_unauthenticated_api, allowed_hosts, metrics_listen, grpc_token_file, allow_unauthenticated_grpc, grpc_reflection, data_dir, max_concurrent_streams, max_streams, stream_idle_timeout, max_message_bytes, memory_limit_bytes, shutdown_timeout`,
 				f + `:7: parameters[0]: unknown key "nmae" (did you mean "name"?)`,
 				f + `:7: parameters[0].name: is missing; name the parameter with lower-case letters, digits and _, e.g. login_token`,
 			},
@@ -225,6 +225,13 @@ func TestParseAndValidate(t *testing.T) {
 				f + `:2: server.max_concurrent_streams: is 0, which would let one connection open any number of streams; use 1 or more, the default is 1000`,
 				f + `:3: server.max_streams: 0 is less than 1; use the number of ext_proc streams all connections may hold open at once, the default is 10000`,
 				f + `:4: server.stream_idle_timeout: 0s is too short; use at least 1s and more than your longest upstream response time, the default is 1m0s`,
+			},
+		},
+		{
+			name: "a memory limit too small to run in",
+			yaml: "server:\n  memory_limit_bytes: 1000000\n",
+			want: []string{
+				f + `:2: server.memory_limit_bytes: 1000000 is below 67108864 (64 MiB); give the memory the process may use (e.g. three quarters of its container's), or leave it out: the default follows GOMEMLIMIT or the container's limit`,
 			},
 		},
 		{

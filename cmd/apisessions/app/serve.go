@@ -71,6 +71,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
+	applyMemoryLimit(&cfg.Server, logger)
 	// Listen for SIGHUP before the ready line: a reload sent as soon as the server says it is
 	// ready must never meet the default action, which would end the process.
 	hup := make(chan os.Signal, 1)

@@ -82,6 +82,8 @@ type options struct {
 	cpuProfile    string
 	rounds        int
 	noopListen    string
+	stall         int
+	stallBody     int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -93,6 +95,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if o.noopListen != "" {
 		return serveNoop(ctx, o.noopListen, stdout, stderr)
+	}
+	if o.stall > 0 {
+		if err := stall(ctx, o.target, o.stall, o.stallBody, o.duration, stdout); err != nil {
+			fmt.Fprintln(stderr, "load:", err)
+			return 1
+		}
+		return 0
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
@@ -146,6 +155,8 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	fs.StringVar(&o.noopListen, "noop-listen", "", "only serve a no-op ext_proc server on HOST:PORT until interrupted: the baseline for --target runs against a server in its own process")
 	fs.IntVar(&o.rounds, "rounds", 4, "with --self: split each run into this many alternating rounds per server (order noop, apisessions, apisessions, noop, ...), so drift in the machine's speed falls on both")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self, both servers) to this file")
+	fs.IntVar(&o.stall, "stall", 0, "with --target: open this many streams that each send request headers and one body chunk, then nothing for --duration (a flood of stalled streams)")
+	fs.IntVar(&o.stallBody, "stall-body", 60<<10, "with --stall: bytes of each stream's body chunk")
 	if err := fs.Parse(args); err != nil {
 		return o, 2
 	}
@@ -163,6 +174,9 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 		return o, 2
 	case o.rounds < 1 || o.rounds > 100:
 		fmt.Fprintln(stderr, "load: --rounds must be within [1, 100]")
+		return o, 2
+	case o.stall < 0 || o.stall > 0 && (o.target == "" || o.self) || o.stallBody < 0:
+		fmt.Fprintln(stderr, "load: --stall N takes --target HOST:PORT (not --self), N and --stall-body at least 0")
 		return o, 2
 	case (o.target == "") == !o.self && o.noopListen == "":
 		fmt.Fprintln(stderr, "load: give exactly one of --target HOST:PORT and --self")

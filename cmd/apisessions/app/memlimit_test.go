@@ -1,0 +1,58 @@
+package app
+
+import (
+	"errors"
+	"io/fs"
+	"testing"
+
+	"github.com/apisessions/apisessions/config"
+)
+
+// TestMemoryLimit: the configured limit wins, GOMEMLIMIT is left to the runtime, a
+// container's limit (cgroup v2, then v1) gives 90 % of it, and no limit anywhere sets none.
+func TestMemoryLimit(t *testing.T) {
+	t.Parallel()
+	files := func(m map[string]string) func(string) ([]byte, error) {
+		return func(name string) ([]byte, error) {
+			if v, ok := m[name]; ok {
+				return []byte(v), nil
+			}
+			return nil, fs.ErrNotExist
+		}
+	}
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOMEMLIMIT" {
+				return v
+			}
+			return ""
+		}
+	}
+	v2, v1 := cgroupLimitFiles[0], cgroupLimitFiles[1]
+	for _, tc := range []struct {
+		name       string
+		configured int
+		gomemlimit string
+		files      map[string]string
+		want       int64
+		wantSource string
+	}{
+		{"configured", 512 << 20, "1GiB", map[string]string{v2: "1073741824\n"}, 512 << 20, "server.memory_limit_bytes"},
+		{"GOMEMLIMIT", 0, "1GiB", map[string]string{v2: "1073741824\n"}, 0, "GOMEMLIMIT"},
+		{"cgroup v2", 0, "", map[string]string{v2: "1073741824\n"}, 1073741824 / 10 * 9, v2},
+		{"cgroup v2 without a limit", 0, "", map[string]string{v2: "max\n", v1: "1073741824"}, 0, ""},
+		{"cgroup v1", 0, "", map[string]string{v1: "2147483648\n"}, 2147483648 / 10 * 9, v1},
+		{"cgroup v1 without a limit", 0, "", map[string]string{v1: "9223372036854771712\n"}, 0, ""},
+		{"no container", 0, "", nil, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, source := memoryLimit(&config.Server{MemoryLimitBytes: tc.configured}, env(tc.gomemlimit), files(tc.files))
+			if got != tc.want || source != tc.wantSource {
+				t.Errorf("limit %d from %q, want %d from %q", got, source, tc.want, tc.wantSource)
+			}
+		})
+	}
+	if _, err := files(nil)("x"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+}
