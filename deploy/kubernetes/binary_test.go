@@ -1,7 +1,6 @@
 package kubernetes
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 	"github.com/apisessions/apisessions/cmd/apisessions/app"
 	"github.com/apisessions/apisessions/internal/secretfile"
 	"github.com/apisessions/apisessions/internal/testutil"
+	"github.com/apisessions/apisessions/internal/testutil/appconfig"
 	"github.com/apisessions/apisessions/sessions"
 )
 
@@ -44,48 +44,6 @@ func checkPlaceholdersRefused(t *testing.T, secret object) {
 // envRefs finds the ${VAR} references of a configuration.
 var envRefs = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)`)
 
-// validate runs "apisessions validate" on text and returns its exit code and output.
-func validate(t *testing.T, text string) (int, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "apisessions.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out, errs bytes.Buffer
-	code := app.Run(context.Background(), []string{"validate", "--config", path}, &out, &errs)
-	return code, out.String() + errs.String()
-}
-
-// sharedStateKnown reports whether this build knows the keys of the shared store and state
-// (sinks[].driver and dsn, state.redis); the configuration is written for builds that do.
-func sharedStateKnown(t *testing.T) bool {
-	t.Helper()
-	code, _ := validate(t, "sinks:\n  - type: store\n    driver: postgres\n    dsn: postgres://x@y/z\nstate:\n  redis:\n    address: 127.0.0.1:6379\n")
-	return code == 0
-}
-
-// withoutSharedState removes the shared store and state keys from a configuration.
-func withoutSharedState(t *testing.T, text string) string {
-	t.Helper()
-	var doc map[string]any
-	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
-		t.Fatal(err)
-	}
-	delete(doc, "state")
-	sinks, _ := doc["sinks"].([]any)
-	for _, s := range sinks {
-		if m, ok := s.(map[string]any); ok {
-			delete(m, "driver")
-			delete(m, "dsn")
-		}
-	}
-	out, err := yaml.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
 // TestConfigValidates: the ConfigMap's configuration passes "apisessions validate" with the
 // environment the Deployment gives it, and every ${VAR} it uses is set by the container.
 func TestConfigValidates(t *testing.T) {
@@ -104,11 +62,7 @@ func TestConfigValidates(t *testing.T) {
 	}
 	t.Setenv("APISESSIONS_PG_DSN", "postgres://apisessions@postgres:5432/apisessions?sslmode=verify-full")
 	t.Setenv("APISESSIONS_REDIS_ADDRESS", "redis:6379")
-	if !sharedStateKnown(t) {
-		t.Log("this build does not know sinks[].driver/dsn and state.redis yet: validating the rest of the configuration")
-		cfg = withoutSharedState(t, cfg)
-	}
-	if code, out := validate(t, cfg); code != 0 {
+	if code, out := appconfig.ValidateShared(t, cfg); code != 0 {
 		t.Errorf("the ConfigMap's configuration does not validate (exit %d):\n%s", code, out)
 	}
 }
