@@ -16,35 +16,46 @@ import (
 	"github.com/apisessions/apisessions/envoy"
 )
 
-// composeEnvoyArgs renders e2e/envoy.yaml from e2e/apisessions.yaml.
-var composeEnvoyArgs = []string{"envoy-config", "--config", "apisessions.yaml", "--mode", "inline", "--plaintext",
-	"--upstream", "demo:8080", "--processor", "apisessions:50051"}
+// composeBootstraps are the stack's Envoy configurations and the envoy-config arguments
+// that print them. The replicas' bootstrap is rendered from apisessions.yaml, which has the
+// parameters of apisessions-replicas.yaml (TestComposeReplicaConfig checks it).
+var composeBootstraps = []struct {
+	file string
+	args []string
+}{
+	{"envoy.yaml", []string{"envoy-config", "--config", "apisessions.yaml", "--mode", "inline", "--plaintext",
+		"--upstream", "demo:8080", "--processor", "apisessions:50051"}},
+	{"envoy-replicas.yaml", []string{"envoy-config", "--config", "apisessions.yaml", "--mode", "inline", "--plaintext",
+		"--upstream", "demo:8080", "--processor", "apisessions-1:50051,apisessions-2:50051", "--replicas"}},
+}
 
-// TestComposeEnvoyConfig: the stack's Envoy configuration is exactly what the generator prints
-// for the stack's apisessions configuration, and it validates.
+// TestComposeEnvoyConfig: the stack's Envoy configurations are exactly what the generator
+// prints for the stack's apisessions configuration, and they validate.
 func TestComposeEnvoyConfig(t *testing.T) {
 	t.Parallel()
-	shipped, err := os.ReadFile("envoy.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out, errs bytes.Buffer
-	if code := app.Run(context.Background(), composeEnvoyArgs, &out, &errs); code != 0 {
-		t.Fatalf("envoy-config exited %d: %s", code, errs.String())
-	}
-	// The shipped file starts with comment lines saying how to regenerate it.
-	var body []string
-	for _, l := range strings.SplitAfter(string(shipped), "\n") {
-		if len(body) == 0 && strings.HasPrefix(l, "# ") && !strings.HasPrefix(l, "# Envoy bootstrap") {
-			continue
+	for _, b := range composeBootstraps {
+		shipped, err := os.ReadFile(b.file)
+		if err != nil {
+			t.Fatal(err)
 		}
-		body = append(body, l)
-	}
-	if got := strings.Join(body, ""); got != out.String() {
-		t.Errorf("e2e/envoy.yaml is not what `apisessions %s` prints; regenerate it (see its header)", strings.Join(composeEnvoyArgs, " "))
-	}
-	if err := envoy.Validate(shipped); err != nil {
-		t.Errorf("e2e/envoy.yaml does not validate: %v", err)
+		var out, errs bytes.Buffer
+		if code := app.Run(context.Background(), b.args, &out, &errs); code != 0 {
+			t.Fatalf("envoy-config exited %d: %s", code, errs.String())
+		}
+		// The shipped file starts with comment lines saying how to regenerate it.
+		var body []string
+		for _, l := range strings.SplitAfter(string(shipped), "\n") {
+			if len(body) == 0 && strings.HasPrefix(l, "# ") && !strings.HasPrefix(l, "# Envoy bootstrap") {
+				continue
+			}
+			body = append(body, l)
+		}
+		if got := strings.Join(body, ""); got != out.String() {
+			t.Errorf("e2e/%s is not what `apisessions %s` prints; regenerate it (see its header)", b.file, strings.Join(b.args, " "))
+		}
+		if err := envoy.Validate(shipped); err != nil {
+			t.Errorf("e2e/%s does not validate: %v", b.file, err)
+		}
 	}
 }
 

@@ -3,6 +3,6 @@
 // examples (also as Kubernetes resources for Envoy Gateway and Istio), and a validator that
 // checks a bootstrap as deeply as possible without an Envoy binary.
 //
-// It imports the config package for the schema it renders from and nothing else of
-// apisessions; nothing in the request path imports it.
+// It imports the config package for the schema it renders from, and sessions only for the
+// names of the built-in grouping keys (replica affinity); nothing in the request path imports it.
 package envoy

@@ -57,8 +57,18 @@ type Options struct {
 	// Upstream is host:port of the protected API (default DefaultUpstream). An IP address
 	// makes a STATIC cluster, a name a STRICT_DNS one.
 	Upstream string
-	// Processor is host:port of the apisessions gRPC listener (default DefaultProcessor).
+	// Processor is host:port of the apisessions gRPC listener (default DefaultProcessor). With
+	// Replicas it may be a comma-separated list of host:port, one per replica; one DNS name
+	// that resolves to every replica (a Kubernetes headless Service) is the usual form.
 	Processor string
+	// Replicas renders the apisessions cluster for several replicas: gRPC health checks,
+	// outlier detection, hosts dropped as soon as DNS drops them, and the affinity below.
+	Replicas bool
+	// Affinity says what keeps one session's ext_proc streams on one replica, for speed only
+	// (replicas share their state, so correctness never depends on it): AffinityAuto (the
+	// default) derives it from the configuration's grouping keys, AffinityNone spreads streams
+	// by load, or a comma-separated list of header:NAME, cookie:NAME and ip, tried in order.
+	Affinity string
 	// ListenPort is the port Envoy listens on for API clients (default DefaultListenPort).
 	ListenPort int
 	// Plaintext renders a listener without TLS. TLS is the default because JA3/JA4
@@ -176,7 +186,9 @@ type plan struct {
 	RequestAttributes  []string
 	ResponseAttributes []string
 	Upstream           endpoint
-	Processor          endpoint
+	Processor          endpoint   // the first of Processors
+	Processors         []endpoint // every address of the apisessions cluster
+	ProcessorDNS       bool       // some address is a DNS name: a STRICT_DNS cluster
 	ProcessorTLS       bool
 	ProcessorMTLS      bool
 	ProcessorCAFile    string
@@ -184,6 +196,13 @@ type plan struct {
 	ProcessorKeyFile   string
 	// GRPCAuthorization is the value of the authorization metadata Envoy sends; "" = none.
 	GRPCAuthorization string
+	// Replicas renders the apisessions cluster for a replica set.
+	Replicas bool
+	// AffinityMetadata and HashPolicies keep a session on one replica; empty = by load.
+	AffinityMetadata []metadataEntry
+	HashPolicies     []hashPolicy
+	// MinEnvoy is the oldest Envoy release the bootstrap works with, and why.
+	MinEnvoy string
 }
 
 // bodyModes is one allowed_override_modes entry: the body modes of a mode_override; the
@@ -238,6 +257,7 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		func() error { p.bodies(cfg); return nil },
 		func() error { return p.clientIP(cfg) },
 		func() error { return p.processor(cfg, o) },
+		func() error { return p.replicas(cfg, o) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -249,7 +269,23 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		p.RequestAttributes = append(p.RequestAttributes, requestAttributesTLS...)
 	}
 	p.ResponseAttributes = responseAttributes
+	p.MinEnvoy = p.minEnvoy()
 	return p, nil
+}
+
+// minEnvoy names the oldest Envoy release that has everything the bootstrap uses.
+func (p *plan) minEnvoy() string {
+	var why []string
+	if p.JA4 {
+		why = append(why, "JA4 fingerprints")
+	}
+	if len(p.HashPolicies) > 0 {
+		why = append(why, "hash_policy in the ring hash load balancer, for session affinity")
+	}
+	if len(why) == 0 {
+		return "1.31"
+	}
+	return "1.35 (" + strings.Join(why, "; ") + ")"
 }
 
 // listeners checks the upstream and processor addresses, the listen port and, with TLS, the
@@ -259,8 +295,8 @@ func (p *plan) listeners(o Options) error {
 	if p.Upstream, err = parseEndpoint(orDefault(o.Upstream, DefaultUpstream)); err != nil {
 		return fmt.Errorf("upstream %q: %w", o.Upstream, err)
 	}
-	if p.Processor, err = parseEndpoint(orDefault(o.Processor, DefaultProcessor)); err != nil {
-		return fmt.Errorf("processor %q: %w", o.Processor, err)
+	if err := p.parseProcessors(o.Processor, o.Replicas); err != nil {
+		return err
 	}
 	p.ListenPort = o.ListenPort
 	if p.ListenPort == 0 {
@@ -403,7 +439,7 @@ func (p *plan) processor(cfg *config.Config, o Options) error {
 			p.ProcessorCertFile, p.ProcessorKeyFile = processorClientCertFile, processorClientKeyFile
 		}
 	}
-	return nil
+	return p.checkProcessorTLS()
 }
 
 // grpcAuthorization returns the metadata value that carries token, or "" without one. A

@@ -413,23 +413,30 @@ func TestRender(t *testing.T) {
 				t.Fatalf("the rendered bootstrap fails validation: %v", err)
 			}
 			tc.check(t, unpack(t, got))
-			golden := filepath.Join("testdata", "render", strings.ReplaceAll(tc.name, " ", "-")+".yaml")
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden file (run go test ./envoy -update to create it): %v", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("Render for %s differs from %s (go test ./envoy -update rewrites it); got:\n%s", tc.name, golden, got)
-			}
+			checkGolden(t, tc.name, got)
 		})
+	}
+}
+
+// checkGolden compares a rendered bootstrap with testdata/render/NAME.yaml (spaces as -),
+// rewriting the file first with -update.
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	golden := filepath.Join("testdata", "render", strings.ReplaceAll(name, " ", "-")+".yaml")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("read golden file (run go test ./envoy -update to create it): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("Render for %s differs from %s (go test ./envoy -update rewrites it); got:\n%s", name, golden, got)
 	}
 }
 

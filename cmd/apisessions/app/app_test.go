@@ -217,6 +217,8 @@ func TestEnvoyConfigCommandPrintsAValidBootstrap(t *testing.T) {
 		{name: "inline", args: []string{"--mode", "inline"}, want: []string{"x-apisessions-session"}},
 		{name: "response body parameter", args: []string{"--config", withBody}, want: []string{"response_body_mode: STREAMED"}},
 		{name: "plaintext with own addresses", args: []string{"--plaintext", "--upstream", "10.0.0.7:9000", "--processor", "apisessions:50051"}, want: []string{"port_value: 9000", "apisessions"}},
+		{name: "replicas", args: []string{"--replicas", "--processor", "apisessions-grpc:50051"}, want: []string{"grpc_health_check", "envoy.load_balancing_policies.ring_hash", "x-apisessions-affinity-ip"}},
+		{name: "replicas without affinity", args: []string{"--replicas", "--affinity", "none", "--processor", "10.0.0.1:50051,10.0.0.2:50051"}, want: []string{"lb_policy: LEAST_REQUEST", "10.0.0.2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -235,9 +237,11 @@ func TestEnvoyConfigCommandPrintsAValidBootstrap(t *testing.T) {
 			}
 		})
 	}
-	var stdout, stderr bytes.Buffer
-	if code := Run(context.Background(), []string{"envoy-config", "--mode", "sideways"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "sideways") {
-		t.Errorf("a bad mode: exit %d, stderr %q; want 2 and a message naming the mode", code, stderr.String())
+	for _, bad := range [][]string{{"--mode", "sideways"}, {"--processor", "a:1,b:1"}, {"--replicas", "--affinity", "query:token"}} {
+		var stdout, stderr bytes.Buffer
+		if code := Run(context.Background(), append([]string{"envoy-config"}, bad...), &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), bad[len(bad)-1]) {
+			t.Errorf("envoy-config %v: exit %d, stderr %q; want 2 and a message naming the value", bad, code, stderr.String())
+		}
 	}
 }
 

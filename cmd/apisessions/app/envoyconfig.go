@@ -11,11 +11,13 @@ import (
 )
 
 func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	flags := newFlagSet("envoy-config", "[--config FILE] [--mode observability|inline] [--upstream HOST:PORT] [--processor HOST:PORT]", stderr)
+	flags := newFlagSet("envoy-config", "[--config FILE] [--mode observability|inline] [--upstream HOST:PORT] [--processor HOST:PORT[,HOST:PORT...]] [--replicas [--affinity auto|none|LIST]]", stderr)
 	path := flags.String("config", "", "apisessions configuration the bootstrap is for (default: built-in defaults)")
 	mode := flags.String("mode", envoy.ModeObservability, "ext_proc mode: observability (passive, no added latency) or inline")
 	upstream := flags.String("upstream", envoy.DefaultUpstream, "HOST:PORT of the protected API")
-	processor := flags.String("processor", envoy.DefaultProcessor, "HOST:PORT of apisessions' gRPC listener")
+	processor := flags.String("processor", envoy.DefaultProcessor, "HOST:PORT of apisessions' gRPC listener; with --replicas a DNS name that resolves to every replica (Kubernetes: a headless Service), or a comma-separated list")
+	replicas := flags.Bool("replicas", false, "several apisessions replicas behind --processor: gRPC health checks, outlier detection and session affinity")
+	affinity := flags.String("affinity", envoy.AffinityAuto, "with --replicas, what keeps a session on one replica: auto (from the grouping keys), none, or a list of header:NAME, cookie:NAME and ip")
 	listenPort := flags.Int("listen-port", envoy.DefaultListenPort, "port Envoy listens on for API clients")
 	plaintext := flags.Bool("plaintext", false, "plain HTTP listener: no TLS termination, so no JA3/JA4 fingerprints")
 	certFile := flags.String("cert-file", envoy.DefaultCertFile, "listener certificate file, as Envoy sees it")
@@ -43,6 +45,8 @@ func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int
 		Mode:       *mode,
 		Upstream:   *upstream,
 		Processor:  *processor,
+		Replicas:   *replicas,
+		Affinity:   *affinity,
 		ListenPort: *listenPort,
 		Plaintext:  *plaintext,
 		CertFile:   *certFile,
