@@ -76,7 +76,13 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
 	session, key = s.group(v, x, e.hash)
-	return session, e.parts.peek(session, startTime(x, e.now), &s.rules), key
+	t := startTime(x, e.now)
+	if e.shared != nil {
+		if st, found, ok := e.shared.PeekPart(context.Background(), session); ok {
+			return session, s.rules.peekShared(&st, found, t), key
+		}
+	}
+	return session, e.parts.peek(session, t, &s.rules), key
 }
 
 // group decides the session of a request from its request side alone: the grouping
@@ -282,6 +288,12 @@ func (e *Engine) updatePart(s *snapshot, rec *record.Request, flows flowMask, t 
 		bytesOut:  rec.ResponseBytes,
 		flows:     flows,
 		malicious: rec.Malicious,
+	}
+	if e.shared != nil {
+		if st, ok := e.shared.ObservePart(context.Background(), rec.Session, s.rules.sharedQuery(t)); ok {
+			rec.Part, out = e.parts.observeShared(rec.Session, &h, &st, out)
+			return out
+		}
 	}
 	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, out)
 	return out

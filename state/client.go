@@ -1,0 +1,250 @@
+package state
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/tlsclient"
+)
+
+// Op names what a round trip is for, in metrics and logs.
+type Op uint8
+
+// The round trips a request may make: at most one on the request path (OpPeek) and one at
+// the stream's end (OpObserve).
+const (
+	OpPeek Op = iota
+	OpObserve
+	NumOps
+)
+
+var opNames = [NumOps]string{"peek", "observe"}
+
+// String is the op's label value.
+func (o Op) String() string { return opNames[o] }
+
+// probePause is how long the breaker keeps Redis out of the path after a failure before the
+// background probe tries again: long enough that a dead Redis costs almost nothing, short
+// enough that a restart is noticed within a second.
+const probePause = time.Second
+
+// Settings is what the program passes besides the configuration.
+type Settings struct {
+	Logger *slog.Logger
+	// Password is the password read from password_file or password_env ("" = none).
+	Password string
+	// Now is the clock of the log limit; nil means time.Now.
+	Now func() time.Time
+	// RoundTrip, when set, receives the duration of every round trip that reached Redis.
+	RoundTrip func(Op, time.Duration)
+}
+
+// Stats are the client's counters since New.
+type Stats struct {
+	// Up is false while the breaker keeps Redis out of the path.
+	Up bool
+	// Errors counts round trips that failed (timeout, connection, error reply), by Op.
+	Errors [NumOps]uint64
+	// Skipped counts batches decided locally without trying Redis because the breaker was
+	// open, by Op.
+	Skipped [NumOps]uint64
+}
+
+// Client is the connection to the shared state. Its methods are safe for concurrent use.
+type Client struct {
+	rdb       *redis.Client
+	prefix    string
+	timeout   time.Duration
+	roundTrip func(Op, time.Duration)
+	log       *slog.Logger
+	limit     logLimit
+
+	// down is true while the breaker is open; probing is true while a probe goroutine runs.
+	down, probing   atomic.Bool
+	errors, skipped [NumOps]atomic.Uint64
+	stop            chan struct{}
+	closeOnce       sync.Once
+	probes          sync.WaitGroup
+}
+
+// New builds a client for cfg, which must be enabled and validated. It does not connect:
+// Start does, in the background.
+func New(cfg config.Redis, s Settings) (*Client, error) {
+	var tc *tls.Config
+	if cfg.TLS.IsSet() {
+		var err error
+		if tc, err = tlsclient.Config(cfg.TLS); err != nil {
+			return nil, fmt.Errorf("state.redis.%w", err)
+		}
+	}
+	timeout := cfg.Timeout.Std()
+	rdb := redis.NewClient(&redis.Options{
+		Addr:      cfg.Address,
+		Username:  cfg.Username,
+		Password:  s.Password,
+		DB:        cfg.DB,
+		TLSConfig: tc,
+		PoolSize:  cfg.PoolSize,
+		// The caller's deadline bounds every wait: a retry or a long dial would hold a request.
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialTimeout:           max(timeout, 100*time.Millisecond),
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		PoolTimeout:           timeout,
+		// CLIENT SETINFO would cost a round trip on every new connection.
+		DisableIdentity: true,
+	})
+	c := &Client{
+		rdb:       rdb,
+		prefix:    cfg.KeyPrefix,
+		timeout:   timeout,
+		roundTrip: s.RoundTrip,
+		log:       s.Logger,
+		limit:     logLimit{now: s.Now, every: time.Minute},
+		stop:      make(chan struct{}),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("component", "state")
+	if c.limit.now == nil {
+		c.limit.now = time.Now
+	}
+	return c, nil
+}
+
+// Start checks that Redis answers. When it does not, the client starts down and the probe
+// keeps trying: a replica starts without Redis and decides locally meanwhile.
+func (c *Client) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, max(c.timeout, time.Second))
+	defer cancel()
+	if err := c.rdb.Ping(ctx).Err(); err != nil {
+		c.log.Warn("Redis unreachable at start; parts are numbered locally until it answers",
+			"address", c.rdb.Options().Addr, "error", err)
+		c.limit.allow()
+		c.trip()
+		return err
+	}
+	c.log.Info("Redis connected", "address", c.rdb.Options().Addr, "key_prefix", c.prefix)
+	return nil
+}
+
+// Close stops the probe and closes the connections. It is idempotent.
+func (c *Client) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		c.probes.Wait()
+		err = c.rdb.Close()
+	})
+	return err
+}
+
+// Up reports whether Redis is in the path (the breaker is closed).
+func (c *Client) Up() bool { return !c.down.Load() }
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	st := Stats{Up: c.Up()}
+	for i := range NumOps {
+		st.Errors[i] = c.errors[i].Load()
+		st.Skipped[i] = c.skipped[i].Load()
+	}
+	return st
+}
+
+// key is a key under the configured prefix.
+func (c *Client) key(kind, id string) string { return c.prefix + kind + ":" + id }
+
+// fail counts a failed round trip of op, logs it within the limit and, unless Redis answered
+// (an error reply says it is reachable), opens the breaker.
+func (c *Client) fail(op Op, err error) {
+	c.errors[op].Add(1)
+	var reply redis.Error
+	reached := errors.As(err, &reply)
+	if n, ok := c.limit.allow(); ok {
+		c.log.Warn("Redis round trip failed; deciding locally", "op", op.String(), "error", err,
+			"reachable", reached, "failures_since_last_log", n)
+	}
+	if !reached {
+		c.trip()
+	}
+}
+
+// trip opens the breaker and starts the probe unless one runs.
+func (c *Client) trip() {
+	c.down.Store(true)
+	if !c.probing.CompareAndSwap(false, true) {
+		return
+	}
+	c.probes.Add(1)
+	go c.probeLoop()
+}
+
+// probeLoop pings Redis every probePause until it answers, then closes the breaker.
+func (c *Client) probeLoop() {
+	defer c.probes.Done()
+	t := time.NewTimer(probePause)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			c.probing.Store(false)
+			return
+		case <-t.C:
+		}
+		if c.probe() {
+			return
+		}
+		t.Reset(probePause)
+	}
+}
+
+// probe pings Redis once; on success it closes the breaker and ends probing.
+func (c *Client) probe() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), max(c.timeout, 100*time.Millisecond))
+	defer cancel()
+	if c.rdb.Ping(ctx).Err() != nil {
+		return false
+	}
+	c.probing.Store(false)
+	c.down.Store(false)
+	if n, ok := c.limit.allow(); ok {
+		c.log.Info("Redis answers again; parts are numbered in the shared state", "failures_since_last_log", n)
+	}
+	return true
+}
+
+// logLimit lets one line through per period and counts what it held back.
+type logLimit struct {
+	now   func() time.Time
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	held  int
+}
+
+// allow reports whether a line may be logged now, with the number of lines held back since
+// the last one that was.
+func (l *logLimit) allow() (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.held++
+		return 0, false
+	}
+	n := l.held
+	l.last, l.held = now, 0
+	return n, true
+}
