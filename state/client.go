@@ -120,7 +120,21 @@ func New(cfg config.Redis, s Settings) (*Client, error) {
 	if c.limit.now == nil {
 		c.limit.now = time.Now
 	}
+	libraryLog.Do(func() { redis.SetLogger(debugLog{c.log}) })
 	return c, nil
+}
+
+// libraryLog routes go-redis's own lines (plain text on stderr by default) to the first
+// client's logger at debug level, once per process: the library's logger is global, and the
+// client reports what matters itself (counted, at most once a minute).
+var libraryLog sync.Once
+
+type debugLog struct{ l *slog.Logger }
+
+func (d debugLog) Printf(ctx context.Context, format string, v ...any) {
+	if d.l.Enabled(ctx, slog.LevelDebug) {
+		d.l.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+	}
 }
 
 // Start checks that Redis answers. When it does not, the client starts down and the probe
