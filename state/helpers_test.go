@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -163,3 +164,5 @@ func (p *proxy) close() {
 	}
 	p.conns = nil
 }
+
+func testingProcs() int { return runtime.GOMAXPROCS(0) }
