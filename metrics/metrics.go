@@ -59,8 +59,9 @@ type Registry struct {
 	phases   *prometheus.HistogramVec
 	phaseObs [2][extproc.NumPhases]prometheus.Observer
 	// stateRTT times round trips to the shared state; stateObs are its children by state.Op.
-	stateRTT *prometheus.HistogramVec
-	stateObs [state.NumOps]prometheus.Observer
+	stateRTT  *prometheus.HistogramVec
+	stateObs  [state.NumOps]prometheus.Observer
+	stateOnce sync.Once
 
 	watchOnce sync.Once
 	watchErr  error
@@ -99,16 +100,6 @@ func New(info BuildInfo) *Registry {
 			r.phaseObs[i][p] = r.phases.WithLabelValues(p.String(), mode)
 		}
 	}
-	r.stateRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: namespace,
-		Subsystem: "state",
-		Name:      "round_trip_seconds",
-		Help:      "Round trips to the shared state (state.redis) that got an answer, by op: peek on the request path of an inline answer, observe at a stream's end.",
-		Buckets:   stateBuckets,
-	}, []string{"op"})
-	for op := range state.NumOps {
-		r.stateObs[op] = r.stateRTT.WithLabelValues(op.String())
-	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace,
 		Name:      "build_info",
@@ -120,7 +111,6 @@ func New(info BuildInfo) *Registry {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		r.processing,
 		r.phases,
-		r.stateRTT,
 		build,
 	)
 	return r
@@ -205,7 +195,21 @@ func (o phaseObserver) ObservePhase(p extproc.Phase, observability bool, d time.
 }
 
 // StateRoundTrip returns what state.Settings.RoundTrip takes: each call is one update of
-// apisessions_state_round_trip_seconds.
+// apisessions_state_round_trip_seconds, which is registered by the first StateRoundTrip call
+// (a process without state.redis does not export it).
 func (r *Registry) StateRoundTrip() func(state.Op, time.Duration) {
+	r.stateOnce.Do(func() {
+		r.stateRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Subsystem: "state",
+			Name:      "round_trip_seconds",
+			Help:      "Round trips to the shared state (state.redis) that got an answer, by op: peek on the request path of an inline answer, observe at a stream's end.",
+			Buckets:   stateBuckets,
+		}, []string{"op"})
+		for op := range state.NumOps {
+			r.stateObs[op] = r.stateRTT.WithLabelValues(op.String())
+		}
+		r.reg.MustRegister(r.stateRTT)
+	})
 	return func(op state.Op, d time.Duration) { r.stateObs[op].Observe(d.Seconds()) }
 }

@@ -50,8 +50,8 @@ func (b *Batch) run(s *Script, keys []string, args ...any) *redis.Cmd {
 }
 
 // Exec sends the batch in one round trip bounded by state.redis.timeout. It returns false
-// when the answers are unknown: the breaker is open, Redis failed or was too slow, or ctx
-// ended. The caller then decides locally. A script Redis does not know yet (after a restart
+// when the answers are unknown: the breaker is open (after tripAfter failures in a row), Redis
+// failed or was too slow, or ctx ended. The caller then decides locally. A script Redis does not know yet (after a restart
 // or SCRIPT FLUSH) is sent once more in full, which costs that one batch a second round trip.
 func (b *Batch) Exec(ctx context.Context) bool {
 	c := b.c
@@ -73,6 +73,7 @@ func (b *Batch) Exec(ctx context.Context) bool {
 		c.fail(b.op, err)
 		return false
 	}
+	c.ok()
 	if c.roundTrip != nil {
 		c.roundTrip(b.op, time.Since(start))
 	}

@@ -32,6 +32,12 @@ var opNames = [NumOps]string{"peek", "observe"}
 // String is the op's label value.
 func (o Op) String() string { return opNames[o] }
 
+// tripAfter is how many round trips in a row must fail before the breaker opens. One is not
+// enough: under a moment of CPU starvation a single round trip may pass the timeout while Redis
+// is fine, and opening then would decide a second of requests locally for nothing. A Redis
+// that is gone fails every round trip and is out of the path after three.
+const tripAfter = 3
+
 // probePause is how long the breaker keeps Redis out of the path after a failure before the
 // background probe tries again: long enough that a dead Redis costs almost nothing, short
 // enough that a restart is noticed within a second.
@@ -69,7 +75,9 @@ type Client struct {
 	limit     logLimit
 
 	// down is true while the breaker is open; probing is true while a probe goroutine runs.
-	down, probing   atomic.Bool
+	down, probing atomic.Bool
+	// streak counts the round trips that failed in a row since the last that did not.
+	streak          atomic.Int32
 	errors, skipped [NumOps]atomic.Uint64
 	stop            chan struct{}
 	closeOnce       sync.Once
@@ -181,7 +189,7 @@ func (c *Client) Stats() Stats {
 func (c *Client) key(kind, id string) string { return c.prefix + kind + ":" + id }
 
 // fail counts a failed round trip of op, logs it within the limit and, unless Redis answered
-// (an error reply says it is reachable), opens the breaker.
+// (an error reply says it is reachable), opens the breaker once tripAfter failed in a row.
 func (c *Client) fail(op Op, err error) {
 	c.errors[op].Add(1)
 	var reply redis.Error
@@ -190,8 +198,15 @@ func (c *Client) fail(op Op, err error) {
 		c.log.Warn("Redis round trip failed; deciding locally", "op", op.String(), "error", err,
 			"reachable", reached, "failures_since_last_log", n)
 	}
-	if !reached {
+	if !reached && c.streak.Add(1) >= tripAfter {
 		c.trip()
+	}
+}
+
+// ok notes a round trip that got its answers.
+func (c *Client) ok() {
+	if c.streak.Load() != 0 {
+		c.streak.Store(0)
 	}
 }
 
@@ -232,6 +247,7 @@ func (c *Client) probe() bool {
 		return false
 	}
 	c.probing.Store(false)
+	c.streak.Store(0)
 	c.down.Store(false)
 	if n, ok := c.limit.allow(); ok {
 		c.log.Info("Redis answers again; parts are numbered in the shared state", "failures_since_last_log", n)
