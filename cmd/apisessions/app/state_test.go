@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc/protomsg"
 	"github.com/apisessions/apisessions/internal/testutil"
 )
@@ -54,5 +57,43 @@ func TestServeWithSharedState(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRedisPassword reads the password from a private file or a set variable, and refuses a
+// file others may read or a variable that is not set, naming the key.
+func TestRedisPassword(t *testing.T) {
+	dir := t.TempDir()
+	private := filepath.Join(dir, "private")
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(private, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(open, []byte("s3cret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("APISESSIONS_TEST_REDIS_PW", "from-env")
+	tests := []struct {
+		name    string
+		r       config.Redis
+		want    string
+		wantErr string
+	}{
+		{name: "none", r: config.Redis{}},
+		{name: "private file", r: config.Redis{PasswordFile: private}, want: "s3cret"},
+		{name: "file readable by others", r: config.Redis{PasswordFile: open}, wantErr: "state.redis.password_file " + open + " is readable by others"},
+		{name: "variable", r: config.Redis{PasswordEnv: "APISESSIONS_TEST_REDIS_PW"}, want: "from-env"},
+		{name: "unset variable", r: config.Redis{PasswordEnv: "APISESSIONS_TEST_UNSET"}, wantErr: "state.redis.password_env names APISESSIONS_TEST_UNSET, which is unset or empty"},
+	}
+	for _, tc := range tests {
+		got, err := redisPassword(&tc.r)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: error %v; want one saying %q", tc.name, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || got != tc.want):
+			t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.want)
+		case err != nil && strings.Contains(err.Error(), "s3cret"):
+			t.Errorf("%s: the error shows the password: %v", tc.name, err)
+		}
 	}
 }
