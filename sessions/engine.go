@@ -74,6 +74,7 @@ type Engine struct {
 	cache     *extract.Cache
 	parts     *table
 	shared    SharedParts // nil: parts numbered locally
+	peeks     *peekReads  // with shared only
 	snap      atomic.Pointer[snapshot]
 	hidden    []config.Parameter
 	routes    *routeTable
@@ -174,6 +175,9 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		done:   make(chan struct{}),
 	}
 	e.hashParam = e.hash.param
+	if e.shared != nil {
+		e.peeks = newPeekReads()
+	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}

@@ -2,6 +2,8 @@ package sessions
 
 import (
 	"context"
+	"hash/maphash"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,4 +62,51 @@ func (r *partRules) peekShared(st *PartState, found bool, t time.Time) string {
 func (r *partRules) sharedQuery(t time.Time) PartQuery {
 	day, end := r.dayOf(t)
 	return PartQuery{T: t, Day: day, DayEnd: end.Unix(), Idle: r.idle}
+}
+
+// peekSlots is the size of the table of recent shared reads: enough for the requests in
+// flight between a request headers answer and the response headers answer of one server.
+const peekSlots = 4096
+
+// peekReadAge bounds how old a kept read may be: the time from a request headers answer to
+// the response headers answer of a quick exchange. A slower exchange reads again.
+const peekReadAge = time.Second
+
+// peekReads keeps the latest shared read of recent requests. The response headers answer
+// groups a request again once its request body arrived; when that names the session the
+// request headers answer read, for the same request time and within peekReadAge, the read is
+// reused, so that a request makes one read of the shared state on Envoy's path. A slot holds
+// one session's read; a newer read replaces it. The age bound keeps a request that carries
+// the time of an earlier one (a replayed recording) from reading an old state.
+type peekReads struct {
+	seed  maphash.Seed
+	slots [peekSlots]atomic.Pointer[peekRead]
+}
+
+type peekRead struct {
+	session string
+	at      int64     // the request time, Unix nanoseconds
+	read    time.Time // when it was read
+	st      PartState
+	found   bool
+}
+
+func newPeekReads() *peekReads { return &peekReads{seed: maphash.MakeSeed()} }
+
+func (p *peekReads) slot(session string) *atomic.Pointer[peekRead] {
+	return &p.slots[maphash.String(p.seed, session)%peekSlots]
+}
+
+// get returns the read of session for a request at t, if one is kept.
+func (p *peekReads) get(session string, t time.Time) (*peekRead, bool) {
+	r := p.slot(session).Load()
+	if r == nil || r.session != session || r.at != t.UnixNano() || time.Since(r.read) > peekReadAge {
+		return nil, false
+	}
+	return r, true
+}
+
+// put keeps a read of session for a request at t.
+func (p *peekReads) put(session string, t time.Time, st PartState, found bool) {
+	p.slot(session).Store(&peekRead{session: session, at: t.UnixNano(), read: time.Now(), st: st, found: found})
 }

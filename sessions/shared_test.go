@@ -19,6 +19,7 @@ type fakeShared struct {
 	found   bool
 	unknown bool
 	calls   []PartQuery
+	reads   int
 }
 
 func (f *fakeShared) ObservePart(_ context.Context, _ string, q PartQuery) (PartState, bool) {
@@ -31,6 +32,7 @@ func (f *fakeShared) ObservePart(_ context.Context, _ string, q PartQuery) (Part
 func (f *fakeShared) PeekPart(context.Context, string) (PartState, bool, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	return f.peek, f.found, !f.unknown
 }
 
@@ -112,7 +114,7 @@ func TestSharedPeek(t *testing.T) {
 		{name: "out of order: the shared part", st: PartState{Day: "2026-12-03", DayEnd: end.Unix(), Seq: 4, LastSeen: last}, found: true, at: t0.Add(-5 * time.Hour), want: "2026-12-03.4"},
 		{name: "after an idle gap: the next part", st: PartState{Day: "2026-12-03", DayEnd: end.Unix(), Seq: 4, LastSeen: last}, found: true, at: t0.Add(31 * time.Minute), want: "2026-12-03.5"},
 		{name: "the next day: its part 1", st: PartState{Day: "2026-12-03", DayEnd: end.Unix(), Seq: 4, LastSeen: last}, found: true, at: end, want: "2026-12-04"},
-		{name: "unknown: the local table (empty)", unknown: true, at: t0, want: "2026-12-03"},
+		{name: "unknown: the local table (empty)", unknown: true, at: t0.Add(time.Second), want: "2026-12-03"},
 	}
 	for _, tc := range tests {
 		sh.mu.Lock()
@@ -121,5 +123,30 @@ func TestSharedPeek(t *testing.T) {
 		if _, part, _ := e.Peek(at(exchange("GET", "/", "x-session-id", "s1"), tc.at)); part != tc.want {
 			t.Errorf("%s: Peek names %s; want %s", tc.name, part, tc.want)
 		}
+	}
+}
+
+// TestSharedPeekReadsOncePerRequest: the response headers answer groups the request again;
+// for the same session and request time the read of the request headers answer serves.
+func TestSharedPeekReadsOncePerRequest(t *testing.T) {
+	t.Parallel()
+	sh := &fakeShared{}
+	e, err := newEngine(testConfig(t), Settings{HashKey: testKey, SharedParts: sh}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	x := at(exchange("POST", "/", "x-session-id", "s1"), t0)
+	e.Peek(x)
+	withJSONBody(x, `{"a":1}`)
+	e.Peek(x)
+	if sh.reads != 1 {
+		t.Errorf("two peeks of one request read the shared state %d times; want 1", sh.reads)
+	}
+	e.Peek(at(exchange("GET", "/", "x-session-id", "s1"), t0.Add(time.Millisecond)))
+	e.Peek(at(exchange("GET", "/", "x-session-id", "s2"), t0))
+	if sh.reads != 3 {
+		t.Errorf("peeks of another request time and another session read %d times in all; want 3", sh.reads)
 	}
 }
