@@ -84,8 +84,8 @@ type Client struct {
 	probes          sync.WaitGroup
 }
 
-// New builds a client for cfg, which must be enabled and validated. It does not connect:
-// Start does, in the background.
+// New builds a client for cfg, which must be enabled and validated. It does not connect;
+// Start checks that Redis answers.
 func New(cfg config.Redis, s Settings) (*Client, error) {
 	var tc *tls.Config
 	if cfg.TLS.IsSet() {
@@ -192,8 +192,9 @@ func (c *Client) key(kind, id string) string { return c.prefix + kind + ":" + id
 // (an error reply says it is reachable), opens the breaker once tripAfter failed in a row.
 func (c *Client) fail(op Op, err error) {
 	c.errors[op].Add(1)
+	// An error reply or a state this version cannot read came from a Redis that answered.
 	var reply redis.Error
-	reached := errors.As(err, &reply)
+	reached := errors.As(err, &reply) || errors.Is(err, errPartState)
 	if n, ok := c.limit.allow(); ok {
 		c.log.Warn("Redis round trip failed; deciding locally", "op", op.String(), "error", err,
 			"reachable", reached, "failures_since_last_log", n)

@@ -242,3 +242,27 @@ func TestLogLimit(t *testing.T) {
 		t.Errorf("after a minute: allowed=%v held=%d; want allowed with 5 held back", ok, n)
 	}
 }
+
+// TestUnreadableState: a value at a part key that is not a part state makes Peek unknown
+// (counted, Redis stays in the path) and is replaced by the next update.
+func TestUnreadableState(t *testing.T) {
+	t.Parallel()
+	c, _ := newTestClient(t, testRedis(t), nil)
+	ctx := context.Background()
+	if err := c.rdb.Set(ctx, c.key("part", "s_bad"), "not a state", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range tripAfter + 1 {
+		if _, _, ok := c.Parts().PeekPart(ctx, "s_bad"); ok {
+			t.Fatal("PeekPart of an unreadable state is known; want unknown")
+		}
+	}
+	if st := c.Stats(); !st.Up || st.Errors[OpPeek] != tripAfter+1 {
+		t.Errorf("stats %+v; want up with %d peek errors", st, tripAfter+1)
+	}
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	st, ok := c.Parts().ObservePart(ctx, "s_bad", sessions.PartQuery{T: at, Day: "2026-12-03", DayEnd: at.Add(14 * time.Hour).Unix()})
+	if !ok || st.Day != "2026-12-03" || st.Seq != 1 {
+		t.Errorf("ObservePart over an unreadable state = %+v, %v; want part 1 of the day", st, ok)
+	}
+}

@@ -69,8 +69,9 @@ func TestRedisPassword(t *testing.T) {
 	if err := os.WriteFile(private, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(open, []byte("s3cret\n"), 0o644); err != nil {
-		t.Fatal(err)
+	// Chmod, as the server's tests set a umask that keeps new files private.
+	if err := os.WriteFile(open, []byte("s3cret\n"), 0o600); err != nil || os.Chmod(open, 0o644) != nil {
+		t.Fatal("write the open password file")
 	}
 	t.Setenv("APISESSIONS_TEST_REDIS_PW", "from-env")
 	tests := []struct {
