@@ -37,7 +37,7 @@ func TestServeWithSharedState(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := fmt.Sprintf("state:\n  redis:\n    address: %q\n    key_prefix: %q\n    timeout: 500ms\nsinks:\n  - type: jsonl\n    path: stdout\n", tc.addr, prefix+tc.name+":")
+			cfg := fmt.Sprintf("state:\n  redis:\n    address: %q\n    key_prefix: %q\n    timeout: 500ms\nsinks:\n  - type: jsonl\n    path: /dev/null\n", tc.addr, prefix+tc.name+":")
 			r := startServe(t, "--config", writeConfig(t, cfg))
 			if tc.name == "unreachable" && !strings.Contains(r.stderr.String(), "Redis unreachable at start") {
 				t.Errorf("the log does not say Redis is unreachable:\n%s", r.stderr.String())
