@@ -15,6 +15,7 @@ type Config struct {
 	Inline        Inline        `yaml:"inline"`
 	Hashing       Hashing       `yaml:"hashing"`
 	Sinks         []Sink        `yaml:"sinks"`
+	State         State         `yaml:"state"`
 
 	// File is the path the configuration was loaded from ("" for defaults only). Not a YAML key.
 	File string `yaml:"-"`

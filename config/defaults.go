@@ -63,6 +63,11 @@ func Default() *Config {
 		Attacks:       Attacks{ScrubFields: ScrubFields{Defaults: true}},
 		Inline:        Inline{SessionHeader: "x-apisessions-session", DynamicMetadata: true},
 		Sinks:         []Sink{defaultStore()},
+		State: State{Redis: Redis{
+			KeyPrefix: DefaultRedisKeyPrefix,
+			Timeout:   DefaultRedisTimeout,
+			PoolSize:  DefaultRedisPoolSize,
+		}},
 	}
 }
 

@@ -107,6 +107,7 @@ func (c *Config) validate() []Problem {
 	v.attacks()
 	v.inline()
 	v.sinks()
+	v.state()
 	return v.problems
 }
 

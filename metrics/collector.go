@@ -6,6 +6,7 @@ import (
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sinks"
+	"github.com/apisessions/apisessions/state"
 )
 
 // Label values of apisessions_extproc_messages_total.
@@ -41,6 +42,8 @@ type collector struct {
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
+
+	stateUp, stateErrors, stateSkipped *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -84,6 +87,10 @@ func newCollector(src Sources) *collector {
 		sinkRetries:      desc("sink", "write_retries_total", "Writes that failed and were tried again.", "sink"),
 		sinkSpoolRecords: desc("sink", "spool_records", "Records waiting in the sink's on-disk spool now.", "sink"),
 		sinkSpoolBytes:   desc("sink", "spool_bytes", "Size of the sink's on-disk spool now.", "sink"),
+
+		stateUp:      desc("state", "up", "1 while the shared state (state.redis) is in the path; 0 while failures keep it out and requests are decided locally."),
+		stateErrors:  desc("state", "errors_total", "Round trips to the shared state that failed or passed state.redis.timeout, by op; each such request was decided locally.", "op"),
+		stateSkipped: desc("state", "skipped_total", "Requests decided locally without trying the shared state because it was down, by op.", "op"),
 	}
 }
 
@@ -113,6 +120,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.sinkSpoolRecords
 		ch <- c.sinkSpoolBytes
 	}
+	if c.src.State != nil {
+		ch <- c.stateUp
+		ch <- c.stateErrors
+		ch <- c.stateSkipped
+	}
 }
 
 // Collect reads each source once per scrape.
@@ -133,6 +145,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for i, n := range s.ParseErrors {
 			ch <- prometheus.MustNewConstMetric(c.parseErrors, prometheus.CounterValue, float64(n), extract.ParseSourceNames[i])
 		}
+	}
+	if c.src.State != nil {
+		c.collectState(ch, c.src.State.Stats())
 	}
 	if c.src.Sinks != nil {
 		for _, o := range c.src.Sinks.Stats() {
@@ -160,6 +175,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.sinkSpoolRecords, prometheus.GaugeValue, float64(o.SpoolRecords), o.Name)
 			ch <- prometheus.MustNewConstMetric(c.sinkSpoolBytes, prometheus.GaugeValue, float64(o.SpoolBytes), o.Name)
 		}
+	}
+}
+
+func (c *collector) collectState(ch chan<- prometheus.Metric, s state.Stats) {
+	up := 0.0
+	if s.Up {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.stateUp, prometheus.GaugeValue, up)
+	for op := range state.NumOps {
+		ch <- prometheus.MustNewConstMetric(c.stateErrors, prometheus.CounterValue, float64(s.Errors[op]), op.String())
+		ch <- prometheus.MustNewConstMetric(c.stateSkipped, prometheus.CounterValue, float64(s.Skipped[op]), op.String())
 	}
 }
 

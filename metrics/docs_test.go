@@ -6,8 +6,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apisessions/apisessions/sinks"
+	"github.com/apisessions/apisessions/state"
 )
 
 // TestDocsAndDashboardMatchTheRegistry keeps docs/metrics.md and the Grafana dashboard in step
@@ -16,9 +18,10 @@ import (
 func TestDocsAndDashboardMatchTheRegistry(t *testing.T) {
 	t.Parallel()
 	r := New(BuildInfo{})
-	if err := r.Watch(Sources{Extproc: &fakeExtproc{}, Engine: &fakeEngine{}, Sinks: &fakeSinks{s: []sinks.OutputStats{{Name: "s"}}}}); err != nil {
+	if err := r.Watch(Sources{Extproc: &fakeExtproc{}, Engine: &fakeEngine{}, Sinks: &fakeSinks{s: []sinks.OutputStats{{Name: "s"}}}, State: fakeState{}}); err != nil {
 		t.Fatal(err)
 	}
+	r.StateRoundTrip()(state.OpPeek, time.Millisecond)
 	// Histograms appear in a scrape once observed.
 	r.Timed(&fakeProcessor{}).Observe(nil)
 	exported := map[string]bool{}

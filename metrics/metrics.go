@@ -16,6 +16,7 @@ import (
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 	"github.com/apisessions/apisessions/sinks"
+	"github.com/apisessions/apisessions/state"
 )
 
 // namespace prefixes every apisessions metric.
@@ -30,11 +31,16 @@ type EngineSource interface{ Stats() sessions.Stats }
 // SinkSource is what the sink pipeline exposes (implemented by *sinks.Pipeline).
 type SinkSource interface{ Stats() []sinks.OutputStats }
 
+// StateSource is what the shared-state client exposes (implemented by *state.Client).
+type StateSource interface{ Stats() state.Stats }
+
 // Sources are the components read at scrape time; a nil field exports none of its metrics.
 type Sources struct {
 	Extproc ExtprocSource
 	Engine  EngineSource
 	Sinks   SinkSource
+	// State is the shared-state client; nil without state.redis.
+	State StateSource
 }
 
 // BuildInfo labels apisessions_build_info.
@@ -52,6 +58,10 @@ type Registry struct {
 	// phases times each ext_proc message; phaseObs are its children by [observability][phase].
 	phases   *prometheus.HistogramVec
 	phaseObs [2][extproc.NumPhases]prometheus.Observer
+	// stateRTT times round trips to the shared state; stateObs are its children by state.Op.
+	stateRTT  *prometheus.HistogramVec
+	stateObs  [state.NumOps]prometheus.Observer
+	stateOnce sync.Once
 
 	watchOnce sync.Once
 	watchErr  error
@@ -60,6 +70,10 @@ type Registry struct {
 // processingBuckets span what one exchange costs the engine: a few microseconds for a bare
 // GET, up to tens of milliseconds for the largest JSON bodies on a loaded machine.
 var processingBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11) // 1µs … ~1s
+
+// stateBuckets span a round trip to Redis: tens of microseconds on one machine, a few hundred
+// in a data centre, up to state.redis.timeout (at most 1 s).
+var stateBuckets = prometheus.ExponentialBuckets(25e-6, 2, 16) // 25µs … ~0.8s
 
 // New returns a registry with the Go runtime and process collectors and the build info. The
 // components are added with Watch once they exist.
@@ -178,4 +192,24 @@ func (o phaseObserver) ObservePhase(p extproc.Phase, observability bool, d time.
 		i = 1
 	}
 	o.r.phaseObs[i][p].Observe(d.Seconds())
+}
+
+// StateRoundTrip returns what state.Settings.RoundTrip takes: each call is one update of
+// apisessions_state_round_trip_seconds, which is registered by the first StateRoundTrip call
+// (a process without state.redis does not export it).
+func (r *Registry) StateRoundTrip() func(state.Op, time.Duration) {
+	r.stateOnce.Do(func() {
+		r.stateRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Subsystem: "state",
+			Name:      "round_trip_seconds",
+			Help:      "Round trips to the shared state (state.redis) that got an answer, by op: peek on the request path of an inline answer, observe at a stream's end.",
+			Buckets:   stateBuckets,
+		}, []string{"op"})
+		for op := range state.NumOps {
+			r.stateObs[op] = r.stateRTT.WithLabelValues(op.String())
+		}
+		r.reg.MustRegister(r.stateRTT)
+	})
+	return func(op state.Op, d time.Duration) { r.stateObs[op].Observe(d.Seconds()) }
 }

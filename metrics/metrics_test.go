@@ -16,6 +16,7 @@ import (
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 	"github.com/apisessions/apisessions/sinks"
+	"github.com/apisessions/apisessions/state"
 )
 
 type fakeExtproc struct{ s extproc.Stats }
@@ -29,6 +30,10 @@ func (f *fakeEngine) Stats() sessions.Stats { return f.s }
 type fakeSinks struct{ s []sinks.OutputStats }
 
 func (f *fakeSinks) Stats() []sinks.OutputStats { return f.s }
+
+type fakeState struct{ s state.Stats }
+
+func (f fakeState) Stats() state.Stats { return f.s }
 
 // fakeProcessor records the calls the timing wrapper forwards.
 type fakeProcessor struct {

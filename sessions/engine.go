@@ -45,6 +45,9 @@ type Settings struct {
 	// mitigation controls): exported in params when seen, never grouping, not counted against
 	// max_parameters, kept across Reload. A configured parameter of the same name wins.
 	HiddenParameters []config.Parameter
+	// SharedParts, when set, numbers parts in state shared by replicas (state.redis); nil
+	// numbers them in this process alone.
+	SharedParts SharedParts
 }
 
 // Fallbacks for values a validated configuration always sets; they keep a hand-built
@@ -70,6 +73,8 @@ type Engine struct {
 	hashParam func(string) string
 	cache     *extract.Cache
 	parts     *table
+	shared    SharedParts // nil: parts numbered locally
+	peeks     *peekReads  // with shared only
 	snap      atomic.Pointer[snapshot]
 	hidden    []config.Parameter
 	routes    *routeTable
@@ -163,12 +168,16 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		hash:   newHasher(s.HashKey),
 		cache:  cache,
 		parts:  parts,
+		shared: s.SharedParts,
 		hidden: hidden,
 		routes: newRouteTable(),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	e.hashParam = e.hash.param
+	if e.shared != nil {
+		e.peeks = newPeekReads()
+	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}

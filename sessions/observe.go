@@ -76,7 +76,26 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
 	session, key = s.group(v, x, e.hash)
-	return session, e.parts.peek(session, startTime(x, e.now), &s.rules), key
+	t := startTime(x, e.now)
+	if e.shared != nil {
+		if st, found, ok := e.readShared(session, t); ok {
+			return session, s.rules.peekShared(&st, found, t), key
+		}
+	}
+	return session, e.parts.peek(session, t, &s.rules), key
+}
+
+// readShared reads the shared state of session for a request at t, once per request
+// (peekReads); ok is false when it is unknown.
+func (e *Engine) readShared(session string, t time.Time) (st PartState, found, ok bool) {
+	if r, hit := e.peeks.get(session, t); hit {
+		return r.st, r.found, true
+	}
+	st, found, ok = e.shared.PeekPart(context.Background(), session)
+	if ok {
+		e.peeks.put(session, t, st, found)
+	}
+	return st, found, ok
 }
 
 // group decides the session of a request from its request side alone: the grouping
@@ -282,6 +301,12 @@ func (e *Engine) updatePart(s *snapshot, rec *record.Request, flows flowMask, t 
 		bytesOut:  rec.ResponseBytes,
 		flows:     flows,
 		malicious: rec.Malicious,
+	}
+	if e.shared != nil {
+		if st, ok := e.shared.ObservePart(context.Background(), rec.Session, s.rules.sharedQuery(t)); ok {
+			rec.Part, out = e.parts.observeShared(rec.Session, &h, &st, out)
+			return out
+		}
 	}
 	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, out)
 	return out

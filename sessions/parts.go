@@ -38,10 +38,17 @@ func (r *partRules) dayOf(t time.Time) (string, time.Time) {
 
 // endReason says whether a request (or the sweeper's clock) at t ends the part, and why.
 func (r *partRules) endReason(p *part, t time.Time) string {
-	if t.Unix() >= p.dayEnd {
+	return r.endAt(p.dayEnd, p.lastSeen, t)
+}
+
+// endAt is endReason for a part whose day ends at dayEnd (Unix seconds) and whose latest
+// request was lastSeen nanoseconds from then: the one statement of the rule in Go (the
+// shared state's script states it in Lua).
+func (r *partRules) endAt(dayEnd, lastSeen int64, t time.Time) string {
+	if t.Unix() >= dayEnd {
 		return record.EndDay
 	}
-	if r.idle > 0 && p.offset(t)-p.lastSeen > int64(r.idle) {
+	if r.idle > 0 && offsetFrom(dayEnd, t)-lastSeen > int64(r.idle) {
 		return record.EndIdle
 	}
 	return ""
@@ -98,7 +105,10 @@ type part struct {
 }
 
 // offset is t as the part keeps times: nanoseconds from the end of its day.
-func (p *part) offset(t time.Time) int64 { return int64(t.Sub(time.Unix(p.dayEnd, 0))) }
+func (p *part) offset(t time.Time) int64 { return offsetFrom(p.dayEnd, t) }
+
+// offsetFrom is t in nanoseconds from the Unix second dayEnd.
+func offsetFrom(dayEnd int64, t time.Time) int64 { return int64(t.Sub(time.Unix(dayEnd, 0))) }
 
 // at is the record time of an offset.
 func (p *part) at(off int64) record.Time { return record.At(time.Unix(p.dayEnd, off).UTC()) }
@@ -128,6 +138,11 @@ type hit struct {
 // newPart opens part seq of the day of h.t; sh shares its day and key.
 func (sh *shard) newPart(session string, h *hit, r *partRules, seq int) *part {
 	day, end := r.dayOf(h.t)
+	return sh.openPart(session, h, day, end.Unix(), seq)
+}
+
+// openPart opens part seq of day, which ends at dayEnd (Unix seconds), with h.
+func (sh *shard) openPart(session string, h *hit, day string, dayEnd int64, seq int) *part {
 	if day != sh.day {
 		sh.day = day
 	}
@@ -135,7 +150,7 @@ func (sh *shard) newPart(session string, h *hit, r *partRules, seq int) *part {
 		session:  session,
 		name:     partName(sh.day, seq),
 		key:      shareKey(sh.keys, h.key),
-		dayEnd:   end.Unix(),
+		dayEnd:   dayEnd,
 		lastEmit: noEmit,
 		seq:      uint32(seq),
 		live:     true,
@@ -361,6 +376,33 @@ func (t *table) observe(id string, h *hit, r *partRules, out []record.Record) (s
 	}
 	p.add(h, &sh.in)
 	name := p.name
+	out = append(out, sh.takePending()...)
+	sh.mu.Unlock()
+	return name, out
+}
+
+// observeShared is observe with the part the shared state named: the local live part when
+// it has that name, else a local part of that name, which ends the local live part first
+// (its final record says day when the shared part is of another day, else idle).
+func (t *table) observeShared(id string, h *hit, st *PartState, out []record.Record) (string, []record.Record) {
+	sh := t.shardOf(id)
+	name := st.name()
+	sh.mu.Lock()
+	p, ok := sh.lru.Get(id)
+	if !ok || !p.live || p.name != name {
+		if ok && p.live {
+			p.ended = true
+			reason := record.EndIdle
+			if p.day() != st.Day {
+				reason = record.EndDay
+			}
+			out = append(out, p.sessionRecord(true, reason))
+		}
+		p = sh.openPart(id, h, st.Day, st.DayEnd, st.Seq)
+		// Add on a present key replaces the value without calling the eviction hook.
+		sh.lru.Add(id, p)
+	}
+	p.add(h, &sh.in)
 	out = append(out, sh.takePending()...)
 	sh.mu.Unlock()
 	return name, out

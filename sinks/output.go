@@ -1,12 +1,8 @@
 package sinks
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/apisessions/apisessions/config"
@@ -66,29 +62,4 @@ func NewOutput(cfg config.Sink, dataDir string, sk Sink, logger *slog.Logger) (O
 	}
 	o.Spool, o.Rejects = sp, rj
 	return o, nil
-}
-
-// TLSConfig builds the client TLS configuration of a webhook or Kafka sink: the system roots or
-// ca_file, an optional client certificate, TLS 1.2 at least.
-func TLSConfig(t TLS) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as for tests
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("tls.ca_file holds no PEM certificate")
-		}
-		c.RootCAs = pool
-	}
-	if t.CertFile != "" || t.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load tls.cert_file and tls.key_file: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/tlsclient"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
@@ -60,7 +61,7 @@ func New(cfg config.Sink, c Config, s sinks.Settings, extra ...kgo.Opt) (*Sink, 
 		kgo.WithLogger(kgoLogger{logger}),
 	}
 	if c.TLS.IsSet() {
-		tc, err := sinks.TLSConfig(c.TLS)
+		tc, err := tlsclient.Config(c.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("kafka: %w", err)
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/tlsclient"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
@@ -74,7 +75,7 @@ func New(cfg config.Sink, c Config, s sinks.Settings) (*Sink, error) {
 		ForceAttemptHTTP2:     true,
 	}
 	if u.Scheme == "https" {
-		tc, err := sinks.TLSConfig(c.TLS)
+		tc, err := tlsclient.Config(c.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/apisessions/apisessions/metrics"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sinks"
+	"github.com/apisessions/apisessions/state"
 )
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -94,6 +95,7 @@ type server struct {
 	cfg        atomic.Pointer[config.Config]
 
 	engine   *sessions.Engine
+	state    *state.Client // nil without state.redis
 	pipeline *sinks.Pipeline
 	metrics  *metrics.Registry
 	explore  http.Handler      // explore API and UI; nil without a store sink
@@ -143,17 +145,27 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		_ = s.pipeline.Shutdown(ctx)
 	})
 
+	s.metrics = metrics.New(buildInfo())
+	if s.state, err = newState(context.Background(), cfg, logger, s.metrics); err != nil {
+		return nil, err
+	}
+	var shared sessions.SharedParts
+	src := metrics.Sources{Sinks: s.pipeline}
+	if s.state != nil {
+		cleanup = append(cleanup, func() { _ = s.state.Close() })
+		shared, src.State = s.state.Parts(), s.state
+	}
 	var keySource string
-	if s.engine, keySource, err = newEngine(cfg, logger, s.pipeline); err != nil {
+	if s.engine, keySource, err = newEngine(cfg, logger, s.pipeline, shared); err != nil {
 		return nil, err
 	}
 	s.keyFile = cfg.Hashing.KeyFile
 	cleanup = append(cleanup, s.engine.Close)
 
-	s.metrics = metrics.New(buildInfo())
 	s.proc = s.metrics.Timed(s.engine)
 	s.ext = extproc.New(extprocSettings(cfg, logger, s.proc, s.metrics.PhaseObserver()))
-	if err := s.metrics.Watch(metrics.Sources{Extproc: s.ext, Engine: s.engine, Sinks: s.pipeline}); err != nil {
+	src.Extproc, src.Engine = s.ext, s.engine
+	if err := s.metrics.Watch(src); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	s.grpc, err = extproc.NewGRPCServer(s.ext, extproc.GRPCOptions{
@@ -187,12 +199,12 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 
 // newEngine reads the hash key for cfg and starts the sessions engine with it; keySource says
 // where the key came from.
-func newEngine(cfg *config.Config, logger *slog.Logger, emit sessions.Emitter) (_ *sessions.Engine, keySource string, _ error) {
+func newEngine(cfg *config.Config, logger *slog.Logger, emit sessions.Emitter, shared sessions.SharedParts) (_ *sessions.Engine, keySource string, _ error) {
 	key, keySource, err := hashKey(cfg)
 	if err != nil {
 		return nil, "", err
 	}
-	e, err := sessions.New(cfg, sessions.Settings{Logger: logger, Emitter: emit, HashKey: key})
+	e, err := sessions.New(cfg, sessions.Settings{Logger: logger, Emitter: emit, HashKey: key, SharedParts: shared})
 	if err != nil {
 		return nil, "", fmt.Errorf("sessions engine: %w", err)
 	}
@@ -325,8 +337,8 @@ func (s *server) reload() {
 	if next.Hashing.KeyFile != s.keyFile {
 		s.logger.Warn("hashing.key_file changed; the hash key in use is kept until restart")
 	}
-	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || !reflect.DeepEqual(cur.Server, next.Server) {
-		s.logger.Warn("reload: changes to server and sinks take effect after a restart")
+	if !reflect.DeepEqual(cur.Sinks, next.Sinks) || !reflect.DeepEqual(cur.Server, next.Server) || cur.State != next.State {
+		s.logger.Warn("reload: changes to server, sinks and state take effect after a restart")
 	}
 	s.cfg.Store(next)
 	s.logger.Info("configuration reloaded", "config", s.configPath)
@@ -343,6 +355,9 @@ func (s *server) shutdown() error {
 	s.grpc.Shutdown(ctx)
 	// Then every live part ends with a final session record.
 	s.engine.Close()
+	if s.state != nil {
+		_ = s.state.Close()
+	}
 	// Then the sinks deliver what they accepted.
 	var errs []error
 	if err := s.pipeline.Shutdown(ctx); err != nil {

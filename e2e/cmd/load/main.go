@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -193,11 +194,12 @@ func compare(ctx context.Context, o options, seqs [][]*extprocv3.ProcessingReque
 		return err
 	}
 	defer stopNoop()
-	apiAddr, stopAPI, err := startAPISessions(ctx, o.config)
+	apiAddr, httpAddr, stopAPI, err := startAPISessions(ctx, o.config)
 	if err != nil {
 		return err
 	}
 	defer stopAPI()
+	defer printStateCounters(stdout, httpAddr)
 	for _, c := range o.concurrency {
 		// Each server gets o.duration in all, in o.rounds rounds ordered ABBA: a machine that
 		// speeds up or slows down during the run weighs on both alike.
@@ -451,15 +453,15 @@ func startNoop() (string, func(), error) {
 
 // startAPISessions runs `apisessions serve` in-process on loopback ports and waits for its
 // ready line.
-func startAPISessions(ctx context.Context, configPath string) (string, func(), error) {
+func startAPISessions(ctx context.Context, configPath string) (grpcAddr, httpAddr string, stop func(), err error) {
 	dir, err := os.MkdirTemp("", "apisessions-load-")
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	if configPath == "" {
 		configPath = filepath.Join(dir, "apisessions.yaml")
 		if err := os.WriteFile(configPath, []byte(loadConfig), 0o600); err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
 	}
 	pr, pw := io.Pipe()
@@ -471,7 +473,7 @@ func startAPISessions(ctx context.Context, configPath string) (string, func(), e
 		done <- app.Run(sctx, args, io.Discard, pw)
 		pw.Close()
 	}()
-	ready := make(chan string, 1)
+	ready := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -483,28 +485,48 @@ func startAPISessions(ctx context.Context, configPath string) (string, func(), e
 			var m struct {
 				Msg      string `json:"msg"`
 				GRPCAddr string `json:"grpc_addr"`
+				HTTPAddr string `json:"http_addr"`
 			}
 			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Msg == "ready" {
-				ready <- m.GRPCAddr
+				ready <- [2]string{m.GRPCAddr, m.HTTPAddr}
 				sent = true
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	stop := func() {
+	stop = func() {
 		cancel()
 		<-done
 		_ = os.RemoveAll(dir)
 	}
 	select {
-	case addr := <-ready:
-		return addr, stop, nil
+	case addrs := <-ready:
+		return addrs[0], addrs[1], stop, nil
 	case code := <-done:
 		cancel()
 		_ = os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("apisessions exited with status %d before it was ready", code)
+		return "", "", nil, fmt.Errorf("apisessions exited with status %d before it was ready", code)
 	case <-time.After(30 * time.Second):
 		stop()
-		return "", nil, errors.New("apisessions was not ready within 30s")
+		return "", "", nil, errors.New("apisessions was not ready within 30s")
+	}
+}
+
+// printStateCounters prints apisessions' shared-state counters (state.redis) after a run, so
+// that a run whose requests were decided without Redis says so. Nothing without state.redis.
+func printStateCounters(stdout io.Writer, httpAddr string) {
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, name := range []string{"apisessions_state_up", "apisessions_state_errors_total", "apisessions_state_skipped_total", "apisessions_state_round_trip_seconds_count"} {
+			if strings.HasPrefix(line, name) {
+				fmt.Fprintln(stdout, line)
+			}
+		}
 	}
 }

@@ -1,0 +1,112 @@
+package sessions
+
+import (
+	"context"
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+)
+
+// SharedParts numbers session parts in state that replicas share (state.redis), so that
+// every replica names a request's part as one replica would. The engine calls it when a
+// stream ends (ObservePart) and for the inline answer's header (PeekPart). ok false means
+// the shared answer is unknown (unreachable, slow, unreadable): the engine then decides
+// locally, as without shared state.
+type SharedParts interface {
+	// ObservePart applies the part rule of the live-part table to the shared state of
+	// session id for the request q, atomically, and returns the state after it.
+	ObservePart(ctx context.Context, id string, q PartQuery) (st PartState, ok bool)
+	// PeekPart reads the shared state of session id without changing it; found is false
+	// when the session has none.
+	PeekPart(ctx context.Context, id string) (st PartState, found, ok bool)
+}
+
+// PartQuery is one request as the part rule sees it.
+type PartQuery struct {
+	// T is when the request began.
+	T time.Time
+	// Day is T's day in sessions.day_boundary and DayEnd the Unix second that day ends.
+	Day    string
+	DayEnd int64
+	// Idle is sessions.idle_timeout; 0 splits by day only.
+	Idle time.Duration
+}
+
+// PartState is the shared state of a session's current part.
+type PartState struct {
+	// Day and Seq name the part (partName); DayEnd is the Unix second the day ends.
+	Day    string
+	DayEnd int64
+	Seq    int
+	// LastSeen is the time of the part's latest request, in nanoseconds from DayEnd.
+	LastSeen int64
+}
+
+// name is the part's name.
+func (st *PartState) name() string { return partName(st.Day, st.Seq) }
+
+// peekShared names the part a request at t would join given the shared state st (found
+// false: none), by the rule table.peek applies to a local part.
+func (r *partRules) peekShared(st *PartState, found bool, t time.Time) string {
+	if found && r.endAt(st.DayEnd, st.LastSeen, t) == "" {
+		return st.name()
+	}
+	day, _ := r.dayOf(t)
+	if found && st.Day == day {
+		return partName(day, st.Seq+1)
+	}
+	return partName(day, 1)
+}
+
+// sharedQuery is the PartQuery of a request at t.
+func (r *partRules) sharedQuery(t time.Time) PartQuery {
+	day, end := r.dayOf(t)
+	return PartQuery{T: t, Day: day, DayEnd: end.Unix(), Idle: r.idle}
+}
+
+// peekSlots is the size of the table of recent shared reads: enough for the requests in
+// flight between a request headers answer and the response headers answer of one server.
+const peekSlots = 4096
+
+// peekReadAge bounds how old a kept read may be: the time from a request headers answer to
+// the response headers answer of a quick exchange. A slower exchange reads again.
+const peekReadAge = time.Second
+
+// peekReads keeps the latest shared read of recent requests. The response headers answer
+// groups a request again once its request body arrived; when that names the session the
+// request headers answer read, for the same request time and within peekReadAge, the read is
+// reused, so that a request makes one read of the shared state on Envoy's path. A slot holds
+// one session's read; a newer read replaces it. The age bound keeps a request that carries
+// the time of an earlier one (a replayed recording) from reading an old state.
+type peekReads struct {
+	seed  maphash.Seed
+	slots [peekSlots]atomic.Pointer[peekRead]
+}
+
+type peekRead struct {
+	session string
+	at      int64     // the request time, Unix nanoseconds
+	read    time.Time // when it was read
+	st      PartState
+	found   bool
+}
+
+func newPeekReads() *peekReads { return &peekReads{seed: maphash.MakeSeed()} }
+
+func (p *peekReads) slot(session string) *atomic.Pointer[peekRead] {
+	return &p.slots[maphash.String(p.seed, session)%peekSlots]
+}
+
+// get returns the read of session for a request at t, if one is kept.
+func (p *peekReads) get(session string, t time.Time) (*peekRead, bool) {
+	r := p.slot(session).Load()
+	if r == nil || r.session != session || r.at != t.UnixNano() || time.Since(r.read) > peekReadAge {
+		return nil, false
+	}
+	return r, true
+}
+
+// put keeps a read of session for a request at t.
+func (p *peekReads) put(session string, t time.Time, st PartState, found bool) {
+	p.slot(session).Store(&peekRead{session: session, at: t.UnixNano(), read: time.Now(), st: st, found: found})
+}

@@ -1,0 +1,187 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// concurrency is the number of requests in flight in the parallel runs, as the load tool's
+// default and the target of the performance page: 64.
+const concurrency = 64
+
+// latencies collects per-call durations from many goroutines and reports p50 and p99.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d []time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d...)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B) {
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Nanoseconds()) / 1e3 }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+// warm runs f from conc goroutines for a moment, so that the connections are open before
+// the timing starts (as in a server that has been running).
+func warm(conc int, f func(i int)) {
+	var wg sync.WaitGroup
+	for g := range conc {
+		wg.Go(func() {
+			for i := range 50 {
+				f(g*50 + i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// run calls f b.N times, serially (conc 1) or from conc goroutines, timing each call.
+func run(b *testing.B, conc int, f func(i int)) {
+	var lat latencies
+	warm(conc, f)
+	b.ReportAllocs()
+	b.ResetTimer()
+	if conc == 1 {
+		d := make([]time.Duration, 0, b.N)
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			f(i)
+			d = append(d, time.Since(start))
+		}
+		lat.add(d)
+	} else {
+		b.SetParallelism(max(1, conc/max(1, testingProcs())))
+		var next sync.Mutex
+		n := 0
+		b.RunParallel(func(pb *testing.PB) {
+			var d []time.Duration
+			for pb.Next() {
+				next.Lock()
+				i := n
+				n++
+				next.Unlock()
+				start := time.Now()
+				f(i)
+				d = append(d, time.Since(start))
+			}
+			lat.add(d)
+		})
+	}
+	b.StopTimer()
+	lat.report(b)
+}
+
+// paced calls f n times from conc goroutines at rate calls a second in all (open loop: a
+// call that waits does not delay the next one's start), and reports p50 and p99 of a call.
+func paced(b *testing.B, conc, rate int, f func(i int)) {
+	warm(conc, f)
+	var lat latencies
+	var wg sync.WaitGroup
+	per := b.N / conc
+	every := time.Duration(conc) * time.Second / time.Duration(rate)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for g := range conc {
+		wg.Go(func() {
+			d := make([]time.Duration, 0, per)
+			// Staggered, so that the goroutines' calls spread over each period.
+			time.Sleep(every * time.Duration(g) / time.Duration(conc))
+			tk := time.NewTicker(every)
+			defer tk.Stop()
+			for i := range per {
+				<-tk.C
+				start := time.Now()
+				f(g*per + i)
+				d = append(d, time.Since(start))
+			}
+			lat.add(d)
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	lat.report(b)
+}
+
+// BenchmarkRoundTrip is one round trip to the test Redis as the engine makes it: peek (one
+// GET) and observe (the part script), one at a time and 64 at once, with p50 and p99 of each
+// call. go test -run '^$' -bench RoundTrip -benchtime 20000x ./state
+func BenchmarkRoundTrip(b *testing.B) {
+	c, _ := newTestClient(b, testRedis(b), nil)
+	p := c.Parts()
+	ctx := context.Background()
+	at := time.Now()
+	day := at.UTC().Format(time.DateOnly)
+	end := time.Date(at.Year(), at.Month(), at.Day()+1, 0, 0, 0, 0, time.UTC).Unix()
+	ids := make([]string, 4096)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s_%016x", i)
+	}
+	for _, conc := range []int{1, concurrency} {
+		b.Run(fmt.Sprintf("peek/conc=%d", conc), func(b *testing.B) {
+			run(b, conc, func(i int) {
+				if _, _, ok := p.PeekPart(ctx, ids[i%len(ids)]); !ok {
+					b.Error("peek unknown")
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("observe/conc=%d", conc), func(b *testing.B) {
+			run(b, conc, func(i int) {
+				q := sessions.PartQuery{T: at.Add(time.Duration(i) * time.Millisecond), Day: day, DayEnd: end, Idle: 30 * time.Minute}
+				if _, ok := p.ObservePart(ctx, ids[i%len(ids)], q); !ok {
+					b.Error("observe unknown")
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkEnginePeek is the engine's Peek (the inline answer's session and part) without and
+// with the shared state, 64 at once: the difference is what Redis adds to an inline answer.
+func BenchmarkEnginePeek(b *testing.B) {
+	c, _ := newTestClient(b, testRedis(b), nil)
+	xs := make([]*traffic.Exchange, 4096)
+	at := time.Now()
+	for i := range xs {
+		xs[i] = request(fmt.Sprint("user-", i), at)
+	}
+	for _, mode := range []string{"local", "redis"} {
+		var shared sessions.SharedParts
+		if mode == "redis" {
+			shared = c.Parts()
+		}
+		e, _ := newTestEngine(b, 30*time.Minute, shared)
+		for _, x := range xs {
+			e.Observe(x)
+		}
+		for _, conc := range []int{1, concurrency} {
+			b.Run(fmt.Sprintf("%s/conc=%d", mode, conc), func(b *testing.B) {
+				run(b, conc, func(i int) { e.Peek(xs[i%len(xs)]) })
+			})
+		}
+		// 64 streams at 4000 requests a second in all: what the load tool's inline run sees
+		// on this machine, without the load tool's own CPU use.
+		b.Run(fmt.Sprintf("%s/conc=%d/rate=4000", mode, concurrency), func(b *testing.B) {
+			paced(b, concurrency, 4000, func(i int) { e.Peek(xs[i%len(xs)]) })
+		})
+	}
+	if st := c.Stats(); st.Errors[OpPeek]+st.Skipped[OpPeek] > 0 {
+		b.Errorf("peeks decided locally: %+v", st)
+	}
+}

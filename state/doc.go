@@ -1,0 +1,13 @@
+// Package state is the live state that apisessions replicas share through Redis
+// (state.redis): today the numbering of session parts; counters, blocks and session links
+// join it later through the same Batch.
+//
+// It is built for Envoy's path: a Batch is sent in one pipelined round trip bounded by
+// state.redis.timeout; any failure makes the answer "unknown" and the caller decides locally
+// (fail open). After three failed round trips in a row a circuit breaker skips Redis until a
+// background probe succeeds (tried every second), so an unreachable Redis costs no request
+// more than the timeout, and only the few before the breaker opens pay it.
+// Failures are counted (Stats) and logged at most once a minute.
+//
+// It imports config and sessions (whose SharedParts it implements); sessions never imports it.
+package state
