@@ -97,11 +97,10 @@ func (l *streamLimits) intercept(srv any, ss grpc.ServerStream, info *grpc.Strea
 		// Not a stream of grpc-go's HTTP/2 server (a test double): nothing to end it with.
 		return handler(srv, ss)
 	}
-	is := &idleStream{ServerStream: ss, end: end}
+	is := &idleStream{ServerStream: ss, end: end, ended: &s.stats.idleTimeouts}
 	l.reaper.watch(is)
 	err := handler(srv, is)
 	if l.reaper.forget(is) {
-		s.stats.idleTimeouts.Add(1)
 		return nil
 	}
 	return err
@@ -120,6 +119,7 @@ var statusOK = status.New(codes.OK, "")
 type idleStream struct {
 	grpc.ServerStream
 	end    statusWriter
+	ended  *atomic.Uint64 // counts the streams the reaper ends, before their status goes out
 	active atomic.Bool // a message arrived since the last check
 	idle   atomic.Bool // the reaper ended the stream
 	quiet  uint8       // checks in a row without a message; the reaper's, under its lock
@@ -215,6 +215,9 @@ func (r *reaper) check() {
 	}
 	r.mu.Unlock()
 	for _, s := range ended {
+		if s.ended != nil {
+			s.ended.Add(1)
+		}
 		// Writes the trailers and ends the stream; an error means it had already ended.
 		_ = s.end.WriteStatus(statusOK)
 	}
