@@ -120,10 +120,10 @@ type idleStream struct {
 	grpc.ServerStream
 	end    statusWriter
 	ended  *atomic.Uint64 // counts the streams the reaper ends, before their status goes out
-	active atomic.Bool // a message arrived since the last check
-	idle   atomic.Bool // the reaper ended the stream
-	quiet  uint8       // checks in a row without a message; the reaper's, under its lock
-	slot   int         // index in the reaper's list; under its lock
+	active atomic.Bool    // a message arrived since the last check
+	idle   atomic.Bool    // the reaper ended the stream
+	quiet  uint8          // checks in a row without a message; the reaper's, under its lock
+	slot   int            // index in the reaper's list; under its lock
 }
 
 func (s *idleStream) RecvMsg(m any) error {
