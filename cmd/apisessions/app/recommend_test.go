@@ -26,7 +26,7 @@ func TestRecommendFlags(t *testing.T) {
 		stderr     string // a part of stderr
 		snippetOut bool   // stdout is a snippet alone
 	}{
-		{name: "text", args: []string{"../../../examples/demo.har"}, code: exitOK, stdout: "1. login_token → header_x_auth_token"},
+		{name: "text", args: []string{"../../../examples/demo.har"}, code: exitOK, stdout: "2. login_token → header_x_auth_token"},
 		{name: "yaml", args: []string{"--output", "yaml", "../../../examples/demo.har"}, code: exitOK, stdout: "- name: login_token", snippetOut: true},
 		{name: "max one", args: []string{"--max=1", "--output=yaml", "../../../examples/demo.har"}, code: exitOK, stdout: "name: jwt_sub", snippetOut: true},
 		{name: "client ip", args: []string{"--client-ip", "2001:db8::1", "../../../examples/demo.har"}, code: exitOK, stdout: "Analysed 38 requests"},
