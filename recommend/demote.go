@@ -35,7 +35,7 @@ var trackerPrefixes = []string{
 	"_cb", "__gads", "__gpi", "test_cookie", "muid", "anj", "uuid2", "_kuid_", "demdex",
 	"dextp", "rmid", "wmf-uniq", "_rdt_", "_lr_", "intercom-", "ab_", "abtest", "__eoi",
 	"__stripe_", "ki_", "_vwo", "_vis_opt", "__insp", "_mkto_", "visitor_id", "_pk_", "utm_",
-	"adrum", "ora_fpc", "wt_", "wt3_", "wtstore", "_gd", "s_nr", "s_ppv", "_sm_au", "bounceclientvisit",
+	"adrum", "ora_fpc", "wt_", "wt.", "wt3_", "dcs.", "wtstore", "_gd", "s_nr", "s_ppv", "_sm_au", "bounceclientvisit",
 }
 
 // trackerExact are whole tracker names that would be too short as prefixes.

@@ -3,6 +3,7 @@ package recommend
 import (
 	"context"
 	"hash/maphash"
+	"sort"
 	"time"
 
 	"github.com/apisessions/apisessions/sessions/extract"
@@ -44,7 +45,9 @@ type pval struct {
 // how often and over which time.
 type clientUse struct {
 	works int32
-	vals  map[uint64]*valueUse
+	// firstEx is the first exchange of the client where the key works.
+	firstEx int32
+	vals    map[uint64]*valueUse
 }
 
 type valueUse struct {
@@ -79,8 +82,13 @@ func (a *analysis) measure(ctx context.Context, props []*proposal) error {
 		}
 		v.Release()
 	}
+	secs, exs := a.clientSeconds(), a.clientExchanges()
 	for _, p := range live {
-		p.finish(len(a.xs), a.clientSeconds())
+		for c, cu := range p.m.clients {
+			// The client's requests from its first use of a value on.
+			p.key.Followed += len(exs[c]) - sort.Search(len(exs[c]), func(i int) bool { return exs[c][i] >= cu.firstEx })
+		}
+		p.finish(len(a.xs), secs)
 	}
 	return nil
 }
@@ -133,17 +141,17 @@ func (p *proposal) observe(v *extract.View, ex int, client int32, at time.Time) 
 	if p.firstEx[decider] < 0 {
 		p.firstEx[decider] = int32(ex)
 	}
-	m.record(keyVal, client, at)
+	m.record(keyVal, client, int32(ex), at)
 	if reqVal != "" && respVal != "" && reqVal != respVal && len(reqVal) <= maxValueLen && len(respVal) <= maxValueLen {
 		m.link(maphash.String(m.seed, reqVal), maphash.String(m.seed, respVal))
 	}
 }
 
-func (m *measured) record(val string, client int32, at time.Time) {
+func (m *measured) record(val string, client, ex int32, at time.Time) {
 	m.works++
 	cu := m.clients[client]
 	if cu == nil {
-		cu = &clientUse{vals: map[uint64]*valueUse{}}
+		cu = &clientUse{firstEx: ex, vals: map[uint64]*valueUse{}}
 		m.clients[client] = cu
 	}
 	cu.works++
@@ -252,7 +260,8 @@ func (p *proposal) finish(n int, clientSeconds []float64) {
 		k.Evidence = 1
 	}
 	k.Score = k.Coverage * k.Stability * k.Distinctness * min(1, k.Lifetime/FullLifetime) * k.Evidence
-	p.ok = k.Stability >= MinStability && k.Distinctness >= MinDistinctness && p.carried()
+	k.Follow = float64(k.Works) / float64(max(k.Followed, 1))
+	p.ok = k.Stability >= MinStability && k.Distinctness >= MinDistinctness && k.Follow >= MinFollow && p.carried()
 }
 
 // carried reports whether requests decide the key somewhere: a chain whose carriers never
@@ -310,6 +319,15 @@ func (p *proposal) clientNumbers(cu *clientUse, seconds float64) {
 		k.LifeSeconds += min(main.last.Sub(main.first).Seconds(), seconds)
 	}
 	k.ClientSeconds += seconds
+}
+
+// clientExchanges returns, per client, the indexes of its exchanges in order.
+func (a *analysis) clientExchanges() [][]int32 {
+	out := make([][]int32, a.nClient)
+	for i, c := range a.clients {
+		out[c] = append(out[c], int32(i))
+	}
+	return out
 }
 
 // clientSeconds returns, per client, the time between its first and its last request.

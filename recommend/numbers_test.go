@@ -152,6 +152,9 @@ func TestExplanationNumbersAreTrue(t *testing.T) {
 			tr.originSent, tr.originDecided, tr.carrierSent, tr.carrierDecided),
 		fmt.Sprintf("coverage     %.3f  %d of %d requests carry a value seen in at least 2 requests", float64(tr.covered)/float64(n), tr.covered, n),
 		fmt.Sprintf("stability    %.3f  %d of the %d requests where the key works carry their client's main value", float64(tr.stayed)/float64(tr.works), tr.stayed, tr.works),
+		// Every request of the traffic carries the key, so each client's requests from its
+		// first use on are all keyed.
+		fmt.Sprintf("follow       1.000  %d of the %d requests its clients sent from their first use of a value on carry it", tr.works, tr.works),
 		fmt.Sprintf("distinctness %.3f  %d of %d values used by one client only", float64(tr.values-tr.shared)/float64(tr.values), tr.values-tr.shared, tr.values),
 		fmt.Sprintf("per client   %d of %d clients used exactly one value; at most %d values for one client", tr.oneValue, tr.clients, tr.maxValues),
 		fmt.Sprintf("lifetime     %.3f  the clients' main values span %d s of their %d s of traffic", float64(tr.lifeSeconds)/float64(tr.clientSeconds), tr.lifeSeconds, tr.clientSeconds),

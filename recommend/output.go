@@ -36,6 +36,8 @@ func (r *Report) WriteText(w io.Writer) error {
 			"client's session. score = coverage × stability × distinctness × lifetime (counted fully from\n" +
 			"0.5) × evidence: coverage is the share of all requests whose value recurs, stability the share\n" +
 			"of the key's requests that carry their client's main value (following rotated values),\n" +
+			"follow (at least 0.75, not in the score) the share of a client's requests from its first\n" +
+			"use of a value on that carry the key,\n" +
 			"distinctness the share of values no other client used, lifetime the share of each client's\n" +
 			"traffic its main value spans, evidence 1 when a response issues the value before requests\n" +
 			"send it back and 0.5 when not.\n")
@@ -92,6 +94,7 @@ func writeKey(b *bufio.Writer, n int, k *Key, total int) {
 	fmt.Fprintf(b, "   why: %s\n", why(k))
 	fmt.Fprintf(b, "   coverage     %.3f  %d of %d requests carry a value seen in at least 2 requests\n", k.Coverage, k.Covered, total)
 	fmt.Fprintf(b, "   stability    %.3f  %d of the %d requests where the key works carry their client's main value\n", k.Stability, k.Stayed, k.Works)
+	fmt.Fprintf(b, "   follow       %.3f  %d of the %d requests its clients sent from their first use of a value on carry it\n", k.Follow, k.Works, k.Followed)
 	if k.Clients > 1 {
 		fmt.Fprintf(b, "   distinctness %.3f  %d of %s used by one client only\n", k.Distinctness, k.Values-k.SharedValues, plural(k.Values, "value"))
 	} else {

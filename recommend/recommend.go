@@ -49,6 +49,11 @@ const (
 	// MinStability: at least this share of the requests where a key works carry their
 	// client's main value (its most used chain of rotated values).
 	MinStability = 0.75
+	// MinFollow: at least this share of the requests a client sends from its first use of a
+	// key's value on carry the key. A key that only some of those requests carry (a cookie
+	// scoped to one path, a parameter of one endpoint) splits the client's session in two:
+	// the requests that carry it and those left to the fallback key.
+	MinFollow = 0.75
 	// MinDistinctness: at least this share of a key's values is used by one client only (a
 	// constant shared by every client scores 0).
 	MinDistinctness = 0.5
@@ -120,6 +125,10 @@ type Key struct {
 
 	// Works counts the requests where some member yields a value.
 	Works int
+	// Followed counts the requests the key's clients sent from their first use of a value
+	// on; Follow is Works / Followed (at least MinFollow).
+	Followed int
+	Follow   float64
 	// Covered counts the requests whose value recurs (seen in at least two requests): the
 	// requests the key groups with others.
 	Covered int

@@ -38,8 +38,35 @@ type harEntry struct {
 }
 
 type harNV struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
+	Name  string
+	Value string
+}
+
+// UnmarshalJSON reads a name and a value that some exporters write as other JSON values (a
+// form parameter whose value is an object, a number, null): such a value keeps its JSON text,
+// so one odd entry does not make the whole file unreadable.
+func (nv *harNV) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Name  json.RawMessage `json:"name"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	nv.Name, nv.Value = jsonText(raw.Name), jsonText(raw.Value)
+	return nil
+}
+
+// jsonText is a JSON string's value, "" for null or nothing, else the value's JSON text.
+func jsonText(b json.RawMessage) string {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		return s
+	}
+	if len(b) == 0 || string(b) == "null" {
+		return ""
+	}
+	return string(b)
 }
 
 type harRequest struct {

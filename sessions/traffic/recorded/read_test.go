@@ -247,3 +247,30 @@ func TestReadHARVersions(t *testing.T) {
 		t.Errorf("an unknown HAR version must be refused with the versions read; got %v", err)
 	}
 }
+
+func TestReadHAROddValues(t *testing.T) {
+	t.Parallel()
+	// A browser extension exported a form parameter whose value is an object, a header whose
+	// value is a number and a cookie whose value is null.
+	har := `{"log":{"entries":[{"startedDateTime":"2026-11-22T10:00:00Z",
+	  "request":{"method":"POST","url":"https://a.example/beacon","headers":[{"name":"X-Count","value":3}],
+	   "cookies":[{"name":"sid","value":null}],
+	   "postData":{"mimeType":"application/x-www-form-urlencoded","params":[{"name":"e","value":{"k":"v"}}]}},
+	  "response":{"status":204}}]}}`
+	xs, err := ReadHAR(strings.NewReader(har), Options{})
+	if err != nil {
+		t.Fatalf("one odd value made the file unreadable: %v", err)
+	}
+	if v, _ := xs[0].RequestHeader("x-count"); v != "3" {
+		t.Errorf("numeric header value = %q; want its JSON text 3", v)
+	}
+	if string(xs[0].RequestBody) != "e=%7B%22k%22%3A%22v%22%7D" {
+		t.Errorf("object form value = %q; want its JSON text, encoded", xs[0].RequestBody)
+	}
+	if v, _ := xs[0].RequestHeader("cookie"); v != "sid=" {
+		t.Errorf("null cookie value gives cookie %q; want sid=", v)
+	}
+	if _, err := ReadHAR(strings.NewReader(`{"log":{"entries":[{"request":{"headers":[[1]]}}]}}`), Options{}); err == nil {
+		t.Error("a header that is not an object must be refused")
+	}
+}
