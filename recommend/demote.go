@@ -35,7 +35,7 @@ var trackerPrefixes = []string{
 	"_cb", "__gads", "__gpi", "test_cookie", "muid", "anj", "uuid2", "_kuid_", "demdex",
 	"dextp", "rmid", "wmf-uniq", "_rdt_", "_lr_", "intercom-", "ab_", "abtest", "__eoi",
 	"__stripe_", "ki_", "_vwo", "_vis_opt", "__insp", "_mkto_", "visitor_id", "_pk_", "utm_",
-	"adrum", "ora_fpc", "wt_", "wt.", "wt3_", "dcs.", "wtstore", "_gd", "s_nr", "s_ppv", "_sm_au", "bounceclientvisit",
+	"adrum", "ora_fpc", "eloqua", "kampyle", "_lp", "lpvid", "lpsid-", "mf_", "_mkt", "__adroll", "wt_", "wt.", "wt3_", "dcs.", "wtstore", "_gd", "s_nr", "s_ppv", "_sm_au", "bounceclientvisit",
 }
 
 // trackerExact are whole tracker names that would be too short as prefixes.
@@ -45,7 +45,7 @@ var trackerExact = []string{"nid", "ide", "dsid", "fr", "bcookie", "bscookie", "
 var botManagerPrefixes = []string{
 	"_abck", "ak_bmsc", "bm_sz", "bm_sv", "bm_mi", "bm_so", "bm_lso", "akavpau_", "__cf_bm",
 	"cf_clearance", "__cfduid", "__cflb", "cf_chl_", "visid_incap_", "incap_ses_", "nlbi_",
-	"reese84", "datadome", "_px", "ts0", "__ddg", "aws-waf-token",
+	"reese84", "datadome", "_px", "ts0", "__ddg", "aws-waf-token", "cf_",
 }
 
 // affinityPrefixes start the names of load balancers' affinity cookies.
@@ -59,6 +59,10 @@ var (
 		"lastaccess", "lastactive", "lastvisit", "date", "cachebust", "random", "rand", "version"}
 	counterExact = []string{"_", "t", "ts", "v", "r", "cb", "n", "page", "p", "offset", "limit"}
 )
+
+// trackerWords are parts of the folded names (normName) of identifiers that follow a
+// browser or a device across sessions rather than one session.
+var trackerWords = []string{"visitor", "device", "anonymous", "anonid", "fingerprint", "guid", "tracking", "analytics"}
 
 // trackerHeaders are request and response headers of analytics and monitoring agents and
 // CDNs: they identify a browser, an edge or a trace, not a session.
@@ -97,6 +101,8 @@ func demotion(k candKey) string {
 		return ""
 	}
 	switch {
+	case containsAny(n, trackerWords):
+		return ReasonTracker
 	case containsAny(n, geoWords):
 		return ReasonGeo
 	case userAttribute(n):

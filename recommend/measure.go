@@ -261,7 +261,7 @@ func (p *proposal) finish(n int, clientSeconds []float64) {
 	}
 	k.Score = k.Coverage * k.Stability * k.Distinctness * min(1, k.Lifetime/FullLifetime) * k.Evidence
 	k.Follow = float64(k.Works) / float64(max(k.Followed, 1))
-	p.ok = k.Stability >= MinStability && k.Distinctness >= MinDistinctness && k.Follow >= MinFollow && p.carried()
+	p.ok = k.Score >= MinScore && k.Stability >= MinStability && k.Distinctness >= MinDistinctness && k.Follow >= MinFollow && p.carried()
 }
 
 // carried reports whether requests decide the key somewhere: a chain whose carriers never

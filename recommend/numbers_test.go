@@ -225,6 +225,8 @@ func TestDemotion(t *testing.T) {
 		{"login token", candKey{in: "response.body", path: "$.token"}, ""},
 		{"custom session header", candKey{in: "request.header", key: "x-app-session"}, ""},
 		{"plain first-party cookie", candKey{in: "request.cookie", key: "shop_cart"}, ""},
+		{"visitor id", candKey{in: "request.cookie", key: "visitorId"}, ReasonTracker},
+		{"Cloudflare", candKey{in: "request.cookie", key: "cf_ob_info"}, ReasonBotManager},
 	}
 	for _, tc := range tests {
 		if got := demotion(tc.key); got != tc.want {

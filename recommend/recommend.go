@@ -49,6 +49,9 @@ const (
 	// MinStability: at least this share of the requests where a key works carry their
 	// client's main value (its most used chain of rotated values).
 	MinStability = 0.75
+	// MinScore: a weaker key is not suggested. It would group a small share of the traffic
+	// and split each of its clients' sessions between itself and the fallback key.
+	MinScore = 0.05
 	// MinFollow: at least this share of the requests a client sends from its first use of a
 	// key's value on carry the key. A key that only some of those requests carry (a cookie
 	// scoped to one path, a parameter of one endpoint) splits the client's session in two:
