@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions/traffic/recorded"
 )
 
 // visit is one request of the rotating-cookie traffic: its client, the session cookie it
@@ -232,5 +235,38 @@ func TestDemotion(t *testing.T) {
 		if got := demotion(tc.key); got != tc.want {
 			t.Errorf("%s: demotion(%v) = %q; want %q", tc.name, tc.key, got, tc.want)
 		}
+	}
+}
+
+// TestSessionCookieAboveBotManagers replays the pattern of a real capture where the old
+// ranking put a geo header and Akamai's cookies above JSESSIONID.
+func TestSessionCookieAboveBotManagers(t *testing.T) {
+	t.Parallel()
+	xs, _, err := recorded.ReadFile("../replay/testdata/corpus/bot-manager-and-geo.har", recorded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, out := recommend(t, xs, Options{})
+	checkSnippet(t, rep)
+	if len(rep.Keys) == 0 || rep.Keys[0].Members[len(rep.Keys[0].Members)-1].Param.Key != "JSESSIONID" {
+		t.Errorf("JSESSIONID is not the first key:\n%s", out)
+	}
+	for _, p := range rep.Parameters() {
+		if p.Group && p.Key != "JSESSIONID" {
+			t.Errorf("a grouping key other than JSESSIONID is suggested: %+v\n%s", p, out)
+		}
+	}
+	for _, want := range []string{"the _abck cookie: " + ReasonBotManager, "the ak_bmsc cookie: " + ReasonBotManager,
+		"the bm_sz cookie: " + ReasonBotManager, "the _ga cookie: " + ReasonTracker} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the report does not list %q:\n%s", want, out)
+		}
+	}
+	found := false
+	for _, c := range rep.Context {
+		found = found || c.Param.Key == "DYN_USER_ID" && c.Param.Type == config.TypeUser
+	}
+	if !found {
+		t.Errorf("the DYN_USER_ID cookie is not offered as a user context parameter:\n%s", out)
 	}
 }

@@ -114,6 +114,16 @@ func Replay(ctx context.Context, xs []traffic.Exchange, o Options) (*Result, err
 	return res, nil
 }
 
+// Ordered returns the exchanges in order o, as Replay sees them: recommend reads them so too,
+// so that a value is issued before it is sent back whatever order the file lists them in.
+func Ordered(xs []traffic.Exchange, o Order) []traffic.Exchange {
+	out := make([]traffic.Exchange, len(xs))
+	for i, j := range replayOrder(xs, o) {
+		out[i] = xs[j]
+	}
+	return out
+}
+
 // replayOrder returns the indexes of xs in the order they are replayed.
 func replayOrder(xs []traffic.Exchange, o Order) []int {
 	order := make([]int, len(xs))
