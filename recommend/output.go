@@ -28,7 +28,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	b.WriteString("\n")
 	if len(r.Keys) == 0 {
 		b.WriteString("No grouping key to suggest: no cookie, header, query parameter, body field or set-cookie\n" +
-			"carries an identifier that recurs across requests and stays with one client.\n" +
+			"carries an identifier that recurs across requests, stays with one client and is sent by most\n" +
+			"of the client's later requests (a key that some of them lack would split its sessions).\n" +
 			"Sessions will be grouped by the built-in identifiers where requests carry them, and\n" +
 			"otherwise by the fallback key, IP + User-Agent.\n")
 	} else {
