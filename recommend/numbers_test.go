@@ -166,6 +166,8 @@ func TestExplanationNumbersAreTrue(t *testing.T) {
 		fmt.Sprintf("are followed as one chain (without that, %d of the %d requests carry their client's", tr.unstitched, tr.works),
 		"values       32 bytes long",
 		fmt.Sprintf("- the _ga cookie: %s; in %d requests, %d distinct values", ReasonTracker, tr.trackerRequests, tr.trackerValues),
+		// Every request carries the suggested key, none a built-in identifier.
+		fmt.Sprintf("0 of %d requests carry neither a built-in identifier nor a suggested key", n),
 	}
 	for _, w := range wants {
 		if !strings.Contains(out, w) {

@@ -178,3 +178,18 @@ func normalGroups(gs [][]int) [][]int {
 	slices.SortFunc(out, func(a, b []int) int { return a[0] - b[0] })
 	return out
 }
+
+// TestSetCookieLinesReachTheEngine replays a response whose exported Set-Cookie holds
+// JSESSIONID on its second line: the request joins the session of the cookie it was given.
+func TestSetCookieLinesReachTheEngine(t *testing.T) {
+	t.Parallel()
+	xs, _, err := recorded.ReadFile(filepath.Join("testdata", "corpus", "session-cookie-mid-visit.har"), recorded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := groupsOf(t, xs, corpusConfig(t, cookieFlow("JSESSIONID")), entryNumbers(t, xs))
+	want := [][]int{{1, 2}, span(3, 11)}
+	if !cmp.Equal(want, got) {
+		t.Errorf("groups %v; want %v (entry 3's response sets JSESSIONID on the second line of its Set-Cookie; 1 and 2 carry no identifier)", got, want)
+	}
+}

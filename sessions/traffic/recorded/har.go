@@ -126,12 +126,13 @@ func ReadHAR(r io.Reader, o Options) ([]traffic.Exchange, error) {
 	return xs, nil
 }
 
-// uniqueID returns id, or when an earlier entry already used it, id with the entry's number:
-// a client that keeps its x-request-id across the hops of a redirect sends one id for several
-// requests, and each request must stay a request of its own (records, the request lookup).
+// uniqueID returns id, or when an earlier entry already used it, id with "~" and the entry's
+// number ("~" needs no escaping in the request lookup's URL): a client that keeps its
+// x-request-id across the hops of a redirect sends one id for several requests, and each
+// request must stay a request of its own (records, the request lookup).
 func uniqueID(seen map[string]bool, id string, i int) string {
 	if seen[id] {
-		base := id + "#" + strconv.Itoa(i+1)
+		base := id + "~" + strconv.Itoa(i+1)
 		id = base
 		for n := 2; seen[id]; n++ {
 			id = base + "." + strconv.Itoa(n)

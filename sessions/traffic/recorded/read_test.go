@@ -192,7 +192,7 @@ func TestReadHARKeepsRequestsDistinct(t *testing.T) {
 	// three requests; a fourth entry names the id the first renaming would produce.
 	id := `[{"name":"X-Request-Id","value":"req-7"}]`
 	har := `{"log":{"entries":[` + entry(0, "/old", id, "[]") + "," + entry(1, "/new", id, "[]") + "," +
-		entry(2, "/final", id, "[]") + "," + entry(3, "/other", `[{"name":"x-request-id","value":"req-7#2"}]`, "[]") + "," +
+		entry(2, "/final", id, "[]") + "," + entry(3, "/other", `[{"name":"x-request-id","value":"req-7~2"}]`, "[]") + "," +
 		entry(4, "/none", "[]", "[]") + `]}}`
 	xs, err := ReadHAR(strings.NewReader(har), Options{})
 	if err != nil {
@@ -202,7 +202,7 @@ func TestReadHARKeepsRequestsDistinct(t *testing.T) {
 	for _, x := range xs {
 		got = append(got, x.RequestID)
 	}
-	want := []string{"req-7", "req-7#2", "req-7#3", "req-7#2#4", "har-5"}
+	want := []string{"req-7", "req-7~2", "req-7~3", "req-7~2~4", "har-5"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("request ids must stay distinct, the first use keeping its id (-want +got):\n%s", diff)
 	}
