@@ -53,7 +53,7 @@ var affinityPrefixes = []string{"bigipserver", "awsalb", "awselb", "arraffinity"
 
 // geoWords and counterWords are parts of the names of geo and locale values and of counters.
 var (
-	geoWords = []string{"geo", "country", "locale", "lang", "timezone", "region", "city", "currency",
+	geoWords = []string{"geo", "location", "country", "locale", "lang", "timezone", "region", "city", "currency",
 		"edgescape", "ipcountry", "postal", "zipcode", "latitude", "longitude"}
 	counterWords = []string{"counter", "seq", "hits", "visits", "pageview", "timestamp", "time", "expire",
 		"lastaccess", "lastactive", "lastvisit", "date", "cachebust", "random", "rand", "version"}

@@ -218,6 +218,7 @@ func TestDemotion(t *testing.T) {
 		{"geo header", candKey{in: "response.header", key: "x-geo-info"}, ReasonGeo},
 		{"country header", candKey{in: "request.header", key: "cf-ipcountry"}, ReasonGeo},
 		{"locale cookie", candKey{in: "request.cookie", key: "locale"}, ReasonGeo},
+		{"location cookie", candKey{in: "request.cookie", key: "location-data"}, ReasonGeo},
 		{"counter", candKey{in: "response.body", path: "$.data.requestCount"}, ReasonCounter},
 		{"account is a user attribute, not a counter", candKey{in: "request.header", key: "x-account-id"}, ReasonUser},
 		{"sequence", candKey{in: "request.header", key: "x-seq"}, ReasonCounter},
