@@ -34,14 +34,13 @@ func (r *Report) WriteText(w io.Writer) error {
 			"otherwise by the fallback key, IP + User-Agent.\n")
 	} else {
 		b.WriteString("Suggested grouping keys, best first, ranked by the evidence that a value identifies one\n" +
-			"client's session. score = coverage × stability × distinctness × lifetime (counted fully from\n" +
-			"0.5) × evidence: coverage is the share of all requests whose value recurs, stability the share\n" +
-			"of the key's requests that carry their client's main value (following rotated values),\n" +
-			"follow (at least 0.75, not in the score) the share of a client's requests from its first\n" +
-			"use of a value on that carry the key,\n" +
-			"distinctness the share of values no other client used, lifetime the share of each client's\n" +
-			"traffic its main value spans, evidence 1 when a response issues the value before requests\n" +
-			"send it back and 0.5 when not.\n")
+			"client's session. score = coverage × stability × distinctness × lifetime (counted fully\n" +
+			"from 0.5) × evidence. coverage is the share of all requests whose value recurs; stability\n" +
+			"the share of the key's requests that carry their client's main value (following rotated\n" +
+			"values); distinctness the share of values no other client used; lifetime the share of each\n" +
+			"client's traffic its main value spans; evidence 1 when a response issues the value before\n" +
+			"requests send it back, 0.5 when not. follow, not in the score, is the share of a client's\n" +
+			"requests from its first use of a value on that carry the key (at least 0.75).\n")
 		for i, k := range r.Keys {
 			writeKey(b, i+1, &k, r.Requests)
 		}
