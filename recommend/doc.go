@@ -15,5 +15,6 @@
 // bounded however large or strange the traffic is.
 //
 // It imports config, sessions/extract and sessions/traffic, and reads no file itself (the
-// command reads them with sessions/traffic/recorded); nothing imports it but the command.
+// command reads them with sessions/traffic/recorded); nothing imports it but the command
+// (and, in its tests only, the replay package, which measures its snippet on a corpus).
 package recommend
