@@ -211,7 +211,7 @@ func printable(v string) bool {
 
 // isIDLike reports whether v could be a session or user identifier: 8 to maxValueLen
 // visible ASCII characters without spaces, at least 5 different ones, a digit or at least 16
-// characters (words like "customer" are enums), and not a timestamp or a date.
+// characters (words like "customer" are enums), and not a timestamp, a date, a URL or a path.
 func isIDLike(v string) bool {
 	if len(v) < minIDLen || len(v) > maxValueLen {
 		return false
@@ -233,6 +233,9 @@ func isIDLike(v string) bool {
 	}
 	if distinct < 5 || (digits == 0 && len(v) < 16) {
 		return false
+	}
+	if v[0] == '/' || strings.Contains(v, "://") {
+		return false // a URL or a path names a resource, not a client
 	}
 	if digits == len(v) && (len(v) == 10 || len(v) == 13) {
 		// Unix time in seconds or milliseconds between 2001 and 2286.

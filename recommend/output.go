@@ -28,13 +28,19 @@ func (r *Report) WriteText(w io.Writer) error {
 	b.WriteString("\n")
 	if len(r.Keys) == 0 {
 		b.WriteString("No grouping key to suggest: no cookie, header, query parameter, body field or set-cookie\n" +
-			"carries an identifier that recurs across requests and stays with one client.\n" +
+			"carries an identifier that recurs across requests, stays with one client and is sent by most\n" +
+			"of the client's later requests (a key that some of them lack would split its sessions).\n" +
 			"Sessions will be grouped by the built-in identifiers where requests carry them, and\n" +
 			"otherwise by the fallback key, IP + User-Agent.\n")
 	} else {
-		b.WriteString("Suggested grouping keys, best first. score = coverage × stability × distinctness:\n" +
-			"coverage is the share of all requests whose value recurs, stability the share of those sent\n" +
-			"by the client that first used their value, distinctness the recurring values per client (at most 1).\n")
+		b.WriteString("Suggested grouping keys, best first, ranked by the evidence that a value identifies one\n" +
+			"client's session. score = coverage × stability × distinctness × lifetime (counted fully\n" +
+			"from 0.5) × evidence. coverage is the share of all requests whose value recurs; stability\n" +
+			"the share of the key's requests that carry their client's main value (following rotated\n" +
+			"values); distinctness the share of values no other client used; lifetime the share of each\n" +
+			"client's traffic its main value spans; evidence 1 when a response issues the value before\n" +
+			"requests send it back, 0.5 when not. follow, not in the score, is the share of a client's\n" +
+			"requests from its first use of a value on that carry the key (at least 0.75).\n")
 		for i, k := range r.Keys {
 			writeKey(b, i+1, &k, r.Requests)
 		}
@@ -45,6 +51,12 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(b, "- %s (type %s%s): %s %s, %s; first in %s\n", c.Param.Name, c.Param.Type,
 				hashedNote(c.Param.Hashed), place(c.Param), presence(c.Param, c.Requests),
 				plural(c.Values, "distinct value"), c.Route)
+		}
+	}
+	if len(r.Demoted) > 0 {
+		b.WriteString("\nNot grouping keys (they recur, but are not session identifiers):\n")
+		for _, d := range r.Demoted {
+			fmt.Fprintf(b, "- %s: %s; in %s, %s\n", d.Place, d.Reason, plural(d.Requests, "request"), plural(d.Values, "distinct value"))
 		}
 	}
 	if len(r.Builtins) > 0 {
@@ -81,29 +93,57 @@ func writeKey(b *bufio.Writer, n int, k *Key, total int) {
 	}
 	fmt.Fprintf(b, "   why: %s\n", why(k))
 	fmt.Fprintf(b, "   coverage     %.3f  %d of %d requests carry a value seen in at least 2 requests\n", k.Coverage, k.Covered, total)
-	fmt.Fprintf(b, "   stability    %.3f  %d of those %d come from the client that first used their value\n", k.Stability, k.Stayed, k.Covered)
-	fmt.Fprintf(b, "   distinctness %.3f  %s (of %d) for %s\n", k.Distinctness,
-		plural(k.RecurringValues, "recurring value"), k.Values, plural(k.Clients, "client"))
+	fmt.Fprintf(b, "   stability    %.3f  %d of the %d requests where the key works carry their client's main value\n", k.Stability, k.Stayed, k.Works)
+	fmt.Fprintf(b, "   follow       %.3f  %d of the %d requests its clients sent from their first use of a value on carry it\n", k.Follow, k.Works, k.Followed)
+	if k.Clients > 1 {
+		fmt.Fprintf(b, "   distinctness %.3f  %d of %s used by one client only\n", k.Distinctness, k.Values-k.SharedValues, plural(k.Values, "value"))
+	} else {
+		fmt.Fprintf(b, "   distinctness %.3f  1 client only: whether values differ between clients cannot be judged\n", k.Distinctness)
+	}
+	fmt.Fprintf(b, "   per client   %d of %s used exactly one value; at most %s for one client\n",
+		k.OneValueClients, plural(k.Clients, "client"), plural(k.MaxClientValues, "value"))
+	fmt.Fprintf(b, "   lifetime     %.3f  the clients' main values span %s of their %s of traffic\n",
+		k.Lifetime, seconds(k.LifeSeconds), seconds(k.ClientSeconds))
+	if k.Flow {
+		fmt.Fprintf(b, "   evidence     %.3f  a response issues the value before requests send it back\n", k.Evidence)
+	} else {
+		fmt.Fprintf(b, "   evidence     %.3f  no response is seen issuing the value\n", k.Evidence)
+	}
+	if k.Rotations > 0 {
+		fmt.Fprintf(b, "   rotation     a response replaced the value its request carried %s; each client's values\n"+
+			"                are followed as one chain (without that, %d of the %d requests carry their client's\n"+
+			"                most used value): keep stitching on (sessions.stitch, where your version has it)\n",
+			plural(k.Rotations, "time"), k.StayedUnstitched, k.Works)
+	}
 	fmt.Fprintf(b, "   values       %s, never shown; exported hashed\n", lengths(k.MinLen, k.MaxLen))
 }
 
-// why tells the key's story: where the value is issued and where it comes back.
+// why tells the key's story: where the value is issued and where it comes back, with the
+// exchanges each member reads it in and those it decides.
 func why(k *Key) string {
 	var origins, carriers []string
 	for _, m := range k.Members {
 		switch m.Role {
 		case RoleOrigin:
-			origins = append(origins, fmt.Sprintf("by %s in %s (%s)", m.Route, place(m.Param), plural(m.Requests, "response")))
+			origins = append(origins, fmt.Sprintf("by %s in %s (%s, %d deciding)", m.Route, place(m.Param), plural(m.Sent, "response"), m.Decided))
 		case RoleCarrier:
-			carriers = append(carriers, fmt.Sprintf("%s of %s", place(m.Param), plural(m.Requests, "request")))
+			carriers = append(carriers, fmt.Sprintf("%s of %s (%d deciding)", place(m.Param), plural(m.Sent, "request"), m.Decided))
 		case RoleStandalone:
-			if strings.HasPrefix(m.Param.In, "response.") {
-				return fmt.Sprintf("returned in %s of %s (first by %s), one value per client", place(m.Param), plural(m.Requests, "response"), m.Route)
-			}
-			return fmt.Sprintf("sent in %s of %s from %s, one value per client", place(m.Param), plural(m.Requests, "request"), plural(k.Clients, "client"))
+			return fmt.Sprintf("sent in %s of %s from %s; no response is seen issuing it", place(m.Param), plural(m.Sent, "request"), plural(k.Clients, "client"))
 		}
 	}
+	if len(carriers) == 0 {
+		return "returned " + strings.Join(origins, " and ") + "; later requests send it back in places that never decide"
+	}
 	return "returned " + strings.Join(origins, " and ") + ", later sent in " + strings.Join(carriers, " and in ")
+}
+
+// seconds renders a duration in seconds for the explanations.
+func seconds(s float64) string {
+	if s == float64(int64(s)) {
+		return fmt.Sprintf("%d s", int64(s))
+	}
+	return fmt.Sprintf("%.1f s", s)
 }
 
 // source is the parameter as written in the snippet, on one line.
@@ -191,6 +231,10 @@ func (r *Report) WriteYAML(w io.Writer) error {
 			item := paramNode(m.Param)
 			if j == 0 {
 				item.HeadComment = fmt.Sprintf("grouping key %d (score %.3f)", i+1, k.Score)
+				if k.Rotations > 0 {
+					item.HeadComment += fmt.Sprintf("\nits values rotate (%s): stitching follows them as one session;\n"+
+						"keep it on (sessions.stitch) where your version of apisessions has it", plural(k.Rotations, "time"))
+				}
 			}
 			seq.Content = append(seq.Content, item)
 		}

@@ -46,11 +46,19 @@ const MaxParameters = 20
 const (
 	// MinIdentifierShare: at least this share of a key's distinct values look like identifiers.
 	MinIdentifierShare = 0.8
-	// MinStability: at least this share of the requests that carry a recurring value come
-	// from the client that first used it.
+	// MinStability: at least this share of the requests where a key works carry their
+	// client's main value (its most used chain of rotated values).
 	MinStability = 0.75
-	// MinDistinctness: at least this many recurring values per client (a constant shared by
-	// every client scores 1/clients).
+	// MinScore: a weaker key is not suggested. It would group a small share of the traffic
+	// and split each of its clients' sessions between itself and the fallback key.
+	MinScore = 0.05
+	// MinFollow: at least this share of the requests a client sends from its first use of a
+	// key's value on carry the key. A key that only some of those requests carry (a cookie
+	// scoped to one path, a parameter of one endpoint) splits the client's session in two:
+	// the requests that carry it and those left to the fallback key.
+	MinFollow = 0.75
+	// MinDistinctness: at least this share of a key's values is used by one client only (a
+	// constant shared by every client scores 0).
 	MinDistinctness = 0.5
 )
 
@@ -88,8 +96,10 @@ type Member struct {
 	// Builtin is true when the engine already reads this place as a built-in identifier; it
 	// is kept in a chain so that the order is explicit.
 	Builtin bool
-	// Requests counts the exchanges in which this member is the first of its key that works.
-	Requests int
+	// Sent counts the exchanges in which this member yields a value (responses for a member
+	// that reads a response); Decided those in which it is the first of its key that does,
+	// which decides the session.
+	Sent, Decided int
 	// Route is the method and path (identifiers masked) of the first exchange where the
 	// member worked.
 	Route string
@@ -99,25 +109,49 @@ type Member struct {
 // same value where a response issues it and where later requests send it back.
 type Key struct {
 	Members []Member
-	// Score = Coverage × Stability × Distinctness.
+	// Score = Coverage × Stability × Distinctness × min(1, Lifetime / FullLifetime) ×
+	// Evidence: the evidence that a value of the key identifies one client's session.
 	Score float64
 	// Coverage is Covered / the analysed requests.
 	Coverage float64
-	// Stability is Stayed / Covered.
+	// Stability is Stayed / Works: how much each client keeps to one value (one chain of
+	// rotated values).
 	Stability float64
-	// Distinctness is min(1, RecurringValues / Clients).
+	// Distinctness is the share of values that no other client used; 1 when the traffic
+	// holds one client only (it cannot be judged then).
 	Distinctness float64
+	// Lifetime is LifeSeconds / ClientSeconds (1 when the clients' traffic takes no time).
+	Lifetime float64
+	// Evidence is 1 when a response issues the value before requests send it back (Flow),
+	// else StandaloneEvidence.
+	Evidence float64
 
 	// Works counts the requests where some member yields a value.
 	Works int
+	// Followed counts the requests the key's clients sent from their first use of a value
+	// on; Follow is Works / Followed (at least MinFollow).
+	Followed int
+	Follow   float64
 	// Covered counts the requests whose value recurs (seen in at least two requests): the
 	// requests the key groups with others.
 	Covered int
-	// Stayed counts the covered requests sent by the client that first used their value.
-	Stayed int
+	// Stayed counts the requests that carry their client's main value: the chain of rotated
+	// values it used most; StayedUnstitched the same for its most used value alone.
+	Stayed, StayedUnstitched int
 	// Values and RecurringValues count distinct values; Clients the distinct clients (IP +
 	// User-Agent) of the requests where the key works.
 	Values, RecurringValues, Clients int
+	// OneValueClients counts the clients that used exactly one value; MaxClientValues is the
+	// most values one client used; SharedValues counts values used by more than one client.
+	OneValueClients, MaxClientValues, SharedValues int
+	// Rotations counts the responses that issued a new value to a request carrying an old
+	// one, joining two chains: stitching (sessions.stitch) follows them.
+	Rotations int
+	// LifeSeconds is the time each client's main chain spans, summed over the clients;
+	// ClientSeconds the time from each client's first to its last request, summed.
+	LifeSeconds, ClientSeconds float64
+	// Flow is true when a member reads the value where a response issues it.
+	Flow bool
 	// MinLen and MaxLen are the shortest and longest value in bytes.
 	MinLen, MaxLen int
 }
@@ -130,6 +164,18 @@ type Context struct {
 	// Route is the first exchange where it worked, identifiers masked.
 	Route string
 }
+
+// Demoted is a place left out of the grouping keys for what it is.
+type Demoted struct {
+	// Place names it as the explanations do ("the _ga cookie"); Reason is one of the Reason
+	// constants.
+	Place, Reason string
+	// Requests counts the exchanges that carry it, Values its distinct values.
+	Requests, Values int
+}
+
+// maxDemoted bounds the demoted places listed.
+const maxDemoted = 8
 
 // Builtin is a built-in identifier seen in the traffic.
 type Builtin struct {
@@ -150,6 +196,10 @@ type Report struct {
 	Context []Context
 	// Builtins are the built-in identifiers the traffic carries.
 	Builtins []Builtin
+	// Demoted are places that carry recurring identifiers but are no grouping key for what
+	// they are (a tracker, a bot manager's cookie, a geo value, a counter, a user attribute),
+	// most present first.
+	Demoted []Demoted
 	// BuiltinRequests counts the requests carrying a built-in identifier; FallbackRequests
 	// those that carry neither one nor a suggested key, grouped by IP + User-Agent.
 	BuiltinRequests, FallbackRequests int
@@ -232,6 +282,7 @@ func Recommend(ctx context.Context, xs []traffic.Exchange, o Options) (*Report, 
 	rep.Keys = a.rank(props, o.Max)
 	a.fillCounts(rep)
 	rep.Context = a.context(rep.Keys, o.Max)
+	rep.Demoted = a.demoted()
 	a.trimSnippet(rep)
 	rep.Builtins = a.builtins()
 	return rep, nil
@@ -455,28 +506,21 @@ type proposal struct {
 	members []*cand
 	roles   []Role
 	approx  float64
+	// sessionName is true when a member's name reads like a session or credential: it
+	// breaks ties between keys with equal numbers, never more.
+	sessionName bool
 
 	exs     []*extract.Extractor
-	vals    map[uint64]*pval
-	clients map[int32]struct{}
-	decided []int
+	m       *measured
 	firstEx []int32
 	works   []bool
-	nWorks  int
-	minLen  int
-	maxLen  int
 	key     Key
 	ok      bool
 }
 
-type pval struct {
-	count, atFirst, client int32
-	id                     bool
-}
-
 // linkable reports whether a place may take part in a key at all.
 func linkable(c *cand) bool {
-	if isSecretName(c.key.lastName()) {
+	if isSecretName(c.key.lastName()) || demotion(c.key) != "" {
 		return false
 	}
 	// The bearer token is a built-in key (by its sid or sub claim, else the token itself), so
@@ -491,13 +535,18 @@ func (a *analysis) proposals(maxKeys int) []*proposal {
 	role, find := a.flows()
 	props := a.chains(role, find)
 	for id, c := range a.cands {
-		if role[id] != "" || c.builtin || !linkable(c) || c.ids == 0 {
+		// A built-in identifier competes too: when it ranks first, the snippet names it first,
+		// and no weaker key is put before it.
+		if role[id] != "" || !linkable(c) || c.ids == 0 || c.key.response() {
 			continue
 		}
 		props = append(props, &proposal{members: []*cand{c}, roles: []Role{RoleStandalone}})
 	}
 	kept := props[:0]
 	for _, p := range props {
+		for _, c := range p.members {
+			p.sessionName = p.sessionName || containsAny(normName(c.key.lastName()), sessionWords)
+		}
 		if p.estimate(len(a.xs)) {
 			kept = append(kept, p)
 		}
@@ -662,117 +711,6 @@ func (p *proposal) estimate(n int) bool {
 	return true
 }
 
-// measure replays the exchanges through the proposals' compiled extractors, exactly as the
-// engine would evaluate each key (its first working member decides), and counts.
-func (a *analysis) measure(ctx context.Context, props []*proposal) error {
-	live := props[:0]
-	for _, p := range props {
-		ok := true
-		for _, c := range p.members {
-			e, err := extract.Compile(c.key.param("m"))
-			if err != nil {
-				ok = false
-				break
-			}
-			p.exs = append(p.exs, e)
-		}
-		if !ok {
-			continue
-		}
-		p.vals = map[uint64]*pval{}
-		p.clients = map[int32]struct{}{}
-		p.decided = make([]int, len(p.members))
-		p.firstEx = make([]int32, len(p.members))
-		for i := range p.firstEx {
-			p.firstEx[i] = -1
-		}
-		p.works = make([]bool, len(a.xs))
-		live = append(live, p)
-	}
-	for i := range a.xs {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		v := extract.NewView(&a.xs[i], nil, a.maxBody)
-		client := a.clients[i]
-		for _, p := range live {
-			for j, e := range p.exs {
-				val, ok := e.Extract(v)
-				if !ok {
-					continue
-				}
-				p.record(i, j, val, client, a.seed)
-				break
-			}
-		}
-		v.Release()
-	}
-	for _, p := range live {
-		p.finish(len(a.xs))
-	}
-	return nil
-}
-
-func (p *proposal) record(ex, member int, val string, client int32, seed maphash.Seed) {
-	p.works[ex] = true
-	p.nWorks++
-	p.decided[member]++
-	if p.firstEx[member] < 0 {
-		p.firstEx[member] = int32(ex)
-	}
-	p.clients[client] = struct{}{}
-	if len(val) > maxValueLen {
-		return
-	}
-	if p.minLen == 0 || len(val) < p.minLen {
-		p.minLen = len(val)
-	}
-	p.maxLen = max(p.maxLen, len(val))
-	h := maphash.String(seed, val)
-	pv := p.vals[h]
-	if pv == nil {
-		if len(p.vals) >= maxProposalValues {
-			return // untracked: counted as working, never as recurring
-		}
-		pv = &pval{client: client, id: isIDLike(val)}
-		p.vals[h] = pv
-	}
-	pv.count++
-	if pv.client == client {
-		pv.atFirst++
-	}
-}
-
-// finish computes the key's ratios and applies the thresholds.
-func (p *proposal) finish(n int) {
-	k := &p.key
-	k.Works = p.nWorks
-	k.Clients = len(p.clients)
-	k.Values = len(p.vals)
-	k.MinLen, k.MaxLen = p.minLen, p.maxLen
-	ids := 0
-	for _, v := range p.vals {
-		if v.id {
-			ids++
-		}
-		if v.count >= 2 {
-			k.RecurringValues++
-			k.Covered += int(v.count)
-			k.Stayed += int(v.atFirst)
-		}
-	}
-	if k.Covered < 2 || k.Values == 0 || float64(ids) < MinIdentifierShare*float64(k.Values) {
-		return
-	}
-	k.Coverage = float64(k.Covered) / float64(max(n, 1))
-	k.Stability = float64(k.Stayed) / float64(k.Covered)
-	k.Distinctness = min(1, float64(k.RecurringValues)/float64(max(k.Clients, 1)))
-	k.Score = k.Coverage * k.Stability * k.Distinctness
-	p.ok = k.Stability >= MinStability && k.Distinctness >= MinDistinctness
-}
-
 // rank orders the keys that passed and names their parameters.
 func (a *analysis) rank(props []*proposal, maxKeys int) []Key {
 	var ok []*proposal
@@ -785,6 +723,12 @@ func (a *analysis) rank(props []*proposal, maxKeys int) []Key {
 		if c := cmp.Compare(y.key.Score, x.key.Score); c != 0 {
 			return c
 		}
+		if x.sessionName != y.sessionName {
+			if x.sessionName {
+				return -1
+			}
+			return 1
+		}
 		if c := cmp.Compare(y.key.Covered, x.key.Covered); c != 0 {
 			return c
 		}
@@ -793,6 +737,7 @@ func (a *analysis) rank(props []*proposal, maxKeys int) []Key {
 		}
 		return strings.Compare(x.members[0].key.String(), y.members[0].key.String())
 	})
+	ok = dropRedundantBuiltins(ok)
 	if len(ok) > maxKeys {
 		ok = ok[:maxKeys]
 	}
@@ -801,6 +746,9 @@ func (a *analysis) rank(props []*proposal, maxKeys int) []Key {
 	for _, p := range ok {
 		k := p.key
 		for j, c := range p.members {
+			if p.m.decided[j] == 0 {
+				continue // another member always decides first: it adds nothing to the key
+			}
 			ex := int(p.firstEx[j])
 			if ex < 0 {
 				ex = int(c.firstEx)
@@ -809,7 +757,7 @@ func (a *analysis) rank(props []*proposal, maxKeys int) []Key {
 			prm.Group, prm.Hashed = true, true
 			k.Members = append(k.Members, Member{
 				Param: prm, Role: p.roles[j], Builtin: c.builtin,
-				Requests: p.decided[j], Route: routeOf(&a.xs[ex]),
+				Sent: p.m.sent[j], Decided: p.m.decided[j], Route: routeOf(&a.xs[ex]),
 			})
 		}
 		keys = append(keys, k)
@@ -820,6 +768,37 @@ func (a *analysis) rank(props []*proposal, maxKeys int) []Key {
 		a.suggested = append(a.suggested, p.works)
 	}
 	return keys
+}
+
+// dropRedundantBuiltins leaves out a key made of built-in identifiers only unless it scores
+// above every other key ranked after it: the engine tries the built-ins after the configured
+// keys anyway, so such a key is listed only to be tried before a weaker one.
+func dropRedundantBuiltins(ranked []*proposal) []*proposal {
+	out := ranked[:0]
+	for i, p := range ranked {
+		if p.allBuiltin() {
+			next := 0.0
+			for _, q := range ranked[i+1:] {
+				if !q.allBuiltin() {
+					next = max(next, q.key.Score)
+				}
+			}
+			if p.key.Score <= next || next == 0 {
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (p *proposal) allBuiltin() bool {
+	for _, c := range p.members {
+		if !c.builtin {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *analysis) fillCounts(rep *Report) {
@@ -923,7 +902,7 @@ func (a *analysis) context(keys []Key, maxParams int) []Context {
 		if taken[c.key] || c.distinct == 0 || isSecretName(c.key.lastName()) {
 			continue
 		}
-		if contextType(c.key.lastName(), c.key.decode == config.DecodeJWT) == "" {
+		if c.ctxType() == "" {
 			continue
 		}
 		if float64(c.nms) < MinIdentifierShare*float64(c.distinct) {
@@ -936,8 +915,7 @@ func (a *analysis) context(keys []Key, maxParams int) []Context {
 			return c
 		}
 		// A user names a session better than a role: list users first.
-		tx := contextType(x.key.lastName(), x.key.decode == config.DecodeJWT)
-		ty := contextType(y.key.lastName(), y.key.decode == config.DecodeJWT)
+		tx, ty := x.ctxType(), y.ctxType()
 		if c := cmp.Compare(ty, tx); c != 0 {
 			return c
 		}
@@ -950,11 +928,25 @@ func (a *analysis) context(keys []Key, maxParams int) []Context {
 	for _, c := range cs {
 		ex := int(c.firstEx)
 		prm := c.key.param(uniqueName(used, a.paramName(c, ex)))
-		prm.Type = contextType(c.key.lastName(), c.key.decode == config.DecodeJWT)
+		prm.Type = c.ctxType()
 		prm.Hashed = c.emails > 0 || looksCredential(c.key.lastName())
 		out = append(out, Context{Param: prm, Requests: c.present, Values: c.distinct, Route: routeOf(&a.xs[ex])})
 	}
 	return out
+}
+
+// ctxType is the context type a place is offered as: a user or role by its name, or a user
+// for a user attribute left out of the grouping keys (its values identifiers or e-mail
+// addresses). A cookie a response sets is offered where requests send it back.
+func (c *cand) ctxType() string {
+	if t := contextType(c.key.lastName(), c.key.decode == config.DecodeJWT); t != "" {
+		return t
+	}
+	if c.key.in != config.InResponseCookie && demotion(c.key) == ReasonUser &&
+		float64(c.ids+c.emails) >= MinIdentifierShare*float64(c.distinct) {
+		return config.TypeUser
+	}
+	return ""
 }
 
 // trimSnippet keeps the snippet within the default max_parameters: context parameters go
@@ -971,6 +963,23 @@ func (a *analysis) trimSnippet(rep *Report) {
 		n -= len(rep.Keys[len(rep.Keys)-1].Members)
 		rep.Keys = rep.Keys[:len(rep.Keys)-1]
 	}
+}
+
+// demoted lists the places that look like identifiers and recur but are left out for what
+// they are, most present first; response places are left out (their request side is listed).
+func (a *analysis) demoted() []Demoted {
+	var cs []*cand
+	for _, c := range a.cands {
+		if !c.key.response() && c.ids > 0 && c.present >= 2 && demotion(c.key) != "" {
+			cs = append(cs, c)
+		}
+	}
+	slices.SortStableFunc(cs, func(x, y *cand) int { return cmp.Compare(y.present, x.present) })
+	out := make([]Demoted, 0, min(len(cs), maxDemoted))
+	for _, c := range cs[:min(len(cs), maxDemoted)] {
+		out = append(out, Demoted{Place: place(c.key.param("")), Reason: demotion(c.key), Requests: c.present, Values: c.distinct})
+	}
+	return out
 }
 
 // builtins lists the built-in identifiers seen, in the engine's order.

@@ -15,14 +15,14 @@ type Server interface {
 	Send(ctx context.Context, x *traffic.Exchange) (session, part string, key record.Key, err error)
 }
 
-// Remote sends each exchange, in time order and one at a time (a login must be seen before the
+// Remote sends each exchange, in the given order (see Order) and one at a time (a login must be seen before the
 // requests that use its token), to srv and returns the parts the server named. The server
 // writes the records to its own sinks, which are authoritative: a part here counts the
 // requests whose answers named it, knows no user or flows, and a key that only a response body
 // reveals (a login's token) is not in the answers, so such a request counts under the part its
 // headers pointed to.
-func Remote(ctx context.Context, xs []traffic.Exchange, srv Server) (*Result, error) {
-	order := timeOrder(xs)
+func Remote(ctx context.Context, xs []traffic.Exchange, srv Server, o Order) (*Result, error) {
+	order := replayOrder(xs, o)
 	parts := map[string]*record.Session{}
 	res := &Result{}
 	for _, i := range order {

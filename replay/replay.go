@@ -34,6 +34,34 @@ type Options struct {
 	Emitter sessions.Emitter
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Order is the order the exchanges are replayed in; "" means OrderTime.
+	Order Order
+}
+
+// Order is the order recorded exchanges are replayed in.
+type Order string
+
+// The orders ParseOrder accepts.
+const (
+	// OrderTime replays by start time, equal times in the file's order; an exchange without
+	// a time keeps its place after the one before it in the file. It is the default: captures
+	// merged from several tools, or saved by a proxy in the order responses completed, list
+	// entries out of time order, and a login must be replayed before the requests that use
+	// its token.
+	OrderTime Order = "time"
+	// OrderFile replays in the file's order, for captures whose clocks are not to be trusted.
+	OrderFile Order = "file"
+)
+
+// ParseOrder reads --order: "time" or "file" ("" is time).
+func ParseOrder(s string) (Order, error) {
+	switch Order(s) {
+	case "", OrderTime:
+		return OrderTime, nil
+	case OrderFile:
+		return OrderFile, nil
+	}
+	return "", fmt.Errorf("order %.32q is not time or file", s)
 }
 
 // Result is what a replay found.
@@ -44,14 +72,14 @@ type Result struct {
 	Requests int
 }
 
-// Replay runs exchanges, in time order, through a sessions engine with a clock that follows
+// Replay runs exchanges, in o.Order, through a sessions engine with a clock that follows
 // the replayed time, then closes the engine so every part ends, and returns the last record of
 // each part.
 func Replay(ctx context.Context, xs []traffic.Exchange, o Options) (*Result, error) {
 	if o.Config == nil {
 		return nil, errors.New("replay: no configuration")
 	}
-	order := timeOrder(xs)
+	order := replayOrder(xs, o.Order)
 	clk := &clock{}
 	if len(xs) > 0 {
 		clk.set(xs[order[0]].Start)
@@ -86,13 +114,36 @@ func Replay(ctx context.Context, xs []traffic.Exchange, o Options) (*Result, err
 	return res, nil
 }
 
-// timeOrder returns the indexes of xs by start time; equal times keep the file's order.
-func timeOrder(xs []traffic.Exchange) []int {
+// Ordered returns the exchanges in order o, as Replay sees them: recommend reads them so too,
+// so that a value is issued before it is sent back whatever order the file lists them in.
+func Ordered(xs []traffic.Exchange, o Order) []traffic.Exchange {
+	out := make([]traffic.Exchange, len(xs))
+	for i, j := range replayOrder(xs, o) {
+		out[i] = xs[j]
+	}
+	return out
+}
+
+// replayOrder returns the indexes of xs in the order they are replayed.
+func replayOrder(xs []traffic.Exchange, o Order) []int {
 	order := make([]int, len(xs))
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return xs[a].Start.Compare(xs[b].Start) })
+	if o == OrderFile {
+		return order
+	}
+	// An exchange without a time sorts as the one before it in the file, so it is neither
+	// moved to the front nor separated from its neighbours.
+	at := make([]time.Time, len(xs))
+	var last time.Time
+	for i := range xs {
+		if !xs[i].Start.IsZero() {
+			last = xs[i].Start
+		}
+		at[i] = last
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return at[a].Compare(at[b]) })
 	return order
 }
 

@@ -187,7 +187,7 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	over, err := Remote(ctx, xs, conn)
+	over, err := Remote(ctx, xs, conn, OrderTime)
 	if err != nil {
 		t.Fatalf("remote replay: %v", err)
 	}
@@ -235,7 +235,7 @@ func TestRemoteCountsNamedParts(t *testing.T) {
 	}
 	// Out of file order on purpose: Remote sends by time.
 	xs := []traffic.Exchange{at(30, "s_b/1"), at(10, "s_a/1"), at(20, ""), at(5, "s_a/1"), at(40, "s_a/2")}
-	res, err := Remote(context.Background(), xs, fakeServer{})
+	res, err := Remote(context.Background(), xs, fakeServer{}, OrderTime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestRemoteCountsNamedParts(t *testing.T) {
 		t.Errorf("parts differ (-want +got), %d requests for %d:\n%s", res.Requests, len(xs), diff)
 	}
 	xs = append(xs, traffic.Exchange{RequestID: "fail", Start: base})
-	if _, err := Remote(context.Background(), xs, fakeServer{}); err == nil || !strings.Contains(err.Error(), "request 6 (fail): stream reset") {
+	if _, err := Remote(context.Background(), xs, fakeServer{}, OrderTime); err == nil || !strings.Contains(err.Error(), "request 6 (fail): stream reset") {
 		t.Errorf("a failed send: err = %v; want one naming the request", err)
 	}
 }
@@ -274,4 +274,65 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// requestLog is an emitter that keeps the request ids in the order the engine saw them.
+type requestLog struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (l *requestLog) Emit(rec record.Record) {
+	if r, ok := rec.(*record.Request); ok {
+		l.mu.Lock()
+		l.ids = append(l.ids, r.RequestID)
+		l.mu.Unlock()
+	}
+}
+
+func TestReplayOrder(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	at := func(id string, sec int) traffic.Exchange {
+		x := traffic.Exchange{RequestID: id, Method: "GET", Host: "a.example", Path: "/" + id, SourceAddress: "192.0.2.1:0"}
+		if sec >= 0 {
+			x.Start = base.Add(time.Duration(sec) * time.Second)
+			x.End = x.Start
+		}
+		return x
+	}
+	// A capture listed out of time order, with an entry that has no time: it stays after the
+	// entry before it in the file instead of moving to the front.
+	xs := []traffic.Exchange{at("b", 20), at("c", -1), at("a", 10), at("d", 30)}
+	tests := []struct {
+		name  string
+		order Order
+		want  []string
+	}{
+		{"time is the default", "", []string{"a", "b", "c", "d"}},
+		{"time", OrderTime, []string{"a", "b", "c", "d"}},
+		{"file", OrderFile, []string{"b", "c", "a", "d"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			log := &requestLog{}
+			cfg := config.Default()
+			cfg.Server.DataDir = t.TempDir()
+			if _, err := Replay(context.Background(), xs, Options{Config: cfg, HashKey: demoKey, Emitter: log, Order: tc.order}); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, log.ids); diff != "" {
+				t.Errorf("order %q: requests replayed in another order (-want +got):\n%s", tc.order, diff)
+			}
+		})
+	}
+	for _, s := range []string{"", "time", "file"} {
+		if _, err := ParseOrder(s); err != nil {
+			t.Errorf("ParseOrder(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseOrder("random"); err == nil || !strings.Contains(err.Error(), "not time or file") {
+		t.Errorf("ParseOrder(random): %v; want an error naming the orders", err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/apisessions/apisessions/internal/cliflags"
 	"github.com/apisessions/apisessions/recommend"
+	"github.com/apisessions/apisessions/replay"
 	"github.com/apisessions/apisessions/sessions/traffic/recorded"
 )
 
@@ -19,6 +20,7 @@ func recommendCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	clientIP := clientIPFlag(fs)
 	maxKeys := fs.Int("max", recommend.DefaultMax, "most grouping keys suggested, and separately the most context parameters")
 	output := fs.String("output", "text", "text (explanations and the snippet) or yaml (the parameters: snippet only)")
+	orderFlag := fs.String("order", string(replay.OrderTime), "time or file: the order the exchanges are read in, as for replay")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: apisessions recommend [flags] FILE.har|FILE.jsonl\n\n"+
 			"Suggests session grouping keys from recorded traffic, with an explanation for each and a\n"+
@@ -29,8 +31,12 @@ func recommendCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if code := cliflags.Parse(fs, args, stderr); code >= 0 {
 		return code
 	}
+	order, orderErr := replay.ParseOrder(*orderFlag)
 	switch {
 	case !oneFile(fs, stderr):
+		return exitUsage
+	case orderErr != nil:
+		fmt.Fprintf(stderr, "apisessions recommend: --order: %v\n", orderErr)
 		return exitUsage
 	case *output != "text" && *output != "yaml":
 		fmt.Fprintf(stderr, "apisessions recommend: --output %q is not text or yaml\n", *output)
@@ -49,7 +55,7 @@ func recommendCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if format == recorded.FormatJSONL {
 		fmt.Fprintln(stderr, "apisessions recommend: request records keep no headers, cookies or bodies; only a HAR file can show grouping keys")
 	}
-	rep, err := recommend.Recommend(ctx, xs, recommend.Options{Max: *maxKeys})
+	rep, err := recommend.Recommend(ctx, replay.Ordered(xs, order), recommend.Options{Max: *maxKeys})
 	if err != nil {
 		fmt.Fprintf(stderr, "apisessions recommend: %v\n", err)
 		return exitFailure

@@ -26,7 +26,7 @@ func TestRecommendFlags(t *testing.T) {
 		stderr     string // a part of stderr
 		snippetOut bool   // stdout is a snippet alone
 	}{
-		{name: "text", args: []string{"../../../examples/demo.har"}, code: exitOK, stdout: "1. login_token → header_x_auth_token"},
+		{name: "text", args: []string{"../../../examples/demo.har"}, code: exitOK, stdout: "2. login_token → header_x_auth_token"},
 		{name: "yaml", args: []string{"--output", "yaml", "../../../examples/demo.har"}, code: exitOK, stdout: "- name: login_token", snippetOut: true},
 		{name: "max one", args: []string{"--max=1", "--output=yaml", "../../../examples/demo.har"}, code: exitOK, stdout: "name: jwt_sub", snippetOut: true},
 		{name: "client ip", args: []string{"--client-ip", "2001:db8::1", "../../../examples/demo.har"}, code: exitOK, stdout: "Analysed 38 requests"},
@@ -35,6 +35,8 @@ func TestRecommendFlags(t *testing.T) {
 		{name: "two files", args: []string{"a.har", "b.har"}, code: exitUsage, stderr: "give exactly one file"},
 		{name: "bad output", args: []string{"--output", "json", "x.har"}, code: exitUsage, stderr: `--output "json" is not text or yaml`},
 		{name: "bad max", args: []string{"--max", "0", "x.har"}, code: exitUsage, stderr: "--max 0 is out of range"},
+		{name: "file order", args: []string{"--order", "file", "../../../examples/demo.har"}, code: exitOK, stdout: "Analysed 38 requests"},
+		{name: "bad order", args: []string{"--order", "random", "x.har"}, code: exitUsage, stderr: `--order: order "random" is not time or file`},
 		{name: "bad client ip", args: []string{"--client-ip", "nope", "x.har"}, code: exitUsage, stderr: "is not an IP address"},
 		{name: "unknown flag", args: []string{"--config", "x.yaml", "x.har"}, code: exitUsage, stderr: "flag provided but not defined"},
 		{name: "missing file", args: []string{filepath.Join(dir, "absent.har")}, code: exitFailure, stderr: "no such file"},

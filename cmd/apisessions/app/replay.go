@@ -23,6 +23,7 @@ import (
 type replayFlags struct {
 	config, to, output, clientIP, dataDir string
 	sinks, now                            bool
+	order                                 replay.Order
 	file                                  string
 }
 
@@ -57,9 +58,9 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	var res *replay.Result
 	if f.to != "" {
-		res, err = replayRemote(ctx, f.to, cfg.Server.GRPCTokenFile, xs)
+		res, err = replayRemote(ctx, f.to, cfg.Server.GRPCTokenFile, xs, f.order)
 	} else {
-		res, err = replayInProcess(ctx, cfg, xs, f.sinks, replayLogger(stderr), stdout)
+		res, err = replayInProcess(ctx, cfg, xs, f, replayLogger(stderr), stdout)
 	}
 	if err == nil {
 		err = writeReplay(res, f.output, stdout, stderr)
@@ -82,6 +83,7 @@ func parseReplayFlags(args []string, stderr io.Writer) (replayFlags, int) {
 	fs.BoolVar(&f.sinks, "sinks", false, "also write the records to the configured sinks (in process only)")
 	clientIP := clientIPFlag(fs)
 	fs.StringVar(&f.dataDir, "data-dir", "", "override server.data_dir (where the hash key is kept)")
+	order := fs.String("order", string(replay.OrderTime), "time (by each entry's start; entries without one stay after the entry before them) or file (as listed, for captures whose clocks are not to be trusted)")
 	fs.BoolVar(&f.now, "now", false, "shift the recorded times so the last request happened now, keeping every gap (recent traffic is not ended or purged at once)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: apisessions replay [flags] FILE.har|FILE.jsonl\n\n"+
@@ -94,7 +96,12 @@ func parseReplayFlags(args []string, stderr io.Writer) (replayFlags, int) {
 		return f, code
 	}
 	f.clientIP, f.file = *clientIP, fs.Arg(0)
+	var orderErr error
+	f.order, orderErr = replay.ParseOrder(*order)
 	switch {
+	case orderErr != nil:
+		fmt.Fprintf(stderr, "apisessions replay: --order: %v\n", orderErr)
+		return f, exitUsage
 	case !oneFile(fs, stderr):
 		return f, exitUsage
 	case f.output != "table" && f.output != "jsonl":
@@ -123,7 +130,7 @@ func replayLogger(stderr io.Writer) *slog.Logger {
 
 // replayRemote sends the exchanges to the server at addr (replay --to), with the token of
 // tokenFile (the configuration's server.grpc_token_file) when it is set.
-func replayRemote(ctx context.Context, addr, tokenFile string, xs []traffic.Exchange) (*replay.Result, error) {
+func replayRemote(ctx context.Context, addr, tokenFile string, xs []traffic.Exchange, order replay.Order) (*replay.Result, error) {
 	var token string
 	if tokenFile != "" {
 		var err error
@@ -136,19 +143,19 @@ func replayRemote(ctx context.Context, addr, tokenFile string, xs []traffic.Exch
 		return nil, fmt.Errorf("replay: %w", err)
 	}
 	defer conn.Close()
-	return replay.Remote(ctx, xs, conn)
+	return replay.Remote(ctx, xs, conn, order)
 }
 
-// replayInProcess replays the exchanges through an engine of cfg, and with toSinks through the
-// configured sinks too, which are flushed before it returns.
-func replayInProcess(ctx context.Context, cfg *config.Config, xs []traffic.Exchange, toSinks bool, logger *slog.Logger, stdout io.Writer) (*replay.Result, error) {
+// replayInProcess replays the exchanges through an engine of cfg in f.order, and with f.sinks
+// through the configured sinks too, which are flushed before it returns.
+func replayInProcess(ctx context.Context, cfg *config.Config, xs []traffic.Exchange, f replayFlags, logger *slog.Logger, stdout io.Writer) (*replay.Result, error) {
 	key, _, err := hashKey(cfg)
 	if err != nil {
 		return nil, err
 	}
-	opts := replay.Options{Config: cfg, Logger: logger, HashKey: key}
+	opts := replay.Options{Config: cfg, Logger: logger, HashKey: key, Order: f.order}
 	var closeSinks func(context.Context) error
-	if toSinks {
+	if f.sinks {
 		opts.Emitter, closeSinks, err = replaySinks(stdout)(cfg, logger)
 		if err != nil {
 			return nil, fmt.Errorf("sinks: %w", err)

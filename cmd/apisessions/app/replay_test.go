@@ -27,6 +27,8 @@ func TestReplayFlags(t *testing.T) {
 		{"table", []string{"--data-dir", dataDir, demoHAR}, exitOK, "SESSION", "38 requests"},
 		{"jsonl", []string{"--data-dir", dataDir, "--output", "jsonl", demoHAR}, exitOK, `"kind":"session"`, ""},
 		{"now", []string{"--data-dir", dataDir, "--now", demoHAR}, exitOK, "SESSION", "38 requests"},
+		{"file order", []string{"--data-dir", dataDir, "--order", "file", demoHAR}, exitOK, "SESSION", "38 requests"},
+		{"bad order", []string{"--order", "random", demoHAR}, exitUsage, "", `--order: order "random" is not time or file`},
 		{"no file", nil, exitUsage, "", "give exactly one file, e.g. apisessions replay examples/demo.har"},
 		{"bad output", []string{"--output", "xml", demoHAR}, exitUsage, "", `--output "xml" is not table or jsonl`},
 		{"bad client ip", []string{"--client-ip", "nope", demoHAR}, exitUsage, "", `--client-ip "nope" is not an IP address`},

@@ -1,6 +1,7 @@
 package recorded
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -15,16 +16,19 @@ import (
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
-// har is the part of HAR 1.2 that ReadHAR reads.
+// har is the part of HAR 1.1 and 1.2 that ReadHAR reads. The two versions agree on every
+// field read here (1.2 added content.encoding, serverIPAddress and comments); exporters of
+// both differ in details that harNumber and harTime absorb.
 type har struct {
 	Log struct {
+		Version string     `json:"version"`
 		Entries []harEntry `json:"entries"`
 	} `json:"log"`
 }
 
 type harEntry struct {
 	StartedDateTime string      `json:"startedDateTime"`
-	Time            float64     `json:"time"`
+	Time            harNumber   `json:"time"`
 	Request         harRequest  `json:"request"`
 	Response        harResponse `json:"response"`
 	ServerIPAddress string      `json:"serverIPAddress"`
@@ -34,8 +38,35 @@ type harEntry struct {
 }
 
 type harNV struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
+	Name  string
+	Value string
+}
+
+// UnmarshalJSON reads a name and a value that some exporters write as other JSON values (a
+// form parameter whose value is an object, a number, null): such a value keeps its JSON text,
+// so one odd entry does not make the whole file unreadable.
+func (nv *harNV) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Name  json.RawMessage `json:"name"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	nv.Name, nv.Value = jsonText(raw.Name), jsonText(raw.Value)
+	return nil
+}
+
+// jsonText is a JSON string's value, "" for null or nothing, else the value's JSON text.
+func jsonText(b json.RawMessage) string {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		return s
+	}
+	if len(b) == 0 || string(b) == "null" {
+		return ""
+	}
+	return string(b)
 }
 
 type harRequest struct {
@@ -53,23 +84,32 @@ type harPostData struct {
 }
 
 type harResponse struct {
-	Status  int     `json:"status"`
-	Headers []harNV `json:"headers"`
-	Cookies []harNV `json:"cookies"`
+	Status  harNumber `json:"status"`
+	Headers []harNV   `json:"headers"`
+	Cookies []harNV   `json:"cookies"`
 	Content struct {
 		Text     string `json:"text"`
 		Encoding string `json:"encoding"`
 	} `json:"content"`
 }
 
-// ReadHAR reads a HAR 1.2 log as browsers and proxies save it. Entries whose URL does not
-// parse or whose method is missing are skipped and counted in the error only when none is left.
+// ReadHAR reads a HAR 1.1 or 1.2 log as browsers and proxies save it, a byte order mark
+// allowed. Entries whose URL does not parse or whose method is missing are skipped and counted
+// in the error only when none is left.
 func ReadHAR(r io.Reader, o Options) ([]traffic.Exchange, error) {
+	br := bufio.NewReader(r)
+	if b, err := br.Peek(3); err == nil && string(b) == "\xef\xbb\xbf" {
+		_, _ = br.Discard(3) // Windows tools save HAR files with a UTF-8 byte order mark
+	}
 	var h har
-	if err := json.NewDecoder(r).Decode(&h); err != nil {
+	if err := json.NewDecoder(br).Decode(&h); err != nil {
 		return nil, fmt.Errorf("not a HAR file: %w", err)
 	}
+	if v := h.Log.Version; v != "" && !strings.HasPrefix(v, "1.") {
+		return nil, fmt.Errorf("HAR version %.16q is not 1.1 or 1.2; save the capture as HAR 1.2", v)
+	}
 	xs := make([]traffic.Exchange, 0, len(h.Log.Entries))
+	ids := map[string]bool{}
 	skipped := 0
 	for i := range h.Log.Entries {
 		x, ok := harExchange(&h.Log.Entries[i], i, o)
@@ -77,12 +117,29 @@ func ReadHAR(r io.Reader, o Options) ([]traffic.Exchange, error) {
 			skipped++
 			continue
 		}
+		x.RequestID = uniqueID(ids, x.RequestID, i)
 		xs = append(xs, x)
 	}
 	if len(xs) == 0 && skipped > 0 {
 		return nil, fmt.Errorf("none of the %d HAR entries has a method and an absolute URL", skipped)
 	}
 	return xs, nil
+}
+
+// uniqueID returns id, or when an earlier entry already used it, id with "~" and the entry's
+// number ("~" needs no escaping in the request lookup's URL): a client that keeps its
+// x-request-id across the hops of a redirect sends one id for several requests, and each
+// request must stay a request of its own (records, the request lookup).
+func uniqueID(seen map[string]bool, id string, i int) string {
+	if seen[id] {
+		base := id + "~" + strconv.Itoa(i+1)
+		id = base
+		for n := 2; seen[id]; n++ {
+			id = base + "." + strconv.Itoa(n)
+		}
+	}
+	seen[id] = true
+	return id
 }
 
 // harExchange turns the i-th entry into an exchange; false when it has no method or no
@@ -103,8 +160,10 @@ func harExchange(e *harEntry, i int, o Options) (traffic.Exchange, bool) {
 	if u.RawQuery != "" {
 		x.Path += "?" + u.RawQuery
 	}
-	x.Start, _ = time.Parse(time.RFC3339Nano, e.StartedDateTime)
-	x.End = x.Start.Add(time.Duration(max(e.Time, 0) * float64(time.Millisecond)))
+	x.Start = harTime(e.StartedDateTime)
+	if !x.Start.IsZero() {
+		x.End = x.Start.Add(time.Duration(min(max(float64(e.Time), 0), maxEntryMillis) * float64(time.Millisecond)))
+	}
 	ip := firstNonEmpty(e.ClientIP, e.ClientIP2, o.ClientIP, DefaultClientIP)
 	if a, err := netip.ParseAddr(ip); err == nil {
 		x.SourceAddress = net.JoinHostPort(a.String(), "0")
@@ -128,7 +187,7 @@ func harExchange(e *harEntry, i int, o Options) (traffic.Exchange, bool) {
 	if e.Request.PostData != nil {
 		harRequestBody(&x, e.Request.PostData, o)
 	}
-	if e.Response.Status > 0 {
+	if e.Response.Status >= 1 && e.Response.Status <= 999 {
 		harResponseSide(&x, &e.Response, o)
 	} else {
 		x.Partial = true
@@ -158,9 +217,9 @@ func harRequestBody(x *traffic.Exchange, pd *harPostData, o Options) {
 // header carries one) and the body, decoded when HAR stored it in base64.
 func harResponseSide(x *traffic.Exchange, r *harResponse, o Options) {
 	x.ResponseSeen = true
-	x.Status = r.Status
+	x.Status = int(r.Status)
 	x.ResponseHeaders = []traffic.Header{{Name: ":status", Value: strconv.Itoa(x.Status)}}
-	x.ResponseHeaders = appendHeaders(x.ResponseHeaders, r.Headers)
+	x.ResponseHeaders = appendResponseHeaders(x.ResponseHeaders, r.Headers)
 	if _, ok := x.ResponseHeader("set-cookie"); !ok {
 		for _, c := range r.Cookies {
 			x.ResponseHeaders = append(x.ResponseHeaders, traffic.Header{Name: "set-cookie", Value: c.Name + "=" + c.Value})
@@ -174,6 +233,25 @@ func harResponseSide(x *traffic.Exchange, r *harResponse, o Options) {
 	}
 	x.ResponseBytes = int64(len(body))
 	x.ResponseBody, x.ResponseBodyTruncated = capBody(body, o.MaxBodyBytes)
+}
+
+// appendResponseHeaders adds the response's HAR headers as appendHeaders does, and splits a
+// set-cookie value that holds several cookies on separate lines: browsers export the
+// set-cookie headers of one response as one value joined by newlines, and on the wire (and in
+// Envoy) each is a header of its own.
+func appendResponseHeaders(hs []traffic.Header, in []harNV) []traffic.Header {
+	for _, h := range in {
+		if !strings.EqualFold(h.Name, "set-cookie") || !strings.ContainsAny(h.Value, "\r\n") {
+			hs = appendHeaders(hs, []harNV{h})
+			continue
+		}
+		for line := range strings.FieldsFuncSeq(h.Value, func(r rune) bool { return r == '\n' || r == '\r' }) {
+			if line = strings.TrimSpace(line); line != "" {
+				hs = append(hs, traffic.Header{Name: "set-cookie", Value: line})
+			}
+		}
+	}
+	return hs
 }
 
 // appendHeaders adds HAR headers in lower case, leaving out HTTP/2 pseudo-headers (rebuilt
@@ -190,4 +268,40 @@ func appendHeaders(hs []traffic.Header, in []harNV) []traffic.Header {
 		hs = append(hs, traffic.Header{Name: n, Value: h.Value})
 	}
 	return hs
+}
+
+// maxEntryMillis bounds an entry's duration (a day): a hostile or broken time must not push
+// the replay clock years ahead.
+const maxEntryMillis = 24 * 60 * 60 * 1000
+
+// harNumber is a HAR number that some exporters write as a string ("200", "12.5"); a value
+// that is neither reads as 0.
+type harNumber float64
+
+func (n *harNumber) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f != f { // NaN
+		f = 0
+	}
+	*n = harNumber(f)
+	return nil
+}
+
+// harLayouts are the startedDateTime forms exporters write: ISO 8601 with a zone, with or
+// without fractions, the offset with or without a colon.
+var harLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05.999999999"}
+
+// harTime parses startedDateTime; the zero time when it is missing or unreadable (replay
+// keeps such an entry after the one before it in the file).
+func harTime(s string) time.Time {
+	if len(s) > 64 {
+		return time.Time{}
+	}
+	for _, l := range harLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
 }

@@ -1,6 +1,7 @@
 package recorded
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,5 +154,123 @@ func TestReadFileFormat(t *testing.T) {
 	}
 	if _, _, err := ReadFile(bad, Options{}); err == nil || !strings.HasPrefix(err.Error(), bad+": line 1") {
 		t.Errorf("a bad line: err = %v; want one naming the file and the line", err)
+	}
+}
+
+// entry renders one HAR entry for the tests below: a GET of path at second sec, with the given
+// request headers and response headers (JSON arrays).
+func entry(sec int, path, reqHeaders, respHeaders string) string {
+	return fmt.Sprintf(`{"startedDateTime":"2026-11-22T10:00:%02d.000Z","time":1,
+	 "request":{"method":"GET","url":"https://shop.example%s","headers":%s},
+	 "response":{"status":200,"headers":%s,"content":{"text":""}}}`, sec, path, reqHeaders, respHeaders)
+}
+
+func TestReadHARSetCookieLines(t *testing.T) {
+	t.Parallel()
+	// Browsers export the set-cookie headers of one response as one value, one cookie a line.
+	resp := `[{"name":"Set-Cookie","value":"locale=en; Path=/\nJSESSIONID=0AF3C2D1E5B7; Path=/; HttpOnly\r\n\n  theme=dark"},
+	 {"name":"Content-Type","value":"text/html"}]`
+	xs, err := ReadHAR(strings.NewReader(`{"log":{"version":"1.2","entries":[`+entry(0, "/", "[]", resp)+`]}}`), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range xs[0].ResponseHeaders {
+		if h.Name == "set-cookie" {
+			got = append(got, h.Value)
+		}
+	}
+	want := []string{"locale=en; Path=/", "JSESSIONID=0AF3C2D1E5B7; Path=/; HttpOnly", "theme=dark"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("a multi-line set-cookie must yield one header per cookie (-want +got):\n%s", diff)
+	}
+}
+
+func TestReadHARKeepsRequestsDistinct(t *testing.T) {
+	t.Parallel()
+	// A client that keeps its x-request-id across the hops of a redirect sends one id for
+	// three requests; a fourth entry names the id the first renaming would produce.
+	id := `[{"name":"X-Request-Id","value":"req-7"}]`
+	har := `{"log":{"entries":[` + entry(0, "/old", id, "[]") + "," + entry(1, "/new", id, "[]") + "," +
+		entry(2, "/final", id, "[]") + "," + entry(3, "/other", `[{"name":"x-request-id","value":"req-7~2"}]`, "[]") + "," +
+		entry(4, "/none", "[]", "[]") + `]}}`
+	xs, err := ReadHAR(strings.NewReader(har), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range xs {
+		got = append(got, x.RequestID)
+	}
+	want := []string{"req-7", "req-7~2", "req-7~3", "req-7~2~4", "har-5"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("request ids must stay distinct, the first use keeping its id (-want +got):\n%s", diff)
+	}
+}
+
+func TestReadHARVersions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, har string
+		start     time.Time
+		status    int
+		end       time.Duration
+	}{
+		{"HAR 1.2", `{"log":{"version":"1.2","entries":[{"startedDateTime":"2026-11-22T10:00:00.250Z","time":12.5,
+			"request":{"method":"GET","url":"https://a.example/"},"response":{"status":200,"content":{"text":"x","encoding":""}}}]}}`,
+			time.Date(2026, 11, 22, 10, 0, 0, 250e6, time.UTC), 200, 12500 * time.Microsecond},
+		{"HAR 1.1 with whole milliseconds and an offset", `{"log":{"version":"1.1","entries":[{"pageref":"page_1","startedDateTime":"2026-11-22T11:00:00.250+01:00","time":12,
+			"request":{"method":"GET","url":"https://a.example/","httpVersion":"HTTP/1.1","headersSize":-1,"bodySize":-1},
+			"response":{"status":302,"statusText":"Found","content":{"size":0,"mimeType":"text/html"}}}]}}`,
+			time.Date(2026, 11, 22, 10, 0, 0, 250e6, time.UTC), 302, 12 * time.Millisecond},
+		{"numbers written as strings, offset without colon, byte order mark", "\ufeff" + `{"log":{"version":"1.2","entries":[{"startedDateTime":"2026-11-22T12:00:00.250+0200","time":"7",
+			"request":{"method":"GET","url":"https://a.example/"},"response":{"status":"404"}}]}}`,
+			time.Date(2026, 11, 22, 10, 0, 0, 250e6, time.UTC), 404, 7 * time.Millisecond},
+		{"no version, no time, a huge duration", `{"log":{"entries":[{"time":1e300,
+			"request":{"method":"GET","url":"https://a.example/"},"response":{"status":200}}]}}`,
+			time.Time{}, 200, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			xs, err := ReadHAR(strings.NewReader(tc.har), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := xs[0]
+			if !x.Start.Equal(tc.start) || x.Status != tc.status || !x.ResponseSeen || x.End.Sub(x.Start) != tc.end && !x.Start.IsZero() {
+				t.Errorf("%s: start %v status %d duration %v; want %v, %d, %v", tc.name, x.Start, x.Status, x.End.Sub(x.Start), tc.start, tc.status, tc.end)
+			}
+		})
+	}
+	if _, err := ReadHAR(strings.NewReader(`{"log":{"version":"3.0","entries":[]}}`), Options{}); err == nil || !strings.Contains(err.Error(), "not 1.1 or 1.2") {
+		t.Errorf("an unknown HAR version must be refused with the versions read; got %v", err)
+	}
+}
+
+func TestReadHAROddValues(t *testing.T) {
+	t.Parallel()
+	// A browser extension exported a form parameter whose value is an object, a header whose
+	// value is a number and a cookie whose value is null.
+	har := `{"log":{"entries":[{"startedDateTime":"2026-11-22T10:00:00Z",
+	  "request":{"method":"POST","url":"https://a.example/beacon","headers":[{"name":"X-Count","value":3}],
+	   "cookies":[{"name":"sid","value":null}],
+	   "postData":{"mimeType":"application/x-www-form-urlencoded","params":[{"name":"e","value":{"k":"v"}}]}},
+	  "response":{"status":204}}]}}`
+	xs, err := ReadHAR(strings.NewReader(har), Options{})
+	if err != nil {
+		t.Fatalf("one odd value made the file unreadable: %v", err)
+	}
+	if v, _ := xs[0].RequestHeader("x-count"); v != "3" {
+		t.Errorf("numeric header value = %q; want its JSON text 3", v)
+	}
+	if string(xs[0].RequestBody) != "e=%7B%22k%22%3A%22v%22%7D" {
+		t.Errorf("object form value = %q; want its JSON text, encoded", xs[0].RequestBody)
+	}
+	if v, _ := xs[0].RequestHeader("cookie"); v != "sid=" {
+		t.Errorf("null cookie value gives cookie %q; want sid=", v)
+	}
+	if _, err := ReadHAR(strings.NewReader(`{"log":{"entries":[{"request":{"headers":[[1]]}}]}}`), Options{}); err == nil {
+		t.Error("a header that is not an object must be refused")
 	}
 }
