@@ -9,6 +9,12 @@ import (
 // without a sinks key gets one store sink.
 const Type = "store"
 
+// Drivers a store sink may name.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
 // Config is the keys only a store sink has.
 type Config struct {
 	// Path is the directory of the database; empty means server.data_dir.
@@ -40,5 +46,5 @@ var Factory = sinks.FactoryOf(Type, DefaultConfig, func(_ config.Sink, c *Config
 	if dir == "" {
 		dir = s.DataDir
 	}
-	return Open(Options{Dir: dir, Retention: s.Retention, Logger: s.Logger})
+	return Open(Options{Dir: dir, Retention: s.Retention, Logger: s.Logger, IdleTimeout: s.IdleTimeout, DayBoundary: s.DayBoundary})
 })

@@ -14,7 +14,18 @@ var base = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
 func openTest(t testing.TB, now func() time.Time) *Store {
 	t.Helper()
-	s, err := Open(Options{Dir: t.TempDir(), NoRetentionJob: true, Now: now, Readers: 2})
+	return openTestWith(t, Options{Now: now})
+}
+
+// openTestWith opens a store with o, in a new directory unless o names one, without the
+// retention job.
+func openTestWith(t testing.TB, o Options) *Store {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	o.NoRetentionJob, o.Readers = true, 2
+	s, err := Open(o)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

@@ -179,8 +179,10 @@ type Page struct {
 	Next string
 }
 
+// partCols are the columns scanPart reads, the last whether a later part of the session exists.
 const partCols = `p.id, p.session, p.part, p.first_seen, p.last_seen, p.rows, p.rows_malicious,
-	p.rows_bytes_in, p.rows_bytes_out, p.user, p.role, p.record`
+	p.rows_bytes_in, p.rows_bytes_out, p."user", p.role, p.key_source, p.key_name,
+	EXISTS (SELECT 1 FROM parts q WHERE q.session = p.session AND q.last_seen > p.last_seen)`
 
 const partOrder = ` ORDER BY p.last_seen DESC, p.session DESC, p.part DESC`
 
@@ -300,6 +302,9 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	default:
 		// No request filter: the newest parts.
 		parts, err = p.s.listParts(ctx, p.where(p.lo, p.hi), p.limit+1)
+	}
+	if err == nil {
+		err = p.s.fillParts(ctx, parts[:min(len(parts), p.limit)])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
@@ -436,43 +441,171 @@ func (s *Store) readBounded(ctx context.Context, q string, args ...any) (*sql.Ro
 type partRow struct {
 	id  int64
 	rec *record.Session
+	// later is true when a later part of the same session is stored.
+	later bool
 }
 
 type scanner interface{ Scan(dest ...any) error }
 
-// scanPart builds a part's session record: the merged session record, with counts no lower
-// than what its stored request rows add up to (see mergeSession for why both exist).
+// scanPart reads a part's own row (partCols); fillParts adds its values and whether it ended.
 func scanPart(sc scanner) (*partRow, error) {
 	var (
 		id                                int64
-		session, part, user, role         string
 		first, last, rows, mal, bin, bout int64
-		rec                               sql.NullString
+		later                             bool
 	)
-	if err := sc.Scan(&id, &session, &part, &first, &last, &rows, &mal, &bin, &bout, &user, &role, &rec); err != nil {
+	r := &record.Session{Kind: record.KindSession}
+	if err := sc.Scan(&id, &r.Session, &r.Part, &first, &last, &rows, &mal, &bin, &bout, &r.User, &r.Role,
+		&r.Key.Source, &r.Key.Name, &later); err != nil {
 		return nil, err
 	}
-	r := &record.Session{}
-	if rec.Valid {
-		// A record the store wrote itself; should it ever not decode, the row's own
-		// columns still describe the part.
-		_ = json.Unmarshal([]byte(rec.String), r)
-	}
-	r.Kind = record.KindSession
-	r.Session, r.Part = session, part
 	r.FirstSeen = record.At(time.UnixMilli(first).UTC())
 	r.LastSeen = record.At(time.UnixMilli(last).UTC())
-	r.Requests = max(r.Requests, int(rows))
-	r.Malicious = max(r.Malicious, int(mal))
-	r.BytesIn = max(r.BytesIn, bin)
-	r.BytesOut = max(r.BytesOut, bout)
-	if r.User == "" {
-		r.User = user
+	r.Requests, r.Malicious, r.BytesIn, r.BytesOut = int(rows), int(mal), bin, bout
+	return &partRow{id: id, rec: r, later: later}, nil
+}
+
+// shownValues bounds the values of each kind a part's record lists: its ips and user agents
+// (the earliest), methods and statuses (the most frequent, the rest summed as "other").
+const shownValues = record.MaxDistinct
+
+// fillParts completes the records of parts from part_values, in one statement, and decides
+// whether each has ended.
+func (s *Store) fillParts(ctx context.Context, parts []*partRow) error {
+	if len(parts) == 0 {
+		return nil
 	}
-	if r.Role == "" {
-		r.Role = role
+	byID := make(map[int64]*partRow, len(parts))
+	ids := make([]any, 0, len(parts)+1)
+	for _, pr := range parts {
+		byID[pr.id] = pr
+		ids = append(ids, pr.id)
 	}
-	return &partRow{id: id, rec: r}, nil
+	// Each kind's values in the order the record lists them; one more than shown tells
+	// whether others exist. Flows are few (the configuration names them): all of them.
+	q := `SELECT part_id, kind, value, count FROM (SELECT part_id, kind, value, count,
+		row_number() OVER (PARTITION BY part_id, kind ORDER BY
+			CASE WHEN kind IN (` + kindList(kindIP, kindUserAgent) + `) THEN first ELSE -count END, value) AS n
+		FROM part_values WHERE part_id IN (` + placeholders(len(ids)) + `)
+			AND kind IN (` + kindList(kindIP, kindUserAgent, kindMethod, kindStatus, kindFlow) + `)
+			AND NOT (kind = ` + strconv.Itoa(kindIP) + ` AND value = '')) AS v
+		WHERE n <= ` + strconv.Itoa(shownValues+1) + ` OR kind = ` + strconv.Itoa(kindFlow) + `
+		ORDER BY part_id, kind, n`
+	rows, err := s.readBounded(ctx, q, ids...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, n int64
+		var kind int
+		var v string
+		if err := rows.Scan(&id, &kind, &v, &n); err != nil {
+			return err
+		}
+		if pr := byID[id]; pr != nil {
+			addValue(pr.rec, kind, v, int(n))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	for _, pr := range parts {
+		r := pr.rec
+		r.Methods = capCounts(r.Methods, r.Requests)
+		r.Statuses = capCounts(r.Statuses, r.Requests)
+		r.EndReason = s.parts.ended(r.Part, r.LastSeen.Time, pr.later, now)
+		r.Final = r.EndReason != ""
+	}
+	return nil
+}
+
+// addValue adds one part_values row to a part's record.
+func addValue(r *record.Session, kind int, v string, n int) {
+	switch kind {
+	case kindIP:
+		if len(r.IPs) < shownValues {
+			r.IPs = append(r.IPs, v)
+		}
+	case kindUserAgent:
+		if len(r.UserAgents) < shownValues {
+			r.UserAgents = append(r.UserAgents, v)
+		}
+	case kindMethod:
+		r.Methods = addCount(r.Methods, v, n)
+	case kindStatus:
+		r.Statuses = addCount(r.Statuses, statusKey(v), n)
+	case kindFlow:
+		r.Flows = addCount(r.Flows, v, n)
+	}
+}
+
+func addCount(m map[string]int, k string, n int) map[string]int {
+	if m == nil {
+		m = map[string]int{}
+	}
+	m[k] += n
+	return m
+}
+
+// capCounts keeps the shownValues most frequent values of a kind each request has exactly
+// once (method, status) and sums the requests of the others as "other". m holds at most one
+// value more than shown, read in order of frequency.
+func capCounts(m map[string]int, requests int) map[string]int {
+	if len(m) <= shownValues {
+		return m
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(m[b], m[a]), strings.Compare(a, b)) })
+	out := make(map[string]int, shownValues+1)
+	shown := 0
+	for _, k := range keys[:shownValues] {
+		out[k] = m[k]
+		shown += m[k]
+	}
+	out[otherValue] += max(requests-shown, 0)
+	return out
+}
+
+// otherValue sums the values beyond the shown ones, as the engine's records do.
+const otherValue = "other"
+
+// partRules are the engine's rules for ending a part, as far as the store needs them.
+type partRules struct {
+	idle time.Duration
+	zone *time.Location
+}
+
+// ended says whether a part has ended at now, and why: its day is over, it has been idle for
+// longer than the idle timeout, or a later part of its session exists. "" while it may go on.
+func (r partRules) ended(name string, last time.Time, later bool, now time.Time) string {
+	if len(name) >= len(time.DateOnly) {
+		if d, err := time.ParseInLocation(time.DateOnly, name[:len(time.DateOnly)], r.zone); err == nil &&
+			!now.Before(d.AddDate(0, 0, 1)) {
+			return record.EndDay
+		}
+	}
+	if r.idle > 0 && now.Sub(last) > r.idle || later {
+		return record.EndIdle
+	}
+	return ""
+}
+
+func kindList(kinds ...int) string {
+	s := make([]string, len(kinds))
+	for i, k := range kinds {
+		s[i] = strconv.Itoa(k)
+	}
+	return strings.Join(s, ",")
+}
+
+// placeholders is n ? placeholders separated by commas.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
 func clampLimit(n, def, most int) int {
@@ -573,6 +706,9 @@ func (s *Store) part(ctx context.Context, session, part string) (*partRow, error
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
+	if err == nil {
+		err = s.fillParts(ctx, []*partRow{pr})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: read part: %w", err)
 	}
@@ -647,7 +783,7 @@ func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after 
 }
 
 // stats counts the part's requests by method, status, client IP, flow, route and attack type
-// in one pass over its rows, and lifts the part record's counts to what the rows show.
+// in one pass over its rows.
 func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
 		FROM requests WHERE part_id = ?`, pr.id)
@@ -692,12 +828,6 @@ func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
 	st.Flows = topCounts(flows, st.Requests)
 	st.Routes = topCounts(routes, 0)
 	st.AttackTypes = topCounts(attacks, 0)
-	r := pr.rec
-	r.Methods = maxCounts(r.Methods, methods)
-	r.Statuses = maxCounts(r.Statuses, statuses)
-	r.Flows = maxCounts(r.Flows, flows)
-	r.Requests = max(r.Requests, st.Requests)
-	r.Malicious = max(r.Malicious, st.Malicious)
 	return nil
 }
 

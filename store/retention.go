@@ -38,6 +38,9 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		ids, err := s.expired(ctx, cutoff)
+		if err == nil && len(ids) == 0 {
+			err = s.purgeBatches(ctx, cutoff)
+		}
 		if err != nil || len(ids) == 0 {
 			return total, err
 		}
@@ -114,12 +117,26 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 		}
 		// SQLite may give a deleted part's id to the next new part; what the writer remembers
 		// about the old one must not stand for the new one.
-		s.values.reset()
-		s.records.reset()
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("store: purge: %w", err)
 	}
 	s.committed()
 	return done, nil
+}
+
+// purgeBatches forgets the ids of batches committed before cutoff: a retry comes within
+// minutes, and the parts they counted are gone by then.
+func (s *Store) purgeBatches(ctx context.Context, cutoff int64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	if _, err := s.wdb.ExecContext(ctx, s.d.rebind(`DELETE FROM batches WHERE at < ?`), cutoff); err != nil {
+		return fmt.Errorf("store: purge batches: %w", err)
+	}
+	return nil
 }

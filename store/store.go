@@ -71,6 +71,11 @@ type Options struct {
 	NoRetentionJob bool
 	// Readers bounds the read connections (0 = number of CPUs, at least 2).
 	Readers int
+	// IdleTimeout (sessions.idle_timeout) and DayBoundary (sessions.day_boundary, nil = UTC)
+	// are the engine's rules for ending parts: the store derives from them whether a part
+	// has ended. Zero IdleTimeout: parts end by day only.
+	IdleTimeout time.Duration
+	DayBoundary *time.Location
 
 	// Tests set these to move the checkpoint thresholds (checkpoint.go); zero keeps them.
 	ckFrames, ckWriterFrames int
@@ -92,10 +97,15 @@ type Store struct {
 	// wmu serialises the writer between Write and the retention job.
 	wmu  sync.Mutex
 	stmt writeStmts
-	// values remembers the committed part_values rows of recent parts (writer only).
-	values *valueCache
-	// records remembers the stored session record of recent parts (writer only).
-	records *recordCache
+	// d is the database engine's dialect.
+	d *dialect
+	// parts decides whether a part has ended (query.go).
+	parts partRules
+	// instance names this open store in batch ids; seq numbers its batches; pending is the
+	// last batch that failed (writer only, under wmu).
+	instance string
+	seq      uint64
+	pending  pendingBatch
 	// ck checkpoints the WAL beside the writer (checkpoint.go).
 	ck *checkpointer
 	// maxSpanW is the longest last_seen - first_seen of any part, as stored in meta: the
@@ -153,8 +163,9 @@ func Open(o Options) (*Store, error) {
 		closed:    make(chan struct{}),
 		probe:     probeParts,
 		chunk:     purgeRows,
-		values:    newValueCache(valueCacheSize),
-		records:   newRecordCache(recordCacheSize),
+		d:         sqliteDialect,
+		instance:  newInstanceID(),
+		parts:     partRules{idle: o.IdleTimeout, zone: cmp.Or(o.DayBoundary, time.UTC)},
 	}
 	if s.retention == 0 {
 		s.retention = DefaultRetention

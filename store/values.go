@@ -1,10 +1,10 @@
 package store
 
 import (
-	"encoding/binary"
-	"hash/maphash"
 	"strconv"
 	"strings"
+
+	"github.com/apisessions/apisessions/sessions/record"
 )
 
 // Kinds of part_values rows. A part has one row per distinct value of each kind among its
@@ -27,6 +27,9 @@ const (
 	// method and route with a status class is one range), so a combination is found directly
 	// even when each alone is common.
 	kindShape = 11
+	// kindUserAgent and kindAttack are a request's user agent and each of its attack types.
+	kindUserAgent = 12
+	kindAttack    = 13
 )
 
 // maxValueLen bounds a stored value: traffic is attacker-written and a value may be huge.
@@ -123,50 +126,27 @@ func requestValues(out []partValue, part int64, method, host, path, route string
 	return out
 }
 
-// valueCache remembers part_values rows known to be committed, so ingest skips the insert of
-// a value a part already has (most requests of a part repeat its user, IP, host and routes).
-// It is bounded: when full it starts again empty, which costs only redundant INSERT OR IGNOREs.
-// Only the writer touches it, under Store.wmu.
-type valueCache struct {
-	seed maphash.Seed
-	seen map[uint64]struct{}
-	max  int
-}
-
-// valueCacheSize bounds the cache: about 20 bytes an entry, so 5 MB.
-const valueCacheSize = 1 << 18
-
-func newValueCache(n int) *valueCache {
-	return &valueCache{seed: maphash.MakeSeed(), seen: make(map[uint64]struct{}), max: n}
-}
-
-// key hashes a row; 64 bits make a collision (which would leave one value unrecorded) about
-// as likely as a disk error.
-func (c *valueCache) key(v partValue) uint64 {
-	var h maphash.Hash
-	h.SetSeed(c.seed)
-	var b [9]byte
-	binary.LittleEndian.PutUint64(b[:8], uint64(v.part))
-	b[8] = byte(v.kind)
-	h.Write(b[:])
-	h.WriteString(v.value)
-	return h.Sum64()
-}
-
-func (c *valueCache) has(k uint64) bool {
-	_, ok := c.seen[k]
-	return ok
-}
-
-// add records committed rows.
-func (c *valueCache) add(keys []uint64) {
-	if len(c.seen)+len(keys) > c.max {
-		clear(c.seen)
+// recordValues appends the part_values rows a request record implies: those of requestValues,
+// its user agent and its attack types. Empty values (no user agent) have no row.
+func recordValues(out []partValue, part int64, r *record.Request) []partValue {
+	out = requestValues(out, part, r.Method, r.Host, r.Path, r.Route, r.Status, r.ClientIP, r.User, r.Role,
+		r.Malicious, r.Flows)
+	if r.UserAgent != "" {
+		out = append(out, partValue{part, kindUserAgent, cut(r.UserAgent)})
 	}
-	for _, k := range keys {
-		c.seen[k] = struct{}{}
+	if r.Attack != nil {
+		for _, t := range r.Attack.Types {
+			out = append(out, partValue{part, kindAttack, cut(t)})
+		}
 	}
+	return out
 }
 
-// reset forgets everything: after a purge a part id may be used again.
-func (c *valueCache) reset() { clear(c.seen) }
+// statusKey turns a stored status value back into the key records use (strconv.Itoa).
+func statusKey(v string) string {
+	n, err := strconv.Atoi(strings.TrimPrefix(v, "#"))
+	if err != nil {
+		return v
+	}
+	return strconv.Itoa(n)
+}
