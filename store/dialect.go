@@ -1,10 +1,5 @@
 package store
 
-import (
-	"context"
-	"database/sql"
-)
-
 // dialect holds what differs between the database engines the store runs on; every query is
 // otherwise the same text for both.
 type dialect struct {
@@ -17,9 +12,12 @@ type dialect struct {
 	rebind func(q string) string
 	// text is how a string value from traffic is passed to a statement.
 	text func(s string) any
-	// beforeWrite runs in a batch's transaction before its rows are written (PostgreSQL
-	// creates the day partitions the batch's requests need).
-	beforeWrite func(ctx context.Context, tx *sql.Tx, reqs []encodedRequest) error
+	// noIndex prefixes a column to keep SQLite off its indexes ("+"); PostgreSQL has none.
+	noIndex string
+	// flowCond tests whether the request r has the flow ",name," given as its argument.
+	flowCond string
+	// postgres: request partitions, advisory locks, no WAL checkpoints.
+	postgres bool
 }
 
 // sqliteDialect is the embedded SQLite database.
@@ -28,7 +26,8 @@ var sqliteDialect = &dialect{
 	insert:      "INSERT OR FAIL",
 	rebind:      func(q string) string { return q },
 	text:        func(s string) any { return s },
-	beforeWrite: func(context.Context, *sql.Tx, []encodedRequest) error { return nil },
+	noIndex:     "+",
+	flowCond:    "instr(',' || +r.flows || ',', ?) > 0",
 }
 
 // args passes the strings among a query's arguments as d.text does.

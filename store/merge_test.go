@@ -85,10 +85,20 @@ func splitBatches(recs []record.Record, perm []int, rng *rand.Rand) [][]record.R
 // of random sizes in random orders through one writer and through two writers on one
 // database: every part must read the same, field by field.
 func TestPartsIndependentOfOrder(t *testing.T) {
-	t.Parallel()
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			testPartsIndependentOfOrder(t, d)
+		})
+	}
+}
+
+func testPartsIndependentOfOrder(t *testing.T, driver string) {
 	recs := mergeRequests(600)
 	now := func() time.Time { return base.Add(time.Hour) }
-	want := openTestWith(t, Options{Now: now, IdleTimeout: 30 * time.Minute})
+	o := freshOptions(t, driver)
+	o.Now, o.IdleTimeout = now, 30*time.Minute
+	want := openTestWith(t, o)
 	write(t, want, recs...)
 	wantPage, wantViews := storedParts(t, want)
 	if len(wantPage.Sessions) != 4 {
@@ -104,11 +114,12 @@ func TestPartsIndependentOfOrder(t *testing.T) {
 		if round == 0 {
 			slices.Reverse(perm)
 		}
-		dir := t.TempDir()
+		o := freshOptions(t, driver)
+		o.Now, o.IdleTimeout = now, 30*time.Minute
 		writers := 1 + round%2
 		var stores []*Store
 		for range writers {
-			stores = append(stores, openTestWith(t, Options{Dir: dir, Now: now, IdleTimeout: 30 * time.Minute}))
+			stores = append(stores, openTestWith(t, o))
 		}
 		for i, b := range splitBatches(recs, perm, rng) {
 			write(t, stores[i%writers], b...)

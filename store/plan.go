@@ -192,7 +192,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 	}
 	if !exact {
 		rw := &sqlWhere{}
-		f.where(rw, true)
+		f.where(rw, s.d, true)
 		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
 	}
 	return c, !exact, nil

@@ -69,10 +69,10 @@ func (f *Filter) requestConds() bool {
 // where appends the conditions on requests (alias r) to w. With noIndex the columns are
 // written +r.col, which keeps SQLite on the part's own index (part_id, time) instead of the
 // request id index that would read other parts' rows.
-func (f *Filter) where(w *sqlWhere, noIndex bool) {
+func (f *Filter) where(w *sqlWhere, d *dialect, noIndex bool) {
 	c := func(col string) string {
 		if noIndex {
-			return "+r." + col
+			return d.noIndex + "r." + col
 		}
 		return "r." + col
 	}
@@ -84,7 +84,7 @@ func (f *Filter) where(w *sqlWhere, noIndex bool) {
 	}
 	// The literal "<> ''" lets SQLite use the partial indexes, which leave out empty values.
 	if f.User != "" {
-		w.add(c("user")+" <> '' AND "+c("user")+" = ?", f.User)
+		w.add(c(`"user"`)+" <> '' AND "+c(`"user"`)+" = ?", f.User)
 	}
 	if f.Role != "" {
 		w.add(c("role")+" = ?", f.Role)
@@ -123,7 +123,7 @@ func (f *Filter) where(w *sqlWhere, noIndex bool) {
 	}
 	if f.Flow != "" {
 		// flows holds the request's flows joined by commas (flow names have none).
-		w.add("instr(',' || +r.flows || ',', ',' || ? || ',') > 0", f.Flow)
+		w.add(d.flowCond, ","+f.Flow+",")
 	}
 }
 
@@ -158,7 +158,7 @@ func (w *sqlWhere) and(o *sqlWhere) {
 
 func (w *sqlWhere) String() string {
 	if len(w.conds) == 0 {
-		return "1"
+		return "1=1"
 	}
 	return strings.Join(w.conds, " AND ")
 }
@@ -230,7 +230,7 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 		// No part spans longer than max_span, so a part that ends later than to+max_span began
 		// after to: the bound keeps the walk of parts_recent inside the interval.
 		var span int64
-		err := s.rdb.QueryRowContext(ctx, "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)").Scan(&span)
+		err := s.queryRow(ctx, "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)").Scan(&span)
 		if err != nil {
 			return nil, fmt.Errorf("store: list: %w", err)
 		}
@@ -386,18 +386,17 @@ const candidateChunk = 64
 // page of common matches costs the tests of its first chunks only, and rare ones at most a
 // test of every candidate.
 func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
-	list, _ := json.Marshal(p.cand)
 	w := p.where(p.lo, p.hi)
-	w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+	w.add("p.id IN ("+placeholders(len(p.cand))+")", idArgs(p.cand)...)
 	ids, err := p.s.queryIDs(ctx, "SELECT p.id FROM parts p WHERE "+w.String()+partOrder, w.args...)
 	if err != nil {
 		return nil, err
 	}
 	var out []*partRow
 	for start := 0; start < len(ids) && len(out) <= p.limit; start += candidateChunk {
-		chunk, _ := json.Marshal(ids[start:min(start+candidateChunk, len(ids))])
+		chunk := ids[start:min(start+candidateChunk, len(ids))]
 		cw := &sqlWhere{}
-		cw.add("p.id IN (SELECT value FROM json_each(?))", string(chunk))
+		cw.add("p.id IN ("+placeholders(len(chunk))+")", idArgs(chunk)...)
 		cw.and(&p.conds)
 		parts, err := p.s.listParts(ctx, cw, p.limit+1-len(out))
 		if err != nil {
@@ -435,7 +434,25 @@ func (s *Store) readBounded(ctx context.Context, q string, args ...any) (*sql.Ro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return s.rdb.QueryContext(context.WithoutCancel(ctx), q, args...)
+	return s.query(context.WithoutCancel(ctx), q, args...)
+}
+
+// query runs a read in the engine's dialect: its placeholders, its form of text values.
+func (s *Store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return s.rdb.QueryContext(ctx, s.d.rebind(q), s.d.args(args)...)
+}
+
+// queryRow is query for one row.
+func (s *Store) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return s.rdb.QueryRowContext(ctx, s.d.rebind(q), s.d.args(args)...)
+}
+
+func idArgs(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }
 
 type partRow struct {
@@ -701,7 +718,7 @@ type PartView struct {
 }
 
 func (s *Store) part(ctx context.Context, session, part string) (*partRow, error) {
-	row := s.rdb.QueryRowContext(ctx, "SELECT "+partCols+" FROM parts p WHERE p.session = ? AND p.part = ?", session, part)
+	row := s.queryRow(ctx, "SELECT "+partCols+" FROM parts p WHERE p.session = ? AND p.part = ?", session, part)
 	pr, err := scanPart(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -757,8 +774,8 @@ func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after 
 	if after != nil {
 		w.add("(r.time, r.id) > (?, ?)", after.Time, after.ID)
 	}
-	f.where(w, true)
-	rows, err := s.rdb.QueryContext(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
+	f.where(w, s.d, true)
+	rows, err := s.query(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
 		" ORDER BY r.time, r.id LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
 		return nil, last, false, fmt.Errorf("store: read requests: %w", err)
@@ -785,7 +802,7 @@ func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after 
 // stats counts the part's requests by method, status, client IP, flow, route and attack type
 // in one pass over its rows.
 func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
+	rows, err := s.query(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
 		FROM requests WHERE part_id = ?`, pr.id)
 	if err != nil {
 		return fmt.Errorf("store: stats: %w", err)
@@ -916,7 +933,7 @@ func (s *Store) Request(ctx context.Context, requestID string) (*Found, error) {
 	}
 	var fd Found
 	var b []byte
-	err := s.rdb.QueryRowContext(ctx, `SELECT p.session, p.part, r.record FROM requests r JOIN parts p ON p.id = r.part_id
+	err := s.queryRow(ctx, `SELECT p.session, p.part, r.record FROM requests r JOIN parts p ON p.id = r.part_id
 		WHERE r.request_id <> '' AND r.request_id = ? ORDER BY r.time DESC, r.id DESC LIMIT 1`, requestID).Scan(&fd.Session, &fd.Part, &b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound

@@ -35,6 +35,11 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	cutoff := s.now().Add(-s.retention).UnixMilli()
+	if s.d.postgres {
+		if err := s.dropPartitions(ctx, cutoff); err != nil {
+			return 0, err
+		}
+	}
 	total := 0
 	for {
 		ids, err := s.expired(ctx, cutoff)
@@ -57,7 +62,7 @@ func (s *Store) expired(ctx context.Context, cutoff int64) ([]int64, error) {
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM parts WHERE last_seen < ? ORDER BY last_seen LIMIT ?`, cutoff, purgeParts)
+	rows, err := s.query(ctx, `SELECT id FROM parts WHERE last_seen < ? ORDER BY last_seen LIMIT ?`, cutoff, purgeParts)
 	if err != nil {
 		return nil, fmt.Errorf("store: find expired parts: %w", err)
 	}
@@ -98,8 +103,8 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 	}
 	defer tx.Rollback()
 	// The part's index (part_id, time) finds its rows; deleting by rowid then touches only them.
-	res, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE id IN
-		(SELECT id FROM requests WHERE part_id = ? ORDER BY time LIMIT ?)`, id, s.chunk)
+	res, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM requests WHERE id IN
+		(SELECT id FROM requests WHERE part_id = ? ORDER BY time LIMIT ?)`), id, s.chunk)
 	if err != nil {
 		return false, fmt.Errorf("store: purge requests: %w", err)
 	}
@@ -109,10 +114,10 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 	}
 	done := n < int64(s.chunk)
 	if done {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM part_values WHERE part_id = ?`, id); err != nil {
+		if _, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM part_values WHERE part_id = ?`), id); err != nil {
 			return false, fmt.Errorf("store: purge part values: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM parts WHERE id = ?`, id); err != nil {
+		if _, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM parts WHERE id = ?`), id); err != nil {
 			return false, fmt.Errorf("store: purge part: %w", err)
 		}
 		// SQLite may give a deleted part's id to the next new part; what the writer remembers

@@ -58,8 +58,12 @@ var (
 
 // Options configure Open.
 type Options struct {
-	// Dir is the directory of the database (the sink's path, by default server.data_dir).
+	// Driver is DriverSQLite (the default, "") or DriverPostgres.
+	Driver string
+	// Dir is the directory of a SQLite database (the sink's path, by default server.data_dir).
 	Dir string
+	// DSN is the PostgreSQL connection string (postgres://user:password@host/db?sslmode=…).
+	DSN string
 	// Retention is how long a part is kept after its last request (sessions.retention);
 	// zero means DefaultRetention, negative keeps parts forever.
 	Retention time.Duration
@@ -106,6 +110,8 @@ type Store struct {
 	instance string
 	seq      uint64
 	pending  pendingBatch
+	// pgParts are the request partitions known to exist (PostgreSQL).
+	pgParts *partitions
 	// ck checkpoints the WAL beside the writer (checkpoint.go).
 	ck *checkpointer
 	// maxSpanW is the longest last_seen - first_seen of any part, as stored in meta: the
@@ -143,11 +149,20 @@ func createPrivate(path string) error {
 // Open opens (creating when needed) the database in o.Dir, brings its schema up to date and
 // starts the retention job.
 func Open(o Options) (*Store, error) {
-	if o.Dir == "" {
-		return nil, errors.New("store: path is empty; set the directory of the store (by default server.data_dir)")
-	}
-	if err := os.MkdirAll(o.Dir, dirMode); err != nil {
-		return nil, fmt.Errorf("store: create directory: %w", err)
+	switch o.Driver {
+	case "", DriverSQLite:
+		if o.Dir == "" {
+			return nil, errors.New("store: path is empty; set the directory of the store (by default server.data_dir)")
+		}
+		if err := os.MkdirAll(o.Dir, dirMode); err != nil {
+			return nil, fmt.Errorf("store: create directory: %w", err)
+		}
+	case DriverPostgres:
+		if o.DSN == "" {
+			return nil, errors.New("store: driver postgres needs a dsn; set dsn: postgres://user:password@host:5432/db")
+		}
+	default:
+		return nil, fmt.Errorf("store: unknown driver %q; use %s or %s", o.Driver, DriverSQLite, DriverPostgres)
 	}
 	logger := o.Logger
 	if logger == nil {
@@ -173,7 +188,15 @@ func Open(o Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if err := s.openDatabases(o); err != nil {
+	var err error
+	if o.Driver == DriverPostgres {
+		s.d = postgresDialect()
+		s.pgParts = &partitions{days: map[int64]bool{}}
+		err = s.openPostgres(o)
+	} else {
+		err = s.openDatabases(o)
+	}
+	if err != nil {
 		return nil, err
 	}
 	n := o.Readers
@@ -288,10 +311,17 @@ func (s *Store) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			s.closeErr = fmt.Errorf("store: retention job still running: %w", ctx.Err())
 		}
-		<-s.ck.done
+		if s.ck != nil {
+			<-s.ck.done
+		}
 		s.wmu.Lock()
 		close(s.closed)
 		s.stmt.close()
+		if s.ck == nil {
+			s.closeErr = errors.Join(s.closeErr, s.rdb.Close(), s.wdb.Close())
+			s.wmu.Unlock()
+			return
+		}
 		// Leave the planner statistics current for the next start; cheap when nothing changed.
 		_, _ = s.wdb.ExecContext(context.WithoutCancel(ctx), "PRAGMA optimize")
 		// The writer's connection closes last: SQLite checkpoints the whole WAL then.

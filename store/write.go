@@ -360,6 +360,11 @@ func newInstanceID() string {
 // transaction there), the parts it touches, then the request rows and part values, then the
 // longest part span. It reports whether the batch was new.
 func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey) error {
+	if s.d.postgres {
+		if err := s.ensurePartitions(ctx, reqs); err != nil {
+			return err
+		}
+	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
@@ -369,7 +374,7 @@ func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, ag
 	// request rows need them only after that.
 	wait := encodeRequests(reqs)
 	defer wait()
-	res, err := tx.StmtContext(ctx, s.stmt.batch).ExecContext(ctx, id, s.now().UnixMilli())
+	res, err := tx.StmtContext(ctx, s.stmt.batch).ExecContext(ctx, s.d.text(id), s.now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("store: record batch: %w", err)
 	}
@@ -378,9 +383,6 @@ func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, ag
 	} else if n == 0 {
 		s.log.Info("batch already committed, skipped", "batch", id)
 		return nil
-	}
-	if err := s.d.beforeWrite(ctx, tx, reqs); err != nil {
-		return err
 	}
 	// Parts are upserted in key order, so that writers that share a database lock part rows in
 	// one order and never wait on each other in a cycle.
