@@ -22,12 +22,12 @@ type dialect struct {
 
 // sqliteDialect is the embedded SQLite database.
 var sqliteDialect = &dialect{
-	name:        DriverSQLite,
-	insert:      "INSERT OR FAIL",
-	rebind:      func(q string) string { return q },
-	text:        func(s string) any { return s },
-	noIndex:     "+",
-	flowCond:    "instr(',' || +r.flows || ',', ?) > 0",
+	name:     DriverSQLite,
+	insert:   "INSERT OR FAIL",
+	rebind:   func(q string) string { return q },
+	text:     func(s string) any { return s },
+	noIndex:  "+",
+	flowCond: "instr(',' || +r.flows || ',', ?) > 0",
 }
 
 // args passes the strings among a query's arguments as d.text does.

@@ -18,7 +18,7 @@ import (
 // byte as SQLite compares text, so filters and ranges answer the same on both engines.
 func postgresDialect() *dialect {
 	return &dialect{
-		name:    DriverPostgres,
+		name:     DriverPostgres,
 		insert:   "INSERT",
 		rebind:   rebindDollar,
 		text:     func(s string) any { return []byte(s) },
@@ -351,4 +351,3 @@ func RedactDSN(dsn string) string {
 	}
 	return u.String()
 }
-
