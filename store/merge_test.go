@@ -142,24 +142,25 @@ func testPartsIndependentOfOrder(t *testing.T, driver string) {
 // id and counts its requests once.
 func TestBatchRetriedAfterCommit(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, nil)
-	batch := []record.Record{req("s_r", "2026-11-22", 0), req("s_r", "2026-11-22", time.Second)}
-	write(t, s, batch...)
-	// As if the commit's answer had been lost: the batch is still the pending one.
-	s.pending = pendingBatch{id: fmt.Sprintf("%s.%d", s.instance, s.seq), first: batch[0], last: batch[1], n: 2}
-	write(t, s, batch...)
-	v, err := s.Part(context.Background(), "s_r", "2026-11-22", PartQuery{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.Session.Requests != 2 || len(v.Requests) != 2 || v.Session.Methods["GET"] != 2 {
-		t.Errorf("after a retried batch: %d requests, %d rows, %d GET; want 2 each", v.Session.Requests, len(v.Requests), v.Session.Methods["GET"])
-	}
-	// A new batch with the same records is another batch.
-	write(t, s, batch...)
-	if v, _ = s.Part(context.Background(), "s_r", "2026-11-22", PartQuery{}); v.Session.Requests != 4 {
-		t.Errorf("a second batch: %d requests; want 4", v.Session.Requests)
-	}
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		batch := []record.Record{req("s_r", "2026-11-22", 0), req("s_r", "2026-11-22", time.Second)}
+		write(t, s, batch...)
+		// As if the commit's answer had been lost: the batch is still the pending one.
+		s.pending = pendingBatch{id: fmt.Sprintf("%s.%d", s.instance, s.seq), first: batch[0], last: batch[1], n: 2}
+		write(t, s, batch...)
+		v, err := s.Part(context.Background(), "s_r", "2026-11-22", PartQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Session.Requests != 2 || len(v.Requests) != 2 || v.Session.Methods["GET"] != 2 {
+			t.Errorf("after a retried batch: %d requests, %d rows, %d GET; want 2 each", v.Session.Requests, len(v.Requests), v.Session.Methods["GET"])
+		}
+		// A new batch with the same records is another batch.
+		write(t, s, batch...)
+		if v, _ = s.Part(context.Background(), "s_r", "2026-11-22", PartQuery{}); v.Session.Requests != 4 {
+			t.Errorf("a second batch: %d requests; want 4", v.Session.Requests)
+		}
+	})
 }
 
 // TestPartEnds derives whether a part has ended: its day is over, it has been idle longer
