@@ -167,8 +167,14 @@ func TestBatchRetriedAfterCommit(t *testing.T) {
 // than the idle timeout, or a later part of its session exists.
 func TestPartEnds(t *testing.T) {
 	t.Parallel()
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		testPartEnds(t, s)
+	})
+}
+
+func testPartEnds(t *testing.T, s *Store) {
 	now := base.Add(time.Hour) // 2026-11-22 11:00 UTC
-	s := openTestWith(t, Options{Now: func() time.Time { return now }, IdleTimeout: 30 * time.Minute})
+	s.now, s.parts.idle = func() time.Time { return now }, 30*time.Minute
 	write(t, s,
 		req("s_day", "2026-11-21", -12*time.Hour),
 		req("s_idle", "2026-11-22", 10*time.Minute),

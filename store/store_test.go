@@ -94,26 +94,27 @@ func TestListFilters(t *testing.T) {
 		{"flow and malicious", Filter{Flow: "auth", Malicious: true}, nil},
 		{"nothing matches", Filter{User: "mallory"}, nil},
 	}
-	s := openTest(t, nil)
-	fixture(t, s)
-	for _, probe := range []int{probeParts, 0} {
-		for _, tc := range tests {
-			t.Run(fmt.Sprintf("%s/probe=%d", tc.name, probe), func(t *testing.T) {
-				s.probe = probe
-				p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
-				if err != nil {
-					t.Fatalf("list: %v", err)
-				}
-				got := sessionIDs(p)
-				if len(got) == 0 {
-					got = nil
-				}
-				if diff := cmp.Diff(tc.want, got); diff != "" {
-					t.Errorf("%s: parts differ (-want +got):\n%s", tc.name, diff)
-				}
-			})
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		fixture(t, s)
+		for _, probe := range []int{probeParts, 0} {
+			for _, tc := range tests {
+				t.Run(fmt.Sprintf("%s/probe=%d", tc.name, probe), func(t *testing.T) {
+					s.probe = probe
+					p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
+					if err != nil {
+						t.Fatalf("list: %v", err)
+					}
+					got := sessionIDs(p)
+					if len(got) == 0 {
+						got = nil
+					}
+					if diff := cmp.Diff(tc.want, got); diff != "" {
+						t.Errorf("%s: parts differ (-want +got):\n%s", tc.name, diff)
+					}
+				})
+			}
 		}
-	}
+	})
 }
 
 func TestPartDetail(t *testing.T) {
@@ -344,12 +345,19 @@ func TestWriteRejectsBadRecords(t *testing.T) {
 
 func TestRetention(t *testing.T) {
 	t.Parallel()
-	now := base.Add(8 * 24 * time.Hour)
-	s, err := Open(Options{Dir: t.TempDir(), NoRetentionJob: true, Now: func() time.Time { return now }, Readers: 2})
-	if err != nil {
-		t.Fatal(err)
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			testRetention(t, d)
+		})
 	}
-	defer s.Close(context.Background())
+}
+
+func testRetention(t *testing.T, driver string) {
+	now := base
+	o := freshOptions(t, driver)
+	o.Now = func() time.Time { return now }
+	s := openTestWith(t, o)
 	s.chunk = 50
 	var recs []record.Record
 	// s_old: 120 requests (more than two purge chunks), all 8 days old.
@@ -358,14 +366,37 @@ func TestRetention(t *testing.T) {
 			r.Flows = []string{"auth"}
 		}))
 	}
-	recs = append(recs, req("s_new", "2026-11-29", 7*24*time.Hour+time.Hour, func(r *record.Request) { r.Flows = []string{"auth"} }))
 	write(t, s, recs...)
+	// The old batch is committed 8 days ago, the new one now: only the new one's id stays.
+	now = base.Add(8 * 24 * time.Hour)
+	write(t, s, req("s_new", "2026-11-29", 7*24*time.Hour+time.Hour, func(r *record.Request) { r.Flows = []string{"auth"} }))
 	n, err := s.Purge(context.Background())
 	if err != nil {
 		t.Fatalf("purge: %v", err)
 	}
 	if n != 1 {
 		t.Errorf("purge deleted %d parts; want 1", n)
+	}
+	if driver == DriverPostgres {
+		// The old day's partition is dropped whole; the next day's ends after the cutoff,
+		// and today's and tomorrow's stay.
+		var days []string
+		rows, err := s.rdb.Query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+			JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'requests' ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var d string
+			rows.Scan(&d)
+			days = append(days, d)
+		}
+		rows.Close()
+		d := base.UnixMilli() / dayMS
+		want := []string{partitionName(d + 1), partitionName(d + 7), partitionName(d + 8)}
+		if diff := cmp.Diff(want, days); diff != "" {
+			t.Errorf("partitions after purge differ (-want +got):\n%s", diff)
+		}
 	}
 	p, err := s.List(context.Background(), ListQuery{})
 	if err != nil {
@@ -381,6 +412,7 @@ func TestRetention(t *testing.T) {
 		{"SELECT count(*) FROM requests", 1},
 		{"SELECT count(*) FROM part_values WHERE kind = " + strconv.Itoa(kindFlow), 1},
 		{"SELECT count(*) FROM part_values WHERE part_id NOT IN (SELECT id FROM parts)", 0},
+		{"SELECT count(*) FROM batches", 1},
 	} {
 		var c int
 		if err := s.rdb.QueryRow(tc.q).Scan(&c); err != nil {
