@@ -16,6 +16,9 @@ type dialect struct {
 	noIndex string
 	// flowCond tests whether the request r has the flow ",name," given as its argument.
 	flowCond string
+	// sizes bound the rows of one multi-row statement: 1<<(size-1) parts, requests, values.
+	// Each statement is a round trip to a server, which makes larger ones pay there.
+	sizes stmtSizes
 	// postgres: request partitions, advisory locks, no WAL checkpoints.
 	postgres bool
 }
@@ -27,6 +30,7 @@ var sqliteDialect = &dialect{
 	rebind:   func(q string) string { return q },
 	text:     func(s string) any { return s },
 	noIndex:  "+",
+	sizes:    stmtSizes{parts: 7, requests: 6, values: 7}, // 64, 32, 64 rows a statement
 	flowCond: "instr(',' || +r.flows || ',', ?) > 0",
 }
 
@@ -39,3 +43,5 @@ func (d *dialect) args(args []any) []any {
 	}
 	return args
 }
+
+type stmtSizes struct{ parts, requests, values int }

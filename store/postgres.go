@@ -25,6 +25,7 @@ func postgresDialect() *dialect {
 		noIndex:  "",
 		flowCond: "position(? in ','::bytea || r.flows || ','::bytea) > 0",
 		postgres: true,
+		sizes:    stmtSizes{parts: 8, requests: 1, values: 1}, // 128 parts; requests and values go as arrays (bulk.go)
 	}
 }
 

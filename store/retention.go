@@ -120,6 +120,8 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 		if _, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM parts WHERE id = ?`), id); err != nil {
 			return false, fmt.Errorf("store: purge part: %w", err)
 		}
+		// The part's values are gone: the writer must not skip them should the part come back.
+		s.values.reset()
 		// SQLite may give a deleted part's id to the next new part; what the writer remembers
 		// about the old one must not stand for the new one.
 	}

@@ -252,7 +252,10 @@ func countValues(ctx context.Context, tx *sql.Tx) error {
 			return nil
 		}
 		for _, kv := range sortedValues(a.values) {
-			v := a.values[kv]
+			v := *a.values[kv]
+			if !counted(kv.kind) {
+				v = valueAgg{}
+			}
 			if _, err := ins.ExecContext(ctx, cur, kv.kind, kv.value, v.count, v.first); err != nil {
 				return err
 			}

@@ -101,6 +101,8 @@ type Store struct {
 	// wmu serialises the writer between Write and the retention job.
 	wmu  sync.Mutex
 	stmt writeStmts
+	// values remembers the uncounted part_values rows known to be stored (writer only).
+	values *valueCache
 	// d is the database engine's dialect.
 	d *dialect
 	// parts decides whether a part has ended (query.go).
@@ -179,6 +181,7 @@ func Open(o Options) (*Store, error) {
 		probe:     probeParts,
 		chunk:     purgeRows,
 		d:         sqliteDialect,
+		values:    newValueCache(valueCacheSize),
 		instance:  newInstanceID(),
 		parts:     partRules{idle: o.IdleTimeout, zone: cmp.Or(o.DayBoundary, time.UTC)},
 	}

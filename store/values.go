@@ -1,6 +1,8 @@
 package store
 
 import (
+	"encoding/binary"
+	"hash/maphash"
 	"strconv"
 	"strings"
 
@@ -150,3 +152,63 @@ func statusKey(v string) string {
 	}
 	return strconv.Itoa(n)
 }
+
+// counted reports whether part_values counts the requests of a part that have a value of the
+// kind and keeps the first one's time: the kinds a part's record shows. A row of another kind
+// only tells the filters that the part has the value (count and first 0); it is written once.
+func counted(kind int) bool {
+	switch kind {
+	case kindIP, kindUserAgent, kindMethod, kindStatus, kindFlow, kindAttack:
+		return true
+	}
+	return false
+}
+
+// valueCache remembers the uncounted part_values rows known to be committed, so ingest skips
+// the insert of a value a part already has (most requests of a part repeat its user, host and
+// routes).
+// It is bounded: when full it starts again empty, which costs only redundant INSERT OR IGNOREs.
+// Only the writer touches it, under Store.wmu.
+type valueCache struct {
+	seed maphash.Seed
+	seen map[uint64]struct{}
+	max  int
+}
+
+// valueCacheSize bounds the cache: about 20 bytes an entry, so 5 MB.
+const valueCacheSize = 1 << 18
+
+func newValueCache(n int) *valueCache {
+	return &valueCache{seed: maphash.MakeSeed(), seen: make(map[uint64]struct{}), max: n}
+}
+
+// key hashes a row; 64 bits make a collision (which would leave one value unrecorded) about
+// as likely as a disk error.
+func (c *valueCache) key(part int64, kind int, value string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	var b [9]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(part))
+	b[8] = byte(kind)
+	h.Write(b[:])
+	h.WriteString(value)
+	return h.Sum64()
+}
+
+func (c *valueCache) has(k uint64) bool {
+	_, ok := c.seen[k]
+	return ok
+}
+
+// add records committed rows.
+func (c *valueCache) add(keys []uint64) {
+	if len(c.seen)+len(keys) > c.max {
+		clear(c.seen)
+	}
+	for _, k := range keys {
+		c.seen[k] = struct{}{}
+	}
+}
+
+// reset forgets everything: after a purge a part id may be used again.
+func (c *valueCache) reset() { clear(c.seen) }

@@ -23,21 +23,20 @@ import (
 // rows instead of one per row, which saves the driver's binding and stepping per row.
 type writeStmts struct {
 	span, batch *sql.Stmt
-	// parts[i] upserts 1<<i parts; requests[i] inserts 1<<i request rows; values[i] upserts
+	// parts[i] upserts 1<<i parts (up to 1<<(dialect.sizes.parts-1)); requests[i] inserts 1<<i request rows; values[i] upserts
 	// 1<<i part_values rows. Any number of rows is a sum of these sizes, so a handful of
 	// statements covers every batch.
-	parts    [partSizes]*sql.Stmt
-	requests [requestSizes]*sql.Stmt
-	values   [valueSizes]*sql.Stmt
+	parts    []*sql.Stmt
+	requests []*sql.Stmt
+	values   []*sql.Stmt
+	marks    []*sql.Stmt
+	bulk     bulkStmts
 }
 
 const (
 	partUpsertCols = 19
-	partSizes      = 7 // up to 64 parts a statement
 	requestCols    = 15
-	requestSizes   = 6 // up to 32 rows a statement
 	valueCols      = 5
-	valueSizes     = 7 // up to 64 rows a statement
 )
 
 // chunkLen is how many of the n rows left the next statement takes: the largest size at hand.
@@ -71,10 +70,11 @@ func (s *Store) multiRow(ctx context.Context, dst []*sql.Stmt, head, row, tail s
 }
 
 func (w *writeStmts) close() {
-	all := []*sql.Stmt{w.span, w.batch}
+	all := []*sql.Stmt{w.span, w.batch, w.bulk.requests, w.bulk.values, w.bulk.marks}
 	all = append(all, w.parts[:]...)
 	all = append(all, w.requests[:]...)
 	all = append(all, w.values[:]...)
+	all = append(all, w.marks[:]...)
 	for _, st := range all {
 		if st != nil {
 			st.Close()
@@ -128,6 +128,10 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	s.stmt.span = prep(`INSERT INTO meta (key, value) VALUES ('max_span', ?)
 		ON CONFLICT (key) DO UPDATE SET value = CASE WHEN excluded.value > meta.value THEN excluded.value ELSE meta.value END`)
+	s.stmt.parts = make([]*sql.Stmt, s.d.sizes.parts)
+	s.stmt.requests = make([]*sql.Stmt, s.d.sizes.requests)
+	s.stmt.values = make([]*sql.Stmt, s.d.sizes.values)
+	s.stmt.marks = make([]*sql.Stmt, s.d.sizes.values)
 	s.stmt.batch = prep(`INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`)
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.parts[:], s.d.insert+` INTO parts (session, part, first_seen, last_seen, rows,
@@ -144,6 +148,13 @@ func (s *Store) prepare(ctx context.Context) error {
 		err = s.multiRow(ctx, s.stmt.values[:], s.d.insert+` INTO part_values (part_id, kind, value, count, first) VALUES `,
 			"(?,?,?,?,?)", ` ON CONFLICT (part_id, kind, value) DO UPDATE SET count = part_values.count + excluded.count,
 			first = CASE WHEN excluded.first < part_values.first THEN excluded.first ELSE part_values.first END`)
+	}
+	if err == nil {
+		err = s.multiRow(ctx, s.stmt.marks, s.d.insert+` INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)",
+			` ON CONFLICT (part_id, kind, value) DO NOTHING`)
+	}
+	if err == nil && s.d.postgres {
+		err = s.prepareBulk(ctx)
 	}
 	if err == nil {
 		err = s.wdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'max_span'`).Scan(&s.maxSpanW)
@@ -397,7 +408,8 @@ func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, ag
 	if err := s.insertRequests(ctx, tx, reqs, aggs); err != nil {
 		return err
 	}
-	if err := s.upsertValues(ctx, tx, aggs, order); err != nil {
+	newKeys, err := s.upsertValues(ctx, tx, aggs, order)
+	if err != nil {
 		return err
 	}
 	if span > s.maxSpanW {
@@ -409,6 +421,8 @@ func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, ag
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	s.committed()
+	// Only what is committed may be remembered: a rolled back batch comes again.
+	s.values.add(newKeys)
 	if span > s.maxSpanW {
 		s.maxSpanW = span
 	}
@@ -453,9 +467,9 @@ func encodeRequests(reqs []encodedRequest) (wait func() error) {
 // partAgg's id and returns the longest part span seen, at least the one known before.
 func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) (int64, error) {
 	span := s.maxSpanW
-	args := make([]any, 0, (1<<(partSizes-1))*partUpsertCols)
+	args := make([]any, 0, (1<<(len(s.stmt.parts)-1))*partUpsertCols)
 	for start := 0; start < len(order); {
-		n := chunkLen(len(order)-start, partSizes)
+		n := chunkLen(len(order)-start, len(s.stmt.parts))
 		args = args[:0]
 		for _, k := range order[start : start+n] {
 			a := aggs[k]
@@ -509,9 +523,12 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args 
 
 // insertRequests writes the request rows.
 func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) error {
-	args := make([]any, 0, (1<<(requestSizes-1))*requestCols)
+	if s.d.postgres {
+		return s.bulkRequests(ctx, tx, reqs, aggs)
+	}
+	args := make([]any, 0, (1<<(len(s.stmt.requests)-1))*requestCols)
 	for start := 0; start < len(reqs); {
-		n := chunkLen(len(reqs)-start, requestSizes)
+		n := chunkLen(len(reqs)-start, len(s.stmt.requests))
 		chunk := reqs[start : start+n]
 		start += n
 		args = args[:0]
@@ -536,33 +553,72 @@ func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRe
 	return nil
 }
 
-// upsertValues adds the batch's counts of each value of each part to part_values, parts in
+// valueRow is one part_values row a batch writes.
+type valueRow struct {
+	part         int64
+	kind         int
+	value        string
+	count, first int64
+}
+
+// batchValues lists the part_values rows of the batch: counted ones to add to, and the
+// uncounted ones the writer does not know to be stored, with their cache keys. Parts come in
 // order and a part's values sorted, so that writers sharing a database take row locks in one
 // order.
-func (s *Store) upsertValues(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) error {
-	args := make([]any, 0, (1<<(valueSizes-1))*valueCols)
-	flush := func(all bool) error {
-		for n := len(args) / valueCols; n > 0 && (all || n == 1<<(valueSizes-1)); n = len(args) / valueCols {
-			c := chunkLen(n, valueSizes)
-			st := s.stmt.values[bits.TrailingZeros(uint(c))]
-			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args[:c*valueCols]...); err != nil {
-				return fmt.Errorf("store: update part values: %w", err)
-			}
-			args = append(args[:0], args[c*valueCols:]...)
-		}
-		return nil
-	}
+func (s *Store) batchValues(aggs map[partKey]*partAgg, order []partKey) (counts, marks []valueRow, keys []uint64) {
 	for _, k := range order {
 		a := aggs[k]
 		for _, kv := range sortedValues(a.values) {
-			v := a.values[kv]
-			args = append(args, a.id, kv.kind, s.d.text(kv.value), v.count, v.first)
-			if err := flush(false); err != nil {
-				return err
+			if counted(kv.kind) {
+				v := a.values[kv]
+				counts = append(counts, valueRow{a.id, kv.kind, kv.value, v.count, v.first})
+				continue
+			}
+			key := s.values.key(a.id, kv.kind, kv.value)
+			if !s.values.has(key) {
+				marks = append(marks, valueRow{part: a.id, kind: kv.kind, value: kv.value})
+				keys = append(keys, key)
 			}
 		}
 	}
-	return flush(true)
+	return counts, marks, keys
+}
+
+// upsertValues writes the batch's part values and returns the cache keys of the uncounted
+// ones, to remember once the batch is committed.
+func (s *Store) upsertValues(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) ([]uint64, error) {
+	counts, marks, keys := s.batchValues(aggs, order)
+	if s.d.postgres {
+		return keys, s.bulkValues(ctx, tx, counts, marks)
+	}
+	if err := s.execValues(ctx, tx, s.stmt.values, counts, true); err != nil {
+		return nil, err
+	}
+	return keys, s.execValues(ctx, tx, s.stmt.marks, marks, false)
+}
+
+// execValues writes rows with the multi-row statements sts, with their counts or without.
+func (s *Store) execValues(ctx context.Context, tx *sql.Tx, sts []*sql.Stmt, rows []valueRow, withCounts bool) error {
+	cols := 3
+	if withCounts {
+		cols = valueCols
+	}
+	args := make([]any, 0, (1<<(len(sts)-1))*cols)
+	for start := 0; start < len(rows); {
+		n := chunkLen(len(rows)-start, len(sts))
+		args = args[:0]
+		for _, v := range rows[start : start+n] {
+			args = append(args, v.part, v.kind, s.d.text(v.value))
+			if withCounts {
+				args = append(args, v.count, v.first)
+			}
+		}
+		start += n
+		if _, err := tx.StmtContext(ctx, sts[bits.TrailingZeros(uint(n))]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("store: update part values: %w", err)
+		}
+	}
+	return nil
 }
 
 // requestJSONSize is about the size of a request record's JSON, to size the buffer a batch
