@@ -1,11 +1,12 @@
-// Package store is the embedded database behind the explore API: a SQLite file in the data
-// directory that keeps every request record and the state of every session part, answers the
-// session list and part queries with their filters, and deletes parts older than the retention.
+// Package store is the database behind the explore API: a SQLite file in the data directory,
+// or a PostgreSQL database shared by replicas, that keeps every request record and the state of
+// every session part (derived from its request records alone), answers the session list and part
+// queries with their filters, and deletes parts older than the retention.
 //
 // The store is a sink (type "store"): the sinks pipeline hands it batches off the ext_proc path
 // and each batch is one transaction, committed before Write returns, so a record acknowledged
 // as written survives a crash of the process. One connection writes; a small pool reads, so
-// queries never wait for a write (WAL mode).
+// queries never wait for a write (WAL mode on SQLite).
 //
 // It imports the record shape, the configuration schema and the sinks framework; never the
 // sessions engine, gRPC or the HTTP layer.
