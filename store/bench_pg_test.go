@@ -67,4 +67,5 @@ func benchIngestPostgres(b *testing.B, writers int) {
 	}
 	b.ReportMetric(float64(n*writers*DefaultBatch)/b.Elapsed().Seconds(), "requests/s")
 
+
 }
