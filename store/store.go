@@ -292,7 +292,7 @@ func dsn(path string, writerFrames int) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-// Path is the database file.
+// Path is the database file, or the PostgreSQL DSN without its password.
 func (s *Store) Path() string { return s.path }
 
 // Ready reports nil while the store is open.

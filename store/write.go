@@ -23,9 +23,10 @@ import (
 // rows instead of one per row, which saves the driver's binding and stepping per row.
 type writeStmts struct {
 	span, batch *sql.Stmt
-	// parts[i] upserts 1<<i parts (up to 1<<(dialect.sizes.parts-1)); requests[i] inserts 1<<i request rows; values[i] upserts
-	// 1<<i part_values rows. Any number of rows is a sum of these sizes, so a handful of
-	// statements covers every batch.
+	// parts[i] upserts 1<<i parts; requests[i] inserts 1<<i request rows; values[i] upserts
+	// 1<<i counted part_values rows and marks[i] inserts 1<<i others (dialect.sizes bounds i).
+	// Any number of rows is a sum of these sizes, so a handful of statements covers every
+	// batch. bulk holds PostgreSQL's statements that take whole columns as arrays.
 	parts    []*sql.Stmt
 	requests []*sql.Stmt
 	values   []*sql.Stmt
