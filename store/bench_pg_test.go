@@ -67,5 +67,4 @@ func benchIngestPostgres(b *testing.B, writers int) {
 	}
 	b.ReportMetric(float64(n*writers*DefaultBatch)/b.Elapsed().Seconds(), "requests/s")
 
-
 }
