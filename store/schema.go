@@ -252,7 +252,7 @@ func countValues(ctx context.Context, tx *sql.Tx) error {
 			return nil
 		}
 		for _, kv := range sortedValues(a.values) {
-			v := *a.values[kv]
+			v := a.values[kv]
 			if !counted(kv.kind) {
 				v = valueAgg{}
 			}
@@ -278,7 +278,7 @@ func countValues(ctx context.Context, tx *sql.Tx) error {
 			if err := flush(); err != nil {
 				return err
 			}
-			cur, a = id, &partAgg{values: map[kindValue]*valueAgg{}}
+			cur, a = id, &partAgg{values: map[kindValue]valueAgg{}}
 		}
 		scratch = a.add(&r, t, scratch)
 	}

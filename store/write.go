@@ -218,7 +218,7 @@ type partAgg struct {
 	user, role        pick
 	key               keyPick
 	id                int64
-	values            map[kindValue]*valueAgg
+	values            map[kindValue]valueAgg
 }
 
 type kindValue struct {
@@ -252,11 +252,10 @@ func (a *partAgg) add(r *record.Request, t int64, scratch []partValue) []partVal
 	scratch = recordValues(scratch[:0], 0, r)
 	for _, v := range scratch {
 		kv := kindValue{v.kind, v.value}
-		if c := a.values[kv]; c != nil {
-			c.count++
-			c.first = min(c.first, t)
+		if c, ok := a.values[kv]; ok {
+			a.values[kv] = valueAgg{c.count + 1, min(c.first, t)}
 		} else {
-			a.values[kv] = &valueAgg{1, t}
+			a.values[kv] = valueAgg{1, t}
 		}
 	}
 	return scratch
@@ -301,7 +300,7 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 			k := partKey{r.Session, r.Part}
 			a := aggs[k]
 			if a == nil {
-				a = &partAgg{values: map[kindValue]*valueAgg{}}
+				a = &partAgg{values: map[kindValue]valueAgg{}}
 				aggs[k] = a
 				order = append(order, k)
 			}
@@ -641,7 +640,7 @@ func sortParts(order []partKey) {
 }
 
 // sortedValues returns the keys of m by kind, then value.
-func sortedValues(m map[kindValue]*valueAgg) []kindValue {
+func sortedValues(m map[kindValue]valueAgg) []kindValue {
 	out := make([]kindValue, 0, len(m))
 	for kv := range m {
 		out = append(out, kv)
