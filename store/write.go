@@ -369,7 +369,7 @@ func newInstanceID() string {
 
 // commit writes one batch in one transaction: its id (a batch already committed ends the
 // transaction there), the parts it touches, then the request rows and part values, then the
-// longest part span. It reports whether the batch was new.
+// longest part span.
 func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey) error {
 	if s.d.postgres {
 		if err := s.ensurePartitions(ctx, reqs); err != nil {
