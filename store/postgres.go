@@ -10,7 +10,8 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // postgresDialect is a PostgreSQL database shared by replicas. Text from traffic goes in
@@ -298,7 +299,7 @@ func partitionDay(name string) (int64, bool) {
 // writer and the readers are two pools of one database.
 func (s *Store) openPostgres(o Options) error {
 	ctx := context.Background()
-	db, err := sql.Open("pgx", o.DSN)
+	db, err := openPG(o.DSN)
 	if err != nil {
 		return fmt.Errorf("store: postgres %s: %w", RedactDSN(o.DSN), err)
 	}
@@ -317,13 +318,28 @@ func (s *Store) openPostgres(o Options) error {
 		db.Close()
 		return err
 	}
-	s.rdb, err = sql.Open("pgx", o.DSN)
+	s.rdb, err = openPG(o.DSN)
 	if err != nil {
 		s.stmt.close()
 		db.Close()
 		return fmt.Errorf("store: postgres %s: %w", RedactDSN(o.DSN), err)
 	}
 	return nil
+}
+
+// openPG opens a pool of connections to dsn whose sessions run without JIT compilation and
+// parallel workers: the store's statements are short and bounded (a page, a chunk of parts),
+// and compiling them or starting workers cost more than they save (tens of milliseconds on a
+// list that takes a few).
+func openPG(dsn string) (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse errors quote the connection string.
+		return nil, fmt.Errorf("the dsn does not parse; check its form (postgres://user:password@host:5432/db?sslmode=…)")
+	}
+	cfg.RuntimeParams["jit"] = "off"
+	cfg.RuntimeParams["max_parallel_workers_per_gather"] = "0"
+	return stdlib.OpenDB(*cfg), nil
 }
 
 // RedactDSN returns dsn without its password, for messages and logs.
