@@ -193,7 +193,10 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 	if !exact {
 		rw := &sqlWhere{}
 		f.where(rw, s.d, true)
-		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
+		// A part's requests lie between its first and last seen: on PostgreSQL the bounds leave
+		// out the day partitions that cannot hold them.
+		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND r.time >= p.first_seen AND r.time <= p.last_seen AND "+
+			rw.String()+")", rw.args...)
 	}
 	return c, !exact, nil
 }

@@ -339,6 +339,7 @@ func openPG(dsn string) (*sql.DB, error) {
 	}
 	cfg.RuntimeParams["jit"] = "off"
 	cfg.RuntimeParams["max_parallel_workers_per_gather"] = "0"
+	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	return stdlib.OpenDB(*cfg), nil
 }
 

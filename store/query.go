@@ -460,6 +460,8 @@ type partRow struct {
 	rec *record.Session
 	// later is true when a later part of the same session is stored.
 	later bool
+	// first and last bound the times of the part's requests (Unix ms).
+	first, last int64
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -479,7 +481,7 @@ func scanPart(sc scanner) (*partRow, error) {
 	r.FirstSeen = record.At(time.UnixMilli(first).UTC())
 	r.LastSeen = record.At(time.UnixMilli(last).UTC())
 	r.Requests, r.Malicious, r.BytesIn, r.BytesOut = int(rows), int(mal), bin, bout
-	return &partRow{id: id, rec: r, later: later}, nil
+	return &partRow{id: id, rec: r, later: later, first: first, last: last}, nil
 }
 
 // shownValues bounds the values of each kind a part's record lists: its ips and user agents
@@ -753,7 +755,7 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 	if err := s.stats(ctx, pr, &v.Stats); err != nil {
 		return nil, err
 	}
-	reqs, last, more, err := s.requestPage(ctx, pr.id, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
+	reqs, last, more, err := s.requestPage(ctx, pr, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -767,10 +769,11 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 // requestPage reads up to limit requests of the part that match f, in time order, after the
 // request at after (nil: from the first). last is the position of the last one read; more is
 // true when further matching requests follow.
-func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after *partCursor, limit int) (
+func (s *Store) requestPage(ctx context.Context, pr *partRow, f *Filter, after *partCursor, limit int) (
 	reqs []json.RawMessage, last partCursor, more bool, err error) {
 	w := &sqlWhere{}
-	w.add("r.part_id = ?", partID)
+	w.add("r.part_id = ?", pr.id)
+	w.add("r.time >= ? AND r.time <= ?", pr.first, pr.last)
 	if after != nil {
 		w.add("(r.time, r.id) > (?, ?)", after.Time, after.ID)
 	}
@@ -803,7 +806,7 @@ func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after 
 // in one pass over its rows.
 func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
 	rows, err := s.query(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
-		FROM requests WHERE part_id = ?`, pr.id)
+		FROM requests WHERE part_id = ? AND time >= ? AND time <= ?`, pr.id, pr.first, pr.last)
 	if err != nil {
 		return fmt.Errorf("store: stats: %w", err)
 	}
@@ -893,7 +896,7 @@ func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter,
 	}
 	var after *partCursor
 	for {
-		reqs, last, more, err := s.requestPage(ctx, pr.id, &f, after, eachPage)
+		reqs, last, more, err := s.requestPage(ctx, pr, &f, after, eachPage)
 		if err != nil {
 			return err
 		}
