@@ -14,6 +14,10 @@ type dialect struct {
 	text func(s string) any
 	// noIndex prefixes a column to keep SQLite off its indexes ("+"); PostgreSQL has none.
 	noIndex string
+	// perRow ends an EXISTS that must be tested part by part as the list walks its parts:
+	// PostgreSQL otherwise turns it into a join driven by the values, reading every part
+	// that has a common value (1 s instead of 6 ms for a 5xx list).
+	perRow string
 	// flowCond tests whether the request r has the flow ",name," given as its argument.
 	flowCond string
 	// sizes bound the rows of one multi-row statement: 1<<(size-1) parts, requests, values.

@@ -187,7 +187,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 	}
 	for _, fc := range walk {
 		cond, args := fc.sql()
-		w.add("EXISTS (SELECT 1 FROM part_values v WHERE v.part_id = p.id AND v.kind = ? AND "+cond+")",
+		w.add("EXISTS (SELECT 1 FROM part_values v WHERE v.part_id = p.id AND v.kind = ? AND "+cond+s.d.perRow+")",
 			append([]any{fc.kind}, args...)...)
 	}
 	if !exact {
@@ -196,7 +196,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 		// A part's requests lie between its first and last seen: on PostgreSQL the bounds leave
 		// out the day partitions that cannot hold them.
 		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND r.time >= p.first_seen AND r.time <= p.last_seen AND "+
-			rw.String()+")", rw.args...)
+			rw.String()+s.d.perRow+")", rw.args...)
 	}
 	return c, !exact, nil
 }

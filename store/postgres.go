@@ -24,6 +24,7 @@ func postgresDialect() *dialect {
 		rebind:   rebindDollar,
 		text:     func(s string) any { return []byte(s) },
 		noIndex:  "",
+		perRow:   " OFFSET 0",
 		flowCond: "position(? in ','::bytea || r.flows || ','::bytea) > 0",
 		postgres: true,
 		sizes:    stmtSizes{parts: 8, requests: 1, values: 1}, // 128 parts; requests and values go as arrays (bulk.go)
