@@ -74,7 +74,7 @@ const (
 // through the engine in-process, its records going to the store through the sinks pipeline as
 // in the binary, one second after an attack. Memory must stay within what the configuration
 // bounds (sessions.max_live_parts parts and sessions.lookup_cache_mb of lookups), and the
-// attack's request record and its session's final record must be in the store afterwards,
+// attack's request record and its session's part must be in the store afterwards,
 // whatever the flood made the store's queue and spool drop.
 func TestFaultFloodOfSessionKeys(t *testing.T) {
 	keys, spoolMB := 100_000, 2
@@ -266,9 +266,11 @@ func attackStored(t *testing.T, st *store.Store) {
 	if err != nil {
 		t.Fatalf("the attack's session is not in the store: %v", err)
 	}
-	if s := v.Session; s.Malicious != 1 || !s.Final || s.EndReason != record.EndEvicted || len(v.Requests) != 1 {
-		t.Errorf("the attack's session after the flood: malicious %d, final %v, end %q, %d requests; want its final record (evicted) with the one malicious request",
-			s.Malicious, s.Final, s.EndReason, len(v.Requests))
+	// The store builds a part from its request records; the engine's final record (evicted)
+	// goes to the live feeds, and the store derives the end from time alone.
+	if s := v.Session; s.Malicious != 1 || s.Requests != 1 || len(v.Requests) != 1 {
+		t.Errorf("the attack's session after the flood: malicious %d, %d requests (%d rows); want the one malicious request",
+			s.Malicious, s.Requests, len(v.Requests))
 	}
 }
 

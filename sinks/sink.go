@@ -43,6 +43,10 @@ type Settings struct {
 	DataDir string
 	// Retention is sessions.retention: how long a sink that stores records keeps them.
 	Retention time.Duration
+	// IdleTimeout (sessions.idle_timeout) and DayBoundary (sessions.day_boundary; nil is UTC)
+	// are the rules that end session parts, for a sink that derives whether a part ended.
+	IdleTimeout time.Duration
+	DayBoundary *time.Location
 }
 
 // Factory is one sink type: its name in configuration files, the configuration of its own

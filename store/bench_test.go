@@ -288,10 +288,16 @@ const scanBound = 100 * time.Millisecond
 
 // openQueryDB opens the query benchmarks' database: 110 000 parts of 10 requests over about
 // four days with APISESSIONS_BENCH_BIG, else 2000 parts.
+//
+// With APISESSIONS_BENCH_PG set to the DSN of an existing PostgreSQL database, that database is
+// used instead; it is filled once (meta notes it) and kept.
 func openQueryDB(b *testing.B) (s *Store, parts int) {
 	parts = 2000
 	if os.Getenv(benchBigEnv) != "" {
 		parts = 110_000
+	}
+	if dsn := os.Getenv(benchPGEnv); dsn != "" {
+		return openQueryPG(b, dsn, parts), parts
 	}
 	s, err := Open(Options{Dir: benchDB(b, parts, 10), NoRetentionJob: true})
 	if err != nil {
@@ -542,4 +548,38 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	}{{"p50-ms", 50}, {"p95-ms", 95}, {"p99-ms", 99}} {
 		b.ReportMetric(float64(lat[(len(lat)*q.p)/100].Microseconds())/1000, q.unit)
 	}
+}
+
+// benchPGEnv names the PostgreSQL database of the query benchmarks (see openQueryDB).
+const benchPGEnv = "APISESSIONS_BENCH_PG"
+
+func openQueryPG(b *testing.B, dsn string, parts int) *Store {
+	s, err := Open(Options{Driver: DriverPostgres, DSN: dsn, NoRetentionJob: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close(context.Background()) })
+	mark := fmt.Sprintf("bench_g%d_%dx10", benchGen, parts)
+	var done int
+	if err := s.wdb.QueryRow(`SELECT count(*) FROM meta WHERE key = $1`, mark).Scan(&done); err != nil {
+		b.Fatal(err)
+	}
+	if done == 0 {
+		start := time.Now()
+		err := genBatches(parts, 10, benchStart, func(batch []record.Record) error {
+			return s.Write(context.Background(), batch)
+		})
+		if err == nil {
+			_, err = s.wdb.Exec("ANALYZE")
+		}
+		if err == nil {
+			_, err = s.wdb.Exec(`INSERT INTO meta (key, value) VALUES ($1, 1)`, mark)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("built %d requests in %d parts in %s (%.0f records/s)", parts*10, parts,
+			time.Since(start).Round(time.Second), float64(parts*10)/time.Since(start).Seconds())
+	}
+	return s
 }

@@ -61,6 +61,9 @@ func walCheckpoint(ctx context.Context, db *sql.DB) (log, done int64, err error)
 
 // committed is called by the writer after each commit: it wakes the checkpoint goroutine.
 func (s *Store) committed() {
+	if s.ck == nil {
+		return // PostgreSQL: no WAL of ours to checkpoint
+	}
 	s.ck.commits.Add(1)
 	select {
 	case s.ck.kick <- struct{}{}:

@@ -27,6 +27,32 @@ func TestConfigProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "driver keys",
+			yaml: "sinks:\n  - type: store\n    driver: mysql\n",
+			want: []string{f + `:3: sinks[0].driver: "mysql" is not a store driver; use sqlite (a file in path) or postgres (a server at dsn)`},
+		},
+		{
+			name: "postgres without dsn, with path",
+			yaml: "sinks:\n  - type: store\n    driver: postgres\n    path: /data\n",
+			want: []string{
+				f + `:2: sinks[0].dsn: is empty; driver postgres needs dsn: postgres://user:${PGPASSWORD}@host:5432/db?sslmode=verify-full`,
+				f + `:4: sinks[0].path: is only for driver sqlite; remove path, the database is the one dsn names`,
+			},
+		},
+		{
+			name: "dsn without postgres, and a dsn that is no URL, never shown",
+			yaml: "sinks:\n  - type: store\n    dsn: postgres://u:secret@h/db\n  - type: store\n    name: b\n    driver: postgres\n    dsn: \"host=h password=secret\"\n",
+			want: []string{
+				f + `:3: sinks[0].dsn: is only for driver postgres; remove dsn, or set driver: postgres`,
+				f + `:4: sinks[1].type: sinks[0] is already a store; keep one store sink: the explore API and UI read one store`,
+				f + `:7: sinks[1].dsn: does not begin with postgres://; give a URL such as postgres://user:${PGPASSWORD}@host:5432/db?sslmode=verify-full`,
+			},
+		},
+		{
+			name: "postgres",
+			yaml: "sinks:\n  - type: store\n    driver: postgres\n    dsn: postgres://u:p@db:5432/x?sslmode=require\n",
+		},
+		{
 			name: "store sink without a path uses the data directory",
 			yaml: "sinks:\n  - type: store\n",
 		},

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/record"
 )
 
@@ -14,7 +15,18 @@ var base = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
 func openTest(t testing.TB, now func() time.Time) *Store {
 	t.Helper()
-	s, err := Open(Options{Dir: t.TempDir(), NoRetentionJob: true, Now: now, Readers: 2})
+	return openTestWith(t, Options{Now: now})
+}
+
+// openTestWith opens a store with o, in a new directory unless o names one, without the
+// retention job.
+func openTestWith(t testing.TB, o Options) *Store {
+	t.Helper()
+	if o.Dir == "" && o.Driver != DriverPostgres {
+		o.Dir = t.TempDir()
+	}
+	o.NoRetentionJob, o.Readers = true, 2
+	s, err := Open(o)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -73,4 +85,28 @@ func decodeReqs(t *testing.T, raw []json.RawMessage) []*record.Request {
 		out = append(out, &r)
 	}
 	return out
+}
+
+// drivers are the engines the store tests run on.
+var drivers = []string{DriverSQLite, DriverPostgres}
+
+// freshOptions names a new, empty database of the driver: a directory, or a PostgreSQL
+// database of the test's own (skipped without a server, failed with CI=true).
+func freshOptions(t testing.TB, driver string) Options {
+	t.Helper()
+	if driver == DriverPostgres {
+		return Options{Driver: driver, DSN: testutil.PostgresDB(t)}
+	}
+	return Options{Driver: driver, Dir: t.TempDir()}
+}
+
+// forEachDriver runs body as a parallel subtest per driver, with a store open on a new
+// database of it.
+func forEachDriver(t *testing.T, body func(t *testing.T, s *Store)) {
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			body(t, openTestWith(t, freshOptions(t, d)))
+		})
+	}
 }

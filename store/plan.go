@@ -187,13 +187,16 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 	}
 	for _, fc := range walk {
 		cond, args := fc.sql()
-		w.add("EXISTS (SELECT 1 FROM part_values v WHERE v.part_id = p.id AND v.kind = ? AND "+cond+")",
+		w.add("EXISTS (SELECT 1 FROM part_values v WHERE v.part_id = p.id AND v.kind = ? AND "+cond+s.d.perRow+")",
 			append([]any{fc.kind}, args...)...)
 	}
 	if !exact {
 		rw := &sqlWhere{}
-		f.where(rw, true)
-		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND "+rw.String()+")", rw.args...)
+		f.where(rw, s.d, true)
+		// A part's requests lie between its first and last seen: on PostgreSQL the bounds leave
+		// out the day partitions that cannot hold them.
+		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND r.time >= p.first_seen AND r.time <= p.last_seen AND "+
+			rw.String()+s.d.perRow+")", rw.args...)
 	}
 	return c, !exact, nil
 }
@@ -202,7 +205,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 // s.probe have it.
 func (s *Store) probeFacet(ctx context.Context, fc *facet) (ids []int64, ok bool, err error) {
 	cond, args := fc.sql()
-	q := "SELECT DISTINCT v.part_id FROM part_values v WHERE v.kind = ? AND " + cond + " LIMIT ?"
+	q := "SELECT " + s.d.distinct + "v.part_id FROM part_values v WHERE v.kind = ? AND " + cond + " LIMIT ?"
 	if len(fc.eq)+len(fc.ranges) > 1 {
 		// One probe per alternative keeps each on the (kind, value) index.
 		seen := map[int64]struct{}{}
@@ -218,7 +221,7 @@ func (s *Store) probeFacet(ctx context.Context, fc *facet) (ids []int64, ok bool
 		for _, r := range fc.ranges {
 			one := facet{kind: fc.kind, ranges: [][2]string{r}}
 			c, a := one.sql()
-			part, err := s.probeIDs(ctx, "SELECT DISTINCT v.part_id FROM part_values v WHERE v.kind = ? AND "+c+" LIMIT ?",
+			part, err := s.probeIDs(ctx, "SELECT "+s.d.distinct+"v.part_id FROM part_values v WHERE v.kind = ? AND "+c+" LIMIT ?",
 				append([]any{fc.kind}, a...)...)
 			if err != nil {
 				return nil, false, err
@@ -241,6 +244,10 @@ func (s *Store) probeFacet(ctx context.Context, fc *facet) (ids []int64, ok bool
 	}
 	if len(ids) > s.probe {
 		return nil, false, nil
+	}
+	if s.d.distinct == "" {
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
 	}
 	return ids, true, nil
 }

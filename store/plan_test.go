@@ -20,56 +20,57 @@ import (
 func TestListValueEdges(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("u", maxValueLen)
-	s := openTest(t, nil)
-	write(t, s,
-		req("s_long1", "2026-11-22", 0, func(r *record.Request) { r.User = long + "1" }),
-		req("s_long2", "2026-11-22", time.Second, func(r *record.Request) { r.User = long + "2" }),
-		req("s_ord17", "2026-11-22", 2*time.Second, func(r *record.Request) { r.Path = "/api/orders/17" }),
-		req("s_ord2", "2026-11-22", 3*time.Second, func(r *record.Request) { r.Path = "/api/orders/2" }),
-		req("s_short", "2026-11-22", 4*time.Second, func(r *record.Request) { r.Path = "/a" }),
-		// A failed POST and a successful GET on the route: the shape must not mix them.
-		req("s_mix", "2026-11-22", 5*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "POST", 200, "/api/cart" }),
-		req("s_mix", "2026-11-22", 6*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "GET", 500, "/api/cart" }),
-		req("s_fail", "2026-11-22", 7*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "POST", 500, "/api/cart" }),
-		req("s_odd", "2026-11-22", 8*time.Second, func(r *record.Request) { r.Status = 5000 }),
-		// A route holding the shape separator must not pose as another route's shape.
-		req("s_nul", "2026-11-22", 9*time.Second, func(r *record.Request) { r.Route = "/api/cart\x00500" }),
-	)
-	tests := []struct {
-		name string
-		f    Filter
-		want []string
-	}{
-		{"user longer than a stored value", Filter{User: long + "2"}, []string{"s_long2"}},
-		{"user cut to the stored length", Filter{User: long}, nil},
-		{"path longer than its directory", Filter{Path: "/api/orders/1"}, []string{"s_ord17"}},
-		{"path shorter than its directory", Filter{Path: "/api/ord"}, []string{"s_ord2", "s_ord17"}},
-		{"path without a directory", Filter{Path: "/a"}, []string{"s_nul", "s_odd", "s_fail", "s_mix", "s_short", "s_ord2", "s_ord17", "s_long2", "s_long1"}},
-		{"method, status and route", Filter{Method: "POST", Status: Status{Code: 500, Set: true}, Route: "/api/cart"}, []string{"s_fail"}},
-		{"method and status class", Filter{Method: "POST", Status: Status{Class: 5, Set: true}}, []string{"s_fail"}},
-		{"status class leaves out other numbers", Filter{Status: Status{Class: 5, Set: true}}, []string{"s_fail", "s_mix"}},
-		{"method and route", Filter{Method: "POST", Route: "/api/cart"}, []string{"s_fail", "s_mix"}},
-		{"method, status class and route", Filter{Method: "GET", Status: Status{Class: 5, Set: true}, Route: "/api/cart"}, []string{"s_mix"}},
-		{"route with a separator", Filter{Method: "GET", Route: "/api/cart\x00500"}, []string{"s_nul"}},
-	}
-	for _, probe := range []int{probeParts, 1, 0} {
-		for _, tc := range tests {
-			t.Run(fmt.Sprintf("%s/probe=%d", tc.name, probe), func(t *testing.T) {
-				s.probe = probe
-				p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
-				if err != nil {
-					t.Fatalf("list: %v", err)
-				}
-				var got []string
-				for _, r := range p.Sessions {
-					got = append(got, r.Session)
-				}
-				if diff := cmp.Diff(tc.want, got); diff != "" {
-					t.Errorf("%s: parts differ (-want +got):\n%s", tc.name, diff)
-				}
-			})
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		write(t, s,
+			req("s_long1", "2026-11-22", 0, func(r *record.Request) { r.User = long + "1" }),
+			req("s_long2", "2026-11-22", time.Second, func(r *record.Request) { r.User = long + "2" }),
+			req("s_ord17", "2026-11-22", 2*time.Second, func(r *record.Request) { r.Path = "/api/orders/17" }),
+			req("s_ord2", "2026-11-22", 3*time.Second, func(r *record.Request) { r.Path = "/api/orders/2" }),
+			req("s_short", "2026-11-22", 4*time.Second, func(r *record.Request) { r.Path = "/a" }),
+			// A failed POST and a successful GET on the route: the shape must not mix them.
+			req("s_mix", "2026-11-22", 5*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "POST", 200, "/api/cart" }),
+			req("s_mix", "2026-11-22", 6*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "GET", 500, "/api/cart" }),
+			req("s_fail", "2026-11-22", 7*time.Second, func(r *record.Request) { r.Method, r.Status, r.Route = "POST", 500, "/api/cart" }),
+			req("s_odd", "2026-11-22", 8*time.Second, func(r *record.Request) { r.Status = 5000 }),
+			// A route holding the shape separator must not pose as another route's shape.
+			req("s_nul", "2026-11-22", 9*time.Second, func(r *record.Request) { r.Route = "/api/cart\x00500" }),
+		)
+		tests := []struct {
+			name string
+			f    Filter
+			want []string
+		}{
+			{"user longer than a stored value", Filter{User: long + "2"}, []string{"s_long2"}},
+			{"user cut to the stored length", Filter{User: long}, nil},
+			{"path longer than its directory", Filter{Path: "/api/orders/1"}, []string{"s_ord17"}},
+			{"path shorter than its directory", Filter{Path: "/api/ord"}, []string{"s_ord2", "s_ord17"}},
+			{"path without a directory", Filter{Path: "/a"}, []string{"s_nul", "s_odd", "s_fail", "s_mix", "s_short", "s_ord2", "s_ord17", "s_long2", "s_long1"}},
+			{"method, status and route", Filter{Method: "POST", Status: Status{Code: 500, Set: true}, Route: "/api/cart"}, []string{"s_fail"}},
+			{"method and status class", Filter{Method: "POST", Status: Status{Class: 5, Set: true}}, []string{"s_fail"}},
+			{"status class leaves out other numbers", Filter{Status: Status{Class: 5, Set: true}}, []string{"s_fail", "s_mix"}},
+			{"method and route", Filter{Method: "POST", Route: "/api/cart"}, []string{"s_fail", "s_mix"}},
+			{"method, status class and route", Filter{Method: "GET", Status: Status{Class: 5, Set: true}, Route: "/api/cart"}, []string{"s_mix"}},
+			{"route with a separator", Filter{Method: "GET", Route: "/api/cart\x00500"}, []string{"s_nul"}},
 		}
-	}
+		for _, probe := range []int{probeParts, 1, 0} {
+			for _, tc := range tests {
+				t.Run(fmt.Sprintf("%s/probe=%d", tc.name, probe), func(t *testing.T) {
+					s.probe = probe
+					p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
+					if err != nil {
+						t.Fatalf("list: %v", err)
+					}
+					var got []string
+					for _, r := range p.Sessions {
+						got = append(got, r.Session)
+					}
+					if diff := cmp.Diff(tc.want, got); diff != "" {
+						t.Errorf("%s: parts differ (-want +got):\n%s", tc.name, diff)
+					}
+				})
+			}
+		}
+	})
 }
 
 // TestMigrateFromV1 opens a database written by schema version 1 and finds its parts through
@@ -133,42 +134,5 @@ func TestMigrateFromV1(t *testing.T) {
 		if len(p.Sessions) != tc.want {
 			t.Errorf("%s: %d parts after migrating; want %d", tc.name, len(p.Sessions), tc.want)
 		}
-	}
-}
-
-// TestRecordCacheAgrees merges the same snapshots with and without the remembered records: the
-// part answers must be the same, so the cache is only a shortcut for reading the row back.
-func TestRecordCacheAgrees(t *testing.T) {
-	t.Parallel()
-	snap := func(requests int, last time.Duration, user string, ip string) *record.Session {
-		return &record.Session{
-			Kind: record.KindSession, Session: "s_c", Part: "2026-11-22",
-			// Nanoseconds that the stored JSON drops: a merge must not see them either way.
-			FirstSeen: record.At(base.Add(time.Nanosecond)), LastSeen: record.At(base.Add(last + 999*time.Microsecond)),
-			Requests: requests, User: user, IPs: []string{ip}, Methods: map[string]int{"GET": requests},
-		}
-	}
-	batches := [][]record.Record{
-		{req("s_c", "2026-11-22", 0), snap(3, time.Second, "ann", "192.0.2.1")},
-		{snap(4, time.Second, "", "192.0.2.2")},
-		{snap(1, time.Second, "ben", "192.0.2.3"), req("s_c", "2026-11-22", 2*time.Second)},
-	}
-	var got [2]*record.Session
-	for i, forget := range []bool{false, true} {
-		s := openTest(t, nil)
-		for _, b := range batches {
-			if forget {
-				s.records.reset()
-			}
-			write(t, s, b...)
-		}
-		v, err := s.Part(context.Background(), "s_c", "2026-11-22", PartQuery{})
-		if err != nil {
-			t.Fatalf("part: %v", err)
-		}
-		got[i] = v.Session
-	}
-	if diff := cmp.Diff(got[1], got[0], cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })); diff != "" {
-		t.Errorf("merged with remembered records differs from merged with stored ones (-stored +remembered):\n%s", diff)
 	}
 }

@@ -69,10 +69,10 @@ func (f *Filter) requestConds() bool {
 // where appends the conditions on requests (alias r) to w. With noIndex the columns are
 // written +r.col, which keeps SQLite on the part's own index (part_id, time) instead of the
 // request id index that would read other parts' rows.
-func (f *Filter) where(w *sqlWhere, noIndex bool) {
+func (f *Filter) where(w *sqlWhere, d *dialect, noIndex bool) {
 	c := func(col string) string {
 		if noIndex {
-			return "+r." + col
+			return d.noIndex + "r." + col
 		}
 		return "r." + col
 	}
@@ -84,7 +84,7 @@ func (f *Filter) where(w *sqlWhere, noIndex bool) {
 	}
 	// The literal "<> ''" lets SQLite use the partial indexes, which leave out empty values.
 	if f.User != "" {
-		w.add(c("user")+" <> '' AND "+c("user")+" = ?", f.User)
+		w.add(c(`"user"`)+" <> '' AND "+c(`"user"`)+" = ?", f.User)
 	}
 	if f.Role != "" {
 		w.add(c("role")+" = ?", f.Role)
@@ -123,7 +123,7 @@ func (f *Filter) where(w *sqlWhere, noIndex bool) {
 	}
 	if f.Flow != "" {
 		// flows holds the request's flows joined by commas (flow names have none).
-		w.add("instr(',' || +r.flows || ',', ',' || ? || ',') > 0", f.Flow)
+		w.add(d.flowCond, ","+f.Flow+",")
 	}
 }
 
@@ -158,7 +158,7 @@ func (w *sqlWhere) and(o *sqlWhere) {
 
 func (w *sqlWhere) String() string {
 	if len(w.conds) == 0 {
-		return "1"
+		return "1=1"
 	}
 	return strings.Join(w.conds, " AND ")
 }
@@ -179,8 +179,10 @@ type Page struct {
 	Next string
 }
 
+// partCols are the columns scanPart reads, the last whether a later part of the session exists.
 const partCols = `p.id, p.session, p.part, p.first_seen, p.last_seen, p.rows, p.rows_malicious,
-	p.rows_bytes_in, p.rows_bytes_out, p.user, p.role, p.record`
+	p.rows_bytes_in, p.rows_bytes_out, p."user", p.role, p.key_source, p.key_name,
+	EXISTS (SELECT 1 FROM parts q WHERE q.session = p.session AND q.last_seen > p.last_seen)`
 
 const partOrder = ` ORDER BY p.last_seen DESC, p.session DESC, p.part DESC`
 
@@ -228,7 +230,7 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 		// No part spans longer than max_span, so a part that ends later than to+max_span began
 		// after to: the bound keeps the walk of parts_recent inside the interval.
 		var span int64
-		err := s.rdb.QueryRowContext(ctx, "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)").Scan(&span)
+		err := s.queryRow(ctx, "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)").Scan(&span)
 		if err != nil {
 			return nil, fmt.Errorf("store: list: %w", err)
 		}
@@ -300,6 +302,9 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	default:
 		// No request filter: the newest parts.
 		parts, err = p.s.listParts(ctx, p.where(p.lo, p.hi), p.limit+1)
+	}
+	if err == nil {
+		err = p.s.fillParts(ctx, parts[:min(len(parts), p.limit)])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: list: %w", err)
@@ -381,18 +386,17 @@ const candidateChunk = 64
 // page of common matches costs the tests of its first chunks only, and rare ones at most a
 // test of every candidate.
 func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
-	list, _ := json.Marshal(p.cand)
 	w := p.where(p.lo, p.hi)
-	w.add("p.id IN (SELECT value FROM json_each(?))", string(list))
+	w.add("p.id IN ("+placeholders(len(p.cand))+")", idArgs(p.cand)...)
 	ids, err := p.s.queryIDs(ctx, "SELECT p.id FROM parts p WHERE "+w.String()+partOrder, w.args...)
 	if err != nil {
 		return nil, err
 	}
 	var out []*partRow
 	for start := 0; start < len(ids) && len(out) <= p.limit; start += candidateChunk {
-		chunk, _ := json.Marshal(ids[start:min(start+candidateChunk, len(ids))])
+		chunk := ids[start:min(start+candidateChunk, len(ids))]
 		cw := &sqlWhere{}
-		cw.add("p.id IN (SELECT value FROM json_each(?))", string(chunk))
+		cw.add("p.id IN ("+placeholders(len(chunk))+")", idArgs(chunk)...)
 		cw.and(&p.conds)
 		parts, err := p.s.listParts(ctx, cw, p.limit+1-len(out))
 		if err != nil {
@@ -430,49 +434,197 @@ func (s *Store) readBounded(ctx context.Context, q string, args ...any) (*sql.Ro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return s.rdb.QueryContext(context.WithoutCancel(ctx), q, args...)
+	return s.query(context.WithoutCancel(ctx), q, args...)
+}
+
+// query runs a read in the engine's dialect: its placeholders, its form of text values.
+func (s *Store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return s.rdb.QueryContext(ctx, s.d.rebind(q), s.d.args(args)...)
+}
+
+// queryRow is query for one row.
+func (s *Store) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return s.rdb.QueryRowContext(ctx, s.d.rebind(q), s.d.args(args)...)
+}
+
+func idArgs(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }
 
 type partRow struct {
 	id  int64
 	rec *record.Session
+	// later is true when a later part of the same session is stored.
+	later bool
+	// first and last bound the times of the part's requests (Unix ms).
+	first, last int64
 }
 
 type scanner interface{ Scan(dest ...any) error }
 
-// scanPart builds a part's session record: the merged session record, with counts no lower
-// than what its stored request rows add up to (see mergeSession for why both exist).
+// scanPart reads a part's own row (partCols); fillParts adds its values and whether it ended.
 func scanPart(sc scanner) (*partRow, error) {
 	var (
 		id                                int64
-		session, part, user, role         string
 		first, last, rows, mal, bin, bout int64
-		rec                               sql.NullString
+		later                             bool
 	)
-	if err := sc.Scan(&id, &session, &part, &first, &last, &rows, &mal, &bin, &bout, &user, &role, &rec); err != nil {
+	r := &record.Session{Kind: record.KindSession}
+	if err := sc.Scan(&id, &r.Session, &r.Part, &first, &last, &rows, &mal, &bin, &bout, &r.User, &r.Role,
+		&r.Key.Source, &r.Key.Name, &later); err != nil {
 		return nil, err
 	}
-	r := &record.Session{}
-	if rec.Valid {
-		// A record the store wrote itself; should it ever not decode, the row's own
-		// columns still describe the part.
-		_ = json.Unmarshal([]byte(rec.String), r)
-	}
-	r.Kind = record.KindSession
-	r.Session, r.Part = session, part
 	r.FirstSeen = record.At(time.UnixMilli(first).UTC())
 	r.LastSeen = record.At(time.UnixMilli(last).UTC())
-	r.Requests = max(r.Requests, int(rows))
-	r.Malicious = max(r.Malicious, int(mal))
-	r.BytesIn = max(r.BytesIn, bin)
-	r.BytesOut = max(r.BytesOut, bout)
-	if r.User == "" {
-		r.User = user
+	r.Requests, r.Malicious, r.BytesIn, r.BytesOut = int(rows), int(mal), bin, bout
+	return &partRow{id: id, rec: r, later: later, first: first, last: last}, nil
+}
+
+// shownValues bounds the values of each kind a part's record lists: its ips and user agents
+// (the earliest), methods and statuses (the most frequent, the rest summed as "other").
+const shownValues = record.MaxDistinct
+
+// fillParts completes the records of parts from part_values, in one statement, and decides
+// whether each has ended.
+func (s *Store) fillParts(ctx context.Context, parts []*partRow) error {
+	if len(parts) == 0 {
+		return nil
 	}
-	if r.Role == "" {
-		r.Role = role
+	byID := make(map[int64]*partRow, len(parts))
+	ids := make([]any, 0, len(parts)+1)
+	for _, pr := range parts {
+		byID[pr.id] = pr
+		ids = append(ids, pr.id)
 	}
-	return &partRow{id: id, rec: r}, nil
+	// Each kind's values in the order the record lists them; one more than shown tells
+	// whether others exist. Flows are few (the configuration names them): all of them.
+	q := `SELECT part_id, kind, value, count FROM (SELECT part_id, kind, value, count,
+		row_number() OVER (PARTITION BY part_id, kind ORDER BY
+			CASE WHEN kind IN (` + kindList(kindIP, kindUserAgent) + `) THEN first ELSE -count END, value) AS n
+		FROM part_values WHERE part_id IN (` + placeholders(len(ids)) + `)
+			AND kind IN (` + kindList(kindIP, kindUserAgent, kindMethod, kindStatus, kindFlow) + `)
+			AND NOT (kind = ` + strconv.Itoa(kindIP) + ` AND value = '')) AS v
+		WHERE n <= ` + strconv.Itoa(shownValues+1) + ` OR kind = ` + strconv.Itoa(kindFlow) + `
+		ORDER BY part_id, kind, n`
+	rows, err := s.readBounded(ctx, q, ids...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, n int64
+		var kind int
+		var v string
+		if err := rows.Scan(&id, &kind, &v, &n); err != nil {
+			return err
+		}
+		if pr := byID[id]; pr != nil {
+			addValue(pr.rec, kind, v, int(n))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	for _, pr := range parts {
+		r := pr.rec
+		r.Methods = capCounts(r.Methods, r.Requests)
+		r.Statuses = capCounts(r.Statuses, r.Requests)
+		r.EndReason = s.parts.ended(r.Part, r.LastSeen.Time, pr.later, now)
+		r.Final = r.EndReason != ""
+	}
+	return nil
+}
+
+// addValue adds one part_values row to a part's record.
+func addValue(r *record.Session, kind int, v string, n int) {
+	switch kind {
+	case kindIP:
+		if len(r.IPs) < shownValues {
+			r.IPs = append(r.IPs, v)
+		}
+	case kindUserAgent:
+		if len(r.UserAgents) < shownValues {
+			r.UserAgents = append(r.UserAgents, v)
+		}
+	case kindMethod:
+		r.Methods = addCount(r.Methods, v, n)
+	case kindStatus:
+		r.Statuses = addCount(r.Statuses, statusKey(v), n)
+	case kindFlow:
+		r.Flows = addCount(r.Flows, v, n)
+	}
+}
+
+func addCount(m map[string]int, k string, n int) map[string]int {
+	if m == nil {
+		m = map[string]int{}
+	}
+	m[k] += n
+	return m
+}
+
+// capCounts keeps the shownValues most frequent values of a kind each request has exactly
+// once (method, status) and sums the requests of the others as "other". m holds at most one
+// value more than shown, read in order of frequency.
+func capCounts(m map[string]int, requests int) map[string]int {
+	if len(m) <= shownValues {
+		return m
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(m[b], m[a]), strings.Compare(a, b)) })
+	out := make(map[string]int, shownValues+1)
+	shown := 0
+	for _, k := range keys[:shownValues] {
+		out[k] = m[k]
+		shown += m[k]
+	}
+	out[otherValue] += max(requests-shown, 0)
+	return out
+}
+
+// otherValue sums the values beyond the shown ones, as the engine's records do.
+const otherValue = "other"
+
+// partRules are the engine's rules for ending a part, as far as the store needs them.
+type partRules struct {
+	idle time.Duration
+	zone *time.Location
+}
+
+// ended says whether a part has ended at now, and why: its day is over, it has been idle for
+// longer than the idle timeout, or a later part of its session exists. "" while it may go on.
+func (r partRules) ended(name string, last time.Time, later bool, now time.Time) string {
+	if len(name) >= len(time.DateOnly) {
+		if d, err := time.ParseInLocation(time.DateOnly, name[:len(time.DateOnly)], r.zone); err == nil &&
+			!now.Before(d.AddDate(0, 0, 1)) {
+			return record.EndDay
+		}
+	}
+	if r.idle > 0 && now.Sub(last) > r.idle || later {
+		return record.EndIdle
+	}
+	return ""
+}
+
+func kindList(kinds ...int) string {
+	s := make([]string, len(kinds))
+	for i, k := range kinds {
+		s[i] = strconv.Itoa(k)
+	}
+	return strings.Join(s, ",")
+}
+
+// placeholders is n ? placeholders separated by commas.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
 func clampLimit(n, def, most int) int {
@@ -568,10 +720,13 @@ type PartView struct {
 }
 
 func (s *Store) part(ctx context.Context, session, part string) (*partRow, error) {
-	row := s.rdb.QueryRowContext(ctx, "SELECT "+partCols+" FROM parts p WHERE p.session = ? AND p.part = ?", session, part)
+	row := s.queryRow(ctx, "SELECT "+partCols+" FROM parts p WHERE p.session = ? AND p.part = ?", session, part)
 	pr, err := scanPart(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
+	}
+	if err == nil {
+		err = s.fillParts(ctx, []*partRow{pr})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: read part: %w", err)
@@ -600,7 +755,7 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 	if err := s.stats(ctx, pr, &v.Stats); err != nil {
 		return nil, err
 	}
-	reqs, last, more, err := s.requestPage(ctx, pr.id, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
+	reqs, last, more, err := s.requestPage(ctx, pr, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -614,15 +769,16 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 // requestPage reads up to limit requests of the part that match f, in time order, after the
 // request at after (nil: from the first). last is the position of the last one read; more is
 // true when further matching requests follow.
-func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after *partCursor, limit int) (
+func (s *Store) requestPage(ctx context.Context, pr *partRow, f *Filter, after *partCursor, limit int) (
 	reqs []json.RawMessage, last partCursor, more bool, err error) {
 	w := &sqlWhere{}
-	w.add("r.part_id = ?", partID)
+	w.add("r.part_id = ?", pr.id)
+	w.add("r.time >= ? AND r.time <= ?", pr.first, pr.last)
 	if after != nil {
 		w.add("(r.time, r.id) > (?, ?)", after.Time, after.ID)
 	}
-	f.where(w, true)
-	rows, err := s.rdb.QueryContext(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
+	f.where(w, s.d, true)
+	rows, err := s.query(ctx, "SELECT r.id, r.time, r.record FROM requests r WHERE "+w.String()+
 		" ORDER BY r.time, r.id LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
 		return nil, last, false, fmt.Errorf("store: read requests: %w", err)
@@ -647,10 +803,10 @@ func (s *Store) requestPage(ctx context.Context, partID int64, f *Filter, after 
 }
 
 // stats counts the part's requests by method, status, client IP, flow, route and attack type
-// in one pass over its rows, and lifts the part record's counts to what the rows show.
+// in one pass over its rows.
 func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
-		FROM requests WHERE part_id = ?`, pr.id)
+	rows, err := s.query(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
+		FROM requests WHERE part_id = ? AND time >= ? AND time <= ?`, pr.id, pr.first, pr.last)
 	if err != nil {
 		return fmt.Errorf("store: stats: %w", err)
 	}
@@ -692,12 +848,6 @@ func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
 	st.Flows = topCounts(flows, st.Requests)
 	st.Routes = topCounts(routes, 0)
 	st.AttackTypes = topCounts(attacks, 0)
-	r := pr.rec
-	r.Methods = maxCounts(r.Methods, methods)
-	r.Statuses = maxCounts(r.Statuses, statuses)
-	r.Flows = maxCounts(r.Flows, flows)
-	r.Requests = max(r.Requests, st.Requests)
-	r.Malicious = max(r.Malicious, st.Malicious)
 	return nil
 }
 
@@ -746,7 +896,7 @@ func (s *Store) EachRequest(ctx context.Context, session, part string, f Filter,
 	}
 	var after *partCursor
 	for {
-		reqs, last, more, err := s.requestPage(ctx, pr.id, &f, after, eachPage)
+		reqs, last, more, err := s.requestPage(ctx, pr, &f, after, eachPage)
 		if err != nil {
 			return err
 		}
@@ -786,7 +936,7 @@ func (s *Store) Request(ctx context.Context, requestID string) (*Found, error) {
 	}
 	var fd Found
 	var b []byte
-	err := s.rdb.QueryRowContext(ctx, `SELECT p.session, p.part, r.record FROM requests r JOIN parts p ON p.id = r.part_id
+	err := s.queryRow(ctx, `SELECT p.session, p.part, r.record FROM requests r JOIN parts p ON p.id = r.part_id
 		WHERE r.request_id <> '' AND r.request_id = ? ORDER BY r.time DESC, r.id DESC LIMIT 1`, requestID).Scan(&fd.Session, &fd.Part, &b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound

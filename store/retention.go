@@ -35,9 +35,17 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	cutoff := s.now().Add(-s.retention).UnixMilli()
+	if s.d.postgres {
+		if err := s.dropPartitions(ctx, cutoff); err != nil {
+			return 0, err
+		}
+	}
 	total := 0
 	for {
 		ids, err := s.expired(ctx, cutoff)
+		if err == nil && len(ids) == 0 {
+			err = s.purgeBatches(ctx, cutoff)
+		}
 		if err != nil || len(ids) == 0 {
 			return total, err
 		}
@@ -54,7 +62,7 @@ func (s *Store) expired(ctx context.Context, cutoff int64) ([]int64, error) {
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM parts WHERE last_seen < ? ORDER BY last_seen LIMIT ?`, cutoff, purgeParts)
+	rows, err := s.query(ctx, `SELECT id FROM parts WHERE last_seen < ? ORDER BY last_seen LIMIT ?`, cutoff, purgeParts)
 	if err != nil {
 		return nil, fmt.Errorf("store: find expired parts: %w", err)
 	}
@@ -95,8 +103,8 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 	}
 	defer tx.Rollback()
 	// The part's index (part_id, time) finds its rows; deleting by rowid then touches only them.
-	res, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE id IN
-		(SELECT id FROM requests WHERE part_id = ? ORDER BY time LIMIT ?)`, id, s.chunk)
+	res, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM requests WHERE id IN
+		(SELECT id FROM requests WHERE part_id = ? ORDER BY time LIMIT ?)`), id, s.chunk)
 	if err != nil {
 		return false, fmt.Errorf("store: purge requests: %w", err)
 	}
@@ -106,20 +114,36 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 	}
 	done := n < int64(s.chunk)
 	if done {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM part_values WHERE part_id = ?`, id); err != nil {
+		if _, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM part_values WHERE part_id = ?`), id); err != nil {
 			return false, fmt.Errorf("store: purge part values: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM parts WHERE id = ?`, id); err != nil {
+		if _, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM parts WHERE id = ?`), id); err != nil {
 			return false, fmt.Errorf("store: purge part: %w", err)
 		}
+		// The part's values are gone: the writer must not skip them should the part come back.
+		s.values.reset()
 		// SQLite may give a deleted part's id to the next new part; what the writer remembers
 		// about the old one must not stand for the new one.
-		s.values.reset()
-		s.records.reset()
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("store: purge: %w", err)
 	}
 	s.committed()
 	return done, nil
+}
+
+// purgeBatches forgets the ids of batches committed before cutoff: a retry comes within
+// minutes, and the parts they counted are gone by then.
+func (s *Store) purgeBatches(ctx context.Context, cutoff int64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	if _, err := s.wdb.ExecContext(ctx, s.d.rebind(`DELETE FROM batches WHERE at < ?`), cutoff); err != nil {
+		return fmt.Errorf("store: purge batches: %w", err)
+	}
+	return nil
 }

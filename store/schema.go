@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+
+	"github.com/apisessions/apisessions/sessions/record"
 )
 
 // migration brings the schema from one version to the next inside the transaction it is given.
@@ -102,6 +104,33 @@ var migrations = []migration{
 		value INTEGER NOT NULL
 	) WITHOUT ROWID;
 	INSERT INTO meta (key, value) SELECT 'max_span', coalesce(max(last_seen - first_seen), 0) FROM parts;`).then(backfillValues),
+
+	// Version 3: a part is derived from its request rows alone, by updates that give the same
+	// row whatever order batches come in. part_values counts the requests that have each value
+	// and keeps the first one's time (user agents and attack types join it); parts keep with
+	// user, role and key the request that chose them; batches lists the committed batches, so
+	// that a batch written twice is counted once. Parts written before keep their user, role
+	// and key, dated by their last request (user, role) or first (key).
+	sqlStep(`ALTER TABLE parts ADD COLUMN user_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE parts ADD COLUMN user_rid TEXT NOT NULL DEFAULT '';
+	ALTER TABLE parts ADD COLUMN role_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE parts ADD COLUMN role_rid TEXT NOT NULL DEFAULT '';
+	ALTER TABLE parts ADD COLUMN key_source TEXT NOT NULL DEFAULT '';
+	ALTER TABLE parts ADD COLUMN key_name TEXT NOT NULL DEFAULT '';
+	ALTER TABLE parts ADD COLUMN key_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE parts ADD COLUMN key_rid TEXT NOT NULL DEFAULT '';
+	UPDATE parts SET user_at = rows_last, role_at = rows_last, key_at = first_seen,
+		key_source = coalesce(json_extract(CAST(record AS TEXT), '$.key.source'), ''),
+		key_name = coalesce(json_extract(CAST(record AS TEXT), '$.key.name'), '')
+		WHERE record IS NOT NULL AND json_valid(CAST(record AS TEXT));
+	ALTER TABLE part_values ADD COLUMN count INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE part_values ADD COLUMN first INTEGER NOT NULL DEFAULT 0;
+	DELETE FROM part_values;
+	CREATE TABLE batches (
+		id TEXT    PRIMARY KEY,
+		at INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX batches_at ON batches (at);`).then(countValues),
 }
 
 // then runs next after m in the same transaction.
@@ -197,6 +226,66 @@ func backfillValues(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	return flush(true)
+}
+
+// countValues fills part_values again from the request rows, with counts, user agents and
+// attack types, through the aggregation ingest uses, a part at a time.
+func countValues(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT part_id, time, method, host, path, route, status, client_ip, user, role,
+		malicious, flows, attack_types, coalesce(json_extract(CAST(record AS TEXT), '$.user_agent'), '')
+		FROM requests WHERE json_valid(CAST(record AS TEXT)) ORDER BY part_id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO part_values (part_id, kind, value, count, first) VALUES (?, ?, ?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer ins.Close()
+	// SQLite allows writing one table while a query reads another on the same connection.
+	cur := int64(-1)
+	var a *partAgg
+	var scratch []partValue
+	flush := func() error {
+		if a == nil {
+			return nil
+		}
+		for _, kv := range sortedValues(a.values) {
+			v := a.values[kv]
+			if !counted(kv.kind) {
+				v = valueAgg{}
+			}
+			if _, err := ins.ExecContext(ctx, cur, kv.kind, kv.value, v.count, v.first); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for rows.Next() {
+		var id, t int64
+		var r record.Request
+		var fls, types string
+		if err := rows.Scan(&id, &t, &r.Method, &r.Host, &r.Path, &r.Route, &r.Status, &r.ClientIP, &r.User, &r.Role,
+			&r.Malicious, &fls, &types, &r.UserAgent); err != nil {
+			return err
+		}
+		r.Flows = splitFlows(fls)
+		if types != "" {
+			r.Attack = &record.Attack{Types: strings.Split(types, ",")}
+		}
+		if id != cur {
+			if err := flush(); err != nil {
+				return err
+			}
+			cur, a = id, &partAgg{values: map[kindValue]valueAgg{}}
+		}
+		scratch = a.add(&r, t, scratch)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return flush()
 }
 
 // migrate applies the migrations a database lacks, each in its own transaction together with

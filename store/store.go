@@ -1,11 +1,12 @@
-// Package store is the embedded database behind the explore API: a SQLite file in the data
-// directory that keeps every request record and the state of every session part, answers the
-// session list and part queries with their filters, and deletes parts older than the retention.
+// Package store is the database behind the explore API: a SQLite file in the data directory,
+// or a PostgreSQL database shared by replicas, that keeps every request record and the state of
+// every session part (derived from its request records alone), answers the session list and part
+// queries with their filters, and deletes parts older than the retention.
 //
 // The store is a sink (type "store"): the sinks pipeline hands it batches off the ext_proc path
 // and each batch is one transaction, committed before Write returns, so a record acknowledged
 // as written survives a crash of the process. One connection writes; a small pool reads, so
-// queries never wait for a write (WAL mode).
+// queries never wait for a write (WAL mode on SQLite).
 //
 // It imports the record shape, the configuration schema and the sinks framework; never the
 // sessions engine, gRPC or the HTTP layer.
@@ -58,8 +59,12 @@ var (
 
 // Options configure Open.
 type Options struct {
-	// Dir is the directory of the database (the sink's path, by default server.data_dir).
+	// Driver is DriverSQLite (the default, "") or DriverPostgres.
+	Driver string
+	// Dir is the directory of a SQLite database (the sink's path, by default server.data_dir).
 	Dir string
+	// DSN is the PostgreSQL connection string (postgres://user:password@host/db?sslmode=…).
+	DSN string
 	// Retention is how long a part is kept after its last request (sessions.retention);
 	// zero means DefaultRetention, negative keeps parts forever.
 	Retention time.Duration
@@ -71,6 +76,11 @@ type Options struct {
 	NoRetentionJob bool
 	// Readers bounds the read connections (0 = number of CPUs, at least 2).
 	Readers int
+	// IdleTimeout (sessions.idle_timeout) and DayBoundary (sessions.day_boundary, nil = UTC)
+	// are the engine's rules for ending parts: the store derives from them whether a part
+	// has ended. Zero IdleTimeout: parts end by day only.
+	IdleTimeout time.Duration
+	DayBoundary *time.Location
 
 	// Tests set these to move the checkpoint thresholds (checkpoint.go); zero keeps them.
 	ckFrames, ckWriterFrames int
@@ -92,10 +102,19 @@ type Store struct {
 	// wmu serialises the writer between Write and the retention job.
 	wmu  sync.Mutex
 	stmt writeStmts
-	// values remembers the committed part_values rows of recent parts (writer only).
+	// values remembers the uncounted part_values rows known to be stored (writer only).
 	values *valueCache
-	// records remembers the stored session record of recent parts (writer only).
-	records *recordCache
+	// d is the database engine's dialect.
+	d *dialect
+	// parts decides whether a part has ended (query.go).
+	parts partRules
+	// instance names this open store in batch ids; seq numbers its batches; pending is the
+	// last batch that failed (writer only, under wmu).
+	instance string
+	seq      uint64
+	pending  pendingBatch
+	// pgParts are the request partitions known to exist (PostgreSQL).
+	pgParts *partitions
 	// ck checkpoints the WAL beside the writer (checkpoint.go).
 	ck *checkpointer
 	// maxSpanW is the longest last_seen - first_seen of any part, as stored in meta: the
@@ -133,11 +152,20 @@ func createPrivate(path string) error {
 // Open opens (creating when needed) the database in o.Dir, brings its schema up to date and
 // starts the retention job.
 func Open(o Options) (*Store, error) {
-	if o.Dir == "" {
-		return nil, errors.New("store: path is empty; set the directory of the store (by default server.data_dir)")
-	}
-	if err := os.MkdirAll(o.Dir, dirMode); err != nil {
-		return nil, fmt.Errorf("store: create directory: %w", err)
+	switch o.Driver {
+	case "", DriverSQLite:
+		if o.Dir == "" {
+			return nil, errors.New("store: path is empty; set the directory of the store (by default server.data_dir)")
+		}
+		if err := os.MkdirAll(o.Dir, dirMode); err != nil {
+			return nil, fmt.Errorf("store: create directory: %w", err)
+		}
+	case DriverPostgres:
+		if o.DSN == "" {
+			return nil, errors.New("store: driver postgres needs a dsn; set dsn: postgres://user:password@host:5432/db")
+		}
+	default:
+		return nil, fmt.Errorf("store: unknown driver %q; use %s or %s", o.Driver, DriverSQLite, DriverPostgres)
 	}
 	logger := o.Logger
 	if logger == nil {
@@ -153,8 +181,10 @@ func Open(o Options) (*Store, error) {
 		closed:    make(chan struct{}),
 		probe:     probeParts,
 		chunk:     purgeRows,
+		d:         sqliteDialect,
 		values:    newValueCache(valueCacheSize),
-		records:   newRecordCache(recordCacheSize),
+		instance:  newInstanceID(),
+		parts:     partRules{idle: o.IdleTimeout, zone: cmp.Or(o.DayBoundary, time.UTC)},
 	}
 	if s.retention == 0 {
 		s.retention = DefaultRetention
@@ -162,7 +192,15 @@ func Open(o Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if err := s.openDatabases(o); err != nil {
+	var err error
+	if o.Driver == DriverPostgres {
+		s.d = postgresDialect()
+		s.pgParts = &partitions{days: map[int64]bool{}}
+		err = s.openPostgres(o)
+	} else {
+		err = s.openDatabases(o)
+	}
+	if err != nil {
 		return nil, err
 	}
 	n := o.Readers
@@ -254,7 +292,7 @@ func dsn(path string, writerFrames int) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-// Path is the database file.
+// Path is the database file, or the PostgreSQL DSN without its password.
 func (s *Store) Path() string { return s.path }
 
 // Ready reports nil while the store is open.
@@ -277,10 +315,17 @@ func (s *Store) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			s.closeErr = fmt.Errorf("store: retention job still running: %w", ctx.Err())
 		}
-		<-s.ck.done
+		if s.ck != nil {
+			<-s.ck.done
+		}
 		s.wmu.Lock()
 		close(s.closed)
 		s.stmt.close()
+		if s.ck == nil {
+			s.closeErr = errors.Join(s.closeErr, s.rdb.Close(), s.wdb.Close())
+			s.wmu.Unlock()
+			return
+		}
 		// Leave the planner statistics current for the next start; cheap when nothing changed.
 		_, _ = s.wdb.ExecContext(context.WithoutCancel(ctx), "PRAGMA optimize")
 		// The writer's connection closes last: SQLite checkpoints the whole WAL then.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -95,218 +94,222 @@ func TestListFilters(t *testing.T) {
 		{"flow and malicious", Filter{Flow: "auth", Malicious: true}, nil},
 		{"nothing matches", Filter{User: "mallory"}, nil},
 	}
-	s := openTest(t, nil)
-	fixture(t, s)
-	for _, probe := range []int{probeParts, 0} {
-		for _, tc := range tests {
-			t.Run(fmt.Sprintf("%s/probe=%d", tc.name, probe), func(t *testing.T) {
-				s.probe = probe
-				p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
-				if err != nil {
-					t.Fatalf("list: %v", err)
-				}
-				got := sessionIDs(p)
-				if len(got) == 0 {
-					got = nil
-				}
-				if diff := cmp.Diff(tc.want, got); diff != "" {
-					t.Errorf("%s: parts differ (-want +got):\n%s", tc.name, diff)
-				}
-			})
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		fixture(t, s)
+		for _, probe := range []int{probeParts, 0} {
+			for _, tc := range tests {
+				t.Run(fmt.Sprintf("%s/probe=%d", tc.name, probe), func(t *testing.T) {
+					s.probe = probe
+					p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
+					if err != nil {
+						t.Fatalf("list: %v", err)
+					}
+					got := sessionIDs(p)
+					if len(got) == 0 {
+						got = nil
+					}
+					if diff := cmp.Diff(tc.want, got); diff != "" {
+						t.Errorf("%s: parts differ (-want +got):\n%s", tc.name, diff)
+					}
+				})
+			}
 		}
-	}
+	})
 }
 
 func TestPartDetail(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, nil)
-	fixture(t, s)
-	ctx := context.Background()
-	tests := []struct {
-		name string
-		f    Filter
-		want []string // request ids
-	}{
-		{"all in order", Filter{}, []string{"s_a-0s", "s_a-1m0s", "s_a-2m0s"}},
-		{"method", Filter{Method: "POST"}, []string{"s_a-1m0s", "s_a-2m0s"}},
-		{"status", Filter{Status: Status{Code: 401, Set: true}}, []string{"s_a-1m0s"}},
-		{"interval keeps only its requests", Filter{From: base.Add(30 * time.Second), To: base.Add(90 * time.Second)}, []string{"s_a-1m0s"}},
-		{"flow", Filter{Flow: "auth"}, []string{"s_a-1m0s", "s_a-2m0s"}},
-		{"request id", Filter{RequestID: "s_a-2m0s"}, []string{"s_a-2m0s"}},
-		{"path", Filter{Path: "/api/log"}, []string{"s_a-1m0s", "s_a-2m0s"}},
-		{"route", Filter{Route: "/api/items"}, []string{"s_a-0s"}},
-		{"ip", Filter{IP: "192.0.2.1"}, nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		fixture(t, s)
+		ctx := context.Background()
+		tests := []struct {
+			name string
+			f    Filter
+			want []string // request ids
+		}{
+			{"all in order", Filter{}, []string{"s_a-0s", "s_a-1m0s", "s_a-2m0s"}},
+			{"method", Filter{Method: "POST"}, []string{"s_a-1m0s", "s_a-2m0s"}},
+			{"status", Filter{Status: Status{Code: 401, Set: true}}, []string{"s_a-1m0s"}},
+			{"interval keeps only its requests", Filter{From: base.Add(30 * time.Second), To: base.Add(90 * time.Second)}, []string{"s_a-1m0s"}},
+			{"flow", Filter{Flow: "auth"}, []string{"s_a-1m0s", "s_a-2m0s"}},
+			{"request id", Filter{RequestID: "s_a-2m0s"}, []string{"s_a-2m0s"}},
+			{"path", Filter{Path: "/api/log"}, []string{"s_a-1m0s", "s_a-2m0s"}},
+			{"route", Filter{Route: "/api/items"}, []string{"s_a-0s"}},
+			{"ip", Filter{IP: "192.0.2.1"}, nil},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				v, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{Filter: tc.f})
+				if err != nil {
+					t.Fatalf("part: %v", err)
+				}
+				var got []string
+				for _, r := range decodeReqs(t, v.Requests) {
+					got = append(got, r.RequestID)
+				}
+				if diff := cmp.Diff(tc.want, got); diff != "" {
+					t.Errorf("%s: requests differ (-want +got):\n%s", tc.name, diff)
+				}
+				if v.Stats.Requests != 3 {
+					t.Errorf("%s: stats cover %d requests; they must describe the whole part (3)", tc.name, v.Stats.Requests)
+				}
+			})
+		}
+
+		t.Run("stats", func(t *testing.T) {
 			t.Parallel()
-			v, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{Filter: tc.f})
+			v, err := s.Part(ctx, "s_b", "2026-11-22", PartQuery{})
 			if err != nil {
 				t.Fatalf("part: %v", err)
 			}
-			var got []string
-			for _, r := range decodeReqs(t, v.Requests) {
-				got = append(got, r.RequestID)
+			want := Stats{
+				Requests:    2,
+				Malicious:   1,
+				Methods:     []Count{{Value: "GET", Count: 2}},
+				Statuses:    []Count{{Value: "403", Count: 1}, {Value: "500", Count: 1}},
+				ClientIPs:   []Count{{Value: "198.51.100.2", Count: 2}},
+				Flows:       []Count{},
+				Routes:      []Count{{Value: "/api/orders/{id}", Count: 1}, {Value: "/api/search", Count: 1}},
+				AttackTypes: []Count{{Value: "sqli", Count: 1}},
 			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("%s: requests differ (-want +got):\n%s", tc.name, diff)
+			if diff := cmp.Diff(want, v.Stats); diff != "" {
+				t.Errorf("stats differ (-want +got):\n%s", diff)
 			}
-			if v.Stats.Requests != 3 {
-				t.Errorf("%s: stats cover %d requests; they must describe the whole part (3)", tc.name, v.Stats.Requests)
+			a, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{})
+			if err != nil {
+				t.Fatalf("part: %v", err)
+			}
+			if diff := cmp.Diff([]Count{{Value: "auth", Count: 2, Share: 2.0 / 3}}, a.Stats.Flows); diff != "" {
+				t.Errorf("flow shares differ (-want +got):\n%s", diff)
+			}
+			if a.Session.Requests != 3 || a.Session.User != "alice" || a.Session.Methods["POST"] != 2 {
+				t.Errorf("part record = %+v; want 3 requests by alice with 2 POST", a.Session)
 			}
 		})
-	}
 
-	t.Run("stats", func(t *testing.T) {
-		t.Parallel()
-		v, err := s.Part(ctx, "s_b", "2026-11-22", PartQuery{})
-		if err != nil {
-			t.Fatalf("part: %v", err)
-		}
-		want := Stats{
-			Requests:    2,
-			Malicious:   1,
-			Methods:     []Count{{Value: "GET", Count: 2}},
-			Statuses:    []Count{{Value: "403", Count: 1}, {Value: "500", Count: 1}},
-			ClientIPs:   []Count{{Value: "198.51.100.2", Count: 2}},
-			Flows:       []Count{},
-			Routes:      []Count{{Value: "/api/orders/{id}", Count: 1}, {Value: "/api/search", Count: 1}},
-			AttackTypes: []Count{{Value: "sqli", Count: 1}},
-		}
-		if diff := cmp.Diff(want, v.Stats); diff != "" {
-			t.Errorf("stats differ (-want +got):\n%s", diff)
-		}
-		a, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{})
-		if err != nil {
-			t.Fatalf("part: %v", err)
-		}
-		if diff := cmp.Diff([]Count{{Value: "auth", Count: 2, Share: 2.0 / 3}}, a.Stats.Flows); diff != "" {
-			t.Errorf("flow shares differ (-want +got):\n%s", diff)
-		}
-		if a.Session.Requests != 3 || a.Session.User != "alice" || a.Session.Methods["POST"] != 2 {
-			t.Errorf("part record = %+v; want 3 requests by alice with 2 POST", a.Session)
-		}
-	})
+		t.Run("unknown part", func(t *testing.T) {
+			t.Parallel()
+			if _, err := s.Part(ctx, "s_zz", "2026-11-22", PartQuery{}); !errors.Is(err, ErrNotFound) {
+				t.Errorf("unknown part: err = %v; want ErrNotFound", err)
+			}
+		})
 
-	t.Run("unknown part", func(t *testing.T) {
-		t.Parallel()
-		if _, err := s.Part(ctx, "s_zz", "2026-11-22", PartQuery{}); !errors.Is(err, ErrNotFound) {
-			t.Errorf("unknown part: err = %v; want ErrNotFound", err)
-		}
-	})
-
-	t.Run("request lookup", func(t *testing.T) {
-		t.Parallel()
-		fd, err := s.Request(ctx, "attack-1")
-		if err != nil {
-			t.Fatalf("request: %v", err)
-		}
-		if fd.Session != "s_b" || fd.Part != "2026-11-22" {
-			t.Errorf("attack-1 found in %s/%s; want s_b/2026-11-22", fd.Session, fd.Part)
-		}
-		if _, err := s.Request(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-			t.Errorf("unknown request: err = %v; want ErrNotFound", err)
-		}
-	})
-
-	t.Run("paging through requests", func(t *testing.T) {
-		t.Parallel()
-		var got []string
-		cursor := ""
-		for range 10 {
-			v, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{Limit: 2, Cursor: cursor})
+		t.Run("request lookup", func(t *testing.T) {
+			t.Parallel()
+			fd, err := s.Request(ctx, "attack-1")
 			if err != nil {
-				t.Fatalf("part: %v", err)
+				t.Fatalf("request: %v", err)
 			}
-			for _, r := range decodeReqs(t, v.Requests) {
-				got = append(got, r.RequestID)
+			if fd.Session != "s_b" || fd.Part != "2026-11-22" {
+				t.Errorf("attack-1 found in %s/%s; want s_b/2026-11-22", fd.Session, fd.Part)
 			}
-			if cursor = v.Next; cursor == "" {
-				break
+			if _, err := s.Request(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("unknown request: err = %v; want ErrNotFound", err)
 			}
-		}
-		if diff := cmp.Diff([]string{"s_a-0s", "s_a-1m0s", "s_a-2m0s"}, got); diff != "" {
-			t.Errorf("paged requests differ (-want +got):\n%s", diff)
-		}
+		})
+
+		t.Run("paging through requests", func(t *testing.T) {
+			t.Parallel()
+			var got []string
+			cursor := ""
+			for range 10 {
+				v, err := s.Part(ctx, "s_a", "2026-11-22", PartQuery{Limit: 2, Cursor: cursor})
+				if err != nil {
+					t.Fatalf("part: %v", err)
+				}
+				for _, r := range decodeReqs(t, v.Requests) {
+					got = append(got, r.RequestID)
+				}
+				if cursor = v.Next; cursor == "" {
+					break
+				}
+			}
+			if diff := cmp.Diff([]string{"s_a-0s", "s_a-1m0s", "s_a-2m0s"}, got); diff != "" {
+				t.Errorf("paged requests differ (-want +got):\n%s", diff)
+			}
+		})
 	})
 }
 
 func TestEachRequestRoundTrip(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, nil)
-	in := req("s_x", "2026-11-22", 0, func(r *record.Request) {
-		r.User, r.Flows, r.Malicious, r.Partial = "zoë", []string{"auth", "billing"}, true, true
-		r.DurationMS, r.RequestBytes, r.ResponseBytes = 12.5, 42, 4096
-		r.Attack = &record.Attack{Source: "metadata", Types: []string{"sqli", "xss"}, RuleIDs: []string{"942100"},
-			Headers: map[string]string{"user-agent": "x"}, Body: "a=' OR 1=1--", BodyTruncated: true}
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		in := req("s_x", "2026-11-22", 0, func(r *record.Request) {
+			r.User, r.Flows, r.Malicious, r.Partial = "zoë", []string{"auth", "billing"}, true, true
+			r.DurationMS, r.RequestBytes, r.ResponseBytes = 12.5, 42, 4096
+			r.Attack = &record.Attack{Source: "metadata", Types: []string{"sqli", "xss"}, RuleIDs: []string{"942100"},
+				Headers: map[string]string{"user-agent": "x"}, Body: "a=' OR 1=1--", BodyTruncated: true}
+		})
+		write(t, s, in)
+		var got []*record.Request
+		err := s.EachRequest(context.Background(), "s_x", "2026-11-22", Filter{}, func(r *record.Request) error {
+			got = append(got, r)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("each request: %v", err)
+		}
+		if diff := cmp.Diff([]*record.Request{in}, got, cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })); diff != "" {
+			t.Errorf("stored request differs (-want +got):\n%s", diff)
+		}
+		if err := s.EachRequest(context.Background(), "s_x", "2026-11-30", Filter{}, nil); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown part: err = %v; want ErrNotFound", err)
+		}
 	})
-	write(t, s, in)
-	var got []*record.Request
-	err := s.EachRequest(context.Background(), "s_x", "2026-11-22", Filter{}, func(r *record.Request) error {
-		got = append(got, r)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("each request: %v", err)
-	}
-	if diff := cmp.Diff([]*record.Request{in}, got, cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })); diff != "" {
-		t.Errorf("stored request differs (-want +got):\n%s", diff)
-	}
-	if err := s.EachRequest(context.Background(), "s_x", "2026-11-30", Filter{}, nil); !errors.Is(err, ErrNotFound) {
-		t.Errorf("unknown part: err = %v; want ErrNotFound", err)
-	}
 }
 
 func TestPaginationStable(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, nil)
-	var recs []record.Record
-	var want []string
-	// 60 parts; every three share one last_seen, so the order falls back on session and part.
-	for i := range 60 {
-		sess := fmt.Sprintf("s_%02d", i)
-		recs = append(recs, req(sess, "2026-11-22", time.Duration(i/3)*time.Second, func(r *record.Request) {
-			if i%2 == 0 {
-				r.User = "even"
-			}
-		}))
-	}
-	write(t, s, recs...)
-	for i := 59; i >= 0; i-- {
-		want = append(want, fmt.Sprintf("s_%02d/2026-11-22", i))
-	}
-	for _, tc := range []struct {
-		name  string
-		f     Filter
-		want  []string
-		probe int
-	}{
-		{"unfiltered", Filter{}, want, probeParts},
-		{"filtered through the index", Filter{User: "even"}, evens(want), probeParts},
-		{"filtered walking parts", Filter{User: "even"}, evens(want), 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s.probe = tc.probe
-			var got []string
-			cursor := ""
-			for range 100 {
-				p, err := s.List(context.Background(), ListQuery{Filter: tc.f, Limit: 7, Cursor: cursor})
-				if err != nil {
-					t.Fatalf("list: %v", err)
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		var recs []record.Record
+		var want []string
+		// 60 parts; every three share one last_seen, so the order falls back on session and part.
+		for i := range 60 {
+			sess := fmt.Sprintf("s_%02d", i)
+			recs = append(recs, req(sess, "2026-11-22", time.Duration(i/3)*time.Second, func(r *record.Request) {
+				if i%2 == 0 {
+					r.User = "even"
 				}
-				got = append(got, sessionIDs(p)...)
-				if cursor = p.Next; cursor == "" {
-					break
+			}))
+		}
+		write(t, s, recs...)
+		for i := 59; i >= 0; i-- {
+			want = append(want, fmt.Sprintf("s_%02d/2026-11-22", i))
+		}
+		for _, tc := range []struct {
+			name  string
+			f     Filter
+			want  []string
+			probe int
+		}{
+			{"unfiltered", Filter{}, want, probeParts},
+			{"filtered through the index", Filter{User: "even"}, evens(want), probeParts},
+			{"filtered walking parts", Filter{User: "even"}, evens(want), 0},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s.probe = tc.probe
+				var got []string
+				cursor := ""
+				for range 100 {
+					p, err := s.List(context.Background(), ListQuery{Filter: tc.f, Limit: 7, Cursor: cursor})
+					if err != nil {
+						t.Fatalf("list: %v", err)
+					}
+					got = append(got, sessionIDs(p)...)
+					if cursor = p.Next; cursor == "" {
+						break
+					}
 				}
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("%s: pages differ from one ordered listing (-want +got):\n%s", tc.name, diff)
-			}
-		})
-	}
-	if _, err := s.List(context.Background(), ListQuery{Cursor: "not-a-cursor"}); !errors.Is(err, ErrBadCursor) {
-		t.Errorf("bad cursor: err = %v; want ErrBadCursor", err)
-	}
+				if diff := cmp.Diff(tc.want, got); diff != "" {
+					t.Errorf("%s: pages differ from one ordered listing (-want +got):\n%s", tc.name, diff)
+				}
+			})
+		}
+		if _, err := s.List(context.Background(), ListQuery{Cursor: "not-a-cursor"}); !errors.Is(err, ErrBadCursor) {
+			t.Errorf("bad cursor: err = %v; want ErrBadCursor", err)
+		}
+	})
 }
 
 func evens(ids []string) []string {
@@ -321,66 +324,40 @@ func evens(ids []string) []string {
 	return out
 }
 
-func TestSessionRecordsMerge(t *testing.T) {
-	t.Parallel()
-	s := openTest(t, nil)
-	snap := func(requests int, last time.Duration, final bool, ips ...string) *record.Session {
-		return &record.Session{
-			Kind: record.KindSession, Session: "s_m", Part: "2026-11-22",
-			FirstSeen: record.At(base), LastSeen: record.At(base.Add(last)),
-			Requests: requests, Key: record.Key{Source: record.SourceParam, Name: "token"},
-			User: "carol", IPs: ips, Methods: map[string]int{"GET": requests}, Final: final,
-		}
-	}
-	// Two request rows, then snapshots: 5 requests, then a resumed part counting from 1 again.
-	write(t, s, req("s_m", "2026-11-22", 0), req("s_m", "2026-11-22", time.Second))
-	write(t, s, snap(5, 10*time.Second, false, "203.0.113.7"))
-	write(t, s, snap(1, time.Minute, true, "192.0.2.9"))
-	p, err := s.List(context.Background(), ListQuery{})
-	if err != nil {
-		t.Fatalf("list: %v", err)
-	}
-	if len(p.Sessions) != 1 {
-		t.Fatalf("list has %d parts; want 1", len(p.Sessions))
-	}
-	got := p.Sessions[0]
-	want := &record.Session{
-		Kind: record.KindSession, Session: "s_m", Part: "2026-11-22",
-		FirstSeen: record.At(base), LastSeen: record.At(base.Add(time.Minute)),
-		Requests: 5, Key: record.Key{Source: record.SourceParam, Name: "token"}, User: "carol",
-		IPs: []string{"203.0.113.7", "192.0.2.9"}, Methods: map[string]int{"GET": 5}, Final: true,
-	}
-	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })); diff != "" {
-		t.Errorf("merged part record differs (-want +got):\n%s", diff)
-	}
-}
-
 func TestWriteRejectsBadRecords(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, nil)
-	err := s.Write(context.Background(), []record.Record{
-		req("s_ok", "2026-11-22", 0),
-		&record.Request{Kind: record.KindRequest},
-		req("s_ok", "2026-11-22", time.Second),
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		err := s.Write(context.Background(), []record.Record{
+			req("s_ok", "2026-11-22", 0),
+			&record.Request{Kind: record.KindRequest},
+			req("s_ok", "2026-11-22", time.Second),
+		})
+		pe, ok := errors.AsType[*sinks.PartialError](err)
+		if !ok || pe.Failed != 1 || !sinks.IsPermanent(err) {
+			t.Fatalf("write with one bad record: err = %v; want a permanent PartialError with 1 failed", err)
+		}
+		v, err := s.Part(context.Background(), "s_ok", "2026-11-22", PartQuery{})
+		if err != nil || len(v.Requests) != 2 {
+			t.Fatalf("the good records were not stored: %v, %d requests", err, len(v.Requests))
+		}
 	})
-	pe, ok := errors.AsType[*sinks.PartialError](err)
-	if !ok || pe.Failed != 1 || !sinks.IsPermanent(err) {
-		t.Fatalf("write with one bad record: err = %v; want a permanent PartialError with 1 failed", err)
-	}
-	v, err := s.Part(context.Background(), "s_ok", "2026-11-22", PartQuery{})
-	if err != nil || len(v.Requests) != 2 {
-		t.Fatalf("the good records were not stored: %v, %d requests", err, len(v.Requests))
-	}
 }
 
 func TestRetention(t *testing.T) {
 	t.Parallel()
-	now := base.Add(8 * 24 * time.Hour)
-	s, err := Open(Options{Dir: t.TempDir(), NoRetentionJob: true, Now: func() time.Time { return now }, Readers: 2})
-	if err != nil {
-		t.Fatal(err)
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			testRetention(t, d)
+		})
 	}
-	defer s.Close(context.Background())
+}
+
+func testRetention(t *testing.T, driver string) {
+	now := base
+	o := freshOptions(t, driver)
+	o.Now = func() time.Time { return now }
+	s := openTestWith(t, o)
 	s.chunk = 50
 	var recs []record.Record
 	// s_old: 120 requests (more than two purge chunks), all 8 days old.
@@ -389,14 +366,37 @@ func TestRetention(t *testing.T) {
 			r.Flows = []string{"auth"}
 		}))
 	}
-	recs = append(recs, req("s_new", "2026-11-29", 7*24*time.Hour+time.Hour, func(r *record.Request) { r.Flows = []string{"auth"} }))
 	write(t, s, recs...)
+	// The old batch is committed 8 days ago, the new one now: only the new one's id stays.
+	now = base.Add(8 * 24 * time.Hour)
+	write(t, s, req("s_new", "2026-11-29", 7*24*time.Hour+time.Hour, func(r *record.Request) { r.Flows = []string{"auth"} }))
 	n, err := s.Purge(context.Background())
 	if err != nil {
 		t.Fatalf("purge: %v", err)
 	}
 	if n != 1 {
 		t.Errorf("purge deleted %d parts; want 1", n)
+	}
+	if driver == DriverPostgres {
+		// The old day's partition is dropped whole; the next day's ends after the cutoff,
+		// and today's and tomorrow's stay.
+		var days []string
+		rows, err := s.rdb.Query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+			JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'requests' ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var d string
+			rows.Scan(&d)
+			days = append(days, d)
+		}
+		rows.Close()
+		d := base.UnixMilli() / dayMS
+		want := []string{partitionName(d + 1), partitionName(d + 7), partitionName(d + 8)}
+		if diff := cmp.Diff(want, days); diff != "" {
+			t.Errorf("partitions after purge differ (-want +got):\n%s", diff)
+		}
 	}
 	p, err := s.List(context.Background(), ListQuery{})
 	if err != nil {
@@ -412,6 +412,7 @@ func TestRetention(t *testing.T) {
 		{"SELECT count(*) FROM requests", 1},
 		{"SELECT count(*) FROM part_values WHERE kind = " + strconv.Itoa(kindFlow), 1},
 		{"SELECT count(*) FROM part_values WHERE part_id NOT IN (SELECT id FROM parts)", 0},
+		{"SELECT count(*) FROM batches", 1},
 	} {
 		var c int
 		if err := s.rdb.QueryRow(tc.q).Scan(&c); err != nil {
@@ -466,19 +467,20 @@ func TestMigrations(t *testing.T) {
 
 func TestClosed(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, nil)
-	if err := s.Close(context.Background()); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	if err := s.Close(context.Background()); err != nil {
-		t.Errorf("second close: %v; want nil (idempotent)", err)
-	}
-	if err := s.Write(context.Background(), []record.Record{req("s", "p", 0)}); !errors.Is(err, sinks.ErrClosed) {
-		t.Errorf("write after close: %v; want sinks.ErrClosed", err)
-	}
-	if _, err := s.List(context.Background(), ListQuery{}); !errors.Is(err, ErrClosed) {
-		t.Errorf("list after close: %v; want ErrClosed", err)
-	}
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		if err := s.Close(context.Background()); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		if err := s.Close(context.Background()); err != nil {
+			t.Errorf("second close: %v; want nil (idempotent)", err)
+		}
+		if err := s.Write(context.Background(), []record.Record{req("s", "p", 0)}); !errors.Is(err, sinks.ErrClosed) {
+			t.Errorf("write after close: %v; want sinks.ErrClosed", err)
+		}
+		if _, err := s.List(context.Background(), ListQuery{}); !errors.Is(err, ErrClosed) {
+			t.Errorf("list after close: %v; want ErrClosed", err)
+		}
+	})
 }
 
 func TestPrefixEnd(t *testing.T) {
@@ -528,87 +530,48 @@ func TestFactory(t *testing.T) {
 // its own part, and each record (with its user, which wins over the requests') on its own part.
 func TestWriteManyPartsInOneBatch(t *testing.T) {
 	t.Parallel()
-	s := openTest(t, nil)
-	const parts = 300
-	id := func(i int) string { return fmt.Sprintf("s_many%03d", i) }
-	var batch []record.Record
-	for i := range parts {
-		if i%3 != 2 { // parts 0, 1, 3, 4, ... bring requests
-			batch = append(batch, req(id(i), "2026-11-22", time.Duration(i)*time.Second, func(r *record.Request) {
-				r.User = "req-" + id(i)
-			}))
-		}
-		if i%3 != 0 { // parts 1, 2, 4, 5, ... bring a final record
-			batch = append(batch, &record.Session{
-				Kind: record.KindSession, Session: id(i), Part: "2026-11-22",
-				FirstSeen: record.At(base.Add(time.Duration(i) * time.Second)), LastSeen: record.At(base.Add(time.Duration(i+1) * time.Second)),
-				Requests: 1, User: "rec-" + id(i), Final: true, EndReason: record.EndEvicted,
-			})
-		}
-	}
-	write(t, s, batch...)
-	ctx := context.Background()
-	for i := range parts {
-		v, err := s.Part(ctx, id(i), "2026-11-22", PartQuery{})
-		if err != nil {
-			t.Fatalf("part %s: %v", id(i), err)
-		}
-		wantReqs, wantUser, wantFinal := 1, "rec-"+id(i), true
-		switch i % 3 {
-		case 0:
-			wantUser, wantFinal = "req-"+id(i), false
-		case 2:
-			wantReqs = 0
-		}
-		if len(v.Requests) != wantReqs {
-			t.Errorf("part %s has %d requests, want %d", id(i), len(v.Requests), wantReqs)
-		}
-		for _, r := range decodeReqs(t, v.Requests) {
-			if r.Session != id(i) {
-				t.Errorf("part %s holds a request of %s", id(i), r.Session)
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		const parts = 300
+		id := func(i int) string { return fmt.Sprintf("s_many%03d", i) }
+		var batch []record.Record
+		for i := range parts {
+			if i%3 != 2 { // parts 0, 1, 3, 4, ... bring requests
+				batch = append(batch, req(id(i), "2026-11-22", time.Duration(i)*time.Second, func(r *record.Request) {
+					r.User = "req-" + id(i)
+				}))
+			}
+			if i%3 != 0 { // parts 1, 2, 4, 5, ... bring a final record, which the store leaves out
+				batch = append(batch, &record.Session{
+					Kind: record.KindSession, Session: id(i), Part: "2026-11-22",
+					FirstSeen: record.At(base.Add(time.Duration(i) * time.Second)), LastSeen: record.At(base.Add(time.Duration(i+1) * time.Second)),
+					Requests: 1, User: "rec-" + id(i), Final: true, EndReason: record.EndEvicted,
+				})
 			}
 		}
-		if v.Session.User != wantUser || v.Session.Final != wantFinal {
-			t.Errorf("part %s: user %q final %v, want %q %v", id(i), v.Session.User, v.Session.Final, wantUser, wantFinal)
+		write(t, s, batch...)
+		ctx := context.Background()
+		for i := range parts {
+			v, err := s.Part(ctx, id(i), "2026-11-22", PartQuery{})
+			if i%3 == 2 {
+				if !errors.Is(err, ErrNotFound) {
+					t.Errorf("part %s has only a session record: %v; want ErrNotFound", id(i), err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("part %s: %v", id(i), err)
+			}
+			if len(v.Requests) != 1 || v.Session.Requests != 1 {
+				t.Errorf("part %s has %d requests (record: %d), want 1", id(i), len(v.Requests), v.Session.Requests)
+			}
+			for _, r := range decodeReqs(t, v.Requests) {
+				if r.Session != id(i) {
+					t.Errorf("part %s holds a request of %s", id(i), r.Session)
+				}
+			}
+			if v.Session.User != "req-"+id(i) {
+				t.Errorf("part %s: user %q, want the request's", id(i), v.Session.User)
+			}
 		}
-	}
-}
-
-// TestSessionRecordsMergeAfterReopen merges a session record into one stored by an earlier
-// process: the writer remembers nothing then and reads the stored record back.
-func TestSessionRecordsMergeAfterReopen(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	snap := func(requests int, last time.Duration, final bool, ip string) *record.Session {
-		return &record.Session{
-			Kind: record.KindSession, Session: "s_r", Part: "2026-11-22",
-			FirstSeen: record.At(base), LastSeen: record.At(base.Add(last)), Requests: requests,
-			IPs: []string{ip}, Methods: map[string]int{"GET": requests}, Final: final,
-		}
-	}
-	ctx := context.Background()
-	s, err := Open(Options{Dir: dir, NoRetentionJob: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, s, snap(4, 10*time.Second, false, "203.0.113.7"), &record.Session{
-		Kind: record.KindSession, Session: "s_other", Part: "2026-11-22", FirstSeen: record.At(base), LastSeen: record.At(base),
 	})
-	if err := s.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(Options{Dir: dir, NoRetentionJob: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(ctx)
-	write(t, s, snap(1, time.Minute, true, "192.0.2.9"))
-	v, err := s.Part(ctx, "s_r", "2026-11-22", PartQuery{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := v.Session
-	if got.Requests != 4 || !got.Final || !slices.Equal(got.IPs, []string{"203.0.113.7", "192.0.2.9"}) || got.Methods["GET"] != 4 {
-		t.Errorf("merged record after reopen = %+v, want 4 requests, final, both IPs, 4 GETs", got)
-	}
 }

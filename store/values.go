@@ -5,6 +5,8 @@ import (
 	"hash/maphash"
 	"strconv"
 	"strings"
+
+	"github.com/apisessions/apisessions/sessions/record"
 )
 
 // Kinds of part_values rows. A part has one row per distinct value of each kind among its
@@ -27,6 +29,9 @@ const (
 	// method and route with a status class is one range), so a combination is found directly
 	// even when each alone is common.
 	kindShape = 11
+	// kindUserAgent and kindAttack are a request's user agent and each of its attack types.
+	kindUserAgent = 12
+	kindAttack    = 13
 )
 
 // maxValueLen bounds a stored value: traffic is attacker-written and a value may be huge.
@@ -123,8 +128,45 @@ func requestValues(out []partValue, part int64, method, host, path, route string
 	return out
 }
 
-// valueCache remembers part_values rows known to be committed, so ingest skips the insert of
-// a value a part already has (most requests of a part repeat its user, IP, host and routes).
+// recordValues appends the part_values rows a request record implies: those of requestValues,
+// its user agent and its attack types. Empty values (no user agent) have no row.
+func recordValues(out []partValue, part int64, r *record.Request) []partValue {
+	out = requestValues(out, part, r.Method, r.Host, r.Path, r.Route, r.Status, r.ClientIP, r.User, r.Role,
+		r.Malicious, r.Flows)
+	if r.UserAgent != "" {
+		out = append(out, partValue{part, kindUserAgent, cut(r.UserAgent)})
+	}
+	if r.Attack != nil {
+		for _, t := range r.Attack.Types {
+			out = append(out, partValue{part, kindAttack, cut(t)})
+		}
+	}
+	return out
+}
+
+// statusKey turns a stored status value back into the key records use (strconv.Itoa).
+func statusKey(v string) string {
+	n, err := strconv.Atoi(strings.TrimPrefix(v, "#"))
+	if err != nil {
+		return v
+	}
+	return strconv.Itoa(n)
+}
+
+// counted reports whether part_values counts the requests of a part that have a value of the
+// kind and keeps the first one's time: the kinds a part's record shows. A row of another kind
+// only tells the filters that the part has the value (count and first 0); it is written once.
+func counted(kind int) bool {
+	switch kind {
+	case kindIP, kindUserAgent, kindMethod, kindStatus, kindFlow, kindAttack:
+		return true
+	}
+	return false
+}
+
+// valueCache remembers the uncounted part_values rows known to be committed, so ingest skips
+// the insert of a value a part already has (most requests of a part repeat its user, host and
+// routes).
 // It is bounded: when full it starts again empty, which costs only redundant INSERT OR IGNOREs.
 // Only the writer touches it, under Store.wmu.
 type valueCache struct {
@@ -142,14 +184,14 @@ func newValueCache(n int) *valueCache {
 
 // key hashes a row; 64 bits make a collision (which would leave one value unrecorded) about
 // as likely as a disk error.
-func (c *valueCache) key(v partValue) uint64 {
+func (c *valueCache) key(part int64, kind int, value string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	var b [9]byte
-	binary.LittleEndian.PutUint64(b[:8], uint64(v.part))
-	b[8] = byte(v.kind)
+	binary.LittleEndian.PutUint64(b[:8], uint64(part))
+	b[8] = byte(kind)
 	h.Write(b[:])
-	h.WriteString(v.value)
+	h.WriteString(value)
 	return h.Sum64()
 }
 

@@ -1,49 +1,43 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
 	"database/sql"
-	"encoding/json"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"math/bits"
 	"slices"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// writeStmts are the writer's prepared statements, prepared once on its one connection.
-// Parts, their records, requests and part values go in multi-row statements: one statement
-// executes per chunk of rows instead of one per row, which saves the driver's binding and
-// stepping per row; a batch of parts never seen before (a flood of new session keys) costs a
-// handful of statements instead of one per part.
+// writeStmts are the writer's prepared statements, prepared once on its connection. Parts,
+// requests and part values go in multi-row statements: one statement executes per chunk of
+// rows instead of one per row, which saves the driver's binding and stepping per row.
 type writeStmts struct {
-	span *sql.Stmt
-	// stored[i] reads the stored records of 1<<i parts; parts[i] upserts 1<<i parts; records[i]
-	// sets the merged record of 1<<i parts; requests[i] inserts 1<<i request rows; values[i]
-	// inserts 1<<i part_values rows. Any number of rows is a sum of these sizes, so a handful of
-	// statements covers every batch.
-	stored   [storedSizes]*sql.Stmt
-	parts    [partSizes]*sql.Stmt
-	records  [recordSizes]*sql.Stmt
-	requests [requestSizes]*sql.Stmt
-	values   [valueSizes]*sql.Stmt
+	span, batch *sql.Stmt
+	// parts[i] upserts 1<<i parts; requests[i] inserts 1<<i request rows; values[i] upserts
+	// 1<<i counted part_values rows and marks[i] inserts 1<<i others (dialect.sizes bounds i).
+	// Any number of rows is a sum of these sizes, so a handful of statements covers every
+	// batch. bulk holds PostgreSQL's statements that take whole columns as arrays.
+	parts    []*sql.Stmt
+	requests []*sql.Stmt
+	values   []*sql.Stmt
+	marks    []*sql.Stmt
+	bulk     bulkStmts
 }
 
 const (
-	storedSizes    = 7 // up to 64 parts a statement
-	partUpsertCols = 11
-	partSizes      = 7 // up to 64 parts a statement
-	recordCols     = 4
-	recordSizes    = 7 // up to 64 records a statement
+	partUpsertCols = 19
 	requestCols    = 15
-	requestSizes   = 6 // up to 32 rows a statement
-	valueSizes     = 7 // up to 64 rows a statement
+	valueCols      = 5
 )
 
 // chunkLen is how many of the n rows left the next statement takes: the largest size at hand.
@@ -67,7 +61,7 @@ func (s *Store) multiRow(ctx context.Context, dst []*sql.Stmt, head, row, tail s
 			b.WriteString(row)
 		}
 		b.WriteString(tail)
-		st, err := s.wdb.PrepareContext(ctx, b.String())
+		st, err := s.wdb.PrepareContext(ctx, s.d.rebind(b.String()))
 		if err != nil {
 			return err
 		}
@@ -77,18 +71,51 @@ func (s *Store) multiRow(ctx context.Context, dst []*sql.Stmt, head, row, tail s
 }
 
 func (w *writeStmts) close() {
-	all := []*sql.Stmt{w.span}
-	all = append(all, w.stored[:]...)
+	all := []*sql.Stmt{w.span, w.batch, w.bulk.requests, w.bulk.values, w.bulk.marks}
 	all = append(all, w.parts[:]...)
-	all = append(all, w.records[:]...)
 	all = append(all, w.requests[:]...)
 	all = append(all, w.values[:]...)
+	all = append(all, w.marks[:]...)
 	for _, st := range all {
 		if st != nil {
 			st.Close()
 		}
 	}
 }
+
+// partUpsert is the end of the parts upsert. Every column is a commutative, idempotent
+// function of the part's requests, so batches give the same row in whatever order they come:
+// sums, minimum and maximum, and for user, role and key the value of the request that is
+// latest (user, role) or earliest (key) by (time, request id, value).
+const partUpsert = ` ON CONFLICT (session, part) DO UPDATE SET
+	first_seen = CASE WHEN excluded.first_seen < parts.first_seen THEN excluded.first_seen ELSE parts.first_seen END,
+	last_seen = CASE WHEN excluded.last_seen > parts.last_seen THEN excluded.last_seen ELSE parts.last_seen END,
+	rows = parts.rows + excluded.rows,
+	rows_malicious = parts.rows_malicious + excluded.rows_malicious,
+	rows_bytes_in = parts.rows_bytes_in + excluded.rows_bytes_in,
+	rows_bytes_out = parts.rows_bytes_out + excluded.rows_bytes_out,
+	rows_last = CASE WHEN excluded.rows_last > parts.rows_last THEN excluded.rows_last ELSE parts.rows_last END,
+	"user" = CASE WHEN ` + userWins + ` THEN excluded."user" ELSE parts."user" END,
+	user_at = CASE WHEN ` + userWins + ` THEN excluded.user_at ELSE parts.user_at END,
+	user_rid = CASE WHEN ` + userWins + ` THEN excluded.user_rid ELSE parts.user_rid END,
+	role = CASE WHEN ` + roleWins + ` THEN excluded.role ELSE parts.role END,
+	role_at = CASE WHEN ` + roleWins + ` THEN excluded.role_at ELSE parts.role_at END,
+	role_rid = CASE WHEN ` + roleWins + ` THEN excluded.role_rid ELSE parts.role_rid END,
+	key_source = CASE WHEN ` + keyWins + ` THEN excluded.key_source ELSE parts.key_source END,
+	key_name = CASE WHEN ` + keyWins + ` THEN excluded.key_name ELSE parts.key_name END,
+	key_at = CASE WHEN ` + keyWins + ` THEN excluded.key_at ELSE parts.key_at END,
+	key_rid = CASE WHEN ` + keyWins + ` THEN excluded.key_rid ELSE parts.key_rid END
+RETURNING id, session, part, last_seen - first_seen`
+
+const (
+	userWins = `excluded."user" <> '' AND (parts."user" = '' OR
+		(excluded.user_at, excluded.user_rid, excluded."user") > (parts.user_at, parts.user_rid, parts."user"))`
+	roleWins = `excluded.role <> '' AND (parts.role = '' OR
+		(excluded.role_at, excluded.role_rid, excluded.role) > (parts.role_at, parts.role_rid, parts.role))`
+	keyWins = `excluded.rows > 0 AND (parts.rows = 0 OR
+		(excluded.key_at, excluded.key_rid, excluded.key_source, excluded.key_name) <
+		(parts.key_at, parts.key_rid, parts.key_source, parts.key_name))`
+)
 
 func (s *Store) prepare(ctx context.Context) error {
 	var err error
@@ -97,48 +124,38 @@ func (s *Store) prepare(ctx context.Context) error {
 			return nil
 		}
 		var st *sql.Stmt
-		st, err = s.wdb.PrepareContext(ctx, q)
+		st, err = s.wdb.PrepareContext(ctx, s.d.rebind(q))
 		return st
 	}
 	s.stmt.span = prep(`INSERT INTO meta (key, value) VALUES ('max_span', ?)
-		ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)`)
+		ON CONFLICT (key) DO UPDATE SET value = CASE WHEN excluded.value > meta.value THEN excluded.value ELSE meta.value END`)
+	s.stmt.parts = make([]*sql.Stmt, s.d.sizes.parts)
+	s.stmt.requests = make([]*sql.Stmt, s.d.sizes.requests)
+	s.stmt.values = make([]*sql.Stmt, s.d.sizes.values)
+	s.stmt.marks = make([]*sql.Stmt, s.d.sizes.values)
+	s.stmt.batch = prep(`INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`)
 	if err == nil {
-		err = s.multiRow(ctx, s.stmt.stored[:], `SELECT session, part, record FROM parts
-			WHERE record IS NOT NULL AND (session, part) IN (VALUES `, "(?,?)", ")")
-	}
-	// A part's request-derived columns add up what each batch brings; user and role follow the
-	// newest request that carried one. RETURNING gives its rows in no set order, hence the key.
-	if err == nil {
-		err = s.multiRow(ctx, s.stmt.parts[:], `INSERT OR FAIL INTO parts (session, part, first_seen, last_seen, rows,
-			rows_malicious, rows_bytes_in, rows_bytes_out, rows_last, user, role) VALUES `,
-			"(?,?,?,?,?,?,?,?,?,?,?)",
-			` ON CONFLICT (session, part) DO UPDATE SET
-			first_seen = min(first_seen, excluded.first_seen),
-			last_seen = max(last_seen, excluded.last_seen),
-			rows = rows + excluded.rows,
-			rows_malicious = rows_malicious + excluded.rows_malicious,
-			rows_bytes_in = rows_bytes_in + excluded.rows_bytes_in,
-			rows_bytes_out = rows_bytes_out + excluded.rows_bytes_out,
-			rows_last = max(rows_last, excluded.rows_last),
-			user = CASE WHEN excluded.user <> '' AND excluded.rows_last >= rows_last THEN excluded.user ELSE user END,
-			role = CASE WHEN excluded.role <> '' AND excluded.rows_last >= rows_last THEN excluded.role ELSE role END
-		RETURNING id, session, part, last_seen - first_seen`)
-	}
-	// A batch that brings session records of a part then sets its merged record; the record's
-	// user and role, when set, win over the requests' (it is the engine's own view).
-	if err == nil {
-		err = s.multiRow(ctx, s.stmt.records[:], `UPDATE parts SET record = v.column2,
-			user = CASE WHEN v.column3 <> '' THEN v.column3 ELSE parts.user END,
-			role = CASE WHEN v.column4 <> '' THEN v.column4 ELSE parts.role END
-		FROM (VALUES `, "(?,?,?,?)", `) AS v WHERE parts.id = v.column1`)
+		err = s.multiRow(ctx, s.stmt.parts[:], s.d.insert+` INTO parts (session, part, first_seen, last_seen, rows,
+			rows_malicious, rows_bytes_in, rows_bytes_out, rows_last, "user", user_at, user_rid, role, role_at, role_rid,
+			key_source, key_name, key_at, key_rid) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", partUpsert)
 	}
 	if err == nil {
-		err = s.multiRow(ctx, s.stmt.requests[:], `INSERT OR FAIL INTO requests (part_id, time, request_id, method, host,
-			path, route, status, client_ip, user, role, malicious, flows, attack_types, record) VALUES `,
+		err = s.multiRow(ctx, s.stmt.requests[:], s.d.insert+` INTO requests (part_id, time, request_id, method, host,
+			path, route, status, client_ip, "user", role, malicious, flows, attack_types, record) VALUES `,
 			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", "")
 	}
 	if err == nil {
-		err = s.multiRow(ctx, s.stmt.values[:], `INSERT OR IGNORE INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)", "")
+		err = s.multiRow(ctx, s.stmt.values[:], s.d.insert+` INTO part_values (part_id, kind, value, count, first) VALUES `,
+			"(?,?,?,?,?)", ` ON CONFLICT (part_id, kind, value) DO UPDATE SET count = part_values.count + excluded.count,
+			first = CASE WHEN excluded.first < part_values.first THEN excluded.first ELSE part_values.first END`)
+	}
+	if err == nil {
+		err = s.multiRow(ctx, s.stmt.marks, s.d.insert+` INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)",
+			` ON CONFLICT (part_id, kind, value) DO NOTHING`)
+	}
+	if err == nil && s.d.postgres {
+		err = s.prepareBulk(ctx)
 	}
 	if err == nil {
 		err = s.wdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'max_span'`).Scan(&s.maxSpanW)
@@ -155,14 +172,93 @@ func (s *Store) prepare(ctx context.Context) error {
 
 type partKey struct{ session, part string }
 
-// partAgg sums what one batch adds to one part.
+// pick is a value chosen among requests by (at, rid, value): the latest for user and role,
+// the earliest for the key.
+type pick struct {
+	value, rid string
+	at         int64
+}
+
+// after reports whether (at, rid, value) of p comes after q's, in the order SQL compares them.
+func (p pick) after(q pick) bool {
+	if p.at != q.at {
+		return p.at > q.at
+	}
+	if p.rid != q.rid {
+		return p.rid > q.rid
+	}
+	return p.value > q.value
+}
+
+// keyPick is a part's key as the earliest request by (time, request id, source, name) has it.
+type keyPick struct {
+	at           int64
+	rid, src, nm string
+}
+
+func (k keyPick) before(o keyPick) bool {
+	if k.at != o.at {
+		return k.at < o.at
+	}
+	if k.rid != o.rid {
+		return k.rid < o.rid
+	}
+	if k.src != o.src {
+		return k.src < o.src
+	}
+	return k.nm < o.nm
+}
+
+// partAgg is what one batch adds to one part: the same functions the upsert applies, applied
+// to the batch's requests first.
 type partAgg struct {
-	first, last      int64
-	rows, malicious  int64
-	bytesIn, bytesOn int64
-	user, role       string
-	userAt, roleAt   int64
-	id               int64
+	first, last       int64
+	rows, malicious   int64
+	bytesIn, bytesOut int64
+	user, role        pick
+	key               keyPick
+	id                int64
+	values            map[kindValue]valueAgg
+}
+
+type kindValue struct {
+	kind  int
+	value string
+}
+
+// valueAgg is how many of a batch's requests of a part have a value, and the first's time.
+type valueAgg struct{ count, first int64 }
+
+func (a *partAgg) add(r *record.Request, t int64, scratch []partValue) []partValue {
+	if a.rows == 0 {
+		a.first, a.last = t, t
+	}
+	a.first, a.last = min(a.first, t), max(a.last, t)
+	a.rows++
+	if r.Malicious {
+		a.malicious++
+	}
+	a.bytesIn += r.RequestBytes
+	a.bytesOut += r.ResponseBytes
+	if u := (pick{r.User, r.RequestID, t}); r.User != "" && (a.user.value == "" || u.after(a.user)) {
+		a.user = u
+	}
+	if o := (pick{r.Role, r.RequestID, t}); r.Role != "" && (a.role.value == "" || o.after(a.role)) {
+		a.role = o
+	}
+	if k := (keyPick{t, r.RequestID, r.Key.Source, r.Key.Name}); a.rows == 1 || k.before(a.key) {
+		a.key = k
+	}
+	scratch = recordValues(scratch[:0], 0, r)
+	for _, v := range scratch {
+		kv := kindValue{v.kind, v.value}
+		if c, ok := a.values[kv]; ok {
+			a.values[kv] = valueAgg{c.count + 1, min(c.first, t)}
+		} else {
+			a.values[kv] = valueAgg{1, t}
+		}
+	}
+	return scratch
 }
 
 // encodedRequest is a request record ready for its row.
@@ -172,10 +268,12 @@ type encodedRequest struct {
 	json []byte
 }
 
-// Write stores a batch in one transaction. When it returns nil every record of the batch is
-// committed and survives a crash of the process. A record that cannot be encoded is left out
-// and reported as a permanent partial failure; anything else fails the whole batch, which the
-// pipeline may retry.
+// Write stores a batch in one transaction. When it returns nil every request record of the
+// batch is committed and survives a crash of the process. Session records are accepted and
+// left out: a part is built from its request records alone. A record that cannot be encoded is
+// left out and reported as a permanent partial failure; anything else fails the whole batch,
+// which the pipeline may retry: the retry carries the same batch id (see batchID), so a batch
+// whose commit succeeded but was not acknowledged is not counted twice.
 func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -185,24 +283,16 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 	default:
 	}
 	reqs := make([]encodedRequest, 0, len(batch))
-	var sess []*record.Session
 	aggs := map[partKey]*partAgg{}
 	var order []partKey
 	var bad int
 	var badErr error
+	var scratch []partValue
 	for _, rec := range batch {
 		switch r := rec.(type) {
 		case *record.Request:
-			if r == nil || r.Session == "" || r.Part == "" {
-				bad++
-				badErr = errors.New("request record without session or part")
-				continue
-			}
-			// The only value of a request record JSON cannot encode is a float that is not a
-			// number; checking it here lets the encoding run beside the first statements.
-			if math.IsNaN(r.DurationMS) || math.IsInf(r.DurationMS, 0) {
-				bad++
-				badErr = errors.New("encode request record: duration_ms is not a finite number")
+			if err := checkRequest(r); err != nil {
+				bad, badErr = bad+1, err
 				continue
 			}
 			t := ms(r.Time)
@@ -210,39 +300,25 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 			k := partKey{r.Session, r.Part}
 			a := aggs[k]
 			if a == nil {
-				a = &partAgg{first: t, last: t}
+				a = &partAgg{values: map[kindValue]valueAgg{}}
 				aggs[k] = a
 				order = append(order, k)
 			}
-			a.first, a.last = min(a.first, t), max(a.last, t)
-			a.rows++
-			if r.Malicious {
-				a.malicious++
-			}
-			a.bytesIn += r.RequestBytes
-			a.bytesOn += r.ResponseBytes
-			if r.User != "" && t >= a.userAt {
-				a.user, a.userAt = r.User, t
-			}
-			if r.Role != "" && t >= a.roleAt {
-				a.role, a.roleAt = r.Role, t
-			}
+			scratch = a.add(r, t, scratch)
 		case *record.Session:
 			if r == nil || r.Session == "" || r.Part == "" {
-				bad++
-				badErr = errors.New("session record without session or part")
-				continue
+				bad, badErr = bad+1, errors.New("session record without session or part")
 			}
-			sess = append(sess, r)
 		default:
-			bad++
-			badErr = fmt.Errorf("unknown record type %T", rec)
+			bad, badErr = bad+1, fmt.Errorf("unknown record type %T", rec)
 		}
 	}
-	if len(reqs) > 0 || len(sess) > 0 {
-		if err := s.commit(ctx, reqs, sess, aggs, order); err != nil {
+	if len(reqs) > 0 {
+		id := s.batchID(batch)
+		if err := s.commit(ctx, id, reqs, aggs, order); err != nil {
 			return err
 		}
+		s.pending = pendingBatch{}
 	}
 	if bad > 0 {
 		return &sinks.PartialError{Failed: bad, Err: sinks.Permanent(badErr)}
@@ -250,39 +326,89 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 	return nil
 }
 
-// commit writes one batch in one transaction: the merged session records and request counts
-// of every part it touches, then the request rows, then the longest part span.
-func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*record.Session, aggs map[partKey]*partAgg, order []partKey) error {
+// checkRequest reports a request record the store cannot keep.
+func checkRequest(r *record.Request) error {
+	if r == nil || r.Session == "" || r.Part == "" {
+		return errors.New("request record without session or part")
+	}
+	// The only value of a request record JSON cannot encode is a float that is not a number;
+	// checking it here lets the encoding run beside the first statements.
+	if math.IsNaN(r.DurationMS) || math.IsInf(r.DurationMS, 0) {
+		return errors.New("encode request record: duration_ms is not a finite number")
+	}
+	return nil
+}
+
+// pendingBatch is the last batch whose write failed: its id and what identifies it.
+type pendingBatch struct {
+	id          string
+	first, last record.Record
+	n           int
+}
+
+// batchID names a batch: the writer's instance id and a sequence number. A batch the sinks
+// pipeline tries again after a failed Write (the same records, in the same order) keeps the id
+// of the failed try, so that, should that try have committed after all (a lost
+// acknowledgement), the retry finds its id in batches and is skipped.
+func (s *Store) batchID(batch []record.Record) string {
+	p := &s.pending
+	if p.id != "" && p.n == len(batch) && p.first == batch[0] && p.last == batch[len(batch)-1] {
+		return p.id
+	}
+	s.seq++
+	*p = pendingBatch{id: s.instance + "." + strconv.FormatUint(s.seq, 10), first: batch[0], last: batch[len(batch)-1], n: len(batch)}
+	return p.id
+}
+
+// newInstanceID is a random id for one open store: batch ids begin with it.
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// commit writes one batch in one transaction: its id (a batch already committed ends the
+// transaction there), the parts it touches, then the request rows and part values, then the
+// longest part span.
+func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey) error {
+	if s.d.postgres {
+		if err := s.ensurePartitions(ctx, reqs); err != nil {
+			return err
+		}
+	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	defer tx.Rollback()
-	// The request records are encoded on another core while this one merges the session
-	// records and updates the parts; the request rows need them only after that.
+	// The request records are encoded on another core while this one updates the parts; the
+	// request rows need them only after that.
 	wait := encodeRequests(reqs)
 	defer wait()
-	// The session records of a part are merged in memory first, so each part of the batch
-	// costs one upsert whatever it brings: request counts, a merged record, or both.
-	merged, err := s.mergeSessions(ctx, tx, sess)
+	res, err := tx.StmtContext(ctx, s.stmt.batch).ExecContext(ctx, s.d.text(id), s.now().UnixMilli())
 	if err != nil {
-		return err
+		return fmt.Errorf("store: record batch: %w", err)
 	}
-	for _, r := range sess {
-		k := partKey{r.Session, r.Part}
-		if aggs[k] == nil {
-			aggs[k] = &partAgg{}
-			order = append(order, k)
-		}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: record batch: %w", err)
+	} else if n == 0 {
+		s.log.Info("batch already committed, skipped", "batch", id)
+		return nil
 	}
-	span, err := s.upsertParts(ctx, tx, aggs, order, merged)
+	// Parts are upserted in key order, so that writers that share a database lock part rows in
+	// one order and never wait on each other in a cycle.
+	sortParts(order)
+	span, err := s.upsertParts(ctx, tx, aggs, order)
 	if err != nil {
 		return err
 	}
 	if err := wait(); err != nil {
 		return err
 	}
-	newKeys, err := s.insertRequests(ctx, tx, reqs, aggs)
+	if err := s.insertRequests(ctx, tx, reqs, aggs); err != nil {
+		return err
+	}
+	newKeys, err := s.upsertValues(ctx, tx, aggs, order)
 	if err != nil {
 		return err
 	}
@@ -297,9 +423,6 @@ func (s *Store) commit(ctx context.Context, reqs []encodedRequest, sess []*recor
 	s.committed()
 	// Only what is committed may be remembered: a rolled back batch comes again.
 	s.values.add(newKeys)
-	for k, m := range merged {
-		s.records.put(k, asStored(m.rec))
-	}
 	if span > s.maxSpanW {
 		s.maxSpanW = span
 	}
@@ -340,27 +463,19 @@ func encodeRequests(reqs []encodedRequest) (wait func() error) {
 	}
 }
 
-// upsertParts brings every part of the batch up to date, in order: its request counts and, when
-// the batch holds one, its merged session record. It fills each partAgg's id and returns the
-// longest part span seen, at least the one known before.
-func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey, merged map[partKey]*mergedRecord) (int64, error) {
+// upsertParts adds what the batch brings to every part it touches, in order. It fills each
+// partAgg's id and returns the longest part span seen, at least the one known before.
+func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) (int64, error) {
 	span := s.maxSpanW
-	args := make([]any, 0, (1<<(partSizes-1))*partUpsertCols)
+	args := make([]any, 0, (1<<(len(s.stmt.parts)-1))*partUpsertCols)
 	for start := 0; start < len(order); {
-		n := chunkLen(len(order)-start, partSizes)
+		n := chunkLen(len(order)-start, len(s.stmt.parts))
 		args = args[:0]
 		for _, k := range order[start : start+n] {
 			a := aggs[k]
-			first, last := a.first, a.last
-			if m := merged[k]; m != nil {
-				// A part the batch brings no request of takes its times from the record.
-				rf, rl := ms(m.rec.FirstSeen), ms(m.rec.LastSeen)
-				if a.rows > 0 {
-					rf, rl = min(rf, first), max(rl, last)
-				}
-				first, last = rf, rl
-			}
-			args = append(args, k.session, k.part, first, last, a.rows, a.malicious, a.bytesIn, a.bytesOn, a.last, a.user, a.role)
+			args = append(args, s.d.text(k.session), s.d.text(k.part), a.first, a.last, a.rows, a.malicious, a.bytesIn,
+				a.bytesOut, a.last, s.d.text(a.user.value), a.user.at, s.d.text(a.user.rid), s.d.text(a.role.value),
+				a.role.at, s.d.text(a.role.rid), s.d.text(a.key.src), s.d.text(a.key.nm), a.key.at, s.d.text(a.key.rid))
 		}
 		start += n
 		sp, err := s.upsertChunk(ctx, tx, s.stmt.parts[bits.TrailingZeros(uint(n))], args, aggs)
@@ -368,9 +483,6 @@ func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*p
 			return 0, err
 		}
 		span = max(span, sp)
-	}
-	if err := s.setRecords(ctx, tx, aggs, order, merged); err != nil {
-		return 0, err
 	}
 	return span, nil
 }
@@ -394,7 +506,7 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args 
 		}
 		a := aggs[k]
 		if a == nil {
-			return 0, fmt.Errorf("store: update parts: part %s/%s returned, not in the batch", k.session, k.part)
+			return 0, fmt.Errorf("store: update parts: a part returned that is not in the batch")
 		}
 		a.id = id
 		span = max(span, sp)
@@ -409,53 +521,14 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args 
 	return span, nil
 }
 
-// setRecords stores the merged session record of the parts that have one, in batch order.
-func (s *Store) setRecords(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey, merged map[partKey]*mergedRecord) error {
-	if len(merged) == 0 {
-		return nil
+// insertRequests writes the request rows.
+func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) error {
+	if s.d.postgres {
+		return s.bulkRequests(ctx, tx, reqs, aggs)
 	}
-	args := make([]any, 0, (1<<(recordSizes-1))*recordCols)
-	flush := func() error {
-		n := len(args) / recordCols
-		if n == 0 {
-			return nil
-		}
-		for n > 0 {
-			c := chunkLen(n, recordSizes)
-			st := s.stmt.records[bits.TrailingZeros(uint(c))]
-			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args[:c*recordCols]...); err != nil {
-				return fmt.Errorf("store: update part records: %w", err)
-			}
-			args = append(args[:0], args[c*recordCols:]...)
-			n -= c
-		}
-		return nil
-	}
-	for _, k := range order {
-		m := merged[k]
-		if m == nil {
-			continue
-		}
-		args = append(args, aggs[k].id, string(m.json), m.rec.User, m.rec.Role)
-		if len(args) == cap(args) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return flush()
-}
-
-// insertRequests writes the request rows and the part values they bring that are not known
-// yet, and returns the cache keys of those values.
-func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) ([]uint64, error) {
-	args := make([]any, 0, (1<<(requestSizes-1))*requestCols)
-	var vals []partValue
-	var keys []uint64
-	inBatch := map[uint64]struct{}{}
-	var scratch []partValue
+	args := make([]any, 0, (1<<(len(s.stmt.requests)-1))*requestCols)
 	for start := 0; start < len(reqs); {
-		n := chunkLen(len(reqs)-start, requestSizes)
+		n := chunkLen(len(reqs)-start, len(s.stmt.requests))
 		chunk := reqs[start : start+n]
 		start += n
 		args = args[:0]
@@ -467,257 +540,113 @@ func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRe
 			if r.Attack != nil {
 				types = strings.Join(r.Attack.Types, ",")
 			}
-			args = append(args, id, e.t, r.RequestID, r.Method, r.Host, r.Path, r.Route, r.Status,
-				r.ClientIP, r.User, r.Role, r.Malicious, strings.Join(r.Flows, ","), types, e.json)
-			scratch = requestValues(scratch[:0], id, r.Method, r.Host, r.Path, r.Route, r.Status, r.ClientIP,
-				r.User, r.Role, r.Malicious, r.Flows)
-			for _, v := range scratch {
-				k := s.values.key(v)
-				if _, ok := inBatch[k]; ok || s.values.has(k) {
-					continue
-				}
-				inBatch[k] = struct{}{}
-				keys = append(keys, k)
-				vals = append(vals, v)
-			}
+			d := s.d
+			args = append(args, id, e.t, d.text(r.RequestID), d.text(r.Method), d.text(r.Host), d.text(r.Path),
+				d.text(r.Route), r.Status, d.text(r.ClientIP), d.text(r.User), d.text(r.Role), r.Malicious,
+				d.text(strings.Join(r.Flows, ",")), d.text(types), e.json)
 		}
 		st := s.stmt.requests[bits.TrailingZeros(uint(n))]
 		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
-			return nil, fmt.Errorf("store: insert requests: %w", err)
+			return fmt.Errorf("store: insert requests: %w", err)
 		}
 	}
-	for start := 0; start < len(vals); {
-		n := chunkLen(len(vals)-start, valueSizes)
-		chunk := vals[start : start+n]
-		start += n
-		args = args[:0]
-		for _, v := range chunk {
-			args = append(args, v.part, v.kind, v.value)
-		}
-		st := s.stmt.values[bits.TrailingZeros(uint(n))]
-		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
-			return nil, fmt.Errorf("store: insert part values: %w", err)
-		}
-	}
-	return keys, nil
+	return nil
 }
 
-// mergedRecord is a part's session record after the batch, and its JSON.
-type mergedRecord struct {
-	rec  *record.Session
-	json []byte
+// valueRow is one part_values row a batch writes.
+type valueRow struct {
+	part         int64
+	kind         int
+	value        string
+	count, first int64
 }
 
-// mergeSessions merges each session record into its part's stored record (remembered, or
-// read from the part row), in batch order.
-func (s *Store) mergeSessions(ctx context.Context, tx *sql.Tx, sess []*record.Session) (map[partKey]*mergedRecord, error) {
-	if len(sess) == 0 {
-		return nil, nil
+// batchValues lists the part_values rows of the batch: counted ones to add to, and the
+// uncounted ones the writer does not know to be stored, with their cache keys. Parts come in
+// order and a part's values sorted, so that writers sharing a database take row locks in one
+// order.
+func (s *Store) batchValues(aggs map[partKey]*partAgg, order []partKey) (counts, marks []valueRow, keys []uint64) {
+	for _, k := range order {
+		a := aggs[k]
+		for _, kv := range sortedValues(a.values) {
+			if counted(kv.kind) {
+				v := a.values[kv]
+				counts = append(counts, valueRow{a.id, kv.kind, kv.value, v.count, v.first})
+				continue
+			}
+			key := s.values.key(a.id, kv.kind, kv.value)
+			if !s.values.has(key) {
+				marks = append(marks, valueRow{part: a.id, kind: kv.kind, value: kv.value})
+				keys = append(keys, key)
+			}
+		}
 	}
-	stored, err := s.storedRecords(ctx, tx, sess)
-	if err != nil {
+	return counts, marks, keys
+}
+
+// upsertValues writes the batch's part values and returns the cache keys of the uncounted
+// ones, to remember once the batch is committed.
+func (s *Store) upsertValues(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) ([]uint64, error) {
+	counts, marks, keys := s.batchValues(aggs, order)
+	if s.d.postgres {
+		return keys, s.bulkValues(ctx, tx, counts, marks)
+	}
+	if err := s.execValues(ctx, tx, s.stmt.values, counts, true); err != nil {
 		return nil, err
 	}
-	out := make(map[partKey]*mergedRecord, len(sess))
-	for _, r := range sess {
-		k := partKey{r.Session, r.Part}
-		var prev *record.Session
-		if m := out[k]; m != nil {
-			prev = m.rec
-		} else if c, ok := s.records.get(k); ok {
-			prev = c
-		} else {
-			prev = stored[k]
-		}
-		m := cloneSession(r)
-		if prev != nil {
-			m = mergeSession(prev, r)
-		}
-		out[k] = &mergedRecord{rec: m}
-	}
-	// One buffer for the batch's records, each a slice capped at its end (see commit).
-	var buf []byte
-	for _, m := range out {
-		start := len(buf)
-		buf = m.rec.AppendJSON(buf)
-		m.json = buf[start:len(buf):len(buf)]
-	}
-	return out, nil
+	return keys, s.execValues(ctx, tx, s.stmt.marks, marks, false)
 }
 
-// storedRecords reads the stored record of the parts of sess the writer does not remember, a
-// chunk of parts per statement: a flood of new session keys brings hundreds of final records a
-// batch, of parts whose requests came long before. A part without a stored record (or with one
-// that does not decode) is absent from the result.
-func (s *Store) storedRecords(ctx context.Context, tx *sql.Tx, sess []*record.Session) (map[partKey]*record.Session, error) {
-	var keys []any
-	asked := make(map[partKey]bool)
-	for _, r := range sess {
-		k := partKey{r.Session, r.Part}
-		if asked[k] {
-			continue
-		}
-		asked[k] = true
-		if _, ok := s.records.get(k); !ok {
-			keys = append(keys, k.session, k.part)
-		}
+// execValues writes rows with the multi-row statements sts, with their counts or without.
+func (s *Store) execValues(ctx context.Context, tx *sql.Tx, sts []*sql.Stmt, rows []valueRow, withCounts bool) error {
+	cols := 3
+	if withCounts {
+		cols = valueCols
 	}
-	stored := make(map[partKey]*record.Session)
-	for len(keys) > 0 {
-		n := chunkLen(len(keys)/2, storedSizes)
-		st := s.stmt.stored[bits.TrailingZeros(uint(n))]
-		rows, err := tx.StmtContext(ctx, st).QueryContext(ctx, keys[:2*n]...)
-		if err != nil {
-			return nil, fmt.Errorf("store: read parts: %w", err)
-		}
-		for rows.Next() {
-			var k partKey
-			var old []byte
-			if err := rows.Scan(&k.session, &k.part, &old); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("store: read parts: %w", err)
-			}
-			var p record.Session
-			if json.Unmarshal(old, &p) == nil {
-				stored[k] = &p
+	args := make([]any, 0, (1<<(len(sts)-1))*cols)
+	for start := 0; start < len(rows); {
+		n := chunkLen(len(rows)-start, len(sts))
+		args = args[:0]
+		for _, v := range rows[start : start+n] {
+			args = append(args, v.part, v.kind, s.d.text(v.value))
+			if withCounts {
+				args = append(args, v.count, v.first)
 			}
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("store: read parts: %w", err)
+		start += n
+		if _, err := tx.StmtContext(ctx, sts[bits.TrailingZeros(uint(n))]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("store: update part values: %w", err)
 		}
-		keys = keys[2*n:]
 	}
-	return stored, nil
-}
-
-// recordCache remembers the stored session record of recent parts, so a snapshot is merged
-// without reading and decoding the part row. Bounded: when full it starts again empty. The
-// records in it are never modified (mergeSession builds new ones). Writer only, under wmu.
-type recordCache struct {
-	m   map[partKey]*record.Session
-	max int
-}
-
-// recordCacheSize bounds the cache: a record is about 1 KB.
-const recordCacheSize = 8192
-
-func newRecordCache(n int) *recordCache {
-	return &recordCache{m: make(map[partKey]*record.Session), max: n}
-}
-
-func (c *recordCache) get(k partKey) (*record.Session, bool) {
-	r, ok := c.m[k]
-	return r, ok
-}
-
-func (c *recordCache) put(k partKey, r *record.Session) {
-	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
-		clear(c.m)
-	}
-	c.m[k] = r
-}
-
-func (c *recordCache) reset() { clear(c.m) }
-
-// asStored returns r as it reads back from its JSON: times in UTC to the millisecond, so a
-// merge with a remembered record decides exactly as one with the stored record would.
-func asStored(r *record.Session) *record.Session {
-	c := *r
-	c.FirstSeen = record.At(r.FirstSeen.Truncate(time.Millisecond).UTC())
-	c.LastSeen = record.At(r.LastSeen.Truncate(time.Millisecond).UTC())
-	return &c
+	return nil
 }
 
 // requestJSONSize is about the size of a request record's JSON, to size the buffer a batch
 // is encoded into; a larger record only makes the buffer grow.
 const requestJSONSize = 768
 
-func cloneSession(r *record.Session) *record.Session {
-	c := *r
-	c.Kind = record.KindSession
-	c.IPs = slices.Clone(r.IPs)
-	c.UserAgents = slices.Clone(r.UserAgents)
-	c.Methods = maps.Clone(r.Methods)
-	c.Statuses = maps.Clone(r.Statuses)
-	c.Flows = maps.Clone(r.Flows)
-	return &c
-}
-
-// mergeSession combines the stored state of a part with a newer record of it. Records of one
-// part arrive as snapshots, usually each a superset of the last; but a part resumed after a
-// restart (or an eviction) starts its counts again under the same name, so counts take the
-// larger value per key, distinct lists are united (capped as records cap them), and the newest
-// record (by last_seen, then requests) decides user, role and whether the part has ended.
-func mergeSession(old, r *record.Session) *record.Session {
-	newer := r.LastSeen.After(old.LastSeen.Time) ||
-		r.LastSeen.Equal(old.LastSeen.Time) && r.Requests >= old.Requests
-	m := cloneSession(old)
-	if newer {
-		m = cloneSession(r)
-		if old.Key.Source != "" {
-			m.Key = old.Key
-		}
-		if m.User == "" {
-			m.User = old.User
-		}
-		if m.Role == "" {
-			m.Role = old.Role
-		}
-	}
-	if !old.FirstSeen.IsZero() && (r.FirstSeen.IsZero() || old.FirstSeen.Before(r.FirstSeen.Time)) {
-		m.FirstSeen = old.FirstSeen
-	} else {
-		m.FirstSeen = r.FirstSeen
-	}
-	if old.LastSeen.After(r.LastSeen.Time) {
-		m.LastSeen = old.LastSeen
-	} else {
-		m.LastSeen = r.LastSeen
-	}
-	m.Requests = max(old.Requests, r.Requests)
-	m.Malicious = max(old.Malicious, r.Malicious)
-	m.BytesIn = max(old.BytesIn, r.BytesIn)
-	m.BytesOut = max(old.BytesOut, r.BytesOut)
-	m.IPs = union(old.IPs, r.IPs)
-	m.UserAgents = union(old.UserAgents, r.UserAgents)
-	m.Methods = maxCounts(old.Methods, r.Methods)
-	m.Statuses = maxCounts(old.Statuses, r.Statuses)
-	m.Flows = maxCounts(old.Flows, r.Flows)
-	return m
-}
-
-func union(a, b []string) []string {
-	out := slices.Clone(a)
-	for _, v := range b {
-		if len(out) >= record.MaxDistinct {
-			break
-		}
-		if !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
-func maxCounts(a, b map[string]int) map[string]int {
-	if len(a) == 0 && len(b) == 0 {
-		return nil
-	}
-	out := make(map[string]int, max(len(a), len(b)))
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		out[k] = max(out[k], v)
-	}
-	return out
-}
-
 func ms(t record.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
 	return t.UnixMilli()
+}
+
+// sortParts puts part keys in byte order.
+func sortParts(order []partKey) {
+	slices.SortFunc(order, func(a, b partKey) int {
+		return cmp.Or(strings.Compare(a.session, b.session), strings.Compare(a.part, b.part))
+	})
+}
+
+// sortedValues returns the keys of m by kind, then value.
+func sortedValues(m map[kindValue]valueAgg) []kindValue {
+	out := make([]kindValue, 0, len(m))
+	for kv := range m {
+		out = append(out, kv)
+	}
+	slices.SortFunc(out, func(a, b kindValue) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.value, b.value))
+	})
+	return out
 }

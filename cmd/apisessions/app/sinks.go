@@ -48,6 +48,11 @@ func buildOutputs(cfg *config.Config, logger *slog.Logger, stdout io.Writer) ([]
 	for _, f := range sinkFactories() {
 		factories[f.Type] = f
 	}
+	// Validate has checked the zone; the store derives from it when a part's day is over.
+	zone, err := time.LoadLocation(cfg.Sessions.DayBoundary)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sessions.day_boundary: %w", err)
+	}
 	var stores []*store.Store
 	outs := make([]sinks.Output, 0, len(cfg.Sinks))
 	for _, sc := range cfg.Sinks {
@@ -58,10 +63,12 @@ func buildOutputs(cfg *config.Config, logger *slog.Logger, stdout io.Writer) ([]
 		}
 		log := logger.With("component", "sinks", "sink", sc.Name)
 		sk, err := f.Create(sc, sinks.Settings{
-			Logger:    log,
-			Stdout:    stdout,
-			DataDir:   cfg.Server.DataDir,
-			Retention: cfg.Sessions.Retention.Std(),
+			Logger:      log,
+			Stdout:      stdout,
+			DataDir:     cfg.Server.DataDir,
+			Retention:   cfg.Sessions.Retention.Std(),
+			IdleTimeout: cfg.Sessions.IdleTimeout.Std(),
+			DayBoundary: zone,
 		})
 		if err != nil {
 			closeOutputs(outs)

@@ -1,0 +1,214 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/apisessions/apisessions/sessions/record"
+)
+
+// mergeRequests is a few parts' worth of request records whose values collide on purpose:
+// equal times, equal request ids, users and roles that change, many IPs and user agents,
+// more methods than a record lists.
+func mergeRequests(n int) []record.Record {
+	rng := rand.New(rand.NewPCG(11, 12))
+	var out []record.Record
+	for i := range n {
+		p := i % 4
+		part := "2026-11-22"
+		if p == 3 {
+			part = "2026-11-22.2"
+		}
+		at := time.Duration(rng.IntN(n/4)) * time.Second // many requests share a time
+		out = append(out, req(fmt.Sprintf("s_m%d", p%3), part, at, func(r *record.Request) {
+			r.RequestID = fmt.Sprintf("id%d", rng.IntN(n/3)) // and some a request id
+			r.User = []string{"", "ann", "ben", "cid"}[rng.IntN(4)]
+			r.Role = []string{"", "admin", "user"}[rng.IntN(3)]
+			r.ClientIP = fmt.Sprintf("192.0.2.%d", rng.IntN(40))
+			r.UserAgent = fmt.Sprintf("agent/%d", rng.IntN(40))
+			r.Method = fmt.Sprintf("M%d", rng.IntN(36))
+			r.Status = 200 + rng.IntN(5)*100
+			r.Flows = [][]string{nil, {"auth"}, {"auth", "billing"}}[rng.IntN(3)]
+			r.Key = record.Key{Source: record.SourceParam, Name: []string{"sid", "token"}[rng.IntN(2)]}
+			r.RequestBytes, r.ResponseBytes = int64(rng.IntN(1000)), int64(rng.IntN(5000))
+			if rng.IntN(10) == 0 {
+				r.Malicious = true
+				r.Attack = &record.Attack{Source: "header", Types: []string{"sqli", "xss"}[:1+rng.IntN(2)]}
+			}
+		}))
+	}
+	return out
+}
+
+// storedParts is every stored part: the list's records, and each part's view with all its
+// requests.
+func storedParts(t *testing.T, s *Store) (*Page, map[string]*PartView) {
+	t.Helper()
+	ctx := context.Background()
+	page, err := s.List(ctx, ListQuery{Limit: MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	views := map[string]*PartView{}
+	for _, r := range page.Sessions {
+		v, err := s.Part(ctx, r.Session, r.Part, PartQuery{Limit: MaxPartLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[r.Session+"/"+r.Part] = v
+	}
+	return page, views
+}
+
+// splitBatches cuts recs, in the order perm gives, into batches of random sizes.
+func splitBatches(recs []record.Record, perm []int, rng *rand.Rand) [][]record.Record {
+	var out [][]record.Record
+	for start := 0; start < len(perm); {
+		n := min(1+rng.IntN(60), len(perm)-start)
+		var b []record.Record
+		for _, i := range perm[start : start+n] {
+			b = append(b, recs[i])
+		}
+		out = append(out, b)
+		start += n
+	}
+	return out
+}
+
+// TestPartsIndependentOfOrder writes the same request records in one batch, and in batches
+// of random sizes in random orders through one writer and through two writers on one
+// database: every part must read the same, field by field.
+func TestPartsIndependentOfOrder(t *testing.T) {
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			testPartsIndependentOfOrder(t, d)
+		})
+	}
+}
+
+func testPartsIndependentOfOrder(t *testing.T, driver string) {
+	recs := mergeRequests(600)
+	now := func() time.Time { return base.Add(time.Hour) }
+	o := freshOptions(t, driver)
+	o.Now, o.IdleTimeout = now, 30*time.Minute
+	want := openTestWith(t, o)
+	write(t, want, recs...)
+	wantPage, wantViews := storedParts(t, want)
+	if len(wantPage.Sessions) != 4 {
+		t.Fatalf("%d parts; want 4", len(wantPage.Sessions))
+	}
+	if r := wantPage.Sessions[0]; len(r.IPs) != shownValues || r.Methods[otherValue] == 0 {
+		t.Fatalf("part %s lists %d IPs and %d other methods; the test wants both capped", r.Part, len(r.IPs), r.Methods[otherValue])
+	}
+	ignoreIDs := cmp.Comparer(func(a, b record.Time) bool { return a.Equal(b.Time) })
+	for round := range 4 {
+		rng := rand.New(rand.NewPCG(uint64(round), 99))
+		perm := rng.Perm(len(recs))
+		if round == 0 {
+			slices.Reverse(perm)
+		}
+		o := freshOptions(t, driver)
+		o.Now, o.IdleTimeout = now, 30*time.Minute
+		writers := 1 + round%2
+		var stores []*Store
+		for range writers {
+			stores = append(stores, openTestWith(t, o))
+		}
+		for i, b := range splitBatches(recs, perm, rng) {
+			write(t, stores[i%writers], b...)
+		}
+		page, views := storedParts(t, stores[0])
+		if diff := cmp.Diff(wantPage, page, ignoreIDs); diff != "" {
+			t.Errorf("round %d (%d writers): list differs from one batch's (-want +got):\n%s", round, writers, diff)
+		}
+		for k, v := range views {
+			// Requests at the same time come in the order they were stored.
+			v.Requests, wantViews[k].Requests = nil, nil
+		}
+		if diff := cmp.Diff(wantViews, views, ignoreIDs); diff != "" {
+			t.Errorf("round %d (%d writers): parts differ from one batch's (-want +got):\n%s", round, writers, diff)
+		}
+	}
+}
+
+// TestBatchRetriedAfterCommit retries a batch whose commit went through: the store finds its
+// id and counts its requests once.
+func TestBatchRetriedAfterCommit(t *testing.T) {
+	t.Parallel()
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		batch := []record.Record{req("s_r", "2026-11-22", 0), req("s_r", "2026-11-22", time.Second)}
+		write(t, s, batch...)
+		// As if the commit's answer had been lost: the batch is still the pending one.
+		s.pending = pendingBatch{id: fmt.Sprintf("%s.%d", s.instance, s.seq), first: batch[0], last: batch[1], n: 2}
+		write(t, s, batch...)
+		v, err := s.Part(context.Background(), "s_r", "2026-11-22", PartQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Session.Requests != 2 || len(v.Requests) != 2 || v.Session.Methods["GET"] != 2 {
+			t.Errorf("after a retried batch: %d requests, %d rows, %d GET; want 2 each", v.Session.Requests, len(v.Requests), v.Session.Methods["GET"])
+		}
+		// A new batch with the same records is another batch.
+		write(t, s, batch...)
+		if v, _ = s.Part(context.Background(), "s_r", "2026-11-22", PartQuery{}); v.Session.Requests != 4 {
+			t.Errorf("a second batch: %d requests; want 4", v.Session.Requests)
+		}
+	})
+}
+
+// TestPartEnds derives whether a part has ended: its day is over, it has been idle longer
+// than the idle timeout, or a later part of its session exists.
+func TestPartEnds(t *testing.T) {
+	t.Parallel()
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		testPartEnds(t, s)
+	})
+}
+
+func testPartEnds(t *testing.T, s *Store) {
+	now := base.Add(time.Hour) // 2026-11-22 11:00 UTC
+	s.now, s.parts.idle = func() time.Time { return now }, 30*time.Minute
+	write(t, s,
+		req("s_day", "2026-11-21", -12*time.Hour),
+		req("s_idle", "2026-11-22", 10*time.Minute),
+		req("s_live", "2026-11-22", 50*time.Minute),
+		req("s_next", "2026-11-22", 40*time.Minute),
+		req("s_next", "2026-11-22.2", 55*time.Minute),
+	)
+	for _, tc := range []struct {
+		session, part, reason string
+	}{
+		{"s_day", "2026-11-21", record.EndDay},
+		{"s_idle", "2026-11-22", record.EndIdle},
+		{"s_live", "2026-11-22", ""},
+		{"s_next", "2026-11-22", record.EndIdle},
+		{"s_next", "2026-11-22.2", ""},
+	} {
+		v, err := s.Part(context.Background(), tc.session, tc.part, PartQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Session.EndReason != tc.reason || v.Session.Final != (tc.reason != "") {
+			t.Errorf("%s/%s: final %v, reason %q; want reason %q", tc.session, tc.part, v.Session.Final, v.Session.EndReason, tc.reason)
+		}
+	}
+	// In Tokyo the day of 2026-11-22 ends at 15:00 UTC; in UTC it goes on.
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Skip("no time zone database")
+	}
+	late := base.Add(6 * time.Hour)
+	if got := (partRules{zone: tokyo}).ended("2026-11-22", late, false, late); got != record.EndDay {
+		t.Errorf("a Tokyo day at 01:00 the next day local: %q; want day", got)
+	}
+	if got := (partRules{zone: time.UTC}).ended("2026-11-22", late, false, late); got != "" {
+		t.Errorf("a UTC day at 16:00: %q; want not ended", got)
+	}
+}
