@@ -147,7 +147,7 @@ func TestComposeReplicaConfig(t *testing.T) {
 	for k, v := range r1.Environment {
 		t.Setenv(k, v)
 	}
-	if code, out := appconfig.ValidateShared(t, string(data)); code != 0 {
+	if code, out := appconfig.Validate(t, string(data)); code != 0 {
 		t.Errorf("apisessions-replicas.yaml does not validate with the replicas' environment (exit %d):\n%s", code, out)
 	}
 	single, err := os.ReadFile("apisessions.yaml")

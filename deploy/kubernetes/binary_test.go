@@ -62,7 +62,7 @@ func TestConfigValidates(t *testing.T) {
 	}
 	t.Setenv("APISESSIONS_PG_DSN", "postgres://apisessions@postgres:5432/apisessions?sslmode=verify-full")
 	t.Setenv("APISESSIONS_REDIS_ADDRESS", "redis:6379")
-	if code, out := appconfig.ValidateShared(t, cfg); code != 0 {
+	if code, out := appconfig.Validate(t, cfg); code != 0 {
 		t.Errorf("the ConfigMap's configuration does not validate (exit %d):\n%s", code, out)
 	}
 }
