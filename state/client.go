@@ -49,7 +49,8 @@ type Settings struct {
 	Password string
 	// Now is the clock of the log limit; nil means time.Now.
 	Now func() time.Time
-	// RoundTrip, when set, receives the duration of every round trip that reached Redis.
+	// RoundTrip, when set, receives, for every batch that got its answers, how long its caller
+	// waited for them (a wait for the round in flight included).
 	RoundTrip func(Op, time.Duration)
 }
 

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +92,11 @@ func (c *Client) drain() {
 			return
 		}
 		co.mu.Unlock()
-		c.roundDetached(calls)
+		// A caller that stopped waiting while queued decided locally: its commands are not sent.
+		calls = slices.DeleteFunc(calls, func(cl *call) bool { return cl.state.Load() == abandoned })
+		if len(calls) > 0 {
+			c.roundDetached(calls)
+		}
 	}
 }
 
@@ -129,9 +134,10 @@ func (c *Client) round(ctx context.Context, calls []*call) {
 	c.rerunUnknownScripts(ctx, scripts)
 	c.noteRound(ctx, calls)
 	for _, cl := range calls {
+		err := cl.b.err()
 		if cl.state.CompareAndSwap(waiting, answered) {
-			cl.done <- cl.b.err()
-		} else {
+			cl.done <- err
+		} else if err == nil || reachedRedis(err) {
 			c.late[cl.b.op].Add(1)
 		}
 	}
