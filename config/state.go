@@ -30,7 +30,8 @@ type Redis struct {
 	// Timeout bounds one round trip (all of a request's reads and writes, pipelined); past it
 	// the request is decided locally.
 	Timeout Duration `yaml:"timeout"`
-	// PoolSize bounds the connections to Redis: one is busy per round trip in flight.
+	// PoolSize bounds the connections to Redis. Concurrent round trips share one pipeline,
+	// so the client keeps two busy at most (the round in flight and the probe).
 	PoolSize int `yaml:"pool_size"`
 }
 
@@ -46,8 +47,8 @@ const (
 	DefaultRedisTimeout = Duration(20 * time.Millisecond)
 	// MaxRedisTimeout keeps a slow Redis from holding Envoy's requests for long.
 	MaxRedisTimeout = Duration(time.Second)
-	// DefaultRedisPoolSize covers 64 round trips in flight at once; each takes well under a
-	// millisecond, so that carries tens of thousands of requests a second.
+	// DefaultRedisPoolSize leaves room above the two connections the client uses; a smaller
+	// value (at least 1) bounds them further.
 	DefaultRedisPoolSize = 64
 	maxRedisPoolSize     = 10000
 	maxRedisKeyPrefix    = 64

@@ -43,7 +43,7 @@ type collector struct {
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 
-	stateUp, stateErrors, stateSkipped *prometheus.Desc
+	stateUp, stateErrors, stateSkipped, stateLate *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -91,6 +91,7 @@ func newCollector(src Sources) *collector {
 		stateUp:      desc("state", "up", "1 while the shared state (state.redis) is in the path; 0 while failures keep it out and requests are decided locally."),
 		stateErrors:  desc("state", "errors_total", "Round trips to the shared state that failed or passed state.redis.timeout, by op; each such request was decided locally.", "op"),
 		stateSkipped: desc("state", "skipped_total", "Requests decided locally without trying the shared state because it was down, by op.", "op"),
+		stateLate:    desc("state", "late_total", "Shared state answers dropped because they came after their request stopped waiting, by op.", "op"),
 	}
 }
 
@@ -124,6 +125,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.stateUp
 		ch <- c.stateErrors
 		ch <- c.stateSkipped
+		ch <- c.stateLate
 	}
 }
 
@@ -187,6 +189,7 @@ func (c *collector) collectState(ch chan<- prometheus.Metric, s state.Stats) {
 	for op := range state.NumOps {
 		ch <- prometheus.MustNewConstMetric(c.stateErrors, prometheus.CounterValue, float64(s.Errors[op]), op.String())
 		ch <- prometheus.MustNewConstMetric(c.stateSkipped, prometheus.CounterValue, float64(s.Skipped[op]), op.String())
+		ch <- prometheus.MustNewConstMetric(c.stateLate, prometheus.CounterValue, float64(s.Late[op]), op.String())
 	}
 }
 

@@ -203,7 +203,7 @@ func (r *Registry) StateRoundTrip() func(state.Op, time.Duration) {
 			Namespace: namespace,
 			Subsystem: "state",
 			Name:      "round_trip_seconds",
-			Help:      "Round trips to the shared state (state.redis) that got an answer, by op: peek on the request path of an inline answer, observe at a stream's end.",
+			Help:      "Requests' round trips to the shared state (state.redis) that got an answer, from sending to the answer, a wait for the round in flight included, by op: peek on the request path of an inline answer, observe at a stream's end.",
 			Buckets:   stateBuckets,
 		}, []string{"op"})
 		for op := range state.NumOps {

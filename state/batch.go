@@ -49,10 +49,12 @@ func (b *Batch) run(s *Script, keys []string, args ...any) *redis.Cmd {
 	return cmd
 }
 
-// Exec sends the batch in one round trip bounded by state.redis.timeout. It returns false
-// when the answers are unknown: the breaker is open (after tripAfter failures in a row), Redis
-// failed or was too slow, or ctx ended. The caller then decides locally. A script Redis does not know yet (after a restart
-// or SCRIPT FLUSH) is sent once more in full, which costs that one batch a second round trip.
+// Exec sends the batch, bounded by state.redis.timeout. Batches of concurrent requests
+// share one pipelined round trip (see coalescer), so that from each request's point of view
+// it is one round trip. Exec returns false when the answers are unknown: the breaker is open
+// (after tripAfter failed round trips in a row), Redis failed or was too slow, or ctx ended.
+// The caller then decides locally. A script Redis does not know yet (after a restart or
+// SCRIPT FLUSH) is sent once more in full, which costs that round a second round trip.
 func (b *Batch) Exec(ctx context.Context) bool {
 	c := b.c
 	if c.down.Load() {
@@ -62,60 +64,25 @@ func (b *Batch) Exec(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
-	err := b.send(ctx, b.cmds)
-	if err == nil {
-		err = b.rerunUnknownScripts(ctx)
-	}
-	if err != nil && !errors.Is(err, redis.Nil) {
-		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+	if err := c.exec(ctx, b); err != nil {
+		if errors.Is(context.Cause(ctx), context.Canceled) {
 			return false // the caller went away: not Redis's fault
 		}
-		c.fail(b.op, err)
+		c.count(b.op, err)
 		return false
 	}
-	c.ok()
 	if c.roundTrip != nil {
 		c.roundTrip(b.op, time.Since(start))
 	}
 	return true
 }
 
-// send writes cmds in one round trip and returns the first error that is not a missing key.
-func (b *Batch) send(ctx context.Context, cmds []redis.Cmder) error {
-	if len(cmds) == 1 {
-		_ = b.c.rdb.Process(ctx, cmds[0])
-	} else {
-		p := b.c.rdb.Pipeline()
-		for _, cmd := range cmds {
-			_ = p.Process(ctx, cmd)
-		}
-		_, _ = p.Exec(ctx)
-	}
-	for _, cmd := range cmds {
-		if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) && !isNoScript(err) {
+// err is the batch's first error that is not a missing key.
+func (b *Batch) err() error {
+	for _, cmd := range b.cmds {
+		if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
 	}
 	return nil
 }
-
-// rerunUnknownScripts sends EVAL for every EVALSHA that met NOSCRIPT, in one more round trip.
-func (b *Batch) rerunUnknownScripts(ctx context.Context) error {
-	var again []redis.Cmder
-	for i := range b.scripts {
-		sc := &b.scripts[i]
-		if !isNoScript(sc.cmd.Err()) {
-			continue
-		}
-		retry := redis.NewCmd(ctx, sc.s.evalArgs("eval", sc.s.src, sc.keys, sc.args)...)
-		again = append(again, retry)
-		// The caller holds sc.cmd: it takes the answer of the retry.
-		defer func() { sc.cmd.SetVal(retry.Val()); sc.cmd.SetErr(retry.Err()) }()
-	}
-	if len(again) == 0 {
-		return nil
-	}
-	return b.send(ctx, again)
-}
-
-func isNoScript(err error) bool { return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") }

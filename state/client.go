@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -50,7 +49,8 @@ type Settings struct {
 	Password string
 	// Now is the clock of the log limit; nil means time.Now.
 	Now func() time.Time
-	// RoundTrip, when set, receives the duration of every round trip that reached Redis.
+	// RoundTrip, when set, receives, for every batch that got its answers, how long its caller
+	// waited for them (a wait for the round in flight included).
 	RoundTrip func(Op, time.Duration)
 }
 
@@ -63,6 +63,10 @@ type Stats struct {
 	// Skipped counts batches decided locally without trying Redis because the breaker was
 	// open, by Op.
 	Skipped [NumOps]uint64
+	// Late counts answers that arrived after their caller stopped waiting (its timeout
+	// passed or its request ended) and were dropped, by Op. Their callers are in Errors
+	// (a timeout) or nowhere (a request that ended).
+	Late [NumOps]uint64
 }
 
 // Client is the connection to the shared state. Its methods are safe for concurrent use.
@@ -79,6 +83,8 @@ type Client struct {
 	// streak counts the round trips that failed in a row since the last that did not.
 	streak          atomic.Int32
 	errors, skipped [NumOps]atomic.Uint64
+	late            [NumOps]atomic.Uint64
+	co              coalescer
 	stop            chan struct{}
 	closeOnce       sync.Once
 	probes          sync.WaitGroup
@@ -102,6 +108,10 @@ func New(cfg config.Redis, s Settings) (*Client, error) {
 		DB:        cfg.DB,
 		TLSConfig: tc,
 		PoolSize:  cfg.PoolSize,
+		// Round trips are coalesced, so one connection carries them all; a second, for the
+		// probe and the moment a round's drain starts, is dialled at once with the first so
+		// that no request waits for a dial.
+		MinIdleConns: min(2, cfg.PoolSize),
 		// The caller's deadline bounds every wait: a retry or a long dial would hold a request.
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1,
@@ -181,6 +191,7 @@ func (c *Client) Stats() Stats {
 	for i := range NumOps {
 		st.Errors[i] = c.errors[i].Load()
 		st.Skipped[i] = c.skipped[i].Load()
+		st.Late[i] = c.late[i].Load()
 	}
 	return st
 }
@@ -188,23 +199,25 @@ func (c *Client) Stats() Stats {
 // key is a key under the configured prefix.
 func (c *Client) key(kind, id string) string { return c.prefix + kind + ":" + id }
 
-// fail counts a failed round trip of op, logs it within the limit and, unless Redis answered
-// (an error reply says it is reachable), opens the breaker once tripAfter failed in a row.
-func (c *Client) fail(op Op, err error) {
+// count counts a request of op whose answers are unknown because of err and logs it within
+// the limit. The breaker is fed once per round trip, by failedRound.
+func (c *Client) count(op Op, err error) {
 	c.errors[op].Add(1)
-	// An error reply or a state this version cannot read came from a Redis that answered.
-	var reply redis.Error
-	reached := errors.As(err, &reply) || errors.Is(err, errPartState)
 	if n, ok := c.limit.allow(); ok {
 		c.log.Warn("Redis round trip failed; deciding locally", "op", op.String(), "error", err,
-			"reachable", reached, "failures_since_last_log", n)
+			"reachable", reachedRedis(err), "failures_since_last_log", n)
 	}
-	if !reached && c.streak.Add(1) >= tripAfter {
+}
+
+// failedRound notes a round trip that did not reach Redis or answered too late, and opens
+// the breaker once tripAfter failed in a row.
+func (c *Client) failedRound() {
+	if c.streak.Add(1) >= tripAfter {
 		c.trip()
 	}
 }
 
-// ok notes a round trip that got its answers.
+// ok notes a round trip that got its answers in time.
 func (c *Client) ok() {
 	if c.streak.Load() != 0 {
 		c.streak.Store(0)

@@ -3,10 +3,12 @@
 // join it later through the same Batch.
 //
 // It is built for Envoy's path: a Batch is sent in one pipelined round trip bounded by
-// state.redis.timeout; any failure makes the answer "unknown" and the caller decides locally
-// (fail open). After three failed round trips in a row a circuit breaker skips Redis until a
-// background probe succeeds (tried every second), so an unreachable Redis costs no request
-// more than the timeout, and only the few before the breaker opens pay it.
+// state.redis.timeout, shared with the batches of concurrent requests (at most one pipeline
+// is in flight; what queues meanwhile goes out together when it returns); any failure makes
+// the answer "unknown" and the caller decides locally (fail open). After three failed round
+// trips in a row (a round counts once, whatever it carried) a circuit breaker skips Redis
+// until a background probe succeeds (tried every second), so an unreachable Redis costs no
+// request more than the timeout, and only the few before the breaker opens pay it.
 // Failures are counted (Stats) and logged at most once a minute.
 //
 // It imports config and sessions (whose SharedParts it implements); sessions never imports it.

@@ -144,6 +144,14 @@ func (p *proxy) accept(ln net.Listener) {
 			continue
 		}
 		p.mu.Lock()
+		if p.ln != ln {
+			// Closed while this connection was being set up (the client dials idle
+			// connections in the background): it must not outlive the close.
+			p.mu.Unlock()
+			c.Close()
+			b.Close()
+			continue
+		}
 		p.conns = append(p.conns, c, b)
 		p.mu.Unlock()
 		go func() { _, _ = io.Copy(b, c); b.Close() }()

@@ -114,7 +114,7 @@ func (p *Parts) ObservePart(ctx context.Context, id string, q sessions.PartQuery
 	}
 	st, err := u.State()
 	if err != nil {
-		p.c.fail(OpObserve, err)
+		p.c.count(OpObserve, err)
 		return sessions.PartState{}, false
 	}
 	return st, true
@@ -129,7 +129,7 @@ func (p *Parts) PeekPart(ctx context.Context, id string) (sessions.PartState, bo
 	}
 	st, found, err := r.State()
 	if err != nil {
-		p.c.fail(OpPeek, err)
+		p.c.count(OpPeek, err)
 		return sessions.PartState{}, false, false
 	}
 	return st, found, true
