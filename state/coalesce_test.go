@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions"
 )
 
@@ -111,8 +112,8 @@ func TestCoalescedTimeout(t *testing.T) {
 func TestCoalescedRedisCut(t *testing.T) {
 	t.Parallel()
 	r := testRedis(t)
-	px := newProxy(t, r.Address)
-	r.Address = px.addr
+	px := testutil.NewCutProxy(t, r.Address)
+	r.Address = px.Addr
 	r.Timeout = config.Duration(500 * time.Millisecond)
 	c, _ := newTestClient(t, r, nil)
 	if err := c.Start(context.Background()); err != nil {
@@ -136,12 +137,12 @@ func TestCoalescedRedisCut(t *testing.T) {
 		})
 	}
 	<-cut
-	px.close()
+	px.Cut()
 	wg.Wait()
 	if c.Stats().Errors[OpObserve] == 0 {
 		t.Error("no observe failed with Redis cut mid-run; want the cut rounds counted")
 	}
-	px.open(px.addr)
+	px.Restore()
 	if !c.probe() {
 		t.Fatal("the probe did not bring Redis back")
 	}

@@ -2,9 +2,7 @@ package state
 
 import (
 	"bytes"
-	"io"
 	"log/slog"
-	"net"
 	"runtime"
 	"sync"
 	"testing"
@@ -99,78 +97,6 @@ func request(user string, t time.Time) *traffic.Exchange {
 		Host: "api.example.com", Path: "/orders", SourceAddress: "203.0.113.7:5000",
 		RequestHeaders: []traffic.Header{{Name: "x-user", Value: user}},
 	}
-}
-
-// proxy forwards TCP connections to a backend until closed, and can listen again on the
-// same address: a Redis that goes away and comes back.
-type proxy struct {
-	t       testing.TB
-	addr    string
-	backend string
-	mu      sync.Mutex
-	ln      net.Listener
-	conns   []net.Conn
-}
-
-func newProxy(t testing.TB, backend string) *proxy {
-	t.Helper()
-	p := &proxy{t: t, backend: backend}
-	p.open("127.0.0.1:0")
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) open(addr string) {
-	p.t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	go p.accept(ln)
-}
-
-func (p *proxy) accept(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", p.backend)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.ln != ln {
-			// Closed while this connection was being set up (the client dials idle
-			// connections in the background): it must not outlive the close.
-			p.mu.Unlock()
-			c.Close()
-			b.Close()
-			continue
-		}
-		p.conns = append(p.conns, c, b)
-		p.mu.Unlock()
-		go func() { _, _ = io.Copy(b, c); b.Close() }()
-		go func() { _, _ = io.Copy(c, b); c.Close() }()
-	}
-}
-
-// close stops listening and cuts every connection.
-func (p *proxy) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }
 
 func testingProcs() int { return runtime.GOMAXPROCS(0) }

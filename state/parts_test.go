@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -161,8 +162,8 @@ func TestPartScriptRule(t *testing.T) {
 func TestFailOpenAndRecovery(t *testing.T) {
 	t.Parallel()
 	r := testRedis(t)
-	px := newProxy(t, r.Address)
-	r.Address = px.addr
+	px := testutil.NewCutProxy(t, r.Address)
+	r.Address = px.Addr
 	r.Timeout = config.Duration(200 * time.Millisecond)
 	c, logs := newTestClient(t, r, nil)
 	if err := c.Start(context.Background()); err != nil {
@@ -171,7 +172,7 @@ func TestFailOpenAndRecovery(t *testing.T) {
 	e, _ := newTestEngine(t, 0, c.Parts())
 	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 
-	px.close()
+	px.Cut()
 	for i := range tripAfter + 2 {
 		if _, part, _ := e.Peek(request("alice", at.Add(time.Duration(i)*time.Second))); part != "2026-12-03" {
 			t.Errorf("Peek with Redis gone names %s; want the local answer 2026-12-03", part)
@@ -188,7 +189,7 @@ func TestFailOpenAndRecovery(t *testing.T) {
 		t.Fatal("the probe succeeded with Redis gone")
 	}
 
-	px.open(px.addr)
+	px.Restore()
 	if !c.probe() || !c.Up() {
 		t.Fatal("the probe did not bring Redis back")
 	}
@@ -217,9 +218,9 @@ func TestUnreachableAtStart(t *testing.T) {
 
 func closedPort(t *testing.T) string {
 	t.Helper()
-	px := newProxy(t, "127.0.0.1:1")
-	addr := px.addr
-	px.close()
+	px := testutil.NewCutProxy(t, "127.0.0.1:1")
+	addr := px.Addr
+	px.Cut()
 	return addr
 }
 
