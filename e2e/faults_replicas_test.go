@@ -217,8 +217,8 @@ func TestFaultPostgresOutage(t *testing.T) {
 		if p.metric(t, storeSeries("replayed")) == 0 {
 			t.Errorf("replica %s replayed nothing from its spool", p.httpAddr)
 		}
-		t.Logf("replica %s: %v records spooled, %v replayed, %v write retries", p.httpAddr,
-			p.metric(t, storeSeries("spooled")), p.metric(t, storeSeries("replayed")),
+		t.Logf("replica %s: of %v records accepted, %v spooled, %v replayed; %v write retries", p.httpAddr,
+			p.metric(t, storeSeries("accepted")), p.metric(t, storeSeries("spooled")), p.metric(t, storeSeries("replayed")),
 			p.metric(t, `apisessions_sink_write_retries_total{sink="store"}`))
 	}
 	oracleStored(t, three[0].proc.httpAddr, total)
