@@ -201,6 +201,10 @@ func TestFaultPostgresOutage(t *testing.T) {
 	three := oracleStart(t, 3, key, sink, state)
 	third := len(waves) / 3
 	oracleSend(t, waves[:third], three, rr)
+	// Mid-run: each replica has written to the store (and may be writing) when it is cut off.
+	for _, r := range three {
+		faultsPoll(t, 30*time.Second, "a replica writes", func() bool { return r.proc.metric(t, storeSeries("delivered")) > 0 })
+	}
 	pg.cut()
 	oracleSend(t, waves[third:2*third], three, rr)
 	for _, r := range three {
