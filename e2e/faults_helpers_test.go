@@ -76,7 +76,6 @@ type faultsProc struct {
 // binary on it, returning once it logged "ready".
 func startFaultsProc(t *testing.T, configYAML string) *faultsProc {
 	t.Helper()
-	bin := faultsBinary(t)
 	if !strings.Contains(configYAML, "sinks:") {
 		// Records on stdout for the assertions, beside the default embedded store.
 		configYAML += "\nsinks:\n  - type: jsonl\n    path: \"-\"\n  - type: store\n"
@@ -86,9 +85,29 @@ func startFaultsProc(t *testing.T, configYAML string) *faultsProc {
 	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(configYAML, "%DIR%", dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return launchFaultsProc(t, dir)
+}
+
+// restart starts the binary again on the directory, configuration and data (spool included)
+// of p, which must have exited: what a supervisor does after a crash.
+func (p *faultsProc) restart(t *testing.T) *faultsProc {
+	t.Helper()
+	select {
+	case <-p.exited:
+	default:
+		t.Fatal("restart: the server is still running")
+	}
+	return launchFaultsProc(t, p.dir)
+}
+
+// launchFaultsProc starts the binary on dir/apisessions.yaml with its data in dir/data,
+// returning once it logged "ready".
+func launchFaultsProc(t *testing.T, dir string) *faultsProc {
+	t.Helper()
+	bin := faultsBinary(t)
 	p := &faultsProc{dir: dir, stdout: testutil.NewOutput(), stderr: testutil.NewOutput(), exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", "--config", cfg, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "data"))
+	p.cmd = exec.Command(bin, "serve", "--config", filepath.Join(dir, "apisessions.yaml"),
+		"--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -112,6 +131,16 @@ func startFaultsProc(t *testing.T, configYAML string) *faultsProc {
 	p.grpcAddr, _ = ready["grpc_addr"].(string)
 	p.httpAddr, _ = ready["http_addr"].(string)
 	return p
+}
+
+// kill ends the process with SIGKILL, as the kernel's OOM killer or a node failure does, and
+// waits for it to be gone.
+func (p *faultsProc) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
 }
 
 // wait waits for the process to exit and returns its exit status.

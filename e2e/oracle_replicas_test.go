@@ -11,13 +11,31 @@ import (
 
 // sharedSides returns the store sink and state sections of replicas that share a PostgreSQL
 // database and a Redis key prefix of the test's own, reached through pg and rd when they are
-// not nil (proxies the test can cut). The Redis timeout is a second: the oracle is about a
-// Redis that answers, on a machine whose two cores the test's seven servers share; past the
-// timeout a replica decides alone, which docs/scale-out.md describes.
+// not nil (proxies the test can cut).
 func sharedSides(t *testing.T, pg, rd *cutProxy) (sink, state string) {
+	t.Helper()
+	return newShared(t).sides(t, pg, rd)
+}
+
+// shared is a PostgreSQL database and a Redis key prefix of the test's own.
+type shared struct {
+	dsn, redisAddr, prefix string
+}
+
+func newShared(t *testing.T) shared {
 	t.Helper()
 	dsn := testutil.PostgresDB(t)
 	addr, prefix := testutil.RedisPrefix(t)
+	return shared{dsn: dsn, redisAddr: addr, prefix: prefix}
+}
+
+// sides returns the store sink and state sections of a replica of s, reaching PostgreSQL
+// through pg and Redis through rd when they are not nil. The Redis timeout is a second: the
+// tests are about a Redis that answers or does not, on a machine whose two cores up to seven
+// servers share; past the timeout a replica decides alone, which docs/scale-out.md describes.
+func (s shared) sides(t *testing.T, pg, rd *cutProxy) (sink, state string) {
+	t.Helper()
+	dsn, addr := s.dsn, s.redisAddr
 	if pg != nil {
 		u, err := url.Parse(dsn)
 		if err != nil {
@@ -30,7 +48,7 @@ func sharedSides(t *testing.T, pg, rd *cutProxy) (sink, state string) {
 		addr = rd.addr
 	}
 	sink = fmt.Sprintf("  - type: store\n    driver: postgres\n    dsn: %q\n", dsn)
-	state = fmt.Sprintf("state:\n  redis:\n    address: %q\n    key_prefix: %q\n    timeout: 1s\n", addr, prefix)
+	state = fmt.Sprintf("state:\n  redis:\n    address: %q\n    key_prefix: %q\n    timeout: 1s\n", addr, s.prefix)
 	return sink, state
 }
 

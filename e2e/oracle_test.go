@@ -181,7 +181,8 @@ type oracleReplica struct {
 
 // oracleSend sends every wave to the replicas — round-robin, or at random with pick — and
 // waits after each wave until the replicas have recorded all of it, so that the requests of
-// one session reach the replicas in time order across waves.
+// one session reach the replicas in time order across waves. pick numbers the requests from 0
+// at each call.
 func oracleSend(t *testing.T, waves [][]oracleExchange, replicas []oracleReplica, pick func(i int) int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -190,6 +191,7 @@ func oracleSend(t *testing.T, waves [][]oracleExchange, replicas []oracleReplica
 		RequestBodyMode:  filterv3.ProcessingMode_BUFFERED,
 		ResponseBodyMode: filterv3.ProcessingMode_BUFFERED,
 	}}
+	base := oracleEmitted(t, replicas)
 	sent := 0
 	for _, w := range waves {
 		var wg sync.WaitGroup
@@ -213,7 +215,7 @@ func oracleSend(t *testing.T, waves [][]oracleExchange, replicas []oracleReplica
 			t.Fatal(err)
 		}
 		sent += len(w)
-		oracleAwait(t, replicas, sent)
+		oracleAwait(t, replicas, base+sent)
 	}
 }
 
@@ -222,10 +224,7 @@ func oracleAwait(t *testing.T, replicas []oracleReplica, want int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		got := 0
-		for _, r := range replicas {
-			got += int(r.proc.metric(t, "apisessions_sessions_requests_total"))
-		}
+		got := oracleEmitted(t, replicas)
 		if got >= want {
 			return
 		}
@@ -234,6 +233,16 @@ func oracleAwait(t *testing.T, replicas []oracleReplica, want int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// oracleEmitted is the number of request records the replicas have emitted since they started.
+func oracleEmitted(t *testing.T, replicas []oracleReplica) int {
+	t.Helper()
+	got := 0
+	for _, r := range replicas {
+		got += int(r.proc.metric(t, "apisessions_sessions_requests_total"))
+	}
+	return got
 }
 
 // oraclePart is what the store answers about one part: its session record, its stats and its
