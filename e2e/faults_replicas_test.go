@@ -5,11 +5,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/apisessions/apisessions/internal/testutil"
 )
 
 // The faults of several replicas (docs/scale-out.md, "Faults"): a replica killed, PostgreSQL
 // and Redis cut off mid-run. They share oracleTraffic, oracleSend and oracleStore with the
-// oracle, and cut servers through a cutProxy so that the real ones stay up for other tests.
+// oracle, and cut servers through a testutil.CutProxy so that the real ones stay up for other tests.
 
 // storeSeries is the series of the store sink's apisessions_sink_records_total by outcome.
 func storeSeries(outcome string) string {
@@ -101,13 +103,13 @@ func storedIDs(t *testing.T, httpAddr string) map[string]int {
 }
 
 // postgresProxy cuts the PostgreSQL server of s's database.
-func postgresProxy(t *testing.T, s shared) *cutProxy {
+func postgresProxy(t *testing.T, s shared) *testutil.CutProxy {
 	t.Helper()
 	u, err := url.Parse(s.dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newCutProxy(t, u.Host)
+	return testutil.NewCutProxy(t, u.Host)
 }
 
 // TestFaultReplicaKilled: of three replicas sharing PostgreSQL and Redis, one is killed with
@@ -143,13 +145,13 @@ func TestFaultReplicaKilled(t *testing.T) {
 	oracleSend(t, waves[:third], all, rr)
 	note(tookRoundRobin(waves[:third], 3))
 	faultsDrained(t, victim.proc)
-	pg.cut()
+	pg.Cut()
 	oracleSend(t, waves[third:half], all, rr)
 	note(tookRoundRobin(waves[third:half], 3))
 	faultsPoll(t, 30*time.Second, "the victim spools", func() bool { return victim.proc.metric(t, storeSpoolRecords) > 0 })
 	acked := faultsAcknowledged(t, victim.proc)
 	victim.proc.kill(t)
-	pg.restore()
+	pg.Restore()
 
 	oracleSend(t, waves[half:], survivors, rr)
 	note(tookRoundRobin(waves[half:], 2))
@@ -208,12 +210,12 @@ func TestFaultPostgresOutage(t *testing.T) {
 	for _, r := range three {
 		faultsPoll(t, 30*time.Second, "a replica writes", func() bool { return r.proc.metric(t, storeSeries("delivered")) > 0 })
 	}
-	pg.cut()
+	pg.Cut()
 	oracleSend(t, waves[third:2*third], three, rr)
 	for _, r := range three {
 		faultsPoll(t, 30*time.Second, "a replica spools", func() bool { return r.proc.metric(t, storeSpoolRecords) > 0 })
 	}
-	pg.restore()
+	pg.Restore()
 	oracleSend(t, waves[2*third:], three, rr)
 	procs := make([]*faultsProc, len(three))
 	for i, r := range three {
@@ -270,12 +272,12 @@ func TestFaultRedisOutage(t *testing.T) {
 	want := oracleOneReplica(t, all, key, total)
 
 	sh := newShared(t)
-	rd := newCutProxy(t, sh.redisAddr)
+	rd := testutil.NewCutProxy(t, sh.redisAddr)
 	sink, state := sh.sides(t, nil, rd)
 	three := oracleStart(t, 3, key, sink, state)
 	half := len(before) / 2
 	oracleSend(t, before[:half], three, rr)
-	rd.cut()
+	rd.Cut()
 	oracleSend(t, before[half:], three, rr)
 	for _, r := range three {
 		p := r.proc
@@ -286,7 +288,7 @@ func TestFaultRedisOutage(t *testing.T) {
 			t.Errorf("replica %s counted no failed round trip", p.httpAddr)
 		}
 	}
-	rd.restore()
+	rd.Restore()
 	for _, r := range three {
 		p := r.proc
 		took := faultsPoll(t, 10*time.Second, "apisessions_state_up back to 1", func() bool {

@@ -12,7 +12,7 @@ import (
 // sharedSides returns the store sink and state sections of replicas that share a PostgreSQL
 // database and a Redis key prefix of the test's own, reached through pg and rd when they are
 // not nil (proxies the test can cut).
-func sharedSides(t *testing.T, pg, rd *cutProxy) (sink, state string) {
+func sharedSides(t *testing.T, pg, rd *testutil.CutProxy) (sink, state string) {
 	t.Helper()
 	return newShared(t).sides(t, pg, rd)
 }
@@ -33,7 +33,7 @@ func newShared(t *testing.T) shared {
 // through pg and Redis through rd when they are not nil. The Redis timeout is a second: the
 // tests are about a Redis that answers or does not, on a machine whose two cores up to seven
 // servers share; past the timeout a replica decides alone, which docs/scale-out.md describes.
-func (s shared) sides(t *testing.T, pg, rd *cutProxy) (sink, state string) {
+func (s shared) sides(t *testing.T, pg, rd *testutil.CutProxy) (sink, state string) {
 	t.Helper()
 	dsn, addr := s.dsn, s.redisAddr
 	if pg != nil {
@@ -41,11 +41,11 @@ func (s shared) sides(t *testing.T, pg, rd *cutProxy) (sink, state string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u.Host = pg.addr
+		u.Host = pg.Addr
 		dsn = u.String()
 	}
 	if rd != nil {
-		addr = rd.addr
+		addr = rd.Addr
 	}
 	sink = fmt.Sprintf("  - type: store\n    driver: postgres\n    dsn: %q\n", dsn)
 	state = fmt.Sprintf("state:\n  redis:\n    address: %q\n    key_prefix: %q\n    timeout: 1s\n", addr, s.prefix)
