@@ -442,12 +442,7 @@ func checkGolden(t *testing.T, name string, got []byte) {
 
 func TestRenderErrors(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		cfg  func(c *config.Config)
-		opts Options
-		want string
-	}{
+	tests := []renderError{
 		{name: "unknown mode", opts: Options{Mode: "passive"}, want: `mode "passive" is unknown; use observability or inline`},
 		{name: "upstream without port", opts: Options{Upstream: "api.internal"}, want: `upstream "api.internal": missing port`},
 		{name: "upstream port zero", opts: Options{Upstream: "127.0.0.1:0"}, want: `port "0" is not a number from 1 to 65535`},
@@ -468,6 +463,20 @@ func TestRenderErrors(t *testing.T) {
 			want: "server.grpc_token_file is set but no token was given; pass the file's token (apisessions envoy-config reads it from /run/secrets/grpc-token)"},
 		{name: "token with a line break", opts: Options{GRPCToken: "SECRET\nx"}, want: "visible ASCII"},
 	}
+	checkRenderErrors(t, tests)
+}
+
+// renderError is a configuration and options that Render must refuse, with part of the error.
+type renderError struct {
+	name string
+	cfg  func(c *config.Config)
+	opts Options
+	want string
+}
+
+// checkRenderErrors renders each case and checks its error.
+func checkRenderErrors(t *testing.T, tests []renderError) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

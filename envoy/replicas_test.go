@@ -235,12 +235,7 @@ func TestRenderReplicasErrors(t *testing.T) {
 	mtls := func(c *config.Config) {
 		c.Server.GRPCTLS = config.GRPCTLS{CertFile: "/c", KeyFile: "/k"}
 	}
-	tests := []struct {
-		name string
-		cfg  func(c *config.Config)
-		opts Options
-		want string
-	}{
+	tests := []renderError{
 		{name: "list without replicas", opts: Options{Processor: "a:1,b:1"}, want: "add --replicas"},
 		{name: "affinity without replicas", opts: Options{Affinity: "ip"}, want: "affinity is for a replica set"},
 		{name: "duplicate address", opts: Options{Replicas: true, Processor: "a:1, a:1"}, want: "listed twice"},
@@ -252,22 +247,7 @@ func TestRenderReplicasErrors(t *testing.T) {
 		{name: "bad affinity cookie", opts: Options{Replicas: true, Affinity: "cookie:a;b"}, want: "not a cookie name"},
 		{name: "empty affinity item", opts: Options{Replicas: true, Affinity: "ip,"}, want: "unknown source"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			c := config.Default()
-			if tc.cfg != nil {
-				tc.cfg(c)
-			}
-			out, err := Render(c, tc.opts)
-			if err == nil {
-				t.Fatalf("Render accepted %s and returned %d bytes", tc.name, len(out))
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Render error for %s is %q, want it to contain %q", tc.name, err, tc.want)
-			}
-		})
-	}
+	checkRenderErrors(t, tests)
 }
 
 // TestRenderReplicasHostileKeys: grouping keys come from the configuration and end up in
