@@ -14,8 +14,9 @@ const (
 	// DefaultMaxConcurrentStreams lets one Envoy connection carry 1000 requests in flight;
 	// Envoy opens another connection for more.
 	DefaultMaxConcurrentStreams = 1000
-	// DefaultMaxStreams bounds the streams of all connections: about 20 KiB each without
-	// bodies, so some 200 MiB at the bound, plus what the body budget lets them keep.
+	// DefaultMaxStreams bounds the streams of all connections: about 12 KiB each without
+	// bodies (docs/configuration.md, "Stream bounds"), so some 120 MiB at the bound, plus what
+	// the body budget lets them keep.
 	DefaultMaxStreams = 10000
 	// MemoryLimitMin is the smallest server.memory_limit_bytes: below it the collector would
 	// run without pause.
