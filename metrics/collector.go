@@ -39,6 +39,7 @@ type collector struct {
 	streamsRefused, idleTimeouts, bodyBytesHeld, bodiesOverBudget *prometheus.Desc
 
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
+	sharedQueued, sharedQueueFull, partWorkerPanics,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
@@ -77,6 +78,9 @@ func newCollector(src Sources) *collector {
 		liveParts:        desc("sessions", "active_parts", "Session parts held in memory now (bounded by sessions.max_live_parts)."),
 		routeHosts:       desc("sessions", "route_hosts", "Hosts with a route table of their own."),
 		routesCollapsed:  desc("sessions", "routes_collapsed_total", "Requests whose route was collapsed because the host's route table was full."),
+		sharedQueued:     desc("sessions", "shared_queued", "Requests waiting for a part worker to ask the shared state for their part (state.redis only)."),
+		sharedQueueFull:  desc("sessions", "shared_queue_full_total", "Requests whose part was decided locally because their part worker's queue was full (state.redis only)."),
+		partWorkerPanics: desc("sessions", "part_worker_panics_total", "Batches of requests a bug in a part worker cut short; their records are lost and logged."),
 		lookupHits:       desc("", "lookup_cache_hits_total", "Lookups of decoded JWT claims answered by the lookup cache (sessions.lookup_cache_mb)."),
 		lookupMisses:     desc("", "lookup_cache_misses_total", "Lookups of decoded JWT claims that missed the lookup cache and decoded the token."),
 		parseErrors:      desc("", "parse_errors_total", "Values of recorded exchanges that could not be parsed and counted as absent parameters, by source: json_body, form_body (multipart), jwt, base64, json (decode: json).", "source"),
@@ -109,7 +113,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed,
-			c.lookupHits, c.lookupMisses, c.parseErrors} {
+			c.sharedQueued, c.sharedQueueFull, c.partWorkerPanics, c.lookupHits, c.lookupMisses, c.parseErrors} {
 			ch <- d
 		}
 	}
@@ -142,6 +146,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.liveParts, prometheus.GaugeValue, float64(s.LiveParts))
 		ch <- prometheus.MustNewConstMetric(c.routeHosts, prometheus.GaugeValue, float64(s.RouteHosts))
 		ch <- counter(c.routesCollapsed, s.RoutesCollapsed)
+		ch <- prometheus.MustNewConstMetric(c.sharedQueued, prometheus.GaugeValue, float64(s.SharedQueued))
+		ch <- counter(c.sharedQueueFull, s.SharedQueueFull)
+		ch <- counter(c.partWorkerPanics, s.PartWorkerPanics)
 		ch <- counter(c.lookupHits, s.LookupCacheHits)
 		ch <- counter(c.lookupMisses, s.LookupCacheMisses)
 		for i, n := range s.ParseErrors {

@@ -408,6 +408,17 @@ func (t *table) observeShared(id string, h *hit, st *PartState, out []record.Rec
 	return name, out
 }
 
+// peekLive names the live part a request at time tm would join, when there is one.
+func (t *table) peekLive(id string, tm time.Time, r *partRules) (string, bool) {
+	sh := t.shardOf(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if p, ok := sh.lru.Peek(id); ok && p.live && r.endReason(p, tm) == "" {
+		return p.name, true
+	}
+	return "", false
+}
+
 // peek names the part a request at time tm would join, changing nothing.
 func (t *table) peek(id string, tm time.Time, r *partRules) string {
 	sh := t.shardOf(id)

@@ -18,8 +18,9 @@ import (
 // Op names what a round trip is for, in metrics and logs.
 type Op uint8
 
-// The round trips a request may make: at most one on the request path (OpPeek) and one at
-// the stream's end (OpObserve).
+// The round trips a request may take part in: at most one on the request path (OpPeek), and
+// after its stream's end the part workers' pipeline it shares with the requests queued with
+// it (OpObserve).
 const (
 	OpPeek Op = iota
 	OpObserve

@@ -107,17 +107,31 @@ func (u PartUpdate) State() (sessions.PartState, error) {
 
 // ObservePart applies the part rule to the shared state of session id in one round trip.
 func (p *Parts) ObservePart(ctx context.Context, id string, q sessions.PartQuery) (sessions.PartState, bool) {
+	us := [1]sessions.PartUpdate{{ID: id, Q: q}}
+	p.ObserveParts(ctx, us[:])
+	return us[0].State, us[0].OK
+}
+
+// ObserveParts applies the part rule for each update, in order, in one pipelined round trip.
+// An update whose answer is unreadable is not ok; the others keep theirs.
+func (p *Parts) ObserveParts(ctx context.Context, us []sessions.PartUpdate) {
 	b := p.c.NewBatch(OpObserve)
-	u := b.ObservePart(id, q)
+	cmds := make([]PartUpdate, len(us))
+	for i := range us {
+		us[i].OK = false
+		cmds[i] = b.ObservePart(us[i].ID, us[i].Q)
+	}
 	if !b.Exec(ctx) {
-		return sessions.PartState{}, false
+		return
 	}
-	st, err := u.State()
-	if err != nil {
-		p.c.count(OpObserve, err)
-		return sessions.PartState{}, false
+	for i, u := range cmds {
+		st, err := u.State()
+		if err != nil {
+			p.c.count(OpObserve, err)
+			continue
+		}
+		us[i].State, us[i].OK = st, true
 	}
-	return st, true
 }
 
 // PeekPart reads the shared state of session id in one round trip (a GET).
