@@ -44,7 +44,7 @@ type collector struct {
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 
-	stateUp, stateErrors, stateSkipped, stateLate *prometheus.Desc
+	stateUp, stateErrors, stateSkipped, stateLate, stateJoins *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -96,6 +96,7 @@ func newCollector(src Sources) *collector {
 		stateErrors:  desc("state", "errors_total", "Round trips to the shared state that failed or passed state.redis.timeout, by op; each such request was decided locally.", "op"),
 		stateSkipped: desc("state", "skipped_total", "Requests decided locally without trying the shared state because it was down, by op.", "op"),
 		stateLate:    desc("state", "late_total", "Shared state answers dropped because they came after their request stopped waiting, by op.", "op"),
+		stateJoins:   desc("state", "part_joins_total", "Requests sent on the join path (no script) because the replica's own part said they join it, by outcome: joined, or refused (the shared state named another part; the script decided).", "outcome"),
 	}
 }
 
@@ -130,6 +131,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.stateErrors
 		ch <- c.stateSkipped
 		ch <- c.stateLate
+		ch <- c.stateJoins
 	}
 }
 
@@ -198,6 +200,8 @@ func (c *collector) collectState(ch chan<- prometheus.Metric, s state.Stats) {
 		ch <- prometheus.MustNewConstMetric(c.stateSkipped, prometheus.CounterValue, float64(s.Skipped[op]), op.String())
 		ch <- prometheus.MustNewConstMetric(c.stateLate, prometheus.CounterValue, float64(s.Late[op]), op.String())
 	}
+	ch <- prometheus.MustNewConstMetric(c.stateJoins, prometheus.CounterValue, float64(s.Joins), "joined")
+	ch <- prometheus.MustNewConstMetric(c.stateJoins, prometheus.CounterValue, float64(s.JoinsRefused), "refused")
 }
 
 func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats) {

@@ -171,7 +171,9 @@ func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []Pa
 	}()
 	for i := range jobs {
 		if jobs[i].barrier == nil {
-			ups = append(ups, PartUpdate{ID: jobs[i].rec.Session, Q: jobs[i].rules.sharedQuery(jobs[i].h.t)})
+			j := &jobs[i]
+			ups = append(ups, PartUpdate{ID: j.rec.Session, Q: j.rules.sharedQuery(j.h.t),
+				JoinSeq: e.parts.joinHint(j.rec.Session, j.h.t, j.rules)})
 		}
 	}
 	if len(ups) > 0 {

@@ -26,10 +26,16 @@ type SharedParts interface {
 // PartUpdate is one request's update of the shared part state: ID and Q go in, State and OK
 // come back.
 type PartUpdate struct {
-	ID    string
-	Q     PartQuery
-	State PartState
-	OK    bool
+	ID string
+	Q  PartQuery
+	// JoinSeq, when not 0, is the engine's hint that the request joins its own live part,
+	// number JoinSeq of Q's day, which the shared state named and which the request joins by
+	// the rule (within the idle timeout of the part's latest request the replica knows of).
+	// The shared state may then settle the request without running the rule (it confirms
+	// the part and moves its latest request up), and must run the rule when it names another.
+	JoinSeq int
+	State   PartState
+	OK      bool
 }
 
 // PartQuery is one request as the part rule sees it.
