@@ -318,7 +318,7 @@ func TestPartJoinPath(t *testing.T) {
 		t.Fatalf("join: %+v, joins %d; want part 1 settled by the join path", us[0], c.Stats().Joins)
 	}
 	st, found, ok := p.PeekPart(ctx, "s_j")
-	if want := at.Add(20*time.Second).Sub(time.Unix(first.DayEnd, 0)).Nanoseconds(); !ok || !found || st.LastSeen != want {
+	if want := at.Add(20 * time.Second).Sub(time.Unix(first.DayEnd, 0)).Nanoseconds(); !ok || !found || st.LastSeen != want {
 		t.Errorf("after the join, PeekPart reads latest %d (found=%v ok=%v); want the joined request's %d", st.LastSeen, found, ok, want)
 	}
 	// Another replica sees a request past the idle timeout and opens part 2; this replica's
