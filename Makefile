@@ -20,6 +20,10 @@ help: ## list the targets
 build: ## build the static binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/apisessions
 
+.PHONY: install
+install: ## install apisessions into $(GOBIN) (default: $(go env GOPATH)/bin), on your PATH if that is
+	CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(LDFLAGS)' ./cmd/apisessions
+
 .PHONY: run
 run: ## run the server on the defaults (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080); RUN_ARGS="--config FILE" for yours
 	$(GO) run ./cmd/apisessions serve $(RUN_ARGS)
