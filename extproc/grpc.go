@@ -123,6 +123,13 @@ func (s *GRPCServer) Stop() {
 	s.limits.wait()
 }
 
+// CheckTLS loads the certificate files of o as the server would at start, and reports what
+// it would refuse.
+func CheckTLS(o GRPCOptions) error {
+	_, err := serverTLS(o)
+	return err
+}
+
 // serverTLS loads the certificate files; nil config means plaintext (h2c).
 func serverTLS(o GRPCOptions) (*tls.Config, error) {
 	if o.CertFile == "" && o.KeyFile == "" {

@@ -41,6 +41,12 @@ func hashKey(cfg *config.Config) (key []byte, source string, err error) {
 // loadHashKey is hashKey with its inputs spelled out. Errors wrap sessions.ErrHashKey, name the
 // source and the fix, and never contain key bytes.
 func loadHashKey(keyFile, dataDir string, getenv func(string) string) ([]byte, string, error) {
+	return findHashKey(keyFile, dataDir, getenv, true)
+}
+
+// findHashKey is loadHashKey; without generate, a key file the data directory does not hold
+// yet is no error and no key (validate: serve would generate it).
+func findHashKey(keyFile, dataDir string, getenv func(string) string, generate bool) ([]byte, string, error) {
 	if keyFile != "" {
 		k, err := readKeyFile(keyFile, true)
 		return k, keyFromFile, err
@@ -60,6 +66,9 @@ func loadHashKey(keyFile, dataDir string, getenv func(string) string) ([]byte, s
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, keyFromDataDir, err
+	}
+	if !generate {
+		return nil, keyFromGenerated, nil
 	}
 	k, err = generateKeyFile(dataDir, path)
 	return k, keyFromGenerated, err

@@ -14,6 +14,7 @@ import (
 func validate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	flags := newFlagSet("validate", "--config FILE", stderr)
 	path := flags.String("config", "", "configuration file to check (required)")
+	noFiles := flags.Bool("no-files", false, "check the configuration only, not the files it names (token, key, certificate and password files): for a configuration checked on another machine than the one that runs it")
 	if code := cliflags.Parse(flags, args, stderr); code >= 0 {
 		return code
 	}
@@ -22,12 +23,19 @@ func validate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		flags.Usage()
 		return exitUsage
 	}
-	if _, err := loadConfig(*path); err != nil {
+	cfg, err := loadConfig(*path)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		if isUnreadable(err) {
 			return exitUsage
 		}
 		return exitFailure
+	}
+	if !*noFiles {
+		if err := checkStartFiles(cfg); err != nil {
+			fmt.Fprintf(stderr, "%s: the configuration is valid, but serve would not start with the files it names:\n%v\n(--no-files checks the configuration alone)\n", *path, err)
+			return exitFailure
+		}
 	}
 	fmt.Fprintf(stdout, "%s: valid\n", *path)
 	return exitOK
