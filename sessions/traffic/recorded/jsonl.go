@@ -33,12 +33,19 @@ func ReadJSONL(r io.Reader, o Options) ([]traffic.Exchange, error) {
 		if len(b) == 0 {
 			continue
 		}
-		var rec record.Request
-		if err := json.Unmarshal(b, &rec); err != nil {
+		// The kind first: a session record's fields (flows, counts) are not a request's.
+		var kind struct {
+			Kind string `json:"kind"`
+		}
+		if err := json.Unmarshal(b, &kind); err != nil {
 			return nil, fmt.Errorf("line %d: not a JSON record: %w", line, err)
 		}
-		if rec.Kind != "" && rec.Kind != record.KindRequest {
+		if kind.Kind != "" && kind.Kind != record.KindRequest {
 			continue
+		}
+		var rec record.Request
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return nil, fmt.Errorf("line %d: not a request record: %w", line, err)
 		}
 		xs = append(xs, recordExchange(&rec, line, o))
 	}

@@ -69,7 +69,7 @@ func TestReadJSONL(t *testing.T) {
 	t.Parallel()
 	in := `{"kind":"request","session":"s_1","part":"2026-11-22","request_id":"r1","time":"2026-11-22T10:00:00.000Z","method":"GET","host":"a.example","path":"/x","status":403,"duration_ms":5,"client_ip":"203.0.113.7","user_agent":"curl/8","ja3":"j3","malicious":true,"attack":{"source":"header","types":["sqli","xss"]}}
 
-{"kind":"session","session":"s_1","part":"2026-11-22"}
+{"kind":"session","session":"s_1","part":"2026-11-22","flows":{"billing":2},"requests":3}
 {"kind":"request","time":"2026-11-22T10:00:01.000Z","status":0}
 `
 	xs, err := ReadJSONL(strings.NewReader(in), Options{JA3Header: "x-ja3", AttackHeader: "x-waf"})
