@@ -14,7 +14,9 @@ import (
 	"github.com/apisessions/apisessions/cmd/apisessions/app"
 )
 
-// Validate runs "apisessions validate" on text and returns its exit code and output.
+// Validate runs "apisessions validate --no-files" on text and returns its exit code and
+// output: the files such a configuration names (tokens, keys) are those of the machine or
+// container that runs it, not of the test's.
 func Validate(t testing.TB, text string) (int, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "apisessions.yaml")
@@ -22,6 +24,6 @@ func Validate(t testing.TB, text string) (int, string) {
 		t.Fatal(err)
 	}
 	var out, errs bytes.Buffer
-	code := app.Run(context.Background(), []string{"validate", "--config", path}, &out, &errs)
+	code := app.Run(context.Background(), []string{"validate", "--no-files", "--config", path}, &out, &errs)
 	return code, out.String() + errs.String()
 }
