@@ -129,6 +129,22 @@ func TestPhases(t *testing.T) {
 			}(),
 		},
 		{
+			// A replay sends the recorded time; the server's clock says the response came at
+			// once. The duration is this server's, not the distance between the two clocks.
+			name: "a request.time far from the clock: the duration counts from receipt",
+			msgs: func() []*extprocv3.ProcessingRequest {
+				x := getExchange()
+				x.Start = t0.Add(-30 * 24 * time.Hour)
+				return protomsg.Sequence(x, protomsg.Options{})
+			}(),
+			want: func() *traffic.Exchange {
+				x := getExchange()
+				x.Start = t0.Add(-30 * 24 * time.Hour)
+				x.End, x.ResponseBytes = x.Start, 42
+				return x
+			}(),
+		},
+		{
 			name: "response.code gives the status when :status is missing",
 			msgs: msgs(
 				protomsg.RequestHeaders(pairs(":authority", "api.example", ":method", "GET"), true),

@@ -80,9 +80,10 @@ type stream struct {
 	msg  message
 	hdrs [32]wireHeader
 
-	haveTime     bool // Start came from request.time
-	haveID       bool // RequestID came from request.id
-	responseCode int  // response.code attribute, used when :status is missing
+	haveTime     bool      // Start came from request.time
+	recv         time.Time // when the request headers arrived here, by this server's clock
+	haveID       bool      // RequestID came from request.id
+	responseCode int       // response.code attribute, used when :status is missing
 }
 
 // body is what one direction's body messages left behind.
@@ -213,6 +214,7 @@ func (st *stream) onRequestHeaders(m *message) *extprocv3.ProcessingResponse {
 	}
 	st.started = true
 	now := st.cfg.now()
+	st.recv = now
 	x := &st.x
 	x.RequestHeaders = st.headers(m, x.RequestHeaders)
 	for i := range x.RequestHeaders {
@@ -313,7 +315,7 @@ func (st *stream) onResponseHeaders(m *message) *extprocv3.ProcessingResponse {
 	}
 	x := &st.x
 	x.ResponseSeen = true
-	x.End = st.cfg.now()
+	x.End = st.endNow()
 	x.ResponseHeaders = st.headers(m, nil)
 	for i := range x.ResponseHeaders {
 		hd := &x.ResponseHeaders[i]
@@ -351,7 +353,7 @@ func (st *stream) onResponseBody(m *message) *extprocv3.ProcessingResponse {
 	if st.recording() {
 		st.attributes(m)
 		st.metadata(m)
-		st.x.End = st.cfg.now()
+		st.x.End = st.endNow()
 		st.resp.add(m.body, m.eos)
 	}
 	return continueResponseBody
@@ -364,7 +366,7 @@ func (st *stream) onResponseTrailers(m *message) *extprocv3.ProcessingResponse {
 	if st.recording() {
 		st.attributes(m)
 		st.metadata(m)
-		st.x.End = st.cfg.now()
+		st.x.End = st.endNow()
 		if st.x.ResponseTrailers == nil {
 			st.x.ResponseTrailers = st.headers(m, nil)
 		}
@@ -559,7 +561,7 @@ func (st *stream) finish() {
 		x.Status = st.responseCode
 	}
 	if x.Partial || x.End.IsZero() {
-		x.End = st.cfg.now()
+		x.End = st.endNow()
 	}
 	if st.debug {
 		st.log.LogAttrs(st.ctx, slog.LevelDebug, "stream end",
@@ -573,6 +575,24 @@ func (st *stream) finish() {
 	}
 	st.srv.stats.observed.Add(1)
 	st.proc.Observe(x)
+}
+
+// maxClockSkew is how far request.time may be from this server's clock at the request
+// headers and still be taken as of this clock.
+const maxClockSkew = 30 * time.Second
+
+// endNow is the exchange's end as of now. The duration counts from request.time (Envoy's first
+// byte) when it is of this server's clock; a request.time far from it (recorded traffic replayed
+// with its own times, a skewed clock) counts from when the request headers arrived here, so that
+// a duration is never the distance between two clocks.
+func (st *stream) endNow() time.Time {
+	now := st.cfg.now()
+	if st.haveTime && !st.recv.IsZero() {
+		if skew := st.recv.Sub(st.x.Start); skew < -maxClockSkew || skew > maxClockSkew {
+			return st.x.Start.Add(now.Sub(st.recv))
+		}
+	}
+	return now
 }
 
 // giveBackBodies returns the bodies' bytes to the budget once the exchange was handed on.
