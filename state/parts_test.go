@@ -131,6 +131,12 @@ func partsOf(r *recorder) []string {
 	return out
 }
 
+// utcQuery is the part query of a request at t with days in UTC.
+func utcQuery(t time.Time, idle time.Duration) sessions.PartQuery {
+	d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	return sessions.PartQuery{T: t, Day: d.Format(time.DateOnly), DayEnd: d.AddDate(0, 0, 1).Unix(), Idle: idle}
+}
+
 // TestPartScriptRule checks the script's answers step by step, NOSCRIPT recovery included.
 func TestPartScriptRule(t *testing.T) {
 	t.Parallel()
@@ -139,10 +145,7 @@ func TestPartScriptRule(t *testing.T) {
 	ctx := context.Background()
 	idle := 30 * time.Minute
 	day1 := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
-	q := func(t time.Time) sessions.PartQuery {
-		d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-		return sessions.PartQuery{T: t, Day: d.Format(time.DateOnly), DayEnd: d.AddDate(0, 0, 1).Unix(), Idle: idle}
-	}
+	q := func(t time.Time) sessions.PartQuery { return utcQuery(t, idle) }
 	steps := []struct {
 		name    string
 		at      time.Time
@@ -304,10 +307,7 @@ func TestPartJoinPath(t *testing.T) {
 	if at.YearDay() != now.YearDay() {
 		at = now // just after midnight: stay on today
 	}
-	q := func(t time.Time) sessions.PartQuery {
-		d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-		return sessions.PartQuery{T: t, Day: d.Format(time.DateOnly), DayEnd: d.AddDate(0, 0, 1).Unix(), Idle: idle}
-	}
+	q := func(t time.Time) sessions.PartQuery { return utcQuery(t, idle) }
 	first, ok := p.ObservePart(ctx, "s_j", q(at))
 	if !ok || first.Seq != 1 {
 		t.Fatalf("first request: %+v ok=%v; want part 1", first, ok)
