@@ -177,8 +177,8 @@ func TestSinkTypeProblems(t *testing.T) {
 			name: "sink type missing or unknown",
 			yaml: "sinks:\n  - path: x\n  - type: jsonlines\n",
 			want: []string{
-				f + `:2: sinks[0].type: is missing; use store, jsonl, webhook, kafka`,
-				f + `:3: sinks[1].type: "jsonlines" is not a sink type; use store, jsonl, webhook, kafka`,
+				f + `:2: sinks[0].type: is missing; use store, jsonl, webhook, kafka, otlp`,
+				f + `:3: sinks[1].type: "jsonlines" is not a sink type; use store, jsonl, webhook, kafka, otlp`,
 			},
 		},
 		{

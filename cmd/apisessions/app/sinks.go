@@ -15,6 +15,7 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 	"github.com/apisessions/apisessions/sinks/jsonl"
 	"github.com/apisessions/apisessions/sinks/kafka"
+	"github.com/apisessions/apisessions/sinks/otlp"
 	"github.com/apisessions/apisessions/sinks/webhook"
 	"github.com/apisessions/apisessions/store"
 )
@@ -28,6 +29,7 @@ func sinkFactories() []sinks.Factory {
 		jsonl.Factory,
 		webhook.Factory,
 		kafka.Factory,
+		otlp.Factory,
 	}
 }
 
