@@ -122,7 +122,16 @@ type Sessions struct {
 	LookupCacheMB int `yaml:"lookup_cache_mb"`
 	// SnapshotInterval is how often a live part that changed emits its session record.
 	SnapshotInterval Duration `yaml:"snapshot_interval"`
+	// UsersFrom says which requests name a session's user and role: UsersFromSucceeded (the
+	// default: a request answered 4xx or 5xx only claims them) or UsersFromAny.
+	UsersFrom string `yaml:"users_from"`
 }
+
+// The values of sessions.users_from.
+const (
+	UsersFromSucceeded = "succeeded"
+	UsersFromAny       = "any"
+)
 
 // Parameter is one session context parameter; with Group it is also a grouping key.
 type Parameter struct {

@@ -57,6 +57,7 @@ func Default() *Config {
 			MaxLiveParts:     100000,
 			LookupCacheMB:    32,
 			SnapshotInterval: Duration(time.Minute),
+			UsersFrom:        UsersFromSucceeded,
 		},
 		MaxParameters: 20,
 		BusinessFlows: BusinessFlows{Builtin: true},

@@ -338,6 +338,9 @@ func (v *validator) sessions() {
 	if s.LookupCacheMB < 1 {
 		v.add("sessions.lookup_cache_mb", "%d is too small; use at least 1 (default 32)", s.LookupCacheMB)
 	}
+	if s.UsersFrom != UsersFromSucceeded && s.UsersFrom != UsersFromAny {
+		v.add("sessions.users_from", "%s is not a choice; use %s (a request answered 4xx or 5xx only claims a user) or %s", v.show("sessions.users_from", s.UsersFrom), UsersFromSucceeded, UsersFromAny)
+	}
 }
 
 // fallbackSite reports a fallback part that contradicts a tls header where the user wrote

@@ -120,6 +120,47 @@ func TestUsersAndRoles(t *testing.T) {
 	}
 }
 
+// TestClaimedUsers: a login the server refuses names whoever the client typed; that name is
+// kept as claimed and never becomes the session's user, unless sessions.users_from is any.
+func TestClaimedUsers(t *testing.T) {
+	t.Parallel()
+	params := []config.Parameter{
+		{Name: "sid", In: config.InRequestHeader, Key: "x-sid", Group: true},
+		{Name: "login_user", In: config.InRequestBody, Path: "$.username", Type: config.TypeUser},
+		{Name: "role", In: config.InResponseHeader, Key: "x-role", Type: config.TypeRole},
+	}
+	base := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	login := func(user string, status int, i int) *traffic.Exchange {
+		x := withResponse(withJSONBody(exchange("POST", "/login", "x-sid", "S1"), `{"username":"`+user+`"}`), status, "", "x-role", "admin")
+		return at(x, base.Add(time.Duration(i)*time.Minute))
+	}
+	for _, tc := range []struct {
+		usersFrom          string
+		wantUser, wantRole string
+	}{
+		{usersFrom: config.UsersFromSucceeded, wantUser: "alice", wantRole: "admin"},
+		{usersFrom: config.UsersFromAny, wantUser: "admin' --", wantRole: "admin"},
+	} {
+		cfg := testConfig(t, params...)
+		cfg.Sessions.UsersFrom = tc.usersFrom
+		e, em, _ := newTestEngine(t, cfg)
+		ok := e.observe(login("alice", 200, 0))
+		refused := e.observe(login("admin' --", 403, 1))
+		if ok.User != "alice" || ok.ClaimedUser != "" {
+			t.Errorf("%s: the accepted login: user %q claimed %q; want alice, none", tc.usersFrom, ok.User, ok.ClaimedUser)
+		}
+		if tc.usersFrom == config.UsersFromSucceeded && (refused.User != "" || refused.Role != "" || refused.ClaimedUser != "admin' --" || refused.ClaimedRole != "admin") {
+			t.Errorf("the refused login: user %q role %q claimed %q %q; want none, claimed admin' -- and admin", refused.User, refused.Role, refused.ClaimedUser, refused.ClaimedRole)
+		}
+		em.take()
+		e.sweep(base.Add(time.Hour))
+		ss := em.sessions()
+		if len(ss) != 1 || ss[0].User != tc.wantUser || ss[0].Role != tc.wantRole {
+			t.Errorf("%s: session records %+v; want one with user %q role %q", tc.usersFrom, ss, tc.wantUser, tc.wantRole)
+		}
+	}
+}
+
 // TestTimingAndSize feeds exchanges shaped like each of Envoy's body modes.
 func TestTimingAndSize(t *testing.T) {
 	t.Parallel()

@@ -117,6 +117,9 @@ type snapshot struct {
 	// carries hashed: the built-in session cookies and headers, what hashed parameters read
 	// and the fields attacks.scrub_fields names.
 	hashed redact.Targets
+	// claimOnFailure makes the user and role of a request answered 4xx or 5xx claimed ones
+	// (sessions.users_from: succeeded).
+	claimOnFailure bool
 }
 
 // param is one compiled parameter.
@@ -222,6 +225,8 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		maxBody:     cfg.Traffic.MaxBodyBytes,
 		rules:       partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std())},
 		hashed:      redact.Targets{Headers: slices.Clone(BuiltinHeaders), Cookies: slices.Clone(BuiltinCookies)},
+		// An empty value is a configuration built without the defaults: the safe choice.
+		claimOnFailure: cfg.Sessions.UsersFrom != config.UsersFromAny,
 	}
 	if s.every <= 0 {
 		s.every = defaultSnapshotInterval

@@ -55,6 +55,10 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	}
 	t := startTime(x, e.now)
 	rec := newRequest(x, t, &c, &ps)
+	if s.claimOnFailure && rec.Status >= 400 {
+		// A refused login names whoever the client typed: a claim, not the session's user.
+		rec.ClaimedUser, rec.ClaimedRole, rec.User, rec.Role = rec.User, rec.Role, "", ""
+	}
 	flows := e.enrich(s, v, x, rec, secrets)
 	e.observed.Add(1)
 	if e.closed.Load() {

@@ -64,6 +64,8 @@ func (r *Request) AppendJSON(dst []byte) ([]byte, error) {
 	b = appendKey(b, r.Key)
 	b = appendOptString(b, `,"user":`, r.User)
 	b = appendOptString(b, `,"role":`, r.Role)
+	b = appendOptString(b, `,"claimed_user":`, r.ClaimedUser)
+	b = appendOptString(b, `,"claimed_role":`, r.ClaimedRole)
 	b = appendOptStrings(b, `,"flows":`, r.Flows)
 	b = appendOptMap(b, `,"params":`, r.Params, appendString)
 	b = appendOptTrue(b, `,"malicious":true`, r.Malicious)

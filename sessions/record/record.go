@@ -40,32 +40,36 @@ func (k Key) String() string { return k.Source + ":" + k.Name }
 
 // Request is the record of one HTTP request seen by Envoy (kind "request").
 type Request struct {
-	Kind          string            `json:"kind"`
-	Session       string            `json:"session"`
-	Part          string            `json:"part"`
-	RequestID     string            `json:"request_id,omitempty"`
-	Time          Time              `json:"time"`
-	Method        string            `json:"method,omitempty"`
-	Scheme        string            `json:"scheme,omitempty"`
-	Host          string            `json:"host,omitempty"`
-	Path          string            `json:"path,omitempty"`
-	Route         string            `json:"route,omitempty"`
-	Status        int               `json:"status"`
-	DurationMS    float64           `json:"duration_ms"`
-	RequestBytes  int64             `json:"request_bytes"`
-	ResponseBytes int64             `json:"response_bytes"`
-	ClientIP      string            `json:"client_ip,omitempty"`
-	UserAgent     string            `json:"user_agent,omitempty"`
-	JA3           string            `json:"ja3,omitempty"`
-	JA4           string            `json:"ja4,omitempty"`
-	Key           Key               `json:"key"`
-	User          string            `json:"user,omitempty"`
-	Role          string            `json:"role,omitempty"`
-	Flows         []string          `json:"flows,omitempty"`
-	Params        map[string]string `json:"params,omitempty"`
-	Malicious     bool              `json:"malicious,omitempty"`
-	Attack        *Attack           `json:"attack,omitempty"`
-	Partial       bool              `json:"partial,omitempty"`
+	Kind          string  `json:"kind"`
+	Session       string  `json:"session"`
+	Part          string  `json:"part"`
+	RequestID     string  `json:"request_id,omitempty"`
+	Time          Time    `json:"time"`
+	Method        string  `json:"method,omitempty"`
+	Scheme        string  `json:"scheme,omitempty"`
+	Host          string  `json:"host,omitempty"`
+	Path          string  `json:"path,omitempty"`
+	Route         string  `json:"route,omitempty"`
+	Status        int     `json:"status"`
+	DurationMS    float64 `json:"duration_ms"`
+	RequestBytes  int64   `json:"request_bytes"`
+	ResponseBytes int64   `json:"response_bytes"`
+	ClientIP      string  `json:"client_ip,omitempty"`
+	UserAgent     string  `json:"user_agent,omitempty"`
+	JA3           string  `json:"ja3,omitempty"`
+	JA4           string  `json:"ja4,omitempty"`
+	Key           Key     `json:"key"`
+	User          string  `json:"user,omitempty"`
+	Role          string  `json:"role,omitempty"`
+	// ClaimedUser and ClaimedRole are the user and role a request answered 4xx or 5xx named
+	// (sessions.users_from: succeeded): what a client claimed, not who the session is.
+	ClaimedUser string            `json:"claimed_user,omitempty"`
+	ClaimedRole string            `json:"claimed_role,omitempty"`
+	Flows       []string          `json:"flows,omitempty"`
+	Params      map[string]string `json:"params,omitempty"`
+	Malicious   bool              `json:"malicious,omitempty"`
+	Attack      *Attack           `json:"attack,omitempty"`
+	Partial     bool              `json:"partial,omitempty"`
 }
 
 // SessionID implements Record.

@@ -128,7 +128,9 @@ function timelineRow(r, cols) {
     h('td', {}, h('span', { class: 'status ' + statusClass(r.status), text: r.status ? str(r.status) : '—' })),
     h('td', { class: 'num', text: fmtMs(r.duration_ms) }),
     h('td', { class: 'num', title: 'request ' + fmtInt(r.request_bytes) + ' B, response ' + fmtInt(r.response_bytes) + ' B', text: fmtInt(r.response_bytes) }),
-    h('td', { class: 'user', title: str(r.user), text: str(r.user) }),
+    r.claimed_user && !r.user
+      ? h('td', { class: 'user claimed', title: 'claimed by a request answered ' + str(r.status) + ': ' + str(r.claimed_user) }, h('span', { class: 'tag', text: 'claimed' }), ' ', str(r.claimed_user))
+      : h('td', { class: 'user', title: str(r.user), text: str(r.user) }),
     h('td', { class: 'small' }, flows.map((f) => h('span', { class: 'tag', text: f }))),
     h('td', { class: 'small mono' }, h('span', { class: 'key-source', text: str(key.source) }), ' ', h('span', { class: 'key-name', text: str(key.name) })),
     h('td', { class: 'small' }, paramsCell(r.params, key)));
