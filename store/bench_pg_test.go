@@ -54,10 +54,21 @@ func benchIngestPostgres(b *testing.B, writers int) {
 	n := 0
 	b.ResetTimer()
 	for b.Loop() {
+		round := make([][]record.Record, writers)
+		for w := range round {
+			round[w] = batches[w][n%nb]
+		}
+		if n >= nb {
+			b.StopTimer()
+			for w := range round {
+				round[w] = laterRound(round[w], n/nb, nb)
+			}
+			b.StartTimer()
+		}
 		var wg sync.WaitGroup
 		for w, s := range stores {
 			wg.Go(func() {
-				if err := s.Write(ctx, batches[w][n%nb]); err != nil {
+				if err := s.Write(ctx, round[w]); err != nil {
 					b.Error(err)
 				}
 			})
@@ -66,5 +77,4 @@ func benchIngestPostgres(b *testing.B, writers int) {
 		n++
 	}
 	b.ReportMetric(float64(n*writers*DefaultBatch)/b.Elapsed().Seconds(), "requests/s")
-
 }

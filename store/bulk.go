@@ -12,9 +12,10 @@ import (
 // plan per row and a round trip per chunk; arrays cost one of each per batch.
 
 const pgRequestsBulk = `INSERT INTO requests (part_id, time, request_id, method, host, path, route, status, client_ip,
-	"user", role, malicious, flows, attack_types, record)
+	"user", role, malicious, flows, attack_types, record, rkey)
 	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bytea[],
-		$8::integer[], $9::bytea[], $10::bytea[], $11::bytea[], $12::boolean[], $13::bytea[], $14::bytea[], $15::bytea[])`
+		$8::integer[], $9::bytea[], $10::bytea[], $11::bytea[], $12::boolean[], $13::bytea[], $14::bytea[], $15::bytea[],
+		$16::bytea[])` + requestConflict
 
 const pgValuesBulk = `INSERT INTO part_values (part_id, kind, value, count, first)
 	SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bytea[], $4::bigint[], $5::bigint[])
@@ -39,8 +40,8 @@ func (s *Store) prepareBulk(ctx context.Context) error {
 	return err
 }
 
-// bulkRequests inserts the request rows with one statement.
-func (s *Store) bulkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) error {
+// bulkRequests inserts the request rows with one statement and returns how many went in.
+func (s *Store) bulkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) (int64, error) {
 	n := len(reqs)
 	parts, times := make([]int64, n), make([]int64, n)
 	statuses := make([]int32, n)
@@ -62,13 +63,18 @@ func (s *Store) bulkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequ
 			text[j][i] = []byte(v)
 		}
 		text[10][i] = e.json
+		text[11][i] = e.key[:]
 	}
-	_, err := tx.StmtContext(ctx, s.stmt.bulk.requests).ExecContext(ctx, parts, times, text[0], text[1], text[2],
-		text[3], text[4], statuses, text[5], text[6], text[7], malicious, text[8], text[9], text[10])
+	res, err := tx.StmtContext(ctx, s.stmt.bulk.requests).ExecContext(ctx, parts, times, text[0], text[1], text[2],
+		text[3], text[4], statuses, text[5], text[6], text[7], malicious, text[8], text[9], text[10], text[11])
 	if err != nil {
-		return fmt.Errorf("store: insert requests: %w", err)
+		return 0, fmt.Errorf("store: insert requests: %w", err)
 	}
-	return nil
+	inserted, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("store: insert requests: %w", err)
+	}
+	return inserted, nil
 }
 
 // bulkValues writes the batch's part values with a statement for the counted ones and one

@@ -120,6 +120,16 @@ var pgMigrations = []string{
 		at BIGINT NOT NULL
 	);
 	CREATE INDEX batches_at ON batches (at);`,
+
+	// Version 2: request rows stored once by content (SQLite's version 4). sha256 of the stored
+	// record is the key ingest computes (requestKey).
+	`ALTER TABLE requests ADD COLUMN rkey BYTEA;
+	UPDATE requests SET rkey = substr(sha256(record), 1, 16);
+	UPDATE requests r SET rkey = NULL WHERE EXISTS (SELECT 1 FROM requests o WHERE o.part_id = r.part_id
+		AND o.time = r.time AND o.rkey = r.rkey AND o.id < r.id);
+	DROP INDEX requests_part;
+	CREATE UNIQUE INDEX requests_part ON requests (part_id, time, rkey);
+	DROP TABLE batches;`,
 }
 
 // pgLockMigrate is the advisory lock key under which a store migrates the schema, so that
