@@ -293,7 +293,7 @@ func countValues(ctx context.Context, tx *sql.Tx) error {
 		}
 		for _, kv := range sortedValues(a.values) {
 			v := a.values[kv]
-			if !counted(kv.kind) {
+			if !counted(kv.kind) && !dated(kv.kind) {
 				v = valueAgg{}
 			}
 			if _, err := ins.ExecContext(ctx, cur, kv.kind, kv.value, v.count, v.first); err != nil {

@@ -69,7 +69,7 @@ func (s *Store) multiRow(ctx context.Context, dst []*sql.Stmt, head, row, tail s
 }
 
 func (w *writeStmts) close() {
-	all := []*sql.Stmt{w.span, w.bulk.requests, w.bulk.values, w.bulk.marks}
+	all := []*sql.Stmt{w.span, w.bulk.batch}
 	all = append(all, w.parts[:]...)
 	all = append(all, w.requests[:]...)
 	all = append(all, w.values[:]...)
@@ -115,8 +115,26 @@ const (
 		(parts.key_at, parts.key_rid, parts.key_source, parts.key_name))`
 )
 
+// countConflict ends the upsert of counted part values: counts add up, the first time is the
+// earliest.
+const countConflict = ` ON CONFLICT (part_id, kind, value) DO UPDATE SET count = part_values.count + excluded.count,
+	first = CASE WHEN excluded.first < part_values.first THEN excluded.first ELSE part_values.first END`
+
+// markConflict ends the insert of uncounted part values: a mark (first 0) stays as it is, and
+// a dated value keeps the earliest first time.
+const markConflict = ` ON CONFLICT (part_id, kind, value) DO UPDATE SET first = excluded.first
+	WHERE excluded.first < part_values.first`
+
 func (s *Store) prepare(ctx context.Context) error {
 	var err error
+	if s.d.postgres {
+		// One statement writes a whole batch (bulk.go).
+		if err := s.prepareBulk(ctx); err != nil {
+			s.stmt.close()
+			return fmt.Errorf("store: prepare: %w", err)
+		}
+		return nil
+	}
 	prep := func(q string) *sql.Stmt {
 		if err != nil {
 			return nil
@@ -144,15 +162,11 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.values[:], s.d.insert+` INTO part_values (part_id, kind, value, count, first) VALUES `,
-			"(?,?,?,?,?)", ` ON CONFLICT (part_id, kind, value) DO UPDATE SET count = part_values.count + excluded.count,
-			first = CASE WHEN excluded.first < part_values.first THEN excluded.first ELSE part_values.first END`)
+			"(?,?,?,?,?)", countConflict)
 	}
 	if err == nil {
-		err = s.multiRow(ctx, s.stmt.marks, s.d.insert+` INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)",
-			` ON CONFLICT (part_id, kind, value) DO NOTHING`)
-	}
-	if err == nil && s.d.postgres {
-		err = s.prepareBulk(ctx)
+		err = s.multiRow(ctx, s.stmt.marks, s.d.insert+` INTO part_values (part_id, kind, value, first) VALUES `, "(?,?,?,?)",
+			markConflict)
 	}
 	if err == nil {
 		err = s.wdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'max_span'`).Scan(&s.maxSpanW)
@@ -215,7 +229,10 @@ type partAgg struct {
 	user, role        pick
 	key               keyPick
 	id                int64
-	values            map[kindValue]valueAgg
+	// ord is the part's place in the batch's sorted parts, from 1 (PostgreSQL's rows name
+	// their part by it).
+	ord    int64
+	values map[kindValue]valueAgg
 }
 
 type kindValue struct {
@@ -421,16 +438,6 @@ func (s *Store) unstored(ctx context.Context, reqs []encodedRequest) ([]encodedR
 // and part values, then the longest part span. It returns errStored, having written nothing,
 // when a request row of the batch is already stored.
 func (s *Store) commitOnce(ctx context.Context, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey) error {
-	if s.d.postgres {
-		if err := s.ensurePartitions(ctx, reqs); err != nil {
-			return err
-		}
-	}
-	tx, err := s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: begin: %w", err)
-	}
-	defer tx.Rollback()
 	// The request records are encoded on another core while this one updates the parts; the
 	// request rows need them only after that.
 	wait := encodeRequests(reqs)
@@ -438,6 +445,29 @@ func (s *Store) commitOnce(ctx context.Context, reqs []encodedRequest, aggs map[
 	// Parts are upserted in key order, so that writers that share a database lock part rows in
 	// one order and never wait on each other in a cycle.
 	sortParts(order)
+	for i, k := range order {
+		aggs[k].ord = int64(i + 1)
+	}
+	if s.d.postgres {
+		if err := s.ensurePartitions(ctx, reqs); err != nil {
+			return err
+		}
+		counts, marks, keys := s.batchValues(aggs, order)
+		if err := wait(); err != nil {
+			return err
+		}
+		span, err := s.commitPG(ctx, reqs, aggs, order, counts, marks)
+		if err != nil {
+			return err
+		}
+		s.afterWrite(keys, span)
+		return nil
+	}
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer tx.Rollback()
 	span, err := s.upsertParts(ctx, tx, aggs, order)
 	if err != nil {
 		return err
@@ -460,16 +490,21 @@ func (s *Store) commitOnce(ctx context.Context, reqs []encodedRequest, aggs map[
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	s.afterWrite(newKeys, span)
+	return nil
+}
+
+// afterWrite notes a committed batch: its part values and the longest part span. Only what is
+// committed may be remembered: a rolled back batch comes again.
+func (s *Store) afterWrite(keys []cachedValue, span int64) {
 	if s.afterCommit != nil {
 		s.afterCommit()
 	}
 	s.committed()
-	// Only what is committed may be remembered: a rolled back batch comes again.
-	s.values.add(newKeys)
+	s.values.add(keys)
 	if span > s.maxSpanW {
 		s.maxSpanW = span
 	}
-	return nil
 }
 
 // encodeRequests encodes the request records into their json fields on another goroutine. The
@@ -575,13 +610,7 @@ const requestConflict = ` ON CONFLICT (part_id, time, rkey) DO NOTHING`
 // insertRequests writes the request rows. It returns errStored when fewer rows went in than
 // reqs holds: some were already stored, or came twice in the batch.
 func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) error {
-	var n int64
-	var err error
-	if s.d.postgres {
-		n, err = s.bulkRequests(ctx, tx, reqs, aggs)
-	} else {
-		n, err = s.chunkRequests(ctx, tx, reqs, aggs)
-	}
+	n, err := s.chunkRequests(ctx, tx, reqs, aggs)
 	if err != nil {
 		return err
 	}
@@ -630,51 +659,55 @@ func (s *Store) chunkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedReq
 
 // valueRow is one part_values row a batch writes.
 type valueRow struct {
-	part         int64
+	part, ord    int64
 	kind         int
 	value        string
 	count, first int64
 }
 
-// batchValues lists the part_values rows of the batch: counted ones to add to, and the
-// uncounted ones the writer does not know to be stored, with their cache keys. Parts come in
-// order and a part's values sorted, so that writers sharing a database take row locks in one
-// order.
-func (s *Store) batchValues(aggs map[partKey]*partAgg, order []partKey) (counts, marks []valueRow, keys []uint64) {
+// batchValues lists the part_values rows of the batch: counted ones to add to, and the others
+// (marks, and the first times of dated kinds) the writer does not know to be stored as they
+// are, with their cache keys and first times. Parts come in order and a part's values sorted,
+// so that writers sharing a database take row locks in one order.
+func (s *Store) batchValues(aggs map[partKey]*partAgg, order []partKey) (counts, marks []valueRow, keys []cachedValue) {
 	for _, k := range order {
 		a := aggs[k]
 		for _, kv := range sortedValues(a.values) {
+			v := a.values[kv]
 			if counted(kv.kind) {
-				v := a.values[kv]
-				counts = append(counts, valueRow{a.id, kv.kind, kv.value, v.count, v.first})
+				counts = append(counts, valueRow{part: a.id, ord: a.ord, kind: kv.kind, value: kv.value, count: v.count, first: v.first})
 				continue
 			}
-			key := s.values.key(a.id, kv.kind, kv.value)
-			if !s.values.has(key) {
-				marks = append(marks, valueRow{part: a.id, kind: kv.kind, value: kv.value})
-				keys = append(keys, key)
+			first := int64(0)
+			if dated(kv.kind) {
+				first = v.first
+			}
+			key := s.values.key(k.session, k.part, kv.kind, kv.value)
+			// A stored first time only ever moves earlier, so one at or before this batch's
+			// needs no statement.
+			if stored, ok := s.values.first(key); !ok || stored > first {
+				marks = append(marks, valueRow{part: a.id, ord: a.ord, kind: kv.kind, value: kv.value, first: first})
+				keys = append(keys, cachedValue{key, first})
 			}
 		}
 	}
 	return counts, marks, keys
 }
 
-// upsertValues writes the batch's part values and returns the cache keys of the uncounted
-// ones, to remember once the batch is committed.
-func (s *Store) upsertValues(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) ([]uint64, error) {
+// upsertValues writes the batch's part values and returns the cache entries of the marks and
+// dated values, to remember once the batch is committed.
+func (s *Store) upsertValues(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) ([]cachedValue, error) {
 	counts, marks, keys := s.batchValues(aggs, order)
-	if s.d.postgres {
-		return keys, s.bulkValues(ctx, tx, counts, marks)
-	}
 	if err := s.execValues(ctx, tx, s.stmt.values, counts, true); err != nil {
 		return nil, err
 	}
 	return keys, s.execValues(ctx, tx, s.stmt.marks, marks, false)
 }
 
-// execValues writes rows with the multi-row statements sts, with their counts or without.
+// execValues writes rows with the multi-row statements sts, with their counts and first
+// times or with their first times only.
 func (s *Store) execValues(ctx context.Context, tx *sql.Tx, sts []*sql.Stmt, rows []valueRow, withCounts bool) error {
-	cols := 3
+	cols := 4
 	if withCounts {
 		cols = valueCols
 	}
@@ -685,8 +718,9 @@ func (s *Store) execValues(ctx context.Context, tx *sql.Tx, sts []*sql.Stmt, row
 		for _, v := range rows[start : start+n] {
 			args = append(args, v.part, v.kind, s.d.text(v.value))
 			if withCounts {
-				args = append(args, v.count, v.first)
+				args = append(args, v.count)
 			}
+			args = append(args, v.first)
 		}
 		start += n
 		if _, err := tx.StmtContext(ctx, sts[bits.TrailingZeros(uint(n))]).ExecContext(ctx, args...); err != nil {
