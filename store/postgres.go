@@ -133,7 +133,8 @@ var pgMigrations = []string{
 	CREATE UNIQUE INDEX requests_part ON requests (part_id, time, rkey);
 	DROP TABLE batches;
 	INSERT INTO meta (key, value) SELECT 'max_span', coalesce(max(last_seen - first_seen), 0) FROM parts
-		ON CONFLICT (key) DO NOTHING;`,
+		ON CONFLICT (key) DO NOTHING;
+	CREATE INDEX parts_malicious ON parts (last_seen, session, part, first_seen) WHERE rows_malicious > 0;`,
 }
 
 // pgLockMigrate is the advisory lock key under which a store migrates the schema, so that

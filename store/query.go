@@ -246,6 +246,11 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 			p.hi = &c
 		}
 	}
+	if f.Malicious && s.d.postgres {
+		// A part has a malicious request exactly when it counts one: PostgreSQL walks the
+		// partial index of such parts (parts_malicious) instead of testing every part.
+		p.base.add("p.rows_malicious > 0")
+	}
 	if f.requestConds() {
 		c, checks, err := s.listConds(ctx, f, &p.conds)
 		if err != nil {
