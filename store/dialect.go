@@ -44,8 +44,8 @@ var sqliteDialect = &dialect{
 	flowCond: "instr(',' || +r.flows || ',', ?) > 0",
 }
 
-// idIn adds to w that col is one of ids: a placeholder per id on SQLite, one array on
-// PostgreSQL (a list of thousands of placeholders costs its parser more than the lookups).
+// idIn adds to w that col is one of ids: a placeholder per id on SQLite, one bigint[]
+// parameter on PostgreSQL instead of up to probeParts of them.
 func (d *dialect) idIn(w *sqlWhere, col string, ids []int64) {
 	if d.postgres {
 		w.add(col+" = ANY(?)", ids)
