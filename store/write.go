@@ -16,15 +16,15 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// writeStmts are the writer's prepared statements, prepared once on its connection. Parts,
-// requests and part values go in multi-row statements: one statement executes per chunk of
-// rows instead of one per row, which saves the driver's binding and stepping per row.
+// writeStmts are the writer's prepared statements, prepared once on its connection. On SQLite
+// parts, requests and part values go in multi-row statements: one statement executes per chunk
+// of rows instead of one per row, which saves the driver's binding and stepping per row.
 type writeStmts struct {
 	span *sql.Stmt
 	// parts[i] upserts 1<<i parts; requests[i] inserts 1<<i request rows; values[i] upserts
-	// 1<<i counted part_values rows and marks[i] inserts 1<<i others (dialect.sizes bounds i).
-	// Any number of rows is a sum of these sizes, so a handful of statements covers every
-	// batch. bulk holds PostgreSQL's statements that take whole columns as arrays.
+	// 1<<i counted part_values rows and marks[i] 1<<i others (dialect.sizes bounds i). Any
+	// number of rows is a sum of these sizes, so a handful of statements covers every batch.
+	// bulk holds PostgreSQL's one statement of a whole batch.
 	parts    []*sql.Stmt
 	requests []*sql.Stmt
 	values   []*sql.Stmt
