@@ -3,44 +3,124 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// PostgreSQL takes a batch's request rows and part values in one statement each: every
-// column as an array, unnested into rows. A multi-row VALUES list costs the server a parse and
-// plan per row and a round trip per chunk; arrays cost one of each per batch.
-
-const pgRequestsBulk = `INSERT INTO requests (part_id, time, request_id, method, host, path, route, status, client_ip,
-	"user", role, malicious, flows, attack_types, record)
-	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bytea[],
-		$8::integer[], $9::bytea[], $10::bytea[], $11::bytea[], $12::boolean[], $13::bytea[], $14::bytea[], $15::bytea[])`
-
-const pgValuesBulk = `INSERT INTO part_values (part_id, kind, value, count, first)
-	SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bytea[], $4::bigint[], $5::bigint[])
-	ON CONFLICT (part_id, kind, value) DO UPDATE SET count = part_values.count + excluded.count,
-		first = CASE WHEN excluded.first < part_values.first THEN excluded.first ELSE part_values.first END`
-
-const pgMarksBulk = `INSERT INTO part_values (part_id, kind, value)
-	SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) ON CONFLICT (part_id, kind, value) DO NOTHING`
+// PostgreSQL takes a batch in one statement: every column as an array, unnested into rows.
+// The parts upsert returns each part's id, which the request rows and part values of the
+// batch join by the part's place in the batch; the longest part span grows in meta only when
+// the batch makes it longer (an UPDATE that neither locks nor writes the row otherwise). One
+// statement is one round trip and its own transaction: it commits, with every row, or fails
+// with none. Request rows are inserted without ON CONFLICT, so a row already stored (the same
+// part, time and content key) fails the statement with a unique violation, and the writer
+// writes the batch again without it (see commit).
+//
+// Writers that share the database lock part rows in one order (the batch's parts come
+// sorted, and the upsert takes them in that order); a part's values are written only by the
+// writer that holds its part row, so they need no order of their own.
+const pgBatch = `WITH pin AS (
+	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+		$8::bigint[], $9::bytea[], $10::bigint[], $11::bytea[], $12::bytea[], $13::bigint[], $14::bytea[], $15::bytea[],
+		$16::bytea[], $17::bigint[], $18::bytea[]) WITH ORDINALITY
+		AS u(session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, "user", user_at,
+		user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, ord)
+), p AS (
+	INSERT INTO parts AS parts (session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out,
+		rows_last, "user", user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid)
+	SELECT session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, last_seen, "user",
+		user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid FROM pin ORDER BY ord
+	` + partUpsert + ` AS span
+), ids AS (
+	SELECT pin.ord, p.id, p.span FROM p JOIN pin ON pin.session = p.session AND pin.part = p.part
+), r AS (
+	INSERT INTO requests (part_id, time, request_id, method, host, path, route, status, client_ip, "user", role,
+		malicious, flows, attack_types, record, rkey)
+	SELECT ids.id, u.time, u.request_id, u.method, u.host, u.path, u.route, u.status, u.client_ip, u."user", u.role,
+		u.malicious, u.flows, u.attack_types, u.record, u.rkey
+	FROM unnest($19::bigint[], $20::bigint[], $21::bytea[], $22::bytea[], $23::bytea[], $24::bytea[], $25::bytea[],
+		$26::integer[], $27::bytea[], $28::bytea[], $29::bytea[], $30::boolean[], $31::bytea[], $32::bytea[], $33::bytea[],
+		$34::bytea[]) AS u(pord, time, request_id, method, host, path, route, status, client_ip, "user", role, malicious,
+		flows, attack_types, record, rkey)
+	JOIN ids ON ids.ord = u.pord
+), c AS (
+	INSERT INTO part_values AS part_values (part_id, kind, value, count, first)
+	SELECT ids.id, u.kind, u.value, u.count, u.first
+	FROM unnest($35::bigint[], $36::integer[], $37::bytea[], $38::bigint[], $39::bigint[]) AS u(pord, kind, value, count, first)
+	JOIN ids ON ids.ord = u.pord
+	` + countConflict + `
+), m AS (
+	INSERT INTO part_values AS part_values (part_id, kind, value, first)
+	SELECT ids.id, u.kind, u.value, u.first
+	FROM unnest($40::bigint[], $41::integer[], $42::bytea[], $43::bigint[]) AS u(pord, kind, value, first)
+	JOIN ids ON ids.ord = u.pord
+	` + markConflict + `
+), sp AS (
+	UPDATE meta SET value = x.span FROM (SELECT max(span) AS span FROM ids) x
+	WHERE meta.key = 'max_span' AND meta.value < x.span
+)
+SELECT coalesce(max(span), 0) FROM ids`
 
 // bulkStmts are the statements of the array path (PostgreSQL only).
-type bulkStmts struct{ requests, values, marks *sql.Stmt }
+type bulkStmts struct{ batch *sql.Stmt }
 
 func (s *Store) prepareBulk(ctx context.Context) error {
 	var err error
-	if s.stmt.bulk.requests, err = s.wdb.PrepareContext(ctx, pgRequestsBulk); err != nil {
-		return err
-	}
-	if s.stmt.bulk.values, err = s.wdb.PrepareContext(ctx, pgValuesBulk); err != nil {
-		return err
-	}
-	s.stmt.bulk.marks, err = s.wdb.PrepareContext(ctx, pgMarksBulk)
+	s.stmt.bulk.batch, err = s.wdb.PrepareContext(ctx, pgBatch)
 	return err
 }
 
-// bulkRequests inserts the request rows with one statement.
-func (s *Store) bulkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) error {
+// commitPG writes a batch with one statement (pgBatch) and returns the longest span of its
+// parts. A request row already stored fails it with errStored, having written nothing.
+func (s *Store) commitPG(ctx context.Context, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey,
+	counts, marks []valueRow) (int64, error) {
+	args := make([]any, 0, 43)
+	// Parts, in order: their place in it is their ordinal (from 1).
+	np := len(order)
+	sess, names := make([][]byte, np), make([][]byte, np)
+	var nums [12][]int64
+	for i := range nums {
+		nums[i] = make([]int64, np)
+	}
+	var text [7][][]byte
+	for i := range text {
+		text[i] = make([][]byte, np)
+	}
+	for i, k := range order {
+		a := aggs[k]
+		a.ord = int64(i + 1)
+		sess[i], names[i] = []byte(k.session), []byte(k.part)
+		for j, v := range [...]int64{a.first, a.last, a.rows, a.malicious, a.bytesIn, a.bytesOut, a.user.at, a.role.at, a.key.at} {
+			nums[j][i] = v
+		}
+		for j, v := range [...]string{a.user.value, a.user.rid, a.role.value, a.role.rid, a.key.src, a.key.nm, a.key.rid} {
+			text[j][i] = []byte(v)
+		}
+	}
+	args = append(args, sess, names, nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], text[0], nums[6], text[1],
+		text[2], nums[7], text[3], text[4], text[5], nums[8], text[6])
+	args = append(args, requestArgs(reqs, aggs)...)
+	args = append(args, valueArgs(counts, true)...)
+	args = append(args, valueArgs(marks, false)...)
+	var span int64
+	if err := s.stmt.bulk.batch.QueryRowContext(ctx, args...).Scan(&span); err != nil {
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == pgUniqueViolation {
+			return 0, errStored
+		}
+		return 0, fmt.Errorf("store: write batch: %w", err)
+	}
+	return span, nil
+}
+
+// pgUniqueViolation is PostgreSQL's SQLSTATE for a unique index that refused a row.
+const pgUniqueViolation = "23505"
+
+// requestArgs are the columns of the request rows, each an array; rows name their part by its
+// ordinal in the batch.
+func requestArgs(reqs []encodedRequest, aggs map[partKey]*partAgg) []any {
 	n := len(reqs)
 	parts, times := make([]int64, n), make([]int64, n)
 	statuses := make([]int32, n)
@@ -52,7 +132,7 @@ func (s *Store) bulkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequ
 	for i := range reqs {
 		e := &reqs[i]
 		r := e.r
-		parts[i], times[i], statuses[i], malicious[i] = aggs[partKey{r.Session, r.Part}].id, e.t, int32(r.Status), r.Malicious
+		parts[i], times[i], statuses[i], malicious[i] = aggs[partKey{r.Session, r.Part}].ord, e.t, int32(r.Status), r.Malicious
 		var types string
 		if r.Attack != nil {
 			types = strings.Join(r.Attack.Types, ",")
@@ -62,39 +142,22 @@ func (s *Store) bulkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequ
 			text[j][i] = []byte(v)
 		}
 		text[10][i] = e.json
+		text[11][i] = e.key[:]
 	}
-	_, err := tx.StmtContext(ctx, s.stmt.bulk.requests).ExecContext(ctx, parts, times, text[0], text[1], text[2],
-		text[3], text[4], statuses, text[5], text[6], text[7], malicious, text[8], text[9], text[10])
-	if err != nil {
-		return fmt.Errorf("store: insert requests: %w", err)
-	}
-	return nil
+	return []any{parts, times, text[0], text[1], text[2], text[3], text[4], statuses, text[5], text[6], text[7], malicious,
+		text[8], text[9], text[10], text[11]}
 }
 
-// bulkValues writes the batch's part values with a statement for the counted ones and one
-// for the others.
-func (s *Store) bulkValues(ctx context.Context, tx *sql.Tx, counts, marks []valueRow) error {
-	if err := s.bulkValueRows(ctx, tx, s.stmt.bulk.values, counts, true); err != nil {
-		return err
-	}
-	return s.bulkValueRows(ctx, tx, s.stmt.bulk.marks, marks, false)
-}
-
-func (s *Store) bulkValueRows(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows []valueRow, withCounts bool) error {
-	if len(rows) == 0 {
-		return nil
-	}
+// valueArgs are the columns of part_values rows, each an array, with their counts or without;
+// rows name their part by its ordinal in the batch.
+func valueArgs(rows []valueRow, withCounts bool) []any {
 	parts, kinds, values := make([]int64, len(rows)), make([]int32, len(rows)), make([][]byte, len(rows))
 	counts, firsts := make([]int64, len(rows)), make([]int64, len(rows))
 	for i, v := range rows {
-		parts[i], kinds[i], values[i], counts[i], firsts[i] = v.part, int32(v.kind), []byte(v.value), v.count, v.first
+		parts[i], kinds[i], values[i], counts[i], firsts[i] = v.ord, int32(v.kind), []byte(v.value), v.count, v.first
 	}
-	args := []any{parts, kinds, values}
 	if withCounts {
-		args = append(args, counts, firsts)
+		return []any{parts, kinds, values, counts, firsts}
 	}
-	if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
-		return fmt.Errorf("store: update part values: %w", err)
-	}
-	return nil
+	return []any{parts, kinds, values, firsts}
 }

@@ -108,3 +108,92 @@ func TestKillDurability(t *testing.T) {
 		t.Errorf("integrity check after kill -9: %q, %v", check, err)
 	}
 }
+
+const (
+	ackLostDriverEnv = "APISESSIONS_STORE_ACKLOST_DRIVER"
+	ackLostWhereEnv  = "APISESSIONS_STORE_ACKLOST_WHERE"
+	// ackLostExit is the helper's exit status once its batch is committed.
+	ackLostExit = 3
+)
+
+// ackLostBatch is the batch of TestCrashBetweenCommitAndAck: 120 requests of three parts.
+func ackLostBatch() []record.Record {
+	var out []record.Record
+	for i := range 120 {
+		out = append(out, req(fmt.Sprintf("s_ack%d", i%3), "2026-11-22", time.Duration(i)*time.Second, func(r *record.Request) {
+			r.Method = []string{"GET", "POST"}[i%2]
+		}))
+	}
+	return out
+}
+
+// TestAckLostHelperProcess is not a test: TestCrashBetweenCommitAndAck runs the test binary
+// again with it to get a process that commits a batch and dies before Write returns.
+func TestAckLostHelperProcess(t *testing.T) {
+	where := os.Getenv(ackLostWhereEnv)
+	if where == "" {
+		t.Skip("helper process for TestCrashBetweenCommitAndAck")
+	}
+	o := Options{Driver: os.Getenv(ackLostDriverEnv), Dir: where, NoRetentionJob: true}
+	if o.Driver == DriverPostgres {
+		o.Dir, o.DSN = "", where
+	}
+	s, err := Open(o)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	s.afterCommit = func() { os.Exit(ackLostExit) }
+	err = s.Write(context.Background(), ackLostBatch())
+	fmt.Println("write returned:", err)
+	os.Exit(2)
+}
+
+// TestCrashBetweenCommitAndAck kills a writer between the commit of its batch and the
+// acknowledgement, then writes the batch again from a new process, as a replay of the spool
+// does (records decoded anew): every request is stored and counted once.
+func TestCrashBetweenCommitAndAck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a process")
+	}
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			o := freshOptions(t, d)
+			where := o.Dir
+			if d == DriverPostgres {
+				where = o.DSN
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^TestAckLostHelperProcess$")
+			cmd.Env = append(os.Environ(), ackLostDriverEnv+"="+d, ackLostWhereEnv+"="+where)
+			out, err := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != ackLostExit {
+				t.Fatalf("helper ended with %d (%v), want %d after its commit:\n%s", code, err, ackLostExit, out)
+			}
+			s := openTestWith(t, o)
+			batch := ackLostBatch()
+			replay := make([]record.Record, len(batch))
+			for i, r := range batch {
+				replay[i] = redecode(t, r.(*record.Request))
+			}
+			write(t, s, replay...)
+			var rows, stored int64
+			if err := s.rdb.QueryRow(`SELECT count(*) FROM requests`).Scan(&stored); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.rdb.QueryRow(`SELECT sum(rows) FROM parts`).Scan(&rows); err != nil {
+				t.Fatal(err)
+			}
+			if stored != int64(len(batch)) || rows != int64(len(batch)) {
+				t.Errorf("after the replay: %d request rows, parts count %d; want %d each", stored, rows, len(batch))
+			}
+			v, err := s.Part(context.Background(), "s_ack1", "2026-11-22", PartQuery{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Session.Requests != 40 || v.Session.Methods["GET"] != 20 || v.Session.Methods["POST"] != 20 {
+				t.Errorf("part s_ack1: %d requests, methods %v; want 40, 20 GET and 20 POST", v.Session.Requests, v.Session.Methods)
+			}
+		})
+	}
+}

@@ -44,6 +44,16 @@ var sqliteDialect = &dialect{
 	flowCond: "instr(',' || +r.flows || ',', ?) > 0",
 }
 
+// idIn adds to w that col is one of ids: a placeholder per id on SQLite, one bigint[]
+// parameter on PostgreSQL instead of up to probeParts of them.
+func (d *dialect) idIn(w *sqlWhere, col string, ids []int64) {
+	if d.postgres {
+		w.add(col+" = ANY(?)", ids)
+		return
+	}
+	w.add(col+" IN ("+placeholders(len(ids))+")", idArgs(ids)...)
+}
+
 // args passes the strings among a query's arguments as d.text does.
 func (d *dialect) args(args []any) []any {
 	for i, a := range args {

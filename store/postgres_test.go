@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sinks"
 )
 
 // TestPostgresWritersConcurrently commits batches from three writers at once on one
@@ -126,5 +129,70 @@ func TestRedactDSN(t *testing.T) {
 	}
 	if _, err := Open(Options{Driver: DriverPostgres, DSN: "postgres://u:s3cret@127.0.0.1:1/db?connect_timeout=1"}); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("open of an unreachable server: %v; want an error without the password", err)
+	}
+}
+
+// TestPostgresMigrateContentKeys brings a version 1 PostgreSQL database, which holds a request
+// stored twice (a retried batch), to the current version: every row gets its record's
+// content key but the second copy, which stays (its part counts it), the longest part span
+// is in meta, and the records written again are not stored a third time.
+func TestPostgresMigrateContentKeys(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.PostgresDB(t)
+	db, err := openPG(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, r2 := req("s_m", "2026-11-22", 0), req("s_m", "2026-11-22", time.Second)
+	j1, _ := sinks.AppendRecord(nil, r1)
+	j2, _ := sinks.AppendRecord(nil, r2)
+	t1, t2 := ms(r1.Time), ms(r2.Time)
+	day := t1 / dayMS
+	for _, q := range []string{
+		pgMigrations[0],
+		`CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
+		`INSERT INTO schema_version (version) VALUES (1)`,
+		fmt.Sprintf(`CREATE TABLE %s PARTITION OF requests FOR VALUES FROM (%d) TO (%d)`, partitionName(day), day*dayMS, (day+1)*dayMS),
+		fmt.Sprintf(`INSERT INTO parts (id, session, part, first_seen, last_seen, rows, rows_last) VALUES (1, 's_m', '2026-11-22', %d, %d, 3, %d)`, t1, t2, t2),
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for _, row := range []struct {
+		t int64
+		j []byte
+	}{{t1, j1}, {t2, j2}, {t2, j2}} {
+		if _, err := db.Exec(`INSERT INTO requests (part_id, time, request_id, method, host, path, route, status, client_ip,
+			"user", role, malicious, flows, attack_types, record) VALUES (1, $1, '', 'GET', '', '', '', 200, '', '', '', false, '', '', $2)`,
+			row.t, row.j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s := openTestWith(t, Options{Driver: DriverPostgres, DSN: dsn})
+	var keyed, unkeyed int
+	if err := s.rdb.QueryRow(`SELECT count(rkey), count(*) - count(rkey) FROM requests`).Scan(&keyed, &unkeyed); err != nil {
+		t.Fatal(err)
+	}
+	if keyed != 2 || unkeyed != 1 {
+		t.Errorf("after migrating: %d rows with a content key, %d without; want 2 and the second copy", keyed, unkeyed)
+	}
+	var k []byte
+	if err := s.rdb.QueryRow(`SELECT rkey FROM requests WHERE time = $1`, t1).Scan(&k); err != nil {
+		t.Fatal(err)
+	}
+	if want := requestKey(j1); !bytes.Equal(k, want[:]) {
+		t.Errorf("migrated content key %x; want %x, the key ingest computes", k, want)
+	}
+	var span int64
+	if err := s.rdb.QueryRow(`SELECT value FROM meta WHERE key = 'max_span'`).Scan(&span); err != nil || span != t2-t1 {
+		t.Errorf("max_span after migrating: %d (%v); want %d", span, err, t2-t1)
+	}
+	write(t, s, r1, r2)
+	var n int
+	if err := s.rdb.QueryRow(`SELECT count(*) FROM requests`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("after writing the stored records again: %d rows (%v); want the 3 already there", n, err)
 	}
 }

@@ -246,6 +246,11 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 			p.hi = &c
 		}
 	}
+	if f.Malicious && s.d.postgres {
+		// A part has a malicious request exactly when it counts one: PostgreSQL walks the
+		// partial index of such parts (parts_malicious) instead of testing every part.
+		p.base.add("p.rows_malicious > 0")
+	}
 	if f.requestConds() {
 		c, checks, err := s.listConds(ctx, f, &p.conds)
 		if err != nil {
@@ -387,7 +392,7 @@ const candidateChunk = 64
 // test of every candidate.
 func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
 	w := p.where(p.lo, p.hi)
-	w.add("p.id IN ("+placeholders(len(p.cand))+")", idArgs(p.cand)...)
+	p.s.d.idIn(w, "p.id", p.cand)
 	ids, err := p.s.queryIDs(ctx, "SELECT p.id FROM parts p WHERE "+w.String()+partOrder, w.args...)
 	if err != nil {
 		return nil, err
@@ -396,7 +401,7 @@ func (p *ListPlan) candidateParts(ctx context.Context) ([]*partRow, error) {
 	for start := 0; start < len(ids) && len(out) <= p.limit; start += candidateChunk {
 		chunk := ids[start:min(start+candidateChunk, len(ids))]
 		cw := &sqlWhere{}
-		cw.add("p.id IN ("+placeholders(len(chunk))+")", idArgs(chunk)...)
+		p.s.d.idIn(cw, "p.id", chunk)
 		cw.and(&p.conds)
 		parts, err := p.s.listParts(ctx, cw, p.limit+1-len(out))
 		if err != nil {

@@ -43,9 +43,6 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		ids, err := s.expired(ctx, cutoff)
-		if err == nil && len(ids) == 0 {
-			err = s.purgeBatches(ctx, cutoff)
-		}
 		if err != nil || len(ids) == 0 {
 			return total, err
 		}
@@ -130,20 +127,4 @@ func (s *Store) deleteChunk(ctx context.Context, id int64) (bool, error) {
 	}
 	s.committed()
 	return done, nil
-}
-
-// purgeBatches forgets the ids of batches committed before cutoff: a retry comes within
-// minutes, and the parts they counted are gone by then.
-func (s *Store) purgeBatches(ctx context.Context, cutoff int64) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	select {
-	case <-s.closed:
-		return ErrClosed
-	default:
-	}
-	if _, err := s.wdb.ExecContext(ctx, s.d.rebind(`DELETE FROM batches WHERE at < ?`), cutoff); err != nil {
-		return fmt.Errorf("store: purge batches: %w", err)
-	}
-	return nil
 }

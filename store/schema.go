@@ -131,6 +131,46 @@ var migrations = []migration{
 		at INTEGER NOT NULL
 	) WITHOUT ROWID;
 	CREATE INDEX batches_at ON batches (at);`).then(countValues),
+
+	// Version 4: a request row is stored once by its content. rkey is the record's content key
+	// (requestKey), unique per part and time together with them, in the index that already
+	// served a part's requests; batch ids are no longer needed. Rows stored twice by earlier
+	// versions stay, as their parts count them, with the key on the first of them only.
+	sqlStep(`ALTER TABLE requests ADD COLUMN rkey BLOB;`).then(fillRequestKeys).then(sqlStep(`
+	UPDATE requests SET rkey = NULL WHERE EXISTS (SELECT 1 FROM requests o WHERE o.part_id = requests.part_id
+		AND o.time = requests.time AND o.rkey = requests.rkey AND o.id < requests.id);
+	DROP INDEX requests_part;
+	CREATE UNIQUE INDEX requests_part ON requests (part_id, time, rkey);
+	DROP TABLE batches;`)),
+}
+
+// fillRequestKeys gives every stored request row the content key of its record, as ingest
+// computes it from the same bytes.
+func fillRequestKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, record FROM requests`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	set, err := tx.PrepareContext(ctx, `UPDATE requests SET rkey = ? WHERE id = ?`)
+	if err != nil {
+		return err
+	}
+	defer set.Close()
+	// SQLite allows writing one table while a query reads another on the same connection;
+	// the key column is no index's yet, so the scan is not disturbed.
+	for rows.Next() {
+		var id int64
+		var rec []byte
+		if err := rows.Scan(&id, &rec); err != nil {
+			return err
+		}
+		k := requestKey(rec)
+		if _, err := set.ExecContext(ctx, k[:], id); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // then runs next after m in the same transaction.
@@ -253,7 +293,7 @@ func countValues(ctx context.Context, tx *sql.Tx) error {
 		}
 		for _, kv := range sortedValues(a.values) {
 			v := a.values[kv]
-			if !counted(kv.kind) {
+			if !counted(kv.kind) && !dated(kv.kind) {
 				v = valueAgg{}
 			}
 			if _, err := ins.ExecContext(ctx, cur, kv.kind, kv.value, v.count, v.first); err != nil {

@@ -108,11 +108,9 @@ type Store struct {
 	d *dialect
 	// parts decides whether a part has ended (query.go).
 	parts partRules
-	// instance names this open store in batch ids; seq numbers its batches; pending is the
-	// last batch that failed (writer only, under wmu).
-	instance string
-	seq      uint64
-	pending  pendingBatch
+	// afterCommit, when tests set it, runs once a batch is committed, before Write returns:
+	// where a crash loses the acknowledgement of a committed batch.
+	afterCommit func()
 	// pgParts are the request partitions known to exist (PostgreSQL).
 	pgParts *partitions
 	// ck checkpoints the WAL beside the writer (checkpoint.go).
@@ -183,7 +181,6 @@ func Open(o Options) (*Store, error) {
 		chunk:     purgeRows,
 		d:         sqliteDialect,
 		values:    newValueCache(valueCacheSize),
-		instance:  newInstanceID(),
 		parts:     partRules{idle: o.IdleTimeout, zone: cmp.Or(o.DayBoundary, time.UTC)},
 	}
 	if s.retention == 0 {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -367,7 +368,6 @@ func testRetention(t *testing.T, driver string) {
 		}))
 	}
 	write(t, s, recs...)
-	// The old batch is committed 8 days ago, the new one now: only the new one's id stays.
 	now = base.Add(8 * 24 * time.Hour)
 	write(t, s, req("s_new", "2026-11-29", 7*24*time.Hour+time.Hour, func(r *record.Request) { r.Flows = []string{"auth"} }))
 	n, err := s.Purge(context.Background())
@@ -412,7 +412,6 @@ func testRetention(t *testing.T, driver string) {
 		{"SELECT count(*) FROM requests", 1},
 		{"SELECT count(*) FROM part_values WHERE kind = " + strconv.Itoa(kindFlow), 1},
 		{"SELECT count(*) FROM part_values WHERE part_id NOT IN (SELECT id FROM parts)", 0},
-		{"SELECT count(*) FROM batches", 1},
 	} {
 		var c int
 		if err := s.rdb.QueryRow(tc.q).Scan(&c); err != nil {
@@ -462,6 +461,77 @@ func TestMigrations(t *testing.T) {
 	db.Close()
 	if _, err := Open(Options{Dir: dir, NoRetentionJob: true}); err == nil {
 		t.Errorf("a database from a newer schema opened; want an error that says so")
+	}
+}
+
+// TestMigrateContentKeys brings a version 3 database, which holds a request stored twice (a
+// retried batch), to the current version: every row gets its record's content key but the
+// second copy, which stays (its part counts it), and the record written again is not stored a
+// third time.
+func TestMigrateContentKeys(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", dsn(dir+"/"+FileName, ckWriterFrames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	ctx := context.Background()
+	for v, m := range migrations[:3] {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m(ctx, tx); err != nil {
+			t.Fatalf("migration %d: %v", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1, r2 := req("s_m", "2026-11-22", 0), req("s_m", "2026-11-22", time.Second)
+	j1, _ := sinks.AppendRecord(nil, r1)
+	j2, _ := sinks.AppendRecord(nil, r2)
+	t1, t2 := ms(r1.Time), ms(r2.Time)
+	for _, q := range []string{
+		"PRAGMA user_version = 3",
+		fmt.Sprintf(`INSERT INTO parts (id, session, part, first_seen, last_seen, rows, rows_last) VALUES (1, 's_m', '2026-11-22', %d, %d, 3, %d)`, t1, t2, t2),
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for _, row := range []struct {
+		t int64
+		j []byte
+	}{{t1, j1}, {t2, j2}, {t2, j2}} {
+		if _, err := db.Exec(`INSERT INTO requests (part_id, time, request_id, method, host, path, route, status, client_ip,
+			user, role, malicious, flows, attack_types, record) VALUES (1, ?, '', 'GET', '', '', '', 200, '', '', '', 0, '', '', ?)`,
+			row.t, row.j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s := openTestWith(t, Options{Dir: dir})
+	var keyed, unkeyed int
+	if err := s.rdb.QueryRow(`SELECT count(rkey), count(*) - count(rkey) FROM requests`).Scan(&keyed, &unkeyed); err != nil {
+		t.Fatal(err)
+	}
+	if keyed != 2 || unkeyed != 1 {
+		t.Errorf("after migrating: %d rows with a content key, %d without; want 2 and the second copy", keyed, unkeyed)
+	}
+	var k []byte
+	if err := s.rdb.QueryRow(`SELECT rkey FROM requests WHERE time = ? AND rkey IS NOT NULL`, t1).Scan(&k); err != nil {
+		t.Fatal(err)
+	}
+	if want := requestKey(j1); !bytes.Equal(k, want[:]) {
+		t.Errorf("migrated content key %x; want %x, the key ingest computes", k, want)
+	}
+	write(t, s, r1, r2)
+	var n int
+	if err := s.rdb.QueryRow(`SELECT count(*) FROM requests`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("after writing the stored records again: %d rows (%v); want the 3 already there", n, err)
 	}
 }
 

@@ -154,61 +154,80 @@ func statusKey(v string) string {
 }
 
 // counted reports whether part_values counts the requests of a part that have a value of the
-// kind and keeps the first one's time: the kinds a part's record shows. A row of another kind
-// only tells the filters that the part has the value (count and first 0); it is written once.
+// kind (and keeps the first one's time): the kinds whose counts a part's record or stats show.
 func counted(kind int) bool {
 	switch kind {
-	case kindIP, kindUserAgent, kindMethod, kindStatus, kindFlow, kindAttack:
+	case kindMethod, kindStatus, kindFlow, kindAttack:
 		return true
 	}
 	return false
 }
 
-// valueCache remembers the uncounted part_values rows known to be committed, so ingest skips
-// the insert of a value a part already has (most requests of a part repeat its user, host and
-// routes).
-// It is bounded: when full it starts again empty, which costs only redundant INSERT OR IGNOREs.
+// dated reports whether part_values keeps the time of the first request of a part that has a
+// value of the kind, without counting: the kinds a record lists in order of first sight. A
+// row of a kind neither counted nor dated (count and first 0) only tells the filters that the
+// part has the value; it is written once.
+func dated(kind int) bool { return kind == kindIP || kind == kindUserAgent }
+
+// valueCache remembers the uncounted part_values rows known to be committed, and for dated
+// kinds their first time, so ingest skips the statement for a value a part already has
+// (most requests of a part repeat its user, host, routes, address and user agent). A first
+// time only moves earlier, whoever writes it, so a remembered one is an upper bound.
+// It is bounded: when full it starts again empty, which costs only redundant upserts.
 // Only the writer touches it, under Store.wmu.
 type valueCache struct {
 	seed maphash.Seed
-	seen map[uint64]struct{}
+	seen map[uint64]int64
 	max  int
 }
 
-// valueCacheSize bounds the cache: about 20 bytes an entry, so 5 MB.
+// cachedValue is a row to remember: its key and first time (0 for a mark).
+type cachedValue struct {
+	key   uint64
+	first int64
+}
+
+// valueCacheSize bounds the cache: about 30 bytes an entry, so 8 MB.
 const valueCacheSize = 1 << 18
 
 func newValueCache(n int) *valueCache {
-	return &valueCache{seed: maphash.MakeSeed(), seen: make(map[uint64]struct{}), max: n}
+	return &valueCache{seed: maphash.MakeSeed(), seen: make(map[uint64]int64), max: n}
 }
 
 // key hashes a row; 64 bits make a collision (which would leave one value unrecorded) about
 // as likely as a disk error.
-func (c *valueCache) key(part int64, kind int, value string) uint64 {
+func (c *valueCache) key(session, part string, kind int, value string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	var b [9]byte
-	binary.LittleEndian.PutUint64(b[:8], uint64(part))
+	for _, s := range [...]string{session, part} {
+		binary.LittleEndian.PutUint64(b[:8], uint64(len(s)))
+		h.Write(b[:8])
+		h.WriteString(s)
+	}
 	b[8] = byte(kind)
-	h.Write(b[:])
+	h.Write(b[8:])
 	h.WriteString(value)
 	return h.Sum64()
 }
 
-func (c *valueCache) has(k uint64) bool {
-	_, ok := c.seen[k]
-	return ok
+// first returns the first time remembered for a row, and whether it is remembered.
+func (c *valueCache) first(k uint64) (int64, bool) {
+	f, ok := c.seen[k]
+	return f, ok
 }
 
 // add records committed rows.
-func (c *valueCache) add(keys []uint64) {
-	if len(c.seen)+len(keys) > c.max {
+func (c *valueCache) add(rows []cachedValue) {
+	if len(c.seen)+len(rows) > c.max {
 		clear(c.seen)
 	}
-	for _, k := range keys {
-		c.seen[k] = struct{}{}
+	for _, r := range rows {
+		if f, ok := c.seen[r.key]; !ok || r.first < f {
+			c.seen[r.key] = r.first
+		}
 	}
 }
 
-// reset forgets everything: after a purge a part id may be used again.
+// reset forgets everything: after a purge a part may come again, without its values.
 func (c *valueCache) reset() { clear(c.seen) }

@@ -3,30 +3,28 @@ package store
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sinks"
 )
 
-// writeStmts are the writer's prepared statements, prepared once on its connection. Parts,
-// requests and part values go in multi-row statements: one statement executes per chunk of
-// rows instead of one per row, which saves the driver's binding and stepping per row.
+// writeStmts are the writer's prepared statements, prepared once on its connection. On SQLite
+// parts, requests and part values go in multi-row statements: one statement executes per chunk
+// of rows instead of one per row, which saves the driver's binding and stepping per row.
 type writeStmts struct {
-	span, batch *sql.Stmt
+	span *sql.Stmt
 	// parts[i] upserts 1<<i parts; requests[i] inserts 1<<i request rows; values[i] upserts
-	// 1<<i counted part_values rows and marks[i] inserts 1<<i others (dialect.sizes bounds i).
-	// Any number of rows is a sum of these sizes, so a handful of statements covers every
-	// batch. bulk holds PostgreSQL's statements that take whole columns as arrays.
+	// 1<<i counted part_values rows and marks[i] 1<<i others (dialect.sizes bounds i). Any
+	// number of rows is a sum of these sizes, so a handful of statements covers every batch.
+	// bulk holds PostgreSQL's one statement of a whole batch.
 	parts    []*sql.Stmt
 	requests []*sql.Stmt
 	values   []*sql.Stmt
@@ -36,7 +34,7 @@ type writeStmts struct {
 
 const (
 	partUpsertCols = 19
-	requestCols    = 15
+	requestCols    = 16
 	valueCols      = 5
 )
 
@@ -71,7 +69,7 @@ func (s *Store) multiRow(ctx context.Context, dst []*sql.Stmt, head, row, tail s
 }
 
 func (w *writeStmts) close() {
-	all := []*sql.Stmt{w.span, w.batch, w.bulk.requests, w.bulk.values, w.bulk.marks}
+	all := []*sql.Stmt{w.span, w.bulk.batch}
 	all = append(all, w.parts[:]...)
 	all = append(all, w.requests[:]...)
 	all = append(all, w.values[:]...)
@@ -117,8 +115,26 @@ const (
 		(parts.key_at, parts.key_rid, parts.key_source, parts.key_name))`
 )
 
+// countConflict ends the upsert of counted part values: counts add up, the first time is the
+// earliest.
+const countConflict = ` ON CONFLICT (part_id, kind, value) DO UPDATE SET count = part_values.count + excluded.count,
+	first = CASE WHEN excluded.first < part_values.first THEN excluded.first ELSE part_values.first END`
+
+// markConflict ends the insert of uncounted part values: a mark (first 0) stays as it is, and
+// a dated value keeps the earliest first time.
+const markConflict = ` ON CONFLICT (part_id, kind, value) DO UPDATE SET first = excluded.first
+	WHERE excluded.first < part_values.first`
+
 func (s *Store) prepare(ctx context.Context) error {
 	var err error
+	if s.d.postgres {
+		// One statement writes a whole batch (bulk.go).
+		if err := s.prepareBulk(ctx); err != nil {
+			s.stmt.close()
+			return fmt.Errorf("store: prepare: %w", err)
+		}
+		return nil
+	}
 	prep := func(q string) *sql.Stmt {
 		if err != nil {
 			return nil
@@ -133,7 +149,6 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.stmt.requests = make([]*sql.Stmt, s.d.sizes.requests)
 	s.stmt.values = make([]*sql.Stmt, s.d.sizes.values)
 	s.stmt.marks = make([]*sql.Stmt, s.d.sizes.values)
-	s.stmt.batch = prep(`INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`)
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.parts[:], s.d.insert+` INTO parts (session, part, first_seen, last_seen, rows,
 			rows_malicious, rows_bytes_in, rows_bytes_out, rows_last, "user", user_at, user_rid, role, role_at, role_rid,
@@ -142,20 +157,16 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.requests[:], s.d.insert+` INTO requests (part_id, time, request_id, method, host,
-			path, route, status, client_ip, "user", role, malicious, flows, attack_types, record) VALUES `,
-			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", "")
+			path, route, status, client_ip, "user", role, malicious, flows, attack_types, record, rkey) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", requestConflict)
 	}
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.values[:], s.d.insert+` INTO part_values (part_id, kind, value, count, first) VALUES `,
-			"(?,?,?,?,?)", ` ON CONFLICT (part_id, kind, value) DO UPDATE SET count = part_values.count + excluded.count,
-			first = CASE WHEN excluded.first < part_values.first THEN excluded.first ELSE part_values.first END`)
+			"(?,?,?,?,?)", countConflict)
 	}
 	if err == nil {
-		err = s.multiRow(ctx, s.stmt.marks, s.d.insert+` INTO part_values (part_id, kind, value) VALUES `, "(?,?,?)",
-			` ON CONFLICT (part_id, kind, value) DO NOTHING`)
-	}
-	if err == nil && s.d.postgres {
-		err = s.prepareBulk(ctx)
+		err = s.multiRow(ctx, s.stmt.marks, s.d.insert+` INTO part_values (part_id, kind, value, first) VALUES `, "(?,?,?,?)",
+			markConflict)
 	}
 	if err == nil {
 		err = s.wdb.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'max_span'`).Scan(&s.maxSpanW)
@@ -218,7 +229,10 @@ type partAgg struct {
 	user, role        pick
 	key               keyPick
 	id                int64
-	values            map[kindValue]valueAgg
+	// ord is the part's place in the batch's sorted parts, from 1 (PostgreSQL's rows name
+	// their part by it).
+	ord    int64
+	values map[kindValue]valueAgg
 }
 
 type kindValue struct {
@@ -266,14 +280,33 @@ type encodedRequest struct {
 	r    *record.Request
 	t    int64
 	json []byte
+	// key identifies the record by its content: the first 16 bytes of the SHA-256 of json
+	// (see requestKey).
+	key [keyLen]byte
+}
+
+// keyLen is the length of a request row's content key (rkey).
+const keyLen = 16
+
+// requestKey is the content key of a request record encoded as json: the first 16 bytes of
+// its SHA-256. The JSON is the whole record in one canonical form (sinks.AppendRecord, the
+// form the spool keeps and the row stores), so a record written again — retried, replayed
+// from the spool or after a restart, in another batch — has the same key, and two records
+// that differ in any field (a request id shared by redirect hops, a time, a status) have
+// different ones.
+func requestKey(json []byte) [keyLen]byte {
+	sum := sha256.Sum256(json)
+	return [keyLen]byte(sum[:keyLen])
 }
 
 // Write stores a batch in one transaction. When it returns nil every request record of the
 // batch is committed and survives a crash of the process. Session records are accepted and
 // left out: a part is built from its request records alone. A record that cannot be encoded is
 // left out and reported as a permanent partial failure; anything else fails the whole batch,
-// which the pipeline may retry: the retry carries the same batch id (see batchID), so a batch
-// whose commit succeeded but was not acknowledged is not counted twice.
+// which the pipeline may retry. Each request is stored once by its content (requestKey): a
+// record the store already holds — a batch whose commit succeeded but was not acknowledged,
+// replayed from the spool, after a restart, or in other batches — is left out, and the parts
+// count only the requests actually stored.
 func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -283,11 +316,8 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 	default:
 	}
 	reqs := make([]encodedRequest, 0, len(batch))
-	aggs := map[partKey]*partAgg{}
-	var order []partKey
 	var bad int
 	var badErr error
-	var scratch []partValue
 	for _, rec := range batch {
 		switch r := rec.(type) {
 		case *record.Request:
@@ -295,16 +325,7 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 				bad, badErr = bad+1, err
 				continue
 			}
-			t := ms(r.Time)
-			reqs = append(reqs, encodedRequest{r: r, t: t})
-			k := partKey{r.Session, r.Part}
-			a := aggs[k]
-			if a == nil {
-				a = &partAgg{values: map[kindValue]valueAgg{}}
-				aggs[k] = a
-				order = append(order, k)
-			}
-			scratch = a.add(r, t, scratch)
+			reqs = append(reqs, encodedRequest{r: r, t: ms(r.Time)})
 		case *record.Session:
 			if r == nil || r.Session == "" || r.Part == "" {
 				bad, badErr = bad+1, errors.New("session record without session or part")
@@ -314,16 +335,32 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 		}
 	}
 	if len(reqs) > 0 {
-		id := s.batchID(batch)
-		if err := s.commit(ctx, id, reqs, aggs, order); err != nil {
+		if err := s.commit(ctx, reqs); err != nil {
 			return err
 		}
-		s.pending = pendingBatch{}
 	}
 	if bad > 0 {
 		return &sinks.PartialError{Failed: bad, Err: sinks.Permanent(badErr)}
 	}
 	return nil
+}
+
+// aggregate sums what reqs add to each part; order lists the parts as first met.
+func aggregate(reqs []encodedRequest) (aggs map[partKey]*partAgg, order []partKey) {
+	aggs = map[partKey]*partAgg{}
+	var scratch []partValue
+	for i := range reqs {
+		r := reqs[i].r
+		k := partKey{r.Session, r.Part}
+		a := aggs[k]
+		if a == nil {
+			a = &partAgg{values: map[kindValue]valueAgg{}}
+			aggs[k] = a
+			order = append(order, k)
+		}
+		scratch = a.add(r, reqs[i].t, scratch)
+	}
+	return aggs, order
 }
 
 // checkRequest reports a request record the store cannot keep.
@@ -339,65 +376,98 @@ func checkRequest(r *record.Request) error {
 	return nil
 }
 
-// pendingBatch is the last batch whose write failed: its id and what identifies it.
-type pendingBatch struct {
-	id          string
-	first, last record.Record
-	n           int
-}
+// errStored ends a try of a batch that met request rows already stored: the batch is written
+// again without them.
+var errStored = errors.New("store: the batch holds requests already stored")
 
-// batchID names a batch: the writer's instance id and a sequence number. A batch the sinks
-// pipeline tries again after a failed Write (the same records, in the same order) keeps the id
-// of the failed try, so that, should that try have committed after all (a lost
-// acknowledgement), the retry finds its id in batches and is skipped.
-func (s *Store) batchID(batch []record.Record) string {
-	p := &s.pending
-	if p.id != "" && p.n == len(batch) && p.first == batch[0] && p.last == batch[len(batch)-1] {
-		return p.id
+// maxTries bounds the tries of one batch. A second try finds every stored request; a third
+// covers another writer storing some of them meanwhile.
+const maxTries = 3
+
+// commit writes the request records reqs, each once: when a try finds some of them stored (or
+// twice in the batch), it is rolled back and the batch written again without them, so that the
+// parts count only the request rows the store keeps.
+func (s *Store) commit(ctx context.Context, reqs []encodedRequest) error {
+	for try := 1; ; try++ {
+		aggs, order := aggregate(reqs)
+		err := s.commitOnce(ctx, reqs, aggs, order)
+		if !errors.Is(err, errStored) {
+			return err
+		}
+		if try == maxTries {
+			return fmt.Errorf("store: %d tries of a batch met request rows already stored", try)
+		}
+		if reqs, err = s.unstored(ctx, reqs); err != nil {
+			return err
+		}
+		if len(reqs) == 0 {
+			s.log.Info("batch already stored, skipped")
+			return nil
+		}
 	}
-	s.seq++
-	*p = pendingBatch{id: s.instance + "." + strconv.FormatUint(s.seq, 10), first: batch[0], last: batch[len(batch)-1], n: len(batch)}
-	return p.id
 }
 
-// newInstanceID is a random id for one open store: batch ids begin with it.
-func newInstanceID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// unstored returns the requests of reqs (encoded) that the store does not hold, each once.
+func (s *Store) unstored(ctx context.Context, reqs []encodedRequest) ([]encodedRequest, error) {
+	st, err := s.wdb.PrepareContext(ctx, s.d.rebind(`SELECT 1 FROM requests r JOIN parts p ON p.id = r.part_id
+		WHERE p.session = ? AND p.part = ? AND r.time = ? AND r.rkey = ?`))
+	if err != nil {
+		return nil, fmt.Errorf("store: find stored requests: %w", err)
+	}
+	defer st.Close()
+	seen := make(map[[keyLen]byte]struct{}, len(reqs))
+	var out []encodedRequest
+	for _, e := range reqs {
+		if _, dup := seen[e.key]; dup {
+			continue
+		}
+		seen[e.key] = struct{}{}
+		var one int
+		err := st.QueryRowContext(ctx, s.d.text(e.r.Session), s.d.text(e.r.Part), e.t, e.key[:]).Scan(&one)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			out = append(out, e)
+		case err != nil:
+			return nil, fmt.Errorf("store: find stored requests: %w", err)
+		}
+	}
+	return out, nil
 }
 
-// commit writes one batch in one transaction: its id (a batch already committed ends the
-// transaction there), the parts it touches, then the request rows and part values, then the
-// longest part span.
-func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey) error {
+// commitOnce writes one batch in one transaction: the parts it touches, then the request rows
+// and part values, then the longest part span. It returns errStored, having written nothing,
+// when a request row of the batch is already stored.
+func (s *Store) commitOnce(ctx context.Context, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey) error {
+	// The request records are encoded on another core while this one updates the parts; the
+	// request rows need them only after that.
+	wait := encodeRequests(reqs)
+	defer wait()
+	// Parts are upserted in key order, so that writers that share a database lock part rows in
+	// one order and never wait on each other in a cycle.
+	sortParts(order)
+	for i, k := range order {
+		aggs[k].ord = int64(i + 1)
+	}
 	if s.d.postgres {
 		if err := s.ensurePartitions(ctx, reqs); err != nil {
 			return err
 		}
+		counts, marks, keys := s.batchValues(aggs, order)
+		if err := wait(); err != nil {
+			return err
+		}
+		span, err := s.commitPG(ctx, reqs, aggs, order, counts, marks)
+		if err != nil {
+			return err
+		}
+		s.afterWrite(keys, span)
+		return nil
 	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	defer tx.Rollback()
-	// The request records are encoded on another core while this one updates the parts; the
-	// request rows need them only after that.
-	wait := encodeRequests(reqs)
-	defer wait()
-	res, err := tx.StmtContext(ctx, s.stmt.batch).ExecContext(ctx, s.d.text(id), s.now().UnixMilli())
-	if err != nil {
-		return fmt.Errorf("store: record batch: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("store: record batch: %w", err)
-	} else if n == 0 {
-		s.log.Info("batch already committed, skipped", "batch", id)
-		return nil
-	}
-	// Parts are upserted in key order, so that writers that share a database lock part rows in
-	// one order and never wait on each other in a cycle.
-	sortParts(order)
 	span, err := s.upsertParts(ctx, tx, aggs, order)
 	if err != nil {
 		return err
@@ -420,13 +490,21 @@ func (s *Store) commit(ctx context.Context, id string, reqs []encodedRequest, ag
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	s.afterWrite(newKeys, span)
+	return nil
+}
+
+// afterWrite notes a committed batch: its part values and the longest part span. Only what is
+// committed may be remembered: a rolled back batch comes again.
+func (s *Store) afterWrite(keys []cachedValue, span int64) {
+	if s.afterCommit != nil {
+		s.afterCommit()
+	}
 	s.committed()
-	// Only what is committed may be remembered: a rolled back batch comes again.
-	s.values.add(newKeys)
+	s.values.add(keys)
 	if span > s.maxSpanW {
 		s.maxSpanW = span
 	}
-	return nil
 }
 
 // encodeRequests encodes the request records into their json fields on another goroutine. The
@@ -439,6 +517,9 @@ func encodeRequests(reqs []encodedRequest) (wait func() error) {
 		// slice of it capped at its end, so a later append never writes into it.
 		buf := make([]byte, 0, len(reqs)*requestJSONSize)
 		for i := range reqs {
+			if reqs[i].json != nil {
+				continue // encoded by an earlier try of the batch
+			}
 			start := len(buf)
 			b, err := sinks.AppendRecord(buf, reqs[i].r)
 			if err != nil {
@@ -447,6 +528,7 @@ func encodeRequests(reqs []encodedRequest) (wait func() error) {
 			}
 			buf = b
 			reqs[i].json = buf[start:len(buf):len(buf)]
+			reqs[i].key = requestKey(reqs[i].json)
 		}
 		encoded <- nil
 	}()
@@ -521,11 +603,27 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args 
 	return span, nil
 }
 
-// insertRequests writes the request rows.
+// requestConflict ends the insert of request rows: a row already stored (the same part, time
+// and content key) is left as it is, and the writer sees fewer rows inserted than it sent.
+const requestConflict = ` ON CONFLICT (part_id, time, rkey) DO NOTHING`
+
+// insertRequests writes the request rows. It returns errStored when fewer rows went in than
+// reqs holds: some were already stored, or came twice in the batch.
 func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) error {
-	if s.d.postgres {
-		return s.bulkRequests(ctx, tx, reqs, aggs)
+	n, err := s.chunkRequests(ctx, tx, reqs, aggs)
+	if err != nil {
+		return err
 	}
+	if n != int64(len(reqs)) {
+		return errStored
+	}
+	return nil
+}
+
+// chunkRequests writes the request rows with multi-row statements and returns how many it
+// inserted.
+func (s *Store) chunkRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRequest, aggs map[partKey]*partAgg) (int64, error) {
+	var inserted int64
 	args := make([]any, 0, (1<<(len(s.stmt.requests)-1))*requestCols)
 	for start := 0; start < len(reqs); {
 		n := chunkLen(len(reqs)-start, len(s.stmt.requests))
@@ -543,63 +641,73 @@ func (s *Store) insertRequests(ctx context.Context, tx *sql.Tx, reqs []encodedRe
 			d := s.d
 			args = append(args, id, e.t, d.text(r.RequestID), d.text(r.Method), d.text(r.Host), d.text(r.Path),
 				d.text(r.Route), r.Status, d.text(r.ClientIP), d.text(r.User), d.text(r.Role), r.Malicious,
-				d.text(strings.Join(r.Flows, ",")), d.text(types), e.json)
+				d.text(strings.Join(r.Flows, ",")), d.text(types), e.json, e.key[:])
 		}
 		st := s.stmt.requests[bits.TrailingZeros(uint(n))]
-		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("store: insert requests: %w", err)
+		res, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+		if err != nil {
+			return 0, fmt.Errorf("store: insert requests: %w", err)
 		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("store: insert requests: %w", err)
+		}
+		inserted += k
 	}
-	return nil
+	return inserted, nil
 }
 
 // valueRow is one part_values row a batch writes.
 type valueRow struct {
-	part         int64
+	part, ord    int64
 	kind         int
 	value        string
 	count, first int64
 }
 
-// batchValues lists the part_values rows of the batch: counted ones to add to, and the
-// uncounted ones the writer does not know to be stored, with their cache keys. Parts come in
-// order and a part's values sorted, so that writers sharing a database take row locks in one
-// order.
-func (s *Store) batchValues(aggs map[partKey]*partAgg, order []partKey) (counts, marks []valueRow, keys []uint64) {
+// batchValues lists the part_values rows of the batch: counted ones to add to, and the others
+// (marks, and the first times of dated kinds) the writer does not know to be stored as they
+// are, with their cache keys and first times. Parts come in order and a part's values sorted,
+// so that writers sharing a database take row locks in one order.
+func (s *Store) batchValues(aggs map[partKey]*partAgg, order []partKey) (counts, marks []valueRow, keys []cachedValue) {
 	for _, k := range order {
 		a := aggs[k]
 		for _, kv := range sortedValues(a.values) {
+			v := a.values[kv]
 			if counted(kv.kind) {
-				v := a.values[kv]
-				counts = append(counts, valueRow{a.id, kv.kind, kv.value, v.count, v.first})
+				counts = append(counts, valueRow{part: a.id, ord: a.ord, kind: kv.kind, value: kv.value, count: v.count, first: v.first})
 				continue
 			}
-			key := s.values.key(a.id, kv.kind, kv.value)
-			if !s.values.has(key) {
-				marks = append(marks, valueRow{part: a.id, kind: kv.kind, value: kv.value})
-				keys = append(keys, key)
+			first := int64(0)
+			if dated(kv.kind) {
+				first = v.first
+			}
+			key := s.values.key(k.session, k.part, kv.kind, kv.value)
+			// A stored first time only ever moves earlier, so one at or before this batch's
+			// needs no statement.
+			if stored, ok := s.values.first(key); !ok || stored > first {
+				marks = append(marks, valueRow{part: a.id, ord: a.ord, kind: kv.kind, value: kv.value, first: first})
+				keys = append(keys, cachedValue{key, first})
 			}
 		}
 	}
 	return counts, marks, keys
 }
 
-// upsertValues writes the batch's part values and returns the cache keys of the uncounted
-// ones, to remember once the batch is committed.
-func (s *Store) upsertValues(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) ([]uint64, error) {
+// upsertValues writes the batch's part values and returns the cache entries of the marks and
+// dated values, to remember once the batch is committed.
+func (s *Store) upsertValues(ctx context.Context, tx *sql.Tx, aggs map[partKey]*partAgg, order []partKey) ([]cachedValue, error) {
 	counts, marks, keys := s.batchValues(aggs, order)
-	if s.d.postgres {
-		return keys, s.bulkValues(ctx, tx, counts, marks)
-	}
 	if err := s.execValues(ctx, tx, s.stmt.values, counts, true); err != nil {
 		return nil, err
 	}
 	return keys, s.execValues(ctx, tx, s.stmt.marks, marks, false)
 }
 
-// execValues writes rows with the multi-row statements sts, with their counts or without.
+// execValues writes rows with the multi-row statements sts, with their counts and first
+// times or with their first times only.
 func (s *Store) execValues(ctx context.Context, tx *sql.Tx, sts []*sql.Stmt, rows []valueRow, withCounts bool) error {
-	cols := 3
+	cols := 4
 	if withCounts {
 		cols = valueCols
 	}
@@ -610,8 +718,9 @@ func (s *Store) execValues(ctx context.Context, tx *sql.Tx, sts []*sql.Stmt, row
 		for _, v := range rows[start : start+n] {
 			args = append(args, v.part, v.kind, s.d.text(v.value))
 			if withCounts {
-				args = append(args, v.count, v.first)
+				args = append(args, v.count)
 			}
+			args = append(args, v.first)
 		}
 		start += n
 		if _, err := tx.StmtContext(ctx, sts[bits.TrailingZeros(uint(n))]).ExecContext(ctx, args...); err != nil {
