@@ -16,6 +16,7 @@ type Config struct {
 	Hashing       Hashing       `yaml:"hashing"`
 	Sinks         []Sink        `yaml:"sinks"`
 	State         State         `yaml:"state"`
+	Protection    Protection    `yaml:"protection"`
 
 	// File is the path the configuration was loaded from ("" for defaults only). Not a YAML key.
 	File string `yaml:"-"`

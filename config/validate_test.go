@@ -144,7 +144,7 @@ func TestParseAndValidate(t *testing.T) {
 		{
 			name: "merge keys are refused",
 			yaml: "base: &b {retention: 1h}\n",
-			want: []string{f + `:1: unknown key "base"; the keys here are server, traffic, sessions, parameters, max_parameters, business_flows, tls, attacks, inline, hashing, sinks, state`},
+			want: []string{f + `:1: unknown key "base"; the keys here are server, traffic, sessions, parameters, max_parameters, business_flows, tls, attacks, inline, hashing, sinks, state, protection`},
 		},
 		{
 			name: "aliases resolve",
