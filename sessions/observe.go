@@ -55,6 +55,9 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	}
 	t := startTime(x, e.now)
 	rec := newRequest(x, t, &c, &ps)
+	if vd := x.Verdict; vd.Action != "" {
+		rec.Protection = &record.Verdict{Action: vd.Action, Rule: vd.Rule, DryRun: vd.DryRun}
+	}
 	flows := e.enrich(s, v, x, rec, secrets)
 	e.observed.Add(1)
 	if e.closed.Load() {

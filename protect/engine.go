@@ -1,0 +1,254 @@
+package protect
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// Manual blocks answer with this status and body.
+const (
+	manualStatus = 403
+	manualBody   = "blocked\n"
+)
+
+// Rule names of manual blocks in verdicts.
+const (
+	RuleManualSession = "manual:session"
+	RuleManualUser    = "manual:user"
+)
+
+// MaxBlockFor bounds how long a manual block lasts.
+const MaxBlockFor = 366 * 24 * time.Hour
+
+// Engine decides what happens to each request at its request headers: manual blocks first,
+// then the rules in file order. It is safe for concurrent use.
+type Engine struct {
+	facts   *sessions.Engine
+	now     func() time.Time
+	rules   atomic.Pointer[compiled]
+	buckets *buckets
+	blocks  *blocks
+
+	countsMu sync.Mutex
+	counts   map[[2]string]*Counts
+
+	manualFired, manualDry atomic.Uint64
+}
+
+// New compiles cfg's rules; facts groups requests and reads what rules match on. now is the
+// clock (nil: time.Now).
+func New(cfg config.Protection, facts *sessions.Engine, now func() time.Time) *Engine {
+	if now == nil {
+		now = time.Now
+	}
+	e := &Engine{
+		facts:   facts,
+		now:     now,
+		buckets: newBuckets(max(cfg.MaxBuckets, 1)),
+		blocks:  newBlocks(max(cfg.MaxBlocks, 1)),
+		counts:  map[[2]string]*Counts{},
+	}
+	e.rules.Store(compile(cfg, e.countsOf))
+	return e
+}
+
+// Reload replaces the rules. Buckets and blocks stay; the table bounds are fixed at start.
+func (e *Engine) Reload(cfg config.Protection) { e.rules.Store(compile(cfg, e.countsOf)) }
+
+func (e *Engine) countsOf(name, action string) *Counts {
+	e.countsMu.Lock()
+	defer e.countsMu.Unlock()
+	k := [2]string{name, action}
+	c := e.counts[k]
+	if c == nil {
+		c = &Counts{}
+		e.counts[k] = c
+	}
+	return c
+}
+
+// Decide groups x as Peek does and decides its fate into d; enforce is false when Envoy does
+// not wait for answers (observability mode), and then every verdict is recorded as dry run.
+// It returns the grouping, so that the caller need not group the request again.
+func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) (session, part string, key record.Key) {
+	c := e.rules.Load()
+	need := c.need
+	if e.blocks.nUsers.Load() > 0 {
+		need.Params = true
+	}
+	var f sessions.Facts
+	e.facts.PeekFacts(x, need, &f)
+	now := e.now()
+	if e.blocks.n.Load() > 0 {
+		if b, ok := e.blocks.get(KindSession, f.Session, now); ok {
+			e.manual(d, RuleManualSession, enforce, b)
+			return f.Session, f.Part, f.Key
+		}
+		if b, ok := e.blocks.get(KindUser, f.User, now); ok {
+			e.manual(d, RuleManualUser, enforce, b)
+			return f.Session, f.Part, f.Key
+		}
+	}
+	var dry *rule
+	nowNS := now.UnixNano()
+	for _, r := range c.rules {
+		if !r.matches(x, &f) {
+			continue
+		}
+		retry := 0
+		if r.perNS > 0 {
+			route := ""
+			if r.byRoute {
+				route = f.Route
+			}
+			ok, left := e.buckets.take(e.buckets.key(r.index, f.Session, route), nowNS, r.perNS, r.burst)
+			if ok {
+				continue
+			}
+			retry = r.retryAfter(left)
+		}
+		if r.dryRun {
+			r.n.DryRun.Add(1)
+			if dry == nil {
+				dry = r
+			}
+			continue
+		}
+		d.Verdict = traffic.Verdict{Action: r.action, Rule: r.name, DryRun: !enforce}
+		if !enforce {
+			r.n.DryRun.Add(1)
+			return f.Session, f.Part, f.Key
+		}
+		r.n.Fired.Add(1)
+		d.Status, d.Body, d.Headers, d.RetryAfter, d.TagHeader = r.status, r.body, r.headers, retry, r.tagHeader
+		return f.Session, f.Part, f.Key
+	}
+	if dry != nil {
+		d.Verdict = traffic.Verdict{Action: dry.action, Rule: dry.name, DryRun: true}
+	}
+	return f.Session, f.Part, f.Key
+}
+
+func (e *Engine) manual(d *traffic.Decision, rule string, enforce bool, _ Block) {
+	d.Verdict = traffic.Verdict{Action: config.ActionBlock, Rule: rule, DryRun: !enforce}
+	if !enforce {
+		e.manualDry.Add(1)
+		return
+	}
+	e.manualFired.Add(1)
+	d.Status, d.Body = manualStatus, manualBody
+}
+
+// Block blocks a session or a user (kind) for the duration from now, on behalf of by (an API
+// token's name), and records it in the audit log.
+func (e *Engine) Block(kind, id string, dur time.Duration, reason, by string) (Block, error) {
+	if kind != KindSession && kind != KindUser {
+		return Block{}, fmt.Errorf("kind %q is neither session nor user", kind)
+	}
+	if id == "" {
+		return Block{}, fmt.Errorf("the %s is empty", kind)
+	}
+	if dur <= 0 || dur > MaxBlockFor {
+		return Block{}, fmt.Errorf("the duration must be more than 0 and at most %s", MaxBlockFor)
+	}
+	now := e.now()
+	b := Block{Kind: kind, ID: id, Until: now.Add(dur).UTC(), Reason: reason, By: by, At: now.UTC()}
+	if err := e.blocks.set(b, now); err != nil {
+		return Block{}, err
+	}
+	e.blocks.record(AuditEntry{At: b.At, By: by, Action: "block", Kind: kind, ID: id, Until: b.Until, Reason: reason})
+	return b, nil
+}
+
+// Unblock lifts the block of a session or a user; false when none was in force. The attempt
+// is audited either way.
+func (e *Engine) Unblock(kind, id, by string) bool {
+	now := e.now()
+	b, ok := e.blocks.remove(kind, id)
+	ok = ok && now.Before(b.Until)
+	e.blocks.record(AuditEntry{At: now.UTC(), By: by, Action: "unblock", Kind: kind, ID: id})
+	return ok
+}
+
+// Blocked returns the block in force for a session or a user.
+func (e *Engine) Blocked(kind, id string) (Block, bool) { return e.blocks.get(kind, id, e.now()) }
+
+// Blocks lists the blocks in force, sessions first, each kind by id.
+func (e *Engine) Blocks() []Block {
+	bs := e.blocks.list(e.now())
+	slices.SortFunc(bs, func(a, b Block) int {
+		if a.Kind != b.Kind {
+			if a.Kind == KindSession {
+				return -1
+			}
+			return 1
+		}
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return bs
+}
+
+// Audit returns the manual actions on a session or a user, oldest first.
+func (e *Engine) Audit(kind, id string) []AuditEntry { return e.blocks.auditOf(kind, id) }
+
+// RuleStats is what one rule did since start.
+type RuleStats struct {
+	Rule, Action  string
+	Fired, DryRun uint64
+}
+
+// Stats is the engine's counters.
+type Stats struct {
+	// Rules are per rule name and action, every rule ever configured since start, sorted.
+	Rules []RuleStats
+	// Buckets is the rate-limit buckets held; BucketsEvicted those dropped for room.
+	Buckets        int
+	BucketsEvicted uint64
+	// Blocks is the manual blocks held (expired ones until swept).
+	Blocks int
+}
+
+// Stats returns the counters, manual blocks as the rules manual:session and manual:user
+// together under manual.
+func (e *Engine) Stats() Stats {
+	e.countsMu.Lock()
+	s := Stats{Rules: make([]RuleStats, 0, len(e.counts)+1)}
+	for k, c := range e.counts {
+		s.Rules = append(s.Rules, RuleStats{Rule: k[0], Action: k[1], Fired: c.Fired.Load(), DryRun: c.DryRun.Load()})
+	}
+	e.countsMu.Unlock()
+	s.Rules = append(s.Rules, RuleStats{Rule: "manual", Action: config.ActionBlock, Fired: e.manualFired.Load(), DryRun: e.manualDry.Load()})
+	slices.SortFunc(s.Rules, func(a, b RuleStats) int {
+		if a.Rule != b.Rule {
+			if a.Rule < b.Rule {
+				return -1
+			}
+			return 1
+		}
+		if a.Action < b.Action {
+			return -1
+		}
+		if a.Action > b.Action {
+			return 1
+		}
+		return 0
+	})
+	s.Buckets = e.buckets.size()
+	s.BucketsEvicted = e.buckets.evicted.Load()
+	s.Blocks = int(e.blocks.n.Load())
+	return s
+}

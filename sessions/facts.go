@@ -1,0 +1,92 @@
+package sessions
+
+import (
+	"strings"
+
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions/extract"
+	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
+)
+
+// Facts is what the engine knows of a request from its request side alone, at the request
+// headers: what protection rules match on. Strings point into the exchange or the engine's
+// shared tables; a caller copies what it keeps.
+type Facts struct {
+	Session, Part string
+	Key           record.Key
+	// User and Role are as the request record shows them (a hashed parameter's hmac: form).
+	User, Role string
+	// Route is the path's route template, before the per-host bound of the record's route.
+	Route string
+	// Flows are the request's business flows (a shared list: read only).
+	Flows []string
+	// Malicious and AttackTypes are the verdict another filter left before ext_proc.
+	Malicious   bool
+	AttackTypes []string
+	ClientIP    string
+	JA3, JA4    string
+}
+
+// FactNeeds says which facts beyond the grouping a caller reads, so that the rest costs
+// nothing.
+type FactNeeds struct {
+	Params bool // user and role
+	Route  bool
+	Flows  bool
+	Attack bool
+	Client bool // client address and fingerprints
+}
+
+// Any reports whether anything beyond the grouping is needed.
+func (n FactNeeds) Any() bool { return n.Params || n.Route || n.Flows || n.Attack || n.Client }
+
+// PeekFacts fills f with the grouping Peek answers and the facts need asks for. Like Peek it
+// changes no state.
+func (e *Engine) PeekFacts(x *traffic.Exchange, need FactNeeds, f *Facts) {
+	f.Session, f.Part, f.Key = e.Peek(x)
+	if !need.Any() {
+		return
+	}
+	s := e.snap.Load()
+	if need.Params {
+		v := extract.NewView(x, e.cache, s.maxBody)
+		ps, _ := s.readParams(v, e.hash, reading{all: true}, nil)
+		v.Release()
+		f.User, f.Role = ps.user, ps.role
+	}
+	path := pathOnly(x.Path)
+	if len(path) > maxPath {
+		path = path[:maxPath]
+	}
+	if need.Route {
+		f.Route = route(path)
+	}
+	if need.Flows {
+		host := x.Host
+		if hasUpperASCII(host) {
+			host = strings.ToLower(host)
+		}
+		f.Flows = s.flows.match(x.Method, config.StripPort(host), path).list()
+	}
+	if need.Attack {
+		malicious, att := s.attacks.verdict(x)
+		f.Malicious = malicious
+		if att != nil {
+			f.AttackTypes = att.Types
+		}
+	}
+	if need.Client {
+		c := s.resolveClient(x)
+		f.ClientIP, f.JA3, f.JA4 = c.ip, c.ja3, c.ja4
+	}
+}
+
+func hasUpperASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
