@@ -75,6 +75,9 @@ func (e *Engine) countsOf(name, action string) *Counts {
 	return c
 }
 
+// Active reports whether a rule is configured or a manual block is held.
+func (e *Engine) Active() bool { return len(e.rules.Load().rules) > 0 || e.blocks.n.Load() > 0 }
+
 // Decide groups x as Peek does and decides its fate into d; enforce is false when Envoy does
 // not wait for answers (observability mode), and then every verdict is recorded as dry run.
 // It returns the grouping, so that the caller need not group the request again.

@@ -19,6 +19,7 @@ import (
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/internal/cliflags"
 	"github.com/apisessions/apisessions/metrics"
+	"github.com/apisessions/apisessions/protect"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sinks"
 	"github.com/apisessions/apisessions/state"
@@ -95,6 +96,7 @@ type server struct {
 	cfg        atomic.Pointer[config.Config]
 
 	engine   *sessions.Engine
+	protect  *protect.Engine
 	state    *state.Client // nil without state.redis
 	pipeline *sinks.Pipeline
 	metrics  *metrics.Registry
@@ -162,9 +164,10 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	s.keyFile = cfg.Hashing.KeyFile
 	cleanup = append(cleanup, s.engine.Close)
 
+	s.protect = protect.New(cfg.Protection, s.engine, nil)
 	s.proc = s.metrics.Timed(s.engine)
-	s.ext = extproc.New(extprocSettings(cfg, logger, s.proc, s.metrics.PhaseObserver()))
-	src.Extproc, src.Engine = s.ext, s.engine
+	s.ext = extproc.New(s.extprocSettings(cfg))
+	src.Extproc, src.Engine, src.Protect = s.ext, s.engine, s.protect
 	if err := s.metrics.Watch(src); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -275,6 +278,13 @@ func configName(path string) string {
 	return path
 }
 
+// extprocSettings is the ext_proc server's part of cfg, with the server's processor and guard.
+func (s *server) extprocSettings(cfg *config.Config) extproc.Settings {
+	es := extprocSettings(cfg, s.logger, s.proc, s.metrics.PhaseObserver())
+	es.Guard = s.protect
+	return es
+}
+
 func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processor, phases extproc.PhaseObserver) extproc.Settings {
 	namespaces := make([]string, 0, len(cfg.Attacks.Metadata))
 	for _, m := range cfg.Attacks.Metadata {
@@ -333,7 +343,8 @@ func (s *server) reload() {
 		s.logger.Warn("reload rejected, keeping the running configuration", "config", s.configPath, "error", err.Error())
 		return
 	}
-	s.ext.SetSettings(extprocSettings(next, s.logger, s.proc, s.metrics.PhaseObserver()))
+	s.protect.Reload(next.Protection)
+	s.ext.SetSettings(s.extprocSettings(next))
 	if next.Hashing.KeyFile != s.keyFile {
 		s.logger.Warn("hashing.key_file changed; the hash key in use is kept until restart")
 	}
