@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/apisessions/apisessions/envoy"
+)
+
+// protectConfig groups by a query token and acts on routes of the demo API.
+const protectConfig = `
+parameters:
+  - {name: query_token, in: request.query, key: token, group: true, hashed: true}
+protection:
+  rules:
+    - name: no-order-details
+      match: {routes: ["/api/orders/{id}"]}
+      action: block
+      block: {body: "no order details\n", headers: {x-blocked-by: apisessions}}
+    - name: watch-net
+      match: {client_ips: [203.0.113.0/24]}
+      action: block
+      dry_run: true
+    - name: items-limit
+      match: {routes: [/api/items]}
+      action: rate_limit
+      rate_limit: {rate: 2/s}
+    - name: mark-cart
+      match: {routes: [/api/cart], methods: [POST]}
+      action: tag
+`
+
+// protection returns the protection object of a request record, nil when there is none.
+func protection(rec map[string]any) map[string]any {
+	p, _ := rec["protection"].(map[string]any)
+	return p
+}
+
+// TestProtection drives the protection rules through the Envoy-faithful proxy: a block
+// answers 403 and the upstream never sees the request, a dry run lets it through and records
+// it, a rate limit answers 429 with Retry-After and recovers, a tag reaches the upstream, and
+// observability mode records what would have happened.
+func TestProtection(t *testing.T) {
+	t.Parallel()
+	srv, up := startServer(t, protectConfig), startUpstream(t)
+	inline := startFront(t, srv, up, envoy.ModeInline, nil)
+	obs := startFront(t, srv, up, envoy.ModeObservability, nil)
+	c := client{addr: "198.51.100.20:40000", ua: "protect-test/1.0"}
+
+	t.Run("block", func(t *testing.T) {
+		r := inline.do(t, c, "GET", "/api/orders/42?token=blk", "")
+		if r.status != 403 || r.header.Get("x-blocked-by") != "apisessions" {
+			t.Errorf("answer %d, x-blocked-by %q; want 403 from the rule", r.status, r.header.Get("x-blocked-by"))
+		}
+		if up.headers(r.id) != nil {
+			t.Error("the upstream saw a blocked request")
+		}
+		rec := srv.record(t, r.id)
+		if p := protection(rec); p["action"] != "block" || p["rule"] != "no-order-details" || p["dry_run"] != nil || rec["status"] != 403.0 {
+			t.Errorf("record: status %v, protection %v", rec["status"], p)
+		}
+	})
+
+	t.Run("dry run", func(t *testing.T) {
+		r := inline.do(t, client{addr: "203.0.113.9:40000", ua: "watched/1.0"}, "GET", "/api/items?token=dry", "")
+		if r.status == 403 || r.status == 429 || up.headers(r.id) == nil {
+			t.Errorf("answer %d, upstream saw it: %v; a dry run must let it through", r.status, up.headers(r.id) != nil)
+		}
+		if p := protection(srv.record(t, r.id)); p["action"] != "block" || p["rule"] != "watch-net" || p["dry_run"] != true {
+			t.Errorf("protection %v", p)
+		}
+	})
+
+	t.Run("rate limit", func(t *testing.T) {
+		for i := range 2 {
+			if r := inline.do(t, c, "GET", "/api/items?token=rl", ""); r.status == 429 {
+				t.Fatalf("request %d limited", i)
+			}
+		}
+		r := inline.do(t, c, "GET", "/api/items?token=rl", "")
+		if r.status != 429 || r.header.Get("retry-after") != "1" {
+			t.Fatalf("third request: %d, Retry-After %q; want 429 and 1", r.status, r.header.Get("retry-after"))
+		}
+		if up.headers(r.id) != nil {
+			t.Error("the upstream saw a limited request")
+		}
+		if p := protection(srv.record(t, r.id)); p["action"] != "rate_limit" || p["rule"] != "items-limit" {
+			t.Errorf("protection %v", p)
+		}
+		// Another session has its own bucket.
+		if r := inline.do(t, c, "GET", "/api/items?token=rl-other", ""); r.status == 429 {
+			t.Error("another session was limited")
+		}
+		time.Sleep(1100 * time.Millisecond)
+		if r := inline.do(t, c, "GET", "/api/items?token=rl", ""); r.status == 429 {
+			t.Error("still limited after Retry-After")
+		}
+	})
+
+	t.Run("tag", func(t *testing.T) {
+		r := inline.do(t, c, "POST", "/api/cart?token=tag", `{"item":1}`)
+		if got := up.headers(r.id).Get("x-apisessions-verdict"); got != "mark-cart" {
+			t.Errorf("upstream saw x-apisessions-verdict %q, want mark-cart", got)
+		}
+		if p := protection(srv.record(t, r.id)); p["action"] != "tag" || p["rule"] != "mark-cart" {
+			t.Errorf("protection %v", p)
+		}
+		// A client cannot tag itself: the header is overwritten, and absent without a verdict.
+		r = inline.do(t, c, "GET", "/api/orders?token=tag", "", "x-apisessions-verdict", "forged")
+		if got := up.headers(r.id).Get("x-apisessions-verdict"); got == "mark-cart" {
+			t.Errorf("verdict header %q on an untagged request", got)
+		}
+	})
+
+	t.Run("observability mode records what would have happened", func(t *testing.T) {
+		r := obs.do(t, c, "GET", "/api/orders/7?token=obs", "")
+		if r.status == 403 || up.headers(r.id) == nil {
+			t.Errorf("answer %d: observability mode must not block", r.status)
+		}
+		if p := protection(srv.record(t, r.id)); p["action"] != "block" || p["rule"] != "no-order-details" || p["dry_run"] != true {
+			t.Errorf("protection %v", p)
+		}
+	})
+}
