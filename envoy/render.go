@@ -181,7 +181,7 @@ type plan struct {
 	// retry-after); with them SessionHeaderRegex allows these too.
 	ProtectionHeaders []string
 	// MutableHeaders is every header apisessions may set, when ProtectionHeaders is not empty.
-	MutableHeaders []string
+	MutableHeaders     []string
 	ReceiveMetadata    bool
 	ForwardNamespaces  []string
 	RequestBodyMode    string
