@@ -102,8 +102,9 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	}
 	var dry *rule
 	nowNS := now.UnixNano()
+	in := input{x: x, f: &f}
 	for _, r := range c.rules {
-		if !r.matches(x, &f) {
+		if !r.matches(&in) {
 			continue
 		}
 		retry := 0

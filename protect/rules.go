@@ -158,8 +158,28 @@ func compile(p config.Protection, counts func(name, action string) *Counts) *com
 	return c
 }
 
+// input is one request as the rules see it; the client address is parsed once, when a rule
+// first needs it.
+type input struct {
+	x      *traffic.Exchange
+	f      *sessions.Facts
+	addr   netip.Addr
+	parsed bool
+}
+
+func (in *input) clientAddr() netip.Addr {
+	if !in.parsed {
+		in.parsed = true
+		if a, err := netip.ParseAddr(in.f.ClientIP); err == nil {
+			in.addr = a.Unmap()
+		}
+	}
+	return in.addr
+}
+
 // matches reports whether every condition of r holds for the request.
-func (r *rule) matches(x *traffic.Exchange, f *sessions.Facts) bool {
+func (r *rule) matches(in *input) bool {
+	x, f := in.x, in.f
 	if !r.methods.empty() && !r.methods.has(x.Method) {
 		return false
 	}
@@ -184,7 +204,7 @@ func (r *rule) matches(x *traffic.Exchange, f *sessions.Facts) bool {
 	if !r.attackTypes.empty() && !r.attackTypes.hasAny(f.AttackTypes) {
 		return false
 	}
-	if len(r.prefixes) > 0 && !r.ipMatches(f.ClientIP) {
+	if len(r.prefixes) > 0 && !r.ipMatches(in.clientAddr()) {
 		return false
 	}
 	if !r.ja3.empty() && (f.JA3 == "" || !r.ja3.has(f.JA3)) {
@@ -205,15 +225,10 @@ func (r *rule) keyMatches(f *sessions.Facts) bool {
 	return false
 }
 
-func (r *rule) ipMatches(ip string) bool {
-	if ip == "" {
+func (r *rule) ipMatches(a netip.Addr) bool {
+	if !a.IsValid() {
 		return false
 	}
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
 	for _, p := range r.prefixes {
 		if p.Contains(a) {
 			return true

@@ -51,9 +51,8 @@ func (e *Engine) PeekFacts(x *traffic.Exchange, need FactNeeds, f *Facts) {
 	s := e.snap.Load()
 	if need.Params {
 		v := extract.NewView(x, e.cache, s.maxBody)
-		ps, _ := s.readParams(v, e.hash, reading{all: true}, nil)
+		f.User, f.Role = s.userRole(v, e.hash)
 		v.Release()
-		f.User, f.Role = ps.user, ps.role
 	}
 	path := pathOnly(x.Path)
 	if len(path) > maxPath {
@@ -89,4 +88,33 @@ func hasUpperASCII(s string) bool {
 		}
 	}
 	return false
+}
+
+// userRole reads the request-side user and role parameters as readParams does (the first of
+// each type with a value, a hashed one in its hmac: form), without exporting the others.
+func (s *snapshot) userRole(v *extract.View, h *hasher) (user, role string) {
+	for i := range s.params {
+		p := &s.params[i]
+		if p.side == extract.Response || (p.typ != config.TypeUser && p.typ != config.TypeRole) {
+			continue
+		}
+		if (p.typ == config.TypeUser && user != "") || (p.typ == config.TypeRole && role != "") {
+			continue
+		}
+		val, ok := p.ext.Extract(v)
+		if !ok || val == "" {
+			continue
+		}
+		if p.hashed {
+			val = h.param(val)
+		} else {
+			val = record.Truncate(val, maxParamValue)
+		}
+		if p.typ == config.TypeUser {
+			user = val
+		} else {
+			role = val
+		}
+	}
+	return user, role
 }
