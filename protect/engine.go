@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/protect/manual"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -35,7 +36,7 @@ type Engine struct {
 	now     func() time.Time
 	rules   atomic.Pointer[compiled]
 	buckets *buckets
-	blocks  *blocks
+	blocks  *manual.Table
 
 	countsMu sync.Mutex
 	counts   map[[2]string]*Counts
@@ -53,7 +54,7 @@ func New(cfg config.Protection, facts *sessions.Engine, now func() time.Time) *E
 		facts:   facts,
 		now:     now,
 		buckets: newBuckets(max(cfg.MaxBuckets, 1)),
-		blocks:  newBlocks(max(cfg.MaxBlocks, 1)),
+		blocks:  manual.NewTable(max(cfg.MaxBlocks, 1)),
 		counts:  map[[2]string]*Counts{},
 	}
 	e.rules.Store(compile(cfg, e.countsOf))
@@ -76,7 +77,7 @@ func (e *Engine) countsOf(name, action string) *Counts {
 }
 
 // Active reports whether a rule is configured or a manual block is held.
-func (e *Engine) Active() bool { return len(e.rules.Load().rules) > 0 || e.blocks.n.Load() > 0 }
+func (e *Engine) Active() bool { return len(e.rules.Load().rules) > 0 || e.blocks.N.Load() > 0 }
 
 // Decide groups x as Peek does and decides its fate into d; enforce is false when Envoy does
 // not wait for answers (observability mode), and then every verdict is recorded as dry run.
@@ -84,18 +85,18 @@ func (e *Engine) Active() bool { return len(e.rules.Load().rules) > 0 || e.block
 func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) (session, part string, key record.Key) {
 	c := e.rules.Load()
 	need := c.need
-	if e.blocks.nUsers.Load() > 0 {
+	if e.blocks.NUsers.Load() > 0 {
 		need.Params = true
 	}
 	var f sessions.Facts
 	e.facts.PeekFacts(x, need, &f)
 	now := e.now()
-	if e.blocks.n.Load() > 0 {
-		if b, ok := e.blocks.get(KindSession, f.Session, now); ok {
+	if e.blocks.N.Load() > 0 {
+		if b, ok := e.blocks.Get(manual.KindSession, f.Session, now); ok {
 			e.manual(d, RuleManualSession, enforce, b)
 			return f.Session, f.Part, f.Key
 		}
-		if b, ok := e.blocks.get(KindUser, f.User, now); ok {
+		if b, ok := e.blocks.Get(manual.KindUser, f.User, now); ok {
 			e.manual(d, RuleManualUser, enforce, b)
 			return f.Session, f.Part, f.Key
 		}
@@ -141,7 +142,7 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	return f.Session, f.Part, f.Key
 }
 
-func (e *Engine) manual(d *traffic.Decision, rule string, enforce bool, _ Block) {
+func (e *Engine) manual(d *traffic.Decision, rule string, enforce bool, _ manual.Block) {
 	d.Verdict = traffic.Verdict{Action: config.ActionBlock, Rule: rule, DryRun: !enforce}
 	if !enforce {
 		e.manualDry.Add(1)
@@ -153,22 +154,22 @@ func (e *Engine) manual(d *traffic.Decision, rule string, enforce bool, _ Block)
 
 // Block blocks a session or a user (kind) for the duration from now, on behalf of by (an API
 // token's name), and records it in the audit log.
-func (e *Engine) Block(kind, id string, dur time.Duration, reason, by string) (Block, error) {
-	if kind != KindSession && kind != KindUser {
-		return Block{}, fmt.Errorf("kind %q is neither session nor user", kind)
+func (e *Engine) Block(kind, id string, dur time.Duration, reason, by string) (manual.Block, error) {
+	if kind != manual.KindSession && kind != manual.KindUser {
+		return manual.Block{}, fmt.Errorf("kind %q is neither session nor user", kind)
 	}
 	if id == "" {
-		return Block{}, fmt.Errorf("the %s is empty", kind)
+		return manual.Block{}, fmt.Errorf("the %s is empty", kind)
 	}
 	if dur <= 0 || dur > MaxBlockFor {
-		return Block{}, fmt.Errorf("the duration must be more than 0 and at most %s", MaxBlockFor)
+		return manual.Block{}, fmt.Errorf("the duration must be more than 0 and at most %s", MaxBlockFor)
 	}
 	now := e.now()
-	b := Block{Kind: kind, ID: id, Until: now.Add(dur).UTC(), Reason: reason, By: by, At: now.UTC()}
-	if err := e.blocks.set(b, now); err != nil {
-		return Block{}, err
+	b := manual.Block{Kind: kind, ID: id, Until: now.Add(dur).UTC(), Reason: reason, By: by, At: now.UTC()}
+	if err := e.blocks.Set(b, now); err != nil {
+		return manual.Block{}, err
 	}
-	e.blocks.record(AuditEntry{At: b.At, By: by, Action: "block", Kind: kind, ID: id, Until: b.Until, Reason: reason})
+	e.blocks.Record(manual.AuditEntry{At: b.At, By: by, Action: "block", Kind: kind, ID: id, Until: b.Until, Reason: reason})
 	return b, nil
 }
 
@@ -176,21 +177,23 @@ func (e *Engine) Block(kind, id string, dur time.Duration, reason, by string) (B
 // is audited either way.
 func (e *Engine) Unblock(kind, id, by string) bool {
 	now := e.now()
-	b, ok := e.blocks.remove(kind, id)
+	b, ok := e.blocks.Remove(kind, id)
 	ok = ok && now.Before(b.Until)
-	e.blocks.record(AuditEntry{At: now.UTC(), By: by, Action: "unblock", Kind: kind, ID: id})
+	e.blocks.Record(manual.AuditEntry{At: now.UTC(), By: by, Action: "unblock", Kind: kind, ID: id})
 	return ok
 }
 
 // Blocked returns the block in force for a session or a user.
-func (e *Engine) Blocked(kind, id string) (Block, bool) { return e.blocks.get(kind, id, e.now()) }
+func (e *Engine) Blocked(kind, id string) (manual.Block, bool) {
+	return e.blocks.Get(kind, id, e.now())
+}
 
 // Blocks lists the blocks in force, sessions first, each kind by id.
-func (e *Engine) Blocks() []Block {
-	bs := e.blocks.list(e.now())
-	slices.SortFunc(bs, func(a, b Block) int {
+func (e *Engine) Blocks() []manual.Block {
+	bs := e.blocks.List(e.now())
+	slices.SortFunc(bs, func(a, b manual.Block) int {
 		if a.Kind != b.Kind {
-			if a.Kind == KindSession {
+			if a.Kind == manual.KindSession {
 				return -1
 			}
 			return 1
@@ -207,7 +210,7 @@ func (e *Engine) Blocks() []Block {
 }
 
 // Audit returns the manual actions on a session or a user, oldest first.
-func (e *Engine) Audit(kind, id string) []AuditEntry { return e.blocks.auditOf(kind, id) }
+func (e *Engine) Audit(kind, id string) []manual.AuditEntry { return e.blocks.AuditOf(kind, id) }
 
 // RuleStats is what one rule did since start.
 type RuleStats struct {
@@ -253,6 +256,6 @@ func (e *Engine) Stats() Stats {
 	})
 	s.Buckets = e.buckets.size()
 	s.BucketsEvicted = e.buckets.evicted.Load()
-	s.Blocks = int(e.blocks.n.Load())
+	s.Blocks = int(e.blocks.N.Load())
 	return s
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/protect/manual"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -175,7 +176,7 @@ func TestManualBlocks(t *testing.T) {
   - {name: user, in: request.header, key: x-user, type: user}
 `)
 	_, session := decide(e, exchange("GET", "/?token=t1", "192.0.2.1"), true)
-	if _, err := e.Block(KindSession, session, time.Hour, "scraping", "ops"); err != nil {
+	if _, err := e.Block(manual.KindSession, session, time.Hour, "scraping", "ops"); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := decide(e, exchange("GET", "/other?token=t1", "192.0.2.2"), true)
@@ -185,7 +186,7 @@ func TestManualBlocks(t *testing.T) {
 	if d, _ := decide(e, exchange("GET", "/?token=t2", "192.0.2.1"), true); d.Status != 0 {
 		t.Errorf("other session: %+v", d)
 	}
-	if _, err := e.Block(KindUser, "mallory", time.Minute, "", "ops"); err != nil {
+	if _, err := e.Block(manual.KindUser, "mallory", time.Minute, "", "ops"); err != nil {
 		t.Fatal(err)
 	}
 	if d, _ := decide(e, exchange("GET", "/?token=t3", "192.0.2.1", "x-user", "mallory"), true); d.Verdict.Rule != RuleManualUser || d.Status != 403 {
@@ -195,18 +196,18 @@ func TestManualBlocks(t *testing.T) {
 	if d, _ := decide(e, exchange("GET", "/?token=t3", "192.0.2.1", "x-user", "mallory"), true); d.Status != 0 {
 		t.Errorf("expired block: %+v", d)
 	}
-	if !e.Unblock(KindSession, session, "ops2") {
+	if !e.Unblock(manual.KindSession, session, "ops2") {
 		t.Error("unblock found no block")
 	}
 	if d, _ := decide(e, exchange("GET", "/?token=t1", "192.0.2.1"), true); d.Status != 0 {
 		t.Errorf("unblocked: %+v", d)
 	}
-	a := e.Audit(KindSession, session)
+	a := e.Audit(manual.KindSession, session)
 	if len(a) != 2 || a[0].Action != "block" || a[0].By != "ops" || a[0].Reason != "scraping" || a[1].Action != "unblock" || a[1].By != "ops2" {
 		t.Errorf("audit: %+v", a)
 	}
 	for _, bad := range []time.Duration{0, -time.Second, MaxBlockFor + time.Second} {
-		if _, err := e.Block(KindSession, session, bad, "", "ops"); err == nil {
+		if _, err := e.Block(manual.KindSession, session, bad, "", "ops"); err == nil {
 			t.Errorf("duration %v accepted", bad)
 		}
 	}
@@ -228,11 +229,11 @@ func TestBoundedTables(t *testing.T) {
 		t.Errorf("buckets %d, evicted %d", st.Buckets, st.BucketsEvicted)
 	}
 	for i := range 3 {
-		if _, err := e.Block(KindSession, string(rune('a'+i)), time.Hour, "", "t"); err != nil {
+		if _, err := e.Block(manual.KindSession, string(rune('a'+i)), time.Hour, "", "t"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.Block(KindSession, "d", time.Hour, "", "t"); err != ErrTooManyBlocks {
+	if _, err := e.Block(manual.KindSession, "d", time.Hour, "", "t"); err != manual.ErrTooManyBlocks {
 		t.Errorf("fourth block: %v", err)
 	}
 }

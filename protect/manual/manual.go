@@ -1,4 +1,7 @@
-package protect
+// Package manual holds the manual blocks of sessions and users and the audit log of changes to
+// them: the table the protection engine reads on each request and the explore API writes. It
+// imports nothing of ours, so that the API can share its types without the engine.
+package manual
 
 import (
 	"errors"
@@ -42,34 +45,36 @@ var ErrTooManyBlocks = errors.New("too many active blocks (protection.max_blocks
 // maxAudit bounds the audit entries kept in memory.
 const maxAudit = 10000
 
-// blocks is the table of manual blocks, bounded, with the audit log of changes to it.
-type blocks struct {
+// Table is the table of manual blocks, bounded, with the audit log of changes to it. It is safe
+// for concurrent use.
+type Table struct {
 	mu       sync.RWMutex
 	max      int
 	sessions map[string]Block
 	users    map[string]Block
-	// n is the number of entries (expired ones included until they are swept), read without
-	// the lock so that a request pays nothing when there are none; nUsers likewise for users.
-	n, nUsers atomic.Int64
+	// N is the number of entries (expired ones included until they are swept), read without
+	// the lock so that a request pays nothing when there are none; NUsers likewise for users.
+	N, NUsers atomic.Int64
 
 	auditMu sync.Mutex
 	audit   []AuditEntry // a ring once full
 	next    int
 }
 
-func newBlocks(max int) *blocks {
-	return &blocks{max: max, sessions: map[string]Block{}, users: map[string]Block{}}
+// NewTable returns a table holding at most max blocks.
+func NewTable(max int) *Table {
+	return &Table{max: max, sessions: map[string]Block{}, users: map[string]Block{}}
 }
 
-func (t *blocks) table(kind string) map[string]Block {
+func (t *Table) table(kind string) map[string]Block {
 	if kind == KindUser {
 		return t.users
 	}
 	return t.sessions
 }
 
-// set adds or replaces a block, sweeping expired ones when the table is full.
-func (t *blocks) set(b Block, now time.Time) error {
+// Set adds or replaces a block, sweeping expired ones when the table is full.
+func (t *Table) Set(b Block, now time.Time) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	m := t.table(b.Kind)
@@ -84,8 +89,8 @@ func (t *blocks) set(b Block, now time.Time) error {
 	return nil
 }
 
-// remove deletes a block; false when there was none.
-func (t *blocks) remove(kind, id string) (Block, bool) {
+// Remove deletes a block; false when there was none.
+func (t *Table) Remove(kind, id string) (Block, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	m := t.table(kind)
@@ -95,7 +100,7 @@ func (t *blocks) remove(kind, id string) (Block, bool) {
 	return b, ok
 }
 
-func (t *blocks) sweepLocked(now time.Time) {
+func (t *Table) sweepLocked(now time.Time) {
 	for _, m := range []map[string]Block{t.sessions, t.users} {
 		for id, b := range m {
 			if !now.Before(b.Until) {
@@ -106,14 +111,14 @@ func (t *blocks) sweepLocked(now time.Time) {
 	t.countLocked()
 }
 
-func (t *blocks) countLocked() {
-	t.n.Store(int64(len(t.sessions) + len(t.users)))
-	t.nUsers.Store(int64(len(t.users)))
+func (t *Table) countLocked() {
+	t.N.Store(int64(len(t.sessions) + len(t.users)))
+	t.NUsers.Store(int64(len(t.users)))
 }
 
-// get returns the block of kind and id in force at now.
-func (t *blocks) get(kind, id string, now time.Time) (Block, bool) {
-	if id == "" || t.n.Load() == 0 {
+// Get returns the block of kind and id in force at now.
+func (t *Table) Get(kind, id string, now time.Time) (Block, bool) {
+	if id == "" || t.N.Load() == 0 {
 		return Block{}, false
 	}
 	t.mu.RLock()
@@ -125,8 +130,8 @@ func (t *blocks) get(kind, id string, now time.Time) (Block, bool) {
 	return b, true
 }
 
-// list returns the blocks in force at now.
-func (t *blocks) list(now time.Time) []Block {
+// List returns the blocks in force at now.
+func (t *Table) List(now time.Time) []Block {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var out []Block
@@ -140,8 +145,8 @@ func (t *blocks) list(now time.Time) []Block {
 	return out
 }
 
-// record appends an audit entry, overwriting the oldest once maxAudit are kept.
-func (t *blocks) record(e AuditEntry) {
+// Record appends an audit entry, overwriting the oldest once maxAudit are kept.
+func (t *Table) Record(e AuditEntry) {
 	t.auditMu.Lock()
 	defer t.auditMu.Unlock()
 	if len(t.audit) < maxAudit {
@@ -152,8 +157,8 @@ func (t *blocks) record(e AuditEntry) {
 	t.next = (t.next + 1) % maxAudit
 }
 
-// auditOf returns the entries about kind and id, oldest first.
-func (t *blocks) auditOf(kind, id string) []AuditEntry {
+// AuditOf returns the entries about kind and id, oldest first.
+func (t *Table) AuditOf(kind, id string) []AuditEntry {
 	t.auditMu.Lock()
 	defer t.auditMu.Unlock()
 	var out []AuditEntry
