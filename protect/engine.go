@@ -27,7 +27,7 @@ const (
 )
 
 // MaxBlockFor bounds how long a manual block lasts.
-const MaxBlockFor = 366 * 24 * time.Hour
+const MaxBlockFor = manual.MaxFor
 
 // Engine decides what happens to each request at its request headers: manual blocks first,
 // then the rules in file order. It is safe for concurrent use.

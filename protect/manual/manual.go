@@ -42,6 +42,9 @@ type AuditEntry struct {
 // expired: a new block is refused rather than an older one forgotten.
 var ErrTooManyBlocks = errors.New("too many active blocks (protection.max_blocks)")
 
+// MaxFor bounds how long a manual block lasts.
+const MaxFor = 366 * 24 * time.Hour
+
 // maxAudit bounds the audit entries kept in memory.
 const maxAudit = 10000
 

@@ -18,6 +18,7 @@ import (
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/internal/cliflags"
+	"github.com/apisessions/apisessions/internal/secretfile"
 	"github.com/apisessions/apisessions/metrics"
 	"github.com/apisessions/apisessions/protect"
 	"github.com/apisessions/apisessions/sessions"
@@ -136,9 +137,12 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	if err != nil {
 		return nil, err
 	}
-	if s.explore, err = newExplore(stores, apiToken, logger); err != nil {
-		closeOutputs(outs)
-		return nil, err
+	var writeTokens map[string]string
+	if f := cfg.Server.WriteTokensFile; f != "" {
+		if writeTokens, err = secretfile.ReadNamedTokens("server.write_tokens_file", f); err != nil {
+			closeOutputs(outs)
+			return nil, err
+		}
 	}
 	s.pipeline = sinks.NewPipeline(logger.With("component", "sinks"), outs)
 	cleanup = append(cleanup, func() {
@@ -165,6 +169,7 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	cleanup = append(cleanup, s.engine.Close)
 
 	s.protect = protect.New(cfg.Protection, s.engine, nil)
+	s.explore = newExplore(stores, apiToken, writeTokens, s.protect, logger)
 	s.proc = s.metrics.Timed(s.engine)
 	s.ext = extproc.New(s.extprocSettings(cfg))
 	src.Extproc, src.Engine, src.Protect = s.ext, s.engine, s.protect
