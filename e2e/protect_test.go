@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/envoy"
+	"github.com/apisessions/apisessions/internal/testutil"
 )
 
 // protectConfig groups by a query token and acts on routes of the demo API.
@@ -191,4 +192,101 @@ func TestManualBlock(t *testing.T) {
 	if r := inline.do(t, c, "GET", "/api/orders?token=mb", ""); r.status == 403 || up.headers(r.id) == nil {
 		t.Errorf("after the unblock: answer %d", r.status)
 	}
+}
+
+// TestProtectionReplicas runs two replicas that share Redis, each behind its own front proxy:
+// they enforce one rate limit together, and a session blocked through one replica's API is
+// blocked by the other from its next request on, until the other lifts it.
+func TestProtectionReplicas(t *testing.T) {
+	t.Parallel()
+	addr, prefix := testutil.RedisPrefix(t)
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "write-tokens")
+	const writeToken = "e2e-replicas-write-token-0123456789"
+	if err := os.WriteFile(tokens, []byte("ops:"+writeToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := protectConfig + `    - name: orders-limit
+      match: {routes: [/api/orders]}
+      action: rate_limit
+      rate_limit: {rate: 3/m}
+hashing:
+  key_file: ` + oracleKey(t) + `
+server:
+  write_tokens_file: ` + tokens + `
+state:
+  redis: {address: "` + addr + `", key_prefix: "` + prefix + `", timeout: 1s}
+`
+	a, b := startServer(t, cfg), startServer(t, cfg)
+	up := startUpstream(t)
+	fa, fb := startFront(t, a, up, envoy.ModeInline, nil), startFront(t, b, up, envoy.ModeInline, nil)
+	c := client{addr: "198.51.100.40:40000", ua: "replicas/1.0"}
+
+	t.Run("one rate limit", func(t *testing.T) {
+		for i, f := range []*front{fa, fb, fa} {
+			if r := f.do(t, c, "GET", "/api/orders?token=shared-limit", ""); r.status == 429 {
+				t.Fatalf("request %d limited", i)
+			}
+		}
+		for i, f := range []*front{fb, fa} {
+			r := f.do(t, c, "GET", "/api/orders?token=shared-limit", "")
+			if r.status != 429 || r.header.Get("retry-after") == "" {
+				t.Errorf("request %d past the shared limit: %d, Retry-After %q", 3+i, r.status, r.header.Get("retry-after"))
+			}
+		}
+	})
+
+	t.Run("a block reaches the other replica", func(t *testing.T) {
+		first := fa.do(t, c, "GET", "/api/items?token=shared-block", "")
+		session, _ := a.record(t, first.id)["session"].(string)
+		api := func(s *server, method, body string) (int, map[string]any) {
+			t.Helper()
+			req, err := http.NewRequest(method, "http://"+s.httpAddr+"/api/v1/sessions/"+session+"/block", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+writeToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var m map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&m)
+			return resp.StatusCode, m
+		}
+		if code, m := api(a, "POST", `{"for":"10m","reason":"shared"}`); code != 200 {
+			t.Fatalf("block through replica a: %d %v", code, m)
+		}
+		// Replica b learns of it from Redis's message: allow it a moment.
+		blocked := false
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			r := fb.do(t, c, "GET", "/api/items?token=shared-block", "")
+			if r.status == 403 {
+				blocked = true
+				if up.headers(r.id) != nil {
+					t.Error("the upstream saw a request replica b blocked")
+				}
+				break
+			}
+		}
+		if !blocked {
+			t.Fatal("replica b never blocked the session replica a blocked")
+		}
+		// The audit log is shared: replica b shows who blocked through replica a.
+		if _, m := api(b, "GET", ""); len(m["audit"].([]any)) != 1 {
+			t.Errorf("audit through replica b: %v", m)
+		}
+		if code, m := api(b, "DELETE", ""); code != 200 || m["unblocked"] != true {
+			t.Fatalf("unblock through replica b: %d %v", code, m)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if r := fa.do(t, c, "GET", "/api/items?token=shared-block", ""); r.status != 403 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("replica a still blocks the session replica b unblocked")
+			}
+		}
+	})
 }

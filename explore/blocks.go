@@ -17,7 +17,8 @@ import (
 // Blocker holds the manual blocks (implemented by *protect.Engine).
 type Blocker interface {
 	Block(kind, id string, dur time.Duration, reason, by string) (manual.Block, error)
-	Unblock(kind, id, by string) bool
+	// Unblock lifts a block; err says the change holds on this server only.
+	Unblock(kind, id, by string) (bool, error)
 	Blocked(kind, id string) (manual.Block, bool)
 	Audit(kind, id string) []manual.AuditEntry
 }
@@ -166,6 +167,10 @@ func (h *Handler) postBlock(w http.ResponseWriter, r *http.Request, kind, id, by
 		return &apiError{status: http.StatusBadRequest, msg: fmt.Sprintf(`"reason" must be one line of at most %d bytes of text`, maxReason)}
 	}
 	if _, err := h.blocker.Block(kind, id, dur, req.Reason, by); err != nil {
+		if errors.Is(err, manual.ErrNotShared) {
+			h.log.Warn("manual block not shared", "kind", kind, "by", by, "error", err.Error())
+			return &apiError{status: http.StatusServiceUnavailable, msg: "the block holds on this server only: " + err.Error() + "; try again"}
+		}
 		return &apiError{status: http.StatusBadRequest, msg: err.Error()}
 	}
 	h.log.Info("manual block", "kind", kind, "id", id, "for", dur.String(), "by", by)
@@ -174,7 +179,11 @@ func (h *Handler) postBlock(w http.ResponseWriter, r *http.Request, kind, id, by
 }
 
 func (h *Handler) deleteBlock(w http.ResponseWriter, _ *http.Request, kind, id, by string) error {
-	done := h.blocker.Unblock(kind, id, by)
+	done, err := h.blocker.Unblock(kind, id, by)
+	if err != nil {
+		h.log.Warn("manual unblock not shared", "kind", kind, "by", by, "error", err.Error())
+		return &apiError{status: http.StatusServiceUnavailable, msg: "the unblock holds on this server only: " + err.Error() + "; try again"}
+	}
 	h.log.Info("manual unblock", "kind", kind, "id", id, "by", by, "was_blocked", done)
 	a := h.blockState(kind, id)
 	a.Done = &done

@@ -24,10 +24,10 @@ func (b tableBlocker) Block(kind, id string, dur time.Duration, reason, by strin
 	return bl, nil
 }
 
-func (b tableBlocker) Unblock(kind, id, by string) bool {
+func (b tableBlocker) Unblock(kind, id, by string) (bool, error) {
 	_, ok := b.t.Remove(kind, id)
 	b.t.Record(manual.AuditEntry{At: time.Now(), By: by, Action: "unblock", Kind: kind, ID: id})
-	return ok
+	return ok, nil
 }
 
 func (b tableBlocker) Blocked(kind, id string) (manual.Block, bool) {

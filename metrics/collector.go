@@ -46,7 +46,7 @@ type collector struct {
 
 	stateUp, stateErrors, stateSkipped, stateLate *prometheus.Desc
 
-	immediate, protectVerdicts, protectBuckets, protectBucketsEvicted, protectBlocks *prometheus.Desc
+	immediate, protectVerdicts, protectBuckets, protectBucketsEvicted, protectBlocks, protectLocal *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -104,6 +104,7 @@ func newCollector(src Sources) *collector {
 		protectBuckets:        desc("protection", "buckets", "Rate-limit buckets held in memory now (at most protection.max_buckets)."),
 		protectBucketsEvicted: desc("protection", "buckets_evicted_total", "Rate-limit buckets dropped to make room for new ones (protection.max_buckets)."),
 		protectBlocks:         desc("protection", "blocks", "Manual blocks of sessions and users held now (at most protection.max_blocks)."),
+		protectLocal:          desc("protection", "local_decisions_total", "Requests whose rate-limit buckets this replica decided alone because the shared state (state.redis) did not answer."),
 	}
 }
 
@@ -138,6 +139,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.protectBuckets
 		ch <- c.protectBucketsEvicted
 		ch <- c.protectBlocks
+		ch <- c.protectLocal
 	}
 	if c.src.State != nil {
 		ch <- c.stateUp
@@ -181,6 +183,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.protectBuckets, prometheus.GaugeValue, float64(s.Buckets))
 		ch <- counter(c.protectBucketsEvicted, s.BucketsEvicted)
 		ch <- prometheus.MustNewConstMetric(c.protectBlocks, prometheus.GaugeValue, float64(s.Blocks))
+		ch <- counter(c.protectLocal, s.Local)
 	}
 	if c.src.Sinks != nil {
 		for _, o := range c.src.Sinks.Stats() {

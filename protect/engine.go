@@ -1,6 +1,7 @@
 package protect
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -42,6 +43,10 @@ type Engine struct {
 	counts   map[[2]string]*Counts
 
 	manualFired, manualDry atomic.Uint64
+	// shared, when set (Share), holds buckets and blocks in Redis; sharedDown counts the
+	// requests whose buckets the replica decided alone because Redis did not answer.
+	shared     Shared
+	sharedDown atomic.Uint64
 }
 
 // New compiles cfg's rules; facts groups requests and reads what rules match on. now is the
@@ -81,7 +86,9 @@ func (e *Engine) Active() bool { return len(e.rules.Load().rules) > 0 || e.block
 
 // Decide groups x as Peek does and decides its fate into d; enforce is false when Envoy does
 // not wait for answers (observability mode), and then every verdict is recorded as dry run.
-// It returns the grouping, so that the caller need not group the request again.
+// It returns the grouping, so that the caller need not group the request again. With shared
+// state the part read the grouping may need and the rate-limit buckets go to Redis in one
+// round trip; when Redis does not answer, the replica's own buckets decide.
 func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) (session, part string, key record.Key) {
 	c := e.rules.Load()
 	need := c.need
@@ -89,32 +96,70 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 		need.Params = true
 	}
 	var f sessions.Facts
-	e.facts.PeekFacts(x, need, &f)
+	var t time.Time
+	readPart := false
+	if e.shared != nil {
+		t, readPart = e.facts.PeekFactsLocal(x, need, &f)
+	} else {
+		e.facts.PeekFacts(x, need, &f)
+	}
 	now := e.now()
 	if e.blocks.N.Load() > 0 {
 		if b, ok := e.blocks.Get(manual.KindSession, f.Session, now); ok {
 			e.manual(d, RuleManualSession, enforce, b)
-			return f.Session, f.Part, f.Key
+			return e.named(&f, t, readPart)
 		}
 		if b, ok := e.blocks.Get(manual.KindUser, f.User, now); ok {
 			e.manual(d, RuleManualUser, enforce, b)
-			return f.Session, f.Part, f.Key
+			return e.named(&f, t, readPart)
 		}
 	}
-	var dry *rule
-	nowNS := now.UnixNano()
+	// The rules that match, up to the first that decides without a bucket.
 	in := input{x: x, f: &f}
+	var buf [8]*rule
+	matched := buf[:0]
 	for _, r := range c.rules {
 		if !r.matches(&in) {
 			continue
 		}
+		matched = append(matched, r)
+		if r.perNS == 0 && !r.dryRun {
+			break
+		}
+	}
+	var takes []Take
+	local := true
+	if e.shared != nil {
+		for _, r := range matched {
+			if r.perNS > 0 {
+				takes = append(takes, Take{Rule: r.name, Route: r.routeOf(&f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
+			}
+		}
+		if readPart || len(takes) > 0 {
+			st, found, ok := e.shared.Decide(context.Background(), f.Session, readPart, takes)
+			if readPart {
+				e.facts.NamePart(&f, t, st, found, ok)
+			}
+			if !ok && len(takes) > 0 {
+				e.sharedDown.Add(1)
+			}
+			local = !ok
+		}
+	}
+	var dry *rule
+	nowNS := now.UnixNano()
+	next := 0
+	for _, r := range matched {
 		retry := 0
 		if r.perNS > 0 {
-			route := ""
-			if r.byRoute {
-				route = f.Route
+			var ok bool
+			var left float64
+			if local {
+				ok, left = e.buckets.take(e.buckets.key(r.index, f.Session, r.routeOf(&f)), nowNS, r.perNS, r.burst)
+			} else {
+				ok, left = takes[next].OK, takes[next].Left
+				next++
 			}
-			ok, left := e.buckets.take(e.buckets.key(r.index, f.Session, route), nowNS, r.perNS, r.burst)
 			if ok {
 				continue
 			}
@@ -138,6 +183,15 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	}
 	if dry != nil {
 		d.Verdict = traffic.Verdict{Action: dry.action, Rule: dry.name, DryRun: true}
+	}
+	return f.Session, f.Part, f.Key
+}
+
+// named returns the grouping of a request decided before any round trip, naming its part from
+// the engine's own state when it needed the shared one: a blocked request does not wait.
+func (e *Engine) named(f *sessions.Facts, t time.Time, readPart bool) (string, string, record.Key) {
+	if readPart {
+		e.facts.NamePart(f, t, sessions.PartState{}, false, false)
 	}
 	return f.Session, f.Part, f.Key
 }
@@ -169,18 +223,32 @@ func (e *Engine) Block(kind, id string, dur time.Duration, reason, by string) (m
 	if err := e.blocks.Set(b, now); err != nil {
 		return manual.Block{}, err
 	}
-	e.blocks.Record(manual.AuditEntry{At: b.At, By: by, Action: "block", Kind: kind, ID: id, Until: b.Until, Reason: reason})
+	entry := manual.AuditEntry{At: b.At, By: by, Action: "block", Kind: kind, ID: id, Until: b.Until, Reason: reason}
+	e.blocks.Record(entry)
+	if e.shared != nil {
+		if err := e.shared.PutBlock(context.Background(), b, entry); err != nil {
+			// This replica blocks; the others learn of it only from the shared state.
+			return b, fmt.Errorf("%w: %v", manual.ErrNotShared, err)
+		}
+	}
 	return b, nil
 }
 
 // Unblock lifts the block of a session or a user; false when none was in force. The attempt
-// is audited either way.
-func (e *Engine) Unblock(kind, id, by string) bool {
+// is audited either way. With shared state the block is lifted for every replica; err is
+// manual.ErrNotShared when Redis did not take it.
+func (e *Engine) Unblock(kind, id, by string) (bool, error) {
 	now := e.now()
 	b, ok := e.blocks.Remove(kind, id)
 	ok = ok && now.Before(b.Until)
-	e.blocks.Record(manual.AuditEntry{At: now.UTC(), By: by, Action: "unblock", Kind: kind, ID: id})
-	return ok
+	entry := manual.AuditEntry{At: now.UTC(), By: by, Action: "unblock", Kind: kind, ID: id}
+	e.blocks.Record(entry)
+	if e.shared != nil {
+		if err := e.shared.DeleteBlock(context.Background(), kind, id, entry); err != nil {
+			return ok, fmt.Errorf("%w: %v", manual.ErrNotShared, err)
+		}
+	}
+	return ok, nil
 }
 
 // Blocked returns the block in force for a session or a user.
@@ -209,8 +277,16 @@ func (e *Engine) Blocks() []manual.Block {
 	return bs
 }
 
-// Audit returns the manual actions on a session or a user, oldest first.
-func (e *Engine) Audit(kind, id string) []manual.AuditEntry { return e.blocks.AuditOf(kind, id) }
+// Audit returns the manual actions on a session or a user, oldest first: with shared state
+// those of every replica, else (or when Redis does not answer) this replica's.
+func (e *Engine) Audit(kind, id string) []manual.AuditEntry {
+	if e.shared != nil {
+		if a, err := e.shared.Audit(context.Background(), kind, id); err == nil {
+			return a
+		}
+	}
+	return e.blocks.AuditOf(kind, id)
+}
 
 // RuleStats is what one rule did since start.
 type RuleStats struct {
@@ -227,6 +303,9 @@ type Stats struct {
 	BucketsEvicted uint64
 	// Blocks is the manual blocks held (expired ones until swept).
 	Blocks int
+	// Local counts the requests whose rate-limit buckets the replica decided alone because
+	// the shared state did not answer.
+	Local uint64
 }
 
 // Stats returns the counters, manual blocks as the rules manual:session and manual:user
@@ -257,5 +336,6 @@ func (e *Engine) Stats() Stats {
 	s.Buckets = e.buckets.size()
 	s.BucketsEvicted = e.buckets.evicted.Load()
 	s.Blocks = int(e.blocks.N.Load())
+	s.Local = e.sharedDown.Load()
 	return s
 }

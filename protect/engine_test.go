@@ -196,7 +196,7 @@ func TestManualBlocks(t *testing.T) {
 	if d, _ := decide(e, exchange("GET", "/?token=t3", "192.0.2.1", "x-user", "mallory"), true); d.Status != 0 {
 		t.Errorf("expired block: %+v", d)
 	}
-	if !e.Unblock(manual.KindSession, session, "ops2") {
+	if ok, err := e.Unblock(manual.KindSession, session, "ops2"); !ok || err != nil {
 		t.Error("unblock found no block")
 	}
 	if d, _ := decide(e, exchange("GET", "/?token=t1", "192.0.2.1"), true); d.Status != 0 {

@@ -237,6 +237,15 @@ func (r *rule) ipMatches(a netip.Addr) bool {
 	return false
 }
 
+// routeOf is the route part of the request's bucket: its route template when the rule limits
+// per session and route, else "".
+func (r *rule) routeOf(f *sessions.Facts) string {
+	if r.byRoute {
+		return f.Route
+	}
+	return ""
+}
+
 // retryAfter is the whole seconds until a bucket holding tokens has one again, at least 1.
 func (r *rule) retryAfter(tokens float64) int {
 	if r.perNS <= 0 {

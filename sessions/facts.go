@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"strings"
+	"time"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/extract"
@@ -45,10 +46,54 @@ func (n FactNeeds) Any() bool { return n.Params || n.Route || n.Flows || n.Attac
 // changes no state.
 func (e *Engine) PeekFacts(x *traffic.Exchange, need FactNeeds, f *Facts) {
 	f.Session, f.Part, f.Key = e.Peek(x)
-	if !need.Any() {
+	if need.Any() {
+		e.fillFacts(e.snap.Load(), x, need, f)
+	}
+}
+
+// PeekFactsLocal is PeekFacts for a caller that reads the shared part state itself, in one
+// round trip with reads of its own (state.redis): it names the part from this engine's own
+// state when Peek would, and otherwise leaves Part empty and returns readShared true; the
+// caller then reads the session's shared part state and calls NamePart with what it got. t is
+// the request's time, for NamePart. Without shared state it is PeekFacts.
+func (e *Engine) PeekFactsLocal(x *traffic.Exchange, need FactNeeds, f *Facts) (t time.Time, readShared bool) {
+	s := e.snap.Load()
+	v := extract.NewView(x, e.cache, s.maxBody)
+	f.Session, f.Key = s.group(v, x, e.hash)
+	v.Release()
+	t = startTime(x, e.now)
+	switch {
+	case e.shared == nil:
+		f.Part = e.parts.peek(f.Session, t, &s.rules)
+	default:
+		if name, ok := e.parts.peekLive(f.Session, t, &s.rules); ok {
+			f.Part = name
+		} else if r, hit := e.peeks.get(f.Session, t); hit {
+			f.Part = s.rules.peekShared(&r.st, r.found, t)
+		} else {
+			readShared = true
+		}
+	}
+	if need.Any() {
+		e.fillFacts(s, x, need, f)
+	}
+	return t, readShared
+}
+
+// NamePart names f's part from the shared part state a caller of PeekFactsLocal read (ok
+// false: it is unknown, and the engine's own state names it), as Peek would have.
+func (e *Engine) NamePart(f *Facts, t time.Time, st PartState, found, ok bool) {
+	s := e.snap.Load()
+	if !ok {
+		f.Part = e.parts.peek(f.Session, t, &s.rules)
 		return
 	}
-	s := e.snap.Load()
+	e.peeks.put(f.Session, t, st, found)
+	f.Part = s.rules.peekShared(&st, found, t)
+}
+
+// fillFacts reads the facts need asks for beyond the grouping.
+func (e *Engine) fillFacts(s *snapshot, x *traffic.Exchange, need FactNeeds, f *Facts) {
 	if need.Params {
 		v := extract.NewView(x, e.cache, s.maxBody)
 		f.User, f.Role = s.userRole(v, e.hash)

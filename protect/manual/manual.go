@@ -42,6 +42,10 @@ type AuditEntry struct {
 // expired: a new block is refused rather than an older one forgotten.
 var ErrTooManyBlocks = errors.New("too many active blocks (protection.max_blocks)")
 
+// ErrNotShared says that a block or unblock took effect on this replica only: the shared
+// state (state.redis) did not take it.
+var ErrNotShared = errors.New("the shared state (state.redis) did not take the change")
+
 // MaxFor bounds how long a manual block lasts.
 const MaxFor = 366 * 24 * time.Hour
 
@@ -173,4 +177,22 @@ func (t *Table) AuditOf(kind, id string) []AuditEntry {
 		}
 	}
 	return out
+}
+
+// Replace makes the table hold bs, those in force at now, as far as the bound lets it.
+func (t *Table) Replace(bs []Block, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sessions, t.users = map[string]Block{}, map[string]Block{}
+	for _, b := range bs {
+		if !now.Before(b.Until) || len(t.sessions)+len(t.users) >= t.max {
+			continue
+		}
+		if b.Kind == KindUser {
+			t.users[b.ID] = b
+		} else if b.Kind == KindSession {
+			t.sessions[b.ID] = b
+		}
+	}
+	t.countLocked()
 }

@@ -98,6 +98,8 @@ type server struct {
 
 	engine   *sessions.Engine
 	protect  *protect.Engine
+	// stopShare ends the protection engine's following of the shared blocks (state.redis).
+	stopShare context.CancelFunc
 	state    *state.Client // nil without state.redis
 	pipeline *sinks.Pipeline
 	metrics  *metrics.Registry
@@ -169,6 +171,13 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	cleanup = append(cleanup, s.engine.Close)
 
 	s.protect = protect.New(cfg.Protection, s.engine, nil)
+	s.stopShare = func() {}
+	if s.state != nil {
+		var shareCtx context.Context
+		shareCtx, s.stopShare = context.WithCancel(context.Background())
+		cleanup = append(cleanup, s.stopShare)
+		s.protect.Share(shareCtx, s.state.Protection(), logger.With("component", "protect"))
+	}
 	s.explore = newExplore(stores, apiToken, writeTokens, s.protect, logger)
 	s.proc = s.metrics.Timed(s.engine)
 	s.ext = extproc.New(s.extprocSettings(cfg))
@@ -371,6 +380,7 @@ func (s *server) shutdown() error {
 	s.grpc.Shutdown(ctx)
 	// Then every live part ends with a final session record.
 	s.engine.Close()
+	s.stopShare()
 	if s.state != nil {
 		_ = s.state.Close()
 	}
