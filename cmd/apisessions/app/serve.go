@@ -96,20 +96,20 @@ type server struct {
 	keyFile    string // hashing.key_file at start: the key is read once, a reload keeps it
 	cfg        atomic.Pointer[config.Config]
 
-	engine   *sessions.Engine
-	protect  *protect.Engine
+	engine  *sessions.Engine
+	protect *protect.Engine
 	// stopShare ends the protection engine's following of the shared blocks (state.redis).
 	stopShare context.CancelFunc
-	state    *state.Client // nil without state.redis
-	pipeline *sinks.Pipeline
-	metrics  *metrics.Registry
-	explore  http.Handler      // explore API and UI; nil without a store sink
-	proc     extproc.Processor // the engine, timed for metrics
-	ext      *extproc.Server
-	grpc     *extproc.GRPCServer
-	http     *http.Server
-	grpcLn   net.Listener
-	httpLn   net.Listener
+	state     *state.Client // nil without state.redis
+	pipeline  *sinks.Pipeline
+	metrics   *metrics.Registry
+	explore   http.Handler      // explore API and UI; nil without a store sink
+	proc      extproc.Processor // the engine, timed for metrics
+	ext       *extproc.Server
+	grpc      *extproc.GRPCServer
+	http      *http.Server
+	grpcLn    net.Listener
+	httpLn    net.Listener
 	// metricsHTTP and metricsLn serve server.metrics_listen; nil when it is not set.
 	metricsHTTP *http.Server
 	metricsLn   net.Listener
