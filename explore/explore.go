@@ -11,7 +11,11 @@
 // heavy queries, are limited per client address and scans in all (limit.go), so that they
 // never take every read connection from the other queries.
 //
-// It imports the store and the record shape; never the sessions engine, gRPC or the sinks.
+// The block paths (blocks.go) read and change the manual blocks of sessions and users; they
+// take writes only with a named write token (server.write_tokens_file).
+//
+// It imports the store, the record shape and protect/manual; never the sessions engine, the
+// protection engine, gRPC or the sinks.
 package explore
 
 import (

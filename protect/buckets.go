@@ -39,13 +39,13 @@ func newBuckets(limit int) *buckets {
 	return b
 }
 
-// key hashes the bucket's identity: the rule, the session and, per route, the route.
-func (b *buckets) key(rule int, session, route string) uint64 {
+// key hashes the bucket's identity: the rule's name (so that a reload that reorders the rules
+// keeps each rule's buckets), the session and, per route, the route.
+func (b *buckets) key(rule, session, route string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(b.seed)
-	var n [2]byte
-	n[0], n[1] = byte(rule), byte(rule>>8)
-	h.Write(n[:])
+	h.WriteString(rule)
+	h.WriteByte(0)
 	h.WriteString(session)
 	h.WriteByte(0)
 	h.WriteString(route)

@@ -155,7 +155,7 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 			var ok bool
 			var left float64
 			if local {
-				ok, left = e.buckets.take(e.buckets.key(r.index, f.Session, r.routeOf(&f)), nowNS, r.perNS, r.burst)
+				ok, left = e.buckets.take(e.buckets.key(r.name, f.Session, r.routeOf(&f)), nowNS, r.perNS, r.burst)
 			} else {
 				ok, left = takes[next].OK, takes[next].Left
 				next++
