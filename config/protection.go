@@ -66,8 +66,9 @@ type RateLimitAction struct {
 	Rate string `yaml:"rate"`
 	// Burst is the bucket's size; 0 means the rate's N.
 	Burst int `yaml:"burst"`
-	// By is "session" (one bucket per session) or "session_route" (one per session and
-	// route template).
+	// By is "session" (one bucket per session), "session_route" (one per session and route
+	// template), "user" (one per user, across sessions; requests without a user are not
+	// limited) or "ip" (one per client address).
 	By string `yaml:"by"`
 }
 
@@ -87,6 +88,8 @@ const (
 const (
 	BySession      = "session"
 	BySessionRoute = "session_route"
+	ByUser         = "user"
+	ByIP           = "ip"
 )
 
 // Protection defaults and limits.
@@ -239,8 +242,10 @@ func (v *validator) protection() {
 			if rl.Burst < 0 {
 				v.add(at+".rate_limit.burst", "%d is negative; use 0 (the rate's %d requests) or more", rl.Burst, n)
 			}
-			if rl.By != BySession && rl.By != BySessionRoute {
-				v.add(at+".rate_limit.by", "%s is not a bucket key; use session (one bucket per session) or session_route (one per session and route template)", v.show(at+".rate_limit.by", rl.By))
+			switch rl.By {
+			case BySession, BySessionRoute, ByUser, ByIP:
+			default:
+				v.add(at+".rate_limit.by", "%s is not a bucket key; use session (one bucket per session), session_route (per session and route template), user or ip", v.show(at+".rate_limit.by", rl.By))
 			}
 		case ActionTag:
 			v.headerName(at+".tag.header", r.Tag.Header, DefaultVerdictHeader)

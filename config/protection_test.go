@@ -38,7 +38,7 @@ func TestProtectionValidate(t *testing.T) {
     - action: blok
     - name: a
       action: rate_limit
-      rate_limit: {rate: 10, by: user}
+      rate_limit: {rate: 10, by: nobody}
     - name: a
       action: block
       tag: {header: x-v}
@@ -52,7 +52,7 @@ func TestProtectionValidate(t *testing.T) {
 				f + `:3: protection.rules[0].name: is missing; name the rule, e.g. block-scanners (it appears in records and metrics)`,
 				f + `:3: protection.rules[0].action: "blok" is not an action (did you mean "block"?); use one of block, rate_limit, tag`,
 				f + `:6: protection.rules[1].rate_limit.rate: "10" is not a rate; write requests per period, e.g. 10/s, 600/m or 300/5m`,
-				f + `:6: protection.rules[1].rate_limit.by: "user" is not a bucket key; use session (one bucket per session) or session_route (one per session and route template)`,
+				f + `:6: protection.rules[1].rate_limit.by: "nobody" is not a bucket key; use session (one bucket per session), session_route (per session and route template), user or ip`,
 				f + `:7: protection.rules[2].name: "a" is also the name of protection.rules[1]; give each rule its own name`,
 				f + `:9: protection.rules[2].tag: is set but the action is block; remove it or set action: tag`,
 				f + `:10: protection.rules[2].block.status: 99 is not an HTTP status to answer with; use 200 to 599, e.g. 403 (the default)`,

@@ -40,13 +40,13 @@ func newBuckets(limit int) *buckets {
 }
 
 // key hashes the bucket's identity: the rule's name (so that a reload that reorders the rules
-// keeps each rule's buckets), the session and, per route, the route.
-func (b *buckets) key(rule, session, route string) uint64 {
+// keeps each rule's buckets), the subject (session, user or client) and, per route, the route.
+func (b *buckets) key(rule string, subject []byte, route string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(b.seed)
 	h.WriteString(rule)
 	h.WriteByte(0)
-	h.WriteString(session)
+	h.Write(subject)
 	h.WriteByte(0)
 	h.WriteString(route)
 	return h.Sum64()

@@ -132,7 +132,9 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	if e.shared != nil {
 		for _, r := range matched {
 			if r.perNS > 0 {
-				takes = append(takes, Take{Rule: r.name, Route: r.routeOf(&f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
+				if sub := r.subject(&f, nil); len(sub) > 0 {
+					takes = append(takes, Take{Rule: r.name, Subject: string(sub), Route: r.routeOf(&f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
+				}
 			}
 		}
 		if readPart || len(takes) > 0 {
@@ -154,9 +156,14 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 		if r.perNS > 0 {
 			var ok bool
 			var left float64
-			if local {
-				ok, left = e.buckets.take(e.buckets.key(r.name, f.Session, r.routeOf(&f)), nowNS, r.perNS, r.burst)
-			} else {
+			var sbuf [96]byte
+			sub := r.subject(&f, sbuf[:0])
+			switch {
+			case len(sub) == 0:
+				continue // no user or no address: nothing to follow
+			case local:
+				ok, left = e.buckets.take(e.buckets.key(r.name, sub, r.routeOf(&f)), nowNS, r.perNS, r.burst)
+			default:
 				ok, left = takes[next].OK, takes[next].Left
 				next++
 			}

@@ -237,3 +237,34 @@ func TestBoundedTables(t *testing.T) {
 		t.Errorf("fourth block: %v", err)
 	}
 }
+
+func TestRateLimitByUserAndIP(t *testing.T) {
+	t.Parallel()
+	e, _ := newEngine(t, `parameters:
+  - {name: token, in: request.query, key: token, group: true}
+  - {name: user, in: request.header, key: x-user, type: user}
+protection:
+  rules:
+    - {name: per-user, action: rate_limit, match: {routes: [/login]}, rate_limit: {rate: 1/m, by: user}}
+    - {name: per-ip, action: rate_limit, match: {routes: [/search]}, rate_limit: {rate: 1/m, by: ip}}
+`)
+	status := func(path, token, ip, user string) int {
+		hs := []string{}
+		if user != "" {
+			hs = append(hs, "x-user", user)
+		}
+		d, _ := decide(e, exchange("GET", path+"?token="+token, ip, hs...), true)
+		return d.Status
+	}
+	// One user across two sessions shares a bucket; another user has their own; no user, no limit.
+	if a, b, c := status("/login", "s1", "192.0.2.1", "mallory"), status("/login", "s2", "192.0.2.2", "mallory"), status("/login", "s3", "192.0.2.3", "alice"); a != 0 || b != 429 || c != 0 {
+		t.Errorf("per user: %d %d %d, want 0 429 0", a, b, c)
+	}
+	if a, b := status("/login", "s4", "192.0.2.1", ""), status("/login", "s5", "192.0.2.1", ""); a != 0 || b != 0 {
+		t.Errorf("without a user: %d %d, want no limit", a, b)
+	}
+	// One address across sessions shares a bucket.
+	if a, b, c := status("/search", "s6", "198.51.100.1", ""), status("/search", "s7", "198.51.100.1", ""), status("/search", "s8", "198.51.100.2", ""); a != 0 || b != 429 || c != 0 {
+		t.Errorf("per ip: %d %d %d, want 0 429 0", a, b, c)
+	}
+}

@@ -39,6 +39,8 @@ type rule struct {
 	perNS   float64
 	burst   float64
 	byRoute bool
+	// by is what a bucket follows besides the route: the session, the user or the client.
+	by string
 	// tag
 	tagHeader string
 
@@ -145,14 +147,15 @@ func compile(p config.Protection, counts func(name, action string) *Counts) *com
 				cr.burst = float64(n)
 			}
 			cr.byRoute = r.RateLimit.By == config.BySessionRoute
+			cr.by = r.RateLimit.By
 		case config.ActionTag:
 			cr.tagHeader = r.Tag.Header
 		}
-		c.need.Params = c.need.Params || !cr.users.empty() || !cr.roles.empty()
+		c.need.Params = c.need.Params || !cr.users.empty() || !cr.roles.empty() || cr.by == config.ByUser
 		c.need.Route = c.need.Route || !cr.routes.empty() || cr.byRoute
 		c.need.Flows = c.need.Flows || !cr.flows.empty()
 		c.need.Attack = c.need.Attack || cr.malicious || !cr.attackTypes.empty()
-		c.need.Client = c.need.Client || len(cr.prefixes) > 0 || !cr.ja3.empty() || !cr.ja4.empty()
+		c.need.Client = c.need.Client || len(cr.prefixes) > 0 || !cr.ja3.empty() || !cr.ja4.empty() || cr.by == config.ByIP
 		c.rules = append(c.rules, cr)
 	}
 	return c
@@ -235,6 +238,25 @@ func (r *rule) ipMatches(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// subject is who a bucket of r follows for the request: "session:" and the session id,
+// "user:" and the user, or "ip:" and the client address; "" when the request has none (no user,
+// no address) and is not limited.
+func (r *rule) subject(f *sessions.Facts, buf []byte) []byte {
+	switch r.by {
+	case config.ByUser:
+		if f.User == "" {
+			return buf
+		}
+		return append(append(buf, "user:"...), f.User...)
+	case config.ByIP:
+		if f.ClientIP == "" {
+			return buf
+		}
+		return append(append(buf, "ip:"...), f.ClientIP...)
+	}
+	return append(append(buf, "session:"...), f.Session...)
 }
 
 // routeOf is the route part of the request's bucket: its route template when the rule limits

@@ -9,10 +9,11 @@ import (
 	"github.com/apisessions/apisessions/sessions"
 )
 
-// Take is one take of a token from a shared rate-limit bucket: the bucket (rule, session and,
-// per route, route) and its refill; OK and Left come back.
+// Take is one take of a token from a shared rate-limit bucket: the bucket (rule, subject —
+// "session:<id>", "user:<user>" or "ip:<address>" — and, per route, route) and its refill; OK
+// and Left come back.
 type Take struct {
-	Rule, Route string
+	Rule, Subject, Route string
 	PerSecond   float64
 	Burst       float64
 	OK          bool

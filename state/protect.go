@@ -70,7 +70,7 @@ func (p *Protection) Decide(ctx context.Context, session string, readPart bool, 
 	}
 	cmds := make([]*redis.Cmd, len(takes))
 	for i, t := range takes {
-		cmds[i] = b.run(bucketScript, []string{p.c.key("bucket", bucketID(t, session))}, strconv.FormatFloat(t.PerSecond, 'g', -1, 64), strconv.FormatFloat(t.Burst, 'g', -1, 64))
+		cmds[i] = b.run(bucketScript, []string{p.c.key("bucket", bucketID(t))}, strconv.FormatFloat(t.PerSecond, 'g', -1, 64), strconv.FormatFloat(t.Burst, 'g', -1, 64))
 	}
 	if !b.Exec(ctx) {
 		return st, false, false
@@ -103,15 +103,16 @@ func (p *Protection) Decide(ctx context.Context, session string, readPart bool, 
 
 var errBucket = errors.New("unreadable bucket answer")
 
-// bucketID names a bucket by its rule, session and route; the route is hashed so that the key
-// stays short whatever the path.
-func bucketID(t protect.Take, session string) string {
-	if t.Route == "" {
-		return t.Rule + ":" + session
-	}
+// bucketID names a bucket by its rule, subject and route; subject (a user may be long) and
+// route are hashed so that the key stays short whatever the request carried.
+func bucketID(t protect.Take) string {
 	h := fnv.New64a()
-	h.Write([]byte(t.Route))
-	return t.Rule + ":" + session + ":" + strconv.FormatUint(h.Sum64(), 16)
+	h.Write([]byte(t.Subject))
+	if t.Route != "" {
+		h.Write([]byte{0})
+		h.Write([]byte(t.Route))
+	}
+	return t.Rule + ":" + strconv.FormatUint(h.Sum64(), 16)
 }
 
 // blockField is a block's field in the blocks hash and its message on the channel.
