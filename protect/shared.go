@@ -14,10 +14,10 @@ import (
 // and Left come back.
 type Take struct {
 	Rule, Subject, Route string
-	PerSecond   float64
-	Burst       float64
-	OK          bool
-	Left        float64
+	PerSecond            float64
+	Burst                float64
+	OK                   bool
+	Left                 float64
 }
 
 // Shared is the protection state replicas share (implemented by *state.Protection).
