@@ -16,6 +16,7 @@ type Config struct {
 	Hashing       Hashing       `yaml:"hashing"`
 	Sinks         []Sink        `yaml:"sinks"`
 	State         State         `yaml:"state"`
+	Protection    Protection    `yaml:"protection"`
 
 	// File is the path the configuration was loaded from ("" for defaults only). Not a YAML key.
 	File string `yaml:"-"`
@@ -41,6 +42,10 @@ type Server struct {
 	GRPCTLS    GRPCTLS `yaml:"grpc_tls"`
 	// APITokenFile holds the token the explore API, the UI and /metrics require.
 	APITokenFile string `yaml:"api_token_file"`
+	// WriteTokensFile holds the named tokens ("name:token" a line) that the API's writes
+	// (manual blocks) require; without it the API takes no writes. The name goes into the
+	// audit log.
+	WriteTokensFile string `yaml:"write_tokens_file"`
 	// AllowUnauthenticatedAPI lets an HTTP listener that other machines can reach run without
 	// an API token.
 	AllowUnauthenticatedAPI bool `yaml:"allow_unauthenticated_api"`

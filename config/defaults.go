@@ -70,6 +70,7 @@ func Default() *Config {
 			Timeout:   DefaultRedisTimeout,
 			PoolSize:  DefaultRedisPoolSize,
 		}},
+		Protection: Protection{MaxBuckets: DefaultMaxBuckets, MaxBlocks: DefaultMaxBlocks},
 	}
 }
 

@@ -57,6 +57,7 @@ func (c *Config) Normalize() {
 			r.Methods[j] = strings.ToUpper(m)
 		}
 	}
+	c.normalizeProtection()
 	used := map[string]bool{}
 	for _, s := range c.Sinks {
 		if s.Name != "" {
@@ -108,6 +109,7 @@ func (c *Config) validate() []Problem {
 	v.inline()
 	v.sinks()
 	v.state()
+	v.protection()
 	return v.problems
 }
 

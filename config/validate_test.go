@@ -59,7 +59,7 @@ func TestParseAndValidate(t *testing.T) {
 			want: []string{
 				f + `:1: unknown key "sesions" (did you mean "sessions"?)`,
 				f + `:4: server: unknown key "grpc-listen" (did you mean "grpc_listen"?)`,
-				f + `:5: server: unknown key "bogus_thing"; the keys here are grpc_listen, http_listen, grpc_tls, api_token_file, allow_unauthenticated_api, allowed_hosts, metrics_listen, grpc_token_file, allow_unauthenticated_grpc, grpc_reflection, data_dir, max_concurrent_streams, max_streams, stream_idle_timeout, max_message_bytes, memory_limit_bytes, shutdown_timeout`,
+				f + `:5: server: unknown key "bogus_thing"; the keys here are grpc_listen, http_listen, grpc_tls, api_token_file, write_tokens_file, allow_unauthenticated_api, allowed_hosts, metrics_listen, grpc_token_file, allow_unauthenticated_grpc, grpc_reflection, data_dir, max_concurrent_streams, max_streams, stream_idle_timeout, max_message_bytes, memory_limit_bytes, shutdown_timeout`,
 				f + `:7: parameters[0]: unknown key "nmae" (did you mean "name"?)`,
 				f + `:7: parameters[0].name: is missing; name the parameter with lower-case letters, digits and _, e.g. login_token`,
 			},
@@ -144,7 +144,7 @@ func TestParseAndValidate(t *testing.T) {
 		{
 			name: "merge keys are refused",
 			yaml: "base: &b {retention: 1h}\n",
-			want: []string{f + `:1: unknown key "base"; the keys here are server, traffic, sessions, parameters, max_parameters, business_flows, tls, attacks, inline, hashing, sinks, state`},
+			want: []string{f + `:1: unknown key "base"; the keys here are server, traffic, sessions, parameters, max_parameters, business_flows, tls, attacks, inline, hashing, sinks, state, protection`},
 		},
 		{
 			name: "aliases resolve",

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -175,6 +177,11 @@ type plan struct {
 	RemoveHeaders      []string
 	SessionHeader      string
 	SessionHeaderRegex string
+	// ProtectionHeaders are the headers protection rules set (tag headers, block headers,
+	// retry-after); with them SessionHeaderRegex allows these too.
+	ProtectionHeaders []string
+	// MutableHeaders is every header apisessions may set, when ProtectionHeaders is not empty.
+	MutableHeaders     []string
 	ReceiveMetadata    bool
 	ForwardNamespaces  []string
 	RequestBodyMode    string
@@ -358,7 +365,53 @@ func (p *plan) headers(cfg *config.Config) error {
 		// the API never sees a session id the client made up.
 		p.RemoveHeaders = appendUnique(p.RemoveHeaders, p.SessionHeader)
 	}
+	if err := p.protectionHeaders(cfg, ja3, ja4); err != nil {
+		return err
+	}
 	p.ReceiveMetadata = cfg.Inline.DynamicMetadata
+	return nil
+}
+
+// protectionHeaders lets apisessions set the headers of protection rules: Envoy applies
+// mutation_rules to immediate responses too, so a block's headers and a rate limit's
+// Retry-After would be dropped otherwise. Tag headers are removed before ext_proc, as the
+// session header is, so that no client forges a verdict when apisessions does not answer.
+func (p *plan) protectionHeaders(cfg *config.Config, ja3, ja4 string) error {
+	for i, r := range cfg.Protection.Rules {
+		switch r.Action {
+		case config.ActionTag:
+			h, err := headerName(fmt.Sprintf("protection.rules[%d].tag.header", i), r.Tag.Header)
+			if err != nil {
+				return err
+			}
+			if h == "" {
+				continue
+			}
+			if h == ja3 || h == ja4 || h == p.SessionHeader {
+				return fmt.Errorf("protection.rules[%d].tag.header %q is also a fingerprint or the session header; use a name of its own", i, h)
+			}
+			p.ProtectionHeaders = appendUnique(p.ProtectionHeaders, h)
+			p.RemoveHeaders = appendUnique(p.RemoveHeaders, h)
+		case config.ActionBlock:
+			for _, k := range slices.Sorted(maps.Keys(r.Block.Headers)) {
+				p.ProtectionHeaders = appendUnique(p.ProtectionHeaders, strings.ToLower(k))
+			}
+		case config.ActionRateLimit:
+			p.ProtectionHeaders = appendUnique(p.ProtectionHeaders, "retry-after")
+		}
+	}
+	if len(p.ProtectionHeaders) == 0 {
+		return nil
+	}
+	if p.SessionHeader != "" {
+		p.MutableHeaders = append(p.MutableHeaders, p.SessionHeader)
+	}
+	p.MutableHeaders = append(p.MutableHeaders, p.ProtectionHeaders...)
+	quoted := make([]string, len(p.MutableHeaders))
+	for i, h := range p.MutableHeaders {
+		quoted[i] = regexp.QuoteMeta(h)
+	}
+	p.SessionHeaderRegex = "^(" + strings.Join(quoted, "|") + ")$"
 	return nil
 }
 

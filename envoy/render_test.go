@@ -192,6 +192,29 @@ func TestRender(t *testing.T) {
 			},
 		},
 		{
+			name: "inline with protection rules",
+			cfg: func() *config.Config {
+				c := config.Default()
+				c.Protection.Rules = []config.ProtectionRule{
+					{Name: "t", Action: config.ActionTag, Tag: config.TagAction{Header: "x-apisessions-verdict"}},
+					{Name: "b", Action: config.ActionBlock, Block: config.BlockAction{Status: 403, Headers: map[string]string{"x-blocked-by": "me"}}},
+					{Name: "r", Action: config.ActionRateLimit, RateLimit: config.RateLimitAction{Rate: "1/s", By: config.BySession}},
+				}
+				return c
+			}(),
+			opts: Options{Mode: ModeInline},
+			check: func(t *testing.T, r rendered) {
+				ep := r.extProc
+				want := "^(x-apisessions-session|x-apisessions-verdict|x-blocked-by|retry-after)$"
+				if got := ep.GetMutationRules().GetAllowExpression().GetRegex(); got != want {
+					t.Errorf("mutation allow expression %q, want %q", got, want)
+				}
+				if got := r.requestMutations(); !slices.Contains(got, "-x-apisessions-verdict") {
+					t.Errorf("header mutations %v do not remove a client's x-apisessions-verdict", got)
+				}
+			},
+		},
+		{
 			name: "inline",
 			opts: Options{Mode: ModeInline},
 			check: func(t *testing.T, r rendered) {

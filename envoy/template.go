@@ -201,7 +201,13 @@ static_resources:
               # apisessions never changes routing inputs.
               route_cache_action: RETAIN
               mutation_rules:
-{{- if .SessionHeader}}
+{{- if .ProtectionHeaders}}
+                # apisessions may set the session header (when set) and the headers of
+                # protection rules, which Envoy checks in immediate responses too, and nothing
+                # else: {{list .MutableHeaders}}.
+                disallow_all: true
+                allow_expression: {regex: {{q .SessionHeaderRegex}}}
+{{- else if .SessionHeader}}
                 # apisessions may set {{q .SessionHeader}} and nothing else.
                 disallow_all: true
                 allow_expression: {regex: {{q .SessionHeaderRegex}}}

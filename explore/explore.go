@@ -11,7 +11,11 @@
 // heavy queries, are limited per client address and scans in all (limit.go), so that they
 // never take every read connection from the other queries.
 //
-// It imports the store and the record shape; never the sessions engine, gRPC or the sinks.
+// The block paths (blocks.go) read and change the manual blocks of sessions and users; they
+// take writes only with a named write token (server.write_tokens_file).
+//
+// It imports the store, the record shape and protect/manual; never the sessions engine, the
+// protection engine, gRPC or the sinks.
 package explore
 
 import (
@@ -28,6 +32,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/internal/secretfile"
+	"github.com/apisessions/apisessions/protect/manual"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/store"
 )
@@ -64,6 +69,11 @@ type Options struct {
 	// Scans bounds the scans that run at once (default: one less than the store's read
 	// connections, at least 1).
 	Scans int
+	// Blocks holds the manual blocks of sessions and users; nil answers 503 on their paths.
+	Blocks Blocker
+	// WriteTokens are the named tokens (name → token) writes require; without any the API
+	// takes no writes. A write token also reads.
+	WriteTokens map[string]string
 }
 
 // Handler serves the API and the UI.
@@ -78,6 +88,8 @@ type Handler struct {
 	scanTimeout time.Duration
 	heavy       *heavy
 	mux         *http.ServeMux
+	blocker     Blocker
+	writeTokens []writeToken
 }
 
 // New returns the handler. Mount it at "/" of the HTTP server (next to /healthz, /metrics).
@@ -104,7 +116,12 @@ func New(o Options) *Handler {
 		// Comparing fixed-size digests keeps the comparison constant-time whatever the length.
 		h.token, h.hasTok = sha256.Sum256([]byte(o.Token)), true
 	}
+	h.blocker = o.Blocks
+	for name, tok := range o.WriteTokens {
+		h.writeTokens = append(h.writeTokens, writeToken{name: name, digest: sha256.Sum256([]byte(tok))})
+	}
 	mux := http.NewServeMux()
+	h.registerBlocks(mux)
 	mux.HandleFunc("GET /api/v1/sessions", h.api(h.list))
 	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}", h.api(h.part))
 	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}/requests.csv", h.api(h.csv))
@@ -145,7 +162,7 @@ func (h *Handler) api(fn func(http.ResponseWriter, *http.Request) error) http.Ha
 		hd := w.Header()
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Cache-Control", "no-store")
-		if h.hasTok && !h.authorized(r) {
+		if _, writer := h.writer(r); h.hasTok && !writer && !h.authorized(r) {
 			hd.Set("WWW-Authenticate", `Bearer realm="apisessions"`)
 			writeError(w, http.StatusUnauthorized, "a valid token is required; send Authorization: Bearer <the token in server.api_token_file>")
 			return
@@ -267,7 +284,16 @@ func (h *Handler) part(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, v)
+	if h.blocker == nil {
+		writeJSON(w, http.StatusOK, v)
+		return nil
+	}
+	// The part's detail says whether its session is blocked, and who blocked and unblocked it.
+	b := h.blockState(manual.KindSession, session)
+	writeJSON(w, http.StatusOK, struct {
+		*store.PartView
+		Protection blockAnswer `json:"protection"`
+	}{v, b})
 	return nil
 }
 

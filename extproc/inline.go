@@ -70,7 +70,10 @@ func (st *stream) peekGrouping() grouping {
 // only: Envoy reads raw_value and turns a value-only header into an empty one, envoy#31555) and
 // the dynamic metadata, both from the processor's request-side grouping.
 func (st *stream) inlineRequestHeaders() *extprocv3.ProcessingResponse {
-	g := st.peekGrouping()
+	g := st.grouping
+	if !st.decided {
+		g = st.peekGrouping()
+	}
 	if g.session == "" {
 		return continueRequestHeaders
 	}

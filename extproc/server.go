@@ -68,6 +68,9 @@ type Settings struct {
 	// BodyBudgetBytes bounds the body bytes all streams keep at once (config
 	// traffic.body_budget_bytes); a body that does not fit is not kept. 0 = no bound.
 	BodyBudgetBytes int
+	// Guard, when set, decides at each request's headers whether it goes on (protection
+	// rules and manual blocks); in inline mode its blocks and rate limits answer the request.
+	Guard Guard
 }
 
 // Server implements the ext_proc service. Its settings can be swapped at any time (config
@@ -91,6 +94,7 @@ type settings struct {
 	namespaces      []string
 	now             func() time.Time
 	phases          PhaseObserver
+	guard           Guard
 	// answers caches the inline answers built for recent groupings; it belongs to one set of
 	// settings because the answers carry the session header's name.
 	answers *answerCache
@@ -121,6 +125,7 @@ func normalise(in Settings) *settings {
 		dynamicMetadata: in.DynamicMetadata,
 		now:             in.Now,
 		phases:          in.PhaseObserver,
+		guard:           in.Guard,
 		answers:         newAnswerCache(),
 	}
 	if c.log == nil {
@@ -238,6 +243,8 @@ type Stats struct {
 	// StreamIdleTimeouts counts streams ended because no message came within
 	// GRPCOptions.StreamIdleTimeout.
 	StreamIdleTimeouts uint64
+	// ImmediateResponses counts requests the guard answered itself (blocks, rate limits).
+	ImmediateResponses uint64
 	// BodyBytesHeld is the number of body bytes open streams keep now.
 	BodyBytesHeld int64
 	// BodiesOverBudget counts bodies not kept because Settings.BodyBudgetBytes were held.
@@ -259,6 +266,7 @@ type counters struct {
 	authRejected         atomic.Uint64
 	streamsRefused       atomic.Uint64
 	idleTimeouts         atomic.Uint64
+	immediateResponses   atomic.Uint64
 }
 
 // Stats returns the current counters.
@@ -287,6 +295,7 @@ func (s *Server) Stats() Stats {
 		AuthRejected:         c.authRejected.Load(),
 		StreamsRefused:       c.streamsRefused.Load(),
 		StreamIdleTimeouts:   c.idleTimeouts.Load(),
+		ImmediateResponses:   c.immediateResponses.Load(),
 		BodyBytesHeld:        s.budget.held.Load(),
 		BodiesOverBudget:     s.budget.refused.Load(),
 	}

@@ -74,6 +74,10 @@ type stream struct {
 	peeked     bool
 	grouping   grouping
 	peekedBody int64
+	// decided is true once the guard answered at the request headers (with the grouping);
+	// decision is its answer.
+	decided  bool
+	decision traffic.Decision
 
 	// msg is the message being handled, reused for every message of the stream; hdrs backs
 	// its header list so that a typical header list needs no allocation of its own.
@@ -264,11 +268,19 @@ func (st *stream) onRequestHeaders(m *message) *extprocv3.ProcessingResponse {
 		st.req.ended = true
 	}
 	st.metadata(m)
+	if g := st.cfg.guard; g != nil && g.Active() {
+		if resp := st.guard(m.observability); resp != nil {
+			return resp
+		}
+	}
 	if m.observability {
 		return continueRequestHeaders
 	}
 	resp := continueRequestHeaders
-	if st.cfg.sessionHeader != "" || st.cfg.dynamicMetadata {
+	switch {
+	case st.decision.TagHeader != "":
+		resp = st.taggedRequestHeaders()
+	case st.cfg.sessionHeader != "" || st.cfg.dynamicMetadata:
 		resp = st.inlineRequestHeaders()
 	}
 	return st.overrideBodies(resp, false, m.eos)

@@ -45,6 +45,8 @@ type collector struct {
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 
 	stateUp, stateErrors, stateSkipped, stateLate, stateJoins *prometheus.Desc
+
+	immediate, protectVerdicts, protectBuckets, protectBucketsEvicted, protectBlocks, protectLocal *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -97,6 +99,13 @@ func newCollector(src Sources) *collector {
 		stateSkipped: desc("state", "skipped_total", "Requests decided locally without trying the shared state because it was down, by op.", "op"),
 		stateLate:    desc("state", "late_total", "Shared state answers dropped because they came after their request stopped waiting, by op.", "op"),
 		stateJoins:   desc("state", "part_joins_total", "Requests sent on the join path (no script) because the replica's own part said they join it, by outcome: joined, or refused (the shared state named another part; the script decided).", "outcome"),
+
+		immediate:             desc("extproc", "immediate_responses_total", "Requests answered by apisessions instead of the upstream (blocks and rate limits, inline mode)."),
+		protectVerdicts:       desc("protection", "verdicts_total", "Requests a protection rule acted on (dry_run=\"false\") or would have acted on (dry_run=\"true\": the rule's dry_run, or observability mode), by rule and action; manual blocks under rule=\"manual\".", "rule", "action", "dry_run"),
+		protectBuckets:        desc("protection", "buckets", "Rate-limit buckets held in memory now (at most protection.max_buckets)."),
+		protectBucketsEvicted: desc("protection", "buckets_evicted_total", "Rate-limit buckets dropped to make room for new ones (protection.max_buckets)."),
+		protectBlocks:         desc("protection", "blocks", "Manual blocks of sessions and users held now (at most protection.max_blocks)."),
+		protectLocal:          desc("protection", "local_decisions_total", "Requests whose rate-limit buckets this replica decided alone because the shared state (state.redis) did not answer."),
 	}
 }
 
@@ -108,7 +117,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Extproc != nil {
 		for _, d := range []*prometheus.Desc{c.streamsOpen, c.streams, c.messages, c.observed, c.outOfScope, c.panics,
 			c.protocolErrors, c.streamErrors, c.headersDropped, c.invalidSessionValues, c.modeOverrides, c.authRejected,
-			c.streamsRefused, c.idleTimeouts, c.bodyBytesHeld, c.bodiesOverBudget} {
+			c.streamsRefused, c.idleTimeouts, c.bodyBytesHeld, c.bodiesOverBudget, c.immediate} {
 			ch <- d
 		}
 	}
@@ -125,6 +134,13 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.sinkRetries
 		ch <- c.sinkSpoolRecords
 		ch <- c.sinkSpoolBytes
+	}
+	if c.src.Protect != nil {
+		ch <- c.protectVerdicts
+		ch <- c.protectBuckets
+		ch <- c.protectBucketsEvicted
+		ch <- c.protectBlocks
+		ch <- c.protectLocal
 	}
 	if c.src.State != nil {
 		ch <- c.stateUp
@@ -159,6 +175,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.State != nil {
 		c.collectState(ch, c.src.State.Stats())
+	}
+	if c.src.Protect != nil {
+		s := c.src.Protect.Stats()
+		for _, r := range s.Rules {
+			ch <- prometheus.MustNewConstMetric(c.protectVerdicts, prometheus.CounterValue, float64(r.Fired), r.Rule, r.Action, "false")
+			ch <- prometheus.MustNewConstMetric(c.protectVerdicts, prometheus.CounterValue, float64(r.DryRun), r.Rule, r.Action, "true")
+		}
+		ch <- prometheus.MustNewConstMetric(c.protectBuckets, prometheus.GaugeValue, float64(s.Buckets))
+		ch <- counter(c.protectBucketsEvicted, s.BucketsEvicted)
+		ch <- prometheus.MustNewConstMetric(c.protectBlocks, prometheus.GaugeValue, float64(s.Blocks))
+		ch <- counter(c.protectLocal, s.Local)
 	}
 	if c.src.Sinks != nil {
 		for _, o := range c.src.Sinks.Stats() {
@@ -226,6 +253,7 @@ func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats)
 	ch <- counter(c.authRejected, s.AuthRejected)
 	ch <- counter(c.streamsRefused, s.StreamsRefused)
 	ch <- counter(c.idleTimeouts, s.StreamIdleTimeouts)
+	ch <- counter(c.immediate, s.ImmediateResponses)
 	ch <- prometheus.MustNewConstMetric(c.bodyBytesHeld, prometheus.GaugeValue, float64(s.BodyBytesHeld))
 	ch <- counter(c.bodiesOverBudget, s.BodiesOverBudget)
 }

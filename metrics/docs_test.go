@@ -18,7 +18,7 @@ import (
 func TestDocsAndDashboardMatchTheRegistry(t *testing.T) {
 	t.Parallel()
 	r := New(BuildInfo{})
-	if err := r.Watch(Sources{Extproc: &fakeExtproc{}, Engine: &fakeEngine{}, Sinks: &fakeSinks{s: []sinks.OutputStats{{Name: "s"}}}, State: fakeState{}}); err != nil {
+	if err := r.Watch(Sources{Extproc: &fakeExtproc{}, Engine: &fakeEngine{}, Sinks: &fakeSinks{s: []sinks.OutputStats{{Name: "s"}}}, State: fakeState{}, Protect: fakeProtect{}}); err != nil {
 		t.Fatal(err)
 	}
 	r.StateRoundTrip()(state.OpPeek, time.Millisecond)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/protect"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -41,7 +42,12 @@ type Sources struct {
 	Sinks   SinkSource
 	// State is the shared-state client; nil without state.redis.
 	State StateSource
+	// Protect is the protection engine; nil when there is none.
+	Protect ProtectSource
 }
+
+// ProtectSource is what the protection engine exposes (implemented by *protect.Engine).
+type ProtectSource interface{ Stats() protect.Stats }
 
 // BuildInfo labels apisessions_build_info.
 type BuildInfo struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/apisessions/apisessions/extproc"
+	"github.com/apisessions/apisessions/protect"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
@@ -34,6 +35,15 @@ func (f *fakeSinks) Stats() []sinks.OutputStats { return f.s }
 type fakeState struct{ s state.Stats }
 
 func (f fakeState) Stats() state.Stats { return f.s }
+
+type fakeProtect struct{ s protect.Stats }
+
+func (f fakeProtect) Stats() protect.Stats {
+	if f.s.Rules == nil {
+		return protect.Stats{Rules: []protect.RuleStats{{Rule: "manual", Action: "block"}}}
+	}
+	return f.s
+}
 
 // fakeProcessor records the calls the timing wrapper forwards.
 type fakeProcessor struct {
@@ -270,5 +280,30 @@ func TestPhaseObserver(t *testing.T) {
 	}
 	if len(counts) != 12 {
 		t.Errorf("%d series; want 12 (six phases by two modes)", len(counts))
+	}
+}
+
+func TestProtectionMetrics(t *testing.T) {
+	t.Parallel()
+	r := New(BuildInfo{})
+	src := fakeProtect{s: protect.Stats{Rules: []protect.RuleStats{{Rule: "slow", Action: "rate_limit", Fired: 7, DryRun: 2}}, Buckets: 5, BucketsEvicted: 3, Blocks: 1}}
+	if err := r.Watch(Sources{Protect: src}); err != nil {
+		t.Fatal(err)
+	}
+	fam := gather(t, r)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"apisessions_protection_verdicts_total", map[string]string{"rule": "slow", "action": "rate_limit", "dry_run": "false"}, 7},
+		{"apisessions_protection_verdicts_total", map[string]string{"rule": "slow", "action": "rate_limit", "dry_run": "true"}, 2},
+		{"apisessions_protection_buckets", nil, 5},
+		{"apisessions_protection_buckets_evicted_total", nil, 3},
+		{"apisessions_protection_blocks", nil, 1},
+	} {
+		if got, ok := value(fam, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
 	}
 }

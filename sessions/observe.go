@@ -59,6 +59,9 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 		// A refused login names whoever the client typed: a claim, not the session's user.
 		rec.ClaimedUser, rec.ClaimedRole, rec.User, rec.Role = rec.User, rec.Role, "", ""
 	}
+	if vd := x.Verdict; vd.Action != "" {
+		rec.Protection = &record.Verdict{Action: vd.Action, Rule: vd.Rule, DryRun: vd.DryRun}
+	}
 	flows := e.enrich(s, v, x, rec, secrets)
 	e.observed.Add(1)
 	if e.closed.Load() {

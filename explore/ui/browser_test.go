@@ -355,6 +355,9 @@ func TestBrowser(t *testing.T) {
 		if got := eval[string](tb, `document.querySelector('#request-rows pre.body').textContent`); got != `<script>alert(6)</script>` {
 			t.Fatalf("the attack body shows as %q, want the literal markup", got)
 		}
+		if got := eval[string](tb, `document.querySelector('#request-rows .badge.dry').textContent`); got != `rate_limit · <img src=x onerror=alert(7)> (dry run)` {
+			t.Fatalf("the protection badge shows %q, want the verdict as text", got)
+		}
 		if n := eval[int](tb, `document.querySelectorAll('img, svg, iframe, object, embed, b, i, u, script:not([src])').length`); n != 0 {
 			t.Fatalf("the page holds %d elements that only markup from traffic could have made", n)
 		}

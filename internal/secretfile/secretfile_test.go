@@ -61,3 +61,42 @@ func TestReadToken(t *testing.T) {
 		t.Errorf("missing file: %v; want it named with the fix", err)
 	}
 }
+
+func TestReadNamedTokens(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "# operators\nops:0123456789abcdef0123\n\nsoc.team:fedcba9876543210fedc\r\n", 0o600)
+	got, err := ReadNamedTokens("write tokens file", good)
+	if err != nil || len(got) != 2 || got["ops"] != "0123456789abcdef0123" || got["soc.team"] != "fedcba9876543210fedc" {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	for name, c := range map[string]struct {
+		body string
+		mode os.FileMode
+		want string
+	}{
+		"open":      {"ops:0123456789abcdef0123\n", 0o644, "readable by others"},
+		"short":     {"ops:short\n", 0o600, "line 1: the token of ops is shorter"},
+		"no name":   {":0123456789abcdef0123\n", 0o600, "line 1: write name:token"},
+		"bad name":  {"o p:0123456789abcdef0123\n", 0o600, "line 1: write name:token"},
+		"twice":     {"a:0123456789abcdef0123\na:0123456789abcdef0124\n", 0o600, "line 2: a is named twice"},
+		"same tok":  {"a:0123456789abcdef0123\nb:0123456789abcdef0123\n", 0o600, "line 2: the token of b is also"},
+		"empty":     {"# nothing\n", 0o600, "has no name:token line"},
+		"space tok": {"a:0123456789 abcdef0123\n", 0o600, "visible ASCII"},
+	} {
+		_, err := ReadNamedTokens("write tokens file", write(strings.ReplaceAll(name, " ", "_"), c.body, c.mode))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want %q", name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "0123456789") {
+			t.Errorf("%s: the error shows a token: %v", name, err)
+		}
+	}
+}

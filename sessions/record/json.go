@@ -80,6 +80,14 @@ func (r *Request) AppendJSON(dst []byte) ([]byte, error) {
 		b = append(b, '}')
 	}
 	b = appendOptTrue(b, `,"partial":true`, r.Partial)
+	if v := r.Protection; v != nil {
+		b = append(b, `,"protection":{"action":`...)
+		b = appendString(b, v.Action)
+		b = append(b, `,"rule":`...)
+		b = appendString(b, v.Rule)
+		b = appendOptTrue(b, `,"dry_run":true`, v.DryRun)
+		b = append(b, '}')
+	}
 	return append(b, '}'), nil
 }
 

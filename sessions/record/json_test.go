@@ -209,6 +209,7 @@ func TestRequestAppendJSON(t *testing.T) {
 			r.Flows = []string{s, s}
 			r.Params = map[string]string{s: s}
 			r.Attack = &Attack{Source: s, Types: []string{s}, RuleIDs: []string{s}, Headers: map[string]string{s: s}, Body: s}
+			r.Protection = &Verdict{Action: s, Rule: s, DryRun: true}
 		}})
 	}
 	floats := []float64{
@@ -449,6 +450,9 @@ func FuzzAppendJSONMatchesMarshal(f *testing.F) {
 				Body:          opt(14, c),
 				BodyTruncated: flags&(1<<15) != 0,
 			}
+		}
+		if flags&(1<<14) != 0 {
+			r.Protection = &Verdict{Action: opt(3, b), Rule: a, DryRun: flags&(1<<15) != 0}
 		}
 		checkRequest(t, "fuzzed request", r)
 		// The mutator rarely changes a float argument in ways that matter; reading an integer

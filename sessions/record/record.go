@@ -70,6 +70,21 @@ type Request struct {
 	Malicious   bool              `json:"malicious,omitempty"`
 	Attack      *Attack           `json:"attack,omitempty"`
 	Partial     bool              `json:"partial,omitempty"`
+	// Protection is the verdict of the protection rules or a manual block, nil when none
+	// applied.
+	Protection *Verdict `json:"protection,omitempty"`
+}
+
+// Verdict is what protection decided for a request: the action of the rule that matched (or
+// of a manual block), and whether it was only recorded.
+type Verdict struct {
+	// Action is block, rate_limit or tag.
+	Action string `json:"action"`
+	// Rule is the rule's name, or manual:session / manual:user for a manual block.
+	Rule string `json:"rule"`
+	// DryRun is true when nothing was done: the rule runs with dry_run, or Envoy does not
+	// wait for answers (observability mode).
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // SessionID implements Record.

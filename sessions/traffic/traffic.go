@@ -58,6 +58,33 @@ type Exchange struct {
 
 	// Partial is true when the stream ended before the response completed.
 	Partial bool
+
+	// Verdict is what protection decided at the request headers; zero when nothing applied.
+	Verdict Verdict
+}
+
+// Decision is what protection tells the ext_proc server to do with a request at its headers.
+// Its strings and headers are shared by many requests: read only.
+type Decision struct {
+	Verdict Verdict
+	// Status is the immediate response's status (block, rate_limit); 0 lets the request on.
+	Status  int
+	Body    string
+	Headers []Header
+	// RetryAfter is the Retry-After header's seconds (rate_limit); 0 for none.
+	RetryAfter int
+	// TagHeader names the request header set to the rule's name (tag); "" for none.
+	TagHeader string
+}
+
+// Verdict is a protection decision as the request record keeps it.
+type Verdict struct {
+	// Action is block, rate_limit or tag; "" when no rule applied.
+	Action string
+	// Rule is the rule's name (manual:session or manual:user for a manual block).
+	Rule string
+	// DryRun is true when the action was only recorded.
+	DryRun bool
 }
 
 // RequestHeader returns the first value of the named request header; name must be lower case.

@@ -75,6 +75,10 @@ func TestRunCommands(t *testing.T) {
 	if err := os.WriteFile(valid, []byte("sessions:\n  fallback: [ip]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	protected := filepath.Join(dir, "protected.yaml")
+	if err := os.WriteFile(protected, []byte("protection:\n  rules:\n    - {name: b, action: block, match: {methods: [DELETE]}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	invalid := filepath.Join(dir, "invalid.yaml")
 	if err := os.WriteFile(invalid, []byte("sesions:\n  fallback: [ip]\nmax_parameters: 0\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -93,6 +97,8 @@ func TestRunCommands(t *testing.T) {
 		{name: "validate valid file", args: []string{"validate", "--config", valid}, wantCode: 0, wantStdout: "valid.yaml: valid"},
 		{name: "validate invalid file reports every error with file and line", args: []string{"validate", "--config", invalid}, wantCode: 1,
 			wantStderr: []string{"invalid.yaml:1:", `unknown key "sesions"`, `"sessions"`, "invalid.yaml:3:", "max_parameters"}},
+		{name: "validate says protection needs inline mode", args: []string{"validate", "--config", protected}, wantCode: 0, wantStdout: "note: protection rules block, rate-limit and tag only when Envoy runs apisessions in inline mode"},
+		{name: "envoy-config in observability mode says protection needs inline mode", args: []string{"envoy-config", "--config", protected}, wantCode: 0, wantStderr: []string{"in observability mode every verdict is recorded as a dry run"}},
 		{name: "validate missing file is unreadable", args: []string{"validate", "--config", filepath.Join(dir, "nope.yaml")}, wantCode: 2},
 		{name: "validate without --config", args: []string{"validate"}, wantCode: 2, wantStderr: []string{"--config FILE is required"}},
 		{name: "serve with invalid config", args: []string{"serve", "--config", invalid}, wantCode: 1, wantStderr: []string{"unknown key"}},

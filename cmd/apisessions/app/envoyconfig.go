@@ -61,5 +61,8 @@ func envoyConfig(_ context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "apisessions envoy-config: %v\n", err)
 		return exitFailure
 	}
+	if *mode != envoy.ModeInline && cfg.Protection.Enabled() {
+		fmt.Fprintln(stderr, "apisessions envoy-config: note: "+protectionModeNote)
+	}
 	return exitOK
 }

@@ -18,7 +18,9 @@ import (
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/internal/cliflags"
+	"github.com/apisessions/apisessions/internal/secretfile"
 	"github.com/apisessions/apisessions/metrics"
+	"github.com/apisessions/apisessions/protect"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sinks"
 	"github.com/apisessions/apisessions/state"
@@ -94,17 +96,20 @@ type server struct {
 	keyFile    string // hashing.key_file at start: the key is read once, a reload keeps it
 	cfg        atomic.Pointer[config.Config]
 
-	engine   *sessions.Engine
-	state    *state.Client // nil without state.redis
-	pipeline *sinks.Pipeline
-	metrics  *metrics.Registry
-	explore  http.Handler      // explore API and UI; nil without a store sink
-	proc     extproc.Processor // the engine, timed for metrics
-	ext      *extproc.Server
-	grpc     *extproc.GRPCServer
-	http     *http.Server
-	grpcLn   net.Listener
-	httpLn   net.Listener
+	engine  *sessions.Engine
+	protect *protect.Engine
+	// stopShare ends the protection engine's following of the shared blocks (state.redis).
+	stopShare context.CancelFunc
+	state     *state.Client // nil without state.redis
+	pipeline  *sinks.Pipeline
+	metrics   *metrics.Registry
+	explore   http.Handler      // explore API and UI; nil without a store sink
+	proc      extproc.Processor // the engine, timed for metrics
+	ext       *extproc.Server
+	grpc      *extproc.GRPCServer
+	http      *http.Server
+	grpcLn    net.Listener
+	httpLn    net.Listener
 	// metricsHTTP and metricsLn serve server.metrics_listen; nil when it is not set.
 	metricsHTTP *http.Server
 	metricsLn   net.Listener
@@ -134,9 +139,12 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	if err != nil {
 		return nil, err
 	}
-	if s.explore, err = newExplore(stores, apiToken, logger); err != nil {
-		closeOutputs(outs)
-		return nil, err
+	var writeTokens map[string]string
+	if f := cfg.Server.WriteTokensFile; f != "" {
+		if writeTokens, err = secretfile.ReadNamedTokens("server.write_tokens_file", f); err != nil {
+			closeOutputs(outs)
+			return nil, err
+		}
 	}
 	s.pipeline = sinks.NewPipeline(logger.With("component", "sinks"), outs)
 	cleanup = append(cleanup, func() {
@@ -162,9 +170,18 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 	s.keyFile = cfg.Hashing.KeyFile
 	cleanup = append(cleanup, s.engine.Close)
 
+	s.protect = protect.New(cfg.Protection, s.engine, nil)
+	s.stopShare = func() {}
+	if s.state != nil {
+		var shareCtx context.Context
+		shareCtx, s.stopShare = context.WithCancel(context.Background())
+		cleanup = append(cleanup, s.stopShare)
+		s.protect.Share(shareCtx, s.state.Protection(), logger.With("component", "protect"))
+	}
+	s.explore = newExplore(stores, apiToken, writeTokens, s.protect, logger)
 	s.proc = s.metrics.Timed(s.engine)
-	s.ext = extproc.New(extprocSettings(cfg, logger, s.proc, s.metrics.PhaseObserver()))
-	src.Extproc, src.Engine = s.ext, s.engine
+	s.ext = extproc.New(s.extprocSettings(cfg))
+	src.Extproc, src.Engine, src.Protect = s.ext, s.engine, s.protect
 	if err := s.metrics.Watch(src); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -275,6 +292,13 @@ func configName(path string) string {
 	return path
 }
 
+// extprocSettings is the ext_proc server's part of cfg, with the server's processor and guard.
+func (s *server) extprocSettings(cfg *config.Config) extproc.Settings {
+	es := extprocSettings(cfg, s.logger, s.proc, s.metrics.PhaseObserver())
+	es.Guard = s.protect
+	return es
+}
+
 func extprocSettings(cfg *config.Config, logger *slog.Logger, p extproc.Processor, phases extproc.PhaseObserver) extproc.Settings {
 	namespaces := make([]string, 0, len(cfg.Attacks.Metadata))
 	for _, m := range cfg.Attacks.Metadata {
@@ -333,7 +357,8 @@ func (s *server) reload() {
 		s.logger.Warn("reload rejected, keeping the running configuration", "config", s.configPath, "error", err.Error())
 		return
 	}
-	s.ext.SetSettings(extprocSettings(next, s.logger, s.proc, s.metrics.PhaseObserver()))
+	s.protect.Reload(next.Protection)
+	s.ext.SetSettings(s.extprocSettings(next))
 	if next.Hashing.KeyFile != s.keyFile {
 		s.logger.Warn("hashing.key_file changed; the hash key in use is kept until restart")
 	}
@@ -355,6 +380,7 @@ func (s *server) shutdown() error {
 	s.grpc.Shutdown(ctx)
 	// Then every live part ends with a final session record.
 	s.engine.Close()
+	s.stopShare()
 	if s.state != nil {
 		_ = s.state.Close()
 	}

@@ -103,16 +103,18 @@ func closeOutputs(outs []sinks.Output) {
 // newExplore builds the explore API and web UI over the first store sink, requiring token
 // when it is not empty; without a store there is nothing to explore and the HTTP server
 // serves only health and metrics.
-func newExplore(stores []*store.Store, token string, logger *slog.Logger) (http.Handler, error) {
+func newExplore(stores []*store.Store, token string, writeTokens map[string]string, blocks explore.Blocker, logger *slog.Logger) http.Handler {
 	if len(stores) == 0 {
-		return nil, nil
+		return nil
 	}
 	return explore.New(explore.Options{
-		Store:  stores[0],
-		Token:  token,
-		UI:     ui.Handler(),
-		Logger: logger.With("component", "explore"),
-	}), nil
+		Store:       stores[0],
+		Token:       token,
+		UI:          ui.Handler(),
+		Logger:      logger.With("component", "explore"),
+		Blocks:      blocks,
+		WriteTokens: writeTokens,
+	})
 }
 
 // replaySinks opens the configured sinks for "replay --sinks".

@@ -38,8 +38,14 @@ func validate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "%s: valid\n", *path)
+	if cfg.Protection.Enabled() {
+		fmt.Fprintf(stdout, "%s: note: %s\n", *path, protectionModeNote)
+	}
 	return exitOK
 }
+
+// protectionModeNote says where protection rules act: Envoy answers only what waits for it.
+const protectionModeNote = "protection rules block, rate-limit and tag only when Envoy runs apisessions in inline mode (apisessions envoy-config --mode inline); in observability mode every verdict is recorded as a dry run"
 
 // loadConfig loads and validates a configuration, sinks included (sinkTypes); path "" means
 // the defaults.

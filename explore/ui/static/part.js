@@ -90,6 +90,35 @@ function attackText(r) {
   return types || str(a.source) || 'malicious';
 }
 
+// verdict returns the request's protection verdict as a text, "" when none, and whether it was
+// only recorded (dry run).
+function verdict(r) {
+  const p = r.protection && typeof r.protection === 'object' ? r.protection : null;
+  if (!p) return ['', false];
+  return [str(p.action) + ' · ' + str(p.rule) + (p.dry_run ? ' (dry run)' : ''), p.dry_run === true];
+}
+
+// protectionSection shows the session's manual block and the audit log of blocks and unblocks.
+function protectionSection(p) {
+  if (!p || typeof p !== 'object') return null;
+  const b = p.block && typeof p.block === 'object' ? p.block : null;
+  const audit = Array.isArray(p.audit) ? p.audit : [];
+  if (!b && audit.length === 0) return null;
+  return h('section', { class: 'card', id: 'protection' },
+    h('h2', { text: 'Protection' }),
+    b ? h('p', { id: 'block-state', class: 'danger-text' },
+      'Blocked until ' + fmtTime(b.until) + ' by ' + str(b.by) + (str(b.reason) ? ': ' + str(b.reason) : ''))
+      : h('p', { id: 'block-state', class: 'muted', text: 'Not blocked' }),
+    audit.length ? h('table', { class: 'audit', id: 'audit' },
+      h('caption', { class: 'muted small', text: 'Manual actions' }),
+      h('tbody', {}, audit.map((e) => h('tr', {},
+        h('td', { class: 'nowrap', text: fmtTime(e.at) }),
+        h('td', { text: str(e.action) }),
+        h('td', { text: str(e.by) }),
+        h('td', { text: e.until ? 'until ' + fmtTime(e.until) : '' }),
+        h('td', { text: str(e.reason) }))))) : null);
+}
+
 function details(r) {
   const a = r.attack && typeof r.attack === 'object' ? r.attack : null;
   const headers = a && a.headers && typeof a.headers === 'object' ? Object.entries(a.headers) : [];
@@ -105,6 +134,7 @@ function details(r) {
       ['JA4', str(r.ja4) && h('span', { class: 'mono', text: str(r.ja4) })],
       ['Request / response bytes', fmtInt(r.request_bytes) + ' / ' + fmtInt(r.response_bytes)],
       ['Partial', r.partial ? 'yes: the stream ended before the response completed' : ''],
+      ['Protection', verdict(r)[0]],
       ['Attack', a ? [str(a.source), Array.isArray(a.types) ? a.types.map(str).join(', ') : '',
         Array.isArray(a.rule_ids) && a.rule_ids.length ? 'rules ' + a.rule_ids.map(str).join(', ') : '']
         .filter(Boolean).join(' · ') : ''],
@@ -119,12 +149,14 @@ function timelineRow(r, cols) {
   const key = r.key && typeof r.key === 'object' ? r.key : {};
   const flows = Array.isArray(r.flows) ? r.flows.map(str) : [];
   const attack = attackText(r);
+  const [vtext, vdry] = verdict(r);
   const tr = h('tr', { class: 'req' + (r.malicious ? ' malicious' : ''), tabindex: '0', dataset: { requestId: str(r.request_id) } },
     h('td', { class: 'nowrap mono', title: fmtTime(r.time), text: fmtClock(r.time) }),
     h('td', {}, h('span', { class: 'method', text: str(r.method) })),
     h('td', { class: 'path' }, h('span', { class: 'mono', title: str(r.host) + str(r.path), text: str(r.path) }),
       r.route && r.route !== r.path ? h('div', { class: 'route mono', text: str(r.route) }) : null,
-      attack ? h('span', { class: 'badge danger', text: attack }) : null),
+      attack ? h('span', { class: 'badge danger', text: attack }) : null,
+      vtext ? h('span', { class: 'badge ' + (vdry ? 'dry' : 'verdict'), title: 'protection verdict', text: vtext }) : null),
     h('td', {}, h('span', { class: 'status ' + statusClass(r.status), text: r.status ? str(r.status) : '—' })),
     h('td', { class: 'num', text: fmtMs(r.duration_ms) }),
     h('td', { class: 'num', title: 'request ' + fmtInt(r.request_bytes) + ' B, response ' + fmtInt(r.response_bytes) + ' B', text: fmtInt(r.response_bytes) }),
@@ -258,6 +290,7 @@ export async function renderPart(main, st, nav, isCurrent) {
           h('span', { class: 'part', id: 'part-part', text: str(session.part) || st.part })),
         h('div', { class: 'title-actions' }, shareBox(location.href), csvButton(st, main))),
       header(session)),
+    protectionSection(first.protection),
     statsSection(stats),
     h('section', { class: 'card' },
       h('h2', { text: 'Requests' }),

@@ -1,0 +1,233 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/apisessions/apisessions/protect"
+	"github.com/apisessions/apisessions/protect/manual"
+	"github.com/apisessions/apisessions/sessions"
+)
+
+// bucketScript takes a token from a rate-limit bucket shared by every replica, by Redis's
+// clock so that replicas whose clocks differ agree. The state is "tokens last" (seconds, with
+// microseconds); it expires once the bucket would be full again, plus a minute.
+//
+// KEYS[1] the bucket; ARGV: tokens per second, the bucket's size. Returns {1 or 0, tokens left}.
+var bucketScript = NewScript(`
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local tokens, last = burst, now
+local v = redis.call('GET', KEYS[1])
+if v then
+  local a, b = string.match(v, '^(%S+) (%S+)$')
+  if a then tokens, last = tonumber(a), tonumber(b) end
+end
+if now > last then
+  tokens = math.min(burst, tokens + (now - last) * rate)
+  last = now
+end
+local ok = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  ok = 1
+end
+redis.call('SET', KEYS[1], string.format('%.6f %.6f', tokens, last), 'EX', math.ceil(burst / rate) + 60)
+return {ok, string.format('%.6f', tokens)}
+`)
+
+// Protection is the protection state replicas share: rate-limit buckets taken in the request's
+// one round trip, and manual blocks kept in Redis and pushed to every replica.
+type Protection struct{ c *Client }
+
+var _ protect.Shared = (*Protection)(nil)
+
+// Protection returns the shared protection state of c.
+func (c *Client) Protection() *Protection { return &Protection{c: c} }
+
+// Bounds of the shared audit log.
+const (
+	auditPerID = 100
+	auditKeep  = 400 * 24 * time.Hour
+)
+
+// Decide sends, in one pipelined round trip, the read of session's part state (when readPart)
+// and a take from each bucket; it fills each take's OK and Left. ok is false when Redis did
+// not answer in time, and the caller decides on its own state.
+func (p *Protection) Decide(ctx context.Context, session string, readPart bool, takes []protect.Take) (st sessions.PartState, found, ok bool) {
+	b := p.c.NewBatch(OpPeek)
+	var pr PartRead
+	if readPart {
+		pr = b.ReadPart(session)
+	}
+	cmds := make([]*redis.Cmd, len(takes))
+	for i, t := range takes {
+		cmds[i] = b.run(bucketScript, []string{p.c.key("bucket", bucketID(t))}, strconv.FormatFloat(t.PerSecond, 'g', -1, 64), strconv.FormatFloat(t.Burst, 'g', -1, 64))
+	}
+	if !b.Exec(ctx) {
+		return st, false, false
+	}
+	for i, cmd := range cmds {
+		vals, err := cmd.Slice()
+		if err != nil || len(vals) != 2 {
+			p.c.count(OpPeek, errors.Join(errBucket, err))
+			return st, false, false
+		}
+		n, _ := vals[0].(int64)
+		s, _ := vals[1].(string)
+		left, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			p.c.count(OpPeek, errBucket)
+			return st, false, false
+		}
+		takes[i].OK, takes[i].Left = n == 1, left
+	}
+	if !readPart {
+		return st, false, true
+	}
+	st, found, err := pr.State()
+	if err != nil {
+		p.c.count(OpPeek, err)
+		return st, false, false
+	}
+	return st, found, true
+}
+
+var errBucket = errors.New("unreadable bucket answer")
+
+// bucketID names a bucket by its rule, subject and route; subject (a user may be long) and
+// route are hashed so that the key stays short whatever the request carried.
+func bucketID(t protect.Take) string {
+	h := fnv.New64a()
+	h.Write([]byte(t.Subject))
+	if t.Route != "" {
+		h.Write([]byte{0})
+		h.Write([]byte(t.Route))
+	}
+	return t.Rule + ":" + strconv.FormatUint(h.Sum64(), 16)
+}
+
+// blockField is a block's field in the blocks hash and its message on the channel.
+func blockField(kind, id string) string { return kind + ":" + id }
+
+// PutBlock keeps a block in Redis, appends its audit entry and tells every replica.
+func (p *Protection) PutBlock(ctx context.Context, b manual.Block, e manual.AuditEntry) error {
+	v, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return p.change(ctx, e, func(pipe redis.Pipeliner, field string) {
+		pipe.HSet(ctx, p.c.prefix+"blocks", field, v)
+	})
+}
+
+// DeleteBlock removes a block from Redis, appends its audit entry and tells every replica.
+func (p *Protection) DeleteBlock(ctx context.Context, kind, id string, e manual.AuditEntry) error {
+	return p.change(ctx, e, func(pipe redis.Pipeliner, field string) {
+		pipe.HDel(ctx, p.c.prefix+"blocks", field)
+	})
+}
+
+func (p *Protection) change(ctx context.Context, e manual.AuditEntry, op func(redis.Pipeliner, string)) error {
+	a, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(p.c.timeout, time.Second))
+	defer cancel()
+	field := blockField(e.Kind, e.ID)
+	audit := p.c.key("audit", field)
+	_, err = p.c.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		op(pipe, field)
+		pipe.RPush(ctx, audit, a)
+		pipe.LTrim(ctx, audit, -auditPerID, -1)
+		pipe.PExpire(ctx, audit, auditKeep)
+		pipe.Publish(ctx, p.c.prefix+"blocks", field)
+		return nil
+	})
+	return err
+}
+
+// Audit reads the shared audit log of a session or a user, oldest first.
+func (p *Protection) Audit(ctx context.Context, kind, id string) ([]manual.AuditEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(p.c.timeout, time.Second))
+	defer cancel()
+	vals, err := p.c.rdb.LRange(ctx, p.c.key("audit", blockField(kind, id)), 0, -1).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]manual.AuditEntry, 0, len(vals))
+	for _, v := range vals {
+		var e manual.AuditEntry
+		if json.Unmarshal([]byte(v), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// Blocks reads every block kept in Redis.
+func (p *Protection) Blocks(ctx context.Context) ([]manual.Block, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(p.c.timeout, 5*time.Second))
+	defer cancel()
+	m, err := p.c.rdb.HGetAll(ctx, p.c.prefix+"blocks").Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]manual.Block, 0, len(m))
+	for field, v := range m {
+		var b manual.Block
+		if json.Unmarshal([]byte(v), &b) == nil && blockField(b.Kind, b.ID) == field {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// Block reads one block; found is false when Redis holds none for kind and id.
+func (p *Protection) Block(ctx context.Context, kind, id string) (b manual.Block, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, max(p.c.timeout, time.Second))
+	defer cancel()
+	v, err := p.c.rdb.HGet(ctx, p.c.prefix+"blocks", blockField(kind, id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return b, false, nil
+	}
+	if err != nil {
+		return b, false, err
+	}
+	if err := json.Unmarshal([]byte(v), &b); err != nil {
+		return b, false, err
+	}
+	return b, true, nil
+}
+
+// WatchBlocks calls changed with the kind and id of every block another replica (or this one)
+// changes, until ctx ends. A subscription that breaks is made again by the client; what
+// changed meanwhile is caught by the caller's periodic reload.
+func (p *Protection) WatchBlocks(ctx context.Context, changed func(kind, id string)) {
+	sub := p.c.rdb.Subscribe(ctx, p.c.prefix+"blocks")
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			kind, id, found := strings.Cut(m.Payload, ":")
+			if found {
+				changed(kind, id)
+			}
+		}
+	}
+}
