@@ -1,10 +1,6 @@
 package otlp
 
 import (
-	"net/url"
-	"slices"
-	"strings"
-
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sinks"
 )
@@ -47,15 +43,9 @@ func DefaultConfig() *Config {
 // names and values that cannot be sent, and TLS keys that do not fit. It never echoes a header
 // value or an endpoint that holds a credential.
 func (c *Config) Validate(check *config.SinkCheck) {
-	u, err := url.Parse(c.Endpoint)
-	switch {
-	case c.Endpoint == "":
-		check.Errorf("endpoint", "is missing; write the receiver's URL, e.g. https://otel-collector:4317")
-	case err == nil && u.User != nil:
-		check.Errorf("endpoint", "holds a user name or password; send credentials in headers instead, e.g. authorization: \"Bearer ${OTLP_TOKEN}\"")
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		check.Errorf("endpoint", "%s is not an http or https URL; write e.g. https://otel-collector:4317 (http:// for plaintext)", check.Show("endpoint", c.Endpoint))
-	case c.Protocol == ProtocolGRPC && u.Path != "" && u.Path != "/":
+	u := sinks.CheckHTTPURL(check, "endpoint", c.Endpoint, "the receiver's URL, e.g. https://otel-collector:4317",
+		"https://otel-collector:4317 (http:// for plaintext)", `authorization: "Bearer ${OTLP_TOKEN}"`)
+	if u != nil && c.Protocol == ProtocolGRPC && u.Path != "" && u.Path != "/" {
 		check.Errorf("endpoint", "a gRPC endpoint has no path; write the scheme, host and port only, e.g. https://otel-collector:4317")
 	}
 	if c.Protocol != ProtocolGRPC && c.Protocol != ProtocolHTTP {
@@ -64,24 +54,11 @@ func (c *Config) Validate(check *config.SinkCheck) {
 	if c.Compression != "gzip" && c.Compression != "none" {
 		check.Errorf("compression", "%q is not a compression; use gzip or none", c.Compression)
 	}
-	names := make([]string, 0, len(c.Headers))
-	for name := range c.Headers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		key := "headers." + name
-		if !config.ValidToken(name) {
-			check.Errorf(key, "%q is not a valid header name; use letters, digits and - (e.g. authorization)", name)
-		}
-		if strings.ContainsAny(c.Headers[name], "\r\n\x00") {
-			check.Errorf(key, "the value holds a line break or NUL, which cannot be sent in a header; remove it")
-		}
-	}
+	sinks.CheckHeaders(check, c.Headers, nil, Type, "authorization")
 	if c.ServiceName == "" {
 		check.Errorf("service_name", "is empty; name the service the records come from, e.g. apisessions")
 	}
-	if c.TLS.IsSet() && err == nil && u.Scheme == "http" {
+	if c.TLS.IsSet() && u != nil && u.Scheme == "http" {
 		check.Errorf("tls", "applies to https endpoints only; use an https endpoint or remove tls")
 	}
 	c.TLS.Validate(check, "tls")

@@ -1,10 +1,6 @@
 package webhook
 
 import (
-	"net/url"
-	"slices"
-	"strings"
-
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sinks"
 )
@@ -37,35 +33,10 @@ var reservedHeaders = []string{"content-type", "content-encoding", "content-leng
 // and TLS keys that do not fit together or with the URL. It never echoes a header value or
 // a URL that holds a credential.
 func (c *Config) Validate(check *config.SinkCheck) {
-	u, err := url.Parse(c.URL)
-	switch {
-	case c.URL == "":
-		check.Errorf("url", "is missing; write the endpoint that receives the batches, e.g. https://siem.example.com/ingest")
-	case err == nil && u.User != nil:
-		// Never echo it: the URL holds a credential.
-		check.Errorf("url", "holds a user name or password; send credentials in headers instead, e.g. Authorization: \"Bearer ${SIEM_TOKEN}\"")
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		check.Errorf("url", "%s is not an http or https URL; write e.g. https://siem.example.com/ingest", check.Show("url", c.URL))
-	}
-	names := make([]string, 0, len(c.Headers))
-	for name := range c.Headers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		key := "headers." + name
-		switch {
-		case !config.ValidToken(name):
-			check.Errorf(key, "%q is not a valid header name; use letters, digits and - (e.g. Authorization)", name)
-		case slices.Contains(reservedHeaders, strings.ToLower(name)):
-			check.Errorf(key, "is set by the webhook sink itself; remove it")
-		}
-		if strings.ContainsAny(c.Headers[name], "\r\n\x00") {
-			// Never echo the value: it may be a credential.
-			check.Errorf(key, "the value holds a line break or NUL, which cannot be sent in a header; remove it")
-		}
-	}
-	if c.TLS.IsSet() && err == nil && u.Scheme == "http" {
+	u := sinks.CheckHTTPURL(check, "url", c.URL, "the endpoint that receives the batches, e.g. https://siem.example.com/ingest",
+		"https://siem.example.com/ingest", `Authorization: "Bearer ${SIEM_TOKEN}"`)
+	sinks.CheckHeaders(check, c.Headers, reservedHeaders, Type, "Authorization")
+	if c.TLS.IsSet() && u != nil && u.Scheme == "http" {
 		check.Errorf("tls", "applies to https URLs only; use an https URL or remove tls")
 	}
 	c.TLS.Validate(check, "tls")
