@@ -122,6 +122,20 @@ type Sessions struct {
 	LookupCacheMB int `yaml:"lookup_cache_mb"`
 	// SnapshotInterval is how often a live part that changed emits its session record.
 	SnapshotInterval Duration `yaml:"snapshot_interval"`
+	// Stitch says which kinds of link join the values of one client's identifier.
+	Stitch Stitch `yaml:"stitch"`
+}
+
+// Stitch turns each kind of stitching on or off and bounds the table of links.
+type Stitch struct {
+	// Rotation links a value a response issues to the session of the identifier its request
+	// carried (rotated session cookies, refreshed tokens).
+	Rotation bool `yaml:"rotation"`
+	// Login links a value a response issues to the anonymous session (fallback key or a
+	// first-party cookie) of the request that received it.
+	Login bool `yaml:"login"`
+	// MaxLinks bounds the links held in memory; the least recently used goes first.
+	MaxLinks int `yaml:"max_links"`
 }
 
 // Parameter is one session context parameter; with Group it is also a grouping key.

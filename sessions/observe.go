@@ -50,11 +50,19 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	var secretsBuf [8]redact.Secret
 	ps, secrets := s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])
 	c := s.resolveClient(x)
-	if !ps.grouped {
-		ps.session, ps.key = s.resolveRest(v, &c, e.hash)
-	}
 	t := startTime(x, e.now)
+	car := e.carriedOf(s, v, &c, &ps, t)
+	issued := ps.issued
+	if x.ResponseSeen && s.builtin {
+		issued = s.issuedBuiltin(v, e.hash, issued)
+	}
+	st := e.stitch(s, car, issued, ps.respFirst, t)
+	ps.session, ps.key = st.session, st.key
 	rec := newRequest(x, t, &c, &ps)
+	if st.from != "" {
+		rec.ContinuedFrom = &record.Continued{Session: st.from, Kind: st.kind}
+	}
+	rec.Linked = st.linked
 	flows := e.enrich(s, v, x, rec, secrets)
 	e.observed.Add(1)
 	if e.closed.Load() {
@@ -77,6 +85,16 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	defer v.Release()
 	session, key = s.group(v, x, e.hash)
 	t := startTime(x, e.now)
+	if key.Source == record.SourceFallback && s.builtin {
+		if car, ok := e.learned(s, v, t, false); ok {
+			session, key = car.session, car.key
+		}
+	}
+	if key.Source != record.SourceFallback {
+		if l, ok := e.links.lookup(session, t, s.rules.idle, false); ok && l.follows() {
+			session = l.root
+		}
+	}
 	if e.shared != nil {
 		if st, found, ok := e.readShared(session, t); ok {
 			return session, s.rules.peekShared(&st, found, t), key
@@ -134,6 +152,15 @@ type params struct {
 	grouped bool
 	session string
 	key     record.Key
+	// reqGrouped is true when a request-side grouping parameter worked; reqSession and reqKey
+	// are the first one's. respFirst is true when the first grouping parameter that worked
+	// reads the response, and issued holds the values of the response-side grouping
+	// parameters (the values the response issued), in file order.
+	reqGrouped bool
+	reqSession string
+	reqKey     record.Key
+	respFirst  bool
+	issued     []issuedValue
 	// The rest is filled when reading all parameters.
 	user, role string
 	values     map[string]string // exported values by parameter name; nil when none
@@ -159,7 +186,11 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 		}
 		if !rd.all {
 			ps.grouped, ps.session, ps.key = true, h.sessionID(val), p.key
+			ps.reqGrouped, ps.reqSession, ps.reqKey = true, ps.session, p.key
 			return ps, secrets
+		}
+		if p.group {
+			ps.groupValue(p, val, h)
 		}
 		out := ps.add(p, val, h, len(s.params))
 		if p.hashed && len(secrets) < maxSecrets {
@@ -167,6 +198,23 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 		}
 	}
 	return ps, secrets
+}
+
+// groupValue notes the value of grouping parameter p as carried by the request or issued by
+// the response.
+func (ps *params) groupValue(p *param, val string, h *hasher) {
+	if p.side == extract.Response {
+		if !ps.grouped {
+			ps.respFirst = true
+		}
+		if len(ps.issued) < maxIssued {
+			ps.issued = append(ps.issued, issuedValue{session: h.sessionID(val), key: p.key, name: "param:" + p.name})
+		}
+		return
+	}
+	if !ps.reqGrouped {
+		ps.reqGrouped, ps.reqSession, ps.reqKey = true, h.sessionID(val), p.key
+	}
 }
 
 // add takes the value of parameter p and returns it as exported; n is the number of
@@ -301,6 +349,7 @@ func (e *Engine) updatePart(s *snapshot, rec *record.Request, flows flowMask, t 
 		bytesOut:  rec.ResponseBytes,
 		flows:     flows,
 		malicious: rec.Malicious,
+		linked:    rec.Linked,
 	}
 	if e.shared != nil {
 		if st, ok := e.shared.ObservePart(context.Background(), rec.Session, s.rules.sharedQuery(t)); ok {

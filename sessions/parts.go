@@ -92,8 +92,10 @@ type part struct {
 	requests, malicious int64
 	bytesIn, bytesOut   int64
 
-	seq  uint32
-	nIPs uint8
+	seq uint32
+	// linked counts the values linked into the part (stitching).
+	linked uint32
+	nIPs   uint8
 	// live is false for a part ended by idle_timeout: the entry stays, without its counters,
 	// until its day ends, so that the next part of the same day is numbered ".N+1".
 	live bool
@@ -133,6 +135,7 @@ type hit struct {
 	bytesOut  int64
 	flows     flowMask
 	malicious bool
+	linked    int
 }
 
 // newPart opens part seq of the day of h.t; sh shares its day and key.
@@ -198,6 +201,7 @@ func (p *part) add(h *hit, in *interner) {
 	}
 	p.bytesIn += h.bytesIn
 	p.bytesOut += h.bytesOut
+	p.linked += uint32(max(0, h.linked))
 	p.dirty = true
 }
 
@@ -247,6 +251,7 @@ func (p *part) sessionRecord(final bool, reason string) *record.Session {
 		Malicious:  int(p.malicious),
 		BytesIn:    p.bytesIn,
 		BytesOut:   p.bytesOut,
+		Linked:     int(p.linked),
 		Final:      final,
 		EndReason:  reason,
 	}
@@ -406,6 +411,16 @@ func (t *table) observeShared(id string, h *hit, st *PartState, out []record.Rec
 	out = append(out, sh.takePending()...)
 	sh.mu.Unlock()
 	return name, out
+}
+
+// live reports whether session id has a live part that a request at tm would join.
+func (t *table) live(id string, tm time.Time, r *partRules) bool {
+	sh := t.shardOf(id)
+	sh.mu.Lock()
+	p, ok := sh.lru.Peek(id)
+	live := ok && p.live && r.endReason(p, tm) == ""
+	sh.mu.Unlock()
+	return live
 }
 
 // peek names the part a request at time tm would join, changing nothing.

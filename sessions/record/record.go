@@ -66,6 +66,20 @@ type Request struct {
 	Malicious     bool              `json:"malicious,omitempty"`
 	Attack        *Attack           `json:"attack,omitempty"`
 	Partial       bool              `json:"partial,omitempty"`
+	// ContinuedFrom is set when the value the request carried was linked to the session of
+	// another value (stitching): the session id that value has of its own, and how it was
+	// linked.
+	ContinuedFrom *Continued `json:"continued_from,omitempty"`
+	// Linked counts the values this request's response linked into its session.
+	Linked int `json:"linked,omitempty"`
+}
+
+// Continued says which session a request's value continues from.
+type Continued struct {
+	// Session is the session id the carried value has of its own (never the value).
+	Session string `json:"session"`
+	// Kind is "rotation" or "login".
+	Kind string `json:"kind"`
 }
 
 // SessionID implements Record.
@@ -107,7 +121,9 @@ type Session struct {
 	Malicious  int            `json:"malicious"`
 	BytesIn    int64          `json:"bytes_in"`
 	BytesOut   int64          `json:"bytes_out"`
-	Final      bool           `json:"final"`
+	// Linked counts the values linked into the part (stitching).
+	Linked int  `json:"linked,omitempty"`
+	Final  bool `json:"final"`
 	// EndReason says why a final part ended: "day", "idle", "evicted" or "shutdown".
 	EndReason string `json:"end_reason,omitempty"`
 }
