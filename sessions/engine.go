@@ -171,10 +171,14 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 	if maxLinks <= 0 {
 		maxLinks = config.DefaultMaxLinks
 	}
-	links, err := newLinkTable(maxLinks)
-	if err != nil {
-		cache.Close()
-		return nil, err
+	var links *linkTable
+	if s.SharedParts == nil {
+		// Links are not shared between replicas yet: with shared state, stitching decides
+		// from each exchange alone (unlinked), so that replicas agree.
+		if links, err = newLinkTable(maxLinks); err != nil {
+			cache.Close()
+			return nil, err
+		}
 	}
 	e := &Engine{
 		log:    s.Logger,
@@ -494,9 +498,11 @@ func (e *Engine) Stats() Stats {
 		RoutesCollapsed: e.routes.collapsed.Load(),
 		ParseErrors:     e.parseErrors.Counts(),
 	}
-	st.Links = e.links.len()
-	st.LinksRotation, st.LinksLogin = e.links.rotations.Load(), e.links.logins.Load()
-	st.LinksEvicted, st.LinksRefused = e.links.evictions.Load(), e.links.refused.Load()
+	if l := e.links; l != nil {
+		st.Links = l.len()
+		st.LinksRotation, st.LinksLogin = l.rotations.Load(), l.logins.Load()
+		st.LinksEvicted, st.LinksRefused = l.evictions.Load(), l.refused.Load()
+	}
 	cs := e.cache.Stats()
 	st.LookupCacheHits, st.LookupCacheMisses = cs.Hits, cs.Misses
 	return st
@@ -520,7 +526,9 @@ func (e *Engine) sweeper() {
 func (e *Engine) sweep(now time.Time) {
 	s := e.snap.Load()
 	e.parts.sweep(now, &s.rules, s.every, e.emit.Emit)
-	e.links.sweepShard(now, s.rules.idle)
+	if e.links != nil {
+		e.links.sweepShard(now, s.rules.idle)
+	}
 }
 
 // Close stops the sweeper, ends every live part with a final record (end_reason "shutdown")

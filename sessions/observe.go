@@ -90,7 +90,7 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 			session, key = car.session, car.key
 		}
 	}
-	if key.Source != record.SourceFallback {
+	if key.Source != record.SourceFallback && e.links != nil {
 		if l, ok := e.links.lookup(session, t, s.rules.idle, false); ok && l.follows() {
 			session = l.root
 		}

@@ -248,6 +248,9 @@ func (l *link) follows() bool { return l.kind == linkRotation || l.kind == linkL
 // cookies are hashed.
 func (e *Engine) learned(s *snapshot, v *extract.View, t time.Time, touch bool) (carried, bool) {
 	var out carried
+	if e.links == nil || !(s.stitchRotation || s.stitchLogin) {
+		return out, false
+	}
 	found, n := false, 0
 	v.EachCookie(func(name, val string) bool {
 		if builtinCookie(name) || tracker(name) || !idLike(val) {
@@ -309,6 +312,9 @@ func (e *Engine) carriedOf(s *snapshot, v *extract.View, c *client, ps *params, 
 func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst bool, t time.Time) stitching {
 	idle := s.rules.idle
 	st := stitching{session: c.session, key: c.key}
+	if e.links == nil || !(s.stitchRotation || s.stitchLogin) {
+		return unlinked(c, issued, respFirst)
+	}
 	if !c.fallback {
 		if l, ok := e.links.get(c.session, t, idle); ok && l.follows() && l.root != c.session {
 			st.session, st.from, st.kind = l.root, c.session, l.kind.name()
@@ -388,6 +394,25 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 		st = stitching{session: decide.session, key: decide.key}
 		if l, ok := e.links.get(decide.session, t, idle); ok && l.follows() && l.root != decide.session {
 			st.session, st.from, st.kind = l.root, decide.session, l.kind.name()
+		}
+	}
+	return st
+}
+
+// unlinked is stitch without links (both kinds off, or replicas sharing state, until links
+// are shared):
+// what the exchange alone says, so that every replica decides alike. A response-issued value
+// decides the session of a request that carried no identifier of its own, or when a
+// response-side grouping parameter comes first in file order; nothing is linked.
+func unlinked(c carried, issued []issuedValue, respFirst bool) stitching {
+	st := stitching{session: c.session, key: c.key}
+	for i := range issued {
+		iv := &issued[i]
+		if (respFirst && i == 0) || (c.anonymous && !respFirst && !iv.candidate) {
+			if iv.session != c.session {
+				return stitching{session: iv.session, key: iv.key}
+			}
+			return st
 		}
 	}
 	return st
