@@ -40,6 +40,7 @@ type collector struct {
 
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
+	links, linksMade, linksEvicted, linksRefused *prometheus.Desc
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 
@@ -77,6 +78,10 @@ func newCollector(src Sources) *collector {
 		liveParts:        desc("sessions", "active_parts", "Session parts held in memory now (bounded by sessions.max_live_parts)."),
 		routeHosts:       desc("sessions", "route_hosts", "Hosts with a route table of their own."),
 		routesCollapsed:  desc("sessions", "routes_collapsed_total", "Requests whose route was collapsed because the host's route table was full."),
+		links:            desc("sessions", "links", "Entries of the stitching link table (sessions.stitch.max_links)."),
+		linksMade:        desc("sessions", "links_total", "Values linked to another session by a response, by kind (rotation, login).", "kind"),
+		linksEvicted:     desc("sessions", "links_evicted_total", "Links evicted from the full link table before they expired."),
+		linksRefused:     desc("sessions", "links_refused_total", "Issued values not linked: already a session of their own, or issued to another session."),
 		lookupHits:       desc("", "lookup_cache_hits_total", "Lookups of decoded JWT claims answered by the lookup cache (sessions.lookup_cache_mb)."),
 		lookupMisses:     desc("", "lookup_cache_misses_total", "Lookups of decoded JWT claims that missed the lookup cache and decoded the token."),
 		parseErrors:      desc("", "parse_errors_total", "Values of recorded exchanges that could not be parsed and counted as absent parameters, by source: json_body, form_body (multipart), jwt, base64, json (decode: json).", "source"),
@@ -109,7 +114,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed,
-			c.lookupHits, c.lookupMisses, c.parseErrors} {
+			c.lookupHits, c.lookupMisses, c.parseErrors, c.links, c.linksMade, c.linksEvicted, c.linksRefused} {
 			ch <- d
 		}
 	}
@@ -143,6 +148,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.routeHosts, prometheus.GaugeValue, float64(s.RouteHosts))
 		ch <- counter(c.routesCollapsed, s.RoutesCollapsed)
 		ch <- counter(c.lookupHits, s.LookupCacheHits)
+		ch <- prometheus.MustNewConstMetric(c.links, prometheus.GaugeValue, float64(s.Links))
+		ch <- prometheus.MustNewConstMetric(c.linksMade, prometheus.CounterValue, float64(s.LinksRotation), "rotation")
+		ch <- prometheus.MustNewConstMetric(c.linksMade, prometheus.CounterValue, float64(s.LinksLogin), "login")
+		ch <- counter(c.linksEvicted, s.LinksEvicted)
+		ch <- counter(c.linksRefused, s.LinksRefused)
 		ch <- counter(c.lookupMisses, s.LookupCacheMisses)
 		for i, n := range s.ParseErrors {
 			ch <- prometheus.MustNewConstMetric(c.parseErrors, prometheus.CounterValue, float64(n), extract.ParseSourceNames[i])
