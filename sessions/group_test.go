@@ -319,7 +319,12 @@ func TestGrouping(t *testing.T) {
 				auth, _ := x.RequestHeader("authorization")
 				want = wantID(strings.TrimPrefix(auth, "Bearer "))
 			}
+			// Peek, before Observe changes any state, must say what Observe decides.
+			ps, _, pk := e.Peek(x)
 			rec := e.observe(x)
+			if ps != rec.Session || pk != rec.Key {
+				t.Errorf("%s: Peek = %s %v, want %s %v as Observe", tc.name, ps, pk, rec.Session, rec.Key)
+			}
 			if rec.Key != tc.wantKey {
 				t.Errorf("%s: key = %v, want %v", tc.name, rec.Key, tc.wantKey)
 			}
@@ -338,13 +343,18 @@ func TestGrouping(t *testing.T) {
 	}
 }
 
-func TestPeekIgnoresResponseAndChangesNothing(t *testing.T) {
+// At the response Peek says what Observe will decide (the response-side key, whose value
+// continues the query token's session) and changes nothing: no part, no record, no link.
+func TestPeekAtTheResponseChangesNothing(t *testing.T) {
 	t.Parallel()
 	e, em, _ := newTestEngine(t, testConfig(t, seedParams...))
 	x := withResponse(exchange("POST", "/login?token=q"), 200, `{"token":"r"}`)
 	s, part, key := e.Peek(x)
-	if s != wantID("q") || key.Name != "query_token" {
-		t.Errorf("Peek = %s %v, want the request-side key query_token", s, key)
+	if s != wantID("q") || key.Name != "login_token" {
+		t.Errorf("Peek = %s %v, want %s by login_token", s, key, wantID("q"))
+	}
+	if n := e.links.len(); n != 0 {
+		t.Errorf("Peek left %d links, want none", n)
 	}
 	if part != "2026-11-22" {
 		t.Errorf("Peek part = %q, want 2026-11-22", part)

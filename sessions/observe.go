@@ -51,12 +51,12 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	ps, secrets := s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])
 	c := s.resolveClient(x)
 	t := startTime(x, e.now)
-	car := e.carriedOf(s, v, &c, &ps, t)
+	car := e.carriedOf(s, v, &c, &ps, t, true)
 	issued := ps.issued
 	if x.ResponseSeen && s.builtin {
 		issued = s.issuedBuiltin(v, e.hash, issued)
 	}
-	st := e.stitch(s, car, issued, ps.respFirst, t)
+	st := e.stitch(s, car, issued, ps.respFirst, t, false)
 	ps.session, ps.key = st.session, st.key
 	rec := newRequest(x, t, &c, &ps)
 	if st.from != "" {
@@ -77,22 +77,38 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	return rec
 }
 
-// Peek groups an exchange by its request side only, for inline mode's header at request time.
-// It names the part the request would join without changing any state.
+// Peek groups an exchange for inline mode's answers without changing any state: by its
+// request side at request time, and once the response is seen (ResponseSeen) as Observe will,
+// with the values the response issues and the links they would make. It names the part the
+// request would join.
 func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key) {
 	s := e.snap.Load()
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
-	session, key = s.group(v, x, e.hash)
 	t := startTime(x, e.now)
-	if key.Source == record.SourceFallback && s.builtin {
-		if car, ok := e.learned(s, v, t, false); ok {
-			session, key = car.session, car.key
+	if x.ResponseSeen {
+		// At the response: what Observe will decide, the response's issued values and links
+		// included, so that the response-phase answer carries the final id.
+		ps, _ := s.readParams(v, e.hash, reading{all: true, response: true}, nil)
+		c := s.resolveClient(x)
+		car := e.carriedOf(s, v, &c, &ps, t, false)
+		issued := ps.issued
+		if s.builtin {
+			issued = s.issuedBuiltin(v, e.hash, issued)
 		}
-	}
-	if key.Source != record.SourceFallback && e.links != nil {
-		if l, ok := e.links.lookup(session, t, s.rules.idle, false); ok && l.follows() {
-			session = l.root
+		st := e.stitch(s, car, issued, ps.respFirst, t, true)
+		session, key = st.session, st.key
+	} else {
+		session, key = s.group(v, x, e.hash)
+		if key.Source == record.SourceFallback && s.builtin {
+			if car, ok := e.learned(s, v, t, false); ok {
+				session, key = car.session, car.key
+			}
+		}
+		if key.Source != record.SourceFallback && e.links != nil {
+			if l, ok := e.links.lookup(session, t, s.rules.idle, false); ok && l.follows() {
+				session = l.root
+			}
 		}
 	}
 	if e.shared != nil {

@@ -273,7 +273,7 @@ func (e *Engine) learned(s *snapshot, v *extract.View, t time.Time, touch bool) 
 // carriedOf is what the request of an exchange carries: its first request-side grouping
 // parameter, else a built-in identifier, else a first-party cookie a response issued, else the
 // fallback of client c.
-func (e *Engine) carriedOf(s *snapshot, v *extract.View, c *client, ps *params, t time.Time) carried {
+func (e *Engine) carriedOf(s *snapshot, v *extract.View, c *client, ps *params, t time.Time, touch bool) carried {
 	if ps.reqGrouped {
 		return carried{session: ps.reqSession, key: ps.reqKey, name: "param:" + ps.reqKey.Name}
 	}
@@ -281,7 +281,7 @@ func (e *Engine) carriedOf(s *snapshot, v *extract.View, c *client, ps *params, 
 		if val, key, ok := groupBuiltin(v); ok {
 			return carried{session: e.hash.sessionID(val), key: key, name: key.Name}
 		}
-		if car, ok := e.learned(s, v, t, true); ok {
+		if car, ok := e.learned(s, v, t, touch); ok {
 			return car
 		}
 	}
@@ -309,14 +309,14 @@ func (e *Engine) carriedOf(s *snapshot, v *extract.View, c *client, ps *params, 
 // A value is linked only when it has no live entry (the first link wins; a value issued to
 // two sessions is marked ambiguous and never followed) and no live part of its own (it is
 // not already some client's session). A request alone never links anything.
-func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst bool, t time.Time) stitching {
+func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst bool, t time.Time, dry bool) stitching {
 	idle := s.rules.idle
 	st := stitching{session: c.session, key: c.key}
 	if e.links == nil || !(s.stitchRotation || s.stitchLogin) {
 		return unlinked(c, issued, respFirst)
 	}
 	if !c.fallback {
-		if l, ok := e.links.get(c.session, t, idle); ok && l.follows() && l.root != c.session {
+		if l, ok := e.links.lookup(c.session, t, idle, !dry); ok && l.follows() && l.root != c.session {
 			st.session, st.from, st.kind = l.root, c.session, l.kind.name()
 		}
 	}
@@ -333,8 +333,8 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 		if iv.session == c.session || iv.session == st.session {
 			continue
 		}
-		if l, ok := e.links.get(iv.session, t, idle); ok {
-			if l.root != st.session {
+		if l, ok := e.links.lookup(iv.session, t, idle, !dry); ok {
+			if l.root != st.session && !dry {
 				// Issued before to another session: put marks it ambiguous.
 				e.links.put(iv.session, mk(st.session, linkIssued), t, idle)
 				e.links.refused.Add(1)
@@ -342,7 +342,9 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 			continue
 		}
 		if e.parts.live(iv.session, t, &s.rules) {
-			e.links.refused.Add(1)
+			if !dry {
+				e.links.refused.Add(1)
+			}
 			continue
 		}
 		fresh = append(fresh, iv)
@@ -352,12 +354,24 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 		linkable = s.stitchLogin
 	}
 	if linkable && len(fresh) > 0 && c.fallback {
-		linkable = e.links.put(claimKey(c.session), mk(c.session, linkClaim), t, idle)
+		if dry {
+			_, claimed := e.links.lookup(claimKey(c.session), t, idle, false)
+			linkable = !claimed
+		} else {
+			linkable = e.links.put(claimKey(c.session), mk(c.session, linkClaim), t, idle)
+		}
 	}
 	if linkable && len(fresh) > 0 {
 		kind := linkRotation
 		if c.anonymous {
 			kind = linkLogin
+		}
+		if dry {
+			st.linked = len(fresh)
+			if respFirst {
+				st.key = issued[0].key
+			}
+			return st
 		}
 		for _, iv := range fresh {
 			if e.links.put(iv.session, mk(st.session, kind), t, idle) {
@@ -376,7 +390,9 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 		return st
 	}
 	for _, iv := range fresh {
-		e.links.put(iv.session, mk(iv.session, linkIssued), t, idle)
+		if !dry {
+			e.links.put(iv.session, mk(iv.session, linkIssued), t, idle)
+		}
 	}
 	var decide *issuedValue
 	switch {
@@ -392,7 +408,7 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 	}
 	if decide != nil {
 		st = stitching{session: decide.session, key: decide.key}
-		if l, ok := e.links.get(decide.session, t, idle); ok && l.follows() && l.root != decide.session {
+		if l, ok := e.links.lookup(decide.session, t, idle, !dry); ok && l.follows() && l.root != decide.session {
 			st.session, st.from, st.kind = l.root, decide.session, l.kind.name()
 		}
 	}
