@@ -21,8 +21,13 @@ var TrackerCookies = []string{
 	"optanon*", "euconsent*",
 }
 
-// tracker reports whether a cookie or header name is on TrackerCookies.
+// tracker reports whether a cookie or header name is on TrackerCookies, or names an
+// anti-CSRF token (it holds "csrf" or "xsrf"): those change with every page and say nothing
+// of the session.
 func tracker(name string) bool {
+	if containsFold(name, "csrf") || containsFold(name, "xsrf") {
+		return true
+	}
 	for _, t := range TrackerCookies {
 		if p, ok := strings.CutSuffix(t, "*"); ok {
 			if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
@@ -211,4 +216,14 @@ func refreshToken(v *extract.View) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// containsFold reports whether s holds the lower-case ASCII word sub, ignoring case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }

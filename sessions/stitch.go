@@ -353,13 +353,14 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 	if c.anonymous {
 		linkable = s.stitchLogin
 	}
+	claimed := false // the fallback session was joined by another login already
 	if linkable && len(fresh) > 0 && c.fallback {
 		if dry {
-			_, claimed := e.links.lookup(claimKey(c.session), t, idle, false)
-			linkable = !claimed
+			_, claimed = e.links.lookup(claimKey(c.session), t, idle, false)
 		} else {
-			linkable = e.links.put(claimKey(c.session), mk(c.session, linkClaim), t, idle)
+			claimed = !e.links.put(claimKey(c.session), mk(c.session, linkClaim), t, idle)
 		}
+		linkable = !claimed
 	}
 	if linkable && len(fresh) > 0 {
 		kind := linkRotation
@@ -390,7 +391,10 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 		return st
 	}
 	for _, iv := range fresh {
-		if !dry {
+		// A first-party cookie issued to a fallback session that a login already joined is
+		// not learned: it may be any of the clients behind that address and user agent, whose
+		// later requests then stay on the fallback rather than split from it.
+		if !dry && !(iv.candidate && claimed) {
 			e.links.put(iv.session, mk(iv.session, linkIssued), t, idle)
 		}
 	}
