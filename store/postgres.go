@@ -120,6 +120,9 @@ var pgMigrations = []string{
 		at BIGINT NOT NULL
 	);
 	CREATE INDEX batches_at ON batches (at);`,
+
+	// Version 2: parts sum the values their requests' responses linked (stitching).
+	`ALTER TABLE parts ADD COLUMN rows_linked BIGINT NOT NULL DEFAULT 0;`,
 }
 
 // pgLockMigrate is the advisory lock key under which a store migrates the schema, so that

@@ -131,6 +131,9 @@ var migrations = []migration{
 		at INTEGER NOT NULL
 	) WITHOUT ROWID;
 	CREATE INDEX batches_at ON batches (at);`).then(countValues),
+
+	// Version 4: parts sum the values their requests' responses linked (stitching).
+	sqlStep(`ALTER TABLE parts ADD COLUMN rows_linked INTEGER NOT NULL DEFAULT 0;`),
 }
 
 // then runs next after m in the same transaction.
