@@ -39,12 +39,13 @@ type collector struct {
 	streamsRefused, idleTimeouts, bodyBytesHeld, bodiesOverBudget *prometheus.Desc
 
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
+	sharedQueued, sharedQueueFull, partWorkerPanics,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
 	links, linksMade, linksEvicted, linksRefused *prometheus.Desc
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 
-	stateUp, stateErrors, stateSkipped, stateLate *prometheus.Desc
+	stateUp, stateErrors, stateSkipped, stateLate, stateJoins *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -82,6 +83,9 @@ func newCollector(src Sources) *collector {
 		linksMade:        desc("sessions", "links_total", "Values linked to another session by a response, by kind (rotation, login).", "kind"),
 		linksEvicted:     desc("sessions", "links_evicted_total", "Links evicted from the full link table before they expired."),
 		linksRefused:     desc("sessions", "links_refused_total", "Issued values not linked: already a session of their own, or issued to another session."),
+		sharedQueued:     desc("sessions", "shared_queued", "Requests waiting for a part worker to ask the shared state for their part (state.redis only)."),
+		sharedQueueFull:  desc("sessions", "shared_queue_full_total", "Requests whose part was decided locally because their part worker's queue was full (state.redis only)."),
+		partWorkerPanics: desc("sessions", "part_worker_panics_total", "Batches of requests a bug in a part worker cut short; their records are lost and logged."),
 		lookupHits:       desc("", "lookup_cache_hits_total", "Lookups of decoded JWT claims answered by the lookup cache (sessions.lookup_cache_mb)."),
 		lookupMisses:     desc("", "lookup_cache_misses_total", "Lookups of decoded JWT claims that missed the lookup cache and decoded the token."),
 		parseErrors:      desc("", "parse_errors_total", "Values of recorded exchanges that could not be parsed and counted as absent parameters, by source: json_body, form_body (multipart), jwt, base64, json (decode: json).", "source"),
@@ -97,6 +101,7 @@ func newCollector(src Sources) *collector {
 		stateErrors:  desc("state", "errors_total", "Round trips to the shared state that failed or passed state.redis.timeout, by op; each such request was decided locally.", "op"),
 		stateSkipped: desc("state", "skipped_total", "Requests decided locally without trying the shared state because it was down, by op.", "op"),
 		stateLate:    desc("state", "late_total", "Shared state answers dropped because they came after their request stopped waiting, by op.", "op"),
+		stateJoins:   desc("state", "part_joins_total", "Requests sent on the join path (no script) because the replica's own part said they join it, by outcome: joined, or refused (the shared state named another part; the script decided).", "outcome"),
 	}
 }
 
@@ -114,7 +119,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed,
-			c.lookupHits, c.lookupMisses, c.parseErrors, c.links, c.linksMade, c.linksEvicted, c.linksRefused} {
+			c.sharedQueued, c.sharedQueueFull, c.partWorkerPanics, c.lookupHits, c.lookupMisses, c.parseErrors,
+			c.links, c.linksMade, c.linksEvicted, c.linksRefused} {
 			ch <- d
 		}
 	}
@@ -131,6 +137,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.stateErrors
 		ch <- c.stateSkipped
 		ch <- c.stateLate
+		ch <- c.stateJoins
 	}
 }
 
@@ -147,6 +154,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.liveParts, prometheus.GaugeValue, float64(s.LiveParts))
 		ch <- prometheus.MustNewConstMetric(c.routeHosts, prometheus.GaugeValue, float64(s.RouteHosts))
 		ch <- counter(c.routesCollapsed, s.RoutesCollapsed)
+		ch <- prometheus.MustNewConstMetric(c.sharedQueued, prometheus.GaugeValue, float64(s.SharedQueued))
+		ch <- counter(c.sharedQueueFull, s.SharedQueueFull)
+		ch <- counter(c.partWorkerPanics, s.PartWorkerPanics)
 		ch <- counter(c.lookupHits, s.LookupCacheHits)
 		ch <- prometheus.MustNewConstMetric(c.links, prometheus.GaugeValue, float64(s.Links))
 		ch <- prometheus.MustNewConstMetric(c.linksMade, prometheus.CounterValue, float64(s.LinksRotation), "rotation")
@@ -201,6 +211,8 @@ func (c *collector) collectState(ch chan<- prometheus.Metric, s state.Stats) {
 		ch <- prometheus.MustNewConstMetric(c.stateSkipped, prometheus.CounterValue, float64(s.Skipped[op]), op.String())
 		ch <- prometheus.MustNewConstMetric(c.stateLate, prometheus.CounterValue, float64(s.Late[op]), op.String())
 	}
+	ch <- prometheus.MustNewConstMetric(c.stateJoins, prometheus.CounterValue, float64(s.Joins), "joined")
+	ch <- prometheus.MustNewConstMetric(c.stateJoins, prometheus.CounterValue, float64(s.JoinsRefused), "refused")
 }
 
 func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats) {

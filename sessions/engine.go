@@ -76,6 +76,7 @@ type Engine struct {
 	links     *linkTable
 	shared    SharedParts // nil: parts numbered locally
 	peeks     *peekReads  // with shared only
+	work      *partWork   // with shared only
 	snap      atomic.Pointer[snapshot]
 	hidden    []config.Parameter
 	routes    *routeTable
@@ -197,6 +198,7 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 	e.hashParam = e.hash.param
 	if e.shared != nil {
 		e.peeks = newPeekReads()
+		e.startPartWork()
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -472,6 +474,11 @@ type Stats struct {
 	// RoutesCollapsed is the number of requests whose route was collapsed because its host's
 	// route table was full.
 	RoutesCollapsed int64
+	// SharedQueued is the number of requests waiting for a part worker (shared state only);
+	// SharedQueueFull counts requests whose part was decided locally because their worker's
+	// queue was full; PartWorkerPanics counts batches a bug in a part worker cut short.
+	SharedQueued                      int
+	SharedQueueFull, PartWorkerPanics int64
 	// LookupCacheHits and LookupCacheMisses count lookups of decoded JWT claims in the lookup
 	// cache (sessions.lookup_cache_mb), Peek's included.
 	LookupCacheHits, LookupCacheMisses uint64
@@ -502,6 +509,11 @@ func (e *Engine) Stats() Stats {
 		st.Links = l.len()
 		st.LinksRotation, st.LinksLogin = l.rotations.Load(), l.logins.Load()
 		st.LinksEvicted, st.LinksRefused = l.evictions.Load(), l.refused.Load()
+	}
+	if e.work != nil {
+		st.SharedQueued = e.work.queued()
+		st.SharedQueueFull = e.work.full.Load()
+		st.PartWorkerPanics = e.work.panics.Load()
 	}
 	cs := e.cache.Stats()
 	st.LookupCacheHits, st.LookupCacheMisses = cs.Hits, cs.Misses
@@ -537,6 +549,9 @@ func (e *Engine) sweep(now time.Time) {
 func (e *Engine) Close() {
 	e.close.Do(func() {
 		e.closed.Store(true)
+		if e.work != nil {
+			e.work.close() // the queued requests join their parts before the parts end
+		}
 		close(e.stop)
 		<-e.done
 		e.parts.closeAll(record.EndShutdown, e.emit.Emit)

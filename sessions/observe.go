@@ -71,8 +71,13 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 		e.emit.Emit(rec)
 		return rec
 	}
+	h := newHit(rec, flows, t)
+	if e.work != nil && e.work.offer(partJob{rec: rec, h: h, rules: &s.rules}) {
+		return rec // a part worker names the part and emits the records
+	}
 	var buf [2]record.Record
-	finals := e.updatePart(s, rec, flows, t, buf[:0])
+	var finals []record.Record
+	rec.Part, finals = e.parts.observe(rec.Session, &h, &s.rules, buf[:0])
 	e.emitRecords(finals, rec)
 	return rec
 }
@@ -112,6 +117,13 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 		}
 	}
 	if e.shared != nil {
+		// The local live part answers when the request joins it: its last request is within
+		// the idle timeout and of the same day, so no request another replica saw in between
+		// can have opened a newer part (that would need a gap longer than the idle timeout).
+		// Otherwise (no local part, or a gap) the shared state is read.
+		if name, ok := e.parts.peekLive(session, t, &s.rules); ok {
+			return session, name, key
+		}
 		if st, found, ok := e.readShared(session, t); ok {
 			return session, s.rules.peekShared(&st, found, t), key
 		}
@@ -348,11 +360,11 @@ func capped(red *redact.Redactor, field string, cut bool) string {
 	return field
 }
 
-// updatePart is the part stage: the request joins its session's part, which may end the
-// previous part (day changed, idle time passed), and rec is given the part's name. It returns
-// the session records to emit, appended to out.
-func (e *Engine) updatePart(s *snapshot, rec *record.Request, flows flowMask, t time.Time, out []record.Record) []record.Record {
-	h := hit{
+// newHit is the part stage's view of a request: the request joins its session's part,
+// which may end the previous part (day changed, idle time passed), and the request record is
+// given the part's name (table.observe, or a part worker with shared state).
+func newHit(rec *record.Request, flows flowMask, t time.Time) hit {
+	return hit{
 		t:         t,
 		key:       rec.Key,
 		user:      rec.User,
@@ -367,14 +379,6 @@ func (e *Engine) updatePart(s *snapshot, rec *record.Request, flows flowMask, t 
 		malicious: rec.Malicious,
 		linked:    rec.Linked,
 	}
-	if e.shared != nil {
-		if st, ok := e.shared.ObservePart(context.Background(), rec.Session, s.rules.sharedQuery(t)); ok {
-			rec.Part, out = e.parts.observeShared(rec.Session, &h, &st, out)
-			return out
-		}
-	}
-	rec.Part, out = e.parts.observe(rec.Session, &h, &s.rules, out)
-	return out
 }
 
 // emitRecords is the last stage: the session records of the part update, then the request

@@ -104,6 +104,9 @@ type part struct {
 	ended bool
 	// dirty is true when the part changed since its last emitted record.
 	dirty bool
+	// shared is true when the shared state named the part at its latest request, so that
+	// the shared state's latest request is at least the part's (joinHint).
+	shared bool
 }
 
 // offset is t as the part keeps times: nanoseconds from the end of its day.
@@ -380,6 +383,7 @@ func (t *table) observe(id string, h *hit, r *partRules, out []record.Record) (s
 		}
 	}
 	p.add(h, &sh.in)
+	p.shared = false // decided here: the shared state, if any, did not see this request
 	name := p.name
 	out = append(out, sh.takePending()...)
 	sh.mu.Unlock()
@@ -408,6 +412,7 @@ func (t *table) observeShared(id string, h *hit, st *PartState, out []record.Rec
 		sh.lru.Add(id, p)
 	}
 	p.add(h, &sh.in)
+	p.shared = true
 	out = append(out, sh.takePending()...)
 	sh.mu.Unlock()
 	return name, out
@@ -421,6 +426,33 @@ func (t *table) live(id string, tm time.Time, r *partRules) bool {
 	live := ok && p.live && r.endReason(p, tm) == ""
 	sh.mu.Unlock()
 	return live
+}
+
+// joinHint is the number of the engine's live part of session id when a request at tm joins
+// it by the rule and the shared state named it at its latest request; else 0.
+func (t *table) joinHint(id string, tm time.Time, r *partRules) int {
+	sh := t.shardOf(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p, ok := sh.lru.Peek(id)
+	if !ok || !p.live || !p.shared || r.endReason(p, tm) != "" {
+		return 0
+	}
+	if day, _ := r.dayOf(tm); day != p.day() {
+		return 0
+	}
+	return int(p.seq)
+}
+
+// peekLive names the live part a request at time tm would join, when there is one.
+func (t *table) peekLive(id string, tm time.Time, r *partRules) (string, bool) {
+	sh := t.shardOf(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if p, ok := sh.lru.Peek(id); ok && p.live && r.endReason(p, tm) == "" {
+		return p.name, true
+	}
+	return "", false
 }
 
 // peek names the part a request at time tm would join, changing nothing.

@@ -8,17 +8,34 @@ import (
 )
 
 // SharedParts numbers session parts in state that replicas share (state.redis), so that
-// every replica names a request's part as one replica would. The engine calls it when a
-// stream ends (ObservePart) and for the inline answer's header (PeekPart). ok false means
-// the shared answer is unknown (unreachable, slow, unreadable): the engine then decides
-// locally, as without shared state.
+// every replica names a request's part as one replica would. The engine's part workers call
+// ObserveParts for the requests whose streams ended, many at once, off the streams' path;
+// Peek calls PeekPart for the inline answer when the local live part cannot answer. An
+// answer that is not ok (unreachable, slow, unreadable) leaves the request to the local rule,
+// as without shared state.
 type SharedParts interface {
-	// ObservePart applies the part rule of the live-part table to the shared state of
-	// session id for the request q, atomically, and returns the state after it.
-	ObservePart(ctx context.Context, id string, q PartQuery) (st PartState, ok bool)
+	// ObserveParts applies the part rule of the live-part table to the shared state of each
+	// update's session for its request, atomically per update and in the order given, and
+	// sets each update's State (the state after it) and OK.
+	ObserveParts(ctx context.Context, us []PartUpdate)
 	// PeekPart reads the shared state of session id without changing it; found is false
 	// when the session has none.
 	PeekPart(ctx context.Context, id string) (st PartState, found, ok bool)
+}
+
+// PartUpdate is one request's update of the shared part state: ID and Q go in, State and OK
+// come back.
+type PartUpdate struct {
+	ID string
+	Q  PartQuery
+	// JoinSeq, when not 0, is the engine's hint that the request joins its own live part,
+	// number JoinSeq of Q's day, which the shared state named and which the request joins by
+	// the rule (within the idle timeout of the part's latest request the replica knows of).
+	// The shared state may then settle the request without running the rule (it confirms
+	// the part and moves its latest request up), and must run the rule when it names another.
+	JoinSeq int
+	State   PartState
+	OK      bool
 }
 
 // PartQuery is one request as the part rule sees it.

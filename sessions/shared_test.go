@@ -19,14 +19,18 @@ type fakeShared struct {
 	found   bool
 	unknown bool
 	calls   []PartQuery
+	batches int
 	reads   int
 }
 
-func (f *fakeShared) ObservePart(_ context.Context, _ string, q PartQuery) (PartState, bool) {
+func (f *fakeShared) ObserveParts(_ context.Context, us []PartUpdate) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls = append(f.calls, q)
-	return f.next, !f.unknown
+	f.batches++
+	for i := range us {
+		f.calls = append(f.calls, us[i].Q)
+		us[i].State, us[i].OK = f.next, !f.unknown
+	}
 }
 
 func (f *fakeShared) PeekPart(context.Context, string) (PartState, bool, bool) {
@@ -52,7 +56,9 @@ func TestSharedPartsDecide(t *testing.T) {
 	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	end := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).Unix()
 	req := func(d time.Duration) *record.Request {
-		return e.observe(at(exchange("GET", "/", "x-session-id", "s1"), t0.Add(d)))
+		r := e.observe(at(exchange("GET", "/", "x-session-id", "s1"), t0.Add(d)))
+		e.work.flush() // a part worker names the part
+		return r
 	}
 
 	sh.next = PartState{Day: "2026-12-03", DayEnd: end, Seq: 2}
@@ -148,5 +154,100 @@ func TestSharedPeekReadsOncePerRequest(t *testing.T) {
 	e.Peek(at(exchange("GET", "/", "x-session-id", "s2"), t0))
 	if sh.reads != 3 {
 		t.Errorf("peeks of another request time and another session read %d times in all; want 3", sh.reads)
+	}
+}
+
+// TestSharedPeekLocalFirst: a request that joins the local live part is named by it without a
+// read of the shared state; after a gap longer than the idle timeout the shared state is read.
+func TestSharedPeekLocalFirst(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.Sessions.IdleTimeout = config.Duration(30 * time.Minute)
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	end := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	sh := &fakeShared{next: PartState{Day: "2026-12-03", DayEnd: end.Unix(), Seq: 2, LastSeen: int64(t0.Sub(end))}}
+	e, err := newEngine(cfg, Settings{HashKey: testKey, SharedParts: sh}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	e.observe(at(exchange("GET", "/", "x-session-id", "s1"), t0))
+	e.work.flush()
+	if _, part, _ := e.Peek(at(exchange("GET", "/", "x-session-id", "s1"), t0.Add(29*time.Minute))); part != "2026-12-03.2" || sh.reads != 0 {
+		t.Errorf("within the idle timeout: Peek names %s after %d shared reads; want the local 2026-12-03.2 and none", part, sh.reads)
+	}
+	sh.mu.Lock()
+	sh.peek, sh.found = PartState{Day: "2026-12-03", DayEnd: end.Unix(), Seq: 2, LastSeen: int64(t0.Add(20 * time.Minute).Sub(end))}, true
+	sh.mu.Unlock()
+	// Another replica saw a request at t0+20m: the shared state says the part goes on.
+	if _, part, _ := e.Peek(at(exchange("GET", "/", "x-session-id", "s1"), t0.Add(45*time.Minute))); part != "2026-12-03.2" || sh.reads != 1 {
+		t.Errorf("after a local gap: Peek names %s after %d shared reads; want the shared 2026-12-03.2 after 1", part, sh.reads)
+	}
+}
+
+// blockingShared answers like fakeShared once release is closed.
+type blockingShared struct {
+	fakeShared
+	release chan struct{}
+}
+
+func (b *blockingShared) ObserveParts(ctx context.Context, us []PartUpdate) {
+	<-b.release
+	b.fakeShared.ObserveParts(ctx, us)
+}
+
+// TestPartWorkers: requests queued while a round trip is out go together in the next one, in
+// the order their streams ended; a full queue decides locally and counts it; Close lets the
+// queued requests finish; no request record is lost on the way.
+func TestPartWorkers(t *testing.T) {
+	t.Parallel()
+	em := &fakeEmitter{}
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	end := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	sh := &blockingShared{release: make(chan struct{})}
+	sh.next = PartState{Day: "2026-12-03", DayEnd: end.Unix(), Seq: 1}
+	e, err := newEngine(testConfig(t), Settings{Emitter: em, HashKey: testKey, SharedParts: sh}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One session: one worker. The first request holds the worker in ObserveParts; the rest
+	// queue behind it until the queue is full.
+	// The worker holds between 1 and partBatch requests in the batch that waits.
+	n := partQueue + partBatch + 50
+	for i := range n {
+		e.observe(at(exchange("GET", "/", "x-session-id", "s1"), t0.Add(time.Duration(i)*time.Millisecond)))
+	}
+	full := e.Stats().SharedQueueFull
+	if lo, hi := int64(n-partQueue-partBatch), int64(n-partQueue); full < lo || full > hi {
+		t.Errorf("SharedQueueFull = %d with %d requests, a queue of %d and a batch of up to %d waiting; want %d to %d", full, n, partQueue, partBatch, lo, hi)
+	}
+	close(sh.release)
+	e.Close()
+	var reqs []*record.Request
+	for _, r := range em.take() {
+		if q, ok := r.(*record.Request); ok {
+			reqs = append(reqs, q)
+		}
+	}
+	if len(reqs) != n {
+		t.Fatalf("%d request records emitted; want all %d", len(reqs), n)
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if int64(len(sh.calls)) != int64(n)-full {
+		t.Errorf("%d requests sent to the shared state; want %d (all but the %d decided locally)", len(sh.calls), int64(n)-full, full)
+	}
+	if sh.batches > 1+(partQueue+partBatch-1)/partBatch+1 {
+		t.Errorf("%d calls of ObserveParts for %d queued requests; want them in batches of up to %d", sh.batches, len(sh.calls), partBatch)
+	}
+	for i := 1; i < len(sh.calls); i++ {
+		if sh.calls[i].T.Before(sh.calls[i-1].T) {
+			t.Fatalf("request %d sent before request %d: a session's requests must keep their order", i, i-1)
+		}
+	}
+	for _, q := range reqs {
+		if q.Part != "2026-12-03" {
+			t.Fatalf("request record of %v in part %q; want 2026-12-03", q.Time, q.Part)
+		}
 	}
 }

@@ -154,6 +154,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // BenchmarkEnginePeek is the engine's Peek (the inline answer's session and part) without and
 // with the shared state, 64 at once: the difference is what Redis adds to an inline answer.
+// "redis" peeks sessions the engine served (its own live parts answer); "redis-remote" peeks
+// sessions that only another replica served, so every Peek reads Redis.
 func BenchmarkEnginePeek(b *testing.B) {
 	c, _ := newTestClient(b, testRedis(b), nil)
 	xs := make([]*traffic.Exchange, 4096)
@@ -161,15 +163,20 @@ func BenchmarkEnginePeek(b *testing.B) {
 	for i := range xs {
 		xs[i] = request(fmt.Sprint("user-", i), at)
 	}
-	for _, mode := range []string{"local", "redis"} {
+	for _, mode := range []string{"local", "redis", "redis-remote"} {
 		var shared sessions.SharedParts
-		if mode == "redis" {
+		if mode != "local" {
 			shared = c.Parts()
 		}
 		e, _ := newTestEngine(b, 30*time.Minute, shared)
-		for _, x := range xs {
-			e.Observe(x)
+		served := e
+		if mode == "redis-remote" {
+			served, _ = newTestEngine(b, 30*time.Minute, shared)
 		}
+		for _, x := range xs {
+			served.Observe(x)
+		}
+		served.Flush()
 		for _, conc := range []int{1, concurrency} {
 			b.Run(fmt.Sprintf("%s/conc=%d", mode, conc), func(b *testing.B) {
 				run(b, conc, func(i int) { e.Peek(xs[i%len(xs)]) })

@@ -18,8 +18,9 @@ import (
 // Op names what a round trip is for, in metrics and logs.
 type Op uint8
 
-// The round trips a request may make: at most one on the request path (OpPeek) and one at
-// the stream's end (OpObserve).
+// The round trips a request may take part in: at most one on the request path (OpPeek), and
+// after its stream's end the part workers' pipeline it shares with the requests queued with
+// it (OpObserve).
 const (
 	OpPeek Op = iota
 	OpObserve
@@ -67,6 +68,9 @@ type Stats struct {
 	// passed or its request ended) and were dropped, by Op. Their callers are in Errors
 	// (a timeout) or nowhere (a request that ended).
 	Late [NumOps]uint64
+	// Joins counts requests whose part the join path settled (no script); JoinsRefused
+	// counts those it sent on to the script because the shared state named another part.
+	Joins, JoinsRefused uint64
 }
 
 // Client is the connection to the shared state. Its methods are safe for concurrent use.
@@ -84,6 +88,8 @@ type Client struct {
 	streak          atomic.Int32
 	errors, skipped [NumOps]atomic.Uint64
 	late            [NumOps]atomic.Uint64
+	joins           atomic.Uint64
+	joinsRefused    atomic.Uint64
 	co              coalescer
 	stop            chan struct{}
 	closeOnce       sync.Once
@@ -193,6 +199,7 @@ func (c *Client) Stats() Stats {
 		st.Skipped[i] = c.skipped[i].Load()
 		st.Late[i] = c.late[i].Load()
 	}
+	st.Joins, st.JoinsRefused = c.joins.Load(), c.joinsRefused.Load()
 	return st
 }
 

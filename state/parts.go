@@ -17,18 +17,27 @@ import (
 // requests whose streams finish late.
 const partMargin = 10 * time.Minute
 
+// A session's shared part state is two keys:
+//
+//   - <prefix>part:<id>, a string "day dayEnd seq lastSeen": the part's day, the Unix second
+//     that day ends, its number within the day, and its latest request as of the last run of
+//     partScript, in nanoseconds from dayEnd (within a day, exact in Lua's doubles);
+//   - <prefix>last:<id>, a sorted set whose member is the part's day and whose score is the
+//     latest request's time in the same unit: requests that join the part move it up with
+//     ZADD XX GT (the join path), a native command, so that most requests do not run Lua.
+//
+// The latest request of the part is the greater of the two. Both keys expire together.
+
 // partScript applies the rule of the engine's live-part table (sessions/parts.go) to the
 // state of one session, atomically: a request on a later day (t >= dayEnd) opens part 1 of
 // its day; a request after an idle gap (offset - lastSeen > idle, idle > 0) opens the next
 // part of the day; any other request, out of order ones included, joins the part and moves
-// lastSeen to the latest. The state is "day dayEnd seq lastSeen": dayEnd in Unix seconds,
-// lastSeen in nanoseconds from dayEnd (within a day, exact in Lua's doubles). It expires at
-// the day's end plus the idle timeout plus a margin, and never sooner than that long after
-// the update (by Redis's clock), so that a replay of past days keeps its state while it runs.
-// The script returns the state.
+// lastSeen to the latest. The state expires at the day's end plus the idle timeout plus a
+// margin, and never sooner than that long after the update (by Redis's clock), so that a replay
+// of past days keeps its state while it runs. The script returns the state.
 //
-// KEYS[1] the part key; ARGV: t's Unix seconds, t's nanoseconds, t's day, the Unix second
-// that day ends, idle timeout in nanoseconds (0 = none), margin in seconds.
+// KEYS[1] the part key, KEYS[2] the last key; ARGV: t's Unix seconds, t's nanoseconds, t's
+// day, the Unix second that day ends, idle timeout in nanoseconds (0 = none), margin in seconds.
 var partScript = NewScript(`
 local tsec, tns = tonumber(ARGV[1]), tonumber(ARGV[2])
 local day, dayend = ARGV[3], tonumber(ARGV[4])
@@ -40,10 +49,16 @@ if v then
 end
 if sday then
   send, seq, last = tonumber(send), tonumber(seq), tonumber(last)
+  local z = redis.call('ZSCORE', KEYS[2], sday)
+  if z then
+    z = tonumber(z)
+    if z > last then last = z end
+  end
   local off = (tsec - send) * 1e9 + tns
   if tsec < send and (idle == 0 or off - last <= idle) then
     if off > last then last = off end
   else
+    if sday ~= day then redis.call('ZREM', KEYS[2], sday) end
     if sday == day then seq = seq + 1 else seq = 1 end
     sday, send, last = day, dayend, (tsec - dayend) * 1e9 + tns
   end
@@ -53,7 +68,10 @@ end
 local state = string.format('%s %.0f %d %.0f', sday, send, seq, last)
 local keep = math.ceil(idle / 1e9) + margin
 local now = tonumber(redis.call('TIME')[1])
-redis.call('SET', KEYS[1], state, 'EXAT', math.max(send, now) + keep)
+local exat = math.max(send, now) + keep
+redis.call('SET', KEYS[1], state, 'EXAT', exat)
+redis.call('ZADD', KEYS[2], last, sday)
+redis.call('EXPIREAT', KEYS[2], exat)
 return state
 `)
 
@@ -66,11 +84,18 @@ var _ sessions.SharedParts = (*Parts)(nil)
 func (c *Client) Parts() *Parts { return &Parts{c: c} }
 
 // PartRead is the answer of a part read added to a Batch; read it after Exec.
-type PartRead struct{ cmd *redis.StringCmd }
+type PartRead struct {
+	cmd  *redis.StringCmd
+	last *redis.ZSliceCmd
+}
 
-// ReadPart adds a read of the shared part state of session id (one GET).
+// ReadPart adds a read of the shared part state of session id (a GET and a ZRANGE of its
+// latest request time).
 func (b *Batch) ReadPart(id string) PartRead {
-	return PartRead{cmd: b.get(b.c.key("part", id))}
+	r := PartRead{cmd: b.get(b.c.key("part", id))}
+	r.last = redis.NewZSliceCmd(context.Background(), "zrange", b.c.key("last", id), 0, -1, "withscores")
+	b.cmds = append(b.cmds, r.last)
+	return r
 }
 
 // State is the state read: found is false when the session has none.
@@ -83,7 +108,43 @@ func (r PartRead) State() (st sessions.PartState, found bool, err error) {
 		return st, false, err
 	}
 	st, err = parsePartState(s)
-	return st, err == nil, err
+	if err != nil {
+		return st, false, err
+	}
+	if zs, err := r.last.Result(); err == nil {
+		for _, z := range zs {
+			if m, _ := z.Member.(string); m == st.Day && int64(z.Score) > st.LastSeen {
+				st.LastSeen = int64(z.Score)
+			}
+		}
+	}
+	return st, true, nil
+}
+
+// PartJoin is the answer of a join added to a Batch; read it after Exec.
+type PartJoin struct {
+	cmd *redis.StringCmd
+}
+
+// JoinPart adds the join path of request q of session id: the engine's own live part, of
+// q's day, says the request joins it, so its time moves the part's latest request up (ZADD XX
+// GT: only an existing member of that day, never down) and the state is read back. The join
+// holds when the state read names the part the engine has (Joined); else the request must go
+// through ObservePart.
+func (b *Batch) JoinPart(id string, q sessions.PartQuery) PartJoin {
+	off := q.T.Sub(time.Unix(q.DayEnd, 0)).Nanoseconds()
+	b.cmds = append(b.cmds, redis.NewIntCmd(context.Background(), "zadd", b.c.key("last", id), "xx", "gt", off, q.Day))
+	return PartJoin{cmd: b.get(b.c.key("part", id))}
+}
+
+// Joined reports whether the shared state names the part day.seq, and returns the state.
+func (j PartJoin) Joined(day string, seq int) (sessions.PartState, bool) {
+	s, err := j.cmd.Result()
+	if err != nil {
+		return sessions.PartState{}, false
+	}
+	st, err := parsePartState(s)
+	return st, err == nil && st.Day == day && st.Seq == seq
 }
 
 // PartUpdate is the answer of a part update added to a Batch; read it after Exec.
@@ -91,7 +152,7 @@ type PartUpdate struct{ cmd *redis.Cmd }
 
 // ObservePart adds the part rule applied to session id for the request q.
 func (b *Batch) ObservePart(id string, q sessions.PartQuery) PartUpdate {
-	cmd := b.run(partScript, []string{b.c.key("part", id)},
+	cmd := b.run(partScript, []string{b.c.key("part", id), b.c.key("last", id)},
 		q.T.Unix(), q.T.Nanosecond(), q.Day, q.DayEnd, int64(max(0, q.Idle)), int64(partMargin/time.Second))
 	return PartUpdate{cmd: cmd}
 }
@@ -107,17 +168,73 @@ func (u PartUpdate) State() (sessions.PartState, error) {
 
 // ObservePart applies the part rule to the shared state of session id in one round trip.
 func (p *Parts) ObservePart(ctx context.Context, id string, q sessions.PartQuery) (sessions.PartState, bool) {
+	us := [1]sessions.PartUpdate{{ID: id, Q: q}}
+	p.ObserveParts(ctx, us[:])
+	return us[0].State, us[0].OK
+}
+
+// ObserveParts applies the part rule for each update, in order, in one pipelined round trip.
+// An update with a join hint (the engine's own live part, named by the shared state, says the
+// request joins it) takes the join path: two native commands instead of the script. A join the
+// shared state does not confirm (another replica opened a newer part meanwhile) runs the script
+// in a second round trip, with the others that need it. An update whose answer is unreadable
+// is not ok; the others keep theirs.
+func (p *Parts) ObserveParts(ctx context.Context, us []sessions.PartUpdate) {
 	b := p.c.NewBatch(OpObserve)
-	u := b.ObservePart(id, q)
+	cmds := make([]PartUpdate, len(us))
+	joins := make([]PartJoin, len(us))
+	for i := range us {
+		u := &us[i]
+		u.OK = false
+		if u.JoinSeq > 0 && u.Q.DayEnd > time.Now().Unix() {
+			// Only on the part's own day: the keys then live past the day's end, as the script
+			// set them, and need no new expiry.
+			joins[i] = b.JoinPart(u.ID, u.Q)
+		} else {
+			cmds[i] = b.ObservePart(u.ID, u.Q)
+		}
+	}
 	if !b.Exec(ctx) {
-		return sessions.PartState{}, false
+		return
 	}
-	st, err := u.State()
-	if err != nil {
-		p.c.count(OpObserve, err)
-		return sessions.PartState{}, false
+	var again []int
+	for i := range us {
+		u := &us[i]
+		if joins[i].cmd != nil {
+			if st, ok := joins[i].Joined(u.Q.Day, u.JoinSeq); ok {
+				u.State, u.OK = st, true
+				p.c.joins.Add(1)
+			} else {
+				again = append(again, i)
+			}
+			continue
+		}
+		st, err := cmds[i].State()
+		if err != nil {
+			p.c.count(OpObserve, err)
+			continue
+		}
+		u.State, u.OK = st, true
 	}
-	return st, true
+	if len(again) == 0 {
+		return
+	}
+	p.c.joinsRefused.Add(uint64(len(again)))
+	b = p.c.NewBatch(OpObserve)
+	for _, i := range again {
+		cmds[i] = b.ObservePart(us[i].ID, us[i].Q)
+	}
+	if !b.Exec(ctx) {
+		return
+	}
+	for _, i := range again {
+		st, err := cmds[i].State()
+		if err != nil {
+			p.c.count(OpObserve, err)
+			continue
+		}
+		us[i].State, us[i].OK = st, true
+	}
 }
 
 // PeekPart reads the shared state of session id in one round trip (a GET).
