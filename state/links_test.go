@@ -128,7 +128,7 @@ func TestSharedLinksMatchOneEngine(t *testing.T) {
 	}
 	for _, e := range replicas {
 		if st := e.Stats(); st.LinksFailOpen != 0 {
-			t.Errorf("%d requests stitched on local links; Redis was up", st.LinksFailOpen)
+			t.Errorf("%d requests stitched locally; Redis was up", st.LinksFailOpen)
 		}
 	}
 }
