@@ -421,8 +421,9 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 	return st
 }
 
-// unlinked is stitch without links (both kinds off, or replicas sharing parts without shared
-// links): what the exchange alone says, so that every replica decides alike. A response-issued value
+// unlinked is stitch without links (both kinds off, or replicas sharing state, until links
+// are shared):
+// what the exchange alone says, so that every replica decides alike. A response-issued value
 // decides the session of a request that carried no identifier of its own, or when a
 // response-side grouping parameter comes first in file order; nothing is linked.
 func unlinked(c carried, issued []issuedValue, respFirst bool) stitching {
