@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math"
-	"slices"
 	"strings"
 	"time"
 
@@ -57,15 +56,7 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	if x.ResponseSeen && s.builtin {
 		issued = s.issuedBuiltin(v, e.hash, issued)
 	}
-	// With shared links the part worker stitches, in the same batch as the part; the request
-	// is queued under the session of what it carried.
-	deferred := e.slinks != nil && e.work != nil && !e.closed.Load() && s.linking()
-	var st stitching
-	if deferred {
-		st = stitching{session: car.session, key: car.key}
-	} else {
-		st = e.stitch(s, car, issued, ps.respFirst, t, false)
-	}
+	st := e.stitch(s, car, issued, ps.respFirst, t, false)
 	ps.session, ps.key = st.session, st.key
 	rec := newRequest(x, t, &c, &ps)
 	if st.from != "" {
@@ -81,18 +72,8 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 		return rec
 	}
 	h := newHit(rec, flows, t)
-	if e.work != nil {
-		j := partJob{rec: rec, h: h, rules: &s.rules}
-		if deferred {
-			j.stitch = &stitchIn{s: s, car: car, issued: slices.Clone(issued), respFirst: ps.respFirst}
-		}
-		if e.work.offer(j) {
-			return rec // a part worker names the part and emits the records
-		}
-		if deferred {
-			e.links.failOpen.Add(1)
-			applyStitch(rec, &h, e.stitch(s, car, issued, ps.respFirst, t, false))
-		}
+	if e.work != nil && e.work.offer(partJob{rec: rec, h: h, rules: &s.rules}) {
+		return rec // a part worker names the part and emits the records
 	}
 	var buf [2]record.Record
 	var finals []record.Record

@@ -42,9 +42,6 @@ type partJob struct {
 	rec   *record.Request
 	h     hit
 	rules *partRules // the rules of the snapshot the request was grouped by
-	// stitch, with shared links, is the request's stitch stage still to run: rec holds the
-	// session of what the request carried until then.
-	stitch *stitchIn
 	// barrier, when set, is closed by the worker instead of processing a request: flush.
 	barrier chan struct{}
 }
@@ -79,15 +76,8 @@ func (w *partWork) offer(j partJob) bool {
 	if w.closed {
 		return false
 	}
-	q := w.queues[maphash.String(w.seed, j.rec.Session)%partWorkers]
-	if j.stitch != nil {
-		// A link made by one request is followed by another of the same client under another
-		// session id (the value it carried), so requests still to stitch keep one order: the
-		// first worker's.
-		q = w.queues[0]
-	}
 	select {
-	case q <- j:
+	case w.queues[maphash.String(w.seed, j.rec.Session)%partWorkers] <- j:
 		return true
 	default:
 		w.full.Add(1)
@@ -195,7 +185,6 @@ func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []Pa
 				slog.String("error", msg), slog.Int("records_lost", len(jobs)-done))
 		}
 	}()
-	e.stitchJobs(jobs)
 	for i := range jobs {
 		if jobs[i].barrier == nil {
 			j := &jobs[i]
@@ -226,35 +215,4 @@ func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []Pa
 		done++
 	}
 	return ups
-}
-
-// stitchJobs runs the stitch stage of the jobs that still need it on the shared links, in one
-// call, and gives each its session; a job the shared links do not answer for is stitched on
-// the replica's own links (counted).
-func (e *Engine) stitchJobs(jobs []partJob) {
-	var ops []LinkOp
-	var idx []int
-	for i := range jobs {
-		if j := &jobs[i]; j.barrier == nil && j.stitch != nil {
-			ops = append(ops, j.stitch.op(j.h.t))
-			idx = append(idx, i)
-		}
-	}
-	if len(ops) == 0 {
-		return
-	}
-	e.slinks.Stitch(context.Background(), ops)
-	for k, i := range idx {
-		j := &jobs[i]
-		in := j.stitch
-		var st stitching
-		if ops[k].OK {
-			st = in.result(&ops[k])
-		} else {
-			e.links.failOpen.Add(1)
-			st = e.stitch(in.s, in.car, in.issued, in.respFirst, j.h.t, false)
-		}
-		applyStitch(j.rec, &j.h, st)
-		j.stitch = nil
-	}
 }
