@@ -130,6 +130,8 @@ type Sessions struct {
 	// UsersFrom says which requests name a session's user and role: UsersFromSucceeded (the
 	// default: a request answered 4xx or 5xx only claims them) or UsersFromAny.
 	UsersFrom string `yaml:"users_from"`
+	// Stitch says which kinds of link join the values of one client's identifier.
+	Stitch Stitch `yaml:"stitch"`
 }
 
 // The values of sessions.users_from.
@@ -137,6 +139,18 @@ const (
 	UsersFromSucceeded = "succeeded"
 	UsersFromAny       = "any"
 )
+
+// Stitch turns each kind of stitching on or off and bounds the table of links.
+type Stitch struct {
+	// Rotation links a value a response issues to the session of the identifier its request
+	// carried (rotated session cookies, refreshed tokens).
+	Rotation bool `yaml:"rotation"`
+	// Login links a value a response issues to the anonymous session (fallback key or a
+	// first-party cookie) of the request that received it.
+	Login bool `yaml:"login"`
+	// MaxLinks bounds the links held in memory; the least recently used goes first.
+	MaxLinks int `yaml:"max_links"`
+}
 
 // Parameter is one session context parameter; with Group it is also a grouping key.
 type Parameter struct {

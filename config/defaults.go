@@ -3,6 +3,9 @@ package config
 import "time"
 
 // Default listen addresses: loopback only.
+// DefaultMaxLinks is the default of sessions.stitch.max_links.
+const DefaultMaxLinks = 100000
+
 const (
 	DefaultGRPCListen = "127.0.0.1:50051"
 	DefaultHTTPListen = "127.0.0.1:8080"
@@ -58,6 +61,7 @@ func Default() *Config {
 			LookupCacheMB:    32,
 			SnapshotInterval: Duration(time.Minute),
 			UsersFrom:        UsersFromSucceeded,
+			Stitch:           Stitch{Rotation: true, Login: true, MaxLinks: DefaultMaxLinks},
 		},
 		MaxParameters: 20,
 		BusinessFlows: BusinessFlows{Builtin: true},

@@ -337,6 +337,9 @@ func (v *validator) sessions() {
 	if s.MaxLiveParts < 1 {
 		v.add("sessions.max_live_parts", "%d is too small; use at least 1 (default 100000)", s.MaxLiveParts)
 	}
+	if s.Stitch.MaxLinks < 1 {
+		v.add("sessions.stitch.max_links", "%d is too small; use at least 1 (default %d)", s.Stitch.MaxLinks, DefaultMaxLinks)
+	}
 	if s.LookupCacheMB < 1 {
 		v.add("sessions.lookup_cache_mb", "%d is too small; use at least 1 (default 32)", s.LookupCacheMB)
 	}

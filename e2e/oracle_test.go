@@ -32,6 +32,8 @@ const oracleConfig = `
 sessions:
   idle_timeout: 30m
   day_boundary: UTC
+  # Links are not shared between replicas yet: both sides decide from each exchange alone.
+  stitch: {rotation: false, login: false}
 parameters:
   - name: login_token
     in: response.body

@@ -180,10 +180,21 @@ func TestProcessorEndToEnd(t *testing.T) {
 			t.Errorf("%s: session %v, want the login's session %v (same token value)", id, byID[id]["session"], token)
 		}
 	}
-	for _, id := range []string{"r-cookie", "r-jwt", "r-anon"} {
+	for _, id := range []string{"r-cookie", "r-jwt"} {
 		if byID[id]["session"] == token {
 			t.Errorf("%s: landed in the token session", id)
 		}
+	}
+	// The login carried no identifier: its token joined the session of its IP + User-Agent
+	// (sessions.stitch.login), so a later request from them without the token is in it too.
+	if byID["r-anon"]["session"] != token {
+		t.Errorf("r-anon: session %v, want the login's %v (the login linked its token to the client's fallback)", byID["r-anon"]["session"], token)
+	}
+	if byID["r-login"]["linked"] != float64(1) {
+		t.Errorf("r-login: linked %v, want 1 (its token)", byID["r-login"]["linked"])
+	}
+	if cf, _ := byID["r-body"]["continued_from"].(map[string]any); cf["kind"] != "login" || cf["session"] == token {
+		t.Errorf("r-body: continued_from %v, want the token's own session, by login", cf)
 	}
 	if u := byID["r-jwt"]["user"]; u != "john-doe@company-001.com" {
 		t.Errorf("r-jwt: user %v, want the JWT's details.username", u)
@@ -208,11 +219,12 @@ func TestProcessorEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Shutdown ended every part with a final session record; the token session has four requests.
+	// Shutdown ended every part with a final session record; the token session has five
+	// requests (the anonymous one included) and one linked value.
 	final := s.stdout.WaitFor(t, "the token session's final record", func(m map[string]any) bool {
 		return m["kind"] == "session" && m["session"] == token && m["final"] == true
 	})
-	if final["requests"] != float64(4) {
-		t.Errorf("token session: %v requests in its final record, want 4", final["requests"])
+	if final["requests"] != float64(5) || final["linked"] != float64(1) {
+		t.Errorf("token session: %v requests and %v linked values in its final record, want 5 and 1", final["requests"], final["linked"])
 	}
 }

@@ -160,6 +160,39 @@ func TestScenarios(t *testing.T) {
 				t.Errorf("rejected mutations %d, outcome %q; want none", en.RejectedMutations, en.Outcome)
 			}
 		}},
+		{"a login stitches the visit before it; the access log has the final id", func(t *testing.T) {
+			bob := client{addr: "198.51.100.40:4000", ua: "bob-browser/2.0"}
+			home := e.inline.do(t, bob, "GET", "/", "")
+			in := e.inline.do(t, bob, "POST", "/login", `{"username":"bob","password":"demo"}`)
+			c := strings.TrimPrefix(in.header.Get("set-cookie"), "PHPSESSID=")
+			bobSID, _, _ := strings.Cut(c, ";")
+			after := e.inline.do(t, bob, "GET", "/account", "", "cookie", "PHPSESSID="+bobSID)
+			rh, rl, ra := e.srv.record(t, home.id), e.srv.record(t, in.id), e.srv.record(t, after.id)
+			if rl["session"] != rh["session"] || ra["session"] != rh["session"] {
+				t.Errorf("sessions before, at and after the login: %v, %v, %v; want one", rh["session"], rl["session"], ra["session"])
+			}
+			if cf, _ := ra["continued_from"].(map[string]any); cf["kind"] != "login" || cf["session"] == rh["session"] {
+				t.Errorf("the request after the login continued from %v; want the cookie's own session, by login", ra["continued_from"])
+			}
+			if n, _ := rl["linked"].(float64); n < 1 {
+				t.Errorf("the login linked %v values; want its cookie and tokens", rl["linked"])
+			}
+			// A second client behind the same address and user agent: the fallback session was
+			// joined by bob's login, so this login starts a session of its own, which only the
+			// response says. The response-phase answer carries that final id to the access log.
+			carol := e.inline.do(t, bob, "POST", "/login", `{"username":"carol","password":"demo"}`)
+			rc := e.srv.record(t, carol.id)
+			if rc["session"] == rh["session"] {
+				t.Fatalf("the second login joined the first client's session %v", rh["session"])
+			}
+			for _, r := range []reply{in, carol} {
+				rec := e.srv.record(t, r.id)
+				en, _ := e.inline.proxy.Entry(r.id)
+				if md := en.Metadata[envoy.MetadataNamespace]; md["session"] != rec["session"] || md["part"] != rec["part"] {
+					t.Errorf("access log metadata %v; want the final session %v part %v", md, rec["session"], rec["part"])
+				}
+			}
+		}},
 		{"day split with an injected clock", func(t *testing.T) {
 			c := client{addr: "198.51.100.30:3000", ua: "night-owl"}
 			e.dayClock.clock.Set(time.Date(2026, 10, 13, 23, 59, 50, 0, time.UTC))

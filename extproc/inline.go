@@ -114,20 +114,47 @@ func (st *stream) buildRequestHeaders(g grouping) answer {
 }
 
 // inlineResponseHeaders repeats the dynamic metadata when the grouping changed since the
-// request headers: a grouping key in the request body decides only once the body is seen.
-// Envoy keeps what the request headers answer wrote (a later write of the namespace replaces
-// the keys it names), so an unchanged grouping needs no second copy, and without request body
-// bytes since that answer the processor is not asked again: Peek groups the request seen so far.
+// request headers: a grouping key in the request body decides only once the body is seen, and
+// a value the response issues (a session cookie, a token in a header) may decide the final
+// session, so the processor is asked again with the response headers (Peek then groups as
+// Observe will). Envoy keeps what the request headers answer wrote (a later write of the
+// namespace replaces the keys it names), so an unchanged grouping needs no second copy.
 func (st *stream) inlineResponseHeaders() *extprocv3.ProcessingResponse {
 	x := &st.x
-	if st.peeked && st.req.n == st.peekedBody {
-		return continueResponseHeaders
+	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = st.req.result()
+	return st.regroup(true)
+}
+
+// inlineResponseBody repeats the dynamic metadata at the end of a response body the stream
+// kept (a JSON body that may issue a token) when the grouping changed since the last answer.
+func (st *stream) inlineResponseBody() *extprocv3.ProcessingResponse {
+	if !st.resp.copy || len(st.resp.buf) == 0 {
+		return continueResponseBody
+	}
+	x := &st.x
+	x.ResponseBody, x.ResponseBodyTruncated, x.ResponseBytes = st.resp.result()
+	return st.regroup(false)
+}
+
+// regroup peeks again and answers the response headers (headers) or the response body with
+// the dynamic metadata when the grouping changed, else with a plain CONTINUE.
+func (st *stream) regroup(headers bool) *extprocv3.ProcessingResponse {
+	plain := continueResponseHeaders
+	if !headers {
+		plain = continueResponseBody
 	}
 	prev := st.grouping
-	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = st.req.result()
 	g := st.peekGrouping()
 	if g.session == "" || g == prev {
-		return continueResponseHeaders
+		return plain
+	}
+	if !headers {
+		// Body answers are rare (only when the grouping changed at a body): built each time.
+		return &extprocv3.ProcessingResponse{
+			Response: &extprocv3.ProcessingResponse_ResponseBody{
+				ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}},
+			DynamicMetadata: sessionMetadata(g),
+		}
 	}
 	if a := st.cfg.answers.lookup(g, true); a != nil {
 		return a.resp

@@ -367,6 +367,9 @@ func (st *stream) onResponseBody(m *message) *extprocv3.ProcessingResponse {
 		st.metadata(m)
 		st.x.End = st.endNow()
 		st.resp.add(m.body, m.eos)
+		if m.eos && !m.observability && st.cfg.dynamicMetadata {
+			return st.inlineResponseBody()
+		}
 	}
 	return continueResponseBody
 }

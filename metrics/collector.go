@@ -41,6 +41,7 @@ type collector struct {
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
 	sharedQueued, sharedQueueFull, partWorkerPanics,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
+	links, linksMade, linksEvicted, linksRefused *prometheus.Desc
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 
@@ -80,6 +81,10 @@ func newCollector(src Sources) *collector {
 		liveParts:        desc("sessions", "active_parts", "Session parts held in memory now (bounded by sessions.max_live_parts)."),
 		routeHosts:       desc("sessions", "route_hosts", "Hosts with a route table of their own."),
 		routesCollapsed:  desc("sessions", "routes_collapsed_total", "Requests whose route was collapsed because the host's route table was full."),
+		links:            desc("sessions", "links", "Entries of the stitching link table (sessions.stitch.max_links)."),
+		linksMade:        desc("sessions", "links_total", "Values linked to another session by a response, by kind (rotation, login).", "kind"),
+		linksEvicted:     desc("sessions", "links_evicted_total", "Links evicted from the full link table before they expired."),
+		linksRefused:     desc("sessions", "links_refused_total", "Issued values not linked: already a session of their own, or issued to another session."),
 		sharedQueued:     desc("sessions", "shared_queued", "Requests waiting for a part worker to ask the shared state for their part (state.redis only)."),
 		sharedQueueFull:  desc("sessions", "shared_queue_full_total", "Requests whose part was decided locally because their part worker's queue was full (state.redis only)."),
 		partWorkerPanics: desc("sessions", "part_worker_panics_total", "Batches of requests a bug in a part worker cut short; their records are lost and logged."),
@@ -123,7 +128,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed,
-			c.sharedQueued, c.sharedQueueFull, c.partWorkerPanics, c.lookupHits, c.lookupMisses, c.parseErrors} {
+			c.sharedQueued, c.sharedQueueFull, c.partWorkerPanics, c.lookupHits, c.lookupMisses, c.parseErrors,
+			c.links, c.linksMade, c.linksEvicted, c.linksRefused} {
 			ch <- d
 		}
 	}
@@ -168,6 +174,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- counter(c.sharedQueueFull, s.SharedQueueFull)
 		ch <- counter(c.partWorkerPanics, s.PartWorkerPanics)
 		ch <- counter(c.lookupHits, s.LookupCacheHits)
+		ch <- prometheus.MustNewConstMetric(c.links, prometheus.GaugeValue, float64(s.Links))
+		ch <- prometheus.MustNewConstMetric(c.linksMade, prometheus.CounterValue, float64(s.LinksRotation), "rotation")
+		ch <- prometheus.MustNewConstMetric(c.linksMade, prometheus.CounterValue, float64(s.LinksLogin), "login")
+		ch <- counter(c.linksEvicted, s.LinksEvicted)
+		ch <- counter(c.linksRefused, s.LinksRefused)
 		ch <- counter(c.lookupMisses, s.LookupCacheMisses)
 		for i, n := range s.ParseErrors {
 			ch <- prometheus.MustNewConstMetric(c.parseErrors, prometheus.CounterValue, float64(n), extract.ParseSourceNames[i])

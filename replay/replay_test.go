@@ -93,7 +93,9 @@ func TestReplayDemo(t *testing.T) {
 	}{
 		{"alice", 7, "builtin:cookie:sid", []string{"billing"}},
 		{"bob", 7, "builtin:cookie:sid", []string{"billing"}},
-		{"carol", 5, "param:login_token", []string{"account_management", "auth"}},
+		// Carol's first request, before her login, joins the session her login starts
+		// (sessions.stitch.login): the part was formed by the fallback key.
+		{"carol", 6, "fallback:ip+user_agent", []string{"account_management", "auth"}},
 		{"svc-reporting", 5, "builtin:jwt:sub", []string{"ai_llm"}},
 	}
 	for _, tc := range tests {

@@ -73,6 +73,7 @@ type Engine struct {
 	hashParam func(string) string
 	cache     *extract.Cache
 	parts     *table
+	links     *linkTable
 	shared    SharedParts // nil: parts numbered locally
 	peeks     *peekReads  // with shared only
 	work      *partWork   // with shared only
@@ -95,9 +96,11 @@ type Engine struct {
 
 // snapshot is one compiled configuration. It is immutable once published.
 type snapshot struct {
-	params        []param
-	builtin       bool
-	fallbackParts []string
+	params  []param
+	builtin bool
+	// stitchRotation and stitchLogin are sessions.stitch.rotation and .login.
+	stitchRotation, stitchLogin bool
+	fallbackParts               []string
 	// fallbackKeys[mask] names the fallback key made of the parts whose bits are set.
 	fallbackKeys []record.Key
 	rules        partRules
@@ -111,8 +114,11 @@ type snapshot struct {
 	ja4Header    string
 	maxBody      int
 	needs        traffic.Needs
-	flows        *flowMatcher
-	attacks      *attackRules
+	// needsResponseBody is true when a parameter reads response bodies (needs.ResponseBody
+	// is also true when only the built-in token fields do).
+	needsResponseBody bool
+	flows             *flowMatcher
+	attacks           *attackRules
 	// hashed are the request-side places whose values the content of a malicious request
 	// carries hashed: the built-in session cookies and headers, what hashed parameters read
 	// and the fields attacks.scrub_fields names.
@@ -165,6 +171,19 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		cache.Close()
 		return nil, err
 	}
+	maxLinks := cfg.Sessions.Stitch.MaxLinks
+	if maxLinks <= 0 {
+		maxLinks = config.DefaultMaxLinks
+	}
+	var links *linkTable
+	if s.SharedParts == nil {
+		// Links are not shared between replicas yet: with shared state, stitching decides
+		// from each exchange alone (unlinked), so that replicas agree.
+		if links, err = newLinkTable(maxLinks); err != nil {
+			cache.Close()
+			return nil, err
+		}
+	}
 	e := &Engine{
 		log:    s.Logger,
 		emit:   s.Emitter,
@@ -172,6 +191,7 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		hash:   newHasher(s.HashKey),
 		cache:  cache,
 		parts:  parts,
+		links:  links,
 		shared: s.SharedParts,
 		hidden: hidden,
 		routes: newRouteTable(),
@@ -213,18 +233,20 @@ func (discard) Emit(record.Record) {}
 // compile turns a validated configuration and the hidden parameters into a snapshot.
 func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 	s := &snapshot{
-		builtin:     cfg.Sessions.BuiltinKeys,
-		every:       cfg.Sessions.SnapshotInterval.Std(),
-		maxLive:     cfg.Sessions.MaxLiveParts,
-		include:     lowerAll(cfg.Traffic.Hosts.Include),
-		exclude:     lowerAll(cfg.Traffic.Hosts.Exclude),
-		ipFrom:      strings.ToLower(cfg.Traffic.ClientIP.From),
-		trustedHops: max(0, cfg.Traffic.ClientIP.TrustedHops),
-		ja3Header:   strings.ToLower(cfg.TLS.JA3Header),
-		ja4Header:   strings.ToLower(cfg.TLS.JA4Header),
-		maxBody:     cfg.Traffic.MaxBodyBytes,
-		rules:       partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std())},
-		hashed:      redact.Targets{Headers: slices.Clone(BuiltinHeaders), Cookies: slices.Clone(BuiltinCookies)},
+		builtin:        cfg.Sessions.BuiltinKeys,
+		stitchRotation: cfg.Sessions.Stitch.Rotation,
+		stitchLogin:    cfg.Sessions.Stitch.Login,
+		every:          cfg.Sessions.SnapshotInterval.Std(),
+		maxLive:        cfg.Sessions.MaxLiveParts,
+		include:        lowerAll(cfg.Traffic.Hosts.Include),
+		exclude:        lowerAll(cfg.Traffic.Hosts.Exclude),
+		ipFrom:         strings.ToLower(cfg.Traffic.ClientIP.From),
+		trustedHops:    max(0, cfg.Traffic.ClientIP.TrustedHops),
+		ja3Header:      strings.ToLower(cfg.TLS.JA3Header),
+		ja4Header:      strings.ToLower(cfg.TLS.JA4Header),
+		maxBody:        cfg.Traffic.MaxBodyBytes,
+		rules:          partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std())},
+		hashed:         redact.Targets{Headers: slices.Clone(BuiltinHeaders), Cookies: slices.Clone(BuiltinCookies)},
 		// An empty value is a configuration built without the defaults: the safe choice.
 		claimOnFailure: cfg.Sessions.UsersFrom != config.UsersFromAny,
 	}
@@ -256,6 +278,10 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 	}
 	s.attacks = compileAttacks(cfg.Attacks)
 	s.hashed.Scrub = redact.ScrubNames(cfg.Attacks.ScrubFields)
+	if s.builtin {
+		// Built-in identifiers issued in JSON response bodies (WantBody asks for JSON only).
+		s.needs.ResponseBody = true
+	}
 	if s.attacks != nil {
 		// The content of a malicious request includes its body, so every request body is
 		// copied (up to max_body_bytes) while attacks are configured.
@@ -342,6 +368,7 @@ func (s *snapshot) addParam(p config.Parameter, hidden bool) error {
 	if ext.NeedsBody() {
 		if ext.Side() == extract.Response {
 			s.needs.ResponseBody = true
+			s.needsResponseBody = true
 		} else {
 			s.needs.RequestBody = true
 		}
@@ -423,7 +450,15 @@ func (e *Engine) Needs() traffic.Needs { return e.snap.Load().needs }
 // value, "" when there is none) is worth asking Envoy for: the configuration reads that side's
 // body and the body's type is one the extractor reads (extract.ReadableContentType).
 func (e *Engine) WantBody(side traffic.Side, contentType string) bool {
-	return e.snap.Load().needs.Body(side) && extract.ReadableContentType(contentType)
+	s := e.snap.Load()
+	if !s.needs.Body(side) || !extract.ReadableContentType(contentType) {
+		return false
+	}
+	if side == traffic.Response && !s.needsResponseBody {
+		// Only the built-in token fields read it: JSON bodies alone.
+		return extract.JSONContentType(contentType)
+	}
+	return true
 }
 
 // MaxBodyBytes is the number of body bytes inspected per direction.
@@ -456,6 +491,12 @@ type Stats struct {
 	// indexed by extract.ParseJSONBody and its siblings, named by extract.ParseSourceNames.
 	// Such a value counts as an absent parameter.
 	ParseErrors [extract.NumParseSources]uint64
+	// Links is the number of entries of the link table (sessions.stitch.max_links bounds it).
+	Links int
+	// LinksRotation and LinksLogin count the links made, by kind; LinksEvicted the entries
+	// the bound evicted; LinksRefused the values a response issued that were not linked
+	// because they already had a session of their own or were issued to another session.
+	LinksRotation, LinksLogin, LinksEvicted, LinksRefused int64
 }
 
 // Stats returns the engine's counters.
@@ -468,6 +509,11 @@ func (e *Engine) Stats() Stats {
 		RouteHosts:      e.routes.hostsLen(),
 		RoutesCollapsed: e.routes.collapsed.Load(),
 		ParseErrors:     e.parseErrors.Counts(),
+	}
+	if l := e.links; l != nil {
+		st.Links = l.len()
+		st.LinksRotation, st.LinksLogin = l.rotations.Load(), l.logins.Load()
+		st.LinksEvicted, st.LinksRefused = l.evictions.Load(), l.refused.Load()
 	}
 	if e.work != nil {
 		st.SharedQueued = e.work.queued()
@@ -497,6 +543,9 @@ func (e *Engine) sweeper() {
 func (e *Engine) sweep(now time.Time) {
 	s := e.snap.Load()
 	e.parts.sweep(now, &s.rules, s.every, e.emit.Emit)
+	if e.links != nil {
+		e.links.sweepShard(now, s.rules.idle)
+	}
 }
 
 // Close stops the sweeper, ends every live part with a final record (end_reason "shutdown")

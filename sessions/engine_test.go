@@ -40,8 +40,10 @@ func TestRequestRecord(t *testing.T) {
 
 	got := e.observe(x)
 	want := &record.Request{
-		Kind:          record.KindRequest,
-		Session:       wantID("tok"),
+		Kind: record.KindRequest,
+		// The token the response issues continues the session of the bearer JWT's subject
+		// (rotation): the response-side key decides, and its value is linked to u1's session.
+		Session:       wantID("u1"),
 		Part:          "2026-11-22",
 		RequestID:     "rid-7",
 		Time:          record.At(x.Start),
@@ -68,6 +70,7 @@ func TestRequestRecord(t *testing.T) {
 			"role":        wantHashed("admin"),
 			"login_token": wantHashed("tok"),
 		},
+		Linked: 1,
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("request record (-want +got):\n%s", d)
@@ -207,8 +210,12 @@ func TestNeedsAndReload(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, config.Parameter{Name: "q", In: config.InRequestQuery, Key: "q", Group: true})
 	e, em, _ := newTestEngine(t, cfg)
-	if n := e.Needs(); n.RequestBody || n.ResponseBody {
-		t.Errorf("Needs = %+v for a query parameter, want no bodies", n)
+	if n := e.Needs(); n.RequestBody || !n.ResponseBody {
+		t.Errorf("Needs = %+v for a query parameter with built-in keys, want the response body only (token fields)", n)
+	}
+	if e.WantBody(traffic.Response, "text/html") || !e.WantBody(traffic.Response, "application/json; charset=utf-8") ||
+		e.WantBody(traffic.Request, "application/json") {
+		t.Error("WantBody: the built-in token fields must ask for JSON response bodies alone")
 	}
 	if got := e.MaxBodyBytes(); got != 65536 {
 		t.Errorf("MaxBodyBytes = %d, want 65536", got)

@@ -12,8 +12,13 @@ import (
 // BuiltinCookies and BuiltinHeaders name the documented built-in identifiers, in the order
 // they are tried (docs/configuration.md "Grouping"). Treat them as read-only.
 var (
-	BuiltinCookies = []string{"PHPSESSID", "JSESSIONID", "ASP.NET_SessionId", "connect.sid", "sid", "session"}
-	BuiltinHeaders = []string{"session-id", "x-session-id", "mcp-session-id", "x-session-token", "x-auth-token"}
+	BuiltinCookies = []string{"PHPSESSID", "JSESSIONID", "ASP.NET_SessionId", ".AspNetCore.Session", "connect.sid",
+		"rack.session", "laravel_session", "sessionid", "sid", "session"}
+	BuiltinHeaders = []string{"session-id", "x-session-id", "mcp-session-id", "x-session-token", "x-auth-token",
+		"x-api-key", "api-key"}
+	// BuiltinCookieSuffix makes any cookie whose name ends with it a built-in identifier
+	// (Rails' _app_session and the like), tried after BuiltinCookies.
+	BuiltinCookieSuffix = "_session"
 )
 
 // builtinCookies and builtinHeaders are the same lists with their record names precomputed.
@@ -100,32 +105,35 @@ func groupBuiltin(v *extract.View) (string, record.Key, bool) {
 			return val, b.key, true
 		}
 	}
+	if name, val, ok := v.CookieWithSuffix(BuiltinCookieSuffix); ok {
+		return val, cookieKey(name).key, true
+	}
 	for _, b := range builtinHeaders {
 		if val, ok := v.Header(extract.Request, b.name); ok && val != "" {
 			return val, b.key, true
 		}
 	}
-	auth, ok := v.Header(extract.Request, "authorization")
-	if !ok {
-		return "", record.Key{}, false
-	}
-	token := bearerToken(auth)
-	if token == "" {
-		return "", record.Key{}, false
-	}
-	if strings.Count(token, ".") == 2 {
-		if claims, ok := v.UnverifiedClaims(token); ok {
-			if m, ok := claims.(map[string]any); ok {
-				if val, ok := claimValue(m, "sid"); ok {
-					return val, keyJWTSid, true
-				}
-				if val, ok := claimValue(m, "sub"); ok {
-					return val, keyJWTSub, true
+	if auth, ok := v.Header(extract.Request, "authorization"); ok {
+		if token := bearerToken(auth); token != "" {
+			if strings.Count(token, ".") == 2 {
+				if claims, ok := v.UnverifiedClaims(token); ok {
+					if m, ok := claims.(map[string]any); ok {
+						if val, ok := claimValue(m, "sid"); ok {
+							return val, keyJWTSid, true
+						}
+						if val, ok := claimValue(m, "sub"); ok {
+							return val, keyJWTSub, true
+						}
+					}
 				}
 			}
+			return token, keyBearer, true
 		}
 	}
-	return token, keyBearer, true
+	if val, ok := refreshToken(v); ok {
+		return val, keyRefresh, true
+	}
+	return "", record.Key{}, false
 }
 
 func claimValue(m map[string]any, name string) (string, bool) {

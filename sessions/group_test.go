@@ -18,9 +18,21 @@ var seedParams = []config.Parameter{
 
 // TestSeedExample is the documented example literally: a token returned by a login response
 // and later sent in a request body groups both requests into one session.
+//
+// The login request carries no identifier of its own, so with login stitching (the default)
+// the token joins the session its request was in (the fallback's), and request 2 continues
+// from the token's own session; without it, the session is the token's.
 func TestSeedExample(t *testing.T) {
 	t.Parallel()
-	e, em, _ := newTestEngine(t, testConfig(t, seedParams...))
+	for _, login := range []bool{false, true} {
+		cfg := testConfig(t, seedParams...)
+		cfg.Sessions.Stitch.Login = login
+		seedExample(t, cfg, login)
+	}
+}
+
+func seedExample(t *testing.T, cfg *config.Config, login bool) {
+	e, em, _ := newTestEngine(t, cfg)
 
 	r1 := e.observe(withResponse(withJSONBody(exchange("POST", "/login"), `{"in":"bbb"}`), 200, `{"token":"aaa"}`))
 	r2 := e.observe(withResponse(withJSONBody(exchange("POST", "/orders"), `{"in":"ccc","token":"aaa"}`), 200, `{"ok":true}`))
@@ -34,8 +46,13 @@ func TestSeedExample(t *testing.T) {
 	if r1.Session != r2.Session {
 		t.Errorf("requests 1 and 2 are in sessions %s and %s, want one session", r1.Session, r2.Session)
 	}
-	if r1.Session != wantID("aaa") {
+	switch {
+	case !login && r1.Session != wantID("aaa"):
 		t.Errorf("session = %s, want HMAC of the value aaa = %s", r1.Session, wantID("aaa"))
+	case login && r1.Session != wantFallbackID("ip=203.0.113.7"):
+		t.Errorf("session = %s, want the fallback's session %s that the login joined", r1.Session, wantFallbackID("ip=203.0.113.7"))
+	case login && (r2.ContinuedFrom == nil || r2.ContinuedFrom.Session != wantID("aaa") || r2.ContinuedFrom.Kind != StitchLogin || r1.Linked != 1):
+		t.Errorf("request 2 continued from %+v, request 1 linked %d; want the token's own session by login, 1 link", r2.ContinuedFrom, r1.Linked)
 	}
 	if got := r2.Params["body_token"]; got != wantHashed("aaa") {
 		t.Errorf("request 2 params[body_token] = %q, want %q", got, wantHashed("aaa"))
@@ -50,17 +67,28 @@ func TestGrouping(t *testing.T) {
 	t.Parallel()
 	bearerJWT := func(t *testing.T, claims map[string]any) string { return "Bearer " + jwt(t, claims) }
 	tests := []struct {
-		name     string
-		params   []config.Parameter
-		noBuilt  bool
-		fallback []string
-		x        func(t *testing.T) *traffic.Exchange
-		wantKey  record.Key
-		wantID   string
+		name    string
+		params  []config.Parameter
+		noBuilt bool
+		// noRotation turns sessions.stitch.rotation off.
+		noRotation bool
+		fallback   []string
+		x          func(t *testing.T) *traffic.Exchange
+		wantKey    record.Key
+		wantID     string
 	}{
 		{
-			name:   "response-side key decides with the response",
+			name:   "response-side key decides with the response, its value continuing the request's",
 			params: seedParams,
+			x: func(*testing.T) *traffic.Exchange {
+				return withResponse(exchange("POST", "/login?token=q"), 200, `{"token":"r"}`)
+			},
+			wantKey: record.Key{Source: "param", Name: "login_token"}, wantID: wantID("q"),
+		},
+		{
+			name:       "response-side key decides with the response, rotation off",
+			params:     seedParams,
+			noRotation: true,
 			x: func(*testing.T) *traffic.Exchange {
 				return withResponse(exchange("POST", "/login?token=q"), 200, `{"token":"r"}`)
 			},
@@ -280,6 +308,7 @@ func TestGrouping(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig(t, tc.params...)
 			cfg.Sessions.BuiltinKeys = !tc.noBuilt
+			cfg.Sessions.Stitch.Rotation = !tc.noRotation
 			if tc.fallback != nil {
 				cfg.Sessions.Fallback = tc.fallback
 			}
@@ -290,7 +319,12 @@ func TestGrouping(t *testing.T) {
 				auth, _ := x.RequestHeader("authorization")
 				want = wantID(strings.TrimPrefix(auth, "Bearer "))
 			}
+			// Peek, before Observe changes any state, must say what Observe decides.
+			ps, _, pk := e.Peek(x)
 			rec := e.observe(x)
+			if ps != rec.Session || pk != rec.Key {
+				t.Errorf("%s: Peek = %s %v, want %s %v as Observe", tc.name, ps, pk, rec.Session, rec.Key)
+			}
 			if rec.Key != tc.wantKey {
 				t.Errorf("%s: key = %v, want %v", tc.name, rec.Key, tc.wantKey)
 			}
@@ -309,13 +343,18 @@ func TestGrouping(t *testing.T) {
 	}
 }
 
-func TestPeekIgnoresResponseAndChangesNothing(t *testing.T) {
+// At the response Peek says what Observe will decide (the response-side key, whose value
+// continues the query token's session) and changes nothing: no part, no record, no link.
+func TestPeekAtTheResponseChangesNothing(t *testing.T) {
 	t.Parallel()
 	e, em, _ := newTestEngine(t, testConfig(t, seedParams...))
 	x := withResponse(exchange("POST", "/login?token=q"), 200, `{"token":"r"}`)
 	s, part, key := e.Peek(x)
-	if s != wantID("q") || key.Name != "query_token" {
-		t.Errorf("Peek = %s %v, want the request-side key query_token", s, key)
+	if s != wantID("q") || key.Name != "login_token" {
+		t.Errorf("Peek = %s %v, want %s by login_token", s, key, wantID("q"))
+	}
+	if n := e.links.len(); n != 0 {
+		t.Errorf("Peek left %d links, want none", n)
 	}
 	if part != "2026-11-22" {
 		t.Errorf("Peek part = %q, want 2026-11-22", part)

@@ -50,10 +50,14 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	var secretsBuf [8]redact.Secret
 	ps, secrets := s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])
 	c := s.resolveClient(x)
-	if !ps.grouped {
-		ps.session, ps.key = s.resolveRest(v, &c, e.hash)
-	}
 	t := startTime(x, e.now)
+	car := e.carriedOf(s, v, &c, &ps, t, true)
+	issued := ps.issued
+	if x.ResponseSeen && s.builtin {
+		issued = s.issuedBuiltin(v, e.hash, issued)
+	}
+	st := e.stitch(s, car, issued, ps.respFirst, t, false)
+	ps.session, ps.key = st.session, st.key
 	rec := newRequest(x, t, &c, &ps)
 	if s.claimOnFailure && rec.Status >= 400 {
 		// A refused login names whoever the client typed: a claim, not the session's user.
@@ -62,6 +66,10 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	if vd := x.Verdict; vd.Action != "" {
 		rec.Protection = &record.Verdict{Action: vd.Action, Rule: vd.Rule, DryRun: vd.DryRun}
 	}
+	if st.from != "" {
+		rec.ContinuedFrom = &record.Continued{Session: st.from, Kind: st.kind}
+	}
+	rec.Linked = st.linked
 	flows := e.enrich(s, v, x, rec, secrets)
 	e.observed.Add(1)
 	if e.closed.Load() {
@@ -81,14 +89,40 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	return rec
 }
 
-// Peek groups an exchange by its request side only, for inline mode's header at request time.
-// It names the part the request would join without changing any state.
+// Peek groups an exchange for inline mode's answers without changing any state: by its
+// request side at request time, and once the response is seen (ResponseSeen) as Observe will,
+// with the values the response issues and the links they would make. It names the part the
+// request would join.
 func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key) {
 	s := e.snap.Load()
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
-	session, key = s.group(v, x, e.hash)
 	t := startTime(x, e.now)
+	if x.ResponseSeen {
+		// At the response: what Observe will decide, the response's issued values and links
+		// included, so that the response-phase answer carries the final id.
+		ps, _ := s.readParams(v, e.hash, reading{all: true, response: true}, nil)
+		c := s.resolveClient(x)
+		car := e.carriedOf(s, v, &c, &ps, t, false)
+		issued := ps.issued
+		if s.builtin {
+			issued = s.issuedBuiltin(v, e.hash, issued)
+		}
+		st := e.stitch(s, car, issued, ps.respFirst, t, true)
+		session, key = st.session, st.key
+	} else {
+		session, key = s.group(v, x, e.hash)
+		if key.Source == record.SourceFallback && s.builtin {
+			if car, ok := e.learned(s, v, t, false); ok {
+				session, key = car.session, car.key
+			}
+		}
+		if key.Source != record.SourceFallback && e.links != nil {
+			if l, ok := e.links.lookup(session, t, s.rules.idle, false); ok && l.follows() {
+				session = l.root
+			}
+		}
+	}
 	if e.shared != nil {
 		// The local live part answers when the request joins it: its last request is within
 		// the idle timeout and of the same day, so no request another replica saw in between
@@ -153,6 +187,15 @@ type params struct {
 	grouped bool
 	session string
 	key     record.Key
+	// reqGrouped is true when a request-side grouping parameter worked; reqSession and reqKey
+	// are the first one's. respFirst is true when the first grouping parameter that worked
+	// reads the response, and issued holds the values of the response-side grouping
+	// parameters (the values the response issued), in file order.
+	reqGrouped bool
+	reqSession string
+	reqKey     record.Key
+	respFirst  bool
+	issued     []issuedValue
 	// The rest is filled when reading all parameters.
 	user, role string
 	values     map[string]string // exported values by parameter name; nil when none
@@ -178,7 +221,11 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 		}
 		if !rd.all {
 			ps.grouped, ps.session, ps.key = true, h.sessionID(val), p.key
+			ps.reqGrouped, ps.reqSession, ps.reqKey = true, ps.session, p.key
 			return ps, secrets
+		}
+		if p.group {
+			ps.groupValue(p, val, h)
 		}
 		out := ps.add(p, val, h, len(s.params))
 		if p.hashed && len(secrets) < maxSecrets {
@@ -186,6 +233,23 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 		}
 	}
 	return ps, secrets
+}
+
+// groupValue notes the value of grouping parameter p as carried by the request or issued by
+// the response.
+func (ps *params) groupValue(p *param, val string, h *hasher) {
+	if p.side == extract.Response {
+		if !ps.grouped {
+			ps.respFirst = true
+		}
+		if len(ps.issued) < maxIssued {
+			ps.issued = append(ps.issued, issuedValue{session: h.sessionID(val), key: p.key, name: "param:" + p.name})
+		}
+		return
+	}
+	if !ps.reqGrouped {
+		ps.reqGrouped, ps.reqSession, ps.reqKey = true, h.sessionID(val), p.key
+	}
 }
 
 // add takes the value of parameter p and returns it as exported; n is the number of
@@ -320,6 +384,7 @@ func newHit(rec *record.Request, flows flowMask, t time.Time) hit {
 		bytesOut:  rec.ResponseBytes,
 		flows:     flows,
 		malicious: rec.Malicious,
+		linked:    rec.Linked,
 	}
 }
 

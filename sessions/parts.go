@@ -92,8 +92,10 @@ type part struct {
 	requests, malicious int64
 	bytesIn, bytesOut   int64
 
-	seq  uint32
-	nIPs uint8
+	seq uint32
+	// linked counts the values linked into the part (stitching).
+	linked uint32
+	nIPs   uint8
 	// live is false for a part ended by idle_timeout: the entry stays, without its counters,
 	// until its day ends, so that the next part of the same day is numbered ".N+1".
 	live bool
@@ -136,6 +138,7 @@ type hit struct {
 	bytesOut  int64
 	flows     flowMask
 	malicious bool
+	linked    int
 }
 
 // newPart opens part seq of the day of h.t; sh shares its day and key.
@@ -201,6 +204,7 @@ func (p *part) add(h *hit, in *interner) {
 	}
 	p.bytesIn += h.bytesIn
 	p.bytesOut += h.bytesOut
+	p.linked += uint32(max(0, h.linked))
 	p.dirty = true
 }
 
@@ -250,6 +254,7 @@ func (p *part) sessionRecord(final bool, reason string) *record.Session {
 		Malicious:  int(p.malicious),
 		BytesIn:    p.bytesIn,
 		BytesOut:   p.bytesOut,
+		Linked:     int(p.linked),
 		Final:      final,
 		EndReason:  reason,
 	}
@@ -411,6 +416,16 @@ func (t *table) observeShared(id string, h *hit, st *PartState, out []record.Rec
 	out = append(out, sh.takePending()...)
 	sh.mu.Unlock()
 	return name, out
+}
+
+// live reports whether session id has a live part that a request at tm would join.
+func (t *table) live(id string, tm time.Time, r *partRules) bool {
+	sh := t.shardOf(id)
+	sh.mu.Lock()
+	p, ok := sh.lru.Peek(id)
+	live := ok && p.live && r.endReason(p, tm) == ""
+	sh.mu.Unlock()
+	return live
 }
 
 // joinHint is the number of the engine's live part of session id when a request at tm joins

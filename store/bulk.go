@@ -25,14 +25,14 @@ import (
 const pgBatch = `WITH pin AS (
 	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
 		$8::bigint[], $9::bytea[], $10::bigint[], $11::bytea[], $12::bytea[], $13::bigint[], $14::bytea[], $15::bytea[],
-		$16::bytea[], $17::bigint[], $18::bytea[]) WITH ORDINALITY
+		$16::bytea[], $17::bigint[], $18::bytea[], $19::bigint[]) WITH ORDINALITY
 		AS u(session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, "user", user_at,
-		user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, ord)
+		user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked, ord)
 ), p AS (
 	INSERT INTO parts AS parts (session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out,
-		rows_last, "user", user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid)
+		rows_last, "user", user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked)
 	SELECT session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, last_seen, "user",
-		user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid FROM pin ORDER BY ord
+		user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked FROM pin ORDER BY ord
 	` + partUpsert + ` AS span
 ), ids AS (
 	SELECT pin.ord, p.id, p.span FROM p JOIN pin ON pin.session = p.session AND pin.part = p.part
@@ -41,21 +41,21 @@ const pgBatch = `WITH pin AS (
 		malicious, flows, attack_types, record, rkey)
 	SELECT ids.id, u.time, u.request_id, u.method, u.host, u.path, u.route, u.status, u.client_ip, u."user", u.role,
 		u.malicious, u.flows, u.attack_types, u.record, u.rkey
-	FROM unnest($19::bigint[], $20::bigint[], $21::bytea[], $22::bytea[], $23::bytea[], $24::bytea[], $25::bytea[],
-		$26::integer[], $27::bytea[], $28::bytea[], $29::bytea[], $30::boolean[], $31::bytea[], $32::bytea[], $33::bytea[],
-		$34::bytea[]) AS u(pord, time, request_id, method, host, path, route, status, client_ip, "user", role, malicious,
+	FROM unnest($20::bigint[], $21::bigint[], $22::bytea[], $23::bytea[], $24::bytea[], $25::bytea[], $26::bytea[],
+		$27::integer[], $28::bytea[], $29::bytea[], $30::bytea[], $31::boolean[], $32::bytea[], $33::bytea[], $34::bytea[],
+		$35::bytea[]) AS u(pord, time, request_id, method, host, path, route, status, client_ip, "user", role, malicious,
 		flows, attack_types, record, rkey)
 	JOIN ids ON ids.ord = u.pord
 ), c AS (
 	INSERT INTO part_values AS part_values (part_id, kind, value, count, first)
 	SELECT ids.id, u.kind, u.value, u.count, u.first
-	FROM unnest($35::bigint[], $36::integer[], $37::bytea[], $38::bigint[], $39::bigint[]) AS u(pord, kind, value, count, first)
+	FROM unnest($36::bigint[], $37::integer[], $38::bytea[], $39::bigint[], $40::bigint[]) AS u(pord, kind, value, count, first)
 	JOIN ids ON ids.ord = u.pord
 	` + countConflict + `
 ), m AS (
 	INSERT INTO part_values AS part_values (part_id, kind, value, first)
 	SELECT ids.id, u.kind, u.value, u.first
-	FROM unnest($40::bigint[], $41::integer[], $42::bytea[], $43::bigint[]) AS u(pord, kind, value, first)
+	FROM unnest($41::bigint[], $42::integer[], $43::bytea[], $44::bigint[]) AS u(pord, kind, value, first)
 	JOIN ids ON ids.ord = u.pord
 	` + markConflict + `
 ), sp AS (
@@ -77,11 +77,11 @@ func (s *Store) prepareBulk(ctx context.Context) error {
 // parts. A request row already stored fails it with errStored, having written nothing.
 func (s *Store) commitPG(ctx context.Context, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey,
 	counts, marks []valueRow) (int64, error) {
-	args := make([]any, 0, 43)
+	args := make([]any, 0, 44)
 	// Parts, in order: their place in it is their ordinal (from 1).
 	np := len(order)
 	sess, names := make([][]byte, np), make([][]byte, np)
-	var nums [12][]int64
+	var nums [10][]int64
 	for i := range nums {
 		nums[i] = make([]int64, np)
 	}
@@ -93,7 +93,7 @@ func (s *Store) commitPG(ctx context.Context, reqs []encodedRequest, aggs map[pa
 		a := aggs[k]
 		a.ord = int64(i + 1)
 		sess[i], names[i] = []byte(k.session), []byte(k.part)
-		for j, v := range [...]int64{a.first, a.last, a.rows, a.malicious, a.bytesIn, a.bytesOut, a.user.at, a.role.at, a.key.at} {
+		for j, v := range [...]int64{a.first, a.last, a.rows, a.malicious, a.bytesIn, a.bytesOut, a.user.at, a.role.at, a.key.at, a.linked} {
 			nums[j][i] = v
 		}
 		for j, v := range [...]string{a.user.value, a.user.rid, a.role.value, a.role.rid, a.key.src, a.key.nm, a.key.rid} {
@@ -101,7 +101,7 @@ func (s *Store) commitPG(ctx context.Context, reqs []encodedRequest, aggs map[pa
 		}
 	}
 	args = append(args, sess, names, nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], text[0], nums[6], text[1],
-		text[2], nums[7], text[3], text[4], text[5], nums[8], text[6])
+		text[2], nums[7], text[3], text[4], text[5], nums[8], text[6], nums[9])
 	args = append(args, requestArgs(reqs, aggs)...)
 	args = append(args, valueArgs(counts, true)...)
 	args = append(args, valueArgs(marks, false)...)

@@ -135,6 +135,9 @@ var pgMigrations = []string{
 	INSERT INTO meta (key, value) SELECT 'max_span', coalesce(max(last_seen - first_seen), 0) FROM parts
 		ON CONFLICT (key) DO NOTHING;
 	CREATE INDEX parts_malicious ON parts (last_seen, session, part, first_seen) WHERE rows_malicious > 0;`,
+
+	// Version 3: parts sum the values their requests' responses linked (stitching).
+	`ALTER TABLE parts ADD COLUMN rows_linked BIGINT NOT NULL DEFAULT 0;`,
 }
 
 // pgLockMigrate is the advisory lock key under which a store migrates the schema, so that

@@ -181,7 +181,7 @@ type Page struct {
 
 // partCols are the columns scanPart reads, the last whether a later part of the session exists.
 const partCols = `p.id, p.session, p.part, p.first_seen, p.last_seen, p.rows, p.rows_malicious,
-	p.rows_bytes_in, p.rows_bytes_out, p."user", p.role, p.key_source, p.key_name,
+	p.rows_bytes_in, p.rows_bytes_out, p."user", p.role, p.key_source, p.key_name, p.rows_linked,
 	EXISTS (SELECT 1 FROM parts q WHERE q.session = p.session AND q.last_seen > p.last_seen)`
 
 const partOrder = ` ORDER BY p.last_seen DESC, p.session DESC, p.part DESC`
@@ -474,18 +474,18 @@ type scanner interface{ Scan(dest ...any) error }
 // scanPart reads a part's own row (partCols); fillParts adds its values and whether it ended.
 func scanPart(sc scanner) (*partRow, error) {
 	var (
-		id                                int64
-		first, last, rows, mal, bin, bout int64
-		later                             bool
+		id                                        int64
+		first, last, rows, mal, bin, bout, linked int64
+		later                                     bool
 	)
 	r := &record.Session{Kind: record.KindSession}
 	if err := sc.Scan(&id, &r.Session, &r.Part, &first, &last, &rows, &mal, &bin, &bout, &r.User, &r.Role,
-		&r.Key.Source, &r.Key.Name, &later); err != nil {
+		&r.Key.Source, &r.Key.Name, &linked, &later); err != nil {
 		return nil, err
 	}
 	r.FirstSeen = record.At(time.UnixMilli(first).UTC())
 	r.LastSeen = record.At(time.UnixMilli(last).UTC())
-	r.Requests, r.Malicious, r.BytesIn, r.BytesOut = int(rows), int(mal), bin, bout
+	r.Requests, r.Malicious, r.BytesIn, r.BytesOut, r.Linked = int(rows), int(mal), bin, bout, int(linked)
 	return &partRow{id: id, rec: r, later: later, first: first, last: last}, nil
 }
 

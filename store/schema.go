@@ -142,6 +142,9 @@ var migrations = []migration{
 	DROP INDEX requests_part;
 	CREATE UNIQUE INDEX requests_part ON requests (part_id, time, rkey);
 	DROP TABLE batches;`)),
+
+	// Version 5: parts sum the values their requests' responses linked (stitching).
+	sqlStep(`ALTER TABLE parts ADD COLUMN rows_linked INTEGER NOT NULL DEFAULT 0;`),
 }
 
 // fillRequestKeys gives every stored request row the content key of its record, as ingest

@@ -645,3 +645,34 @@ func TestWriteManyPartsInOneBatch(t *testing.T) {
 		}
 	})
 }
+
+// A part sums the values its requests' responses linked, whichever batches bring them, and a
+// request keeps the session it continued from.
+func TestLinkedAndContinuedFrom(t *testing.T) {
+	t.Parallel()
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		login := req("s_link", "2026-11-22", 0, func(r *record.Request) { r.Linked = 2 })
+		later := req("s_link", "2026-11-22", time.Minute, func(r *record.Request) {
+			r.ContinuedFrom = &record.Continued{Session: "s_own", Kind: "login"}
+		})
+		again := req("s_link", "2026-11-22", 2*time.Minute, func(r *record.Request) { r.Linked = 1 })
+		write(t, s, login)
+		write(t, s, again, later)
+		v, err := s.Part(context.Background(), "s_link", "2026-11-22", PartQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Session.Linked != 3 {
+			t.Errorf("part linked %d; want 3 (2 + 1)", v.Session.Linked)
+		}
+		var found bool
+		for _, r := range decodeReqs(t, v.Requests) {
+			if r.RequestID == later.RequestID {
+				found = r.ContinuedFrom != nil && *r.ContinuedFrom == *later.ContinuedFrom
+			}
+		}
+		if !found {
+			t.Error("the request that continued from s_own lost continued_from")
+		}
+	})
+}

@@ -33,7 +33,7 @@ type writeStmts struct {
 }
 
 const (
-	partUpsertCols = 19
+	partUpsertCols = 20
 	requestCols    = 16
 	valueCols      = 5
 )
@@ -92,6 +92,7 @@ const partUpsert = ` ON CONFLICT (session, part) DO UPDATE SET
 	rows_malicious = parts.rows_malicious + excluded.rows_malicious,
 	rows_bytes_in = parts.rows_bytes_in + excluded.rows_bytes_in,
 	rows_bytes_out = parts.rows_bytes_out + excluded.rows_bytes_out,
+	rows_linked = parts.rows_linked + excluded.rows_linked,
 	rows_last = CASE WHEN excluded.rows_last > parts.rows_last THEN excluded.rows_last ELSE parts.rows_last END,
 	"user" = CASE WHEN ` + userWins + ` THEN excluded."user" ELSE parts."user" END,
 	user_at = CASE WHEN ` + userWins + ` THEN excluded.user_at ELSE parts.user_at END,
@@ -152,8 +153,8 @@ func (s *Store) prepare(ctx context.Context) error {
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.parts[:], s.d.insert+` INTO parts (session, part, first_seen, last_seen, rows,
 			rows_malicious, rows_bytes_in, rows_bytes_out, rows_last, "user", user_at, user_rid, role, role_at, role_rid,
-			key_source, key_name, key_at, key_rid) VALUES `,
-			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", partUpsert)
+			key_source, key_name, key_at, key_rid, rows_linked) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", partUpsert)
 	}
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.requests[:], s.d.insert+` INTO requests (part_id, time, request_id, method, host,
@@ -226,6 +227,7 @@ type partAgg struct {
 	first, last       int64
 	rows, malicious   int64
 	bytesIn, bytesOut int64
+	linked            int64
 	user, role        pick
 	key               keyPick
 	id                int64
@@ -254,6 +256,7 @@ func (a *partAgg) add(r *record.Request, t int64, scratch []partValue) []partVal
 	}
 	a.bytesIn += r.RequestBytes
 	a.bytesOut += r.ResponseBytes
+	a.linked += int64(max(0, r.Linked))
 	if u := (pick{r.User, r.RequestID, t}); r.User != "" && (a.user.value == "" || u.after(a.user)) {
 		a.user = u
 	}
@@ -557,7 +560,8 @@ func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*p
 			a := aggs[k]
 			args = append(args, s.d.text(k.session), s.d.text(k.part), a.first, a.last, a.rows, a.malicious, a.bytesIn,
 				a.bytesOut, a.last, s.d.text(a.user.value), a.user.at, s.d.text(a.user.rid), s.d.text(a.role.value),
-				a.role.at, s.d.text(a.role.rid), s.d.text(a.key.src), s.d.text(a.key.nm), a.key.at, s.d.text(a.key.rid))
+				a.role.at, s.d.text(a.role.rid), s.d.text(a.key.src), s.d.text(a.key.nm), a.key.at, s.d.text(a.key.rid),
+				a.linked)
 		}
 		start += n
 		sp, err := s.upsertChunk(ctx, tx, s.stmt.parts[bits.TrailingZeros(uint(n))], args, aggs)

@@ -358,6 +358,9 @@ func TestBrowser(t *testing.T) {
 		if got := eval[string](tb, `document.querySelector('#request-rows .badge.dry').textContent`); got != `rate_limit · <img src=x onerror=alert(7)> (dry run)` {
 			t.Fatalf("the protection badge shows %q, want the verdict as text", got)
 		}
+		if got := eval[string](tb, `document.querySelector('#request-rows tr.req .continued').textContent`); got != "continued from s_<img src=x onerror=alert(7)> (<b>login</b>)" {
+			t.Fatalf("the timeline shows %q for continued_from, want the literal text", got)
+		}
 		if n := eval[int](tb, `document.querySelectorAll('img, svg, iframe, object, embed, b, i, u, script:not([src])').length`); n != 0 {
 			t.Fatalf("the page holds %d elements that only markup from traffic could have made", n)
 		}

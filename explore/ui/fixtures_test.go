@@ -53,7 +53,9 @@ func fixtureRequests() []*record.Request {
 		Malicious: true,
 		Attack: &record.Attack{Source: "waf", Types: []string{"sqli", `<u>xss</u>`}, RuleIDs: []string{"942100"},
 			Headers: map[string]string{"user-agent": xssUA}, Body: `<script>alert(6)</script>`},
-		Protection: &record.Verdict{Action: "rate_limit", Rule: `<img src=x onerror=alert(7)>`, DryRun: true},
+		Protection:    &record.Verdict{Action: "rate_limit", Rule: `<img src=x onerror=alert(7)>`, DryRun: true},
+		ContinuedFrom: &record.Continued{Session: `s_<img src=x onerror=alert(7)>`, Kind: `<b>login</b>`},
+		Linked:        1,
 	}
 	return []*record.Request{
 		alice("req-a-1", "2026-11-22T09:00:00.100Z", "POST", "/api/login", "/api/login", 200, 41.2, 310, "auth"),

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -548,4 +549,115 @@ func (v *View) parse(b []byte) (doc any, ok bool) {
 		return nil, false
 	}
 	return doc, true
+}
+
+func (v *View) requestCookies() []pair {
+	if !v.cookiesDone {
+		v.Cookie("")
+	}
+	return v.cookies
+}
+
+// CookieWithSuffix returns the name and value of the first request cookie with a non-empty
+// value whose name ends with suffix (and is longer than it).
+func (v *View) CookieWithSuffix(suffix string) (name, value string, ok bool) {
+	for _, p := range v.requestCookies() {
+		if len(p.name) > len(suffix) && strings.HasSuffix(p.name, suffix) && p.value != "" {
+			return p.name, p.value, true
+		}
+	}
+	return "", "", false
+}
+
+// EachCookie calls fn with every request cookie that has a value, in the order sent, until fn
+// returns false. The strings share memory with the Exchange.
+func (v *View) EachCookie(fn func(name, value string) bool) {
+	for _, p := range v.requestCookies() {
+		if p.value != "" && !fn(p.name, p.value) {
+			return
+		}
+	}
+}
+
+// EachSetCookie calls fn with every cookie the response's set-cookie headers set to a value,
+// in the order sent, until fn returns false (at most maxPairs of them). A cookie the header
+// removes (Max-Age of 0 or less, an Expires before 2000, or the value "deleted") is left out.
+func (v *View) EachSetCookie(fn func(name, value string) bool) {
+	n := 0
+	for _, h := range v.ex().ResponseHeaders {
+		if !headerNameIs(h.Name, "set-cookie") {
+			continue
+		}
+		if n++; n > maxPairs {
+			return
+		}
+		p, ok := parseSetCookie(h.Value)
+		if !ok || p.value == "" || p.value == "deleted" || removesCookie(h.Value) {
+			continue
+		}
+		if !fn(p.name, p.value) {
+			return
+		}
+	}
+}
+
+// removesCookie reports whether a set-cookie header's attributes expire the cookie at once.
+func removesCookie(h string) bool {
+	_, attrs, _ := strings.Cut(h, ";")
+	for attrs != "" {
+		var a string
+		a, attrs, _ = strings.Cut(attrs, ";")
+		name, val, _ := strings.Cut(a, "=")
+		name, val = trimOWS(name), trimOWS(val)
+		switch {
+		case strings.EqualFold(name, "max-age"):
+			if n, err := strconv.Atoi(val); err == nil && n <= 0 {
+				return true
+			}
+		case strings.EqualFold(name, "expires"):
+			if y, ok := yearOf(val); ok && y < 2000 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// EachHeader calls fn with every non-empty header of one side, in the order sent, until fn
+// returns false.
+func (v *View) EachHeader(side Side, fn func(name, value string) bool) {
+	x := v.ex()
+	hs := x.RequestHeaders
+	if side == Response {
+		hs = x.ResponseHeaders
+	}
+	for _, h := range hs {
+		if h.Value != "" && !fn(h.Name, h.Value) {
+			return
+		}
+	}
+}
+
+// yearOf finds the year of an HTTP date (the first run of exactly four digits), whatever its
+// format (RFC 1123, RFC 850 with a four-digit year, asctime).
+func yearOf(date string) (int, bool) {
+	run := 0
+	for i := 0; i <= len(date); i++ {
+		if i < len(date) && date[i] >= '0' && date[i] <= '9' {
+			run++
+			continue
+		}
+		if run == 4 {
+			y, err := strconv.Atoi(date[i-4 : i])
+			return y, err == nil
+		}
+		run = 0
+	}
+	return 0, false
+}
+
+// JSONContentType reports whether a content type is JSON (application/json or any +json).
+func JSONContentType(ct string) bool {
+	k, _ := mediaKind(ct)
+	return k == bodyJSON
 }

@@ -88,6 +88,17 @@ func (r *Request) AppendJSON(dst []byte) ([]byte, error) {
 		b = appendOptTrue(b, `,"dry_run":true`, v.DryRun)
 		b = append(b, '}')
 	}
+	if c := r.ContinuedFrom; c != nil {
+		b = append(b, `,"continued_from":{"session":`...)
+		b = appendString(b, c.Session)
+		b = append(b, `,"kind":`...)
+		b = appendString(b, c.Kind)
+		b = append(b, '}')
+	}
+	if r.Linked != 0 {
+		b = append(b, `,"linked":`...)
+		b = strconv.AppendInt(b, int64(r.Linked), 10)
+	}
 	return append(b, '}'), nil
 }
 
@@ -129,6 +140,10 @@ func (s *Session) AppendJSON(dst []byte) []byte {
 	b = strconv.AppendInt(b, s.BytesIn, 10)
 	b = append(b, `,"bytes_out":`...)
 	b = strconv.AppendInt(b, s.BytesOut, 10)
+	if s.Linked != 0 {
+		b = append(b, `,"linked":`...)
+		b = strconv.AppendInt(b, int64(s.Linked), 10)
+	}
 	if s.Final {
 		b = append(b, `,"final":true`...)
 	} else {

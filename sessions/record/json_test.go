@@ -177,6 +177,10 @@ func TestRequestAppendJSON(t *testing.T) {
 				BodyTruncated: true,
 			}
 		}},
+		{name: "continued from another session, with links", edit: func(r *Request) {
+			r.ContinuedFrom = &Continued{Session: "s_\u2028<\x00", Kind: "login"}
+			r.Linked = 3
+		}},
 		{name: "an attack with only its source", edit: func(r *Request) {
 			r.Attack = &Attack{Source: "", Types: []string{}, RuleIDs: nil, Headers: map[string]string{}}
 		}},
@@ -441,6 +445,10 @@ func FuzzAppendJSONMatchesMarshal(f *testing.F) {
 			Malicious:     flags&(1<<11) != 0,
 			Partial:       flags&(1<<12) != 0,
 		}
+		if flags&(1<<9) != 0 && flags&(1<<14) != 0 {
+			r.ContinuedFrom = &Continued{Session: c, Kind: opt(15, a)}
+			r.Linked = int(sec)
+		}
 		if flags&(1<<13) != 0 {
 			r.Attack = &Attack{
 				Source:        a,
@@ -478,6 +486,7 @@ func FuzzAppendJSONMatchesMarshal(f *testing.F) {
 			Malicious:  int(sec),
 			BytesIn:    nsec,
 			BytesOut:   n ^ sec,
+			Linked:     int(n),
 			Final:      flags&(1<<10) != 0,
 			EndReason:  opt(11, a),
 		}

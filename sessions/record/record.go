@@ -73,6 +73,12 @@ type Request struct {
 	// Protection is the verdict of the protection rules or a manual block, nil when none
 	// applied.
 	Protection *Verdict `json:"protection,omitempty"`
+	// ContinuedFrom is set when the value the request carried was linked to the session of
+	// another value (stitching): the session id that value has of its own, and how it was
+	// linked.
+	ContinuedFrom *Continued `json:"continued_from,omitempty"`
+	// Linked counts the values this request's response linked into its session.
+	Linked int `json:"linked,omitempty"`
 }
 
 // Verdict is what protection decided for a request: the action of the rule that matched (or
@@ -85,6 +91,14 @@ type Verdict struct {
 	// DryRun is true when nothing was done: the rule runs with dry_run, or Envoy does not
 	// wait for answers (observability mode).
 	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// Continued says which session a request's value continues from.
+type Continued struct {
+	// Session is the session id the carried value has of its own (never the value).
+	Session string `json:"session"`
+	// Kind is "rotation" or "login".
+	Kind string `json:"kind"`
 }
 
 // SessionID implements Record.
@@ -126,7 +140,9 @@ type Session struct {
 	Malicious  int            `json:"malicious"`
 	BytesIn    int64          `json:"bytes_in"`
 	BytesOut   int64          `json:"bytes_out"`
-	Final      bool           `json:"final"`
+	// Linked counts the values linked into the part (stitching).
+	Linked int  `json:"linked,omitempty"`
+	Final  bool `json:"final"`
 	// EndReason says why a final part ended: "day", "idle", "evicted" or "shutdown".
 	EndReason string `json:"end_reason,omitempty"`
 }

@@ -65,6 +65,7 @@ function header(session) {
     ['Requests', fmtInt(session.requests)],
     ['Malicious', fmtInt(session.malicious), Number(session.malicious) > 0 ? 'danger-text' : ''],
     ['Bytes in / out', fmtInt(session.bytes_in) + ' / ' + fmtInt(session.bytes_out)],
+    ['Linked values', Number(session.linked) > 0 ? fmtInt(session.linked) : ''],
     ['State', state],
     ['Client IPs', h('ul', { class: 'plain mono', id: 'part-ips' }, ips.map((v) => h('li', { text: v })))],
     ['User agents', h('ul', { class: 'plain', id: 'part-user-agents' }, uas.map((v) => h('li', { class: 'ua', text: v })))],
@@ -81,6 +82,13 @@ function paramsCell(params, key) {
       h(isKey ? 'mark' : 'span', { class: 'param-name', text: k }), '=',
       h('span', { class: 'param-value', title: val, text: val }));
   }));
+}
+
+// continuedText says which session a request's value continued from (stitching), or ''.
+function continuedText(r) {
+  const c = r.continued_from && typeof r.continued_from === 'object' ? r.continued_from : null;
+  if (!c) return '';
+  return 'continued from ' + str(c.session) + (c.kind ? ' (' + str(c.kind) + ')' : '');
 }
 
 function attackText(r) {
@@ -135,6 +143,8 @@ function details(r) {
       ['Request / response bytes', fmtInt(r.request_bytes) + ' / ' + fmtInt(r.response_bytes)],
       ['Partial', r.partial ? 'yes: the stream ended before the response completed' : ''],
       ['Protection', verdict(r)[0]],
+      ['Continued from', continuedText(r) && h('span', { class: 'mono continued', text: continuedText(r).replace(/^continued from /, '') })],
+      ['Values linked', Number(r.linked) > 0 ? fmtInt(r.linked) : ''],
       ['Attack', a ? [str(a.source), Array.isArray(a.types) ? a.types.map(str).join(', ') : '',
         Array.isArray(a.rule_ids) && a.rule_ids.length ? 'rules ' + a.rule_ids.map(str).join(', ') : '']
         .filter(Boolean).join(' · ') : ''],
@@ -164,7 +174,8 @@ function timelineRow(r, cols) {
       ? h('td', { class: 'user claimed', title: 'claimed by a request answered ' + str(r.status) + ': ' + str(r.claimed_user) }, h('span', { class: 'tag', text: 'claimed' }), ' ', str(r.claimed_user))
       : h('td', { class: 'user', title: str(r.user), text: str(r.user) }),
     h('td', { class: 'small' }, flows.map((f) => h('span', { class: 'tag', text: f }))),
-    h('td', { class: 'small mono' }, h('span', { class: 'key-source', text: str(key.source) }), ' ', h('span', { class: 'key-name', text: str(key.name) })),
+    h('td', { class: 'small mono' }, h('span', { class: 'key-source', text: str(key.source) }), ' ', h('span', { class: 'key-name', text: str(key.name) }),
+      continuedText(r) ? h('div', { class: 'continued', title: 'the value this request carried was linked to this session', text: continuedText(r) }) : null),
     h('td', { class: 'small' }, paramsCell(r.params, key)));
   const detailRow = h('tr', { class: 'detail', hidden: true }, h('td', { colspan: String(cols) }, details(r)));
   const toggle = () => { detailRow.hidden = !detailRow.hidden; tr.classList.toggle('open', !detailRow.hidden); };
