@@ -206,3 +206,6 @@ func (s *replayStream) Send(r *extprocv3.ProcessingResponse) error {
 	}
 	return nil
 }
+
+// Regroups: every response phase asks Peek again.
+func (benchProcessor) Regroups(*traffic.Exchange, bool) bool { return true }

@@ -129,3 +129,6 @@ func testContext(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Regroups: every response phase asks Peek again.
+func (f *fakeProcessor) Regroups(*traffic.Exchange, bool) bool { return true }

@@ -121,6 +121,9 @@ func (st *stream) buildRequestHeaders(g grouping) answer {
 // namespace replaces the keys it names), so an unchanged grouping needs no second copy.
 func (st *stream) inlineResponseHeaders() *extprocv3.ProcessingResponse {
 	x := &st.x
+	if st.peeked && st.req.n == st.peekedBody && !st.proc.Regroups(x, false) {
+		return continueResponseHeaders
+	}
 	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = st.req.result()
 	return st.regroup(true)
 }
@@ -133,6 +136,9 @@ func (st *stream) inlineResponseBody() *extprocv3.ProcessingResponse {
 	}
 	x := &st.x
 	x.ResponseBody, x.ResponseBodyTruncated, x.ResponseBytes = st.resp.result()
+	if !st.proc.Regroups(x, true) {
+		return continueResponseBody
+	}
 	return st.regroup(false)
 }
 

@@ -133,3 +133,6 @@ func stallRaw(ctx context.Context, conn *grpc.ClientConn, msgs [][]byte) error {
 	}
 	return nil
 }
+
+// Regroups: every response phase asks Peek again.
+func (*countingProcessor) Regroups(*traffic.Exchange, bool) bool { return true }

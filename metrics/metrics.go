@@ -186,6 +186,11 @@ func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key re
 	return session, part, key
 }
 
+// Regroups is not timed: it reads a few names and bytes.
+func (t *timedProcessor) Regroups(x *traffic.Exchange, body bool) bool {
+	return t.next.Regroups(x, body)
+}
+
 // PhaseObserver returns the extproc.PhaseObserver that feeds
 // apisessions_extproc_phase_duration_seconds. Each call is one histogram update.
 func (r *Registry) PhaseObserver() extproc.PhaseObserver { return phaseObserver{r} }

@@ -307,3 +307,6 @@ func TestProtectionMetrics(t *testing.T) {
 		}
 	}
 }
+
+// Regroups: every response phase asks Peek again.
+func (f *fakeProcessor) Regroups(*traffic.Exchange, bool) bool { return true }

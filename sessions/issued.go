@@ -1,10 +1,12 @@
 package sessions
 
 import (
+	"bytes"
 	"strings"
 
 	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
 // TrackerCookies name the analytics, advertising and bot-manager cookies (and headers) that
@@ -85,6 +87,15 @@ func idLike(v string) bool {
 var TokenFields = []string{"access_token", "accessToken", "token", "id_token", "idToken", "session_id",
 	"sessionId", "session_token", "sessionToken", "refresh_token", "refreshToken"}
 
+// quotedTokenFields are TokenFields as JSON keys ("token"), for a quick look into a body.
+var quotedTokenFields = func() [][]byte {
+	out := make([][]byte, len(TokenFields))
+	for i, f := range TokenFields {
+		out[i] = []byte(`"` + f + `"`)
+	}
+	return out
+}()
+
 // refreshFields name the request body fields (form or JSON) that carry a refresh token.
 var refreshFields = []string{"refresh_token", "refreshToken"}
 
@@ -117,28 +128,58 @@ func (s *snapshot) issuedBuiltin(v *extract.View, h *hasher, out []issuedValue) 
 		return len(out) < maxIssued
 	})
 	v.EachHeader(extract.Response, func(name, val string) bool {
+		// Most headers are neither a built-in identifier nor a JWT: tell that first, and look
+		// the name up among the trackers only for those that are.
+		var builtin *builtinKey
+		for i := range builtinHeaders {
+			if strings.EqualFold(builtinHeaders[i].name, name) {
+				builtin = &builtinHeaders[i]
+				break
+			}
+		}
+		tok := ""
+		if builtin == nil {
+			if tok = jwtOf(val); tok == "" {
+				return true
+			}
+		}
 		lname := strings.ToLower(name)
 		if lname == "set-cookie" || tracker(lname) {
 			return true
 		}
-		for _, b := range builtinHeaders {
-			if b.name == lname {
-				add(val, b.key, "header:"+lname, false)
-				return len(out) < maxIssued
-			}
+		if builtin != nil {
+			add(val, builtin.key, "header:"+lname, false)
+			return len(out) < maxIssued
 		}
-		if tok := jwtOf(val); tok != "" {
+		if tok != "" {
 			val, key := jwtIdentity(v, tok)
 			add(val, key, "header:"+lname, false)
 		}
 		return len(out) < maxIssued
 	})
-	if doc, ok := v.JSONBody(extract.Response); ok {
-		if m, ok := doc.(map[string]any); ok {
-			s.tokenFields(v, m, add, true)
+	// A body that holds no token field's key is not parsed for one (most responses).
+	if hasTokenField(v.Exchange().ResponseBody) {
+		if doc, ok := v.JSONBody(extract.Response); ok {
+			if m, ok := doc.(map[string]any); ok {
+				s.tokenFields(v, m, add, true)
+			}
 		}
 	}
 	return out
+}
+
+// hasTokenField reports whether body holds one of TokenFields as a JSON key. Each of them ends
+// in oken", ession_id" or essionId": three scans tell most bodies apart before eleven.
+func hasTokenField(body []byte) bool {
+	if !bytes.Contains(body, []byte(`oken"`)) && !bytes.Contains(body, []byte(`ession_id"`)) && !bytes.Contains(body, []byte(`essionId"`)) {
+		return false
+	}
+	for _, f := range quotedTokenFields {
+		if bytes.Contains(body, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // tokenFields adds the TokenFields of m, and of its object members when nested.
@@ -223,6 +264,39 @@ func containsFold(s, sub string) bool {
 	for i := 0; i+len(sub) <= len(s); i++ {
 		if strings.EqualFold(s[i:i+len(sub)], sub) {
 			return true
+		}
+	}
+	return false
+}
+
+// Regroups reports whether the response seen so far in x may change the grouping Peek gave at
+// the request: a grouping parameter reads the response, or, with the built-in keys, the
+// response may issue a value (a Set-Cookie, a built-in identifier header, a JWT in a header,
+// or, at the body, a JSON key of TokenFields). It reads header names and looks for a few
+// bytes only, so that the response-phase inline answer runs Peek again where its answer can
+// change and nowhere else. body selects the response body's part of the question (the
+// headers' was asked at the response headers).
+func (e *Engine) Regroups(x *traffic.Exchange, body bool) bool {
+	s := e.snap.Load()
+	for i := range s.params {
+		if p := &s.params[i]; p.group && p.side == extract.Response {
+			return true
+		}
+	}
+	if !s.builtin {
+		return false
+	}
+	if body {
+		return hasTokenField(x.ResponseBody)
+	}
+	for _, h := range x.ResponseHeaders {
+		if strings.EqualFold(h.Name, "set-cookie") || jwtOf(h.Value) != "" {
+			return true
+		}
+		for _, b := range builtinHeaders {
+			if strings.EqualFold(b.name, h.Name) {
+				return true
+			}
 		}
 	}
 	return false

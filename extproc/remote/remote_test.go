@@ -106,3 +106,6 @@ func TestSendUnreachable(t *testing.T) {
 		t.Error("Send to a closed port succeeded")
 	}
 }
+
+// Regroups: every response phase asks Peek again.
+func (fakeProcessor) Regroups(*traffic.Exchange, bool) bool { return true }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -107,10 +108,14 @@ func generateKeyFile(dataDir, path string) ([]byte, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: create data directory %s: %w", sessions.ErrHashKey, dataDir, err)
 	}
-	k := make([]byte, sessions.MinHashKeyBytes)
-	if _, err := rand.Read(k); err != nil {
+	// The key is the hex text of 32 random bytes, as openssl rand -hex 32 writes it: raw bytes
+	// that happened to end in a line break would lose it when read back (trimNewline), which
+	// would change the key, or make it too short, at the next start.
+	raw := make([]byte, sessions.MinHashKeyBytes)
+	if _, err := rand.Read(raw); err != nil {
 		return nil, fmt.Errorf("%w: generate key: %w", sessions.ErrHashKey, err)
 	}
+	k := []byte(hex.EncodeToString(raw))
 	// The key is written whole to a file of its own, then linked to its name: link fails when
 	// the name exists, so when two processes start at once on one data directory the loser
 	// reads the winner's key, complete, instead of overwriting it or reading it half-written.

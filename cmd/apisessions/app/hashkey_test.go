@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -81,8 +82,10 @@ func TestLoadHashKey(t *testing.T) {
 		if err != nil {
 			t.Fatalf("first start: %v", err)
 		}
-		if len(k1) != sessions.MinHashKeyBytes {
-			t.Errorf("generated key has %d bytes, want %d", len(k1), sessions.MinHashKeyBytes)
+		// The hex text of 32 random bytes: no byte of it is a line break that reading it back
+		// would trim.
+		if raw, err := hex.DecodeString(string(k1)); err != nil || len(raw) != sessions.MinHashKeyBytes {
+			t.Errorf("generated key %d bytes long (%v); want the hex text of %d random bytes", len(k1), err, sessions.MinHashKeyBytes)
 		}
 		di, err := os.Stat(dir)
 		if err != nil || di.Mode().Perm() != 0o700 {
