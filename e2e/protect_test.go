@@ -151,19 +151,7 @@ func TestManualBlock(t *testing.T) {
 	}
 	api := func(method, body string) (int, map[string]any) {
 		t.Helper()
-		req, err := http.NewRequest(method, "http://"+srv.httpAddr+"/api/v1/sessions/"+session+"/block", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+writeToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&m)
-		return resp.StatusCode, m
+		return blockAPI(t, srv, writeToken, session, method, body)
 	}
 	if code, m := api("POST", `{"for":"1h","reason":"credential stuffing"}`); code != 200 || m["block"] == nil {
 		t.Fatalf("POST block: %d %v", code, m)
@@ -241,19 +229,7 @@ state:
 		session, _ := a.record(t, first.id)["session"].(string)
 		api := func(s *server, method, body string) (int, map[string]any) {
 			t.Helper()
-			req, err := http.NewRequest(method, "http://"+s.httpAddr+"/api/v1/sessions/"+session+"/block", strings.NewReader(body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Authorization", "Bearer "+writeToken)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			var m map[string]any
-			_ = json.NewDecoder(resp.Body).Decode(&m)
-			return resp.StatusCode, m
+			return blockAPI(t, s, writeToken, session, method, body)
 		}
 		if code, m := api(a, "POST", `{"for":"10m","reason":"shared"}`); code != 200 {
 			t.Fatalf("block through replica a: %d %v", code, m)
@@ -289,4 +265,23 @@ state:
 			}
 		}
 	})
+}
+
+// blockAPI calls the block endpoint of session on s with the write token and returns the
+// status and the decoded answer.
+func blockAPI(t *testing.T, s *server, writeToken, session, method, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+s.httpAddr+"/api/v1/sessions/"+session+"/block", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+writeToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
 }
