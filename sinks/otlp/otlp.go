@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,6 +180,15 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 	}
 	if len(s.coll.recs) > 0 {
 		if err := s.exp.Export(ctx, s.coll.recs); err != nil {
+			if n, ok := partialSuccess(err); ok {
+				// The receiver took the batch and refused n of its records for good: they are
+				// counted and logged as failed, the rest as delivered, and nothing is sent again.
+				if n <= 0 {
+					s.log.Warn("the OTLP receiver accepted the batch with a warning", "error", err.Error())
+					return nil
+				}
+				return &sinks.PartialError{Failed: int(min(n, int64(len(s.coll.recs)))), Err: sinks.Permanent(fmt.Errorf("otlp: %w", err))}
+			}
 			return s.classify(err)
 		}
 	}
@@ -186,6 +196,26 @@ func (s *Sink) Write(ctx context.Context, batch []record.Record) error {
 		return &sinks.PartialError{Failed: bad, Err: sinks.Permanent(badErr)}
 	}
 	return nil
+}
+
+// partialSuccess reads how many records a receiver refused while accepting the batch (an OTLP
+// partial success) from the exporter's error. Its type is internal to the SDK; its text is
+// "OTLP partial success: <message> (<n> logs rejected)". Any other error, or one joined with
+// another, is not a partial success.
+func partialSuccess(err error) (int64, bool) {
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "OTLP partial success: ") {
+		return 0, false
+	}
+	i := strings.LastIndex(msg, " (")
+	if i < 0 {
+		return 0, false
+	}
+	var n int64
+	if _, err := fmt.Sscanf(msg[i:], " (%d logs rejected)", &n); err != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 // classify marks the refusals that sending the same records again cannot fix.

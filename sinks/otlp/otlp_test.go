@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -38,6 +39,7 @@ const secret = "Bearer otlp-secret-token"
 // with fail when set.
 type receiver struct {
 	collogspb.UnimplementedLogsServiceServer
+	partial  int64 // records the receiver says it refused while accepting the batch
 	mu       sync.Mutex
 	got      []*collogspb.ExportLogsServiceRequest
 	auth     []string
@@ -54,6 +56,10 @@ func (r *receiver) Export(ctx context.Context, req *collogspb.ExportLogsServiceR
 		return nil, status.Error(r.failGRPC, "refused by the test")
 	}
 	r.got = append(r.got, req)
+	if r.partial > 0 {
+		return &collogspb.ExportLogsServiceResponse{PartialSuccess: &collogspb.ExportLogsPartialSuccess{
+			RejectedLogRecords: r.partial, ErrorMessage: "record too large"}}, nil
+	}
 	return &collogspb.ExportLogsServiceResponse{}, nil
 }
 
@@ -81,7 +87,11 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.got = append(r.got, &m)
-	out, _ := proto.Marshal(&collogspb.ExportLogsServiceResponse{})
+	resp := &collogspb.ExportLogsServiceResponse{}
+	if r.partial > 0 {
+		resp.PartialSuccess = &collogspb.ExportLogsPartialSuccess{RejectedLogRecords: r.partial, ErrorMessage: "record too large"}
+	}
+	out, _ := proto.Marshal(resp)
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	_, _ = w.Write(out)
 }
@@ -378,5 +388,26 @@ func TestConfigProblems(t *testing.T) {
 	}
 	if j := strings.Join(got, "\n"); strings.Contains(j, "secret") || strings.Contains(j, "pw@") {
 		t.Error("the problems echo a credential")
+	}
+}
+
+// TestPartialSuccess: records a receiver refuses while accepting the batch are failed for good
+// (counted, not sent again); the others are delivered.
+func TestPartialSuccess(t *testing.T) {
+	t.Parallel()
+	for _, protocol := range []string{"grpc", "http"} {
+		r := &receiver{partial: 1}
+		endpoint := startGRPC(t, r)
+		if protocol == "http" {
+			ts := httptest.NewServer(r)
+			t.Cleanup(ts.Close)
+			endpoint = ts.URL
+		}
+		sk := newSink(t, endpoint, protocol, "gzip")
+		err := sk.Write(context.Background(), batch())
+		var pe *sinks.PartialError
+		if !errors.As(err, &pe) || pe.Failed != 1 || !sinks.IsPermanent(err) || !strings.Contains(err.Error(), "record too large") {
+			t.Errorf("%s: Write after a partial success: %v; want a permanent partial error of 1 record", protocol, err)
+		}
 	}
 }
