@@ -1,6 +1,7 @@
 package protect
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -266,20 +267,15 @@ func (e *Engine) Blocked(kind, id string) (manual.Block, bool) {
 // Blocks lists the blocks in force, sessions first, each kind by id.
 func (e *Engine) Blocks() []manual.Block {
 	bs := e.blocks.List(e.now())
+	// Sessions first, then users, each by id.
+	kind := func(b manual.Block) int {
+		if b.Kind == manual.KindSession {
+			return 0
+		}
+		return 1
+	}
 	slices.SortFunc(bs, func(a, b manual.Block) int {
-		if a.Kind != b.Kind {
-			if a.Kind == manual.KindSession {
-				return -1
-			}
-			return 1
-		}
-		if a.ID < b.ID {
-			return -1
-		}
-		if a.ID > b.ID {
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(kind(a), kind(b)), cmp.Compare(a.ID, b.ID))
 	})
 	return bs
 }
@@ -326,19 +322,7 @@ func (e *Engine) Stats() Stats {
 	e.countsMu.Unlock()
 	s.Rules = append(s.Rules, RuleStats{Rule: "manual", Action: config.ActionBlock, Fired: e.manualFired.Load(), DryRun: e.manualDry.Load()})
 	slices.SortFunc(s.Rules, func(a, b RuleStats) int {
-		if a.Rule != b.Rule {
-			if a.Rule < b.Rule {
-				return -1
-			}
-			return 1
-		}
-		if a.Action < b.Action {
-			return -1
-		}
-		if a.Action > b.Action {
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(a.Rule, b.Rule), cmp.Compare(a.Action, b.Action))
 	})
 	s.Buckets = e.buckets.size()
 	s.BucketsEvicted = e.buckets.evicted.Load()
