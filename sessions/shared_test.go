@@ -20,6 +20,7 @@ type fakeShared struct {
 	unknown bool
 	calls   []PartQuery
 	batches int
+	largest int // the most updates one call of ObserveParts carried
 	reads   int
 }
 
@@ -27,6 +28,7 @@ func (f *fakeShared) ObserveParts(_ context.Context, us []PartUpdate) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.batches++
+	f.largest = max(f.largest, len(us))
 	for i := range us {
 		f.calls = append(f.calls, us[i].Q)
 		us[i].State, us[i].OK = f.next, !f.unknown
@@ -237,8 +239,14 @@ func TestPartWorkers(t *testing.T) {
 	if int64(len(sh.calls)) != int64(n)-full {
 		t.Errorf("%d requests sent to the shared state; want %d (all but the %d decided locally)", len(sh.calls), int64(n)-full, full)
 	}
-	if sh.batches > 1+(partQueue+partBatch-1)/partBatch+1 {
-		t.Errorf("%d calls of ObserveParts for %d queued requests; want them in batches of up to %d", sh.batches, len(sh.calls), partBatch)
+	// A batch is cut at partBatch requests, or earlier when its linger ends while it fills (a
+	// worker descheduled for 2 ms on a loaded machine): so the test bounds the size of every
+	// call and asks that most of the queue went in large batches, not an exact count.
+	if sh.largest > partBatch {
+		t.Errorf("one call of ObserveParts carried %d requests; want at most %d", sh.largest, partBatch)
+	}
+	if sh.batches > len(sh.calls)/32 {
+		t.Errorf("%d calls of ObserveParts for %d queued requests; want them batched (up to %d in one)", sh.batches, len(sh.calls), partBatch)
 	}
 	for i := 1; i < len(sh.calls); i++ {
 		if sh.calls[i].T.Before(sh.calls[i-1].T) {
