@@ -32,8 +32,6 @@ const oracleConfig = `
 sessions:
   idle_timeout: 30m
   day_boundary: UTC
-  # Links are not shared between replicas yet: both sides decide from each exchange alone.
-  stitch: {rotation: false, login: false}
 parameters:
   - name: login_token
     in: response.body
@@ -76,7 +74,9 @@ type oracleExchange struct {
 // oracleTraffic generates requests over sessions, as waves: wave i holds at most one request
 // of each session (two, ended in reverse order, when a session sends two at once), in
 // request-time order within a session. Sessions log in and carry the token the login's
-// response issued, send an API key, or nothing (grouped by address and user agent); they
+// response issued, send an API key, nothing (grouped by address and user agent), or log in for
+// a session cookie that responses rotate now and then (stitching: the login joins the
+// client's anonymous session, each new value continues it); they
 // pause past the idle timeout now and then, and cross midnight (UTC): the times start at
 // 22:00 two days from now, ahead of the servers' clocks, so that only the requests' own times
 // decide parts (a sweeper never ends a part whose last request is in its future).
@@ -90,8 +90,9 @@ func oracleTraffic(seed uint64, sessions, requests int) [][]oracleExchange {
 	statuses := []int{200, 200, 200, 201, 204, 400, 403, 404, 500}
 	n := 0
 	for s := range sessions {
-		kind := s % 3
+		kind := s % 4
 		token := fmt.Sprintf("tok-%d-%d", seed, s)
+		cookie, rotations := "", 0
 		t := base.Add(time.Duration(rng.IntN(120)) * time.Minute)
 		count := requests / sessions
 		if s < requests%sessions {
@@ -135,6 +136,15 @@ func oracleTraffic(seed uint64, sessions, requests int) [][]oracleExchange {
 				x.Path += sep + "token=" + token
 			case kind == 1:
 				x.RequestHeaders = append(x.RequestHeaders, traffic.Header{Name: "x-api-key", Value: token})
+			case kind == 3:
+				if cookie != "" {
+					x.RequestHeaders = append(x.RequestHeaders, traffic.Header{Name: "cookie", Value: "PHPSESSID=" + cookie})
+				}
+				if i == 0 || rng.IntN(3) == 0 {
+					rotations++
+					cookie = fmt.Sprintf("%s-%08x-%d", token, rng.Uint32(), rotations)
+					x.ResponseHeaders = append(x.ResponseHeaders, traffic.Header{Name: "set-cookie", Value: "PHPSESSID=" + cookie + "; Path=/; HttpOnly"})
+				}
 			}
 			perSession[s] = append(perSession[s], x)
 			switch r := rng.IntN(100); {
@@ -162,7 +172,9 @@ func oracleTraffic(seed uint64, sessions, requests int) [][]oracleExchange {
 			// the two streams end in either order, as out-of-order stream ends do.
 			// (Not across midnight: an earlier request that arrives after the next day's first
 			// joins the part it finds open, which depends on the order.)
-			if next[s] < len(xs) && xs[next[s]].Start.Sub(xs[next[s]-1].Start) < time.Second &&
+			// Nor after a response that issues a value: the next request carries it, and
+			// follows its link only once that response was seen.
+			if next[s] < len(xs) && xs[next[s]].Start.Sub(xs[next[s]-1].Start) < time.Second && !issues(xs[next[s]-1]) &&
 				xs[next[s]].Start.Truncate(24*time.Hour).Equal(xs[next[s]-1].Start.Truncate(24*time.Hour)) {
 				w = append(w, oracleExchange{s, xs[next[s]]})
 				next[s]++
@@ -173,6 +185,14 @@ func oracleTraffic(seed uint64, sessions, requests int) [][]oracleExchange {
 		waves = append(waves, w)
 	}
 	return waves
+}
+
+// issues reports whether x's response issues an identifier (a login token, a session cookie).
+func issues(x *traffic.Exchange) bool {
+	if _, ok := x.ResponseHeader("set-cookie"); ok {
+		return true
+	}
+	return strings.Contains(string(x.ResponseBody), "token")
 }
 
 // oracleReplica is one apisessions process the oracle drives.

@@ -41,7 +41,7 @@ type collector struct {
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
 	sharedQueued, sharedQueueFull, partWorkerPanics,
 	lookupHits, lookupMisses, parseErrors *prometheus.Desc
-	links, linksMade, linksEvicted, linksRefused *prometheus.Desc
+	links, linksMade, linksEvicted, linksRefused, linksFailOpen *prometheus.Desc
 
 	sinkQueued, sinkRecords, sinkDropped, sinkRetries, sinkSpoolRecords, sinkSpoolBytes *prometheus.Desc
 
@@ -85,6 +85,7 @@ func newCollector(src Sources) *collector {
 		linksMade:        desc("sessions", "links_total", "Values linked to another session by a response, by kind (rotation, login).", "kind"),
 		linksEvicted:     desc("sessions", "links_evicted_total", "Links evicted from the full link table before they expired."),
 		linksRefused:     desc("sessions", "links_refused_total", "Issued values not linked: already a session of their own, or issued to another session."),
+		linksFailOpen:    desc("sessions", "links_fail_open_total", "Requests stitched on the replica's own links because the shared links did not answer (state.redis only)."),
 		sharedQueued:     desc("sessions", "shared_queued", "Requests waiting for a part worker to ask the shared state for their part (state.redis only)."),
 		sharedQueueFull:  desc("sessions", "shared_queue_full_total", "Requests whose part was decided locally because their part worker's queue was full (state.redis only)."),
 		partWorkerPanics: desc("sessions", "part_worker_panics_total", "Batches of requests a bug in a part worker cut short; their records are lost and logged."),
@@ -129,7 +130,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{c.requests, c.malicious, c.engineOutOfScope, c.liveParts, c.routeHosts, c.routesCollapsed,
 			c.sharedQueued, c.sharedQueueFull, c.partWorkerPanics, c.lookupHits, c.lookupMisses, c.parseErrors,
-			c.links, c.linksMade, c.linksEvicted, c.linksRefused} {
+			c.links, c.linksMade, c.linksEvicted, c.linksRefused, c.linksFailOpen} {
 			ch <- d
 		}
 	}
@@ -179,6 +180,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.linksMade, prometheus.CounterValue, float64(s.LinksLogin), "login")
 		ch <- counter(c.linksEvicted, s.LinksEvicted)
 		ch <- counter(c.linksRefused, s.LinksRefused)
+		ch <- counter(c.linksFailOpen, s.LinksFailOpen)
 		ch <- counter(c.lookupMisses, s.LookupCacheMisses)
 		for i, n := range s.ParseErrors {
 			ch <- prometheus.MustNewConstMetric(c.parseErrors, prometheus.CounterValue, float64(n), extract.ParseSourceNames[i])

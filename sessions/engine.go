@@ -48,6 +48,9 @@ type Settings struct {
 	// SharedParts, when set, numbers parts in state shared by replicas (state.redis); nil
 	// numbers them in this process alone.
 	SharedParts SharedParts
+	// SharedLinks, with SharedParts, keeps the stitching links in the shared state; without
+	// it, replicas sharing parts do not stitch (each exchange is grouped by itself).
+	SharedLinks SharedLinks
 }
 
 // Fallbacks for values a validated configuration always sets; they keep a hand-built
@@ -75,6 +78,7 @@ type Engine struct {
 	parts     *table
 	links     *linkTable
 	shared    SharedParts // nil: parts numbered locally
+	slinks    SharedLinks // with shared only; nil: links kept locally (or none, with shared)
 	peeks     *peekReads  // with shared only
 	work      *partWork   // with shared only
 	snap      atomic.Pointer[snapshot]
@@ -176,9 +180,10 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		maxLinks = config.DefaultMaxLinks
 	}
 	var links *linkTable
-	if s.SharedParts == nil {
-		// Links are not shared between replicas yet: with shared state, stitching decides
-		// from each exchange alone (unlinked), so that replicas agree.
+	if s.SharedParts == nil || s.SharedLinks != nil {
+		// With shared parts but no shared links, stitching decides from each exchange alone
+		// (unlinked), so that replicas agree. With shared links, the table is where a
+		// replica falls back when Redis does not answer.
 		if links, err = newLinkTable(maxLinks); err != nil {
 			cache.Close()
 			return nil, err
@@ -193,6 +198,7 @@ func newEngine(cfg *config.Config, s Settings, sweeper bool) (*Engine, error) {
 		parts:  parts,
 		links:  links,
 		shared: s.SharedParts,
+		slinks: s.SharedLinks,
 		hidden: hidden,
 		routes: newRouteTable(),
 		stop:   make(chan struct{}),
@@ -493,6 +499,9 @@ type Stats struct {
 	ParseErrors [extract.NumParseSources]uint64
 	// Links is the number of entries of the link table (sessions.stitch.max_links bounds it).
 	Links int
+	// LinksFailOpen counts the requests stitched on the replica's own links because the
+	// shared links did not answer (state.redis only).
+	LinksFailOpen int64
 	// LinksRotation and LinksLogin count the links made, by kind; LinksEvicted the entries
 	// the bound evicted; LinksRefused the values a response issued that were not linked
 	// because they already had a session of their own or were issued to another session.
@@ -514,6 +523,7 @@ func (e *Engine) Stats() Stats {
 		st.Links = l.len()
 		st.LinksRotation, st.LinksLogin = l.rotations.Load(), l.logins.Load()
 		st.LinksEvicted, st.LinksRefused = l.evictions.Load(), l.refused.Load()
+		st.LinksFailOpen = l.failOpen.Load()
 	}
 	if e.work != nil {
 		st.SharedQueued = e.work.queued()

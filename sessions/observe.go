@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,7 +57,15 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	if x.ResponseSeen && s.builtin {
 		issued = s.issuedBuiltin(v, e.hash, issued)
 	}
-	st := e.stitch(s, car, issued, ps.respFirst, t, false)
+	// With shared links the part worker stitches, in the same batch as the part; the request
+	// is queued under the session of what it carried.
+	deferred := e.slinks != nil && e.work != nil && !e.closed.Load() && s.linking()
+	var st stitching
+	if deferred {
+		st = stitching{session: car.session, key: car.key}
+	} else {
+		st = e.stitch(s, car, issued, ps.respFirst, t, false)
+	}
 	ps.session, ps.key = st.session, st.key
 	rec := newRequest(x, t, &c, &ps)
 	if s.claimOnFailure && rec.Status >= 400 {
@@ -71,16 +80,26 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	}
 	rec.Linked = st.linked
 	flows := e.enrich(s, v, x, rec, secrets)
-	e.observed.Add(1)
 	if e.closed.Load() {
 		// After Close no part may open that nothing would end: name the part, keep no state.
 		rec.Part = e.parts.peek(rec.Session, t, &s.rules)
+		e.observed.Add(1)
 		e.emit.Emit(rec)
 		return rec
 	}
 	h := newHit(rec, flows, t)
-	if e.work != nil && e.work.offer(partJob{rec: rec, h: h, rules: &s.rules}) {
-		return rec // a part worker names the part and emits the records
+	if e.work != nil {
+		j := partJob{rec: rec, h: h, rules: &s.rules}
+		if deferred {
+			j.stitch = &stitchIn{s: s, car: car, issued: slices.Clone(issued), respFirst: ps.respFirst}
+		}
+		if e.work.offer(j) {
+			return rec // a part worker names the part and emits the records
+		}
+		if deferred {
+			e.links.failOpen.Add(1)
+			applyStitch(rec, &h, e.stitch(s, car, issued, ps.respFirst, t, false))
+		}
 	}
 	var buf [2]record.Record
 	var finals []record.Record
@@ -395,6 +414,9 @@ func (e *Engine) emitRecords(sessions []record.Record, rec *record.Request) {
 		e.emit.Emit(r)
 	}
 	e.emit.Emit(rec)
+	// Counted once emitted, after a part worker's round trip with shared state: a count that
+	// reached n means n records are with the sinks.
+	e.observed.Add(1)
 	if e.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Names and counts only: never a value.
 		e.log.LogAttrs(context.Background(), slog.LevelDebug, "request observed",

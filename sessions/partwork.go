@@ -42,6 +42,9 @@ type partJob struct {
 	rec   *record.Request
 	h     hit
 	rules *partRules // the rules of the snapshot the request was grouped by
+	// stitch, with shared links, is the request's stitch stage still to run: rec holds the
+	// session of what the request carried until then.
+	stitch *stitchIn
 	// barrier, when set, is closed by the worker instead of processing a request: flush.
 	barrier chan struct{}
 }
@@ -76,8 +79,15 @@ func (w *partWork) offer(j partJob) bool {
 	if w.closed {
 		return false
 	}
+	q := w.queues[maphash.String(w.seed, j.rec.Session)%partWorkers]
+	if j.stitch != nil {
+		// A link made by one request is followed by another of the same client under another
+		// session id (the value it carried), so requests still to stitch keep one order: the
+		// first worker's.
+		q = w.queues[0]
+	}
 	select {
-	case w.queues[maphash.String(w.seed, j.rec.Session)%partWorkers] <- j:
+	case q <- j:
 		return true
 	default:
 		w.full.Add(1)
@@ -185,6 +195,7 @@ func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []Pa
 				slog.String("error", msg), slog.Int("records_lost", len(jobs)-done))
 		}
 	}()
+	e.stitchJobs(jobs)
 	for i := range jobs {
 		if jobs[i].barrier == nil {
 			j := &jobs[i]
@@ -215,4 +226,62 @@ func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []Pa
 		done++
 	}
 	return ups
+}
+
+// stitchJobs runs the stitch stage of the jobs that still need it on the shared links, in one
+// call, and gives each its session; a job the shared links do not answer for is stitched on
+// the replica's own links (counted).
+func (e *Engine) stitchJobs(jobs []partJob) {
+	var ops []LinkOp
+	var idx []int
+	for i := range jobs {
+		if j := &jobs[i]; j.barrier == nil && j.stitch != nil {
+			op := j.stitch.op(j.h.t)
+			if !j.stitch.car.fallback {
+				if l, ok := e.links.lookup(op.Carried, j.h.t, op.Idle, false); ok && l.follows() && l.root != op.Carried {
+					op.LocalRoot, op.LocalKind = l.root, l.kind.name()
+				}
+			}
+			ops = append(ops, op)
+			idx = append(idx, i)
+		}
+	}
+	if len(ops) == 0 {
+		return
+	}
+	e.slinks.Stitch(context.Background(), ops)
+	for k, i := range idx {
+		j := &jobs[i]
+		in := j.stitch
+		var st stitching
+		if ops[k].OK {
+			st = in.result(&ops[k])
+			e.mirrorLinks(in, &st, j.h.t)
+		} else {
+			e.links.failOpen.Add(1)
+			st = e.stitch(in.s, in.car, in.issued, in.respFirst, j.h.t, false)
+		}
+		applyStitch(j.rec, &j.h, st)
+		j.stitch = nil
+	}
+}
+
+// mirrorLinks keeps the replica's own link table in step with what the shared links decided
+// for in: the links an answer made are put here too (the first link of a value wins, as
+// there), so that inline answers (Peek) and a later outage decide as Redis did.
+func (e *Engine) mirrorLinks(in *stitchIn, st *stitching, t time.Time) {
+	if st.linked == 0 {
+		return
+	}
+	kind := linkRotation
+	if in.car.anonymous {
+		kind = linkLogin
+	}
+	idle := in.s.rules.idle
+	_, dayEnd := in.s.rules.dayOf(t)
+	for _, iv := range in.issued {
+		if iv.session != in.car.session && iv.session != st.session {
+			e.links.put(iv.session, link{root: st.session, kind: kind, dayEnd: dayEnd.Unix(), lastUse: t.UnixNano()}, t, idle)
+		}
+	}
 }

@@ -127,3 +127,54 @@ func (p *peekReads) get(session string, t time.Time) (*peekRead, bool) {
 func (p *peekReads) put(session string, t time.Time, st PartState, found bool) {
 	p.slot(session).Store(&peekRead{session: session, at: t.UnixNano(), read: time.Now(), st: st, found: found})
 }
+
+// SharedLinks keeps the stitching links in state that replicas share (state.redis), so that
+// a value linked on one replica is followed on every one. The engine's part workers call
+// Stitch for the requests whose streams ended, many at once, before their parts; an op that
+// is not ok (unreachable, slow, unreadable) is decided on the replica's own links, as without
+// shared state.
+type SharedLinks interface {
+	// Stitch runs the stitch stage (sessions/stitch.go) on the shared links for each op,
+	// atomically per op and in the order given, and sets each op's answer and OK.
+	Stitch(ctx context.Context, ops []LinkOp)
+}
+
+// LinkOp is one exchange's stitch stage: what its request carried and its response issued go
+// in, the session that decides comes back.
+type LinkOp struct {
+	// Carried is the session id of what the request carried; Fallback and Anonymous say
+	// whether it is the fallback key, and an anonymous identifier (the fallback, or a
+	// first-party cookie known from a response).
+	Carried             string
+	Fallback, Anonymous bool
+	// Issued are the values the response issued, in order.
+	Issued []LinkIssued
+	// RespFirst is true when a response-side grouping parameter came first in file order.
+	RespFirst bool
+	// LocalRoot and LocalKind are the replica's own link of the carried value, made while
+	// Redis did not answer: followed, and written to the shared links, when those know none.
+	LocalRoot, LocalKind string
+	// Rotation and Login are sessions.stitch's kinds.
+	Rotation, Login bool
+	// T is when the request began, DayEnd the Unix second its day ends, Idle the idle timeout.
+	T      time.Time
+	DayEnd int64
+	Idle   time.Duration
+
+	// Session is the session of the request; Decided is 0 when the carried value decided, i
+	// when the i-th issued value did; From and Kind say what the request's value continued
+	// from; Linked counts the values linked. OK is false when the answer is unknown.
+	Session string
+	Decided int
+	From    string
+	Kind    string
+	Linked  int
+	OK      bool
+}
+
+// LinkIssued is one issued value: its session id and whether it is a first-party cookie
+// (candidate) rather than a built-in identifier or a grouping parameter.
+type LinkIssued struct {
+	Session   string
+	Candidate bool
+}

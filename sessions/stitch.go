@@ -75,6 +75,8 @@ type linkTable struct {
 	// Counters for Stats: links made by kind, entries evicted by the bound, links refused
 	// (the value already had a session of its own, or was issued to another session).
 	rotations, logins, evictions, refused atomic.Int64
+	// failOpen counts requests stitched here because the shared links did not answer.
+	failOpen atomic.Int64
 	// next is the shard sweepShard sweeps next.
 	next atomic.Uint32
 }
@@ -419,9 +421,8 @@ func (e *Engine) stitch(s *snapshot, c carried, issued []issuedValue, respFirst 
 	return st
 }
 
-// unlinked is stitch without links (both kinds off, or replicas sharing state, until links
-// are shared):
-// what the exchange alone says, so that every replica decides alike. A response-issued value
+// unlinked is stitch without links (both kinds off, or replicas sharing parts without shared
+// links): what the exchange alone says, so that every replica decides alike. A response-issued value
 // decides the session of a request that carried no identifier of its own, or when a
 // response-side grouping parameter comes first in file order; nothing is linked.
 func unlinked(c carried, issued []issuedValue, respFirst bool) stitching {
@@ -437,3 +438,46 @@ func unlinked(c carried, issued []issuedValue, respFirst bool) stitching {
 	}
 	return st
 }
+
+// stitchIn is what a part worker needs to stitch a request on the shared links.
+type stitchIn struct {
+	s         *snapshot
+	car       carried
+	issued    []issuedValue
+	respFirst bool
+}
+
+// op is the shared links' form of in for a request at t.
+func (in *stitchIn) op(t time.Time) LinkOp {
+	_, dayEnd := in.s.rules.dayOf(t)
+	op := LinkOp{Carried: in.car.session, Fallback: in.car.fallback, Anonymous: in.car.anonymous,
+		RespFirst: in.respFirst, Rotation: in.s.stitchRotation, Login: in.s.stitchLogin,
+		T: t, DayEnd: dayEnd.Unix(), Idle: in.s.rules.idle}
+	op.Issued = make([]LinkIssued, len(in.issued))
+	for i, iv := range in.issued {
+		op.Issued[i] = LinkIssued{Session: iv.session, Candidate: iv.candidate}
+	}
+	return op
+}
+
+// result is the stitching an answered op says.
+func (in *stitchIn) result(op *LinkOp) stitching {
+	st := stitching{session: op.Session, key: in.car.key, from: op.From, kind: op.Kind, linked: op.Linked}
+	if op.Decided > 0 && op.Decided <= len(in.issued) {
+		st.key = in.issued[op.Decided-1].key
+	}
+	return st
+}
+
+// applyStitch gives rec and its hit h the session st decided.
+func applyStitch(rec *record.Request, h *hit, st stitching) {
+	rec.Session, rec.Key, rec.Linked = st.session, st.key, st.linked
+	rec.ContinuedFrom = nil
+	if st.from != "" {
+		rec.ContinuedFrom = &record.Continued{Session: st.from, Kind: st.kind}
+	}
+	h.key, h.linked = st.key, st.linked
+}
+
+// linking reports whether any kind of stitching is on.
+func (s *snapshot) linking() bool { return s.stitchRotation || s.stitchLogin }

@@ -158,13 +158,14 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		return nil, err
 	}
 	var shared sessions.SharedParts
+	var links sessions.SharedLinks
 	src := metrics.Sources{Sinks: s.pipeline}
 	if s.state != nil {
 		cleanup = append(cleanup, func() { _ = s.state.Close() })
-		shared, src.State = s.state.Parts(), s.state
+		shared, links, src.State = s.state.Parts(), s.state.Links(), s.state
 	}
 	var keySource string
-	if s.engine, keySource, err = newEngine(cfg, logger, s.pipeline, shared); err != nil {
+	if s.engine, keySource, err = newEngine(cfg, logger, s.pipeline, shared, links); err != nil {
 		return nil, err
 	}
 	s.keyFile = cfg.Hashing.KeyFile
@@ -216,12 +217,12 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 
 // newEngine reads the hash key for cfg and starts the sessions engine with it; keySource says
 // where the key came from.
-func newEngine(cfg *config.Config, logger *slog.Logger, emit sessions.Emitter, shared sessions.SharedParts) (_ *sessions.Engine, keySource string, _ error) {
+func newEngine(cfg *config.Config, logger *slog.Logger, emit sessions.Emitter, shared sessions.SharedParts, links sessions.SharedLinks) (_ *sessions.Engine, keySource string, _ error) {
 	key, keySource, err := hashKey(cfg)
 	if err != nil {
 		return nil, "", err
 	}
-	e, err := sessions.New(cfg, sessions.Settings{Logger: logger, Emitter: emit, HashKey: key, SharedParts: shared})
+	e, err := sessions.New(cfg, sessions.Settings{Logger: logger, Emitter: emit, HashKey: key, SharedParts: shared, SharedLinks: links})
 	if err != nil {
 		return nil, "", fmt.Errorf("sessions engine: %w", err)
 	}
