@@ -56,6 +56,7 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	t := startTime(x, e.now)
 	if hv := x.Handover; hv != nil {
 		ps = handoverParams(e.hash, hv)
+		c.ip, c.ja3, c.ja4 = cmp.Or(hv.ClientIP, c.ip), hv.JA3, hv.JA4
 		st = stitching{session: ps.session, key: ps.key}
 	} else {
 		ps, secrets = s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])

@@ -81,6 +81,8 @@ type Handover struct {
 	User, Role, ClaimedUser, ClaimedRole string
 	// Params are the exported parameter values, hashed ones still hashed.
 	Params map[string]string
+	// ClientIP, JA3 and JA4 are the client as stored ("" when the record had none).
+	ClientIP, JA3, JA4 string
 	// Malicious and Attack are the stored attack verdict; Attack is nil when none was given.
 	Malicious bool
 	Attack    *HandoverAttack

@@ -54,8 +54,17 @@ type harHandover struct {
 	ClaimedUser string            `json:"_claimedUser"`
 	ClaimedRole string            `json:"_claimedRole"`
 	Params      map[string]string `json:"_params"`
-	Malicious   bool              `json:"_malicious"`
-	Attack      *struct {
+	JA3         string            `json:"_ja3"`
+	JA4         string            `json:"_ja4"`
+	Protection  *struct {
+		Action string `json:"action"`
+		Rule   string `json:"rule"`
+		DryRun bool   `json:"dry_run"`
+	} `json:"_protection"`
+	RequestBytes  harNumber `json:"_requestBytes"`
+	ResponseBytes harNumber `json:"_responseBytes"`
+	Malicious     bool      `json:"_malicious"`
+	Attack        *struct {
 		Source        string            `json:"source"`
 		Types         []string          `json:"types"`
 		RuleIDs       []string          `json:"rule_ids"`
@@ -83,12 +92,33 @@ const (
 	maxHandoverItems = 1000 // parameters, attack headers, types and rule ids
 )
 
-// handover returns what an apisessions export recorded of the entry, nil when the entry names
-// no exported session.
-func (hh *harHandover) handover(o Options) *traffic.Handover {
+// applyHandover gives x what an apisessions export recorded of its entry: the stored
+// grouping, client, verdicts and body sizes. An entry that names no exported session is left
+// as it is.
+func applyHandover(x *traffic.Exchange, e *harEntry, o Options) {
+	hh := &e.Handover
 	if hh.Session == "" {
-		return nil
+		return
 	}
+	hv := hh.handover(o)
+	if a, err := netip.ParseAddr(e.ClientIP); err == nil {
+		hv.ClientIP = a.String()
+	}
+	hv.JA3, hv.JA4 = cut(hh.JA3, maxHandoverName), cut(hh.JA4, maxHandoverName)
+	if p := hh.Protection; p != nil && p.Action != "" {
+		x.Verdict = traffic.Verdict{Action: cut(p.Action, maxHandoverName), Rule: cut(p.Rule, maxHandoverName), DryRun: p.DryRun}
+	}
+	// The sizes as stored: the export keeps no ordinary body.
+	x.RequestBytes = max(x.RequestBytes, size(hh.RequestBytes))
+	x.ResponseBytes = max(x.ResponseBytes, size(hh.ResponseBytes))
+	x.Handover = hv
+}
+
+// size is a byte count read from a file, within [0, 2^53].
+func size(n harNumber) int64 { return int64(min(max(float64(n), 0), 1<<53)) }
+
+// handover returns the custom fields as the engine reads them.
+func (hh *harHandover) handover(o Options) *traffic.Handover {
 	src, name, _ := strings.Cut(cut(hh.Key, maxHandoverName), ":")
 	hv := &traffic.Handover{
 		Session: cut(hh.Session, maxHandoverName), Part: cut(hh.Part, maxHandoverName),
@@ -230,7 +260,7 @@ func ReadHAR(r io.Reader, o Options) ([]traffic.Exchange, error) {
 			continue
 		}
 		if export {
-			x.Handover = h.Log.Entries[i].Handover.handover(o)
+			applyHandover(&x, &h.Log.Entries[i], o)
 		}
 		x.RequestID = uniqueID(ids, x.RequestID, i)
 		xs = append(xs, x)
