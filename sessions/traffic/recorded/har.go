@@ -108,9 +108,10 @@ func applyHandover(x *traffic.Exchange, e *harEntry, o Options) {
 	if p := hh.Protection; p != nil && p.Action != "" {
 		x.Verdict = traffic.Verdict{Action: cut(p.Action, maxHandoverName), Rule: cut(p.Rule, maxHandoverName), DryRun: p.DryRun}
 	}
-	// The sizes as stored: the export keeps no ordinary body.
-	x.RequestBytes = max(x.RequestBytes, size(hh.RequestBytes))
-	x.ResponseBytes = max(x.ResponseBytes, size(hh.ResponseBytes))
+	// The sizes as stored. A body in an export is the content kept of a malicious request
+	// (in _attack too), hashed values hashed: not the body that was sent.
+	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = nil, false, size(hh.RequestBytes)
+	x.ResponseBody, x.ResponseBodyTruncated, x.ResponseBytes = nil, false, size(hh.ResponseBytes)
 	x.Handover = hv
 }
 
