@@ -1,15 +1,16 @@
 // Package explore serves the explore API (/api/v1/…) over the store: the session list with its
-// filters and cursor, one session part with its statistics and requests, the CSV and HAR exports of a
-// part and the lookup of a request by its id. It mounts the web UI (explore/ui) at "/".
+// filters and cursor, one session part with its statistics and requests, the CSV and HAR
+// exports of a part (har.go) and the lookup of a request by its id. It mounts the web UI
+// (explore/ui) at "/".
 //
-// Every answer is JSON ({"error": "..."} for errors, saying what to fix) except the CSV and HAR exports. When a
+// Every answer is JSON ({"error": "..."} for errors, saying what to fix) except the CSV. When a
 // token is set, every /api/ path wants "Authorization: Bearer <token>"; the UI's page and
 // scripts carry no data and load without it, then ask for the token.
 //
 // Every query has a deadline. A list whose filters no index answers scans the store's parts
-// (store.ListPlan.Scans): it gets a short deadline of its own, and scans and CSV and HAR exports, the
-// heavy queries, are limited per client address and scans in all (limit.go), so that they
-// never take every read connection from the other queries.
+// (store.ListPlan.Scans): it gets a short deadline of its own, and scans and exports, the heavy
+// queries, are limited per client address and scans in all (limit.go), so that they never take
+// every read connection from the other queries.
 //
 // The block paths (blocks.go) read and change the manual blocks of sessions and users; they
 // take writes only with a named write token (server.write_tokens_file).
