@@ -1,15 +1,16 @@
 // Package explore serves the explore API (/api/v1/…) over the store: the session list with its
-// filters and cursor, one session part with its statistics and requests, the CSV export of a
-// part and the lookup of a request by its id. It mounts the web UI (explore/ui) at "/".
+// filters and cursor, one session part with its statistics and requests, the CSV and HAR
+// exports of a part (har.go) and the lookup of a request by its id. It mounts the web UI
+// (explore/ui) at "/".
 //
 // Every answer is JSON ({"error": "..."} for errors, saying what to fix) except the CSV. When a
 // token is set, every /api/ path wants "Authorization: Bearer <token>"; the UI's page and
 // scripts carry no data and load without it, then ask for the token.
 //
 // Every query has a deadline. A list whose filters no index answers scans the store's parts
-// (store.ListPlan.Scans): it gets a short deadline of its own, and scans and CSV exports, the
-// heavy queries, are limited per client address and scans in all (limit.go), so that they
-// never take every read connection from the other queries.
+// (store.ListPlan.Scans): it gets a short deadline of its own, and scans and exports, the heavy
+// queries, are limited per client address and scans in all (limit.go), so that they never take
+// every read connection from the other queries.
 //
 // The block paths (blocks.go) read and change the manual blocks of sessions and users; they
 // take writes only with a named write token (server.write_tokens_file).
@@ -19,6 +20,7 @@
 package explore
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -71,6 +73,8 @@ type Options struct {
 	Scans int
 	// Blocks holds the manual blocks of sessions and users; nil answers 503 on their paths.
 	Blocks Blocker
+	// Version is the program's version, written into HAR exports (log.creator.version).
+	Version string
 	// WriteTokens are the named tokens (name → token) writes require; without any the API
 	// takes no writes. A write token also reads.
 	WriteTokens map[string]string
@@ -90,6 +94,7 @@ type Handler struct {
 	mux         *http.ServeMux
 	blocker     Blocker
 	writeTokens []writeToken
+	version     string
 }
 
 // New returns the handler. Mount it at "/" of the HTTP server (next to /healthz, /metrics).
@@ -117,6 +122,7 @@ func New(o Options) *Handler {
 		h.token, h.hasTok = sha256.Sum256([]byte(o.Token)), true
 	}
 	h.blocker = o.Blocks
+	h.version = cmp.Or(o.Version, "dev")
 	for name, tok := range o.WriteTokens {
 		h.writeTokens = append(h.writeTokens, writeToken{name: name, digest: sha256.Sum256([]byte(tok))})
 	}
@@ -125,6 +131,7 @@ func New(o Options) *Handler {
 	mux.HandleFunc("GET /api/v1/sessions", h.api(h.list))
 	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}", h.api(h.part))
 	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}/requests.csv", h.api(h.csv))
+	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}/session.har", h.api(h.har))
 	mux.HandleFunc("GET /api/v1/requests/{request_id}", h.api(h.request))
 	mux.HandleFunc("/api/", h.api(func(w http.ResponseWriter, r *http.Request) error {
 		return errNotFound("no such API path; see /api/v1/sessions")

@@ -58,7 +58,9 @@ func testStore(t *testing.T, driver string) *store.Store {
 			ClientIP: "203.0.113.7", UserAgent: "=HYPERLINK(\"http://evil\")", User: "alice", Malicious: true,
 			Flows:  []string{"auth"},
 			Params: map[string]string{"q": "' OR 1=1--", "note": "line1\nline2, \"quoted\" ünïcødé"},
-			Attack: &record.Attack{Source: "header", Types: []string{"sqli"}}},
+			Attack: &record.Attack{Source: "header", Types: []string{"sqli"},
+				Headers: map[string]string{"content-type": "application/json", "cookie": "sid=hmac:00112233445566778899aabbccddeeff"},
+				Body:    `{"q":"' OR 1=1--"}`}},
 		&record.Request{Kind: "request", Session: "s_bbbb", Part: "2026-11-22", RequestID: "r3", Time: record.At(base.Add(time.Minute)),
 			Method: "GET", Host: "shop.example.com", Path: "/", Route: "/", Status: 200, ClientIP: "198.51.100.2"},
 	}

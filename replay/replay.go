@@ -70,6 +70,9 @@ type Result struct {
 	Sessions []*record.Session
 	// Requests counts the exchanges replayed.
 	Requests int
+	// AnswersOnly is true when the parts are what a server's answers named (Remote): they know
+	// requests and keys, not users or flows, which WriteResult shows as "?".
+	AnswersOnly bool
 }
 
 // Replay runs exchanges, in o.Order, through a sessions engine with a clock that follows
@@ -214,17 +217,26 @@ func sortSessions(out []*record.Session) {
 // WriteTable prints one line per part: session, part, key, user, requests, first and last seen,
 // flows. Values from traffic (user, key names) are cleaned of control characters and cut, so a
 // recorded value cannot drive the terminal.
-func WriteTable(w io.Writer, ss []*record.Session) error {
+func WriteTable(w io.Writer, ss []*record.Session) error { return writeTable(w, ss, false) }
+
+// WriteResult prints res as WriteTable does; when res.AnswersOnly, users and flows, which the
+// parts do not know, show as "?" rather than as none ("-").
+func WriteResult(w io.Writer, res *Result) error { return writeTable(w, res.Sessions, res.AnswersOnly) }
+
+func writeTable(w io.Writer, ss []*record.Session, unknown bool) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SESSION\tPART\tKEY\tUSER\tREQUESTS\tFIRST SEEN\tLAST SEEN\tFLOWS")
 	for _, s := range ss {
-		user := s.User
+		user, flows := s.User, flowList(s.Flows)
 		if user == "" {
 			user = "-"
 		}
+		if unknown {
+			user, flows = "?", "?"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
 			clean(s.Session, 24), clean(s.Part, 16), clean(s.Key.String(), 40), clean(user, 32),
-			s.Requests, s.FirstSeen.String(), s.LastSeen.String(), clean(flowList(s.Flows), 60))
+			s.Requests, s.FirstSeen.String(), s.LastSeen.String(), clean(flows, 60))
 	}
 	return tw.Flush()
 }
@@ -244,6 +256,10 @@ func flowList(m map[string]int) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Clean is clean for the command's messages: a value from elsewhere (a server's error) printed
+// to a terminal.
+func Clean(s string, most int) string { return clean(s, most) }
 
 // clean keeps printable characters, replaces the rest (and tabs, which would shift columns)
 // with '?', and cuts at most runes.

@@ -33,6 +33,9 @@ const (
 	sessionLabel  = "apisessions/session/v1"
 	paramLabel    = "apisessions/param/v1"
 	fallbackLabel = "apisessions/fallback/v1"
+	// handoverLabel keys the sessions of a replayed export (traffic.Handover): no live value
+	// can reach one.
+	handoverLabel = "apisessions/handover/v1"
 )
 
 // hasher computes session ids and hashed parameter values. All are keyed HMAC-SHA256 so that
@@ -44,12 +47,15 @@ const (
 //	session id (fallback) "s_" + hex(HMAC-SHA256(Kf, join)[:10]),   Kf = HMAC-SHA256(K, "apisessions/fallback/v1"),
 //	                      join = "<part>=<value>" for each part used, in configured order, joined by "\x00"
 //	hashed parameter      "hmac:" + hex(HMAC-SHA256(Kp, value)[:16]), Kp = HMAC-SHA256(K, "apisessions/param/v1")
+//	session id (handover) "s_" + hex(HMAC-SHA256(Kh, session+"/"+part)[:10]), Kh = HMAC-SHA256(K, "apisessions/handover/v1"),
+//	                      session and part as an exported HAR names them
 //
 // The derived keys are computed once, by newHasher; K itself is not kept.
 type hasher struct {
 	sessionMACs  sync.Pool // of *mac keyed with Ks
 	paramMACs    sync.Pool // of *mac keyed with Kp
 	fallbackMACs sync.Pool // of *mac keyed with Kf
+	handoverMACs sync.Pool // of *mac keyed with Kh
 }
 
 // mac is a pooled HMAC with the buffer its sum is written to: a sum written through the
@@ -61,10 +67,12 @@ type mac struct {
 
 func newHasher(key []byte) *hasher {
 	ks, kp, kf := deriveKey(key, sessionLabel), deriveKey(key, paramLabel), deriveKey(key, fallbackLabel)
+	kh := deriveKey(key, handoverLabel)
 	return &hasher{
 		sessionMACs:  sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, ks)} }},
 		paramMACs:    sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, kp)} }},
 		fallbackMACs: sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, kf)} }},
+		handoverMACs: sync.Pool{New: func() any { return &mac{h: hmac.New(sha256.New, kh)} }},
 	}
 }
 
@@ -93,6 +101,11 @@ func (h *hasher) sessionID(value string) string {
 // fallbackID returns the session id of a joined fallback key.
 func (h *hasher) fallbackID(join string) string {
 	return h.id(&h.fallbackMACs, join)
+}
+
+// handoverID returns the session id of an exported session part replayed (traffic.Handover).
+func (h *hasher) handoverID(session, part string) string {
+	return h.id(&h.handoverMACs, session+"/"+part)
 }
 
 func (h *hasher) id(pool *sync.Pool, s string) string {

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"math"
@@ -49,22 +50,33 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 	v.CountErrors(&e.parseErrors)
 
 	var secretsBuf [8]redact.Secret
-	ps, secrets := s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])
+	var ps params
+	var secrets []redact.Secret
+	var st stitching
+	var car carried
+	var issued []issuedValue
 	c := s.resolveClient(x)
 	t := startTime(x, e.now)
-	car := e.carriedOf(s, v, &c, &ps, t, true)
-	issued := ps.issued
-	if x.ResponseSeen && s.builtin {
-		issued = s.issuedBuiltin(v, e.hash, issued)
-	}
 	// With shared links the part worker stitches, in the same batch as the part; the request
 	// is queued under the session of what it carried.
-	deferred := e.slinks != nil && e.work != nil && !e.closed.Load() && s.linking()
-	var st stitching
-	if deferred {
-		st = stitching{session: car.session, key: car.key}
+	deferred := false
+	if hv := x.Handover; hv != nil {
+		ps = handoverParams(e.hash, hv)
+		c.ip, c.ja3, c.ja4 = cmp.Or(hv.ClientIP, c.ip), hv.JA3, hv.JA4
+		st = stitching{session: ps.session, key: ps.key}
 	} else {
-		st = e.stitch(s, car, issued, ps.respFirst, t, false)
+		ps, secrets = s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])
+		car = e.carriedOf(s, v, &c, &ps, t, true)
+		issued = ps.issued
+		if x.ResponseSeen && s.builtin {
+			issued = s.issuedBuiltin(v, e.hash, issued)
+		}
+		deferred = e.slinks != nil && e.work != nil && !e.closed.Load() && s.linking()
+		if deferred {
+			st = stitching{session: car.session, key: car.key}
+		} else {
+			st = e.stitch(s, car, issued, ps.respFirst, t, false)
+		}
 	}
 	ps.session, ps.key = st.session, st.key
 	rec := newRequest(x, t, &c, &ps)
@@ -342,6 +354,15 @@ func (e *Engine) enrich(s *snapshot, v *extract.View, x *traffic.Exchange, rec *
 	flows := s.flows.match(x.Method, config.StripPort(rec.Host), rec.Path)
 	rec.Flows = flows.list()
 
+	if x.Handover != nil {
+		// An exported request: its fields are in their stored form already (hashed values
+		// hashed), and so is its attack verdict.
+		rec.Route = e.routes.bound(rec.Host, record.Truncate(route(rec.Path), maxPath))
+		if rec.Malicious, rec.Attack = handoverAttack(x.Handover); rec.Malicious {
+			e.malicious.Add(1)
+		}
+		return flows
+	}
 	malicious, att := s.attacks.verdict(x)
 	red := e.redactFields(s, v, x, rec, secrets, malicious)
 	rec.Route = e.routes.bound(rec.Host, record.Truncate(route(rec.Path), maxPath))
@@ -353,6 +374,32 @@ func (e *Engine) enrich(s *snapshot, v *extract.View, x *traffic.Exchange, rec *
 		}
 	}
 	return flows
+}
+
+// handoverParams groups an exported request (traffic.Handover): one session per exported
+// part, keyed apart from every live value; user, role and parameters as the export stored them.
+// A request that only claimed a user claims it again, or names it, as users_from decides.
+func handoverParams(h *hasher, hv *traffic.Handover) params {
+	ps := params{
+		session: h.handoverID(hv.Session, hv.Part),
+		key:     record.Key{Source: hv.KeySource, Name: hv.KeyName},
+		user:    cmp.Or(hv.User, hv.ClaimedUser),
+		role:    cmp.Or(hv.Role, hv.ClaimedRole),
+	}
+	if len(hv.Params) > 0 {
+		ps.values = hv.Params
+	}
+	return ps
+}
+
+// handoverAttack is the stored attack verdict of an exported request.
+func handoverAttack(hv *traffic.Handover) (bool, *record.Attack) {
+	a := hv.Attack
+	if a == nil {
+		return false, nil
+	}
+	return hv.Malicious, &record.Attack{Source: a.Source, Types: a.Types, RuleIDs: a.RuleIDs,
+		Headers: a.Headers, Body: a.Body, BodyTruncated: a.BodyTruncated}
 }
 
 // redactFields replaces the secrets in the record's host, path, user agent and request id.

@@ -294,38 +294,7 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("the copied link's filter form holds method %q, want POST", got)
 		}
 
-		dir := t.TempDir()
-		dctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
-		defer cancel()
-		progress := chromedp.Events(dctx, browser.DownloadProgress)
-		tb.do("download the CSV",
-			chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
-				_, err := chromedp.Call(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
-					Behavior: browser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: dir, EventsEnabled: ptr(true),
-				})
-				return err
-			}),
-			click("#download-csv"))
-		var file string
-		for ev, err := range progress {
-			if err != nil {
-				t.Fatalf("waiting for the CSV download: %v", err)
-			}
-			if ev.State == browser.DownloadProgressStateCanceled {
-				t.Fatal("the CSV download was cancelled")
-			}
-			if ev.State == browser.DownloadProgressStateCompleted {
-				file = filepath.Join(dir, ev.GUID)
-				break
-			}
-		}
-		if file == "" {
-			t.Fatal("the CSV download did not complete")
-		}
-		got, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := downloaded(t, tb, "CSV", "#download-csv")
 		want := fetch(t, srv.URL+"/api/v1/sessions/"+aliceSession+"/"+fixturePart+"/requests.csv?method=POST")
 		if !bytes.Equal(got, want) {
 			t.Fatalf("the downloaded CSV is\n%s\nwant the API's export of the POST requests:\n%s", got, want)
@@ -390,7 +359,7 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
-	t.Run("a token prompt when the API answers 401", func(t *testing.T) {
+	t.Run("a token prompt when the API answers 401, then a HAR download with the token", func(t *testing.T) {
 		t.Parallel()
 		const token = "s3cret-token"
 		lsrv := serveHTTP(t, stack(t, token, fixtureRequests()))
@@ -405,7 +374,60 @@ func TestBrowser(t *testing.T) {
 		if got := eval[string](tb, `sessionStorage.getItem('apisessions.token')`); got != token {
 			t.Fatalf("sessionStorage holds %q, want the token", got)
 		}
+
+		// The HAR download sends the token in a header: the link itself carries none.
+		tb.do("open alice's part", chromedp.Navigate(lsrv.URL+"/?session="+aliceSession+"&part="+fixturePart))
+		tb.wait("the part view is drawn", ready("part"))
+		if href := eval[string](tb, `document.getElementById('download-har').getAttribute('href')`); href != "/api/v1/sessions/"+aliceSession+"/"+fixturePart+"/session.har" {
+			t.Fatalf("the HAR link is %q", href)
+		}
+		got := downloaded(t, tb, "HAR", "#download-har")
+		req, _ := http.NewRequest(http.MethodGet, lsrv.URL+"/api/v1/sessions/"+aliceSession+"/"+fixturePart+"/session.har", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !bytes.Equal(got, want) || !bytes.Contains(got, []byte(`"creator":{"name":"apisessions"`)) {
+			t.Fatalf("the downloaded HAR is\n%s\nwant the API's export:\n%s", got, want)
+		}
 	})
+}
+
+// downloaded clicks the download button sel and returns the file the browser saved.
+func downloaded(t *testing.T, tb *tab, what, sel string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	dctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
+	defer cancel()
+	progress := chromedp.Events(dctx, browser.DownloadProgress)
+	tb.do("download the "+what,
+		chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+				Behavior: browser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: dir, EventsEnabled: ptr(true),
+			})
+			return err
+		}),
+		click(sel))
+	for ev, err := range progress {
+		if err != nil {
+			t.Fatalf("waiting for the %s download: %v", what, err)
+		}
+		if ev.State == browser.DownloadProgressStateCanceled {
+			t.Fatalf("the %s download was cancelled", what)
+		}
+		if ev.State == browser.DownloadProgressStateCompleted {
+			got, err := os.ReadFile(filepath.Join(dir, ev.GUID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+	}
+	t.Fatalf("the %s download did not complete", what)
+	return nil
 }
 
 func ptr[T any](v T) *T { return &v }

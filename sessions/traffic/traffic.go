@@ -61,6 +61,40 @@ type Exchange struct {
 
 	// Verdict is what protection decided at the request headers; zero when nothing applied.
 	Verdict Verdict
+
+	// Handover, when not nil, is what an apisessions HAR export recorded of this request
+	// (sessions/traffic/recorded sets it; the ext_proc server never does, so no client can).
+	Handover *Handover
+}
+
+// Handover is what the store kept of an exported request, read back from the custom fields of
+// an apisessions HAR export. The sessions engine takes grouping, user, role, parameters and the
+// attack verdict from it instead of reading them again: the export holds their stored forms
+// (hashed values hashed), not the traffic they came from.
+type Handover struct {
+	// Session and Part name the exported part; every request of one part replays into one
+	// session of its own.
+	Session, Part string
+	// KeySource and KeyName are the grouping key that put the request in its session.
+	KeySource, KeyName string
+	// User and Role as stored; ClaimedUser and ClaimedRole when the request only claimed them.
+	User, Role, ClaimedUser, ClaimedRole string
+	// Params are the exported parameter values, hashed ones still hashed.
+	Params map[string]string
+	// ClientIP, JA3 and JA4 are the client as stored ("" when the record had none).
+	ClientIP, JA3, JA4 string
+	// Malicious and Attack are the stored attack verdict; Attack is nil when none was given.
+	Malicious bool
+	Attack    *HandoverAttack
+}
+
+// HandoverAttack is a stored attack verdict and the content kept of a malicious request.
+type HandoverAttack struct {
+	Source         string
+	Types, RuleIDs []string
+	Headers        map[string]string
+	Body           string
+	BodyTruncated  bool
 }
 
 // Decision is what protection tells the ext_proc server to do with a request at its headers.

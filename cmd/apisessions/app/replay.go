@@ -2,12 +2,16 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/apisessions/apisessions/config"
@@ -15,16 +19,17 @@ import (
 	"github.com/apisessions/apisessions/internal/cliflags"
 	"github.com/apisessions/apisessions/internal/secretfile"
 	"github.com/apisessions/apisessions/replay"
+	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 	"github.com/apisessions/apisessions/sessions/traffic/recorded"
 )
 
 // replayFlags are the flags and the file of "apisessions replay".
 type replayFlags struct {
-	config, to, output, clientIP, dataDir string
-	sinks, now                            bool
-	order                                 replay.Order
-	file                                  string
+	config, to, api, output, clientIP, dataDir string
+	sinks, now                                 bool
+	order                                      replay.Order
+	file                                       string
 }
 
 // replayCmd is "apisessions replay [flags] FILE.har|FILE.jsonl": it replays the file and
@@ -59,6 +64,11 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var res *replay.Result
 	if f.to != "" {
 		res, err = replayRemote(ctx, f.to, cfg.Server.GRPCTokenFile, xs, f.order)
+		if err == nil && f.api != "" {
+			err = readStored(ctx, res, f.api, cfg.Server.APITokenFile, stderr)
+		} else if err == nil {
+			fmt.Fprintln(stderr, "apisessions replay: the server's answers name parts and keys only; add --api http://HOST:PORT to report what its store recorded (users, flows, counts)")
+		}
 	} else {
 		res, err = replayInProcess(ctx, cfg, xs, f, replayLogger(stderr), stdout)
 	}
@@ -79,6 +89,7 @@ func parseReplayFlags(args []string, stderr io.Writer) (replayFlags, int) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "config", "", "configuration file (default: built-in defaults)")
 	fs.StringVar(&f.to, "to", "", "send the traffic as ext_proc streams to a running server at HOST:PORT instead of replaying in process")
+	fs.StringVar(&f.api, "api", "", "with --to: once sent, read the parts from the server's explore API at this URL (http://HOST:PORT) and print what its store recorded; the token is server.api_token_file")
 	fs.StringVar(&f.output, "output", "table", "table or jsonl (the last session record of each part)")
 	fs.BoolVar(&f.sinks, "sinks", false, "also write the records to the configured sinks (in process only)")
 	clientIP := clientIPFlag(fs)
@@ -108,6 +119,12 @@ func parseReplayFlags(args []string, stderr io.Writer) (replayFlags, int) {
 		fmt.Fprintf(stderr, "apisessions replay: --output %q is not table or jsonl\n", f.output)
 		return f, exitUsage
 	case !validClientIP(fs, f.clientIP, stderr):
+		return f, exitUsage
+	case f.api != "" && f.to == "":
+		fmt.Fprintln(stderr, "apisessions replay: --api reads what a server stored of the traffic sent with --to; give --to too")
+		return f, exitUsage
+	case f.api != "" && !validAPIURL(f.api):
+		fmt.Fprintf(stderr, "apisessions replay: --api %.64q is not an http:// or https:// URL of the server's HTTP listener\n", f.api)
 		return f, exitUsage
 	case f.to != "" && f.sinks:
 		fmt.Fprintln(stderr, "apisessions replay: --sinks writes from this process; with --to the server writes to its own sinks, so drop one of them")
@@ -175,9 +192,78 @@ func writeReplay(res *replay.Result, output string, stdout, stderr io.Writer) er
 	if output == "jsonl" {
 		return replay.WriteJSONL(stdout, res.Sessions)
 	}
-	if err := replay.WriteTable(stdout, res.Sessions); err != nil {
+	if err := replay.WriteResult(stdout, res); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "%d requests, %d session parts\n", res.Requests, len(res.Sessions))
 	return nil
+}
+
+// storedWait bounds how long replay --api waits for the server's store to hold what was sent.
+const storedWait = 30 * time.Second
+
+// readStored replaces the parts of a replay --to with what the server at api stored of them.
+func readStored(ctx context.Context, res *replay.Result, api, tokenFile string, stderr io.Writer) error {
+	var token string
+	if tokenFile != "" {
+		var err error
+		if token, err = secretfile.ReadToken("server.api_token_file", tokenFile); err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+	}
+	r := &apiParts{base: strings.TrimRight(api, "/"), token: token, client: &http.Client{Timeout: 10 * time.Second}}
+	missing, err := replay.Stored(ctx, res, r, storedWait)
+	if err != nil {
+		return err
+	}
+	if missing > 0 {
+		fmt.Fprintf(stderr, "apisessions replay: the server's store did not hold %d of the %d parts within %s; they show what its answers said\n",
+			missing, len(res.Sessions), storedWait)
+	}
+	return nil
+}
+
+// validAPIURL reports whether s is an http or https URL with a host.
+func validAPIURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+}
+
+// apiParts reads parts from a server's explore API (replay.PartReader).
+type apiParts struct {
+	base, token string
+	client      *http.Client
+}
+
+// maxPartAnswer bounds one part answer read (the record, one request and the statistics).
+const maxPartAnswer = 8 << 20
+
+func (a *apiParts) StoredPart(ctx context.Context, session, part string) (*record.Session, bool, error) {
+	u := a.base + "/api/v1/sessions/" + url.PathEscape(session) + "/" + url.PathEscape(part) + "?limit=1"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Session *record.Session `json:"session"`
+		Error   string          `json:"error"`
+	}
+	derr := json.NewDecoder(io.LimitReader(resp.Body, maxPartAnswer)).Decode(&body)
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, false, nil
+	case resp.StatusCode != http.StatusOK:
+		return nil, false, fmt.Errorf("%s: %s", resp.Status, replay.Clean(body.Error, 200))
+	case derr != nil || body.Session == nil:
+		return nil, false, fmt.Errorf("not a part answer: %v", derr)
+	}
+	return body.Session, true, nil
 }

@@ -3,10 +3,15 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/apisessions/apisessions/sessions/record"
 )
 
 const demoHAR = "../../../examples/demo.har"
@@ -33,6 +38,8 @@ func TestReplayFlags(t *testing.T) {
 		{"bad output", []string{"--output", "xml", demoHAR}, exitUsage, "", `--output "xml" is not table or jsonl`},
 		{"bad client ip", []string{"--client-ip", "nope", demoHAR}, exitUsage, "", `--client-ip "nope" is not an IP address`},
 		{"sinks and to", []string{"--sinks", "--to", "127.0.0.1:1", demoHAR}, exitUsage, "", "drop one"},
+		{"api without to", []string{"--api", "http://127.0.0.1:1", demoHAR}, exitUsage, "", "give --to too"},
+		{"api not a URL", []string{"--to", "127.0.0.1:1", "--api", "127.0.0.1:8080", demoHAR}, exitUsage, "", "is not an http:// or https:// URL"},
 		{"missing file", []string{"--data-dir", dataDir, "nope.har"}, exitFailure, "", "apisessions replay: open nope.har"},
 		{"missing config", []string{"--config", "nope.yaml", demoHAR}, exitFailure, "", "configuration not loaded"},
 		{"help", []string{"--help"}, exitOK, "", "usage: apisessions replay"},
@@ -95,4 +102,63 @@ func TestReplayTo(t *testing.T) {
 	if code := r.stop(t); code != exitOK {
 		t.Errorf("serve ended with %d", code)
 	}
+}
+
+// TestReplayToStored sends the demo traffic to a running server and reads back what its store
+// recorded: the same parts, keys, users, flows, statuses and counts as an in-process replay
+// with the same configuration and hash key finds.
+func TestReplayToStored(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	example, err := os.ReadFile("../../../examples/apisessions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "apisessions.yaml")
+	if err := os.WriteFile(cfg, append(example, "inline:\n  dynamic_metadata: true\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startServe(t, "--config", cfg, "--data-dir", dir)
+	var out, errb bytes.Buffer
+	if code := Run(context.Background(), []string{"replay", "--config", cfg, "--to", r.grpcAddr, "--api", "http://" + r.httpAddr, "--output", "jsonl", demoHAR}, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, errb.String())
+	}
+	var local bytes.Buffer
+	errb.Reset()
+	if code := Run(context.Background(), []string{"replay", "--config", cfg, "--data-dir", dir, "--output", "jsonl", demoHAR}, &local, &errb); code != exitOK {
+		t.Fatalf("in process: exit %d; stderr:\n%s", code, errb.String())
+	}
+	got, want := partSummaries(t, out.Bytes()), partSummaries(t, local.Bytes())
+	if !slices.Equal(got, want) {
+		t.Errorf("replay --to --api reported\n%s\nwant what the engine finds in process:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "user=alice") && strings.Contains(s, "billing:1") }) {
+		t.Errorf("no part names alice with a billing flow:\n%s", strings.Join(got, "\n"))
+	}
+
+	// Without --api the table says what it does not know.
+	out.Reset()
+	errb.Reset()
+	if code := Run(context.Background(), []string{"replay", "--config", cfg, "--to", r.grpcAddr, demoHAR}, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "add --api") || !strings.Contains(out.String(), "  ?  ") {
+		t.Errorf("without --api:\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+	}
+}
+
+// partSummaries reads JSON lines of session records into sorted one-line summaries.
+func partSummaries(t *testing.T, b []byte) []string {
+	t.Helper()
+	var out []string
+	for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+		var s record.Session
+		if err := json.Unmarshal([]byte(line), &s); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		out = append(out, fmt.Sprintf("%s/%s key=%s user=%s role=%s requests=%d statuses=%v flows=%v malicious=%d",
+			s.Session, s.Part, s.Key, s.User, s.Role, s.Requests, s.Statuses, s.Flows, s.Malicious))
+	}
+	slices.Sort(out)
+	return out
 }

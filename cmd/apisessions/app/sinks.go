@@ -114,6 +114,7 @@ func newExplore(stores []*store.Store, token string, writeTokens map[string]stri
 		Logger:      logger.With("component", "explore"),
 		Blocks:      blocks,
 		WriteTokens: writeTokens,
+		Version:     Version,
 	})
 }
 

@@ -77,6 +77,7 @@ async function getJSON(path, params) {
 // The API's addresses, as docs/api.md lists them.
 const partPath = (session, part) => '/api/v1/sessions/' + seg(session) + '/' + seg(part);
 export const csvURL = (session, part, params) => partPath(session, part) + '/requests.csv' + qs(params);
+export const harURL = (session, part) => partPath(session, part) + '/session.har';
 
 // The answers are read here and nowhere else. Each function below returns the fields
 // docs/api.md documents, by the same names, with their types made certain: lists are arrays
@@ -124,9 +125,10 @@ export async function findRequest(id) {
 // needsFetchDownload says whether a plain link cannot download (a token must be sent).
 export function needsFetchDownload() { return !!(token() || memoryToken); }
 
-// download fetches url with the token and saves it under filename.
-export async function download(url, filename) {
-  const res = await request(url, 'text/csv');
+// download fetches url with the token and saves it under filename; accept is the type asked
+// for (the CSV by default).
+export async function download(url, filename, accept = 'text/csv') {
+  const res = await request(url, accept);
   const blob = await res.blob();
   const href = URL.createObjectURL(blob);
   const a = document.createElement('a');

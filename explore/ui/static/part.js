@@ -1,6 +1,6 @@
 // One session part: header, statistics of the whole part, in-session filters and the timeline.
 import { h, fmtInt, fmtMs, fmtPct, fmtTime, fmtClock, statusClass, str } from './dom.js';
-import { getPart, csvURL, download, needsFetchDownload, STAT_LISTS } from './api.js';
+import { getPart, csvURL, harURL, download, needsFetchDownload, STAT_LISTS } from './api.js';
 import { PART_FILTERS, carry, href } from './state.js';
 import { filterForm, chips } from './filters.js';
 
@@ -219,6 +219,20 @@ function csvButton(st, main) {
   }, 'Download CSV');
 }
 
+// harButton downloads the whole part as HAR, to hand it over (docs/ui.md), as csvButton does.
+function harButton(st, main) {
+  const fileName = (st.session + '-' + st.part + '.har').replace(/[^A-Za-z0-9._-]/g, '_');
+  const har = harURL(st.session, st.part);
+  return h('a', {
+    id: 'download-har', class: 'button', href: har, download: fileName,
+    onclick: (ev) => {
+      if (!needsFetchDownload()) return;
+      ev.preventDefault();
+      download(har, fileName, 'application/json').catch((e) => main.dispatchEvent(new CustomEvent('apierror', { detail: e })));
+    },
+  }, 'Download HAR');
+}
+
 const TIMELINE_COLUMNS = ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 'Size, bytes', 'User', 'Flows', 'Key', 'Params'];
 
 // timeline draws the first page of a part's requests and fetches the following ones on
@@ -299,7 +313,7 @@ export async function renderPart(main, st, nav, isCurrent) {
       h('div', { class: 'title-row' },
         h('h1', { id: 'part-title' }, h('span', { class: 'mono', id: 'part-session', text: str(session.session) || st.session }),
           h('span', { class: 'part', id: 'part-part', text: str(session.part) || st.part })),
-        h('div', { class: 'title-actions' }, shareBox(location.href), csvButton(st, main))),
+        h('div', { class: 'title-actions' }, shareBox(location.href), csvButton(st, main), harButton(st, main))),
       header(session)),
     protectionSection(first.protection),
     statsSection(stats),

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -21,7 +22,10 @@ import (
 // both differ in details that harNumber and harTime absorb.
 type har struct {
 	Log struct {
-		Version string     `json:"version"`
+		Version string `json:"version"`
+		Creator struct {
+			Name string `json:"name"`
+		} `json:"creator"`
 		Entries []harEntry `json:"entries"`
 	} `json:"log"`
 }
@@ -35,6 +39,137 @@ type harEntry struct {
 	ClientIP        string      `json:"_clientIP"`
 	ClientIP2       string      `json:"_client_ip"`
 	RequestID       string      `json:"_requestId"`
+	// Handover holds the custom fields of an apisessions export (read by UnmarshalJSON).
+	Handover harHandover `json:"-"`
+}
+
+// harHandover is what an apisessions export adds to each entry: the stored forms of what the
+// engine found (explore's session.har).
+type harHandover struct {
+	Session     string            `json:"_session"`
+	Part        string            `json:"_part"`
+	Key         string            `json:"_key"`
+	User        string            `json:"_user"`
+	Role        string            `json:"_role"`
+	ClaimedUser string            `json:"_claimedUser"`
+	ClaimedRole string            `json:"_claimedRole"`
+	Params      map[string]string `json:"_params"`
+	JA3         string            `json:"_ja3"`
+	JA4         string            `json:"_ja4"`
+	Protection  *struct {
+		Action string `json:"action"`
+		Rule   string `json:"rule"`
+		DryRun bool   `json:"dry_run"`
+	} `json:"_protection"`
+	RequestBytes  harNumber `json:"_requestBytes"`
+	ResponseBytes harNumber `json:"_responseBytes"`
+	Malicious     bool      `json:"_malicious"`
+	Attack        *struct {
+		Source        string            `json:"source"`
+		Types         []string          `json:"types"`
+		RuleIDs       []string          `json:"rule_ids"`
+		Headers       map[string]string `json:"headers"`
+		Body          string            `json:"body"`
+		BodyTruncated bool              `json:"body_truncated"`
+	} `json:"_attack"`
+}
+
+// UnmarshalJSON reads an entry and, apart, the custom fields of an apisessions export: a
+// malformed custom field leaves what could be read of them and never the whole file unread.
+func (e *harEntry) UnmarshalJSON(b []byte) error {
+	type plain harEntry
+	if err := json.Unmarshal(b, (*plain)(e)); err != nil {
+		return err
+	}
+	_ = json.Unmarshal(b, &e.Handover)
+	return nil
+}
+
+// Bounds of what an export's custom fields bring back, as the engine bounds what it records.
+const (
+	maxHandoverName  = 256  // session, part, key
+	maxHandoverValue = 1024 // user, role, a parameter value
+	maxHandoverItems = 1000 // parameters, attack headers, types and rule ids
+)
+
+// applyHandover gives x what an apisessions export recorded of its entry: the stored
+// grouping, client, verdicts and body sizes. An entry that names no exported session is left
+// as it is.
+func applyHandover(x *traffic.Exchange, e *harEntry, o Options) {
+	hh := &e.Handover
+	if hh.Session == "" {
+		return
+	}
+	hv := hh.handover(o)
+	if a, err := netip.ParseAddr(e.ClientIP); err == nil {
+		hv.ClientIP = a.String()
+	}
+	hv.JA3, hv.JA4 = cut(hh.JA3, maxHandoverName), cut(hh.JA4, maxHandoverName)
+	if p := hh.Protection; p != nil && p.Action != "" {
+		x.Verdict = traffic.Verdict{Action: cut(p.Action, maxHandoverName), Rule: cut(p.Rule, maxHandoverName), DryRun: p.DryRun}
+	}
+	// The sizes as stored. A body in an export is the content kept of a malicious request
+	// (in _attack too), hashed values hashed: not the body that was sent.
+	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = nil, false, size(hh.RequestBytes)
+	x.ResponseBody, x.ResponseBodyTruncated, x.ResponseBytes = nil, false, size(hh.ResponseBytes)
+	x.Handover = hv
+}
+
+// size is a byte count read from a file, within [0, 2^53].
+func size(n harNumber) int64 { return int64(min(max(float64(n), 0), 1<<53)) }
+
+// handover returns the custom fields as the engine reads them.
+func (hh *harHandover) handover(o Options) *traffic.Handover {
+	src, name, _ := strings.Cut(cut(hh.Key, maxHandoverName), ":")
+	hv := &traffic.Handover{
+		Session: cut(hh.Session, maxHandoverName), Part: cut(hh.Part, maxHandoverName),
+		KeySource: src, KeyName: name,
+		User: cut(hh.User, maxHandoverValue), Role: cut(hh.Role, maxHandoverValue),
+		ClaimedUser: cut(hh.ClaimedUser, maxHandoverValue), ClaimedRole: cut(hh.ClaimedRole, maxHandoverValue),
+		Params:    cutMap(hh.Params, maxHandoverValue),
+		Malicious: hh.Malicious,
+	}
+	if a := hh.Attack; a != nil {
+		body, truncated := capBody(a.Body, o.MaxBodyBytes)
+		hv.Attack = &traffic.HandoverAttack{
+			Source: cut(a.Source, maxHandoverName), Types: cutList(a.Types), RuleIDs: cutList(a.RuleIDs),
+			Headers: cutMap(a.Headers, maxHandoverValue), Body: string(body), BodyTruncated: a.BodyTruncated || truncated,
+		}
+	}
+	return hv
+}
+
+// cut keeps at most n bytes of s, on a UTF-8 boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func cutMap(m map[string]string, n int) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, min(len(m), maxHandoverItems))
+	for k, v := range m {
+		if len(out) == maxHandoverItems {
+			break
+		}
+		out[cut(k, maxHandoverName)] = cut(v, n)
+	}
+	return out
+}
+
+func cutList(l []string) []string {
+	out := make([]string, 0, min(len(l), maxHandoverItems))
+	for _, v := range l[:min(len(l), maxHandoverItems)] {
+		out = append(out, cut(v, maxHandoverName))
+	}
+	return out
 }
 
 type harNV struct {
@@ -93,6 +228,12 @@ type harResponse struct {
 	} `json:"content"`
 }
 
+// ExportCreator is log.creator.name in the HAR files apisessions exports. ReadHAR reads the
+// custom fields of such a file's entries (_session, _part, _key, _user, _role, _params,
+// _malicious, _attack ...) into traffic.Handover, so that a replay groups each exported part
+// into one session of its own with the stored users, parameters and verdicts.
+const ExportCreator = "apisessions"
+
 // ReadHAR reads a HAR 1.1 or 1.2 log as browsers and proxies save it, a byte order mark
 // allowed. Entries whose URL does not parse or whose method is missing are skipped and counted
 // in the error only when none is left.
@@ -111,11 +252,16 @@ func ReadHAR(r io.Reader, o Options) ([]traffic.Exchange, error) {
 	xs := make([]traffic.Exchange, 0, len(h.Log.Entries))
 	ids := map[string]bool{}
 	skipped := 0
+	// An apisessions export replays as the sessions it exported (traffic.Handover).
+	export := h.Log.Creator.Name == ExportCreator
 	for i := range h.Log.Entries {
 		x, ok := harExchange(&h.Log.Entries[i], i, o)
 		if !ok {
 			skipped++
 			continue
+		}
+		if export {
+			applyHandover(&x, &h.Log.Entries[i], o)
 		}
 		x.RequestID = uniqueID(ids, x.RequestID, i)
 		xs = append(xs, x)
