@@ -163,22 +163,34 @@ func (l *Links) Stitch(ctx context.Context, ops []sessions.LinkOp) {
 	b := l.c.NewBatch(OpObserve)
 	cmds := make([]*redis.Cmd, len(ops))
 	gets := make([]*redis.StringCmd, len(ops))
+	second := make([]bool, len(ops)) // ops that run the script in the second round trip
+	// issued holds the values an earlier script of this batch may link. A request carrying one
+	// runs the script after it rather than a GET beside it: a script Redis had to load again
+	// (after a restart or SCRIPT FLUSH) runs after the pipeline's other commands.
+	var issued map[string]bool
 	for i := range ops {
 		op := &ops[i]
 		op.OK = false
 		switch {
 		case len(op.Issued) == 0 && op.Fallback:
 			op.Session, op.Decided, op.From, op.Kind, op.Linked, op.OK = op.Carried, 0, "", "", 0, true
+		case len(op.Issued) == 0 && issued[op.Carried]:
+			second[i] = true
 		case len(op.Issued) == 0:
 			gets[i] = b.get(l.c.key("link", op.Carried))
 		default:
 			cmds[i] = l.script(b, op)
+			if issued == nil {
+				issued = map[string]bool{}
+			}
+			for _, iv := range op.Issued {
+				issued[iv.Session] = true
+			}
 		}
 	}
 	if !b.Exec(ctx) {
 		return
 	}
-	var again *Batch
 	for i := range ops {
 		op := &ops[i]
 		switch {
@@ -195,25 +207,31 @@ func (l *Links) Stitch(ctx context.Context, ops []sessions.LinkOp) {
 				continue
 			}
 			if follows(v, op) || (op.LocalRoot != "" && v == "") {
-				if again == nil {
-					again = l.c.NewBatch(OpObserve)
-				}
-				cmds[i] = l.script(again, op)
+				second[i] = true
 				continue
 			}
 			op.Session, op.Decided, op.From, op.Kind, op.Linked, op.OK = op.Carried, 0, "", "", 0, true
+		}
+	}
+	var again *Batch
+	for i := range ops {
+		if second[i] {
+			if again == nil {
+				again = l.c.NewBatch(OpObserve)
+			}
+			cmds[i] = l.script(again, &ops[i])
 		}
 	}
 	if again == nil || !again.Exec(ctx) {
 		return
 	}
 	for i := range ops {
-		if op := &ops[i]; !op.OK && cmds[i] != nil && gets[i] != nil {
-			if err := parseStitch(cmds[i].Val(), op); err != nil {
+		if second[i] {
+			if err := parseStitch(cmds[i].Val(), &ops[i]); err != nil {
 				l.c.count(OpObserve, err)
 				continue
 			}
-			op.OK = true
+			ops[i].OK = true
 		}
 	}
 }

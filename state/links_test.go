@@ -183,7 +183,7 @@ func TestSharedLinksAfterOutage(t *testing.T) {
 	got := sessionsByRequest(t, e, rec)
 	for _, id := range []string{"c0-login", "c0-a", "c0-b", "c0-c"} {
 		if got[id] != got["c0-anon"] {
-			t.Errorf("%s in session %s; want the visit's %s (links made in the outage followed after it)", id, got[id], got["c0-anon"])
+			t.Errorf("%s in session %s; want the visit's %s (links made in the outage followed after it); all %v stats %+v", id, got[id], got["c0-anon"], got, e.Stats())
 		}
 	}
 	if e.Stats().LinksFailOpen == 0 {
@@ -218,5 +218,34 @@ func TestSharedLinksReadOnly(t *testing.T) {
 	}
 	if len(keys) != 0 {
 		t.Errorf("link keys %v written by requests that issued nothing", keys)
+	}
+}
+
+// One batch holds a rotation and the next request carrying the new value, and Redis has
+// forgotten the script (SCRIPT FLUSH): the script runs after the pipeline's other commands,
+// and the second request still follows the link the first made.
+func TestSharedLinksOrderAfterScriptFlush(t *testing.T) {
+	r := testRedis(t)
+	c, _ := newTestClient(t, r, nil)
+	ctx := context.Background()
+	if err := c.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Add(-time.Hour)
+	dayEnd := at.Truncate(24 * time.Hour).Add(24 * time.Hour).Unix()
+	op := func(carried string, tm time.Time, issued ...string) sessions.LinkOp {
+		o := sessions.LinkOp{Carried: carried, Rotation: true, Login: true, T: tm, DayEnd: dayEnd, Idle: 30 * time.Minute}
+		for _, s := range issued {
+			o.Issued = append(o.Issued, sessions.LinkIssued{Session: s})
+		}
+		return o
+	}
+	ops := []sessions.LinkOp{op("s_old", at, "s_new"), op("s_new", at.Add(time.Second))}
+	c.Links().Stitch(ctx, ops)
+	if !ops[0].OK || !ops[1].OK {
+		t.Fatalf("answers unknown: %+v", ops)
+	}
+	if ops[0].Linked != 1 || ops[1].Session != "s_old" || ops[1].From != "s_new" || ops[1].Kind != sessions.StitchRotation {
+		t.Errorf("rotation then follow: %+v / %+v; want s_new linked, then followed to s_old", ops[0], ops[1])
 	}
 }
