@@ -57,13 +57,40 @@ type Filter struct {
 	Path      string
 	Route     string
 	Malicious bool
+	// UserAgent, JA3 and JA4 select requests whose record has exactly that value.
+	UserAgent string
+	JA3       string
+	JA4       string
 }
 
 // requestConds reports whether any condition reads request rows.
 func (f *Filter) requestConds() bool {
 	return !f.From.IsZero() || !f.To.IsZero() || f.User != "" || f.Role != "" || f.Flow != "" ||
 		f.IP != "" || f.RequestID != "" || f.Method != "" || f.Status.Set || f.Host != "" ||
-		f.Path != "" || f.Route != "" || f.Malicious
+		f.Path != "" || f.Route != "" || f.Malicious || f.UserAgent != "" || f.JA3 != "" || f.JA4 != ""
+}
+
+// recordFields are the filters answered from the request record itself, which has no column
+// of its own for them: the record's field name and the value.
+func (f *Filter) recordFields() [][2]string {
+	var out [][2]string
+	for _, c := range [...][2]string{{"user_agent", f.UserAgent}, {"ja3", f.JA3}, {"ja4", f.JA4}} {
+		if c[1] != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// recordField is the condition that the request record r has the top-level string field name
+// equal to v. A record is stored as JSON in one canonical form (record.Request.AppendJSON, the
+// bytes of json.Marshal), so the member is found as bytes: its name and encoded value, before
+// the key member. Scalars alone come before key, and a quote inside a string is escaped, so
+// the member found there is the record's own, not a parameter or header of the same name.
+func recordField(d *dialect, name, v string) (cond string, args []any) {
+	val, _ := json.Marshal(v)
+	member := append([]byte(`,"`+name+`":`), val...)
+	return d.instr("r.record", "?") + " BETWEEN 1 AND " + d.instr("r.record", "?"), []any{member, []byte(`,"key":{`)}
 }
 
 // where appends the conditions on requests (alias r) to w. With noIndex the columns are
@@ -124,6 +151,10 @@ func (f *Filter) where(w *sqlWhere, d *dialect, noIndex bool) {
 	if f.Flow != "" {
 		// flows holds the request's flows joined by commas (flow names have none).
 		w.add(d.flowCond, ","+f.Flow+",")
+	}
+	for _, c := range f.recordFields() {
+		cond, args := recordField(d, c[0], c[1])
+		w.add(cond, args...)
 	}
 }
 
