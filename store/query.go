@@ -753,6 +753,10 @@ type PartView struct {
 	Requests []json.RawMessage `json:"requests"`
 	// Next is the cursor of the following requests, "" when none follow.
 	Next string `json:"next,omitempty"`
+	// Timeline and Transitions describe all of the part's requests too: when they came, and
+	// which route followed which.
+	Timeline    *Timeline    `json:"timeline"`
+	Transitions *Transitions `json:"transitions"`
 }
 
 func (s *Store) part(ctx context.Context, session, part string) (*partRow, error) {
@@ -788,9 +792,11 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 		return nil, err
 	}
 	v := &PartView{Session: pr.rec}
-	if err := s.stats(ctx, pr, &v.Stats); err != nil {
+	tb := newTimeline(pr.first, pr.last, pr.rec.Requests)
+	if err := s.stats(ctx, pr, &v.Stats, tb); err != nil {
 		return nil, err
 	}
+	v.Timeline, v.Transitions = tb.done()
 	reqs, last, more, err := s.requestPage(ctx, pr, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
 	if err != nil {
 		return nil, err
@@ -838,11 +844,11 @@ func (s *Store) requestPage(ctx context.Context, pr *partRow, f *Filter, after *
 	return reqs, last, more, nil
 }
 
-// stats counts the part's requests by method, status, client IP, flow, route and attack type
-// in one pass over its rows.
-func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
-	rows, err := s.query(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
-		FROM requests WHERE part_id = ? AND time >= ? AND time <= ?`, pr.id, pr.first, pr.last)
+// stats counts the part's requests by method, status, client IP, flow, route and attack type,
+// and adds them to the timeline tb, in one pass over its rows in time order.
+func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats, tb *timelineBuilder) error {
+	rows, err := s.query(ctx, `SELECT time, method, status, client_ip, route, flows, attack_types, malicious
+		FROM requests WHERE part_id = ? AND time >= ? AND time <= ? ORDER BY time, rkey NULLS FIRST`, pr.id, pr.first, pr.last)
 	if err != nil {
 		return fmt.Errorf("store: stats: %w", err)
 	}
@@ -851,11 +857,13 @@ func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
 	flows, routes, attacks := map[string]int{}, map[string]int{}, map[string]int{}
 	for rows.Next() {
 		var method, ip, route, fl, types string
+		var t int64
 		var status int
 		var mal bool
-		if err := rows.Scan(&method, &status, &ip, &route, &fl, &types, &mal); err != nil {
+		if err := rows.Scan(&t, &method, &status, &ip, &route, &fl, &types, &mal); err != nil {
 			return fmt.Errorf("store: stats: %w", err)
 		}
+		tb.add(t, status, mal, route)
 		st.Requests++
 		if mal {
 			st.Malicious++
