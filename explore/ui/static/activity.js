@@ -29,7 +29,7 @@ function classOf(status) {
 }
 
 // Geometry of the chart, in viewBox units.
-const W = 1000, LEFT = 8, RIGHT = 8, AXIS_Y = 96, MARK_Y = 56, BAR_TOP = 14, RATE_TOP = 120, RATE_H = 36, HEIGHT = 176;
+const W = 1000, LEFT = 8, RIGHT = 8, AXIS_Y = 80, MARK_Y = 44, BAR_TOP = 10, RATE_TOP = 128, RATE_H = 36, HEIGHT = 170;
 const PLOT = W - LEFT - RIGHT;
 
 // MAX_STEPS is how many transitions the list shows; the rest are counted in one line.
@@ -105,18 +105,25 @@ function bucketsLayer(tl) {
   }));
 }
 
-// rateLayer draws the requests per minute of each interval as a line under the axis.
+// rateLayer draws the request rate as a line under the axis: at each interval, the requests of
+// the minute that ends with it (of the interval itself when intervals are a minute or longer,
+// then scaled to a minute), so that short intervals do not turn one request into a spike.
 function rateLayer(tl) {
-  const perMin = tl.buckets.map((b) => (b.requests * 60000) / tl.bucket_ms);
-  const most = Math.max(...perMin, 0);
+  const per = Math.max(1, Math.round(60000 / tl.bucket_ms));
+  let window = 0;
+  const rate = tl.buckets.map((b, i) => {
+    window += b.requests - (i >= per ? tl.buckets[i - per].requests : 0);
+    return per > 1 ? window : (b.requests * 60000) / tl.bucket_ms;
+  });
+  const most = Math.max(...rate, 0);
   if (most <= 0) return null;
-  const bw = PLOT / Math.max(1, perMin.length);
-  const pts = perMin.map((r, i) => [LEFT + (i + 0.5) * bw, RATE_TOP + RATE_H - (r / most) * RATE_H]);
+  const bw = PLOT / Math.max(1, rate.length);
+  const pts = rate.map((r, i) => [LEFT + (i + 0.5) * bw, RATE_TOP + RATE_H - (r / most) * RATE_H]);
   const line = pts.map(([x, y], i) => (i ? 'L' : 'M') + x.toFixed(1) + ' ' + y.toFixed(1)).join(' ');
   return svg('g', { class: 'tl-rate' },
     svg('line', { class: 'tl-rate-base', x1: LEFT, x2: W - RIGHT, y1: RATE_TOP + RATE_H, y2: RATE_TOP + RATE_H }),
     svg('path', { d: line }),
-    svg('text', { x: LEFT, y: RATE_TOP - 4 }, 'requests / minute, up to ' + fmtInt(Math.round(most))));
+    svg('text', { x: LEFT, y: RATE_TOP - 6 }, 'requests a minute, up to ' + fmtInt(Math.round(most))));
 }
 
 // bucketTable lists the intervals with requests, for readers that do not see the chart.
@@ -175,7 +182,7 @@ function stepsList(tr, nav) {
         h('span', { class: 'num step-count', text: '×' + fmtInt(s.count) }),
         h('span', { class: 'bar-track' }, bar));
     })),
-    hidden > 0 ? h('p', { class: 'muted small', id: 'transitions-more', text: fmtInt(hidden) + ' more transitions (' + fmtInt(hiddenSteps) + ' steps)' }) : null,
+    hidden > 0 ? h('p', { class: 'muted small', id: 'transitions-more', text: fmtInt(hidden) + (hidden === 1 ? ' more transition (' : ' more transitions (') + fmtInt(hiddenSteps) + (hiddenSteps === 1 ? ' step)' : ' steps)') }) : null,
   ];
 }
 

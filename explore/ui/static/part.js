@@ -294,7 +294,8 @@ export async function renderPart(main, st, nav, isCurrent) {
   const requests = timeline(st, first, isCurrent, main, nav);
   const back = { list: st.list, session: '', part: '', inPart: {} };
 
-  main.replaceChildren(
+  // replaceChildren would show a null (a section with nothing to say) as the text "null".
+  main.replaceChildren(...[
     h('nav', { class: 'crumbs' }, h('a', {
       id: 'back-to-list', href: href(back),
       onclick: (ev) => { if (ev.button === 0 && !ev.metaKey && !ev.ctrlKey) { ev.preventDefault(); nav(back); } },
@@ -313,5 +314,6 @@ export async function renderPart(main, st, nav, isCurrent) {
       form, active,
       requests.counter,
       h('div', { class: 'table-wrap' }, requests.table),
-      requests.more));
+      requests.more),
+  ].filter(Boolean));
 }
