@@ -62,7 +62,8 @@ func testStore(t *testing.T, driver string) *store.Store {
 				Headers: map[string]string{"content-type": "application/json", "cookie": "sid=hmac:00112233445566778899aabbccddeeff"},
 				Body:    `{"q":"' OR 1=1--"}`}},
 		&record.Request{Kind: "request", Session: "s_bbbb", Part: "2026-11-22", RequestID: "r3", Time: record.At(base.Add(time.Minute)),
-			Method: "GET", Host: "shop.example.com", Path: "/", Route: "/", Status: 200, ClientIP: "198.51.100.2"},
+			Method: "GET", Host: "shop.example.com", Path: "/", Route: "/", Status: 200, ClientIP: "198.51.100.2",
+			UserAgent: "Mozilla/5.0", JA3: "e7d705a3286e19ea42f587b344ee6865", JA4: "t13d1516h2_8daaf6152771_b186095e22b6"},
 	}
 	if err := s.Write(context.Background(), reqs); err != nil {
 		t.Fatal(err)
@@ -109,7 +110,7 @@ func TestErrors(t *testing.T) {
 			{"status out of range", "/api/v1/sessions?status=6xx", 400, `status "6xx" is not a status code or class; use e.g. 404 or 4xx (0 = no response)`},
 			{"status not a number", "/api/v1/sessions?status=ok", 400, `status "ok" is not a status code or class; use e.g. 404 or 4xx (0 = no response)`},
 			{"ip", "/api/v1/sessions?ip=localhost", 400, `ip "localhost" is not an IP address; use e.g. 203.0.113.7 or 2001:db8::1`},
-			{"unknown filter", "/api/v1/sessions?usr=alice", 400, `unknown filter "usr"; the filters here are from, to, user, role, flow, ip, request_id, method, status, host, path, route, malicious, limit, cursor`},
+			{"unknown filter", "/api/v1/sessions?usr=alice", 400, `unknown filter "usr"; the filters here are from, to, user, role, flow, ip, request_id, method, status, host, path, route, malicious, ua, ja3, ja4, limit, cursor`},
 			{"user inside a part", "/api/v1/sessions/s_aaaa/2026-11-22?user=alice", 400, `unknown filter "user"; the filters here are from, to, method, status, ip, path, route, flow, malicious, request_id, limit, cursor`},
 			{"limit zero", "/api/v1/sessions?limit=0", 400, `limit "0" is not a number from 1 to 1000; use e.g. limit=50`},
 			{"limit too big", "/api/v1/sessions?limit=1001", 400, `limit "1001" is not a number from 1 to 1000; use e.g. limit=50`},
@@ -219,6 +220,35 @@ func TestAnswers(t *testing.T) {
 			a := get(t, h, "/api/v1/sessions?user=alice&status=4xx&malicious=true&flow=auth&method=post&ip=203.0.113.7&from=2026-11-22T10:00:00Z&to=2026-11-22T10:00:01Z&host=SHOP.example.com&path=/api/", "")
 			if a.status != 200 || !strings.Contains(a.body, `"s_aaaa"`) || strings.Contains(a.body, "s_bbbb") {
 				t.Errorf("combined filters: %d %s; want s_aaaa only", a.status, a.body)
+			}
+		})
+
+		t.Run("pivots", func(t *testing.T) {
+			for _, tc := range []struct {
+				query string
+				want  []string
+			}{
+				{"ua=Mozilla%2F5.0", []string{"s_bbbb", "s_aaaa"}},
+				{"ua=%3DHYPERLINK(%22http%3A%2F%2Fevil%22)", []string{"s_aaaa"}},
+				{"ua=Mozilla", nil},
+				{"ja3=e7d705a3286e19ea42f587b344ee6865", []string{"s_bbbb"}},
+				{"ja4=t13d1516h2_8daaf6152771_b186095e22b6&ip=198.51.100.2", []string{"s_bbbb"}},
+				{"ja4=t13d1516h2_8daaf6152771_b186095e22b6&user=alice", nil},
+			} {
+				a := get(t, h, "/api/v1/sessions?"+tc.query, "")
+				var got struct {
+					Sessions []record.Session `json:"sessions"`
+				}
+				if err := json.Unmarshal([]byte(a.body), &got); err != nil || a.status != 200 {
+					t.Fatalf("%s: %d %v %s", tc.query, a.status, err, a.body)
+				}
+				var ids []string
+				for _, s := range got.Sessions {
+					ids = append(ids, s.Session)
+				}
+				if diff := cmp.Diff(tc.want, ids); diff != "" {
+					t.Errorf("%s: sessions differ (-want +got):\n%s", tc.query, diff)
+				}
 			}
 		})
 

@@ -19,7 +19,7 @@ const maxFilterValue = 4096
 // listFilters and partFilters are the query parameters each endpoint accepts.
 var (
 	listFilters = []string{"from", "to", "user", "role", "flow", "ip", "request_id", "method", "status",
-		"host", "path", "route", "malicious", "limit", "cursor"}
+		"host", "path", "route", "malicious", "ua", "ja3", "ja4", "limit", "cursor"}
 	partFilters = []string{"from", "to", "method", "status", "ip", "path", "route", "flow", "malicious",
 		"request_id", "limit", "cursor"}
 	csvFilters = []string{"from", "to", "method", "status", "ip", "path", "route", "flow", "malicious", "request_id"}
@@ -68,6 +68,10 @@ func parseQuery(q url.Values, allowed []string, maxLimit int) (query, error) {
 	f.User = q.Get("user")
 	f.Role = q.Get("role")
 	f.RequestID = q.Get("request_id")
+	// The user agent and the fingerprints are matched exactly, as records hold them.
+	f.UserAgent = q.Get("ua")
+	f.JA3 = q.Get("ja3")
+	f.JA4 = q.Get("ja4")
 	if err := parseRequestFilters(q, f); err != nil {
 		return out, err
 	}

@@ -197,6 +197,14 @@ func harEntryOf(rec *record.Request) *harEntry {
 		HeadersSize: -1,
 		BodySize:    rec.RequestBytes,
 	}
+	if rec.Query != "" {
+		// The query as the record keeps it: hashed and scrubbed values in their stored form.
+		e.Request.URL += "?" + rec.Query
+		for _, kv := range strings.Split(rec.Query, "&") {
+			k, v, _ := strings.Cut(kv, "=")
+			e.Request.QueryString = append(e.Request.QueryString, harNV{Name: k, Value: v})
+		}
+	}
 	if a := rec.Attack; a != nil && rec.Malicious {
 		names := make([]string, 0, len(a.Headers))
 		for name := range a.Headers {

@@ -13,6 +13,7 @@ const (
 	maxUserAgent  = 512
 	maxParamValue = 1024
 	maxPath       = 2048
+	maxQuery      = 2048
 	maxHost       = 256
 	maxMethod     = 32
 	maxScheme     = 16

@@ -51,6 +51,7 @@ func TestRequestRecord(t *testing.T) {
 		Scheme:        "https",
 		Host:          "api.example.com:8443",
 		Path:          "/Users/42/orders",
+		Query:         "page=2",
 		Route:         "/Users/{id}/orders",
 		Status:        201,
 		DurationMS:    1.235,

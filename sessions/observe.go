@@ -331,6 +331,7 @@ func newRequest(x *traffic.Exchange, t time.Time, c *client, ps *params) *record
 		Scheme:        record.Truncate(x.Scheme, maxScheme),
 		Host:          record.Truncate(strings.ToLower(x.Host), maxHost),
 		Path:          record.Truncate(pathOnly(x.Path), maxPath),
+		Query:         record.Truncate(queryOnly(x.Path), maxQuery),
 		Status:        x.Status,
 		DurationMS:    durationMS(x.Start, x.End),
 		RequestBytes:  bodyBytes(x.RequestBytes, x.RequestBody),
@@ -402,14 +403,17 @@ func handoverAttack(hv *traffic.Handover) (bool, *record.Attack) {
 		Headers: a.Headers, Body: a.Body, BodyTruncated: a.BodyTruncated}
 }
 
-// redactFields replaces the secrets in the record's host, path, user agent and request id.
+// redactFields replaces the secrets in the record's host, path, query, user agent and request
+// id; in the query, the values of hashed query parameters and of the fields scrub_fields names
+// are hashed by name too.
 // For an ordinary request the secrets are the clear values of its hashed parameters, and a
 // field is rewritten only when redact.MayHold says it may hold one (a few searches, no
 // allocation). For a malicious request the Redactor also learns the values of the fields
 // that are hidden by name (redact.Redactor.Learn), and is returned for its content; nil
 // otherwise.
 func (e *Engine) redactFields(s *snapshot, v *extract.View, x *traffic.Exchange, rec *record.Request, secrets []redact.Secret, malicious bool) *redact.Redactor {
-	if !malicious && !redact.MayHold(secrets, rec.Path, rec.UserAgent, rec.RequestID, rec.Host) {
+	if !malicious && !redact.MayHold(secrets, rec.Path, rec.Query, rec.UserAgent, rec.RequestID, rec.Host) &&
+		!s.hashed.QueryNamed(rec.Query) {
 		return nil
 	}
 	red := redact.New(e.hashParam, secrets, v)
@@ -418,6 +422,9 @@ func (e *Engine) redactFields(s *snapshot, v *extract.View, x *traffic.Exchange,
 	}
 	rec.Host = capped(red, red.Value(rec.Host), len(rec.Host) < len(x.Host))
 	rec.Path = capped(red, red.Path(rec.Path), len(rec.Path) < len(pathOnly(x.Path)))
+	if rec.Query != "" {
+		rec.Query = capped(red, red.Query(&s.hashed, rec.Query), len(rec.Query) < len(queryOnly(x.Path)))
+	}
 	ua, _ := x.RequestHeader("user-agent")
 	rec.UserAgent = capped(red, red.Value(rec.UserAgent), len(rec.UserAgent) < len(ua))
 	rec.RequestID = capped(red, red.Value(rec.RequestID), len(rec.RequestID) < len(x.RequestID))
@@ -478,6 +485,14 @@ func (e *Engine) emitRecords(sessions []record.Record, rec *record.Request) {
 // content-length), never less than what the exchange holds.
 func bodyBytes(counted int64, held []byte) int64 {
 	return max(0, counted, int64(len(held)))
+}
+
+// queryOnly is the query string of a request path, without "?".
+func queryOnly(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[i+1:]
+	}
+	return ""
 }
 
 func pathOnly(p string) string {

@@ -240,3 +240,41 @@ func TestScrubFieldsDocumented(t *testing.T) {
 		t.Errorf("docs/configuration.md lists the scrub fields\n%v\nthe code has\n%v", documented, config.DefaultScrubFields)
 	}
 }
+
+// TestQueryKept checks that ordinary request records keep the query string with the values of
+// hashed query parameters and of scrubbed names hashed, secrets found elsewhere in it
+// replaced, and the rest as sent.
+func TestQueryKept(t *testing.T) {
+	t.Parallel()
+	const token, key = "tok-Secret-5521", "Key.Secret-7781"
+	cfg := testConfig(t,
+		config.Parameter{Name: "token", In: config.InRequestQuery, Key: "token", Hashed: true},
+		config.Parameter{Name: "api_key", In: config.InRequestHeader, Key: "x-key", Hashed: true})
+	e, _, _ := newTestEngine(t, cfg)
+	for _, tc := range []struct{ name, path, want string }{
+		{"no query", "/items", ""},
+		{"plain", "/items?page=2&sort=name", "page=2&sort=name"},
+		{"hashed parameter", "/items?page=2&token=" + url.QueryEscape(token), "page=2&token=" + wantHashed(token)},
+		{"secret in another pair", "/items?q=" + url.QueryEscape("x "+key), "q=x+" + wantHashed(key)},
+		{"scrubbed name", "/items?password=hunter2hunter2&a=1", "password=" + wantHashed("hunter2hunter2") + "&a=1"},
+		{"escaped name", "/items?%74oken=" + token, "%74oken=" + wantHashed(token)},
+	} {
+		x := envoyExchange("GET", "api.example.com", tc.path, "x-key", key)
+		rec := e.observe(x)
+		if rec.Query != tc.want {
+			t.Errorf("%s: query %q; want %q", tc.name, rec.Query, tc.want)
+		}
+		if rec.Path != "/items" {
+			t.Errorf("%s: path %q; want /items", tc.name, rec.Path)
+		}
+		if text := recordJSON(t, rec); strings.Contains(text, token) || strings.Contains(text, "hunter2hunter2") {
+			t.Errorf("%s: a secret appears in the record: %s", tc.name, text)
+		}
+	}
+	// A query longer than the cap is cut, and a secret's start at the cut is removed.
+	long := "/items?a=" + strings.Repeat("x", maxQuery-len("a=")-6) + "&q=" + key
+	rec := e.observe(envoyExchange("GET", "api.example.com", long, "x-key", key))
+	if len(rec.Query) > maxQuery || strings.Contains(rec.Query, key[:5]) {
+		t.Errorf("a long query is %d bytes and ends %q; want at most %d and no start of the secret", len(rec.Query), rec.Query[len(rec.Query)-10:], maxQuery)
+	}
+}

@@ -23,6 +23,9 @@ type dialect struct {
 	// rows (a part may come more than once, which only ends a probe sooner) and the store
 	// removes the repeats.
 	distinct string
+	// instr is the function that finds bytes in bytes: instr(haystack, needle), the 1-based
+	// position of the first occurrence or 0.
+	instr func(haystack, needle string) string
 	// flowCond tests whether the request r has the flow ",name," given as its argument.
 	flowCond string
 	// sizes bound the rows of one multi-row statement: 1<<(size-1) parts, requests, values.
@@ -40,6 +43,7 @@ var sqliteDialect = &dialect{
 	text:     func(s string) any { return s },
 	noIndex:  "+",
 	distinct: "DISTINCT ",
+	instr:    func(h, n string) string { return "instr(" + h + ", " + n + ")" },
 	sizes:    stmtSizes{parts: 7, requests: 6, values: 7}, // 64, 32, 64 rows a statement
 	flowCond: "instr(',' || +r.flows || ',', ?) > 0",
 }

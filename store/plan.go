@@ -98,6 +98,15 @@ func (f *Filter) facets() (out []facet, exact bool) {
 	if f.Route != "" && !shape {
 		out = append(out, exactFacet(kindRoute, f.Route))
 	}
+	if f.JA4 != "" {
+		out = append(out, exactFacet(kindJA4, f.JA4))
+	}
+	if f.JA3 != "" {
+		out = append(out, exactFacet(kindJA3, f.JA3))
+	}
+	if f.UserAgent != "" {
+		out = append(out, exactFacet(kindUserAgent, f.UserAgent))
+	}
 	if f.Host != "" {
 		out = append(out, exactFacet(kindHost, f.Host))
 	}

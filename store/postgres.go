@@ -26,6 +26,7 @@ func postgresDialect() *dialect {
 		noIndex:  "",
 		perRow:   " OFFSET 0",
 		flowCond: "position(? in ','::bytea || r.flows || ','::bytea) > 0",
+		instr:    func(h, n string) string { return "position(" + n + " in " + h + ")" },
 		postgres: true,
 		sizes:    stmtSizes{}, // a batch is one statement of arrays (bulk.go)
 	}
@@ -138,6 +139,20 @@ var pgMigrations = []string{
 
 	// Version 3: parts sum the values their requests' responses linked (stitching).
 	`ALTER TABLE parts ADD COLUMN rows_linked BIGINT NOT NULL DEFAULT 0;`,
+
+	// Version 4: parts list their requests' TLS fingerprints (SQLite's version 6).
+	// PostgreSQL's JSON refuses to decode the escape \u0000, which a record may hold in any
+	// string: it is read as U+FFFD, so that only a fingerprint holding a NUL itself is listed
+	// differently.
+	`INSERT INTO part_values (part_id, kind, value)
+	SELECT DISTINCT part_id, f.kind, substring(convert_to(f.value, 'UTF8') from 1 for ` + strconv.Itoa(maxValueLen) + `)
+	FROM (SELECT part_id, 14 AS kind, replace(convert_from(record, 'UTF8'), '\u0000', '\ufffd')::json ->> 'ja3' AS value
+			FROM requests WHERE position('"ja3":'::bytea in record) > 0
+		UNION ALL
+		SELECT part_id, 15, replace(convert_from(record, 'UTF8'), '\u0000', '\ufffd')::json ->> 'ja4'
+			FROM requests WHERE position('"ja4":'::bytea in record) > 0) AS f
+	WHERE f.value IS NOT NULL AND f.value <> ''
+	ON CONFLICT DO NOTHING;`,
 }
 
 // pgLockMigrate is the advisory lock key under which a store migrates the schema, so that

@@ -57,13 +57,40 @@ type Filter struct {
 	Path      string
 	Route     string
 	Malicious bool
+	// UserAgent, JA3 and JA4 select requests whose record has exactly that value.
+	UserAgent string
+	JA3       string
+	JA4       string
 }
 
 // requestConds reports whether any condition reads request rows.
 func (f *Filter) requestConds() bool {
 	return !f.From.IsZero() || !f.To.IsZero() || f.User != "" || f.Role != "" || f.Flow != "" ||
 		f.IP != "" || f.RequestID != "" || f.Method != "" || f.Status.Set || f.Host != "" ||
-		f.Path != "" || f.Route != "" || f.Malicious
+		f.Path != "" || f.Route != "" || f.Malicious || f.UserAgent != "" || f.JA3 != "" || f.JA4 != ""
+}
+
+// recordFields are the filters answered from the request record itself, which has no column
+// of its own for them: the record's field name and the value.
+func (f *Filter) recordFields() [][2]string {
+	var out [][2]string
+	for _, c := range [...][2]string{{"user_agent", f.UserAgent}, {"ja3", f.JA3}, {"ja4", f.JA4}} {
+		if c[1] != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// recordField is the condition that the request record r has the top-level string field name
+// equal to v. A record is stored as JSON in one canonical form (record.Request.AppendJSON, the
+// bytes of json.Marshal), so the member is found as bytes: its name and encoded value, before
+// the key member. Scalars alone come before key, and a quote inside a string is escaped, so
+// the member found there is the record's own, not a parameter or header of the same name.
+func recordField(d *dialect, name, v string) (cond string, args []any) {
+	val, _ := json.Marshal(v)
+	member := append([]byte(`,"`+name+`":`), val...)
+	return d.instr("r.record", "?") + " BETWEEN 1 AND " + d.instr("r.record", "?"), []any{member, []byte(`,"key":{`)}
 }
 
 // where appends the conditions on requests (alias r) to w. With noIndex the columns are
@@ -124,6 +151,10 @@ func (f *Filter) where(w *sqlWhere, d *dialect, noIndex bool) {
 	if f.Flow != "" {
 		// flows holds the request's flows joined by commas (flow names have none).
 		w.add(d.flowCond, ","+f.Flow+",")
+	}
+	for _, c := range f.recordFields() {
+		cond, args := recordField(d, c[0], c[1])
+		w.add(cond, args...)
 	}
 }
 
@@ -722,6 +753,10 @@ type PartView struct {
 	Requests []json.RawMessage `json:"requests"`
 	// Next is the cursor of the following requests, "" when none follow.
 	Next string `json:"next,omitempty"`
+	// Timeline and Transitions describe all of the part's requests too: when they came, and
+	// which route followed which.
+	Timeline    *Timeline    `json:"timeline"`
+	Transitions *Transitions `json:"transitions"`
 }
 
 func (s *Store) part(ctx context.Context, session, part string) (*partRow, error) {
@@ -757,9 +792,11 @@ func (s *Store) Part(ctx context.Context, session, part string, q PartQuery) (*P
 		return nil, err
 	}
 	v := &PartView{Session: pr.rec}
-	if err := s.stats(ctx, pr, &v.Stats); err != nil {
+	tb := newTimeline(pr.first, pr.last, pr.rec.Requests)
+	if err := s.stats(ctx, pr, &v.Stats, tb); err != nil {
 		return nil, err
 	}
+	v.Timeline, v.Transitions = tb.done()
 	reqs, last, more, err := s.requestPage(ctx, pr, &q.Filter, after, clampLimit(q.Limit, DefaultPartLimit, MaxPartLimit))
 	if err != nil {
 		return nil, err
@@ -807,11 +844,11 @@ func (s *Store) requestPage(ctx context.Context, pr *partRow, f *Filter, after *
 	return reqs, last, more, nil
 }
 
-// stats counts the part's requests by method, status, client IP, flow, route and attack type
-// in one pass over its rows.
-func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
-	rows, err := s.query(ctx, `SELECT method, status, client_ip, route, flows, attack_types, malicious
-		FROM requests WHERE part_id = ? AND time >= ? AND time <= ?`, pr.id, pr.first, pr.last)
+// stats counts the part's requests by method, status, client IP, flow, route and attack type,
+// and adds them to the timeline tb, in one pass over its rows in time order.
+func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats, tb *timelineBuilder) error {
+	rows, err := s.query(ctx, `SELECT time, method, status, client_ip, route, flows, attack_types, malicious
+		FROM requests WHERE part_id = ? AND time >= ? AND time <= ? ORDER BY time, rkey NULLS FIRST`, pr.id, pr.first, pr.last)
 	if err != nil {
 		return fmt.Errorf("store: stats: %w", err)
 	}
@@ -820,11 +857,13 @@ func (s *Store) stats(ctx context.Context, pr *partRow, st *Stats) error {
 	flows, routes, attacks := map[string]int{}, map[string]int{}, map[string]int{}
 	for rows.Next() {
 		var method, ip, route, fl, types string
+		var t int64
 		var status int
 		var mal bool
-		if err := rows.Scan(&method, &status, &ip, &route, &fl, &types, &mal); err != nil {
+		if err := rows.Scan(&t, &method, &status, &ip, &route, &fl, &types, &mal); err != nil {
 			return fmt.Errorf("store: stats: %w", err)
 		}
+		tb.add(t, status, mal, route)
 		st.Requests++
 		if mal {
 			st.Malicious++

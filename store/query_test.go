@@ -31,6 +31,9 @@ func TestListPlanScans(t *testing.T) {
 			{"path longer than its directory", Filter{Path: "/api/items/x"}, false, true},
 			{"time interval alone", Filter{From: base, To: base.Add(time.Hour)}, true, true},
 			{"time interval and user", Filter{From: base, User: "alice"}, false, true},
+			{"user agent", Filter{UserAgent: sqlmapUA}, false, true},
+			{"ja3", Filter{JA3: fixtureJA3}, false, true},
+			{"ja4 and status", Filter{JA4: fixtureJA4, Status: Status{Code: 403, Set: true}}, false, true},
 		}
 		for _, probe := range []int{probeParts, 0} {
 			for _, tc := range tests {

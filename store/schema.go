@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/apisessions/apisessions/sessions/record"
@@ -145,6 +146,17 @@ var migrations = []migration{
 
 	// Version 5: parts sum the values their requests' responses linked (stitching).
 	sqlStep(`ALTER TABLE parts ADD COLUMN rows_linked INTEGER NOT NULL DEFAULT 0;`),
+
+	// Version 6: parts list their requests' TLS fingerprints (kinds 14 and 15), which the
+	// ja3 and ja4 filters look up; values are cut at maxValueLen bytes as ingest cuts them.
+	sqlStep(`INSERT OR IGNORE INTO part_values (part_id, kind, value)
+		SELECT DISTINCT part_id, f.kind, CAST(substr(CAST(f.value AS BLOB), 1, ` + strconv.Itoa(maxValueLen) + `) AS TEXT)
+		FROM (SELECT part_id, 14 AS kind, json_extract(CAST(record AS TEXT), '$.ja3') AS value FROM requests
+				WHERE instr(record, CAST('"ja3":' AS BLOB)) > 0 AND json_valid(CAST(record AS TEXT))
+			UNION ALL
+			SELECT part_id, 15, json_extract(CAST(record AS TEXT), '$.ja4') FROM requests
+				WHERE instr(record, CAST('"ja4":' AS BLOB)) > 0 AND json_valid(CAST(record AS TEXT))) AS f
+		WHERE f.value IS NOT NULL AND f.value <> '';`),
 }
 
 // fillRequestKeys gives every stored request row the content key of its record, as ingest

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,11 +19,19 @@ import (
 	"github.com/apisessions/apisessions/sinks"
 )
 
+// The fixture's client fingerprints.
+const (
+	sqlmapUA   = "sqlmap/1.7 (\"quoted\" <x>)"
+	fixtureJA3 = "e7d705a3286e19ea42f587b344ee6865"
+	fixtureJA4 = "t13d1516h2_8daaf6152771_b186095e22b6"
+)
+
 // fixture writes four parts:
 //
 //	s_a/2026-11-22  alice (admin): GET /api/items 200, POST /api/login 401 and 200 (auth)
-//	s_b/2026-11-22  bob: GET /api/orders/1 500 from another IP and host, a malicious GET 403
-//	s_c/2026-11-22  anonymous: GET /static/app.js 304
+//	s_b/2026-11-22  bob: GET /api/orders/1 500 from another IP and host (with a parameter
+//	                named user_agent), a malicious GET 403 from sqlmap with JA3 and JA4
+//	s_c/2026-11-22  anonymous: GET /static/app.js 304 with the same JA3
 //	s_a/2026-11-23  alice: GET /api/items 200 the next day
 //
 // Newest last_seen first they list as s_a/23, s_c, s_b, s_a/22.
@@ -43,14 +52,17 @@ func fixture(t *testing.T, s *Store) {
 		req("s_a", "2026-11-22", 2*time.Minute, alice, login(200)),
 		req("s_b", "2026-11-22", 5*time.Minute, bob, func(r *record.Request) {
 			r.Path, r.Route, r.Status = "/api/orders/1", "/api/orders/{id}", 500
+			r.Params = map[string]string{"sid": "hmac:0011", "user_agent": sqlmapUA}
 		}),
 		req("s_b", "2026-11-22", 6*time.Minute, bob, func(r *record.Request) {
 			r.Path, r.Route, r.Status, r.Malicious = "/api/search", "/api/search", 403, true
+			r.UserAgent, r.JA3, r.JA4 = sqlmapUA, fixtureJA3, fixtureJA4
 			r.RequestID = "attack-1"
 			r.Attack = &record.Attack{Source: "header", Types: []string{"sqli"}}
 		}),
 		req("s_c", "2026-11-22", 10*time.Minute, func(r *record.Request) {
 			r.Path, r.Route, r.Status = "/static/app.js", "/static/app.js", 304
+			r.JA3 = fixtureJA3
 		}),
 	)
 	write(t, s, req("s_a", "2026-11-23", 24*time.Hour, alice))
@@ -94,6 +106,16 @@ func TestListFilters(t *testing.T) {
 		{"user and interval", Filter{User: "alice", From: base.Add(time.Hour)}, []string{a23}},
 		{"flow and malicious", Filter{Flow: "auth", Malicious: true}, nil},
 		{"nothing matches", Filter{User: "mallory"}, nil},
+		{"user agent", Filter{UserAgent: sqlmapUA}, []string{b}},
+		{"user agent many parts share", Filter{UserAgent: "test/1.0"}, []string{a23, c, b, a22}},
+		{"user agent nobody sent", Filter{UserAgent: "curl/8.0"}, nil},
+		{"ja3", Filter{JA3: fixtureJA3}, []string{c, b}},
+		{"ja4", Filter{JA4: fixtureJA4}, []string{b}},
+		{"user agent and status of one request", Filter{UserAgent: sqlmapUA, Status: Status{Code: 403, Set: true}}, []string{b}},
+		{"a parameter named user_agent is not the user agent", Filter{UserAgent: sqlmapUA, Status: Status{Code: 500, Set: true}}, nil},
+		{"ja3 and path", Filter{JA3: fixtureJA3, Path: "/static"}, []string{c}},
+		{"ja4 and ja3 and user agent", Filter{JA4: fixtureJA4, JA3: fixtureJA3, UserAgent: sqlmapUA}, []string{b}},
+		{"ja4 and another request's user agent", Filter{JA4: fixtureJA4, UserAgent: "test/1.0"}, nil},
 	}
 	forEachDriver(t, func(t *testing.T, s *Store) {
 		fixture(t, s)
@@ -675,4 +697,54 @@ func TestLinkedAndContinuedFrom(t *testing.T) {
 			t.Error("the request that continued from s_own lost continued_from")
 		}
 	})
+}
+
+// TestMigrateFingerprints brings a database whose parts do not list their TLS fingerprints
+// (the schema before the ja3 and ja4 filters) to the current version, on both drivers: the
+// step lists them from the stored records, as ingest cuts them, so the filters find parts
+// written before.
+func TestMigrateFingerprints(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("j", maxValueLen+10)
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			o := freshOptions(t, d)
+			s := openTestWith(t, o)
+			write(t, s,
+				req("s_f", "2026-11-22", 0, func(r *record.Request) { r.JA3, r.JA4 = fixtureJA3, fixtureJA4 }),
+				req("s_g", "2026-11-22", time.Second, func(r *record.Request) { r.JA3, r.UserAgent = long, "a\x00b" }),
+				req("s_h", "2026-11-22", 2*time.Second))
+			undo := []string{`DELETE FROM part_values WHERE kind IN (14, 15)`}
+			if d == DriverPostgres {
+				undo = append(undo, fmt.Sprintf(`DELETE FROM schema_version WHERE version = %d`, len(pgMigrations)))
+			} else {
+				undo = append(undo, fmt.Sprintf(`PRAGMA user_version = %d`, SchemaVersion-1))
+			}
+			for _, q := range undo {
+				if _, err := s.wdb.Exec(q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			s.Close(context.Background())
+
+			s = openTestWith(t, o)
+			for _, tc := range []struct {
+				f    Filter
+				want []string
+			}{
+				{Filter{JA3: fixtureJA3}, []string{"s_f/2026-11-22"}},
+				{Filter{JA4: fixtureJA4}, []string{"s_f/2026-11-22"}},
+				{Filter{JA3: long}, []string{"s_g/2026-11-22"}},
+			} {
+				p, err := s.List(context.Background(), ListQuery{Filter: tc.f})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tc.want, sessionIDs(p)); diff != "" {
+					t.Errorf("after migrating, %+v lists (-want +got):\n%s", tc.f, diff)
+				}
+			}
+		})
+	}
 }

@@ -32,6 +32,9 @@ const (
 	// kindUserAgent and kindAttack are a request's user agent and each of its attack types.
 	kindUserAgent = 12
 	kindAttack    = 13
+	// kindJA3 and kindJA4 are a request's TLS fingerprints.
+	kindJA3 = 14
+	kindJA4 = 15
 )
 
 // maxValueLen bounds a stored value: traffic is attacker-written and a value may be huge.
@@ -129,12 +132,18 @@ func requestValues(out []partValue, part int64, method, host, path, route string
 }
 
 // recordValues appends the part_values rows a request record implies: those of requestValues,
-// its user agent and its attack types. Empty values (no user agent) have no row.
+// its user agent, TLS fingerprints and attack types. Empty values (no user agent) have no row.
 func recordValues(out []partValue, part int64, r *record.Request) []partValue {
 	out = requestValues(out, part, r.Method, r.Host, r.Path, r.Route, r.Status, r.ClientIP, r.User, r.Role,
 		r.Malicious, r.Flows)
 	if r.UserAgent != "" {
 		out = append(out, partValue{part, kindUserAgent, cut(r.UserAgent)})
+	}
+	if r.JA3 != "" {
+		out = append(out, partValue{part, kindJA3, cut(r.JA3)})
+	}
+	if r.JA4 != "" {
+		out = append(out, partValue{part, kindJA4, cut(r.JA4)})
 	}
 	if r.Attack != nil {
 		for _, t := range r.Attack.Types {

@@ -330,11 +330,75 @@ func TestBrowser(t *testing.T) {
 		if got := eval[string](tb, `document.querySelector('#request-rows tr.req .continued').textContent`); got != "continued from s_<img src=x onerror=alert(7)> (<b>login</b>)" {
 			t.Fatalf("the timeline shows %q for continued_from, want the literal text", got)
 		}
-		if n := eval[int](tb, `document.querySelectorAll('img, svg, iframe, object, embed, b, i, u, script:not([src])').length`); n != 0 {
+		// The one SVG is the timeline chart, which holds only the elements the UI draws.
+		if n := eval[int](tb, `document.querySelectorAll('img, svg:not(.chart), iframe, object, embed, b, i, u, script:not([src]), svg.chart :not(title, desc, g, line, text, circle, polygon, rect, path)').length`); n != 0 {
 			t.Fatalf("the page holds %d elements that only markup from traffic could have made", n)
+		}
+		if got := eval[[]string](tb, `Array.from(document.querySelectorAll('#timeline-chart .tl-mark'), (m) => m.tagName + ' ' + m.getAttribute('class') + ' ' + m.querySelector('title').textContent)`); len(got) != 1 ||
+			!strings.HasPrefix(got[0], "polygon tl-mark mal tl-c5 ") || !strings.HasSuffix(got[0], " · 500 · /search · malicious") {
+			t.Fatalf("the hostile part's timeline marks are %q, want one malicious triangle of a 5xx with its route as text", got)
 		}
 		tb.do("go to the list", click("#back-to-list"))
 		tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 3`)
+		if n := eval[int](tb, `document.querySelectorAll('img, svg, script:not([src])').length`); n != 0 {
+			t.Fatalf("the list holds %d elements that only markup from traffic could have made", n)
+		}
+	})
+
+	t.Run("pivot from a part to the sessions sharing an IP, a user agent, a JA4", func(t *testing.T) {
+		t.Parallel()
+		tb := newTab(t, bctx)
+		tb.do("open alice's part", chromedp.Navigate(srv.URL+"/?session="+aliceSession+"&part="+fixturePart))
+		tb.wait("the part view is drawn", ready("part"))
+		// Four requests, few enough for a mark each; three steps between them, once each.
+		if got := eval[string](tb, `document.getElementById('timeline-chart').dataset.mode + ' ' + document.querySelectorAll('#timeline-chart .tl-mark').length + ' ' + document.querySelectorAll('#timeline-chart .tl-mark.mal').length`); got != "marks 4 0" {
+			t.Fatalf("the timeline reads %q, want marks mode with 4 marks, none malicious", got)
+		}
+		if got := eval[[]string](tb, `Array.from(document.querySelectorAll('#timeline-chart .tl-mark'), (m) => m.getAttribute('class'))`); !equal(got, []string{"tl-mark tl-c2", "tl-mark tl-c2", "tl-mark tl-c2", "tl-mark tl-c4"}) {
+			t.Fatalf("the timeline marks have classes %q, want three 2xx and a 4xx", got)
+		}
+		if got := eval[string](tb, `document.querySelector('#timeline-chart desc').textContent`); !strings.HasPrefix(got, "4 requests from 2026-11-22 09:00:00.100 to 2026-11-22 09:02:00.400") {
+			t.Fatalf("the timeline's description reads %q", got)
+		}
+		if got := texts(tb, "#transitions li"); !equal(got, []string{
+			"/api/login → /api/users/{id}×1", "/api/orders → /api/admin/users×1", "/api/users/{id} → /api/orders×1"}) {
+			t.Fatalf("the transitions read %q, want the three steps of alice's part, by route", got)
+		}
+		if got := eval[string](tb, `document.getElementById('rate').textContent`); !strings.Contains(got, "peak 2 in one minute") {
+			t.Fatalf("the rate reads %q, want a peak of 2 in one minute", got)
+		}
+
+		tb.do("click the client IP", click("#part-ips a.pivot"))
+		tb.wait("the list of parts from that IP is drawn", ready("list")+` && location.search === '?ip=203.0.113.7'`)
+		if got := eval[[]string](tb, `Array.from(document.querySelectorAll('#session-rows tr'), (tr) => tr.dataset.session)`); !equal(got, []string{aliceSession}) {
+			t.Fatalf("the IP pivot lists %q, want alice's part alone", got)
+		}
+		if got := texts(tb, "#list-chips .chip-value"); !equal(got, []string{"203.0.113.7"}) {
+			t.Fatalf("the list shows active filters %q, want the IP", got)
+		}
+
+		tb.do("open bob's part from a pivot-free link", chromedp.Navigate(srv.URL+"/?session="+bobSession+"&part="+fixturePart))
+		tb.wait("bob's part is drawn", ready("part"))
+		if got := eval[string](tb, `document.querySelector('#timeline-chart').dataset.mode + ' ' + document.getElementById('transitions-none').textContent`); got != "marks A single request: no transitions." {
+			t.Fatalf("a single request's activity reads %q", got)
+		}
+		tb.do("open the request's details", click("#request-rows tr.req"))
+		tb.do("click its JA4", click("#request-rows tr.detail a[data-pivot=ja4]"))
+		tb.wait("the list of parts with that JA4 is drawn", ready("list")+` && location.search.includes('ja4=')`)
+		if got := eval[[]string](tb, `Array.from(document.querySelectorAll('#session-rows tr'), (tr) => tr.dataset.session)`); !equal(got, []string{evilSession, bobSession}) {
+			t.Fatalf("the JA4 pivot lists %q, want the hostile part and bob's, newest first", got)
+		}
+		tb.do("clear the filter", click(`#list-chips [data-filter=ja4] .chip-remove`))
+		tb.wait("every part is listed again", ready("list")+` && location.search === '' && document.querySelectorAll('#session-rows tr').length === 3`)
+
+		tb.do("click the hostile user agent in the list", click(`#session-rows tr[data-session="`+evilSession+`"] a[data-pivot=ua]`))
+		tb.wait("the list of parts with that user agent is drawn", ready("list")+` && location.search.includes('ua=')`)
+		if got := eval[[]string](tb, `Array.from(document.querySelectorAll('#session-rows tr'), (tr) => tr.dataset.session)`); !equal(got, []string{evilSession}) {
+			t.Fatalf("the user agent pivot lists %q, want the hostile part", got)
+		}
+		if got := texts(tb, "#list-chips .chip-value"); !equal(got, []string{xssUA}) {
+			t.Fatalf("the list's active filter reads %q, want the literal user agent", got)
+		}
 		if n := eval[int](tb, `document.querySelectorAll('img, svg, script:not([src])').length`); n != 0 {
 			t.Fatalf("the list holds %d elements that only markup from traffic could have made", n)
 		}

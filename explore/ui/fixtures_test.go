@@ -12,6 +12,9 @@ import (
 // element would appear and its onerror would open a dialog.
 const xssUA = `<img src=x onerror=alert(1)>`
 
+// sharedJA4 is the TLS fingerprint bob's and the hostile client's requests share.
+const sharedJA4 = "t13d1516h2_8daaf6152771_b186095e22b6"
+
 func at(s string) record.Time {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
@@ -45,7 +48,7 @@ func fixtureRequests() []*record.Request {
 		Kind: record.KindRequest, Session: evilSession, Part: fixturePart, RequestID: "req-evil-1",
 		Time: at("2026-11-22T11:00:00.000Z"), Method: "GET", Scheme: "https", Host: "shop.example.com",
 		Path: `/search"><svg onload=alert(3)>`, Route: "/search", Status: 500, DurationMS: 3.5, ResponseBytes: 10,
-		ClientIP: "198.51.100.66", UserAgent: xssUA,
+		ClientIP: "198.51.100.66", UserAgent: xssUA, JA4: sharedJA4,
 		Key:       record.Key{Source: record.SourceFallback, Name: "ip+user_agent"},
 		User:      `<script>alert(2)</script>`,
 		Flows:     []string{`<b onmouseover=alert(4)>x</b>`},
@@ -66,7 +69,7 @@ func fixtureRequests() []*record.Request {
 			Kind: record.KindRequest, Session: bobSession, Part: fixturePart, RequestID: "req-b-1",
 			Time: at("2026-11-22T10:00:00.000Z"), Method: "GET", Scheme: "https", Host: "shop.example.com",
 			Path: "/api/catalog", Route: "/api/catalog", Status: 200, DurationMS: 7, ResponseBytes: 9000,
-			ClientIP: "192.0.2.10", UserAgent: "curl/8.5.0",
+			ClientIP: "192.0.2.10", UserAgent: "curl/8.5.0", JA4: sharedJA4,
 			Key: record.Key{Source: record.SourceBuiltin, Name: "cookie:PHPSESSID"}, User: "bob", Role: "customer",
 		},
 		evil,

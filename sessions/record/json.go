@@ -47,6 +47,7 @@ func (r *Request) AppendJSON(dst []byte) ([]byte, error) {
 	b = appendOptString(b, `,"scheme":`, r.Scheme)
 	b = appendOptString(b, `,"host":`, r.Host)
 	b = appendOptString(b, `,"path":`, r.Path)
+	b = appendOptString(b, `,"query":`, r.Query)
 	b = appendOptString(b, `,"route":`, r.Route)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(r.Status), 10)

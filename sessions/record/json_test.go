@@ -46,6 +46,7 @@ func sampleRequest() *Request {
 		Scheme:        "https",
 		Host:          "shop.example.com",
 		Path:          "/api/v2/cart/items/48213",
+		Query:         "page=2&token=hmac:00112233445566778899aabbccddeeff",
 		Route:         "/api/v2/cart/items/{id}",
 		Status:        201,
 		DurationMS:    12.345678,
@@ -147,7 +148,7 @@ func TestRequestAppendJSON(t *testing.T) {
 		{name: "a nil record", edit: nil},
 		{name: "a wrong kind is written as held", edit: func(r *Request) { r.Kind = "session<>" }},
 		{name: "empty optional strings are left out", edit: func(r *Request) {
-			r.RequestID, r.Method, r.Scheme, r.Host, r.Path, r.Route = "", "", "", "", "", ""
+			r.RequestID, r.Method, r.Scheme, r.Host, r.Path, r.Query, r.Route = "", "", "", "", "", "", ""
 			r.ClientIP, r.UserAgent, r.JA3, r.JA4, r.User, r.Role = "", "", "", "", "", ""
 		}},
 		{name: "empty, non-nil flows and params are left out", edit: func(r *Request) {
@@ -207,7 +208,7 @@ func TestRequestAppendJSON(t *testing.T) {
 			edit edit
 		}{name: "every string field set to " + strings.ToValidUTF8(s, "?"), edit: func(r *Request) {
 			r.Kind, r.Session, r.Part, r.RequestID = s, s, s, s
-			r.Method, r.Scheme, r.Host, r.Path, r.Route = s, s, s, s, s
+			r.Method, r.Scheme, r.Host, r.Path, r.Query, r.Route = s, s, s, s, s, s
 			r.ClientIP, r.UserAgent, r.JA3, r.JA4, r.User, r.Role = s, s, s, s, s, s
 			r.Key = Key{Source: s, Name: s}
 			r.Flows = []string{s, s}
@@ -428,6 +429,7 @@ func FuzzAppendJSONMatchesMarshal(f *testing.F) {
 			Scheme:        opt(2, c),
 			Host:          opt(3, a),
 			Path:          opt(4, c+a),
+			Query:         opt(3, b+a),
 			Route:         opt(5, b+c),
 			Status:        int(n),
 			DurationMS:    dur,

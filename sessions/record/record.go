@@ -40,15 +40,19 @@ func (k Key) String() string { return k.Source + ":" + k.Name }
 
 // Request is the record of one HTTP request seen by Envoy (kind "request").
 type Request struct {
-	Kind          string  `json:"kind"`
-	Session       string  `json:"session"`
-	Part          string  `json:"part"`
-	RequestID     string  `json:"request_id,omitempty"`
-	Time          Time    `json:"time"`
-	Method        string  `json:"method,omitempty"`
-	Scheme        string  `json:"scheme,omitempty"`
-	Host          string  `json:"host,omitempty"`
-	Path          string  `json:"path,omitempty"`
+	Kind      string `json:"kind"`
+	Session   string `json:"session"`
+	Part      string `json:"part"`
+	RequestID string `json:"request_id,omitempty"`
+	Time      Time   `json:"time"`
+	Method    string `json:"method,omitempty"`
+	Scheme    string `json:"scheme,omitempty"`
+	Host      string `json:"host,omitempty"`
+	Path      string `json:"path,omitempty"`
+	// Query is the query string as sent (without "?"), cut at 2048 bytes, with the values of
+	// hashed query parameters and of the fields attacks.scrub_fields names in their hashed
+	// form, and any other secret found in it replaced the same way.
+	Query         string  `json:"query,omitempty"`
 	Route         string  `json:"route,omitempty"`
 	Status        int     `json:"status"`
 	DurationMS    float64 `json:"duration_ms"`

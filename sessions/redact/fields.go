@@ -266,3 +266,28 @@ func (r *Redactor) multipartFields(body, boundary string, t *Targets) string {
 	b.WriteString(body[last:])
 	return b.String()
 }
+
+// QueryNamed reports whether the query string q has a pair with a value whose name t hides:
+// a query parameter a hashed parameter reads, or a name Scrub lists. A name written with
+// escapes counts as hidden, so that Query decodes it. It does not allocate.
+func (t *Targets) QueryNamed(q string) bool {
+	for q != "" {
+		var part string
+		part, q, _ = strings.Cut(q, "&")
+		name, val, ok := strings.Cut(part, "=")
+		if !ok || val == "" {
+			continue
+		}
+		if strings.ContainsAny(name, "%+") || slices.Contains(t.Queries, name) || t.Scrub.Match(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// Query rewrites the query string q (without "?") of an ordinary request record as the
+// content of a malicious one is: the values of the pairs t hides by name become the hashed
+// form of their decoded value, and every secret elsewhere is replaced.
+func (r *Redactor) Query(t *Targets, q string) string {
+	return r.rewritePairs(q, t.Queries, t.Scrub)
+}

@@ -109,11 +109,42 @@ export async function listSessions(params) {
   return { sessions: objects(body.sessions), next: cursor(body.next) };
 }
 
-// getPart fetches one session part: {session, stats, requests, next}. The filters in params
-// select the requests; stats always describe the whole part.
+const count = (v) => (Number.isFinite(Number(v)) ? Number(v) : 0);
+
+// timeline reads a part's timeline: {from, to, bucket_ms, buckets, marks, per_minute,
+// peak_per_minute}; each bucket {requests, malicious, classes: six counts}, each mark {at,
+// status, malicious, route}.
+function timeline(v) {
+  const t = object(v);
+  const classes = (c) => [0, 1, 2, 3, 4, 5].map((i) => (Array.isArray(c) ? count(c[i]) : 0));
+  return {
+    from: text(t.from), to: text(t.to), bucket_ms: Math.max(1, count(t.bucket_ms)),
+    buckets: objects(t.buckets).map((b) => ({ requests: count(b.requests), malicious: count(b.malicious), classes: classes(b.classes) })),
+    marks: objects(t.marks).map((m) => ({ at: count(m.at), status: count(m.status), malicious: m.malicious === true, route: text(m.route) })),
+    per_minute: count(t.per_minute), peak_per_minute: count(t.peak_per_minute),
+  };
+}
+
+// transitions reads a part's route transitions: {total, top: [{from, to, count}], more,
+// more_count}.
+function transitions(v) {
+  const t = object(v);
+  return {
+    total: count(t.total), more: count(t.more), more_count: count(t.more_count),
+    top: objects(t.top).map((x) => ({ from: text(x.from), to: text(x.to), count: count(x.count) })),
+  };
+}
+
+// getPart fetches one session part: {session, stats, timeline, transitions, requests, next}.
+// The filters in params select the requests; stats, timeline and transitions always describe
+// the whole part.
 export async function getPart(session, part, params) {
   const body = object(await getJSON(partPath(session, part), params));
-  return { session: object(body.session), stats: stats(body.stats), requests: objects(body.requests), next: cursor(body.next) };
+  return {
+    session: object(body.session), stats: stats(body.stats), timeline: timeline(body.timeline),
+    transitions: transitions(body.transitions), requests: objects(body.requests), next: cursor(body.next),
+    protection: body.protection,
+  };
 }
 
 // findRequest fetches the session part a request belongs to: {session, part}.

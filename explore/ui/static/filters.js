@@ -5,7 +5,7 @@ import { LABELS, toInputTime, fromInputTime } from './state.js';
 const PLACEHOLDERS = {
   user: 'e.g. alice', role: 'e.g. admin', flow: 'e.g. auth', ip: 'e.g. 203.0.113.7',
   request_id: 'x-request-id', method: 'GET, POST…', status: '404 or 5xx', host: 'api.example.com',
-  path: '/api/v1/', route: '/users/{id}',
+  path: '/api/v1/', route: '/users/{id}', ua: 'exact User-Agent', ja3: 'JA3 hash', ja4: 'e.g. t13d1516h2_…',
 };
 
 // filterForm builds a form with one field per name, filled from values; onApply receives the
@@ -55,7 +55,7 @@ export function chips(id, values, onRemove) {
   return h('ul', { id, class: 'chips', 'aria-label': 'Active filters' }, keys.map((k) =>
     h('li', { class: 'chip', dataset: { filter: k } },
       h('span', { class: 'chip-name', text: LABELS[k] || k }),
-      h('span', { class: 'chip-value', text: k === 'malicious' ? 'yes' : values[k] }),
+      h('span', { class: 'chip-value', title: values[k], text: k === 'malicious' ? 'yes' : values[k] }),
       h('button', {
         type: 'button', class: 'chip-remove', title: 'Remove this filter', 'aria-label': 'Remove filter ' + (LABELS[k] || k),
         onclick: () => onRemove(k),

@@ -3,6 +3,7 @@ import { h, fmtInt, fmtTime, str } from './dom.js';
 import { listSessions } from './api.js';
 import { LIST_FILTERS, carry, href } from './state.js';
 import { filterForm, chips } from './filters.js';
+import { pivot } from './pivot.js';
 
 const PAGE = 50;
 
@@ -13,6 +14,20 @@ export function counts(obj, max = 4) {
   const shown = e.slice(0, max).map(([k, n]) => k + ' ' + fmtInt(n));
   if (e.length > max) shown.push('+' + (e.length - max));
   return shown.join(' · ');
+}
+
+// pivots shows the first few values of a list as pivot links, and how many more there are.
+function pivots(name, values, nav, max, cls) {
+  const shown = values.slice(0, max).map((v, i) => [i > 0 ? ', ' : '', pivot(name, v, nav, undefined, cls)]);
+  return [shown, values.length > max ? ' +' + (values.length - max) : ''];
+}
+
+// flowLinks shows a part's flows, most requests first, each a pivot with its count.
+function flowLinks(flows, nav, max) {
+  if (!flows || typeof flows !== 'object') return '';
+  const e = Object.entries(flows).filter(([, n]) => typeof n === 'number').sort((a, b) => b[1] - a[1]);
+  return [e.slice(0, max).map(([k, n], i) => [i > 0 ? ' · ' : '', pivot('flow', k, nav), ' ' + fmtInt(n)]),
+    e.length > max ? ' +' + (e.length - max) : ''];
 }
 
 function keyText(key) {
@@ -32,17 +47,19 @@ function row(s, st, nav) {
   }, h('span', { class: 'mono', text: str(s.session) }), h('span', { class: 'part', text: str(s.part) }));
   const mal = Number(s.malicious) || 0;
   const ips = Array.isArray(s.ips) ? s.ips.map(str) : [];
+  const uas = Array.isArray(s.user_agents) ? s.user_agents.map(str) : [];
   return h('tr', { class: mal > 0 ? 'malicious' : '', dataset: { session: str(s.session), part: str(s.part) } },
     h('td', { class: 'nowrap', text: fmtTime(s.last_seen) }),
     h('td', {}, link),
-    h('td', { class: 'user', title: str(s.user), text: str(s.user) }),
-    h('td', { text: str(s.role) }),
+    h('td', { class: 'user', title: str(s.user) }, pivot('user', s.user, nav)),
+    h('td', { class: 'role' }, pivot('role', s.role, nav)),
     h('td', { class: 'num', text: fmtInt(s.requests) }),
     h('td', { class: 'small', text: counts(s.methods) }),
     h('td', { class: 'small', text: counts(s.statuses) }),
-    h('td', { class: 'small', text: counts(s.flows, 3) }),
+    h('td', { class: 'small flows' }, flowLinks(s.flows, nav, 3)),
     h('td', { class: 'num' }, mal > 0 ? h('span', { class: 'badge danger', text: fmtInt(mal) }) : '0'),
-    h('td', { class: 'small mono', title: ips.join(', '), text: ips.slice(0, 2).join(', ') + (ips.length > 2 ? ' +' + (ips.length - 2) : '') }),
+    h('td', { class: 'small mono ips', title: ips.join(', ') }, pivots('ip', ips, nav, 2)),
+    h('td', { class: 'small uas' }, pivots('ua', uas, nav, 1, 'ua')),
     h('td', { class: 'small mono', text: keyText(s.key) }),
     h('td', { class: 'nowrap small', text: fmtTime(s.first_seen) }),
   );
@@ -63,7 +80,7 @@ export async function renderList(main, st, nav, isCurrent) {
   const more = h('button', { type: 'button', id: 'load-more', hidden: true, text: 'Load more' });
   const table = h('table', { class: 'grid sessions' },
     h('thead', {}, h('tr', {}, ['Last seen', 'Session / part', 'User', 'Role', 'Requests', 'Methods',
-      'Statuses', 'Flows', 'Malicious', 'Client IPs', 'Key', 'First seen'].map((t) => h('th', { scope: 'col', text: t })))),
+      'Statuses', 'Flows', 'Malicious', 'Client IPs', 'User agents', 'Key', 'First seen'].map((t) => h('th', { scope: 'col', text: t })))),
     tbody);
   main.replaceChildren(
     h('section', { class: 'card' }, h('h1', { text: 'Sessions' }), form, active),

@@ -3,6 +3,8 @@ import { h, fmtInt, fmtMs, fmtPct, fmtTime, fmtClock, statusClass, str } from '.
 import { getPart, csvURL, harURL, download, needsFetchDownload, STAT_LISTS } from './api.js';
 import { PART_FILTERS, carry, href } from './state.js';
 import { filterForm, chips } from './filters.js';
+import { pivot } from './pivot.js';
+import { activitySection } from './activity.js';
 
 // STAT_TITLES name the stats lists (STAT_LISTS) for people.
 const STAT_TITLES = {
@@ -51,15 +53,15 @@ function dl(pairs) {
     .map(([k, v, cls]) => h('div', { class: 'fact' }, h('dt', { text: k }), h('dd', { class: cls || '' }, v))));
 }
 
-function header(session) {
+function header(session, nav) {
   const key = session.key && typeof session.key === 'object' ? session.key : {};
   const ips = Array.isArray(session.ips) ? session.ips.map(str) : [];
   const uas = Array.isArray(session.user_agents) ? session.user_agents.map(str) : [];
   const state = session.final ? 'ended' + (session.end_reason ? ' (' + str(session.end_reason) + ')' : '') : 'active';
   return dl([
     ['Grouping key', h('span', {}, h('span', { class: 'key-source', text: str(key.source) }), ' ', h('mark', { class: 'key-name', text: str(key.name) }))],
-    ['User', h('span', { id: 'part-user', text: str(session.user) || '–' })],
-    ['Role', str(session.role) || '–'],
+    ['User', h('span', { id: 'part-user' }, str(session.user) ? pivot('user', session.user, nav) : '–')],
+    ['Role', str(session.role) ? pivot('role', session.role, nav) : '–'],
     ['First seen', fmtTime(session.first_seen)],
     ['Last seen', fmtTime(session.last_seen)],
     ['Requests', fmtInt(session.requests)],
@@ -67,8 +69,8 @@ function header(session) {
     ['Bytes in / out', fmtInt(session.bytes_in) + ' / ' + fmtInt(session.bytes_out)],
     ['Linked values', Number(session.linked) > 0 ? fmtInt(session.linked) : ''],
     ['State', state],
-    ['Client IPs', h('ul', { class: 'plain mono', id: 'part-ips' }, ips.map((v) => h('li', { text: v })))],
-    ['User agents', h('ul', { class: 'plain', id: 'part-user-agents' }, uas.map((v) => h('li', { class: 'ua', text: v })))],
+    ['Client IPs', h('ul', { class: 'plain mono', id: 'part-ips' }, ips.map((v) => h('li', {}, pivot('ip', v, nav))))],
+    ['User agents', h('ul', { class: 'plain', id: 'part-user-agents' }, uas.map((v) => h('li', { class: 'ua' }, pivot('ua', v, nav))))],
   ]);
 }
 
@@ -127,19 +129,20 @@ function protectionSection(p) {
         h('td', { text: str(e.reason) }))))) : null);
 }
 
-function details(r) {
+function details(r, nav) {
   const a = r.attack && typeof r.attack === 'object' ? r.attack : null;
   const headers = a && a.headers && typeof a.headers === 'object' ? Object.entries(a.headers) : [];
   return h('div', { class: 'details' },
     dl([
       ['Request id', h('span', { class: 'mono rid', text: str(r.request_id) })],
       ['Time', fmtTime(r.time)],
-      ['URL', h('span', { class: 'mono', text: str(r.scheme) + '://' + str(r.host) + str(r.path) })],
-      ['Route', h('span', { class: 'mono', text: str(r.route) })],
-      ['Client IP', h('span', { class: 'mono', text: str(r.client_ip) })],
-      ['User agent', h('span', { class: 'ua', text: str(r.user_agent) })],
-      ['JA3', str(r.ja3) && h('span', { class: 'mono', text: str(r.ja3) })],
-      ['JA4', str(r.ja4) && h('span', { class: 'mono', text: str(r.ja4) })],
+      ['URL', h('span', { class: 'mono', text: str(r.scheme) + '://' + str(r.host) + str(r.path) + (str(r.query) ? '?' + str(r.query) : '') })],
+      ['Query', str(r.query) && h('span', { class: 'mono query-full', text: str(r.query) })],
+      ['Route', pivot('route', r.route, nav, undefined, 'mono')],
+      ['Client IP', pivot('ip', r.client_ip, nav, undefined, 'mono')],
+      ['User agent', pivot('ua', r.user_agent, nav, undefined, 'ua')],
+      ['JA3', str(r.ja3) && pivot('ja3', r.ja3, nav, undefined, 'mono')],
+      ['JA4', str(r.ja4) && pivot('ja4', r.ja4, nav, undefined, 'mono')],
       ['Request / response bytes', fmtInt(r.request_bytes) + ' / ' + fmtInt(r.response_bytes)],
       ['Partial', r.partial ? 'yes: the stream ended before the response completed' : ''],
       ['Protection', verdict(r)[0]],
@@ -155,7 +158,7 @@ function details(r) {
       h('pre', { class: 'body', text: str(a.body) })) : null);
 }
 
-function timelineRow(r, cols) {
+function timelineRow(r, cols, nav) {
   const key = r.key && typeof r.key === 'object' ? r.key : {};
   const flows = Array.isArray(r.flows) ? r.flows.map(str) : [];
   const attack = attackText(r);
@@ -164,7 +167,8 @@ function timelineRow(r, cols) {
     h('td', { class: 'nowrap mono', title: fmtTime(r.time), text: fmtClock(r.time) }),
     h('td', {}, h('span', { class: 'method', text: str(r.method) })),
     h('td', { class: 'path' }, h('span', { class: 'mono', title: str(r.host) + str(r.path), text: str(r.path) }),
-      r.route && r.route !== r.path ? h('div', { class: 'route mono', text: str(r.route) }) : null,
+      str(r.query) ? h('span', { class: 'mono query', title: '?' + str(r.query), text: '?' + str(r.query) }) : null,
+      r.route && r.route !== r.path ? h('div', { class: 'route mono' }, pivot('route', r.route, nav)) : null,
       attack ? h('span', { class: 'badge danger', text: attack }) : null,
       vtext ? h('span', { class: 'badge ' + (vdry ? 'dry' : 'verdict'), title: 'protection verdict', text: vtext }) : null),
     h('td', {}, h('span', { class: 'status ' + statusClass(r.status), text: r.status ? str(r.status) : '—' })),
@@ -172,12 +176,12 @@ function timelineRow(r, cols) {
     h('td', { class: 'num', title: 'request ' + fmtInt(r.request_bytes) + ' B, response ' + fmtInt(r.response_bytes) + ' B', text: fmtInt(r.response_bytes) }),
     r.claimed_user && !r.user
       ? h('td', { class: 'user claimed', title: 'claimed by a request answered ' + str(r.status) + ': ' + str(r.claimed_user) }, h('span', { class: 'tag', text: 'claimed' }), ' ', str(r.claimed_user))
-      : h('td', { class: 'user', title: str(r.user), text: str(r.user) }),
-    h('td', { class: 'small' }, flows.map((f) => h('span', { class: 'tag', text: f }))),
+      : h('td', { class: 'user', title: str(r.user) }, pivot('user', r.user, nav)),
+    h('td', { class: 'small' }, flows.map((f) => pivot('flow', f, nav, undefined, 'tag'))),
     h('td', { class: 'small mono' }, h('span', { class: 'key-source', text: str(key.source) }), ' ', h('span', { class: 'key-name', text: str(key.name) }),
       continuedText(r) ? h('div', { class: 'continued', title: 'the value this request carried was linked to this session', text: continuedText(r) }) : null),
     h('td', { class: 'small' }, paramsCell(r.params, key)));
-  const detailRow = h('tr', { class: 'detail', hidden: true }, h('td', { colspan: String(cols) }, details(r)));
+  const detailRow = h('tr', { class: 'detail', hidden: true }, h('td', { colspan: String(cols) }, details(r, nav)));
   const toggle = () => { detailRow.hidden = !detailRow.hidden; tr.classList.toggle('open', !detailRow.hidden); };
   // A click that ends a text selection is copying, not opening.
   tr.addEventListener('click', () => { if (!window.getSelection().toString()) toggle(); });
@@ -238,10 +242,10 @@ const TIMELINE_COLUMNS = ['Time (UTC)', 'Method', 'Path', 'Status', 'Time, ms', 
 // timeline draws the first page of a part's requests and fetches the following ones on
 // demand: a long part comes in pages, and the API's cursor names the next one. It returns the
 // status line, the table and the "Load more" button.
-function timeline(st, first, isCurrent, main) {
+function timeline(st, first, isCurrent, main, nav) {
   const cols = TIMELINE_COLUMNS.length;
   const tbody = h('tbody', { id: 'request-rows' });
-  for (const r of first.requests) tbody.append(...timelineRow(r, cols));
+  for (const r of first.requests) tbody.append(...timelineRow(r, cols, nav));
   let shown = first.requests.length;
   const more = h('button', { type: 'button', id: 'load-more-requests', text: 'Load more requests', hidden: true });
   const counter = h('p', { id: 'timeline-status', class: 'muted' });
@@ -263,7 +267,7 @@ function timeline(st, first, isCurrent, main) {
       try {
         const page = await getPart(st.session, st.part, { ...st.inPart, cursor });
         if (!isCurrent()) return;
-        for (const r of page.requests) tbody.append(...timelineRow(r, cols));
+        for (const r of page.requests) tbody.append(...timelineRow(r, cols, nav));
         shown += page.requests.length;
         paginate(page.next);
       } catch (e) {
@@ -301,10 +305,11 @@ export async function renderPart(main, st, nav, isCurrent) {
     delete inPart[k];
     go(inPart);
   });
-  const requests = timeline(st, first, isCurrent, main);
+  const requests = timeline(st, first, isCurrent, main, nav);
   const back = { list: st.list, session: '', part: '', inPart: {} };
 
-  main.replaceChildren(
+  // replaceChildren would show a null (a section with nothing to say) as the text "null".
+  main.replaceChildren(...[
     h('nav', { class: 'crumbs' }, h('a', {
       id: 'back-to-list', href: href(back),
       onclick: (ev) => { if (ev.button === 0 && !ev.metaKey && !ev.ctrlKey) { ev.preventDefault(); nav(back); } },
@@ -314,13 +319,15 @@ export async function renderPart(main, st, nav, isCurrent) {
         h('h1', { id: 'part-title' }, h('span', { class: 'mono', id: 'part-session', text: str(session.session) || st.session }),
           h('span', { class: 'part', id: 'part-part', text: str(session.part) || st.part })),
         h('div', { class: 'title-actions' }, shareBox(location.href), csvButton(st, main), harButton(st, main))),
-      header(session)),
+      header(session, nav)),
     protectionSection(first.protection),
     statsSection(stats),
+    activitySection(first.timeline, first.transitions, nav),
     h('section', { class: 'card' },
       h('h2', { text: 'Requests' }),
       form, active,
       requests.counter,
       h('div', { class: 'table-wrap' }, requests.table),
-      requests.more));
+      requests.more),
+  ].filter(Boolean));
 }

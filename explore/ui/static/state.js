@@ -5,7 +5,7 @@
 
 // LIST_FILTERS are the filters of GET /api/v1/sessions, in form order.
 export const LIST_FILTERS = ['from', 'to', 'user', 'role', 'flow', 'ip', 'request_id', 'method',
-  'status', 'host', 'path', 'route', 'malicious'];
+  'status', 'host', 'path', 'route', 'malicious', 'ua', 'ja3', 'ja4'];
 
 // PART_FILTERS are the filters inside one session part (and its CSV).
 export const PART_FILTERS = ['from', 'to', 'method', 'status', 'ip', 'path', 'route', 'flow',
@@ -17,8 +17,14 @@ const IN = 'in.';
 export const LABELS = {
   from: 'From (UTC)', to: 'To (UTC)', user: 'User', role: 'Role', flow: 'Business flow',
   ip: 'Client IP', request_id: 'Request id', method: 'Method', status: 'Status', host: 'Host',
-  path: 'Path prefix', route: 'Route', malicious: 'Malicious only',
+  path: 'Path prefix', route: 'Route', malicious: 'Malicious only', ua: 'User agent', ja3: 'JA3', ja4: 'JA4',
 };
+
+// listOf is the state of the session list filtered to the parts that share one value: the
+// target of a pivot.
+export function listOf(name, value) {
+  return { list: { [name]: value }, session: '', part: '', inPart: {} };
+}
 
 // read parses a URL search string into {list, session, part, inPart}.
 export function read(search) {
