@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -170,7 +172,7 @@ func (s *Store) Overview(ctx context.Context, q OverviewQuery) (*Overview, error
 	}
 	ov := overviewSQL{from: from, to: to, span: span}
 	steps := []func(context.Context, *overviewSQL, *Overview, int64, int64) error{
-		s.overviewCounts, s.overviewBad, s.overviewRoutes, s.overviewSessions, s.overviewUsers, s.overviewAgents,
+		s.overviewCounts, s.overviewBad, s.overviewUsers, s.overviewAgents,
 	}
 	for _, step := range steps {
 		if err := step(ctx, &ov, o, origin, width); err != nil {
@@ -205,11 +207,6 @@ func (q *overviewSQL) badRows() (string, []any) {
 		AND EXISTS (SELECT 1 FROM part_values v WHERE v.part_id = p.id AND (v.kind = ` + itoa(kindMalicious) + `
 			OR (v.kind = ` + itoa(kindStatus) + ` AND v.value >= '500' AND v.value < '600')))`, args
 }
-
-const (
-	sumMalicious = "sum(CASE WHEN r.malicious THEN 1 ELSE 0 END)"
-	sumErrors    = "sum(CASE WHEN r.status >= 500 AND r.status < 600 THEN 1 ELSE 0 END)"
-)
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
@@ -251,100 +248,157 @@ func (s *Store) overviewCounts(ctx context.Context, q *overviewSQL, o *Overview,
 		append(pargs, q.from, q.to)...).Scan(&o.Totals.Sessions)
 }
 
-// overviewBad counts the malicious requests and errors per bucket.
-func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, origin, width int64) error {
-	from, args := q.badRows()
-	rows, err := s.query(ctx, "SELECT (r.time - ?) / ? AS b, "+sumMalicious+", "+sumErrors+" FROM "+from+
-		" GROUP BY 1", slices.Concat([]any{origin, width}, args)...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var b, mal, errs int64
-		if err := rows.Scan(&b, &mal, &errs); err != nil {
-			return err
-		}
-		if bk := bucketOf(o, origin, width, origin+b*width); bk != nil {
-			bk.Malicious, bk.Errors = int(mal), int(errs)
-			o.Totals.Malicious += int(mal)
-			o.Totals.Errors += int(errs)
-		}
-	}
-	return rows.Err()
+// maxRouteKeys bounds the distinct routes (host, route or path) an overview ranks; rows of
+// further routes still count in the buckets and sessions. Routes are bounded per host by the
+// engine, paths (requests without a route) are not.
+const maxRouteKeys = 100_000
+
+// maxSessionCandidates bounds the parts whose session and part names an overview reads to
+// order the top sessions: those with most malicious requests, then errors, ties included up
+// to this many (further ties are left out by their row order).
+const maxSessionCandidates = 1000
+
+type routeKey struct {
+	host, route string
+	isPath      bool
 }
 
-// overviewRoutes finds the routes with most malicious requests and most errors in one
-// statement: each route's sums, ranked both ways.
-func (s *Store) overviewRoutes(ctx context.Context, q *overviewSQL, o *Overview, _, _ int64) error {
+// overviewBad reads the malicious requests and errors of the period once and counts them per
+// bucket, per route and per part; then ranks the routes and the parts.
+func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, origin, width int64) error {
 	from, args := q.badRows()
-	rows, err := s.query(ctx, `SELECT host, rt, is_path, m, e, nm, ne FROM (
-		SELECT host, rt, is_path, m, e,
-			row_number() OVER (ORDER BY m DESC, host, rt, is_path) AS nm,
-			row_number() OVER (ORDER BY e DESC, host, rt, is_path) AS ne
-		FROM (SELECT r.host AS host, CASE WHEN r.route <> '' THEN r.route ELSE r.path END AS rt,
-				CASE WHEN r.route <> '' THEN 0 ELSE 1 END AS is_path,
-				`+sumMalicious+` AS m, `+sumErrors+` AS e
-			FROM `+from+`
-			GROUP BY r.host, CASE WHEN r.route <> '' THEN r.route ELSE r.path END, CASE WHEN r.route <> '' THEN 0 ELSE 1 END) g
-		) t WHERE (nm <= ? AND m > 0) OR (ne <= ? AND e > 0)`, append(args, overviewTop, overviewTop)...)
+	rows, err := s.query(ctx, `SELECT r.part_id, r.time, r.host, CASE WHEN r.route <> '' THEN r.route ELSE r.path END,
+		CASE WHEN r.route <> '' THEN 0 ELSE 1 END, CASE WHEN r.malicious THEN 1 ELSE 0 END,
+		CASE WHEN r.status >= 500 AND r.status < 600 THEN 1 ELSE 0 END FROM `+from, args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	type ranked struct {
-		rc     RouteCount
-		nm, ne int64
-	}
-	var all []ranked
+	routes := map[routeKey]*RouteCount{}
+	parts := map[int64]*SessionCount{}
 	for rows.Next() {
-		var x ranked
-		var isPath, m, e int64
-		if err := rows.Scan(&x.rc.Host, &x.rc.Route, &isPath, &m, &e, &x.nm, &x.ne); err != nil {
+		var id, t, isPath, mal, errs int64
+		var k routeKey
+		if err := rows.Scan(&id, &t, &k.host, &k.route, &isPath, &mal, &errs); err != nil {
 			return err
 		}
-		x.rc.IsPath, x.rc.Malicious, x.rc.Errors = isPath == 1, int(m), int(e)
-		all = append(all, x)
+		k.isPath = isPath == 1
+		if bk := bucketOf(o, origin, width, t); bk != nil {
+			bk.Malicious += int(mal)
+			bk.Errors += int(errs)
+		}
+		o.Totals.Malicious += int(mal)
+		o.Totals.Errors += int(errs)
+		rc := routes[k]
+		if rc == nil && len(routes) < maxRouteKeys {
+			rc = &RouteCount{Host: k.host, Route: k.route, IsPath: k.isPath}
+			routes[k] = rc
+		}
+		if rc != nil {
+			rc.Malicious += int(mal)
+			rc.Errors += int(errs)
+		}
+		sc := parts[id]
+		if sc == nil {
+			sc = &SessionCount{}
+			parts[id] = sc
+		}
+		sc.Malicious += int(mal)
+		sc.Errors += int(errs)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	slices.SortFunc(all, func(a, b ranked) int { return int(a.nm - b.nm) })
-	for _, x := range all {
-		if x.nm <= overviewTop && x.rc.Malicious > 0 {
-			o.RoutesByMalicious = append(o.RoutesByMalicious, x.rc)
-		}
+	all := make([]RouteCount, 0, len(routes))
+	for _, rc := range routes {
+		all = append(all, *rc)
 	}
-	slices.SortFunc(all, func(a, b ranked) int { return int(a.ne - b.ne) })
-	for _, x := range all {
-		if x.ne <= overviewTop && x.rc.Errors > 0 {
-			o.RoutesByErrors = append(o.RoutesByErrors, x.rc)
-		}
+	byName := func(a, b RouteCount) int {
+		return cmp.Or(strings.Compare(a.Host, b.Host), strings.Compare(a.Route, b.Route), boolCmp(a.IsPath, b.IsPath))
 	}
-	return nil
+	o.RoutesByMalicious = topRoutes(all, func(rc RouteCount) int { return rc.Malicious }, byName)
+	o.RoutesByErrors = topRoutes(all, func(rc RouteCount) int { return rc.Errors }, byName)
+	return s.topSessions(ctx, parts, o)
 }
 
-// overviewSessions finds the parts with most malicious requests in the period.
-func (s *Store) overviewSessions(ctx context.Context, q *overviewSQL, o *Overview, _, _ int64) error {
-	from, args := q.badRows()
-	rows, err := s.query(ctx, `SELECT p.session, p.part, p."user", p.last_seen, m, e FROM (
-		SELECT p.id AS id, `+sumMalicious+` AS m, `+sumErrors+` AS e FROM `+from+` GROUP BY p.id) t
-		JOIN parts p ON p.id = t.id
-		WHERE m > 0 ORDER BY m DESC, e DESC, p.session, p.part LIMIT ?`, append(args, overviewTop)...)
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
+}
+
+// topRoutes returns the overviewTop routes with the highest n (more than 0), ties by name.
+func topRoutes(all []RouteCount, n func(RouteCount) int, byName func(a, b RouteCount) int) []RouteCount {
+	out := make([]RouteCount, 0, overviewTop)
+	for _, rc := range all {
+		if n(rc) > 0 {
+			out = append(out, rc)
+		}
+	}
+	slices.SortFunc(out, func(a, b RouteCount) int { return cmp.Or(cmp.Compare(n(b), n(a)), byName(a, b)) })
+	return out[:min(len(out), overviewTop)]
+}
+
+// topSessions orders the parts with malicious requests by them, then by errors, then by
+// session and part, and keeps overviewTop of them with their names, user and last request.
+func (s *Store) topSessions(ctx context.Context, parts map[int64]*SessionCount, o *Overview) error {
+	type cand struct {
+		id int64
+		sc *SessionCount
+	}
+	var cands []cand
+	for id, sc := range parts {
+		if sc.Malicious > 0 {
+			cands = append(cands, cand{id, sc})
+		}
+	}
+	if len(cands) == 0 {
+		return nil
+	}
+	rank := func(a, b cand) int {
+		return cmp.Or(cmp.Compare(b.sc.Malicious, a.sc.Malicious), cmp.Compare(b.sc.Errors, a.sc.Errors))
+	}
+	slices.SortFunc(cands, func(a, b cand) int { return cmp.Or(rank(a, b), cmp.Compare(a.id, b.id)) })
+	// Every part that ties with the last one kept may come first by name.
+	n := min(len(cands), overviewTop)
+	for n < len(cands) && n < maxSessionCandidates && rank(cands[n], cands[overviewTop-1]) == 0 {
+		n++
+	}
+	ids := make([]int64, n)
+	for i, c := range cands[:n] {
+		ids[i] = c.id
+	}
+	w := &sqlWhere{}
+	s.d.idIn(w, "p.id", ids)
+	rows, err := s.query(ctx, `SELECT p.id, p.session, p.part, p."user", p.last_seen FROM parts p WHERE `+w.String(), w.args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
+		var id, last int64
 		var sc SessionCount
-		var last, m, e int64
-		if err := rows.Scan(&sc.Session, &sc.Part, &sc.User, &last, &m, &e); err != nil {
+		if err := rows.Scan(&id, &sc.Session, &sc.Part, &sc.User, &last); err != nil {
 			return err
 		}
-		sc.LastSeen, sc.Malicious, sc.Errors = time.UnixMilli(last).UTC(), int(m), int(e)
-		o.TopSessions = append(o.TopSessions, sc)
+		if c := parts[id]; c != nil {
+			sc.Malicious, sc.Errors, sc.LastSeen = c.Malicious, c.Errors, time.UnixMilli(last).UTC()
+			o.TopSessions = append(o.TopSessions, sc)
+		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	slices.SortFunc(o.TopSessions, func(a, b SessionCount) int {
+		return cmp.Or(cmp.Compare(b.Malicious, a.Malicious), cmp.Compare(b.Errors, a.Errors),
+			strings.Compare(a.Session, b.Session), strings.Compare(a.Part, b.Part))
+	})
+	o.TopSessions = o.TopSessions[:min(len(o.TopSessions), overviewTop)]
+	return nil
 }
 
 // overviewUsers finds the users whose first stored request is in the period: users of the
@@ -355,19 +409,19 @@ func (s *Store) overviewUsers(ctx context.Context, q *overviewSQL, o *Overview, 
 	c, cargs := q.parts("p")
 	c2, c2args := q.parts("p2")
 	query := `SELECT u, f, count(*) OVER () FROM (
-		SELECT n.u AS u, min(r.time) AS f FROM
-			(SELECT DISTINCT v.value AS u FROM parts p JOIN part_values v ON v.part_id = p.id AND v.kind = ` + itoa(kindUser) + `
-				WHERE ` + c + `) n
-			JOIN part_values v2 ON v2.kind = ` + itoa(kindUser) + ` AND v2.value = n.u
-			JOIN parts p2 ON p2.id = v2.part_id AND ` + c2 + `
-			JOIN requests r ON r.part_id = p2.id AND r.time >= ? AND r.time < ? AND r."user" = n.u
-		WHERE NOT EXISTS (SELECT 1 FROM part_values o JOIN parts q ON q.id = o.part_id
+		SELECT n.u AS u, min((SELECT r.time FROM requests r WHERE r.part_id = p2.id AND r.time >= ? AND r.time < ?
+				AND r."user" = n.u ORDER BY r.time LIMIT 1)) AS f FROM
+			(SELECT DISTINCT v.value AS u FROM parts p CROSS JOIN part_values v
+				WHERE ` + c + ` AND v.part_id = p.id AND v.kind = ` + itoa(kindUser) + `) n
+			CROSS JOIN part_values v2 CROSS JOIN parts p2
+		WHERE v2.kind = ` + itoa(kindUser) + ` AND v2.value = n.u AND p2.id = v2.part_id AND ` + c2 + `
+			AND NOT EXISTS (SELECT 1 FROM part_values o JOIN parts q ON q.id = o.part_id
 			WHERE o.kind = ` + itoa(kindUser) + ` AND o.value = n.u AND q.first_seen < ?
 				AND EXISTS (SELECT 1 FROM requests r3 WHERE r3.part_id = q.id AND r3.time < ? AND r3."user" = n.u))
 		GROUP BY n.u) t
-		ORDER BY f DESC, u LIMIT ?`
+		WHERE f IS NOT NULL ORDER BY f DESC, u LIMIT ?`
 	return s.firstSeen(ctx, "user", &o.NewUsers, query,
-		slices.Concat(cargs, c2args, []any{q.from, q.to, q.from, q.from, overviewNew})...)
+		slices.Concat([]any{q.from, q.to}, cargs, c2args, []any{q.from, q.from, overviewNew})...)
 }
 
 // overviewAgents finds the user agents first seen in the period: part_values keeps for each
@@ -376,8 +430,8 @@ func (s *Store) overviewUsers(ctx context.Context, q *overviewSQL, o *Overview, 
 func (s *Store) overviewAgents(ctx context.Context, q *overviewSQL, o *Overview, _, _ int64) error {
 	c, cargs := q.parts("p")
 	query := `SELECT u, f, count(*) OVER () FROM (
-		SELECT v.value AS u, min(v.first) AS f FROM parts p JOIN part_values v ON v.part_id = p.id AND v.kind = ` + itoa(kindUserAgent) + `
-		WHERE ` + c + ` GROUP BY v.value) t
+		SELECT v.value AS u, min(v.first) AS f FROM parts p CROSS JOIN part_values v
+		WHERE ` + c + ` AND v.part_id = p.id AND v.kind = ` + itoa(kindUserAgent) + ` GROUP BY v.value) t
 		WHERE f >= ? AND f < ? AND NOT EXISTS (SELECT 1 FROM part_values o
 			WHERE o.kind = ` + itoa(kindUserAgent) + ` AND o.value = t.u AND o.first < ?)
 		ORDER BY f DESC, u LIMIT ?`
