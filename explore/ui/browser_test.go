@@ -375,7 +375,7 @@ func TestBrowser(t *testing.T) {
 		t.Parallel()
 		tb := newTab(t, bctx)
 		tb.do("open the UI", chromedp.Navigate(srv.URL+"/"))
-		tb.wait("the list is drawn", ready("list"))
+		tb.wait("the overview is drawn", ready("overview"))
 		tb.do("search a request id", fill("#rid-input", "req-a-3"), click("#rid-form button[type=submit]"))
 		tb.wait("its part opens filtered to it", ready("part")+` && location.search.includes('in.request_id=req-a-3')`)
 		if got := eval[[]string](tb, `Array.from(document.querySelectorAll('#request-rows tr.req'), (tr) => tr.dataset.requestId)`); !equal(got, []string{"req-a-3"}) {
@@ -395,7 +395,7 @@ func TestBrowser(t *testing.T) {
 		const token = "s3cret-token"
 		lsrv := serveHTTP(t, stack(t, token, fixtureRequests()))
 		tb := newTab(t, bctx)
-		tb.do("open the UI", chromedp.Navigate(lsrv.URL+"/"))
+		tb.do("open the UI", chromedp.Navigate(lsrv.URL+"/?view=sessions"))
 		tb.wait("the token prompt opens", `document.getElementById('token-dialog').open`)
 		tb.do("enter the token", chromedp.SendKeys(chromedp.CSS("#token-input"), token), click("#token-form button[type=submit]"))
 		tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 3`)
