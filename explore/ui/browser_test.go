@@ -410,10 +410,10 @@ func TestBrowser(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// TestScreenshot refreshes docs/ui.png: APISESSIONS_SCREENSHOT=1 go test -run TestScreenshot ./explore/ui/
+// TestScreenshot refreshes docs/ui.png and docs/overview.png: APISESSIONS_SCREENSHOT=1 go test -run TestScreenshot ./explore/ui/
 func TestScreenshot(t *testing.T) {
 	if os.Getenv("APISESSIONS_SCREENSHOT") != "1" {
-		t.Skip("set APISESSIONS_SCREENSHOT=1 to refresh docs/ui.png")
+		t.Skip("set APISESSIONS_SCREENSHOT=1 to refresh docs/ui.png and docs/overview.png")
 	}
 	bctx := startBrowser(t)
 	demo := demoRequests()
@@ -431,4 +431,5 @@ func TestScreenshot(t *testing.T) {
 	if err := os.WriteFile(filepath.Join("..", "..", "docs", "ui.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	screenshotOverview(t, bctx)
 }

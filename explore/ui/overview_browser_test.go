@@ -1,6 +1,9 @@
 package ui
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,7 +30,7 @@ func TestBrowserOverview(t *testing.T) {
 	}
 	// The chart: 48 bars with their title and description, axes with labels, and a table of
 	// the same numbers for screen readers.
-	if n := eval[int](tb, `document.querySelectorAll('#chart-traffic-svg .bars .bar').length`); n != 48 {
+	if n := eval[int](tb, `document.querySelectorAll('#chart-traffic-svg .bars .chart-bar').length`); n != 48 {
 		t.Fatalf("the chart has %d bars; want 48", n)
 	}
 	if got := eval[string](tb, `document.querySelector('#chart-traffic-svg > title').textContent`); got != "Requests and sessions" {
@@ -91,4 +94,22 @@ func TestBrowserOverview(t *testing.T) {
 	}
 	tb.do("open the session list from the top bar", click("#nav-sessions"))
 	tb.wait("the unfiltered list is drawn", ready("list")+` && location.search === '?view=sessions' && document.querySelectorAll('#session-rows tr').length === 3`)
+}
+
+// screenshotOverview writes docs/overview.png: the overview of a day of demo traffic.
+func screenshotOverview(t *testing.T, bctx context.Context) {
+	srv := serveHTTP(t, stack(t, "", demoDay()))
+	tb := newTab(t, bctx)
+	tb.do("open the demo day's overview", chromedp.EmulateViewport(1440, 1200),
+		chromedp.Navigate(srv.URL+"/?view=overview&from=2026-11-22T00:00:00Z&to=2026-11-23T00:00:00Z"))
+	tb.wait("the overview is drawn", ready("overview")+` && document.getElementById('chart-traffic-svg') !== null`)
+	ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("..", "..", "docs", "overview.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -106,7 +106,7 @@ export function timeChart({ id, title, series, buckets, bucketSeconds, link }) {
   buckets.forEach((b, i) => {
     const v = b[series[0].key];
     const tip = timeLabel(b.start, bucketSeconds, span) + ' UTC: ' + series.map((sr) => sr.label.toLowerCase() + ' ' + fmtInt(b[sr.key])).join(', ');
-    const rect = s('rect', { x: x(i) + bw * 0.1, width: Math.max(bw * 0.8, 0.5), y: y(v), height: Math.max(0, M.top + ph - y(v)), class: 'bar' },
+    const rect = s('rect', { x: x(i) + bw * 0.1, width: Math.max(bw * 0.8, 0.5), y: y(v), height: Math.max(0, M.top + ph - y(v)), class: 'chart-bar' },
       s('title', { text: tip }));
     if (!link || v === 0) {
       bars.append(rect);
@@ -125,14 +125,14 @@ export function timeChart({ id, title, series, buckets, bucketSeconds, link }) {
   // The other series as lines through the middle of each bucket.
   for (const sr of series.slice(1)) {
     const d = buckets.map((b, i) => (i === 0 ? 'M' : 'L') + (x(i) + bw / 2).toFixed(1) + ' ' + y(b[sr.key]).toFixed(1)).join(' ');
-    if (n > 0) svg.append(s('path', { d, class: 'line ' + sr.cls }));
+    if (n > 0) svg.append(s('path', { d, class: 'chart-line ' + sr.cls }));
   }
 
   const legend = h('ul', { class: 'legend', 'aria-hidden': 'true' }, series.map((sr, i) =>
-    h('li', {}, h('span', { class: 'swatch ' + sr.cls + (i === 0 ? ' bar' : ' line') }), sr.label)));
+    h('li', {}, h('span', { class: 'swatch ' + sr.cls + (i === 0 ? ' swatch-bar' : ' swatch-line') }), sr.label)));
 
   // The same numbers as a table: read by screen readers, shown on request.
-  const table = h('table', { class: 'grid chart-table sr-only', id: id + '-table' },
+  const table = h('table', { class: 'grid chart-table' },
     h('caption', { text: title + ' (per ' + durationText(bucketSeconds) + ', UTC)' }),
     h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Time (UTC)' }), series.map((sr) => h('th', { scope: 'col', class: 'num', text: sr.label })))),
     h('tbody', {}, buckets.map((b) => {
@@ -149,17 +149,19 @@ export function timeChart({ id, title, series, buckets, bucketSeconds, link }) {
       return h('tr', {}, h('th', { scope: 'row', class: 'nowrap' }, cell), series.map((sr) => h('td', { class: 'num', text: fmtInt(b[sr.key]) })));
     })));
 
+  // The wrapper is what hides the table: a table grows to its rows whatever its own size.
+  const data = h('div', { class: 'table-wrap sr-only', id: id + '-table' }, table);
   const toggle = h('button', { type: 'button', class: 'chart-toggle', id: id + '-toggle', 'aria-pressed': 'false', 'aria-controls': id + '-table', text: 'Show as table' });
   toggle.addEventListener('click', () => {
     const asTable = toggle.getAttribute('aria-pressed') !== 'true';
     toggle.setAttribute('aria-pressed', String(asTable));
     toggle.textContent = asTable ? 'Show as chart' : 'Show as table';
-    table.classList.toggle('sr-only', !asTable);
+    data.classList.toggle('sr-only', !asTable);
     svg.classList.toggle('hidden', asTable);
     legend.hidden = asTable;
   });
 
   return h('figure', { class: 'chart', id },
     h('figcaption', { class: 'chart-head' }, h('h2', { text: title }), toggle),
-    svg, legend, h('div', { class: 'table-wrap' }, table));
+    svg, legend, data);
 }

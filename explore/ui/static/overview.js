@@ -124,7 +124,7 @@ export async function renderOverview(main, st, nav, isCurrent) {
   // The session list has no filter by user agent: the values are shown, not linked.
   const agents = o.new_fingerprints.items.map((f) => h('tr', {},
     h('td', { class: 'ua', text: f.value }),
-    h('td', { class: 'small muted', text: f.kind === 'user_agent' ? 'User-Agent' : f.kind }),
+    h('td', { class: 'small muted nowrap', text: f.kind === 'user_agent' ? 'User-Agent' : f.kind }),
     h('td', { class: 'nowrap small', text: fmtTime(f.first) })));
 
   main.replaceChildren(
