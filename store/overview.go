@@ -170,7 +170,7 @@ func (s *Store) Overview(ctx context.Context, q OverviewQuery) (*Overview, error
 	if err := s.queryRow(ctx, "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_span'), 0)").Scan(&span); err != nil {
 		return nil, fmt.Errorf("store: overview: %w", err)
 	}
-	ov := overviewSQL{from: from, to: to, span: span}
+	ov := overviewSQL{from: from, to: to, span: span, perRow: s.d.perRow}
 	steps := []func(context.Context, *overviewSQL, *Overview, int64, int64) error{
 		s.overviewCounts, s.overviewBad, s.overviewUsers, s.overviewAgents,
 	}
@@ -183,7 +183,12 @@ func (s *Store) Overview(ctx context.Context, q OverviewQuery) (*Overview, error
 }
 
 // overviewSQL builds the statements of an overview: the parts of the period and their rows.
-type overviewSQL struct{ from, to, span int64 }
+type overviewSQL struct {
+	from, to, span int64
+	// perRow is the dialect's: it keeps PostgreSQL from turning a test of each part of the
+	// period into a join over every part of the store that has the value.
+	perRow string
+}
 
 // parts is the condition on the parts (alias a) that may have requests in the period: no part
 // spans longer than max_span, so the walk of parts_recent stops at to+max_span.
@@ -205,7 +210,7 @@ func (q *overviewSQL) badRows() (string, []any) {
 	from, args := q.rows()
 	return from + ` AND (r.malicious OR (r.status >= 500 AND r.status < 600))
 		AND EXISTS (SELECT 1 FROM part_values v WHERE v.part_id = p.id AND (v.kind = ` + itoa(kindMalicious) + `
-			OR (v.kind = ` + itoa(kindStatus) + ` AND v.value >= '500' AND v.value < '600')))`, args
+			OR (v.kind = ` + itoa(kindStatus) + ` AND v.value >= '500' AND v.value < '600'))` + q.perRow + `)`, args
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -417,7 +422,7 @@ func (s *Store) overviewUsers(ctx context.Context, q *overviewSQL, o *Overview, 
 		WHERE v2.kind = ` + itoa(kindUser) + ` AND v2.value = n.u AND p2.id = v2.part_id AND ` + c2 + `
 			AND NOT EXISTS (SELECT 1 FROM part_values o JOIN parts q ON q.id = o.part_id
 			WHERE o.kind = ` + itoa(kindUser) + ` AND o.value = n.u AND q.first_seen < ?
-				AND EXISTS (SELECT 1 FROM requests r3 WHERE r3.part_id = q.id AND r3.time < ? AND r3."user" = n.u))
+				AND EXISTS (SELECT 1 FROM requests r3 WHERE r3.part_id = q.id AND r3.time < ? AND r3."user" = n.u)` + s.d.perRow + `)
 		GROUP BY n.u) t
 		WHERE f IS NOT NULL ORDER BY f DESC, u LIMIT ?`
 	return s.firstSeen(ctx, "user", &o.NewUsers, query,
@@ -433,7 +438,7 @@ func (s *Store) overviewAgents(ctx context.Context, q *overviewSQL, o *Overview,
 		SELECT v.value AS u, min(v.first) AS f FROM parts p CROSS JOIN part_values v
 		WHERE ` + c + ` AND v.part_id = p.id AND v.kind = ` + itoa(kindUserAgent) + ` GROUP BY v.value) t
 		WHERE f >= ? AND f < ? AND NOT EXISTS (SELECT 1 FROM part_values o
-			WHERE o.kind = ` + itoa(kindUserAgent) + ` AND o.value = t.u AND o.first < ?)
+			WHERE o.kind = ` + itoa(kindUserAgent) + ` AND o.value = t.u AND o.first < ?` + s.d.perRow + `)
 		ORDER BY f DESC, u LIMIT ?`
 	return s.firstSeen(ctx, "user_agent", &o.NewFingerprints, query,
 		slices.Concat(cargs, []any{q.from, q.to, q.from, overviewNew})...)
