@@ -247,10 +247,13 @@ func (s *Store) overviewCounts(ctx context.Context, q *overviewSQL, o *Overview,
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	// A part's first and last seen are times of its requests: one that lies inside the period
+	// has a request in it; only the parts across its edges need a look at their rows.
 	c, pargs := q.parts("p")
 	return s.queryRow(ctx, "SELECT count(*) FROM parts p WHERE "+c+
-		" AND EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND r.time >= ? AND r.time < ?)",
-		append(pargs, q.from, q.to)...).Scan(&o.Totals.Sessions)
+		" AND (p.first_seen >= ? AND p.last_seen < ? OR EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id"+
+		" AND r.time >= ? AND r.time < ?"+q.perRow+"))",
+		append(pargs, q.from, q.to, q.from, q.to)...).Scan(&o.Totals.Sessions)
 }
 
 // maxRouteKeys bounds the distinct routes (host, route or path) an overview ranks; rows of

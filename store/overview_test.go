@@ -42,6 +42,9 @@ func TestOverview(t *testing.T) {
 		// no route: counted under the path; a status 600 is no error.
 		req("s_c", "2026-11-22", 30*time.Minute, route(""), func(r *record.Request) { r.Path = "/raw/x" }, status(502)),
 		req("s_c", "2026-11-22", 31*time.Minute, status(600)),
+		// a part across the whole period without a request in it: not one of its sessions.
+		req("s_f", "2026-11-22", -10*time.Minute),
+		req("s_f", "2026-11-22", 70*time.Minute),
 		// at the end of the period and after it: outside.
 		req("s_d", "2026-11-22", time.Hour, user("carol"), agent("Late/1.0"), mal),
 		req("s_d", "2026-11-22", 2*time.Hour, user("carol"), mal),
@@ -109,15 +112,15 @@ func TestOverview(t *testing.T) {
 			t.Errorf("new fingerprints (-want +got):\n%s", diff)
 		}
 
-		// The period before: alice and test/1.0 are new there, and nothing happens after.
+		// The period before: alice and test/1.0 are new there, and no attack.
 		o, err = s.Overview(context.Background(), OverviewQuery{From: base.Add(-3 * time.Hour), To: base})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if o.Totals.Requests != 2 || o.NewUsers.Total != 1 || o.NewUsers.Items[0].Value != "alice" ||
+		if o.Totals.Requests != 3 || o.Totals.Sessions != 3 || o.NewUsers.Total != 1 || o.NewUsers.Items[0].Value != "alice" ||
 			o.NewFingerprints.Total != 1 || o.NewFingerprints.Items[0].Value != "test/1.0" ||
 			len(o.RoutesByMalicious) != 0 || len(o.TopSessions) != 0 {
-			t.Errorf("overview before = %+v; want 2 requests, alice and test/1.0 new, no attack", o)
+			t.Errorf("overview before = %+v; want 3 requests of 3 parts, alice and test/1.0 new, no attack", o)
 		}
 	})
 }
