@@ -1,7 +1,7 @@
-// Package explore serves the explore API (/api/v1/…) over the store: the session list with its
-// filters and cursor, one session part with its statistics and requests, the CSV and HAR
-// exports of a part (har.go) and the lookup of a request by its id. It mounts the web UI
-// (explore/ui) at "/".
+// Package explore serves the explore API (/api/v1/…) over the store: the overview of a period,
+// the session list with its filters and cursor, one session part with its statistics and
+// requests, the CSV and HAR exports of a part (har.go) and the lookup of a request by its id.
+// It mounts the web UI (explore/ui) at "/".
 //
 // Every answer is JSON ({"error": "..."} for errors, saying what to fix) except the CSV. When a
 // token is set, every /api/ path wants "Authorization: Bearer <token>"; the UI's page and
@@ -11,6 +11,10 @@
 // (store.ListPlan.Scans): it gets a short deadline of its own, and scans and exports, the heavy
 // queries, are limited per client address and scans in all (limit.go), so that they never take
 // every read connection from the other queries.
+//
+// The overview (overview.go) summarises a period for the UI's landing view: requests over
+// time, the routes and sessions with most malicious requests and errors, new users and user
+// agents. It reads every request of the period, so it counts as a heavy query.
 //
 // The block paths (blocks.go) read and change the manual blocks of sessions and users; they
 // take writes only with a named write token (server.write_tokens_file).
@@ -45,6 +49,7 @@ type Store interface {
 	Part(ctx context.Context, session, part string, q store.PartQuery) (*store.PartView, error)
 	EachRequest(ctx context.Context, session, part string, f store.Filter, fn func(*record.Request) error) error
 	Request(ctx context.Context, requestID string) (*store.Found, error)
+	Overview(ctx context.Context, q store.OverviewQuery) (*store.Overview, error)
 	Readers() int
 }
 
@@ -93,13 +98,15 @@ type Handler struct {
 	heavy       *heavy
 	mux         *http.ServeMux
 	blocker     Blocker
+	// now is the clock of the overview's default period.
+	now         func() time.Time
 	writeTokens []writeToken
 	version     string
 }
 
 // New returns the handler. Mount it at "/" of the HTTP server (next to /healthz, /metrics).
 func New(o Options) *Handler {
-	h := &Handler{store: o.Store, ui: o.UI, log: o.Logger, timeout: o.QueryTimeout, scanTimeout: o.ScanTimeout}
+	h := &Handler{store: o.Store, ui: o.UI, log: o.Logger, timeout: o.QueryTimeout, scanTimeout: o.ScanTimeout, now: time.Now}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -133,6 +140,7 @@ func New(o Options) *Handler {
 	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}/requests.csv", h.api(h.csv))
 	mux.HandleFunc("GET /api/v1/sessions/{session}/{part}/session.har", h.api(h.har))
 	mux.HandleFunc("GET /api/v1/requests/{request_id}", h.api(h.request))
+	mux.HandleFunc("GET /api/v1/overview", h.api(h.overview))
 	mux.HandleFunc("/api/", h.api(func(w http.ResponseWriter, r *http.Request) error {
 		return errNotFound("no such API path; see /api/v1/sessions")
 	}))

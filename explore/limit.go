@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// heavy bounds the heavy queries that run at once: the scans (store.ListPlan.Scans) and the
-// CSV exports, whose work no index bounds by a page. Each client address runs at most
-// perClient of them, so that one client cannot occupy the others' share; and at most
+// heavy bounds the heavy queries that run at once: the scans (store.ListPlan.Scans), the
+// overviews and the CSV exports, whose work no index bounds by a page. Each client address
+// runs at most perClient of them, so that one client cannot occupy the others' share; and at most
 // cap(scans) scans run in all, so that a read connection always remains for the other
 // queries (a scan keeps one busy until it ends; an export only while it reads a page).
 type heavy struct {
@@ -41,7 +41,7 @@ func (h *heavy) acquire(ctx context.Context, client string, scan bool) (release 
 	if h.running[client] >= h.perClient {
 		h.mu.Unlock()
 		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: h.retryAfter, msg: fmt.Sprintf(
-			"this client already runs as many heavy queries (lists that scan, CSV exports) as it may at once, %d; "+
+			"this client already runs as many heavy queries (lists that scan, CSV exports, overviews) as it may at once, %d; "+
 				"retry when one has finished", h.perClient)}
 	}
 	h.running[client]++

@@ -1,7 +1,8 @@
 // Package store is the database behind the explore API: a SQLite file in the data directory,
 // or a PostgreSQL database shared by replicas, that keeps every request record and the state of
 // every session part (derived from its request records alone), answers the session list and part
-// queries with their filters, and deletes parts older than the retention.
+// queries with their filters and the overview of a period, and deletes parts older than the
+// retention.
 //
 // The store is a sink (type "store"): the sinks pipeline hands it batches off the ext_proc path
 // and each batch is one transaction, committed before Write returns, so a record acknowledged

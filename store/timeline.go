@@ -11,8 +11,8 @@ import (
 
 // Bounds of a part's timeline and route transitions, whatever the number of its requests.
 const (
-	// maxBuckets is the most buckets a timeline divides a part into.
-	maxBuckets = 120
+	// maxTimelineBuckets is the most buckets a timeline divides a part into.
+	maxTimelineBuckets = 120
 	// maxMarks is the most requests a timeline lists one by one; a part with more is shown by
 	// its buckets alone.
 	maxMarks = 500
@@ -24,7 +24,7 @@ const (
 )
 
 // bucketSteps are the widths a timeline's buckets may take, so that their edges fall on
-// round times; a part longer than maxBuckets of the widest uses a multiple of it.
+// round times; a part longer than maxTimelineBuckets of the widest uses a multiple of it.
 var bucketSteps = []time.Duration{
 	time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second,
 	time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute, 30 * time.Minute,
@@ -108,13 +108,13 @@ func newTimeline(first, last int64, rows int) *timelineBuilder {
 	span := max(last-first, 0)
 	width := bucketSteps[len(bucketSteps)-1].Milliseconds()
 	for _, s := range bucketSteps {
-		if w := s.Milliseconds(); span/w < maxBuckets {
+		if w := s.Milliseconds(); span/w < maxTimelineBuckets {
 			width = w
 			break
 		}
 	}
-	if span/width >= maxBuckets {
-		width *= span/(width*maxBuckets) + 1
+	if span/width >= maxTimelineBuckets {
+		width *= span/(width*maxTimelineBuckets) + 1
 	}
 	n := int(span/width) + 1
 	tl := &Timeline{

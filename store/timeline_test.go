@@ -68,7 +68,7 @@ func TestPartTimeline(t *testing.T) {
 }
 
 // TestTimelineBounds checks that a part of many requests and routes gives a bounded view: no
-// marks, at most maxBuckets buckets, maxTransitions steps and the rest counted.
+// marks, at most maxTimelineBuckets buckets, maxTransitions steps and the rest counted.
 func TestTimelineBounds(t *testing.T) {
 	t.Parallel()
 	const n = maxMarks + 100
@@ -77,8 +77,8 @@ func TestTimelineBounds(t *testing.T) {
 		b.add(int64(i)*int64(2*time.Minute/time.Millisecond), 200, false, fmt.Sprintf("/r/%d", i%70))
 	}
 	tl, tr := b.done()
-	if tl.Marks != nil || len(tl.Buckets) > maxBuckets || tl.BucketMS != int64(15*time.Minute/time.Millisecond) {
-		t.Errorf("%d marks, %d buckets of %d ms; want none, at most %d of 15 minutes", len(tl.Marks), len(tl.Buckets), tl.BucketMS, maxBuckets)
+	if tl.Marks != nil || len(tl.Buckets) > maxTimelineBuckets || tl.BucketMS != int64(15*time.Minute/time.Millisecond) {
+		t.Errorf("%d marks, %d buckets of %d ms; want none, at most %d of 15 minutes", len(tl.Marks), len(tl.Buckets), tl.BucketMS, maxTimelineBuckets)
 	}
 	if len(tr.Top) != maxTransitions || tr.More != 70-maxTransitions || tr.Total != n-1 {
 		t.Errorf("transitions: %d listed, %d more, %d in all; want %d, %d, %d", len(tr.Top), tr.More, tr.Total, maxTransitions, 70-maxTransitions, n-1)

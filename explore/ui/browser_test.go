@@ -389,7 +389,7 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("the JA4 pivot lists %q, want the hostile part and bob's, newest first", got)
 		}
 		tb.do("clear the filter", click(`#list-chips [data-filter=ja4] .chip-remove`))
-		tb.wait("every part is listed again", ready("list")+` && location.search === '' && document.querySelectorAll('#session-rows tr').length === 3`)
+		tb.wait("every part is listed again", ready("list")+` && location.search === '?view=sessions' && document.querySelectorAll('#session-rows tr').length === 3`)
 
 		tb.do("click the hostile user agent in the list", click(`#session-rows tr[data-session="`+evilSession+`"] a[data-pivot=ua]`))
 		tb.wait("the list of parts with that user agent is drawn", ready("list")+` && location.search.includes('ua=')`)
@@ -408,7 +408,7 @@ func TestBrowser(t *testing.T) {
 		t.Parallel()
 		tb := newTab(t, bctx)
 		tb.do("open the UI", chromedp.Navigate(srv.URL+"/"))
-		tb.wait("the list is drawn", ready("list"))
+		tb.wait("the overview is drawn", ready("overview"))
 		tb.do("search a request id", fill("#rid-input", "req-a-3"), click("#rid-form button[type=submit]"))
 		tb.wait("its part opens filtered to it", ready("part")+` && location.search.includes('in.request_id=req-a-3')`)
 		if got := eval[[]string](tb, `Array.from(document.querySelectorAll('#request-rows tr.req'), (tr) => tr.dataset.requestId)`); !equal(got, []string{"req-a-3"}) {
@@ -428,7 +428,7 @@ func TestBrowser(t *testing.T) {
 		const token = "s3cret-token"
 		lsrv := serveHTTP(t, stack(t, token, fixtureRequests()))
 		tb := newTab(t, bctx)
-		tb.do("open the UI", chromedp.Navigate(lsrv.URL+"/"))
+		tb.do("open the UI", chromedp.Navigate(lsrv.URL+"/?view=sessions"))
 		tb.wait("the token prompt opens", `document.getElementById('token-dialog').open`)
 		tb.do("enter the token", chromedp.SendKeys(chromedp.CSS("#token-input"), token), click("#token-form button[type=submit]"))
 		tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 3`)
@@ -496,10 +496,10 @@ func downloaded(t *testing.T, tb *tab, what, sel string) []byte {
 
 func ptr[T any](v T) *T { return &v }
 
-// TestScreenshot refreshes docs/ui.png: APISESSIONS_SCREENSHOT=1 go test -run TestScreenshot ./explore/ui/
+// TestScreenshot refreshes docs/ui.png and docs/overview.png: APISESSIONS_SCREENSHOT=1 go test -run TestScreenshot ./explore/ui/
 func TestScreenshot(t *testing.T) {
 	if os.Getenv("APISESSIONS_SCREENSHOT") != "1" {
-		t.Skip("set APISESSIONS_SCREENSHOT=1 to refresh docs/ui.png")
+		t.Skip("set APISESSIONS_SCREENSHOT=1 to refresh docs/ui.png and docs/overview.png")
 	}
 	bctx := startBrowser(t)
 	demo := demoRequests()
@@ -517,4 +517,5 @@ func TestScreenshot(t *testing.T) {
 	if err := os.WriteFile(filepath.Join("..", "..", "docs", "ui.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	screenshotOverview(t, bctx)
 }

@@ -1,7 +1,7 @@
 // Client of the JSON API on the same origin, and the one place that knows its addresses and the
-// shape of its answers (docs/api.md): views call listSessions, getPart and findRequest and read
-// what they return. The bearer token, when the server asks for one, lives in sessionStorage for
-// this tab only and is sent as a header; it never goes into a URL.
+// shape of its answers (docs/api.md): views call getOverview, listSessions, getPart and
+// findRequest and read what they return. The bearer token, when the server asks for one, lives
+// in sessionStorage for this tab only and is sent as a header; it never goes into a URL.
 
 const TOKEN_KEY = 'apisessions.token';
 
@@ -144,6 +144,39 @@ export async function getPart(session, part, params) {
     session: object(body.session), stats: stats(body.stats), timeline: timeline(body.timeline),
     transitions: transitions(body.transitions), requests: objects(body.requests), next: cursor(body.next),
     protection: body.protection,
+  };
+}
+
+// firstSeen reads a list of values first seen in the period: {total, items: [{kind, value, first}]}.
+function firstSeen(v) {
+  const l = object(v);
+  return { total: count(l.total), items: objects(l.items).map((x) => ({ kind: text(x.kind), value: text(x.value), first: text(x.first) })) };
+}
+
+// routeCounts reads a list of routes: [{host, route, is_path, malicious, errors}].
+function routeCounts(v) {
+  return objects(v).map((r) => ({ host: text(r.host), route: text(r.route), is_path: r.is_path === true,
+    malicious: count(r.malicious), errors: count(r.errors) }));
+}
+
+// getOverview fetches the overview of a period (params from, to): {from, to, bucket_seconds,
+// totals, buckets, routes_by_malicious, routes_by_errors, sessions_by, top_sessions,
+// new_users, new_fingerprints}, as docs/api.md describes them.
+export async function getOverview(params) {
+  const b = object(await getJSON('/api/v1/overview', params));
+  const t = object(b.totals);
+  return {
+    from: text(b.from), to: text(b.to), bucket_seconds: count(b.bucket_seconds),
+    totals: { requests: count(t.requests), sessions: count(t.sessions), malicious: count(t.malicious), errors: count(t.errors) },
+    buckets: objects(b.buckets).map((x) => ({ start: text(x.start), requests: count(x.requests), sessions: count(x.sessions),
+      malicious: count(x.malicious), errors: count(x.errors) })),
+    routes_by_malicious: routeCounts(b.routes_by_malicious),
+    routes_by_errors: routeCounts(b.routes_by_errors),
+    sessions_by: text(b.sessions_by),
+    top_sessions: objects(b.top_sessions).map((x) => ({ session: text(x.session), part: text(x.part), user: text(x.user),
+      malicious: count(x.malicious), errors: count(x.errors), last_seen: text(x.last_seen) })),
+    new_users: firstSeen(b.new_users),
+    new_fingerprints: firstSeen(b.new_fingerprints),
   };
 }
 

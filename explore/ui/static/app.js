@@ -5,6 +5,7 @@ import { read, write } from './state.js';
 import { h } from './dom.js';
 import { renderList } from './list.js';
 import { renderPart } from './part.js';
+import { renderOverview } from './overview.js';
 
 const main = document.getElementById('main');
 const banner = document.getElementById('banner');
@@ -42,12 +43,18 @@ async function render() {
   const st = read(location.search);
   banner.hidden = true;
   document.body.dataset.state = 'loading';
-  document.body.dataset.view = st.session ? 'part' : 'list';
+  document.body.dataset.view = st.view;
+  for (const [id, view] of [['nav-overview', 'overview'], ['nav-sessions', 'list']]) {
+    const a = document.getElementById(id);
+    if (st.view === view) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
   main.setAttribute('aria-busy', 'true');
   document.getElementById('rid-input').value = st.session && st.inPart.request_id ? st.inPart.request_id : '';
-  document.title = st.session ? 'apisessions — ' + st.session + ' / ' + st.part : 'apisessions — sessions';
+  document.title = st.session ? 'apisessions — ' + st.session + ' / ' + st.part
+    : st.view === 'overview' ? 'apisessions — overview' : 'apisessions — sessions';
   try {
-    if (st.session) await renderPart(main, st, navigate, isCurrent);
+    if (st.view === 'part') await renderPart(main, st, navigate, isCurrent);
+    else if (st.view === 'overview') await renderOverview(main, st, navigate, isCurrent);
     else await renderList(main, st, navigate, isCurrent);
     if (isCurrent()) document.body.dataset.state = 'ready';
   } catch (e) {
@@ -88,10 +95,13 @@ document.getElementById('rid-form').addEventListener('submit', async (ev) => {
   }
 });
 
-document.getElementById('home-link').addEventListener('click', (ev) => {
-  if (ev.button !== 0 || ev.metaKey || ev.ctrlKey) return;
-  ev.preventDefault();
-  navigate({ list: {}, session: '', part: '', inPart: {} });
-});
+// The brand and the Overview link open the overview; the Sessions link the unfiltered list.
+for (const [id, view] of [['home-link', 'overview'], ['nav-overview', 'overview'], ['nav-sessions', 'list']]) {
+  document.getElementById(id).addEventListener('click', (ev) => {
+    if (ev.button !== 0 || ev.metaKey || ev.ctrlKey) return;
+    ev.preventDefault();
+    navigate({ view, list: {}, session: '', part: '', inPart: {} });
+  });
+}
 
 render();

@@ -1,5 +1,8 @@
 // The whole view lives in the page URL, so a copied link reproduces it:
-//   list filters as plain query parameters (user=alice&status=5xx),
+//   the overview (the landing view) with no parameter, period=1h|7d, or view=overview with
+//   from and to for a period of its own,
+//   the session list with its filters as plain query parameters (user=alice&status=5xx), or
+//   view=sessions when it has none,
 //   the open session part as session=...&part=...,
 //   in-session filters with the prefix "in." (in.method=POST).
 
@@ -23,10 +26,14 @@ export const LABELS = {
 // listOf is the state of the session list filtered to the parts that share one value: the
 // target of a pivot.
 export function listOf(name, value) {
-  return { list: { [name]: value }, session: '', part: '', inPart: {} };
+  return { view: 'list', list: { [name]: value }, session: '', part: '', inPart: {} };
 }
 
-// read parses a URL search string into {list, session, part, inPart}.
+// PERIODS are the overview's periods, by their name in the URL; 24h is the default.
+export const PERIODS = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3 };
+
+// read parses a URL search string into {view, list, session, part, inPart, limit, period};
+// view is 'overview', 'list' or 'part'.
 export function read(search) {
   const q = new URLSearchParams(search);
   const list = {}, inPart = {};
@@ -41,12 +48,26 @@ export function read(search) {
   const session = q.get('session') || '', part = q.get('part') || '';
   // limit sets the page size of the list (the API's default when absent).
   const limit = /^[1-9][0-9]{0,3}$/.test(q.get('limit') || '') ? q.get('limit') : '';
-  return { list, session, part: session ? part : '', inPart: session ? inPart : {}, limit };
+  const period = Object.hasOwn(PERIODS, q.get('period') || '') ? q.get('period') : '';
+  let view = 'list';
+  if (session) view = 'part';
+  else if (q.get('view') === 'overview' || (q.get('view') !== 'sessions' && Object.keys(list).length === 0 && !limit)) view = 'overview';
+  return { view, list, session, part: session ? part : '', inPart: session ? inPart : {}, limit, period };
 }
 
 // write renders a state as a search string ("?..." or "").
 export function write(st) {
   const q = new URLSearchParams();
+  if (st.view === 'overview' && !st.session) {
+    // The overview's own period (from and to), or one of PERIODS ending now.
+    if (st.list && st.list.from && st.list.to) {
+      q.set('view', 'overview');
+      q.set('from', st.list.from);
+      q.set('to', st.list.to);
+    } else if (st.period && st.period !== '24h') q.set('period', st.period);
+    const s = q.toString();
+    return s ? '?' + s : '';
+  }
   for (const k of LIST_FILTERS) if (st.list[k]) q.set(k, st.list[k]);
   if (st.limit && !st.session) q.set('limit', st.limit);
   if (st.session) {
@@ -54,6 +75,8 @@ export function write(st) {
     q.set('part', st.part);
     for (const k of PART_FILTERS) if (st.inPart[k]) q.set(IN + k, st.inPart[k]);
   }
+  // The list without filters is not the landing view: it names itself.
+  if (!st.session && q.size === 0) q.set('view', 'sessions');
   const s = q.toString();
   return s ? '?' + s : '';
 }
