@@ -39,6 +39,9 @@ type Engine struct {
 	rules   atomic.Pointer[compiled]
 	buckets *buckets
 	blocks  *manual.Table
+	// windows hold the sliding windows of sequence, requires, enumeration and count
+	// conditions and of login outcomes.
+	windows *windows
 
 	countsMu sync.Mutex
 	counts   map[[2]string]*Counts
@@ -61,6 +64,7 @@ func New(cfg config.Protection, facts *sessions.Engine, now func() time.Time) *E
 		now:     now,
 		buckets: newBuckets(max(cfg.MaxBuckets, 1)),
 		blocks:  manual.NewTable(max(cfg.MaxBlocks, 1)),
+		windows: newWindows(max(cfg.MaxWindows, 1)),
 		counts:  map[[2]string]*Counts{},
 	}
 	e.rules.Store(compile(cfg, e.countsOf))
@@ -119,8 +123,13 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	in := input{x: x, f: &f}
 	var buf [8]*rule
 	matched := buf[:0]
+	nowNS := now.UnixNano()
 	for _, r := range c.rules {
-		if !r.matches(&in) {
+		if r.state != nil {
+			if !e.fires(r, &in, nowNS) {
+				continue
+			}
+		} else if !r.matches(&in) {
 			continue
 		}
 		matched = append(matched, r)
@@ -150,7 +159,6 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 		}
 	}
 	var dry *rule
-	nowNS := now.UnixNano()
 	next := 0
 	for _, r := range matched {
 		retry := 0
@@ -309,6 +317,10 @@ type Stats struct {
 	// Local counts the requests whose rate-limit buckets the replica decided alone because
 	// the shared state did not answer.
 	Local uint64
+	// Windows is the sliding windows held (sequence, requires, enumeration, count, login
+	// outcomes); WindowsEvicted those dropped for room.
+	Windows        int
+	WindowsEvicted uint64
 }
 
 // Stats returns the counters, manual blocks as the rules manual:session and manual:user
@@ -328,5 +340,6 @@ func (e *Engine) Stats() Stats {
 	s.BucketsEvicted = e.buckets.evicted.Load()
 	s.Blocks = int(e.blocks.N.Load())
 	s.Local = e.sharedDown.Load()
+	s.Windows, s.WindowsEvicted = e.windowStats()
 	return s
 }
