@@ -239,7 +239,7 @@ func (v *validator) step(at string, m *ProtectionMatch) {
 }
 
 func (v *validator) window(at string, d Duration) {
-	if d <= 0 || time.Duration(d) > maxWindow {
+	if time.Duration(d) < time.Second || time.Duration(d) > maxWindow {
 		v.add(at, "%s is not a window; write a duration from 1s to 24h, e.g. 5m", time.Duration(d))
 	}
 }
