@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/apisessions/apisessions/envoy"
+	"github.com/apisessions/apisessions/internal/testutil"
 )
 
 // rulesConfig has a rule of each window kind over the demo API; the demo's /login reads
@@ -133,6 +135,63 @@ func TestRules(t *testing.T) {
 		r := inline.do(t, sprayer, "POST", "/login", `{"username":"alice","password":"Spring1!"}`, "cookie", "PHPSESSID=spray-05-0123456789abcdef")
 		if p := protection(srv.record(t, r.id)); r.status != 403 || p["rule"] != "password-spraying" {
 			t.Errorf("after six sessions: %d, protection %v", r.status, p)
+		}
+	})
+}
+
+// TestRulesReplicas runs two replicas sharing Redis, each behind its own proxy: an
+// enumeration walked half through each is counted once, and the usernames one client tries
+// through both add up to one credential-stuffing count.
+func TestRulesReplicas(t *testing.T) {
+	t.Parallel()
+	addr, prefix := testutil.RedisPrefix(t)
+	cfg := rulesConfig + `hashing:
+  key_file: ` + oracleKey(t) + `
+state:
+  redis: {address: "` + addr + `", key_prefix: "` + prefix + `", timeout: 1s}
+`
+	a, b := startServer(t, cfg), startServer(t, cfg)
+	up := startUpstream(t)
+	fa, fb := startFront(t, a, up, envoy.ModeInline, nil), startFront(t, b, up, envoy.ModeInline, nil)
+	c := client{addr: "198.51.100.60:40000", ua: "rules-replicas/1.0"}
+
+	t.Run("one enumeration count", func(t *testing.T) {
+		for i, f := range []*front{fa, fb, fa, fb, fa} {
+			if r := f.do(t, c, "GET", fmt.Sprintf("/api/orders/%d?token=walk", i+1), ""); r.status == 403 {
+				t.Fatalf("id %d of 5 blocked", i+1)
+			}
+		}
+		r := fb.do(t, c, "GET", "/api/orders/6?token=walk", "")
+		if p := protection(b.record(t, r.id)); r.status != 403 || p["rule"] != "order-walk" {
+			t.Errorf("sixth distinct id through the other replica: %d, protection %v", r.status, p)
+		}
+	})
+
+	t.Run("one credential stuffing count", func(t *testing.T) {
+		attacker := client{addr: "203.0.113.99:40000", ua: "stuffer-replicas/1.0"}
+		for i := range 6 {
+			f, s := fa, a
+			if i%2 == 1 {
+				f, s = fb, b
+			}
+			r := f.do(t, attacker, "POST", "/login", fmt.Sprintf(`{"username":"victim%d","password":"x"}`, i))
+			if r.status != 401 {
+				t.Fatalf("login %d: %d", i, r.status)
+			}
+			s.record(t, r.id)
+		}
+		// The outcomes reach Redis off the request's path: allow them a moment.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			r := fa.do(t, attacker, "GET", "/api/items", "")
+			if r.status == 403 {
+				if p := protection(a.record(t, r.id)); p["rule"] != "credential-stuffing" {
+					t.Errorf("protection %v", p)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("six usernames tried through two replicas were never counted together")
+			}
 		}
 	})
 }

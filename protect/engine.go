@@ -51,6 +51,10 @@ type Engine struct {
 	// requests whose buckets the replica decided alone because Redis did not answer.
 	shared     Shared
 	sharedDown atomic.Uint64
+	// sharedWin, when the shared state holds windows too, takes their operations in the
+	// request's round trip; outcomes writes login outcomes to it off the request's path.
+	sharedWin SharedWindows
+	outcomes  *sharedOutcomes
 }
 
 // New compiles cfg's rules; facts groups requests and reads what rules match on. now is the
@@ -124,22 +128,52 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	var buf [8]*rule
 	matched := buf[:0]
 	nowNS := now.UnixNano()
+	// With shared windows, a window rule's answer comes with the round trip: its operation
+	// is planned here (opOf: its index in ops), and it does not stop the matching.
+	var ops []WindowOp
+	var opBuf [8]int
+	opOf := opBuf[:0]
 	for _, r := range c.rules {
-		if r.state != nil {
+		switch {
+		case r.state != nil && e.sharedWin != nil:
+			op, ok := e.windowOp(r, &in)
+			if !ok {
+				continue
+			}
+			ops = append(ops, op)
+			matched, opOf = append(matched, r), append(opOf, len(ops)-1)
+			continue
+		case r.state != nil:
 			if !e.fires(r, &in, nowNS) {
 				continue
 			}
-		} else if !r.matches(&in) {
+		case !r.matches(&in):
 			continue
 		}
-		matched = append(matched, r)
+		matched, opOf = append(matched, r), append(opOf, -1)
 		if r.perNS == 0 && !r.dryRun {
 			break
 		}
 	}
 	var takes []Take
 	local := true
-	if e.shared != nil {
+	if e.sharedWin != nil && len(ops) > 0 {
+		for _, r := range matched {
+			if r.perNS > 0 {
+				if sub := r.subject(&f, nil); len(sub) > 0 {
+					takes = append(takes, Take{Rule: r.name, Subject: string(sub), Route: r.routeOf(&f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
+				}
+			}
+		}
+		st, found, ok := e.sharedWin.DecideWindows(context.Background(), f.Session, readPart, takes, ops)
+		if readPart {
+			e.facts.NamePart(&f, t, st, found, ok)
+		}
+		if !ok {
+			e.sharedDown.Add(1)
+		}
+		local = !ok
+	} else if e.shared != nil {
 		for _, r := range matched {
 			if r.perNS > 0 {
 				if sub := r.subject(&f, nil); len(sub) > 0 {
@@ -160,7 +194,14 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	}
 	var dry *rule
 	next := 0
-	for _, r := range matched {
+	for i, r := range matched {
+		if j := opOf[i]; j >= 0 {
+			// A shared window rule: its answer, or, when Redis did not answer, the
+			// replica's own windows.
+			if local && !e.fires(r, &in, nowNS) || !local && !r.firedBy(&ops[j]) {
+				continue
+			}
+		}
 		retry := 0
 		if r.perNS > 0 {
 			var ok bool

@@ -2,7 +2,10 @@ package protect
 
 import (
 	"hash/maphash"
+	"math/rand/v2"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions"
@@ -58,8 +61,10 @@ type login struct {
 	// fail is indexed by bySession, byUser, byIP; users by bySession, byIP.
 	fail, users [3]windowNeed
 	sessions    windowNeed
-	// last is true when a rule reads a signal per username: the session's last username is kept.
-	last bool
+	// last is true when a rule reads a signal per username: the session's last username is
+	// kept, for lastFor (the longest window of those rules).
+	last    bool
+	lastFor int64
 }
 
 const (
@@ -135,7 +140,9 @@ func compileState(p config.Protection, r config.ProtectionRule, c *compiled) *st
 			case config.CountDistinctSessions:
 				l.sessions.widen(n.MoreThan, st.within)
 			}
-			l.last = l.last || n.By == config.ByUser
+			if n.By == config.ByUser {
+				l.last, l.lastFor = true, max(l.lastFor, st.within)
+			}
 			if n.By == config.ByUser {
 				// Read per username, not per the session's user parameter.
 				return st
@@ -246,10 +253,12 @@ func (e *Engine) fires(r *rule, in *input, now int64) bool {
 			}
 			id = e.windows.member(v)
 		} else {
-			var ok bool
-			if id, ok = pathID(sessions.PathOf(in.x), f.Route, e.windows.seed); !ok {
+			var ibuf [128]byte
+			ids, ok := pathIDs(ibuf[:0], sessions.PathOf(in.x), f.Route)
+			if !ok {
 				return false
 			}
+			id = maphash.Bytes(e.windows.seed, ids)
 		}
 		n := 0
 		e.windows.with(e.windows.key(r.name, sub, f.Route), true, func(w *window) {
@@ -303,23 +312,20 @@ func (e *Engine) loginCount(st *stateCond, f *sessions.Facts, now int64, buf []b
 	return n
 }
 
-// pathID hashes the path segments the route template shows as {id}, all of them in order;
-// ok is false when the template has none or does not line up with the path.
-func pathID(path, route string, seed maphash.Seed) (uint64, bool) {
-	var h maphash.Hash
-	h.SetSeed(seed)
+// pathIDs appends to dst the path segments the route template shows as {id}, each followed
+// by '/'; ok is false when the template has none.
+func pathIDs(dst []byte, path, route string) ([]byte, bool) {
 	found := false
 	for route != "" || path != "" {
 		var rs, ps string
 		rs, route, _ = strings.Cut(route, "/")
 		ps, path, _ = strings.Cut(path, "/")
 		if rs == "{id}" && ps != "{id}" {
-			h.WriteString(ps)
-			h.WriteByte('/')
+			dst = append(append(dst, ps...), '/')
 			found = true
 		}
 	}
-	return h.Sum64(), found
+	return dst, found
 }
 
 // Outcome learns from a finished exchange: when it is a login (protection.login) that the
@@ -362,28 +368,44 @@ func (e *Engine) Outcome(x *traffic.Exchange, session string) {
 	}
 	sess := "session:" + session
 	now := e.now().UnixNano()
-	add := func(sig, sub string, need windowNeed, member uint64, distinct bool) {
+	var shared []WindowOp
+	add := func(sig, sub string, need windowNeed, member string, distinct bool) {
 		if need.limit == 0 || sub == "" || sub == "session:" {
 			return
 		}
+		m := uint64(0)
+		if distinct {
+			m = e.windows.member(member)
+		}
 		e.windows.with(e.windows.key(sig, []byte(sub), ""), true, func(w *window) {
-			w.add(member, now, need.horizon, need.limit, distinct)
+			w.add(m, now, need.horizon, need.limit, distinct)
 		})
+		if e.outcomes != nil {
+			if !distinct {
+				member = strconv.FormatUint(rand.Uint64(), 36)
+			}
+			shared = append(shared, WindowOp{Kind: WinAdd, What: sig, Subject: sub, Member: member,
+				Within: time.Duration(need.horizon), Horizon: time.Duration(need.horizon), Limit: need.limit})
+		}
 	}
 	if failed {
-		add(sigFail, sess, l.fail[bySession], 0, false)
-		add(sigFail, ip, l.fail[byIP], 0, false)
-		add(sigFail, user, l.fail[byUser], 0, false)
+		add(sigFail, sess, l.fail[bySession], "", false)
+		add(sigFail, ip, l.fail[byIP], "", false)
+		add(sigFail, user, l.fail[byUser], "", false)
 	}
-	if user == "" {
-		return
+	if user != "" {
+		add(sigUsers, sess, l.users[bySession], user, true)
+		add(sigUsers, ip, l.users[byIP], user, true)
+		add(sigSessions, user, l.sessions, sess, true)
+		if l.last && session != "" {
+			e.windows.with(e.windows.key(sigLast, []byte(sess), ""), true, func(w *window) { w.last = user })
+			if e.outcomes != nil {
+				shared = append(shared, WindowOp{Kind: WinSet, What: sigLast, Subject: sess, Member: user, Horizon: time.Duration(l.lastFor)})
+			}
+		}
 	}
-	um := e.windows.member(user)
-	add(sigUsers, sess, l.users[bySession], um, true)
-	add(sigUsers, ip, l.users[byIP], um, true)
-	add(sigSessions, user, l.sessions, e.windows.member(session), true)
-	if l.last && session != "" {
-		e.windows.with(e.windows.key(sigLast, []byte(sess), ""), true, func(w *window) { w.last = user })
+	if len(shared) > 0 {
+		e.outcomes.share(shared)
 	}
 }
 
