@@ -381,6 +381,9 @@ func (e *Engine) Stats() Stats {
 	s.BucketsEvicted = e.buckets.evicted.Load()
 	s.Blocks = int(e.blocks.N.Load())
 	s.Local = e.sharedDown.Load()
+	if e.outcomes != nil {
+		s.Local += e.outcomes.dropped.Load()
+	}
 	s.Windows, s.WindowsEvicted = e.windowStats()
 	return s
 }

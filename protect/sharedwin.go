@@ -187,4 +187,3 @@ func loginSignal(of string) string {
 	}
 	return sigFail
 }
-

@@ -1,10 +1,13 @@
 package protect
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -244,5 +247,30 @@ protection:
 	}
 	if st := e.Stats(); st.Windows > 64 || st.WindowsEvicted == 0 {
 		t.Errorf("windows %d, evicted %d", st.Windows, st.WindowsEvicted)
+	}
+}
+
+// downWindows is shared state that never answers.
+type downWindows struct{ Shared }
+
+func (downWindows) DecideWindows(context.Context, string, bool, []Take, []WindowOp) (sessions.PartState, bool, bool) {
+	return sessions.PartState{}, false, false
+}
+func (downWindows) Record(context.Context, []WindowOp) error { return errors.New("down") }
+
+func TestSharedWindowsDownFailOpenOnLocal(t *testing.T) {
+	t.Parallel()
+	e, _ := newEngine(t, stateYAML)
+	e.sharedWin = downWindows{}
+	for i := 1; i <= 3; i++ {
+		if got := req(e, "GET", fmt.Sprintf("/orders/%d", i), "down"); got != "" {
+			t.Fatalf("id %d: %q", i, got)
+		}
+	}
+	if got := req(e, "GET", "/orders/4", "down"); got != "order-walk" {
+		t.Errorf("the replica's own windows decide: %q", got)
+	}
+	if st := e.Stats(); st.Local < 4 {
+		t.Errorf("local decisions counted %d, want at least 4", st.Local)
 	}
 }
