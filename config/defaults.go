@@ -74,7 +74,7 @@ func Default() *Config {
 			Timeout:   DefaultRedisTimeout,
 			PoolSize:  DefaultRedisPoolSize,
 		}},
-		Protection: Protection{MaxBuckets: DefaultMaxBuckets, MaxBlocks: DefaultMaxBlocks},
+		Protection: Protection{MaxBuckets: DefaultMaxBuckets, MaxBlocks: DefaultMaxBlocks, MaxWindows: DefaultMaxWindows},
 	}
 }
 

@@ -20,6 +20,12 @@ type Protection struct {
 	MaxBuckets int `yaml:"max_buckets"`
 	// MaxBlocks bounds the manual blocks held in memory.
 	MaxBlocks int `yaml:"max_blocks"`
+	// Login says which requests are logins and how their outcome reads, for the count
+	// signals failed_logins, distinct_usernames and distinct_sessions.
+	Login Login `yaml:"login"`
+	// MaxWindows bounds the sliding windows held in memory for sequence, requires,
+	// enumeration and count conditions and for login outcomes.
+	MaxWindows int `yaml:"max_windows"`
 }
 
 // ProtectionRule is one rule: what it matches and what it does.
@@ -31,6 +37,12 @@ type ProtectionRule struct {
 	Block     BlockAction     `yaml:"block"`
 	RateLimit RateLimitAction `yaml:"rate_limit"`
 	Tag       TagAction       `yaml:"tag"`
+	// Sequence, Requires, Enumeration and Count are conditions over a window of past
+	// requests (protection_state.go); each is absent unless written.
+	Sequence    Sequence    `yaml:"sequence"`
+	Requires    Requires    `yaml:"requires"`
+	Enumeration Enumeration `yaml:"enumeration"`
+	Count       Count       `yaml:"count"`
 }
 
 // ProtectionMatch lists conditions; a rule matches a request when every condition written
@@ -177,6 +189,10 @@ func (v *validator) protection() {
 	if p.MaxBlocks < 1 {
 		v.add("protection.max_blocks", "%d is too small; use at least 1, the default is %d", p.MaxBlocks, DefaultMaxBlocks)
 	}
+	if p.MaxWindows < 1 {
+		v.add("protection.max_windows", "%d is too small; use at least 1, the default is %d", p.MaxWindows, DefaultMaxWindows)
+	}
+	v.login()
 	if len(p.Rules) > maxProtectionRules {
 		v.add("protection.rules", "has %d rules; use at most %d", len(p.Rules), maxProtectionRules)
 	}
@@ -196,6 +212,7 @@ func (v *validator) protection() {
 			names[r.Name] = i
 		}
 		v.protectionMatch(at+".match", &r.Match)
+		v.protectionState(at, r)
 		switch r.Action {
 		case "":
 			v.add(at+".action", "is missing; use one of %s", strings.Join(protectionActions, ", "))

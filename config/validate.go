@@ -58,6 +58,7 @@ func (c *Config) Normalize() {
 		}
 	}
 	c.normalizeProtection()
+	c.normalizeLogin()
 	used := map[string]bool{}
 	for _, s := range c.Sinks {
 		if s.Name != "" {

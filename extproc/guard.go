@@ -23,6 +23,14 @@ type Guard interface {
 	Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) (session, part string, key record.Key)
 }
 
+// Outcomes is implemented by a Guard that learns from how exchanges ended (login outcomes)
+// for the requests that follow. Outcome is called once per stream the guard decided, with the
+// finished exchange and the session it was decided under, before the exchange is recorded; it
+// must not block.
+type Outcomes interface {
+	Outcome(x *traffic.Exchange, session string)
+}
+
 // guard asks the guard at the request headers and keeps its verdict for the record. It
 // returns the immediate response that answers the request instead of the upstream, or nil to
 // let the request on.

@@ -588,6 +588,9 @@ func (st *stream) finish() {
 			slog.Int64("response_bytes", x.ResponseBytes),
 			slog.Float64("duration_ms", float64(x.End.Sub(x.Start))/float64(time.Millisecond)))
 	}
+	if o, ok := st.cfg.guard.(Outcomes); ok && st.decided {
+		o.Outcome(x, st.grouping.session)
+	}
 	st.srv.stats.observed.Add(1)
 	st.proc.Observe(x)
 }

@@ -48,6 +48,7 @@ type collector struct {
 	stateUp, stateErrors, stateSkipped, stateLate, stateJoins *prometheus.Desc
 
 	immediate, protectVerdicts, protectBuckets, protectBucketsEvicted, protectBlocks, protectLocal *prometheus.Desc
+	protectWindows, protectWindowsEvicted                                                          *prometheus.Desc
 }
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
@@ -112,6 +113,8 @@ func newCollector(src Sources) *collector {
 		protectBucketsEvicted: desc("protection", "buckets_evicted_total", "Rate-limit buckets dropped to make room for new ones (protection.max_buckets)."),
 		protectBlocks:         desc("protection", "blocks", "Manual blocks of sessions and users held now (at most protection.max_blocks)."),
 		protectLocal:          desc("protection", "local_decisions_total", "Requests whose rate-limit buckets this replica decided alone because the shared state (state.redis) did not answer."),
+		protectWindows:        desc("protection", "windows", "Sliding windows of sequence, requires, enumeration and count conditions and of login outcomes held in memory now (at most protection.max_windows)."),
+		protectWindowsEvicted: desc("protection", "windows_evicted_total", "Sliding windows dropped to make room for new ones (protection.max_windows)."),
 	}
 }
 
@@ -148,6 +151,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.protectBucketsEvicted
 		ch <- c.protectBlocks
 		ch <- c.protectLocal
+		ch <- c.protectWindows
+		ch <- c.protectWindowsEvicted
 	}
 	if c.src.State != nil {
 		ch <- c.stateUp
@@ -199,6 +204,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- counter(c.protectBucketsEvicted, s.BucketsEvicted)
 		ch <- prometheus.MustNewConstMetric(c.protectBlocks, prometheus.GaugeValue, float64(s.Blocks))
 		ch <- counter(c.protectLocal, s.Local)
+		ch <- prometheus.MustNewConstMetric(c.protectWindows, prometheus.GaugeValue, float64(s.Windows))
+		ch <- counter(c.protectWindowsEvicted, s.WindowsEvicted)
 	}
 	if c.src.Sinks != nil {
 		for _, o := range c.src.Sinks.Stats() {

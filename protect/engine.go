@@ -39,6 +39,9 @@ type Engine struct {
 	rules   atomic.Pointer[compiled]
 	buckets *buckets
 	blocks  *manual.Table
+	// windows hold the sliding windows of sequence, requires, enumeration and count
+	// conditions and of login outcomes.
+	windows *windows
 
 	countsMu sync.Mutex
 	counts   map[[2]string]*Counts
@@ -48,6 +51,10 @@ type Engine struct {
 	// requests whose buckets the replica decided alone because Redis did not answer.
 	shared     Shared
 	sharedDown atomic.Uint64
+	// sharedWin, when the shared state holds windows too, takes their operations in the
+	// request's round trip; outcomes writes login outcomes to it off the request's path.
+	sharedWin SharedWindows
+	outcomes  *sharedOutcomes
 }
 
 // New compiles cfg's rules; facts groups requests and reads what rules match on. now is the
@@ -61,6 +68,7 @@ func New(cfg config.Protection, facts *sessions.Engine, now func() time.Time) *E
 		now:     now,
 		buckets: newBuckets(max(cfg.MaxBuckets, 1)),
 		blocks:  manual.NewTable(max(cfg.MaxBlocks, 1)),
+		windows: newWindows(max(cfg.MaxWindows, 1)),
 		counts:  map[[2]string]*Counts{},
 	}
 	e.rules.Store(compile(cfg, e.countsOf))
@@ -119,18 +127,53 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	in := input{x: x, f: &f}
 	var buf [8]*rule
 	matched := buf[:0]
+	nowNS := now.UnixNano()
+	// With shared windows, a window rule's answer comes with the round trip: its operation
+	// is planned here (opOf: its index in ops), and it does not stop the matching.
+	var ops []WindowOp
+	var opBuf [8]int
+	opOf := opBuf[:0]
 	for _, r := range c.rules {
-		if !r.matches(&in) {
+		switch {
+		case r.state != nil && e.sharedWin != nil:
+			op, ok := e.windowOp(r, &in)
+			if !ok {
+				continue
+			}
+			ops = append(ops, op)
+			matched, opOf = append(matched, r), append(opOf, len(ops)-1)
+			continue
+		case r.state != nil:
+			if !e.fires(r, &in, nowNS) {
+				continue
+			}
+		case !r.matches(&in):
 			continue
 		}
-		matched = append(matched, r)
+		matched, opOf = append(matched, r), append(opOf, -1)
 		if r.perNS == 0 && !r.dryRun {
 			break
 		}
 	}
 	var takes []Take
 	local := true
-	if e.shared != nil {
+	if e.sharedWin != nil && len(ops) > 0 {
+		for _, r := range matched {
+			if r.perNS > 0 {
+				if sub := r.subject(&f, nil); len(sub) > 0 {
+					takes = append(takes, Take{Rule: r.name, Subject: string(sub), Route: r.routeOf(&f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
+				}
+			}
+		}
+		st, found, ok := e.sharedWin.DecideWindows(context.Background(), f.Session, readPart, takes, ops)
+		if readPart {
+			e.facts.NamePart(&f, t, st, found, ok)
+		}
+		if !ok {
+			e.sharedDown.Add(1)
+		}
+		local = !ok
+	} else if e.shared != nil {
 		for _, r := range matched {
 			if r.perNS > 0 {
 				if sub := r.subject(&f, nil); len(sub) > 0 {
@@ -150,9 +193,15 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 		}
 	}
 	var dry *rule
-	nowNS := now.UnixNano()
 	next := 0
-	for _, r := range matched {
+	for i, r := range matched {
+		if j := opOf[i]; j >= 0 {
+			// A shared window rule: its answer, or, when Redis did not answer, the
+			// replica's own windows.
+			if local && !e.fires(r, &in, nowNS) || !local && !r.firedBy(&ops[j]) {
+				continue
+			}
+		}
 		retry := 0
 		if r.perNS > 0 {
 			var ok bool
@@ -309,6 +358,10 @@ type Stats struct {
 	// Local counts the requests whose rate-limit buckets the replica decided alone because
 	// the shared state did not answer.
 	Local uint64
+	// Windows is the sliding windows held (sequence, requires, enumeration, count, login
+	// outcomes); WindowsEvicted those dropped for room.
+	Windows        int
+	WindowsEvicted uint64
 }
 
 // Stats returns the counters, manual blocks as the rules manual:session and manual:user
@@ -328,5 +381,9 @@ func (e *Engine) Stats() Stats {
 	s.BucketsEvicted = e.buckets.evicted.Load()
 	s.Blocks = int(e.blocks.N.Load())
 	s.Local = e.sharedDown.Load()
+	if e.outcomes != nil {
+		s.Local += e.outcomes.dropped.Load()
+	}
+	s.Windows, s.WindowsEvicted = e.windowStats()
 	return s
 }

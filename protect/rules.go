@@ -43,6 +43,9 @@ type rule struct {
 	by string
 	// tag
 	tagHeader string
+	// state is the rule's condition over past requests (sequence, requires, enumeration,
+	// count), nil when it has none.
+	state *stateCond
 
 	// n counts what the rule did; kept by name across reloads.
 	n *Counts
@@ -106,6 +109,8 @@ func (s *set) hasAny(vs []string) bool {
 type compiled struct {
 	rules []*rule
 	need  sessions.FactNeeds
+	// login is protection.login when a rule reads login outcomes, else nil.
+	login *login
 }
 
 // compile turns validated rules into matchers. The configuration was validated: values
@@ -151,6 +156,7 @@ func compile(p config.Protection, counts func(name, action string) *Counts) *com
 		case config.ActionTag:
 			cr.tagHeader = r.Tag.Header
 		}
+		cr.state = compileState(p, r, c)
 		c.need.Params = c.need.Params || !cr.users.empty() || !cr.roles.empty() || cr.by == config.ByUser
 		c.need.Route = c.need.Route || !cr.routes.empty() || cr.byRoute
 		c.need.Flows = c.need.Flows || !cr.flows.empty()

@@ -48,6 +48,10 @@ func (e *Engine) Share(ctx context.Context, sh Shared, log *slog.Logger) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e.shared = sh
+	if sw, ok := sh.(SharedWindows); ok {
+		e.sharedWin = sw
+		e.startOutcomes(ctx, sw, log)
+	}
 	e.reloadBlocks(ctx, log)
 	go sh.WatchBlocks(ctx, func(kind, id string) {
 		b, found, err := sh.Block(ctx, kind, id)

@@ -163,3 +163,50 @@ func (s *snapshot) userRole(v *extract.View, h *hasher) (user, role string) {
 	}
 	return user, role
 }
+
+// RequestParam reads the request-side parameter named name from x and returns its value as
+// an HMAC ("hmac:" + hex, whether or not the parameter is hashed in records): a value to count
+// and compare, never to show. ok is false when the parameter is not configured, reads the
+// response, or the request has no value for it.
+func (e *Engine) RequestParam(x *traffic.Exchange, name string) (string, bool) {
+	s := e.snap.Load()
+	for i := range s.params {
+		p := &s.params[i]
+		if p.name != name || p.side == extract.Response {
+			continue
+		}
+		v := extract.NewView(x, e.cache, s.maxBody)
+		val, ok := p.ext.Extract(v)
+		v.Release()
+		if !ok || val == "" {
+			return "", false
+		}
+		return e.hash.param(val), true
+	}
+	return "", false
+}
+
+// RouteOf is the route template of x's path, as Facts.Route.
+func RouteOf(x *traffic.Exchange) string {
+	path := pathOnly(x.Path)
+	if len(path) > maxPath {
+		path = path[:maxPath]
+	}
+	return route(path)
+}
+
+// PathOf is x's path without its query, bounded as RouteOf bounds it: the path RouteOf
+// templates, segment for segment.
+func PathOf(x *traffic.Exchange) string {
+	path := pathOnly(x.Path)
+	if len(path) > maxPath {
+		path = path[:maxPath]
+	}
+	return path
+}
+
+// ClientIP is x's client address as Facts.ClientIP reads it (trusted forwarding headers
+// applied), "" when unknown.
+func (e *Engine) ClientIP(x *traffic.Exchange) string {
+	return e.snap.Load().resolveClient(x).ip
+}

@@ -231,3 +231,172 @@ func (p *Protection) WatchBlocks(ctx context.Context, changed func(kind, id stri
 		}
 	}
 }
+
+// windowScript runs one operation on a sliding window shared by every replica, by Redis's
+// clock in milliseconds. A window of events is a sorted set (member → last seen), trimmed to
+// its horizon and to its most recent limit members; a sequence or requires window is a string
+// ("step start", or the time of the step). Each key expires with its window.
+//
+// KEYS[1] the window (for via: the window holding the id of the window to count).
+// ARGV: kind, within ms, horizon ms, limit, member, mask or check, steps, step, via prefix.
+// Returns the events within the window, or 1 when a sequence or requires fired.
+var windowScript = NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local kind, key = ARGV[1], KEYS[1]
+local within, horizon, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if kind == 'via' then
+  local id = redis.call('GET', key)
+  if not id then return 0 end
+  key, kind = ARGV[9] .. id, 'count'
+end
+if kind == 'add' then
+  redis.call('ZADD', key, now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - horizon)
+  local n = redis.call('ZCARD', key)
+  if n > limit then redis.call('ZREMRANGEBYRANK', key, 0, n - limit - 1) end
+  redis.call('PEXPIRE', key, horizon)
+  return redis.call('ZCOUNT', key, '(' .. (now - within), '+inf')
+elseif kind == 'count' then
+  return redis.call('ZCOUNT', key, '(' .. (now - within), '+inf')
+elseif kind == 'seq' then
+  local mask, steps = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local step, start = 0, 0
+  local v = redis.call('GET', key)
+  if v then
+    local a, b = string.match(v, '^(%d+) (%d+)$')
+    if a then step, start = tonumber(a), tonumber(b) end
+  end
+  if step > 0 and now - start >= within then step = 0 end
+  local fired = 0
+  if bit.band(mask, bit.lshift(1, step)) ~= 0 then
+    if step == 0 then start = now end
+    step = step + 1
+    if step == steps then fired, step = 1, 0 end
+  elseif bit.band(mask, 1) ~= 0 then
+    step, start = 1, now
+  end
+  redis.call('SET', key, step .. ' ' .. start, 'PX', within)
+  return fired
+elseif kind == 'req' then
+  local fired = 0
+  if ARGV[6] == '1' then
+    local v = tonumber(redis.call('GET', key) or '')
+    if not v or now - v >= within then fired = 1 end
+  end
+  if ARGV[8] == '1' then redis.call('SET', key, now, 'PX', within) end
+  return fired
+elseif kind == 'set' then
+  redis.call('SET', key, ARGV[5], 'PX', horizon)
+end
+return 0
+`)
+
+var winKinds = [...]string{protect.WinAdd: "add", protect.WinCount: "count", protect.WinSequence: "seq", protect.WinRequires: "req", protect.WinSet: "set"}
+
+// windowID hashes a window's subject and route, so that the key stays short whatever the
+// request carried.
+func windowID(subject, route string) string {
+	h := fnv.New64a()
+	h.Write([]byte(subject))
+	if route != "" {
+		h.Write([]byte{0})
+		h.Write([]byte(route))
+	}
+	return strconv.FormatUint(h.Sum64(), 16)
+}
+
+// runWindow adds op to b.
+func (p *Protection) runWindow(b *Batch, op *protect.WindowOp) *redis.Cmd {
+	kind, key, member := winKinds[op.Kind], p.c.key("win", op.What+":"+windowID(op.Subject, op.Route)), op.Member
+	via := ""
+	if op.Kind == protect.WinCount && op.Via != "" {
+		kind, key = "via", p.c.key("win", "login:last:"+windowID(op.Via, ""))
+		via = p.c.key("win", op.What+":")
+	}
+	if op.Kind == protect.WinSet {
+		// The value names the window of the subject it holds, as windowID does.
+		member = windowID(op.Member, "")
+	}
+	flag := func(v bool) string {
+		if v {
+			return "1"
+		}
+		return "0"
+	}
+	check := strconv.FormatUint(uint64(op.Mask), 10)
+	if op.Kind == protect.WinRequires {
+		check = flag(op.Check)
+	}
+	return b.run(windowScript, []string{key}, kind, op.Within.Milliseconds(), max(op.Horizon, op.Within).Milliseconds(),
+		op.Limit, member, check, op.Steps, flag(op.Step), via)
+}
+
+// DecideWindows is Decide with window operations in the same round trip; it fills each
+// operation's answer.
+func (p *Protection) DecideWindows(ctx context.Context, session string, readPart bool, takes []protect.Take, ops []protect.WindowOp) (st sessions.PartState, found, ok bool) {
+	b := p.c.NewBatch(OpPeek)
+	var pr PartRead
+	if readPart {
+		pr = b.ReadPart(session)
+	}
+	tcmds := make([]*redis.Cmd, len(takes))
+	for i, t := range takes {
+		tcmds[i] = b.run(bucketScript, []string{p.c.key("bucket", bucketID(t))}, strconv.FormatFloat(t.PerSecond, 'g', -1, 64), strconv.FormatFloat(t.Burst, 'g', -1, 64))
+	}
+	wcmds := make([]*redis.Cmd, len(ops))
+	for i := range ops {
+		wcmds[i] = p.runWindow(b, &ops[i])
+	}
+	if !b.Exec(ctx) {
+		return st, false, false
+	}
+	for i, cmd := range tcmds {
+		vals, err := cmd.Slice()
+		if err != nil || len(vals) != 2 {
+			p.c.count(OpPeek, errors.Join(errBucket, err))
+			return st, false, false
+		}
+		n, _ := vals[0].(int64)
+		s, _ := vals[1].(string)
+		left, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			p.c.count(OpPeek, errBucket)
+			return st, false, false
+		}
+		takes[i].OK, takes[i].Left = n == 1, left
+	}
+	for i, cmd := range wcmds {
+		n, err := cmd.Int64()
+		if err != nil {
+			p.c.count(OpPeek, errors.Join(errWindow, err))
+			return st, false, false
+		}
+		ops[i].N, ops[i].Fired = int(n), n == 1
+	}
+	if !readPart {
+		return st, false, true
+	}
+	st, found, err := pr.State()
+	if err != nil {
+		p.c.count(OpPeek, err)
+		return st, false, false
+	}
+	return st, found, true
+}
+
+var errWindow = errors.New("unreadable window answer")
+
+// Record applies window operations nobody waits for (login outcomes), in one round trip.
+func (p *Protection) Record(ctx context.Context, ops []protect.WindowOp) error {
+	b := p.c.NewBatch(OpObserve)
+	for i := range ops {
+		p.runWindow(b, &ops[i])
+	}
+	if !b.Exec(ctx) {
+		return errWindow
+	}
+	return b.err()
+}
+
+var _ protect.SharedWindows = (*Protection)(nil)

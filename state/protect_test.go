@@ -104,3 +104,62 @@ func TestSharedBlocks(t *testing.T) {
 		t.Errorf("audit: %+v %v", a, err)
 	}
 }
+
+func TestSharedWindows(t *testing.T) {
+	t.Parallel()
+	r := testRedis(t)
+	c1, _ := newTestClient(t, r, nil)
+	c2, _ := newTestClient(t, r, nil)
+	p1, p2 := c1.Protection(), c2.Protection()
+	ctx := context.Background()
+	run := func(p *Protection, op protect.WindowOp) protect.WindowOp {
+		t.Helper()
+		ops := []protect.WindowOp{op}
+		if _, _, ok := p.DecideWindows(ctx, "s_00000000000000000009", false, nil, ops); !ok {
+			t.Fatal("Redis did not answer")
+		}
+		return ops[0]
+	}
+	add := func(p *Protection, member string) int {
+		return run(p, protect.WindowOp{Kind: protect.WinAdd, What: "enum", Subject: "session:s1", Route: "/o/{id}", Member: member, Within: time.Minute, Horizon: time.Minute, Limit: 4}).N
+	}
+	// Two replicas add to one window of distinct ids; a repeated id counts once.
+	if a, b, c := add(p1, "1/"), add(p2, "2/"), add(p1, "2/"); a != 1 || b != 2 || c != 2 {
+		t.Errorf("distinct ids: %d %d %d, want 1 2 2", a, b, c)
+	}
+	for i := range 10 {
+		add(p2, string(rune('a'+i)))
+	}
+	if n := add(p1, "z"); n != 4 {
+		t.Errorf("a window bounded to 4 members holds %d", n)
+	}
+	// A sequence advanced by one replica completes on the other, in order only.
+	seq := func(p *Protection, mask uint32) bool {
+		return run(p, protect.WindowOp{Kind: protect.WinSequence, What: "seq", Subject: "session:s2", Mask: mask, Steps: 2, Within: time.Minute}).Fired
+	}
+	if seq(p1, 2) || seq(p2, 1) || !seq(p1, 2) || seq(p2, 2) {
+		t.Error("sequence: want only step 2 after step 1 to fire")
+	}
+	// Requires: fired without the step, not after it.
+	req := func(p *Protection, check, step bool) bool {
+		return run(p, protect.WindowOp{Kind: protect.WinRequires, What: "req", Subject: "session:s3", Check: check, Step: step, Within: time.Minute}).Fired
+	}
+	if !req(p1, true, false) || req(p2, false, true) || req(p1, true, false) {
+		t.Error("requires: want a fire before the step only")
+	}
+	// Login outcomes recorded by one replica are counted by the other through the session's
+	// last username.
+	if err := p1.Record(ctx, []protect.WindowOp{
+		{Kind: protect.WinAdd, What: "login:sessions", Subject: "user:hmac:aa", Member: "session:s4", Within: time.Minute, Horizon: time.Minute, Limit: 10},
+		{Kind: protect.WinAdd, What: "login:sessions", Subject: "user:hmac:aa", Member: "session:s5", Within: time.Minute, Horizon: time.Minute, Limit: 10},
+		{Kind: protect.WinSet, What: "login:last", Subject: "session:s5", Member: "user:hmac:aa", Horizon: time.Minute},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := run(p2, protect.WindowOp{Kind: protect.WinCount, What: "login:sessions", Via: "session:s5", Within: time.Minute}).N; n != 2 {
+		t.Errorf("sessions of the last username: %d, want 2", n)
+	}
+	if n := run(p2, protect.WindowOp{Kind: protect.WinCount, What: "login:sessions", Via: "session:nobody", Within: time.Minute}).N; n != 0 {
+		t.Errorf("a session without a login: %d", n)
+	}
+}
