@@ -79,6 +79,7 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 		return rec
 	}
 	h := newHit(rec, flows, t)
+	h.points, h.model = s.rules.risk.Points(rec), s.rules.risk
 	if e.work != nil && e.work.offer(partJob{rec: rec, h: h, rules: &s.rules}) {
 		return rec // a part worker names the part and emits the records
 	}
