@@ -27,6 +27,7 @@ func postgresDialect() *dialect {
 		perRow:   " OFFSET 0",
 		flowCond: "position(? in ','::bytea || r.flows || ','::bytea) > 0",
 		postgres: true,
+		least:    "LEAST",
 		sizes:    stmtSizes{}, // a batch is one statement of arrays (bulk.go)
 	}
 }
@@ -138,6 +139,10 @@ var pgMigrations = []string{
 
 	// Version 3: parts sum the values their requests' responses linked (stitching).
 	`ALTER TABLE parts ADD COLUMN rows_linked BIGINT NOT NULL DEFAULT 0;`,
+
+	// Version 4: risk points per signal and the score (SQLite's version 6).
+	riskColumns("DOUBLE PRECISION", "BIGINT") + `
+	CREATE INDEX parts_risky ON parts (last_seen, session, part) WHERE risk > 0;`,
 }
 
 // pgLockMigrate is the advisory lock key under which a store migrates the schema, so that

@@ -145,6 +145,24 @@ var migrations = []migration{
 
 	// Version 5: parts sum the values their requests' responses linked (stitching).
 	sqlStep(`ALTER TABLE parts ADD COLUMN rows_linked INTEGER NOT NULL DEFAULT 0;`),
+
+	// Version 6: parts keep their requests' risk points per signal, scaled to risk_ref (Unix
+	// ms, see sessions/risk), and the score at their latest request; risky parts have an
+	// index of their own for the min_risk list. Parts written before score 0.
+	sqlStep(riskColumns("REAL", "INTEGER") + `
+	CREATE INDEX parts_risky ON parts (last_seen, session, part) WHERE risk > 0;`),
+}
+
+// riskColumns adds the risk columns to parts, with the engine's types for a float and an
+// integer.
+func riskColumns(float, integer string) string {
+	var b strings.Builder
+	for _, c := range riskSumCols {
+		fmt.Fprintf(&b, "ALTER TABLE parts ADD COLUMN %s %s NOT NULL DEFAULT 0;\n", c, float)
+	}
+	fmt.Fprintf(&b, "ALTER TABLE parts ADD COLUMN risk_ref %s NOT NULL DEFAULT 0;\n", integer)
+	fmt.Fprintf(&b, "ALTER TABLE parts ADD COLUMN risk %s NOT NULL DEFAULT 0;\n", integer)
+	return b.String()
 }
 
 // fillRequestKeys gives every stored request row the content key of its record, as ingest
@@ -323,7 +341,7 @@ func countValues(ctx context.Context, tx *sql.Tx) error {
 			}
 			cur, a = id, &partAgg{values: map[kindValue]valueAgg{}}
 		}
-		scratch = a.add(&r, t, scratch)
+		scratch = a.add(&r, t, nil, scratch)
 	}
 	if err := rows.Err(); err != nil {
 		return err
