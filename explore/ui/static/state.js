@@ -5,7 +5,7 @@
 
 // LIST_FILTERS are the filters of GET /api/v1/sessions, in form order.
 export const LIST_FILTERS = ['from', 'to', 'user', 'role', 'flow', 'ip', 'request_id', 'method',
-  'status', 'host', 'path', 'route', 'malicious'];
+  'status', 'host', 'path', 'route', 'malicious', 'min_risk'];
 
 // PART_FILTERS are the filters inside one session part (and its CSV).
 export const PART_FILTERS = ['from', 'to', 'method', 'status', 'ip', 'path', 'route', 'flow',
@@ -17,7 +17,7 @@ const IN = 'in.';
 export const LABELS = {
   from: 'From (UTC)', to: 'To (UTC)', user: 'User', role: 'Role', flow: 'Business flow',
   ip: 'Client IP', request_id: 'Request id', method: 'Method', status: 'Status', host: 'Host',
-  path: 'Path prefix', route: 'Route', malicious: 'Malicious only',
+  path: 'Path prefix', route: 'Route', malicious: 'Malicious only', min_risk: 'Minimum risk',
 };
 
 // read parses a URL search string into {list, session, part, inPart}.
