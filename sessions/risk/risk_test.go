@@ -135,3 +135,22 @@ func TestZeroModelAndBadPart(t *testing.T) {
 		t.Fatalf("score %d out of range", score)
 	}
 }
+
+// The example of docs/configuration.md ("Risk score"): three failed logins within a minute,
+// then an hour of quiet.
+func TestDocumentedExample(t *testing.T) {
+	m := New(config.Risk{HalfLife: config.DefaultRiskHalfLife, Weights: config.DefaultRiskWeights})
+	ref := Ref("2026-12-04")
+	t0 := time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC)
+	var s Sums
+	for i := range 3 {
+		p := m.Points(&record.Request{Status: 401, ClaimedUser: "alice"})
+		m.Add(&s, ref, t0.Add(time.Duration(i)*30*time.Second), &p)
+	}
+	if score, _ := m.Score(&s, ref, t0.Add(time.Minute)); score != 72 {
+		t.Errorf("three failed logins: %d, want 72 as documented", score)
+	}
+	if score, _ := m.Score(&s, ref, t0.Add(time.Hour+time.Minute)); score != 1 {
+		t.Errorf("an hour later: %d, want 1 as documented", score)
+	}
+}
