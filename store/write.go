@@ -131,12 +131,13 @@ var riskSumCols = [risk.N]string{"risk_malicious", "risk_protection", "risk_deni
 
 // riskScore is the risk score of the merged sums at the merged latest request, as
 // risk.Model.Score computes it: the sums scaled back from risk_ref by 2^-(Δt / half-life),
-// rounded, at most 100. {least} and {perMS} (ln 2 / half-life in ms) are filled in when the
+// rounded (half up on both engines: PostgreSQL's round of a float may round half to even), at
+// most 100. {least} and {perMS} (ln 2 / half-life in ms) are filled in when the
 // statement is prepared (riskSQL).
 const riskScore = `CASE WHEN (parts.risk_malicious + excluded.risk_malicious + parts.risk_protection + excluded.risk_protection +
 		parts.risk_denied + excluded.risk_denied + parts.risk_not_found + excluded.risk_not_found +
 		parts.risk_failed_claim + excluded.risk_failed_claim) <= 0 THEN 0
-	ELSE {least}(100, round((parts.risk_malicious + excluded.risk_malicious + parts.risk_protection + excluded.risk_protection +
+	ELSE {least}(100, floor(0.5 + (parts.risk_malicious + excluded.risk_malicious + parts.risk_protection + excluded.risk_protection +
 		parts.risk_denied + excluded.risk_denied + parts.risk_not_found + excluded.risk_not_found +
 		parts.risk_failed_claim + excluded.risk_failed_claim) *
 		exp(-(CASE WHEN excluded.last_seen > parts.last_seen THEN excluded.last_seen ELSE parts.last_seen END - excluded.risk_ref) * {perMS})))
