@@ -120,6 +120,20 @@ func TestBrowserRiskAndBlocks(t *testing.T) {
 		}
 	})
 
+	t.Run("a server without manual blocks shows no protection, and no stray text", func(t *testing.T) {
+		t.Parallel()
+		psrv := serveHTTP(t, stack(t, "", fixtureRequests()))
+		tb := newTab(t, bctx)
+		tb.do("open alice's part", chromedp.Navigate(psrv.URL+"/?session="+aliceSession+"&part="+fixturePart))
+		tb.wait("the part is drawn", ready("part"))
+		if eval[bool](tb, `!!document.getElementById('protection')`) {
+			t.Error("a protection section without manual blocks")
+		}
+		if got := eval[[]string](tb, `Array.from(document.getElementById('main').childNodes).filter((n) => n.nodeType !== 1).map((n) => n.textContent)`); len(got) != 0 {
+			t.Errorf("the part view has text outside its sections: %q", got)
+		}
+	})
+
 	t.Run("a server that takes no writes says so", func(t *testing.T) {
 		t.Parallel()
 		nsrv := serveHTTP(t, blockStack(t, nil))

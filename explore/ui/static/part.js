@@ -328,7 +328,8 @@ export async function renderPart(main, st, nav, isCurrent) {
   const refresh = () => nav(st);
   const back = { list: st.list, session: '', part: '', inPart: {} };
 
-  main.replaceChildren(
+  // replaceChildren would show a null section (no manual blocks) as the text "null".
+  main.replaceChildren(...[
     h('nav', { class: 'crumbs' }, h('a', {
       id: 'back-to-list', href: href(back),
       onclick: (ev) => { if (ev.button === 0 && !ev.metaKey && !ev.ctrlKey) { ev.preventDefault(); nav(back); } },
@@ -346,5 +347,6 @@ export async function renderPart(main, st, nav, isCurrent) {
       form, active,
       requests.counter,
       h('div', { class: 'table-wrap' }, requests.table),
-      requests.more));
+      requests.more),
+  ].filter(Boolean));
 }
