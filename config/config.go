@@ -145,21 +145,21 @@ type Risk struct {
 	Weights RiskWeights `yaml:"weights"`
 	// AttackTypes weigh a malicious request by its attack types (the highest of its types),
 	// instead of Weights.Malicious.
-	AttackTypes map[string]float64 `yaml:"attack_types"`
+	AttackTypes map[string]int `yaml:"attack_types"`
 }
 
-// RiskWeights are the points of each risk signal; 0 turns a signal off.
+// RiskWeights are the points (whole numbers) of each risk signal; 0 turns a signal off.
 type RiskWeights struct {
 	// Malicious: a request an attack verdict calls malicious.
-	Malicious float64 `yaml:"malicious"`
+	Malicious int `yaml:"malicious"`
 	// Protection: a verdict of a protection rule (dry runs included; manual blocks are not).
-	Protection float64 `yaml:"protection"`
+	Protection int `yaml:"protection"`
 	// Denied: a response 401 or 403 from the API.
-	Denied float64 `yaml:"denied"`
+	Denied int `yaml:"denied"`
 	// NotFound: a response 404.
-	NotFound float64 `yaml:"not_found"`
+	NotFound int `yaml:"not_found"`
 	// FailedClaim: a request answered 4xx or 5xx that named a user (claimed_user).
-	FailedClaim float64 `yaml:"failed_claim"`
+	FailedClaim int `yaml:"failed_claim"`
 }
 
 // Risk defaults and limits.

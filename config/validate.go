@@ -698,14 +698,14 @@ func (v *validator) risk(r *Risk) {
 	w := r.Weights
 	for _, f := range []struct {
 		name string
-		v    float64
+		v    int
 	}{{"malicious", w.Malicious}, {"protection", w.Protection}, {"denied", w.Denied}, {"not_found", w.NotFound}, {"failed_claim", w.FailedClaim}} {
-		if !(f.v >= 0 && f.v <= riskWeightMax) {
+		if f.v < 0 || f.v > riskWeightMax {
 			v.add("sessions.risk.weights."+f.name, "%v is out of range; use 0 (off) to %d points", f.v, riskWeightMax)
 		}
 	}
 	for _, t := range slices.Sorted(maps.Keys(r.AttackTypes)) {
-		if p := r.AttackTypes[t]; !(p >= 0 && p <= riskWeightMax) {
+		if p := r.AttackTypes[t]; p < 0 || p > riskWeightMax {
 			v.add("sessions.risk.attack_types."+t, "%v is out of range; use 0 (off) to %d points", p, riskWeightMax)
 		}
 	}

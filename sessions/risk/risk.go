@@ -58,7 +58,7 @@ const maxExp = 1000
 
 // Model is the weights and half-life of one configuration. The zero Model scores nothing.
 type Model struct {
-	w       config.RiskWeights
+	w       [N]float64
 	attacks map[string]float64
 	// perNS is the exponent of 2 a nanosecond adds.
 	perNS float64
@@ -66,11 +66,12 @@ type Model struct {
 
 // New compiles the sessions.risk section of a configuration.
 func New(c config.Risk) *Model {
-	m := &Model{w: c.Weights}
+	w := c.Weights
+	m := &Model{w: [N]float64{float64(w.Malicious), float64(w.Protection), float64(w.Denied), float64(w.NotFound), float64(w.FailedClaim)}}
 	if len(c.AttackTypes) > 0 {
 		m.attacks = make(map[string]float64, len(c.AttackTypes))
 		for k, v := range c.AttackTypes {
-			m.attacks[strings.ToLower(k)] = v
+			m.attacks[strings.ToLower(k)] = float64(v)
 		}
 	}
 	if c.HalfLife > 0 {
@@ -96,7 +97,7 @@ func (m *Model) Points(r *record.Request) (p Points) {
 		return p
 	}
 	if r.Malicious {
-		p[Malicious] = m.w.Malicious
+		p[Malicious] = m.w[Malicious]
 		if r.Attack != nil && m.attacks != nil {
 			best, found := 0.0, false
 			for _, t := range r.Attack.Types {
@@ -112,19 +113,19 @@ func (m *Model) Points(r *record.Request) (p Points) {
 	answered := false
 	if v := r.Protection; v != nil {
 		if !strings.HasPrefix(v.Rule, "manual:") {
-			p[Protection] = m.w.Protection
+			p[Protection] = m.w[Protection]
 		}
 		answered = !v.DryRun && v.Action != config.ActionTag
 	}
 	switch {
 	case answered:
 	case r.Status == 401 || r.Status == 403:
-		p[Denied] = m.w.Denied
+		p[Denied] = m.w[Denied]
 	case r.Status == 404:
-		p[NotFound] = m.w.NotFound
+		p[NotFound] = m.w[NotFound]
 	}
 	if r.ClaimedUser != "" {
-		p[FailedClaim] = m.w.FailedClaim
+		p[FailedClaim] = m.w[FailedClaim]
 	}
 	return p
 }

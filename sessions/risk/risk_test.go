@@ -11,7 +11,7 @@ import (
 
 func model() *Model {
 	return New(config.Risk{HalfLife: config.Duration(10 * time.Minute), Weights: config.DefaultRiskWeights,
-		AttackTypes: map[string]float64{"SQLi": 60}})
+		AttackTypes: map[string]int{"SQLi": 60}})
 }
 
 func TestPoints(t *testing.T) {
