@@ -132,7 +132,48 @@ type Sessions struct {
 	UsersFrom string `yaml:"users_from"`
 	// Stitch says which kinds of link join the values of one client's identifier.
 	Stitch Stitch `yaml:"stitch"`
+	// Risk weighs the signals of a part's risk score and says how fast they fade.
+	Risk Risk `yaml:"risk"`
 }
+
+// Risk is the model of a session part's risk score (0 to 100): each signal a request shows
+// adds its weight in points, and every point loses half its worth each HalfLife.
+type Risk struct {
+	// HalfLife is how long a signal's points take to lose half their worth.
+	HalfLife Duration `yaml:"half_life"`
+	// Weights are the points one request adds per signal.
+	Weights RiskWeights `yaml:"weights"`
+	// AttackTypes weigh a malicious request by its attack types (the highest of its types),
+	// instead of Weights.Malicious.
+	AttackTypes map[string]int `yaml:"attack_types"`
+}
+
+// RiskWeights are the points (whole numbers) of each risk signal; 0 turns a signal off.
+type RiskWeights struct {
+	// Malicious: a request an attack verdict calls malicious.
+	Malicious int `yaml:"malicious"`
+	// Protection: a verdict of a protection rule (dry runs included; manual blocks are not).
+	Protection int `yaml:"protection"`
+	// Denied: a response 401 or 403 from the API.
+	Denied int `yaml:"denied"`
+	// NotFound: a response 404.
+	NotFound int `yaml:"not_found"`
+	// FailedClaim: a request answered 4xx or 5xx that named a user (claimed_user).
+	FailedClaim int `yaml:"failed_claim"`
+}
+
+// Risk defaults and limits.
+const (
+	DefaultRiskHalfLife = Duration(10 * time.Minute)
+	// RiskHalfLifeMin keeps a day of signals within the range of a float64 (risk.Model).
+	RiskHalfLifeMin = Duration(2 * time.Minute)
+	RiskHalfLifeMax = Duration(24 * time.Hour)
+	riskWeightMax   = 1000
+)
+
+// DefaultRiskWeights are the points of each signal when the file leaves sessions.risk.weights
+// out.
+var DefaultRiskWeights = RiskWeights{Malicious: 40, Protection: 20, Denied: 10, NotFound: 3, FailedClaim: 15}
 
 // The values of sessions.users_from.
 const (

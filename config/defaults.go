@@ -62,6 +62,7 @@ func Default() *Config {
 			SnapshotInterval: Duration(time.Minute),
 			UsersFrom:        UsersFromSucceeded,
 			Stitch:           Stitch{Rotation: true, Login: true, MaxLinks: DefaultMaxLinks},
+			Risk:             Risk{HalfLife: DefaultRiskHalfLife, Weights: DefaultRiskWeights},
 		},
 		MaxParameters: 20,
 		BusinessFlows: BusinessFlows{Builtin: true},

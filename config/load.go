@@ -435,6 +435,16 @@ func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path string) {
 				continue
 			}
 		}
+		if v.Type().Elem().Kind() == reflect.Int {
+			// A map of names to whole numbers (sessions.risk.attack_types).
+			i, err := parseInt(s)
+			if err != nil || i != int64(int(i)) {
+				d.fail(val.Line, child, "is not a whole number; write digits only, e.g. 60")
+				continue
+			}
+			m.SetMapIndex(reflect.ValueOf(k.Value), reflect.ValueOf(int(i)))
+			continue
+		}
 		m.SetMapIndex(reflect.ValueOf(k.Value), reflect.ValueOf(s))
 	}
 	v.Set(m)

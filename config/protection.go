@@ -63,6 +63,9 @@ type ProtectionMatch struct {
 	ClientIPs []string `yaml:"client_ips"`
 	JA3       []string `yaml:"ja3"`
 	JA4       []string `yaml:"ja4"`
+	// RiskAtLeast matches requests whose session part has at least this risk score (1 to
+	// 100) in the replica's live part at the request's time; 0 is no condition.
+	RiskAtLeast int `yaml:"risk_at_least"`
 }
 
 // BlockAction is the immediate response of action block.
@@ -274,6 +277,9 @@ func (v *validator) protection() {
 }
 
 func (v *validator) protectionMatch(at string, m *ProtectionMatch) {
+	if m.RiskAtLeast < 0 || m.RiskAtLeast > 100 {
+		v.add(at+".risk_at_least", "%d is out of range; use a risk score from 1 to 100 (0 or absent: no condition)", m.RiskAtLeast)
+	}
 	lists := []struct {
 		key   string
 		items []string

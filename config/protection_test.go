@@ -67,7 +67,7 @@ func TestProtectionValidate(t *testing.T) {
 		{
 			name: "unknown key in a rule",
 			yaml: "protection:\n  rules:\n    - name: a\n      action: tag\n      match: {usr: [x]}\n",
-			want: []string{f + `:5: protection.rules[0].match: unknown key "usr"; the keys here are keys, users, roles, routes, methods, flows, malicious, attack_types, client_ips, ja3, ja4`},
+			want: []string{f + `:5: protection.rules[0].match: unknown key "usr"; the keys here are keys, users, roles, routes, methods, flows, malicious, attack_types, client_ips, ja3, ja4, risk_at_least`},
 		},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"path"
@@ -344,6 +345,7 @@ func (v *validator) sessions() {
 	if s.LookupCacheMB < 1 {
 		v.add("sessions.lookup_cache_mb", "%d is too small; use at least 1 (default 32)", s.LookupCacheMB)
 	}
+	v.risk(&s.Risk)
 	if s.UsersFrom != UsersFromSucceeded && s.UsersFrom != UsersFromAny {
 		v.add("sessions.users_from", "%s is not a choice; use %s (a request answered 4xx or 5xx only claims a user) or %s", v.show("sessions.users_from", s.UsersFrom), UsersFromSucceeded, UsersFromAny)
 	}
@@ -687,4 +689,25 @@ func validParamName(s string) bool {
 		}
 	}
 	return true
+}
+
+// risk checks sessions.risk: a half-life in range and weights between 0 and 1000.
+func (v *validator) risk(r *Risk) {
+	if r.HalfLife < RiskHalfLifeMin || r.HalfLife > RiskHalfLifeMax {
+		v.add("sessions.risk.half_life", "%s is out of range; use %s to %s (default %s)", r.HalfLife, RiskHalfLifeMin, RiskHalfLifeMax, DefaultRiskHalfLife)
+	}
+	w := r.Weights
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"malicious", w.Malicious}, {"protection", w.Protection}, {"denied", w.Denied}, {"not_found", w.NotFound}, {"failed_claim", w.FailedClaim}} {
+		if f.v < 0 || f.v > riskWeightMax {
+			v.add("sessions.risk.weights."+f.name, "%v is out of range; use 0 (off) to %d points", f.v, riskWeightMax)
+		}
+	}
+	for _, t := range slices.Sorted(maps.Keys(r.AttackTypes)) {
+		if p := r.AttackTypes[t]; p < 0 || p > riskWeightMax {
+			v.add("sessions.risk.attack_types."+t, "%v is out of range; use 0 (off) to %d points", p, riskWeightMax)
+		}
+	}
 }

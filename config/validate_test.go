@@ -336,6 +336,21 @@ func TestParseAndValidate(t *testing.T) {
 				f + `:6: sessions.lookup_cache_mb: 0 is too small; use at least 1 (default 32)`,
 			},
 		},
+		{
+			name: "risk model",
+			yaml: "sessions:\n  risk:\n    half_life: 1m\n    weights: {denied: -1, not_found: 1001}\n    attack_types: {sqli: 60, xss: -5}\n",
+			want: []string{
+				f + `:3: sessions.risk.half_life: 1m0s is out of range; use 2m0s to 24h0m0s (default 10m0s)`,
+				f + `:4: sessions.risk.weights.denied: -1 is out of range; use 0 (off) to 1000 points`,
+				f + `:4: sessions.risk.weights.not_found: 1001 is out of range; use 0 (off) to 1000 points`,
+				f + `:5: sessions.risk.attack_types.xss: -5 is out of range; use 0 (off) to 1000 points`,
+			},
+		},
+		{
+			name: "risk rule threshold",
+			yaml: "protection:\n  rules:\n    - {name: r, action: block, match: {risk_at_least: 101}}\n",
+			want: []string{f + `:3: protection.rules[0].match.risk_at_least: 101 is out of range; use a risk score from 1 to 100 (0 or absent: no condition)`},
+		},
 
 		// parameters
 		{

@@ -63,8 +63,8 @@ func (s composeService) dependencies() []string {
 	return nil
 }
 
-// TestComposeServicesAndProfiles: the default stack is unchanged and needs nothing from a
-// profile; the replicas profile has its own Envoy, two replicas, PostgreSQL and Redis; every
+// TestComposeServicesAndProfiles: the default stack needs nothing from a profile (keygen,
+// which writes the API's write token, serves both); the replicas profile has its own Envoy, two replicas, PostgreSQL and Redis; every
 // dependency, mounted file and named volume exists; every published port is on the host's
 // loopback and published once.
 func TestComposeServicesAndProfiles(t *testing.T) {
@@ -78,8 +78,8 @@ func TestComposeServicesAndProfiles(t *testing.T) {
 		byProfile[strings.Join(s.Profiles, ",")] = append(byProfile[strings.Join(s.Profiles, ",")], name)
 	}
 	want := map[string][]string{
-		"":         {"apisessions", "demo", "envoy"},
-		"replicas": {"apisessions-1", "apisessions-2", "envoy-replicas", "keygen", "postgres", "redis"},
+		"":         {"apisessions", "demo", "envoy", "keygen"},
+		"replicas": {"apisessions-1", "apisessions-2", "envoy-replicas", "postgres", "redis"},
 	}
 	for p, names := range byProfile {
 		slices.Sort(names)

@@ -285,3 +285,72 @@ func blockAPI(t *testing.T, s *server, writeToken, session, method, body string)
 	_ = json.NewDecoder(resp.Body).Decode(&m)
 	return resp.StatusCode, m
 }
+
+// TestRiskRule drives a risk_at_least rule through the Envoy-faithful proxy: a session whose
+// requests keep being refused by the API (401) reaches the threshold and is blocked by
+// apisessions itself, while another session is not, and the session record carries the score.
+func TestRiskRule(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, `
+parameters:
+  - {name: query_token, in: request.query, key: token, group: true, hashed: true}
+protection:
+  rules:
+    - name: risky
+      match: {risk_at_least: 35}
+      action: block
+      block: {body: "too risky\n"}
+`)
+	up := startUpstream(t)
+	inline := startFront(t, srv, up, envoy.ModeInline, nil)
+	c := client{addr: "198.51.100.40:40000", ua: "risk-test/1.0"}
+	var session string
+	for i := range 4 {
+		// An unknown token: the demo API answers 401, 10 points each.
+		r := inline.do(t, c, "GET", "/api/items?token=guess", "")
+		if r.status != 401 || up.headers(r.id) == nil {
+			t.Fatalf("request %d: answer %d; want the API's 401 below the threshold", i, r.status)
+		}
+		session, _ = srv.record(t, r.id)["session"].(string)
+	}
+	r := inline.do(t, c, "GET", "/api/items?token=guess", "")
+	if r.status != 403 || up.headers(r.id) != nil {
+		t.Fatalf("after four 401s: answer %d, upstream saw it: %v; want 403 from the risk rule", r.status, up.headers(r.id) != nil)
+	}
+	if p := protection(srv.record(t, r.id)); p["action"] != "block" || p["rule"] != "risky" {
+		t.Errorf("protection %v", p)
+	}
+	if r := inline.do(t, c, "GET", "/api/items?token=other", ""); r.status != 401 {
+		t.Errorf("another session: answer %d, want the API's 401", r.status)
+	}
+	// The store scores the part too: four 401s (40) and the block (20).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get("http://" + srv.httpAddr + "/api/v1/sessions?min_risk=55")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page struct {
+			Sessions []struct {
+				Session     string           `json:"session"`
+				Risk        int              `json:"risk"`
+				RiskReasons []map[string]any `json:"risk_reasons"`
+			} `json:"sessions"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&page)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Sessions) == 1 && page.Sessions[0].Session == session {
+			if rs := page.Sessions[0].RiskReasons; len(rs) != 2 || rs[0]["signal"] != "denied" || rs[1]["signal"] != "protection" {
+				t.Errorf("the stored part's risk %d, reasons %v; want denied, then protection", page.Sessions[0].Risk, rs)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store lists %+v at min_risk=55 after 30s, want the risky session %s alone", page.Sessions, session)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,7 +111,7 @@ func TestErrors(t *testing.T) {
 			{"status out of range", "/api/v1/sessions?status=6xx", 400, `status "6xx" is not a status code or class; use e.g. 404 or 4xx (0 = no response)`},
 			{"status not a number", "/api/v1/sessions?status=ok", 400, `status "ok" is not a status code or class; use e.g. 404 or 4xx (0 = no response)`},
 			{"ip", "/api/v1/sessions?ip=localhost", 400, `ip "localhost" is not an IP address; use e.g. 203.0.113.7 or 2001:db8::1`},
-			{"unknown filter", "/api/v1/sessions?usr=alice", 400, `unknown filter "usr"; the filters here are from, to, user, role, flow, ip, request_id, method, status, host, path, route, malicious, ua, ja3, ja4, limit, cursor`},
+			{"unknown filter", "/api/v1/sessions?usr=alice", 400, `unknown filter "usr"; the filters here are from, to, user, role, flow, ip, request_id, method, status, host, path, route, malicious, ua, ja3, ja4, min_risk, limit, cursor`},
 			{"user inside a part", "/api/v1/sessions/s_aaaa/2026-11-22?user=alice", 400, `unknown filter "user"; the filters here are from, to, method, status, ip, path, route, flow, malicious, request_id, limit, cursor`},
 			{"limit zero", "/api/v1/sessions?limit=0", 400, `limit "0" is not a number from 1 to 1000; use e.g. limit=50`},
 			{"limit too big", "/api/v1/sessions?limit=1001", 400, `limit "1001" is not a number from 1 to 1000; use e.g. limit=50`},
@@ -120,6 +121,7 @@ func TestErrors(t *testing.T) {
 			{"path without slash", "/api/v1/sessions?path=api", 400, `path "api" does not begin with /; give the beginning of a path, e.g. /api/`},
 			{"flow", "/api/v1/sessions?flow=payments", 400, `flow "payments" is not a business flow; use one of ai_llm, account_creation, account_management, admin, auth, billing, sms_gateway`},
 			{"malicious", "/api/v1/sessions?malicious=yes", 400, `malicious "yes" is not true or false; use malicious=true or leave it out`},
+			{"min_risk", "/api/v1/sessions?min_risk=101", 400, `min_risk "101" is not a risk score from 0 to 100; use e.g. min_risk=60`},
 			{"method", "/api/v1/sessions?method=GE%20T", 400, `method "GE T" is not an HTTP method; use e.g. GET or POST`},
 			{"repeated", "/api/v1/sessions?user=a&user=b", 400, `filter user is given 2 times; give it once`},
 			{"cursor", "/api/v1/sessions?cursor=xyz", 400, store.ErrBadCursor.Error()},
@@ -249,6 +251,25 @@ func TestAnswers(t *testing.T) {
 				if diff := cmp.Diff(tc.want, ids); diff != "" {
 					t.Errorf("%s: sessions differ (-want +got):\n%s", tc.query, diff)
 				}
+			}
+		})
+
+		t.Run("risk", func(t *testing.T) {
+			// s_aaaa: a malicious request (40 points) answered 403 (10).
+			a := get(t, h, "/api/v1/sessions?min_risk=50", "")
+			var got struct {
+				Sessions []record.Session `json:"sessions"`
+			}
+			if err := json.Unmarshal([]byte(a.body), &got); err != nil || a.status != 200 {
+				t.Fatalf("list: %d %v %s", a.status, err, a.body)
+			}
+			want := []record.RiskReason{{Signal: "malicious", Points: 40}, {Signal: "denied", Points: 10}}
+			if len(got.Sessions) != 1 || got.Sessions[0].Session != "s_aaaa" || got.Sessions[0].Risk != 50 ||
+				!slices.Equal(got.Sessions[0].RiskReasons, want) {
+				t.Fatalf("min_risk=50: %s; want s_aaaa alone with risk 50 and its reasons", a.body)
+			}
+			if a := get(t, h, "/api/v1/sessions?min_risk=51", ""); a.status != 200 || strings.Contains(a.body, "s_aaaa") {
+				t.Errorf("min_risk=51: %d %s; want no part", a.status, a.body)
 			}
 		})
 

@@ -19,7 +19,7 @@ const maxFilterValue = 4096
 // listFilters and partFilters are the query parameters each endpoint accepts.
 var (
 	listFilters = []string{"from", "to", "user", "role", "flow", "ip", "request_id", "method", "status",
-		"host", "path", "route", "malicious", "ua", "ja3", "ja4", "limit", "cursor"}
+		"host", "path", "route", "malicious", "ua", "ja3", "ja4", "min_risk", "limit", "cursor"}
 	partFilters = []string{"from", "to", "method", "status", "ip", "path", "route", "flow", "malicious",
 		"request_id", "limit", "cursor"}
 	csvFilters = []string{"from", "to", "method", "status", "ip", "path", "route", "flow", "malicious", "request_id"}
@@ -72,6 +72,13 @@ func parseQuery(q url.Values, allowed []string, maxLimit int) (query, error) {
 	f.UserAgent = q.Get("ua")
 	f.JA3 = q.Get("ja3")
 	f.JA4 = q.Get("ja4")
+	if v := q.Get("min_risk"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100 {
+			return out, bad("min_risk %s is not a risk score from 0 to 100; use e.g. min_risk=60", quote(v))
+		}
+		f.MinRisk = n
+	}
 	if err := parseRequestFilters(q, f); err != nil {
 		return out, err
 	}

@@ -42,6 +42,7 @@ protection:
 		`{ja3: [e7d705a3286e19ea42f587b344ee6865]}`,
 		`{ja4: [t13d1516h2_8daaf6152771_b0da82dd1658]}`,
 		`{attack_types: [sqli]}`,
+		`{risk_at_least: 90}`,
 	}
 	for i := range 13 {
 		fmt.Fprintf(&b, "    - {name: r%d, action: block, match: %s}\n", i, kinds[i%len(kinds)])

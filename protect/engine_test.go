@@ -268,3 +268,47 @@ protection:
 		t.Errorf("per ip: %d %d %d, want 0 429 0", a, b, c)
 	}
 }
+
+// A risk_at_least rule acts once the live part's score reaches the threshold, and lets the
+// session go again as the points fade.
+func TestRiskThreshold(t *testing.T) {
+	e, ck := newEngine(t, `
+parameters:
+  - {name: token, in: request.query, key: token, group: true}
+sessions:
+  risk: {half_life: 10m}
+protection:
+  rules:
+    - name: risky
+      match: {risk_at_least: 30}
+      action: block
+`)
+	req := func() *traffic.Exchange {
+		x := exchange("GET", "/api/items?token=abc", "192.0.2.1")
+		x.Start = ck.now()
+		return x
+	}
+	if d, _ := decide(e, req(), true); d.Verdict.Action != "" {
+		t.Fatalf("fresh session: %+v", d.Verdict)
+	}
+	for i := range 3 {
+		x := req()
+		if d, _ := decide(e, x, true); d.Verdict.Action != "" {
+			t.Fatalf("request %d before the threshold: %+v", i, d.Verdict)
+		}
+		x.ResponseSeen, x.Status, x.End = true, 401, x.Start
+		e.facts.Observe(x)
+	}
+	d, _ := decide(e, req(), true)
+	if d.Verdict.Rule != "risky" || d.Status != 403 {
+		t.Fatalf("three 401s (30 points): %+v status %d, want risky 403", d.Verdict, d.Status)
+	}
+	// Other sessions are not affected.
+	if d, _ := decide(e, exchange("GET", "/api/items?token=other", "192.0.2.1"), true); d.Verdict.Action != "" {
+		t.Fatalf("another session: %+v", d.Verdict)
+	}
+	ck.add(5 * time.Minute) // 30 → 21
+	if d, _ := decide(e, req(), true); d.Verdict.Action != "" {
+		t.Fatalf("after the points faded: %+v", d.Verdict)
+	}
+}

@@ -30,6 +30,7 @@ type rule struct {
 	malicious   bool
 	prefixes    []netip.Prefix
 	ja3, ja4    set
+	riskAtLeast int
 
 	// block
 	status  int
@@ -122,7 +123,7 @@ func compile(p config.Protection, counts func(name, action string) *Counts) *com
 			name: r.Name, action: r.Action, dryRun: r.DryRun, index: i,
 			users: newSet(r.Match.Users), roles: newSet(r.Match.Roles), routes: newSet(r.Match.Routes),
 			methods: newSet(r.Match.Methods), flows: newSet(r.Match.Flows), attackTypes: newSet(r.Match.AttackTypes),
-			malicious: r.Match.Malicious, ja3: newSet(r.Match.JA3), ja4: newSet(r.Match.JA4),
+			malicious: r.Match.Malicious, ja3: newSet(r.Match.JA3), ja4: newSet(r.Match.JA4), riskAtLeast: r.Match.RiskAtLeast,
 			n: counts(r.Name, r.Action),
 		}
 		for _, k := range r.Match.Keys {
@@ -161,6 +162,7 @@ func compile(p config.Protection, counts func(name, action string) *Counts) *com
 		c.need.Route = c.need.Route || !cr.routes.empty() || cr.byRoute
 		c.need.Flows = c.need.Flows || !cr.flows.empty()
 		c.need.Attack = c.need.Attack || cr.malicious || !cr.attackTypes.empty()
+		c.need.Risk = c.need.Risk || cr.riskAtLeast > 0
 		c.need.Client = c.need.Client || len(cr.prefixes) > 0 || !cr.ja3.empty() || !cr.ja4.empty() || cr.by == config.ByIP
 		c.rules = append(c.rules, cr)
 	}
@@ -220,6 +222,9 @@ func (r *rule) matches(in *input) bool {
 		return false
 	}
 	if !r.ja4.empty() && (f.JA4 == "" || !r.ja4.has(f.JA4)) {
+		return false
+	}
+	if r.riskAtLeast > 0 && f.Risk < r.riskAtLeast {
 		return false
 	}
 	return true

@@ -22,6 +22,7 @@ import (
 	"github.com/apisessions/apisessions/sessions/extract"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/redact"
+	"github.com/apisessions/apisessions/sessions/risk"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
 
@@ -251,7 +252,7 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		ja3Header:      strings.ToLower(cfg.TLS.JA3Header),
 		ja4Header:      strings.ToLower(cfg.TLS.JA4Header),
 		maxBody:        cfg.Traffic.MaxBodyBytes,
-		rules:          partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std())},
+		rules:          partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std()), risk: risk.New(cfg.Sessions.Risk)},
 		hashed:         redact.Targets{Headers: slices.Clone(BuiltinHeaders), Cookies: slices.Clone(BuiltinCookies)},
 		// An empty value is a configuration built without the defaults: the safe choice.
 		claimOnFailure: cfg.Sessions.UsersFrom != config.UsersFromAny,

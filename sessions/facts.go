@@ -27,6 +27,9 @@ type Facts struct {
 	AttackTypes []string
 	ClientIP    string
 	JA3, JA4    string
+	// Risk is the risk score of the session's live part in this engine at the request's time
+	// (0 when it holds none): what the replica itself saw.
+	Risk int
 }
 
 // FactNeeds says which facts beyond the grouping a caller reads, so that the rest costs
@@ -37,10 +40,13 @@ type FactNeeds struct {
 	Flows  bool
 	Attack bool
 	Client bool // client address and fingerprints
+	Risk   bool // the live part's risk score
 }
 
 // Any reports whether anything beyond the grouping is needed.
-func (n FactNeeds) Any() bool { return n.Params || n.Route || n.Flows || n.Attack || n.Client }
+func (n FactNeeds) Any() bool {
+	return n.Params || n.Route || n.Flows || n.Attack || n.Client || n.Risk
+}
 
 // PeekFacts fills f with the grouping Peek answers and the facts need asks for. Like Peek it
 // changes no state.
@@ -123,6 +129,9 @@ func (e *Engine) fillFacts(s *snapshot, x *traffic.Exchange, need FactNeeds, f *
 	if need.Client {
 		c := s.resolveClient(x)
 		f.ClientIP, f.JA3, f.JA4 = c.ip, c.ja3, c.ja4
+	}
+	if need.Risk {
+		f.Risk = e.parts.risk(f.Session, startTime(x, e.now), &s.rules)
 	}
 }
 

@@ -100,6 +100,7 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 		return rec
 	}
 	h := newHit(rec, flows, t)
+	h.points, h.model = s.rules.risk.Points(rec), s.rules.risk
 	if e.work != nil {
 		j := partJob{rec: rec, h: h, rules: &s.rules}
 		if deferred {

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/risk"
 )
 
 // maxShards is the number of independently locked slices of the live-part table: enough that
@@ -27,6 +28,7 @@ const otherBucket = "other"
 type partRules struct {
 	loc  *time.Location
 	idle time.Duration // 0 = parts split by day only
+	risk *risk.Model
 }
 
 // dayOf returns the calendar day of t in the boundary zone and the instant that day ends.
@@ -107,6 +109,22 @@ type part struct {
 	// shared is true when the shared state named the part at its latest request, so that
 	// the shared state's latest request is at least the part's (joinHint).
 	shared bool
+	// risk is the part's risk sums, nil until a request shows a signal (most parts never do).
+	risk *partRisk
+}
+
+// partRisk is a part's risk sums and the model that scaled them.
+type partRisk struct {
+	sums  risk.Sums
+	model *risk.Model
+}
+
+// score is the part's risk score and reasons at t.
+func (p *part) score(t time.Time) (int, []record.RiskReason) {
+	if p.risk == nil {
+		return 0, nil
+	}
+	return p.risk.model.Score(&p.risk.sums, risk.Ref(p.name), t)
 }
 
 // offset is t as the part keeps times: nanoseconds from the end of its day.
@@ -139,6 +157,9 @@ type hit struct {
 	flows     flowMask
 	malicious bool
 	linked    int
+	// points are the request's risk points, model the model that weighed them.
+	points risk.Points
+	model  *risk.Model
 }
 
 // newPart opens part seq of the day of h.t; sh shares its day and key.
@@ -205,6 +226,12 @@ func (p *part) add(h *hit, in *interner) {
 	p.bytesIn += h.bytesIn
 	p.bytesOut += h.bytesOut
 	p.linked += uint32(max(0, h.linked))
+	if h.points != (risk.Points{}) && h.model != nil {
+		if p.risk == nil {
+			p.risk = &partRisk{model: h.model}
+		}
+		p.risk.model.Add(&p.risk.sums, risk.Ref(p.name), h.t, &h.points)
+	}
 	p.dirty = true
 }
 
@@ -236,27 +263,30 @@ func (p *part) growSeen() []string {
 // sessionRecord builds a record of the part that shares nothing mutable with it: records are
 // values that sinks read after the part moved on.
 func (p *part) sessionRecord(final bool, reason string) *record.Session {
+	score, reasons := p.score(p.at(p.lastSeen).Time)
 	return &record.Session{
-		Kind:       record.KindSession,
-		Session:    p.session,
-		Part:       p.name,
-		FirstSeen:  p.at(p.firstSeen),
-		LastSeen:   p.at(p.lastSeen),
-		Requests:   int(p.requests),
-		Key:        *p.key,
-		User:       p.user,
-		Role:       p.role,
-		IPs:        cloneSlice(p.seen[:p.nIPs]),
-		UserAgents: cloneSlice(p.seen[p.nIPs:]),
-		Methods:    p.counts.counts(kindMethod),
-		Statuses:   p.counts.counts(kindStatus),
-		Flows:      p.counts.counts(kindFlow),
-		Malicious:  int(p.malicious),
-		BytesIn:    p.bytesIn,
-		BytesOut:   p.bytesOut,
-		Linked:     int(p.linked),
-		Final:      final,
-		EndReason:  reason,
+		Risk:        score,
+		RiskReasons: reasons,
+		Kind:        record.KindSession,
+		Session:     p.session,
+		Part:        p.name,
+		FirstSeen:   p.at(p.firstSeen),
+		LastSeen:    p.at(p.lastSeen),
+		Requests:    int(p.requests),
+		Key:         *p.key,
+		User:        p.user,
+		Role:        p.role,
+		IPs:         cloneSlice(p.seen[:p.nIPs]),
+		UserAgents:  cloneSlice(p.seen[p.nIPs:]),
+		Methods:     p.counts.counts(kindMethod),
+		Statuses:    p.counts.counts(kindStatus),
+		Flows:       p.counts.counts(kindFlow),
+		Malicious:   int(p.malicious),
+		BytesIn:     p.bytesIn,
+		BytesOut:    p.bytesOut,
+		Linked:      int(p.linked),
+		Final:       final,
+		EndReason:   reason,
 	}
 }
 
@@ -442,6 +472,23 @@ func (t *table) joinHint(id string, tm time.Time, r *partRules) int {
 		return 0
 	}
 	return int(p.seq)
+}
+
+// risk is the risk score at tm of the live part of session id that a request at tm would
+// join; 0 when there is none.
+func (t *table) risk(id string, tm time.Time, r *partRules) int {
+	sh := t.shardOf(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if p, ok := sh.lru.Peek(id); ok && p.live && p.risk != nil && r.endReason(p, tm) == "" {
+		at := p.at(p.lastSeen).Time
+		if tm.After(at) {
+			at = tm
+		}
+		score, _ := p.risk.model.Score(&p.risk.sums, risk.Ref(p.name), at)
+		return score
+	}
+	return 0
 }
 
 // peekLive names the live part a request at time tm would join, when there is one.

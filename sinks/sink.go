@@ -10,6 +10,7 @@ import (
 
 	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/risk"
 )
 
 // Sink is one destination of records.
@@ -47,6 +48,9 @@ type Settings struct {
 	// are the rules that end session parts, for a sink that derives whether a part ended.
 	IdleTimeout time.Duration
 	DayBoundary *time.Location
+	// Risk is sessions.risk, for a sink that scores session parts itself; nil is the
+	// default model.
+	Risk *risk.Model
 }
 
 // Factory is one sink type: its name in configuration files, the configuration of its own

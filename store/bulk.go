@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/apisessions/apisessions/sessions/risk"
 )
 
 // PostgreSQL takes a batch in one statement: every column as an array, unnested into rows.
@@ -25,14 +27,18 @@ import (
 const pgBatch = `WITH pin AS (
 	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
 		$8::bigint[], $9::bytea[], $10::bigint[], $11::bytea[], $12::bytea[], $13::bigint[], $14::bytea[], $15::bytea[],
-		$16::bytea[], $17::bigint[], $18::bytea[], $19::bigint[]) WITH ORDINALITY
+		$16::bytea[], $17::bigint[], $18::bytea[], $19::bigint[], $45::float8[], $46::float8[], $47::float8[],
+		$48::float8[], $49::float8[], $50::bigint[], $51::bigint[]) WITH ORDINALITY
 		AS u(session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, "user", user_at,
-		user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked, ord)
+		user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked, risk_malicious,
+		risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk, ord)
 ), p AS (
 	INSERT INTO parts AS parts (session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out,
-		rows_last, "user", user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked)
+		rows_last, "user", user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked,
+		risk_malicious, risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk)
 	SELECT session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, last_seen, "user",
-		user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked FROM pin ORDER BY ord
+		user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked, risk_malicious,
+		risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk FROM pin ORDER BY ord
 	` + partUpsert + ` AS span
 ), ids AS (
 	SELECT pin.ord, p.id, p.span FROM p JOIN pin ON pin.session = p.session AND pin.part = p.part
@@ -69,7 +75,7 @@ type bulkStmts struct{ batch *sql.Stmt }
 
 func (s *Store) prepareBulk(ctx context.Context) error {
 	var err error
-	s.stmt.bulk.batch, err = s.wdb.PrepareContext(ctx, pgBatch)
+	s.stmt.bulk.batch, err = s.wdb.PrepareContext(ctx, s.riskSQL(pgBatch))
 	return err
 }
 
@@ -105,6 +111,22 @@ func (s *Store) commitPG(ctx context.Context, reqs []encodedRequest, aggs map[pa
 	args = append(args, requestArgs(reqs, aggs)...)
 	args = append(args, valueArgs(counts, true)...)
 	args = append(args, valueArgs(marks, false)...)
+	var sums [risk.N][]float64
+	for j := range sums {
+		sums[j] = make([]float64, np)
+	}
+	refs, scores := make([]int64, np), make([]int64, np)
+	for i, k := range order {
+		a := aggs[k]
+		for j := range sums {
+			sums[j][i] = a.risk[j]
+		}
+		refs[i], scores[i] = a.ref, s.aggScore(a)
+	}
+	for j := range sums {
+		args = append(args, sums[j])
+	}
+	args = append(args, refs, scores)
 	var span int64
 	if err := s.stmt.bulk.batch.QueryRowContext(ctx, args...).Scan(&span); err != nil {
 		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == pgUniqueViolation {

@@ -64,7 +64,8 @@ var Factory = sinks.FactoryOf(Type, DefaultConfig, func(_ config.Sink, c *Config
 	if dir == "" && c.Driver != DriverPostgres {
 		dir = s.DataDir
 	}
-	return Open(Options{Driver: c.Driver, DSN: c.DSN, Dir: dir, Retention: s.Retention, Logger: s.Logger, IdleTimeout: s.IdleTimeout, DayBoundary: s.DayBoundary})
+	return Open(Options{Driver: c.Driver, DSN: c.DSN, Dir: dir, Retention: s.Retention, Logger: s.Logger, IdleTimeout: s.IdleTimeout, DayBoundary: s.DayBoundary,
+		Risk: s.Risk})
 })
 
 // validatePostgres checks the keys of a PostgreSQL store. The DSN is never shown: it may hold

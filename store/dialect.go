@@ -28,6 +28,8 @@ type dialect struct {
 	instr func(haystack, needle string) string
 	// flowCond tests whether the request r has the flow ",name," given as its argument.
 	flowCond string
+	// least is the two-argument minimum: min on SQLite, LEAST on PostgreSQL.
+	least string
 	// sizes bound the rows of one multi-row statement: 1<<(size-1) parts, requests, values.
 	// Each statement is a round trip to a server, which makes larger ones pay there.
 	sizes stmtSizes
@@ -46,6 +48,7 @@ var sqliteDialect = &dialect{
 	instr:    func(h, n string) string { return "instr(" + h + ", " + n + ")" },
 	sizes:    stmtSizes{parts: 7, requests: 6, values: 7}, // 64, 32, 64 rows a statement
 	flowCond: "instr(',' || +r.flows || ',', ?) > 0",
+	least:    "min",
 }
 
 // idIn adds to w that col is one of ids: a placeholder per id on SQLite, one bigint[]

@@ -28,6 +28,7 @@ func postgresDialect() *dialect {
 		flowCond: "position(? in ','::bytea || r.flows || ','::bytea) > 0",
 		instr:    func(h, n string) string { return "position(" + n + " in " + h + ")" },
 		postgres: true,
+		least:    "LEAST",
 		sizes:    stmtSizes{}, // a batch is one statement of arrays (bulk.go)
 	}
 }
@@ -140,7 +141,11 @@ var pgMigrations = []string{
 	// Version 3: parts sum the values their requests' responses linked (stitching).
 	`ALTER TABLE parts ADD COLUMN rows_linked BIGINT NOT NULL DEFAULT 0;`,
 
-	// Version 4: parts list their requests' TLS fingerprints (SQLite's version 6).
+	// Version 4: risk points per signal and the score (SQLite's version 6).
+	riskColumns("DOUBLE PRECISION", "BIGINT") + `
+	CREATE INDEX parts_risky ON parts (last_seen, session, part) WHERE risk > 0;`,
+
+	// Version 5: parts list their requests' TLS fingerprints (SQLite's version 7).
 	// PostgreSQL's JSON refuses to decode the escape \u0000, which a record may hold in any
 	// string: it is read as U+FFFD, so that only a fingerprint holding a NUL itself is listed
 	// differently.

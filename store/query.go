@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/risk"
 )
 
 // Limits of the query API.
@@ -61,6 +62,9 @@ type Filter struct {
 	UserAgent string
 	JA3       string
 	JA4       string
+	// MinRisk keeps parts whose risk score is at least this (a condition on the part, not its
+	// requests; lists only).
+	MinRisk int
 }
 
 // requestConds reports whether any condition reads request rows.
@@ -213,6 +217,7 @@ type Page struct {
 // partCols are the columns scanPart reads, the last whether a later part of the session exists.
 const partCols = `p.id, p.session, p.part, p.first_seen, p.last_seen, p.rows, p.rows_malicious,
 	p.rows_bytes_in, p.rows_bytes_out, p."user", p.role, p.key_source, p.key_name, p.rows_linked,
+	p.risk_malicious, p.risk_protection, p.risk_denied, p.risk_not_found, p.risk_failed_claim, p.risk_ref,
 	EXISTS (SELECT 1 FROM parts q WHERE q.session = p.session AND q.last_seen > p.last_seen)`
 
 const partOrder = ` ORDER BY p.last_seen DESC, p.session DESC, p.part DESC`
@@ -281,6 +286,10 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 		// A part has a malicious request exactly when it counts one: PostgreSQL walks the
 		// partial index of such parts (parts_malicious) instead of testing every part.
 		p.base.add("p.rows_malicious > 0")
+	}
+	if f.MinRisk > 0 {
+		// The literal risk > 0 lets both engines walk the index of risky parts (parts_risky).
+		p.base.add("p.risk > 0 AND p.risk >= ?", f.MinRisk)
 	}
 	if f.requestConds() {
 		c, checks, err := s.listConds(ctx, f, &p.conds)
@@ -453,7 +462,7 @@ func (s *Store) listParts(ctx context.Context, w *sqlWhere, limit int) ([]*partR
 	defer rows.Close()
 	var out []*partRow
 	for rows.Next() {
-		pr, err := scanPart(rows)
+		pr, err := s.scanPart(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -503,17 +512,20 @@ type partRow struct {
 type scanner interface{ Scan(dest ...any) error }
 
 // scanPart reads a part's own row (partCols); fillParts adds its values and whether it ended.
-func scanPart(sc scanner) (*partRow, error) {
+func (s *Store) scanPart(sc scanner) (*partRow, error) {
 	var (
 		id                                        int64
 		first, last, rows, mal, bin, bout, linked int64
+		sums                                      risk.Sums
+		ref                                       int64
 		later                                     bool
 	)
 	r := &record.Session{Kind: record.KindSession}
 	if err := sc.Scan(&id, &r.Session, &r.Part, &first, &last, &rows, &mal, &bin, &bout, &r.User, &r.Role,
-		&r.Key.Source, &r.Key.Name, &linked, &later); err != nil {
+		&r.Key.Source, &r.Key.Name, &linked, &sums[0], &sums[1], &sums[2], &sums[3], &sums[4], &ref, &later); err != nil {
 		return nil, err
 	}
+	r.Risk, r.RiskReasons = s.risk.Score(&sums, time.UnixMilli(ref), time.UnixMilli(last))
 	r.FirstSeen = record.At(time.UnixMilli(first).UTC())
 	r.LastSeen = record.At(time.UnixMilli(last).UTC())
 	r.Requests, r.Malicious, r.BytesIn, r.BytesOut, r.Linked = int(rows), int(mal), bin, bout, int(linked)
@@ -761,7 +773,7 @@ type PartView struct {
 
 func (s *Store) part(ctx context.Context, session, part string) (*partRow, error) {
 	row := s.queryRow(ctx, "SELECT "+partCols+" FROM parts p WHERE p.session = ? AND p.part = ?", session, part)
-	pr, err := scanPart(row)
+	pr, err := s.scanPart(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

@@ -147,7 +147,13 @@ var migrations = []migration{
 	// Version 5: parts sum the values their requests' responses linked (stitching).
 	sqlStep(`ALTER TABLE parts ADD COLUMN rows_linked INTEGER NOT NULL DEFAULT 0;`),
 
-	// Version 6: parts list their requests' TLS fingerprints (kinds 14 and 15), which the
+	// Version 6: parts keep their requests' risk points per signal, scaled to risk_ref (Unix
+	// ms, see sessions/risk), and the score at their latest request; risky parts have an
+	// index of their own for the min_risk list. Parts written before score 0.
+	sqlStep(riskColumns("REAL", "INTEGER") + `
+	CREATE INDEX parts_risky ON parts (last_seen, session, part) WHERE risk > 0;`),
+
+	// Version 7: parts list their requests' TLS fingerprints (kinds 14 and 15), which the
 	// ja3 and ja4 filters look up; values are cut at maxValueLen bytes as ingest cuts them.
 	sqlStep(`INSERT OR IGNORE INTO part_values (part_id, kind, value)
 		SELECT DISTINCT part_id, f.kind, CAST(substr(CAST(f.value AS BLOB), 1, ` + strconv.Itoa(maxValueLen) + `) AS TEXT)
@@ -157,6 +163,18 @@ var migrations = []migration{
 			SELECT part_id, 15, json_extract(CAST(record AS TEXT), '$.ja4') FROM requests
 				WHERE instr(record, CAST('"ja4":' AS BLOB)) > 0 AND json_valid(CAST(record AS TEXT))) AS f
 		WHERE f.value IS NOT NULL AND f.value <> '';`),
+}
+
+// riskColumns adds the risk columns to parts, with the engine's types for a float and an
+// integer.
+func riskColumns(float, integer string) string {
+	var b strings.Builder
+	for _, c := range riskSumCols {
+		fmt.Fprintf(&b, "ALTER TABLE parts ADD COLUMN %s %s NOT NULL DEFAULT 0;\n", c, float)
+	}
+	fmt.Fprintf(&b, "ALTER TABLE parts ADD COLUMN risk_ref %s NOT NULL DEFAULT 0;\n", integer)
+	fmt.Fprintf(&b, "ALTER TABLE parts ADD COLUMN risk %s NOT NULL DEFAULT 0;\n", integer)
+	return b.String()
 }
 
 // fillRequestKeys gives every stored request row the content key of its record, as ingest
@@ -335,7 +353,7 @@ func countValues(ctx context.Context, tx *sql.Tx) error {
 			}
 			cur, a = id, &partAgg{values: map[kindValue]valueAgg{}}
 		}
-		scratch = a.add(&r, t, scratch)
+		scratch = a.add(&r, t, nil, scratch)
 	}
 	if err := rows.Err(); err != nil {
 		return err

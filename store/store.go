@@ -29,6 +29,8 @@ import (
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 
+	"github.com/apisessions/apisessions/config"
+	"github.com/apisessions/apisessions/sessions/risk"
 	"github.com/apisessions/apisessions/sinks"
 )
 
@@ -82,6 +84,8 @@ type Options struct {
 	// has ended. Zero IdleTimeout: parts end by day only.
 	IdleTimeout time.Duration
 	DayBoundary *time.Location
+	// Risk scores parts (sessions.risk); nil is the default model.
+	Risk *risk.Model
 
 	// Tests set these to move the checkpoint thresholds (checkpoint.go); zero keeps them.
 	ckFrames, ckWriterFrames int
@@ -109,6 +113,8 @@ type Store struct {
 	d *dialect
 	// parts decides whether a part has ended (query.go).
 	parts partRules
+	// risk scores parts from their risk sums.
+	risk *risk.Model
 	// afterCommit, when tests set it, runs once a batch is committed, before Write returns:
 	// where a crash loses the acknowledgement of a committed batch.
 	afterCommit func()
@@ -183,6 +189,10 @@ func Open(o Options) (*Store, error) {
 		d:         sqliteDialect,
 		values:    newValueCache(valueCacheSize),
 		parts:     partRules{idle: o.IdleTimeout, zone: cmp.Or(o.DayBoundary, time.UTC)},
+		risk:      o.Risk,
+	}
+	if s.risk == nil {
+		s.risk = risk.New(config.Default().Sessions.Risk)
 	}
 	if s.retention == 0 {
 		s.retention = DefaultRetention

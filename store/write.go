@@ -10,9 +10,12 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/risk"
 	"github.com/apisessions/apisessions/sinks"
 )
 
@@ -33,7 +36,7 @@ type writeStmts struct {
 }
 
 const (
-	partUpsertCols = 20
+	partUpsertCols = 27
 	requestCols    = 16
 	valueCols      = 5
 )
@@ -103,7 +106,14 @@ const partUpsert = ` ON CONFLICT (session, part) DO UPDATE SET
 	key_source = CASE WHEN ` + keyWins + ` THEN excluded.key_source ELSE parts.key_source END,
 	key_name = CASE WHEN ` + keyWins + ` THEN excluded.key_name ELSE parts.key_name END,
 	key_at = CASE WHEN ` + keyWins + ` THEN excluded.key_at ELSE parts.key_at END,
-	key_rid = CASE WHEN ` + keyWins + ` THEN excluded.key_rid ELSE parts.key_rid END
+	key_rid = CASE WHEN ` + keyWins + ` THEN excluded.key_rid ELSE parts.key_rid END,
+	risk_malicious = parts.risk_malicious + excluded.risk_malicious,
+	risk_protection = parts.risk_protection + excluded.risk_protection,
+	risk_denied = parts.risk_denied + excluded.risk_denied,
+	risk_not_found = parts.risk_not_found + excluded.risk_not_found,
+	risk_failed_claim = parts.risk_failed_claim + excluded.risk_failed_claim,
+	risk_ref = excluded.risk_ref,
+	risk = ` + riskScore + `
 RETURNING id, session, part, last_seen - first_seen`
 
 const (
@@ -115,6 +125,32 @@ const (
 		(excluded.key_at, excluded.key_rid, excluded.key_source, excluded.key_name) <
 		(parts.key_at, parts.key_rid, parts.key_source, parts.key_name))`
 )
+
+// riskSumCols are the parts columns of the risk sums, in the order of risk.Sums.
+var riskSumCols = [risk.N]string{"risk_malicious", "risk_protection", "risk_denied", "risk_not_found", "risk_failed_claim"}
+
+// riskScore is the risk score of the merged sums at the merged latest request, as
+// risk.Model.Score computes it: the sums scaled back from risk_ref by 2^-(Δt / half-life),
+// rounded (half up on both engines: PostgreSQL's round of a float may round half to even), at
+// most 100. {least} and {perMS} (ln 2 / half-life in ms) are filled in when the
+// statement is prepared (riskSQL).
+const riskScore = `CASE WHEN (parts.risk_malicious + excluded.risk_malicious + parts.risk_protection + excluded.risk_protection +
+		parts.risk_denied + excluded.risk_denied + parts.risk_not_found + excluded.risk_not_found +
+		parts.risk_failed_claim + excluded.risk_failed_claim) <= 0 THEN 0
+	ELSE {least}(100, floor(0.5 + (parts.risk_malicious + excluded.risk_malicious + parts.risk_protection + excluded.risk_protection +
+		parts.risk_denied + excluded.risk_denied + parts.risk_not_found + excluded.risk_not_found +
+		parts.risk_failed_claim + excluded.risk_failed_claim) *
+		exp(-(CASE WHEN excluded.last_seen > parts.last_seen THEN excluded.last_seen ELSE parts.last_seen END - excluded.risk_ref) * {perMS})))
+	END`
+
+// riskSQL fills in the dialect's minimum and the model's decay in q.
+func (s *Store) riskSQL(q string) string {
+	perMS := 0.0
+	if h := s.risk.HalfLife(); h > 0 {
+		perMS = math.Ln2 / float64(h.Milliseconds())
+	}
+	return strings.NewReplacer("{least}", s.d.least, "{perMS}", strconv.FormatFloat(perMS, 'g', -1, 64)).Replace(q)
+}
 
 // countConflict ends the upsert of counted part values: counts add up, the first time is the
 // earliest.
@@ -153,8 +189,9 @@ func (s *Store) prepare(ctx context.Context) error {
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.parts[:], s.d.insert+` INTO parts (session, part, first_seen, last_seen, rows,
 			rows_malicious, rows_bytes_in, rows_bytes_out, rows_last, "user", user_at, user_rid, role, role_at, role_rid,
-			key_source, key_name, key_at, key_rid, rows_linked) VALUES `,
-			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", partUpsert)
+			key_source, key_name, key_at, key_rid, rows_linked, risk_malicious, risk_protection, risk_denied,
+			risk_not_found, risk_failed_claim, risk_ref, risk) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", s.riskSQL(partUpsert))
 	}
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.requests[:], s.d.insert+` INTO requests (part_id, time, request_id, method, host,
@@ -235,6 +272,9 @@ type partAgg struct {
 	// their part by it).
 	ord    int64
 	values map[kindValue]valueAgg
+	// risk is the batch's risk points per signal, scaled to ref (Unix ms; risk.Ref).
+	risk risk.Sums
+	ref  int64
 }
 
 type kindValue struct {
@@ -245,7 +285,10 @@ type kindValue struct {
 // valueAgg is how many of a batch's requests of a part have a value, and the first's time.
 type valueAgg struct{ count, first int64 }
 
-func (a *partAgg) add(r *record.Request, t int64, scratch []partValue) []partValue {
+func (a *partAgg) add(r *record.Request, t int64, m *risk.Model, scratch []partValue) []partValue {
+	if p := m.Points(r); p != (risk.Points{}) {
+		m.Add(&a.risk, time.UnixMilli(a.ref), time.UnixMilli(t), &p)
+	}
 	if a.rows == 0 {
 		a.first, a.last = t, t
 	}
@@ -349,7 +392,7 @@ func (s *Store) Write(ctx context.Context, batch []record.Record) error {
 }
 
 // aggregate sums what reqs add to each part; order lists the parts as first met.
-func aggregate(reqs []encodedRequest) (aggs map[partKey]*partAgg, order []partKey) {
+func aggregate(reqs []encodedRequest, m *risk.Model) (aggs map[partKey]*partAgg, order []partKey) {
 	aggs = map[partKey]*partAgg{}
 	var scratch []partValue
 	for i := range reqs {
@@ -357,11 +400,11 @@ func aggregate(reqs []encodedRequest) (aggs map[partKey]*partAgg, order []partKe
 		k := partKey{r.Session, r.Part}
 		a := aggs[k]
 		if a == nil {
-			a = &partAgg{values: map[kindValue]valueAgg{}}
+			a = &partAgg{values: map[kindValue]valueAgg{}, ref: risk.Ref(r.Part).UnixMilli()}
 			aggs[k] = a
 			order = append(order, k)
 		}
-		scratch = a.add(r, reqs[i].t, scratch)
+		scratch = a.add(r, reqs[i].t, m, scratch)
 	}
 	return aggs, order
 }
@@ -392,7 +435,7 @@ const maxTries = 3
 // parts count only the request rows the store keeps.
 func (s *Store) commit(ctx context.Context, reqs []encodedRequest) error {
 	for try := 1; ; try++ {
-		aggs, order := aggregate(reqs)
+		aggs, order := aggregate(reqs, s.risk)
 		err := s.commitOnce(ctx, reqs, aggs, order)
 		if !errors.Is(err, errStored) {
 			return err
@@ -561,7 +604,7 @@ func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*p
 			args = append(args, s.d.text(k.session), s.d.text(k.part), a.first, a.last, a.rows, a.malicious, a.bytesIn,
 				a.bytesOut, a.last, s.d.text(a.user.value), a.user.at, s.d.text(a.user.rid), s.d.text(a.role.value),
 				a.role.at, s.d.text(a.role.rid), s.d.text(a.key.src), s.d.text(a.key.nm), a.key.at, s.d.text(a.key.rid),
-				a.linked)
+				a.linked, a.risk[0], a.risk[1], a.risk[2], a.risk[3], a.risk[4], a.ref, s.aggScore(a))
 		}
 		start += n
 		sp, err := s.upsertChunk(ctx, tx, s.stmt.parts[bits.TrailingZeros(uint(n))], args, aggs)
@@ -571,6 +614,13 @@ func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*p
 		span = max(span, sp)
 	}
 	return span, nil
+}
+
+// aggScore is the risk score of what a batch brings to a part, at the batch's latest request
+// of it: the score of a part the batch inserts.
+func (s *Store) aggScore(a *partAgg) int64 {
+	score, _ := s.risk.Score(&a.risk, time.UnixMilli(a.ref), time.UnixMilli(a.last))
+	return int64(score)
 }
 
 // upsertChunk runs one multi-row upsert of parts and notes the id of each; it returns the

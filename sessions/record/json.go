@@ -145,6 +145,26 @@ func (s *Session) AppendJSON(dst []byte) []byte {
 		b = append(b, `,"linked":`...)
 		b = strconv.AppendInt(b, int64(s.Linked), 10)
 	}
+	b = append(b, `,"risk":`...)
+	b = strconv.AppendInt(b, int64(s.Risk), 10)
+	if len(s.RiskReasons) > 0 {
+		b = append(b, `,"risk_reasons":[`...)
+		for i, r := range s.RiskReasons {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"signal":`...)
+			b = appendString(b, r.Signal)
+			b = append(b, `,"points":`...)
+			if math.IsNaN(r.Points) || math.IsInf(r.Points, 0) {
+				b = append(b, '0')
+			} else {
+				b = appendFloat(b, r.Points)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
 	if s.Final {
 		b = append(b, `,"final":true`...)
 	} else {

@@ -296,6 +296,7 @@ func TestSessionAppendJSON(t *testing.T) {
 			s.Methods = map[string]int{str: 1, "GET": 2}
 			s.Statuses = map[string]int{str: 3}
 			s.Flows = map[string]int{str: 4, str + "x": 5}
+			s.Risk, s.RiskReasons = 87, []RiskReason{{Signal: str, Points: 39.5}, {Signal: "denied", Points: 1e-7}}
 		}})
 	}
 	for _, tc := range tests {
@@ -491,6 +492,10 @@ func FuzzAppendJSONMatchesMarshal(f *testing.F) {
 			Linked:     int(n),
 			Final:      flags&(1<<10) != 0,
 			EndReason:  opt(11, a),
+			Risk:       int(n % 101),
+		}
+		if flags&(1<<12) != 0 {
+			s.RiskReasons = []RiskReason{{Signal: b, Points: float64(sec) / 10}, {Signal: c, Points: float64(nsec)}}
 		}
 		checkSession(t, "fuzzed session", s)
 	})

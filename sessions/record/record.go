@@ -145,10 +145,21 @@ type Session struct {
 	BytesIn    int64          `json:"bytes_in"`
 	BytesOut   int64          `json:"bytes_out"`
 	// Linked counts the values linked into the part (stitching).
-	Linked int  `json:"linked,omitempty"`
-	Final  bool `json:"final"`
+	Linked int `json:"linked,omitempty"`
+	// Risk is the part's risk score at its latest request, 0 to 100, and RiskReasons the
+	// signals that make it, the largest first.
+	Risk        int          `json:"risk"`
+	RiskReasons []RiskReason `json:"risk_reasons,omitempty"`
+	Final       bool         `json:"final"`
 	// EndReason says why a final part ended: "day", "idle", "evicted" or "shutdown".
 	EndReason string `json:"end_reason,omitempty"`
+}
+
+// RiskReason is one signal's share of a risk score: its points left at the part's latest
+// request, rounded to tenths.
+type RiskReason struct {
+	Signal string  `json:"signal"`
+	Points float64 `json:"points"`
 }
 
 // SessionID implements Record.

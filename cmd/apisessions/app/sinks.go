@@ -12,6 +12,7 @@ import (
 	"github.com/apisessions/apisessions/explore"
 	"github.com/apisessions/apisessions/explore/ui"
 	"github.com/apisessions/apisessions/sessions"
+	"github.com/apisessions/apisessions/sessions/risk"
 	"github.com/apisessions/apisessions/sinks"
 	"github.com/apisessions/apisessions/sinks/jsonl"
 	"github.com/apisessions/apisessions/sinks/kafka"
@@ -71,6 +72,7 @@ func buildOutputs(cfg *config.Config, logger *slog.Logger, stdout io.Writer) ([]
 			Retention:   cfg.Sessions.Retention.Std(),
 			IdleTimeout: cfg.Sessions.IdleTimeout.Std(),
 			DayBoundary: zone,
+			Risk:        risk.New(cfg.Sessions.Risk),
 		})
 		if err != nil {
 			closeOutputs(outs)

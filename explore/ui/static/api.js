@@ -1,9 +1,12 @@
 // Client of the JSON API on the same origin, and the one place that knows its addresses and the
 // shape of its answers (docs/api.md): views call getOverview, listSessions, getPart and
 // findRequest and read what they return. The bearer token, when the server asks for one, lives
-// in sessionStorage for this tab only and is sent as a header; it never goes into a URL.
+// in sessionStorage for this tab only and is sent as a header; it never goes into a URL. So does
+// the write token that blocks and unblocks (server.write_tokens_file), asked for the first time
+// a write needs it.
 
 const TOKEN_KEY = 'apisessions.token';
+const WRITE_TOKEN_KEY = 'apisessions.write_token';
 
 // AuthRequired is thrown when the API answers 401.
 export class AuthRequired extends Error {
@@ -26,6 +29,26 @@ export function setToken(v) {
 }
 
 let memoryToken = '';
+let memoryWriteToken = '';
+
+function writeToken() {
+  try { return sessionStorage.getItem(WRITE_TOKEN_KEY) || memoryWriteToken; } catch { return memoryWriteToken; }
+}
+
+// setWriteToken keeps the write token for this tab ("" forgets it).
+export function setWriteToken(v) {
+  try {
+    if (v) sessionStorage.setItem(WRITE_TOKEN_KEY, v); else sessionStorage.removeItem(WRITE_TOKEN_KEY);
+  } catch { memoryWriteToken = v; }
+}
+
+// hasWriteToken says whether a write token is kept for this tab.
+export function hasWriteToken() { return writeToken() !== ''; }
+
+// WriteTokenRequired is thrown when a write is answered 401: no write token, or a wrong one.
+export class WriteTokenRequired extends Error {
+  constructor(message) { super(message); this.name = 'WriteTokenRequired'; }
+}
 
 function headers() {
   const t = token() || memoryToken;
@@ -66,6 +89,35 @@ async function request(url, accept) {
     throw new APIError(res.status, msg);
   }
   return res;
+}
+
+// errorMessage reads the API's {"error": ...} message, or the status line.
+async function errorMessage(res) {
+  try {
+    const body = await res.json();
+    if (body && typeof body.error === 'string') return body.error;
+  } catch { /* not JSON */ }
+  return res.status + ' ' + res.statusText;
+}
+
+// write sends a block or an unblock with the write token and returns the decoded answer.
+async function write(method, url, body) {
+  const hdr = { Accept: 'application/json' };
+  const t = writeToken();
+  if (t) hdr.Authorization = 'Bearer ' + t;
+  if (body !== undefined) hdr['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(url, {
+      method, headers: hdr, credentials: 'same-origin', cache: 'no-store',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new APIError(0, 'cannot reach the server: ' + e.message);
+  }
+  if (res.status === 401) throw new WriteTokenRequired(await errorMessage(res));
+  if (!res.ok) throw new APIError(res.status, await errorMessage(res));
+  return res.json();
 }
 
 // getJSON fetches path with query params and returns the decoded body.
@@ -135,15 +187,16 @@ function transitions(v) {
   };
 }
 
-// getPart fetches one session part: {session, stats, timeline, transitions, requests, next}.
-// The filters in params select the requests; stats, timeline and transitions always describe
-// the whole part.
+// getPart fetches one session part: {session, stats, timeline, transitions, requests, next,
+// protection}. The filters in params select the requests; stats, timeline and transitions always
+// describe the whole part. protection is the session's block state (blockState), null when the
+// server holds no manual blocks.
 export async function getPart(session, part, params) {
   const body = object(await getJSON(partPath(session, part), params));
   return {
     session: object(body.session), stats: stats(body.stats), timeline: timeline(body.timeline),
     transitions: transitions(body.transitions), requests: objects(body.requests), next: cursor(body.next),
-    protection: body.protection,
+    protection: body.protection && typeof body.protection === 'object' ? blockState(body.protection) : null,
   };
 }
 
@@ -178,6 +231,40 @@ export async function getOverview(params) {
     new_users: firstSeen(b.new_users),
     new_fingerprints: firstSeen(b.new_fingerprints),
   };
+}
+
+// blockState reads a block answer: {block, audit}, block null when none is in force; each
+// audit entry {at, by, action, kind, id, until, reason} as strings.
+function blockState(v) {
+  const b = object(v);
+  const block = b.block && typeof b.block === 'object' && !Array.isArray(b.block) ? b.block : null;
+  const audit = objects(b.audit).map((e) => ({
+    at: text(e.at), by: text(e.by), action: text(e.action), kind: text(e.kind), id: text(e.id),
+    until: text(e.until), reason: text(e.reason),
+  }));
+  return {
+    block: block && { until: text(block.until), reason: text(block.reason), by: text(block.by), at: text(block.at) },
+    audit,
+  };
+}
+
+// BLOCK_KINDS are the subjects of manual blocks, as the API's paths name them.
+const blockPath = (kind, id) => '/api/v1/' + (kind === 'user' ? 'users' : 'sessions') + '/' + seg(id) + '/block';
+
+// getBlock fetches the block state of a session or a user (kind "session" or "user").
+export async function getBlock(kind, id) {
+  return blockState(await getJSON(blockPath(kind, id)));
+}
+
+// setBlock blocks a session or a user for a duration ("1h") with a reason, with the write
+// token; it returns the new block state.
+export async function setBlock(kind, id, duration, reason) {
+  return blockState(await write('POST', blockPath(kind, id), { for: duration, reason }));
+}
+
+// liftBlock unblocks a session or a user with the write token; it returns the new state.
+export async function liftBlock(kind, id) {
+  return blockState(await write('DELETE', blockPath(kind, id)));
 }
 
 // findRequest fetches the session part a request belongs to: {session, part}.

@@ -72,6 +72,21 @@ export function statusClass(status) {
   return 's' + Math.floor(n / 100) + 'xx';
 }
 
+// riskClass names the CSS class of a risk score badge.
+export function riskClass(score) {
+  const n = Number(score) || 0;
+  if (n >= 60) return 'badge risk high';
+  if (n >= 30) return 'badge risk mid';
+  return 'badge risk low';
+}
+
+// riskReasons shows a part's risk_reasons as "malicious 39.5 · denied 19.1".
+export function riskReasons(list) {
+  if (!Array.isArray(list)) return '';
+  return list.filter((r) => r && typeof r === 'object')
+    .map((r) => str(r.signal) + ' ' + (Number.isFinite(Number(r.points)) ? String(Number(r.points)) : '?')).join(' · ');
+}
+
 // str turns a JSON value into display text without trusting its type.
 export function str(v) {
   if (v === undefined || v === null) return '';

@@ -6,6 +6,7 @@ const PLACEHOLDERS = {
   user: 'e.g. alice', role: 'e.g. admin', flow: 'e.g. auth', ip: 'e.g. 203.0.113.7',
   request_id: 'x-request-id', method: 'GET, POST…', status: '404 or 5xx', host: 'api.example.com',
   path: '/api/v1/', route: '/users/{id}', ua: 'exact User-Agent', ja3: 'JA3 hash', ja4: 'e.g. t13d1516h2_…',
+  min_risk: '0–100, e.g. 60',
 };
 
 // filterForm builds a form with one field per name, filled from values; onApply receives the

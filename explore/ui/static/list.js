@@ -1,5 +1,5 @@
 // The session list: filters, newest parts first, "Load more" with the API's cursor.
-import { h, fmtInt, fmtTime, str } from './dom.js';
+import { h, fmtInt, fmtTime, str, riskClass, riskReasons } from './dom.js';
 import { listSessions } from './api.js';
 import { LIST_FILTERS, carry, href } from './state.js';
 import { filterForm, chips } from './filters.js';
@@ -58,6 +58,8 @@ function row(s, st, nav) {
     h('td', { class: 'small', text: counts(s.statuses) }),
     h('td', { class: 'small flows' }, flowLinks(s.flows, nav, 3)),
     h('td', { class: 'num' }, mal > 0 ? h('span', { class: 'badge danger', text: fmtInt(mal) }) : '0'),
+    h('td', { class: 'num risk-cell', title: riskReasons(s.risk_reasons) },
+      Number(s.risk) > 0 ? h('span', { class: riskClass(s.risk), text: fmtInt(s.risk) }) : '0'),
     h('td', { class: 'small mono ips', title: ips.join(', ') }, pivots('ip', ips, nav, 2)),
     h('td', { class: 'small uas' }, pivots('ua', uas, nav, 1, 'ua')),
     h('td', { class: 'small mono', text: keyText(s.key) }),
@@ -80,7 +82,7 @@ export async function renderList(main, st, nav, isCurrent) {
   const more = h('button', { type: 'button', id: 'load-more', hidden: true, text: 'Load more' });
   const table = h('table', { class: 'grid sessions' },
     h('thead', {}, h('tr', {}, ['Last seen', 'Session / part', 'User', 'Role', 'Requests', 'Methods',
-      'Statuses', 'Flows', 'Malicious', 'Client IPs', 'User agents', 'Key', 'First seen'].map((t) => h('th', { scope: 'col', text: t })))),
+      'Statuses', 'Flows', 'Malicious', 'Risk', 'Client IPs', 'User agents', 'Key', 'First seen'].map((t) => h('th', { scope: 'col', text: t })))),
     tbody);
   main.replaceChildren(
     h('section', { class: 'card' }, h('h1', { text: 'Sessions' }), form, active),

@@ -1,6 +1,7 @@
 // One session part: header, statistics of the whole part, in-session filters and the timeline.
-import { h, fmtInt, fmtMs, fmtPct, fmtTime, fmtClock, statusClass, str } from './dom.js';
-import { getPart, csvURL, harURL, download, needsFetchDownload, STAT_LISTS } from './api.js';
+import { h, fmtInt, fmtMs, fmtPct, fmtTime, fmtClock, statusClass, str, riskClass } from './dom.js';
+import { getPart, getBlock, csvURL, harURL, download, needsFetchDownload, STAT_LISTS } from './api.js';
+import { openBlockDialog } from './block.js';
 import { PART_FILTERS, carry, href } from './state.js';
 import { filterForm, chips } from './filters.js';
 import { pivot } from './pivot.js';
@@ -66,12 +67,23 @@ function header(session, nav) {
     ['Last seen', fmtTime(session.last_seen)],
     ['Requests', fmtInt(session.requests)],
     ['Malicious', fmtInt(session.malicious), Number(session.malicious) > 0 ? 'danger-text' : ''],
+    ['Risk', riskFact(session)],
     ['Bytes in / out', fmtInt(session.bytes_in) + ' / ' + fmtInt(session.bytes_out)],
     ['Linked values', Number(session.linked) > 0 ? fmtInt(session.linked) : ''],
     ['State', state],
     ['Client IPs', h('ul', { class: 'plain mono', id: 'part-ips' }, ips.map((v) => h('li', {}, pivot('ip', v, nav))))],
     ['User agents', h('ul', { class: 'plain', id: 'part-user-agents' }, uas.map((v) => h('li', { class: 'ua' }, pivot('ua', v, nav))))],
   ]);
+}
+
+// riskFact shows the part's risk score and the signals that make it, largest first.
+function riskFact(session) {
+  const reasons = Array.isArray(session.risk_reasons) ? session.risk_reasons.filter((r) => r && typeof r === 'object') : [];
+  return h('span', { id: 'part-risk' },
+    h('span', { class: riskClass(session.risk), id: 'part-risk-score', text: fmtInt(Number(session.risk) || 0) }),
+    reasons.length ? h('ul', { class: 'plain small', id: 'part-risk-reasons' }, reasons.map((r) =>
+      h('li', { dataset: { signal: str(r.signal) } }, h('span', { text: str(r.signal) }), ' ',
+        h('span', { class: 'muted', text: '+' + (Number.isFinite(Number(r.points)) ? String(Number(r.points)) : '?') })))) : null);
 }
 
 function paramsCell(params, key) {
@@ -108,25 +120,44 @@ function verdict(r) {
   return [str(p.action) + ' · ' + str(p.rule) + (p.dry_run ? ' (dry run)' : ''), p.dry_run === true];
 }
 
-// protectionSection shows the session's manual block and the audit log of blocks and unblocks.
-function protectionSection(p) {
-  if (!p || typeof p !== 'object') return null;
-  const b = p.block && typeof p.block === 'object' ? p.block : null;
-  const audit = Array.isArray(p.audit) ? p.audit : [];
-  if (!b && audit.length === 0) return null;
+// blockLine says whether a session or user is blocked, and offers to block or unblock it.
+function blockLine(kind, id, state, refresh) {
+  const b = state.block;
+  const label = kind === 'user' ? 'user' : 'session';
+  const act = (mode) => async () => {
+    const next = await openBlockDialog(mode, kind, id);
+    if (next) refresh();
+  };
+  return h('div', { class: 'block-line', id: 'block-' + kind },
+    b ? h('span', { class: 'danger-text block-state' },
+      'The ' + label + ' is blocked until ' + fmtTime(b.until) + ' by ' + (b.by || '–') + (b.reason ? ': ' + b.reason : ''))
+      : h('span', { class: 'muted block-state', text: 'The ' + label + ' is not blocked.' }),
+    ' ',
+    b ? h('button', { type: 'button', id: 'unblock-' + kind, text: 'Unblock ' + label, onclick: act('unblock') })
+      : h('button', { type: 'button', id: 'block-' + kind + '-button', class: 'danger', text: 'Block ' + label + '…', onclick: act('block') }));
+}
+
+// protectionSection shows the manual blocks of the part's session and user, the buttons that
+// set and lift them, and the audit log of both (who, when, what, why), newest first. It is
+// absent when the server holds no manual blocks (protection null).
+function protectionSection(p, session, userState, refresh) {
+  if (!p) return null;
+  const sid = str(session.session), user = str(session.user);
+  const audit = [...p.audit, ...(userState ? userState.audit : [])]
+    .sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0));
   return h('section', { class: 'card', id: 'protection' },
     h('h2', { text: 'Protection' }),
-    b ? h('p', { id: 'block-state', class: 'danger-text' },
-      'Blocked until ' + fmtTime(b.until) + ' by ' + str(b.by) + (str(b.reason) ? ': ' + str(b.reason) : ''))
-      : h('p', { id: 'block-state', class: 'muted', text: 'Not blocked' }),
-    audit.length ? h('table', { class: 'audit', id: 'audit' },
-      h('caption', { class: 'muted small', text: 'Manual actions' }),
-      h('tbody', {}, audit.map((e) => h('tr', {},
+    blockLine('session', sid, p, refresh),
+    user && userState ? blockLine('user', user, userState, refresh) : null,
+    h('table', { class: 'audit grid', id: 'audit' },
+      h('caption', { class: 'muted small', text: audit.length ? 'Manual actions, newest first' : 'No manual action yet' }),
+      audit.length ? h('thead', {}, h('tr', {}, ['When (UTC)', 'What', 'Who', 'Until', 'Why'].map((t) => h('th', { scope: 'col', text: t })))) : null,
+      h('tbody', {}, audit.map((e) => h('tr', { dataset: { action: e.action, kind: e.kind } },
         h('td', { class: 'nowrap', text: fmtTime(e.at) }),
-        h('td', { text: str(e.action) }),
-        h('td', { text: str(e.by) }),
-        h('td', { text: e.until ? 'until ' + fmtTime(e.until) : '' }),
-        h('td', { text: str(e.reason) }))))) : null);
+        h('td', { text: e.action + ' ' + e.kind + (e.kind === 'user' ? ' ' + e.id : '') }),
+        h('td', { text: e.by }),
+        h('td', { class: 'nowrap', text: e.until ? fmtTime(e.until) : '' }),
+        h('td', { text: e.reason }))))));
 }
 
 function details(r, nav) {
@@ -306,9 +337,16 @@ export async function renderPart(main, st, nav, isCurrent) {
     go(inPart);
   });
   const requests = timeline(st, first, isCurrent, main, nav);
+  // The user's block state, when the part has a user and the server holds blocks.
+  let userState = null;
+  if (first.protection && str(session.user)) {
+    try { userState = await getBlock('user', str(session.user)); } catch { userState = null; }
+    if (!isCurrent()) return;
+  }
+  const refresh = () => nav(st);
   const back = { list: st.list, session: '', part: '', inPart: {} };
 
-  // replaceChildren would show a null (a section with nothing to say) as the text "null".
+  // replaceChildren would show a null section (no manual blocks) as the text "null".
   main.replaceChildren(...[
     h('nav', { class: 'crumbs' }, h('a', {
       id: 'back-to-list', href: href(back),
@@ -320,7 +358,7 @@ export async function renderPart(main, st, nav, isCurrent) {
           h('span', { class: 'part', id: 'part-part', text: str(session.part) || st.part })),
         h('div', { class: 'title-actions' }, shareBox(location.href), csvButton(st, main), harButton(st, main))),
       header(session, nav)),
-    protectionSection(first.protection),
+    protectionSection(first.protection, session, userState, refresh),
     statsSection(stats),
     activitySection(first.timeline, first.transitions, nav),
     h('section', { class: 'card' },

@@ -8,7 +8,7 @@
 
 // LIST_FILTERS are the filters of GET /api/v1/sessions, in form order.
 export const LIST_FILTERS = ['from', 'to', 'user', 'role', 'flow', 'ip', 'request_id', 'method',
-  'status', 'host', 'path', 'route', 'malicious', 'ua', 'ja3', 'ja4'];
+  'status', 'host', 'path', 'route', 'malicious', 'ua', 'ja3', 'ja4', 'min_risk'];
 
 // PART_FILTERS are the filters inside one session part (and its CSV).
 export const PART_FILTERS = ['from', 'to', 'method', 'status', 'ip', 'path', 'route', 'flow',
@@ -21,6 +21,7 @@ export const LABELS = {
   from: 'From (UTC)', to: 'To (UTC)', user: 'User', role: 'Role', flow: 'Business flow',
   ip: 'Client IP', request_id: 'Request id', method: 'Method', status: 'Status', host: 'Host',
   path: 'Path prefix', route: 'Route', malicious: 'Malicious only', ua: 'User agent', ja3: 'JA3', ja4: 'JA4',
+  min_risk: 'Minimum risk',
 };
 
 // listOf is the state of the session list filtered to the parts that share one value: the
