@@ -45,12 +45,22 @@ func startServer(t *testing.T, configYAML string) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan int, 1), configPath: cfgPath}
 	args := []string{"serve", "--config", cfgPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data")}
-	go func() { s.done <- app.Run(ctx, args, s.stdout, s.stderr) }()
+	finished := make(chan struct{})
+	go func() {
+		s.done <- app.Run(ctx, args, s.stdout, s.stderr)
+		close(finished)
+	}()
 	ready := s.stderr.WaitFor(t, `msg "ready"`, func(m map[string]any) bool { return m["msg"] == "ready" })
 	s.grpcAddr, _ = ready["grpc_addr"].(string)
 	s.httpAddr, _ = ready["http_addr"].(string)
 	t.Cleanup(func() {
 		cancel()
+		// Wait for the server to stop writing its data directory before t.TempDir removes it.
+		select {
+		case <-finished:
+		case <-time.After(30 * time.Second):
+			t.Error("the server did not stop within 30s")
+		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.stderr.String())
 		}
