@@ -37,11 +37,11 @@ type Engine struct {
 	facts   *sessions.Engine
 	now     func() time.Time
 	rules   atomic.Pointer[compiled]
-	buckets *buckets
+	buckets *table[bucket]
 	blocks  *manual.Table
 	// windows hold the sliding windows of sequence, requires, enumeration and count
 	// conditions and of login outcomes.
-	windows *windows
+	windows *table[window]
 
 	countsMu sync.Mutex
 	counts   map[[2]string]*Counts
@@ -66,9 +66,9 @@ func New(cfg config.Protection, facts *sessions.Engine, now func() time.Time) *E
 	e := &Engine{
 		facts:   facts,
 		now:     now,
-		buckets: newBuckets(max(cfg.MaxBuckets, 1)),
+		buckets: newTable[bucket](max(cfg.MaxBuckets, 1)),
 		blocks:  manual.NewTable(max(cfg.MaxBlocks, 1)),
-		windows: newWindows(max(cfg.MaxWindows, 1)),
+		windows: newTable[window](max(cfg.MaxWindows, 1)),
 		counts:  map[[2]string]*Counts{},
 	}
 	e.rules.Store(compile(cfg, e.countsOf))
@@ -212,7 +212,7 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 			case len(sub) == 0:
 				continue // no user or no address: nothing to follow
 			case local:
-				ok, left = e.buckets.take(e.buckets.key(r.name, sub, r.routeOf(&f)), nowNS, r.perNS, r.burst)
+				ok, left = take(e.buckets, e.buckets.key(r.name, sub, r.routeOf(&f)), nowNS, r.perNS, r.burst)
 			default:
 				ok, left = takes[next].OK, takes[next].Left
 				next++

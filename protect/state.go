@@ -206,7 +206,7 @@ func (e *Engine) fires(r *rule, in *input, now int64) bool {
 		}
 		fired := false
 		k := e.windows.key(r.name, subjectOf(config.BySession, f, sbuf[:0]), "")
-		e.windows.with(k, true, func(w *window) {
+		e.windows.with(k, true, func(w *window, _ bool) {
 			if w.step > 0 && now-w.start >= st.within {
 				w.step = 0
 			}
@@ -230,11 +230,11 @@ func (e *Engine) fires(r *rule, in *input, now int64) bool {
 		fired := false
 		if r.matches(in) {
 			seen := false
-			e.windows.with(k, false, func(w *window) { seen = w.step == 1 && now-w.start < st.within })
+			e.windows.with(k, false, func(w *window, _ bool) { seen = w.step == 1 && now-w.start < st.within })
 			fired = !seen
 		}
 		if st.steps[0].matches(in) {
-			e.windows.with(k, true, func(w *window) { w.step, w.start = 1, now })
+			e.windows.with(k, true, func(w *window, _ bool) { w.step, w.start = 1, now })
 		}
 		return fired
 	case kindEnumeration:
@@ -251,7 +251,7 @@ func (e *Engine) fires(r *rule, in *input, now int64) bool {
 			if !ok {
 				return false
 			}
-			id = e.windows.member(v)
+			id = memberOf(e.windows, v)
 		} else {
 			var ibuf [128]byte
 			ids, ok := pathIDs(ibuf[:0], sessions.PathOf(in.x), f.Route)
@@ -261,7 +261,7 @@ func (e *Engine) fires(r *rule, in *input, now int64) bool {
 			id = maphash.Bytes(e.windows.seed, ids)
 		}
 		n := 0
-		e.windows.with(e.windows.key(r.name, sub, f.Route), true, func(w *window) {
+		e.windows.with(e.windows.key(r.name, sub, f.Route), true, func(w *window, _ bool) {
 			w.add(id, now, st.within, st.moreThan+1, true)
 			n = w.count(now, st.within)
 		})
@@ -276,7 +276,7 @@ func (e *Engine) fires(r *rule, in *input, now int64) bool {
 				return false
 			}
 			n := 0
-			e.windows.with(e.windows.key(r.name, sub, ""), true, func(w *window) {
+			e.windows.with(e.windows.key(r.name, sub, ""), true, func(w *window, _ bool) {
 				w.add(0, now, st.within, st.moreThan+1, false)
 				n = w.count(now, st.within)
 			})
@@ -291,7 +291,7 @@ func (e *Engine) fires(r *rule, in *input, now int64) bool {
 func (e *Engine) loginCount(st *stateCond, f *sessions.Facts, now int64, buf []byte) int {
 	var sub []byte
 	if st.by == config.ByUser {
-		e.windows.with(e.windows.key(sigLast, subjectOf(config.BySession, f, buf), ""), false, func(w *window) {
+		e.windows.with(e.windows.key(sigLast, subjectOf(config.BySession, f, buf), ""), false, func(w *window, _ bool) {
 			sub = append(buf[:0], w.last...)
 		})
 	} else {
@@ -308,7 +308,7 @@ func (e *Engine) loginCount(st *stateCond, f *sessions.Facts, now int64, buf []b
 		sig = sigSessions
 	}
 	n := 0
-	e.windows.with(e.windows.key(sig, sub, ""), false, func(w *window) { n = w.count(now, st.within) })
+	e.windows.with(e.windows.key(sig, sub, ""), false, func(w *window, _ bool) { n = w.count(now, st.within) })
 	return n
 }
 
@@ -375,9 +375,9 @@ func (e *Engine) Outcome(x *traffic.Exchange, session string) {
 		}
 		m := uint64(0)
 		if distinct {
-			m = e.windows.member(member)
+			m = memberOf(e.windows, member)
 		}
-		e.windows.with(e.windows.key(sig, []byte(sub), ""), true, func(w *window) {
+		e.windows.with(e.windows.key(sig, []byte(sub), ""), true, func(w *window, _ bool) {
 			w.add(m, now, need.horizon, need.limit, distinct)
 		})
 		if e.outcomes != nil {
@@ -398,7 +398,7 @@ func (e *Engine) Outcome(x *traffic.Exchange, session string) {
 		add(sigUsers, ip, l.users[byIP], user, true)
 		add(sigSessions, user, l.sessions, sess, true)
 		if l.last && session != "" {
-			e.windows.with(e.windows.key(sigLast, []byte(sess), ""), true, func(w *window) { w.last = user })
+			e.windows.with(e.windows.key(sigLast, []byte(sess), ""), true, func(w *window, _ bool) { w.last = user })
 			if e.outcomes != nil {
 				shared = append(shared, WindowOp{Kind: WinSet, What: sigLast, Subject: sess, Member: user, Horizon: time.Duration(l.lastFor)})
 			}

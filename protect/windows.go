@@ -1,10 +1,6 @@
 package protect
 
-import (
-	"hash/maphash"
-	"sync"
-	"sync/atomic"
-)
+import "hash/maphash"
 
 // event is one member of a window and when it was last seen (nanoseconds on the engine's
 // clock). A distinct window keeps one event per member; a counting window one per request.
@@ -69,77 +65,5 @@ func (w *window) count(now, within int64) int {
 	return n
 }
 
-// windows holds sliding windows in memory, bounded like the rate-limit buckets: a full shard
-// drops one of its windows for the new one, and counts it. A dropped window starts empty
-// when its key returns: the bound costs precision (a count restarts), never memory.
-type windows struct {
-	seed     maphash.Seed
-	perShard int
-	shards   [bucketShards]windowShard
-	evicted  atomic.Uint64
-}
-
-type windowShard struct {
-	mu sync.Mutex
-	m  map[uint64]*window
-}
-
-func newWindows(limit int) *windows {
-	w := &windows{seed: maphash.MakeSeed(), perShard: max(1, limit/bucketShards)}
-	for i := range w.shards {
-		w.shards[i].m = make(map[uint64]*window)
-	}
-	return w
-}
-
-// key hashes a window's identity: what it counts (a rule's name or a login signal), the
-// subject and the route.
-func (ws *windows) key(what string, subject []byte, route string) uint64 {
-	var h maphash.Hash
-	h.SetSeed(ws.seed)
-	h.WriteString(what)
-	h.WriteByte(0)
-	h.Write(subject)
-	h.WriteByte(0)
-	h.WriteString(route)
-	return h.Sum64()
-}
-
-// member hashes a value counted in a distinct window.
-func (ws *windows) member(v string) uint64 { return maphash.String(ws.seed, v) }
-
-// with calls fn with k's window under its shard's lock; a missing window is made when
-// create, else fn is not called. fn must not keep w.
-func (ws *windows) with(k uint64, create bool, fn func(w *window)) {
-	s := &ws.shards[k%bucketShards]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	w := s.m[k]
-	if w == nil {
-		if !create {
-			return
-		}
-		if len(s.m) >= ws.perShard {
-			for old := range s.m {
-				delete(s.m, old)
-				ws.evicted.Add(1)
-				break
-			}
-		}
-		w = &window{}
-		s.m[k] = w
-	}
-	fn(w)
-}
-
-// size is the number of windows held.
-func (ws *windows) size() int {
-	n := 0
-	for i := range ws.shards {
-		s := &ws.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
-}
+// memberOf hashes a value counted in a distinct window of ws.
+func memberOf(ws *table[window], v string) uint64 { return maphash.String(ws.seed, v) }
