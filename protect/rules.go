@@ -254,21 +254,7 @@ func (r *rule) ipMatches(a netip.Addr) bool {
 // subject is who a bucket of r follows for the request: "session:" and the session id,
 // "user:" and the user, or "ip:" and the client address; "" when the request has none (no user,
 // no address) and is not limited.
-func (r *rule) subject(f *sessions.Facts, buf []byte) []byte {
-	switch r.by {
-	case config.ByUser:
-		if f.User == "" {
-			return buf
-		}
-		return append(append(buf, "user:"...), f.User...)
-	case config.ByIP:
-		if f.ClientIP == "" {
-			return buf
-		}
-		return append(append(buf, "ip:"...), f.ClientIP...)
-	}
-	return append(append(buf, "session:"...), f.Session...)
-}
+func (r *rule) subject(f *sessions.Facts, buf []byte) []byte { return subjectOf(r.by, f, buf) }
 
 // routeOf is the route part of the request's bucket: its route template when the rule limits
 // per session and route, else "".

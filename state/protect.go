@@ -63,42 +63,7 @@ const (
 // and a take from each bucket; it fills each take's OK and Left. ok is false when Redis did
 // not answer in time, and the caller decides on its own state.
 func (p *Protection) Decide(ctx context.Context, session string, readPart bool, takes []protect.Take) (st sessions.PartState, found, ok bool) {
-	b := p.c.NewBatch(OpPeek)
-	var pr PartRead
-	if readPart {
-		pr = b.ReadPart(session)
-	}
-	cmds := make([]*redis.Cmd, len(takes))
-	for i, t := range takes {
-		cmds[i] = b.run(bucketScript, []string{p.c.key("bucket", bucketID(t))}, strconv.FormatFloat(t.PerSecond, 'g', -1, 64), strconv.FormatFloat(t.Burst, 'g', -1, 64))
-	}
-	if !b.Exec(ctx) {
-		return st, false, false
-	}
-	for i, cmd := range cmds {
-		vals, err := cmd.Slice()
-		if err != nil || len(vals) != 2 {
-			p.c.count(OpPeek, errors.Join(errBucket, err))
-			return st, false, false
-		}
-		n, _ := vals[0].(int64)
-		s, _ := vals[1].(string)
-		left, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			p.c.count(OpPeek, errBucket)
-			return st, false, false
-		}
-		takes[i].OK, takes[i].Left = n == 1, left
-	}
-	if !readPart {
-		return st, false, true
-	}
-	st, found, err := pr.State()
-	if err != nil {
-		p.c.count(OpPeek, err)
-		return st, false, false
-	}
-	return st, found, true
+	return p.DecideWindows(ctx, session, readPart, takes, nil)
 }
 
 var errBucket = errors.New("unreadable bucket answer")
@@ -351,20 +316,8 @@ func (p *Protection) DecideWindows(ctx context.Context, session string, readPart
 	if !b.Exec(ctx) {
 		return st, false, false
 	}
-	for i, cmd := range tcmds {
-		vals, err := cmd.Slice()
-		if err != nil || len(vals) != 2 {
-			p.c.count(OpPeek, errors.Join(errBucket, err))
-			return st, false, false
-		}
-		n, _ := vals[0].(int64)
-		s, _ := vals[1].(string)
-		left, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			p.c.count(OpPeek, errBucket)
-			return st, false, false
-		}
-		takes[i].OK, takes[i].Left = n == 1, left
+	if !p.readTakes(tcmds, takes) {
+		return st, false, false
 	}
 	for i, cmd := range wcmds {
 		n, err := cmd.Int64()
@@ -400,3 +353,24 @@ func (p *Protection) Record(ctx context.Context, ops []protect.WindowOp) error {
 }
 
 var _ protect.SharedWindows = (*Protection)(nil)
+
+// readTakes reads the bucket script's answers into takes; false (counted) when one is
+// unreadable.
+func (p *Protection) readTakes(cmds []*redis.Cmd, takes []protect.Take) bool {
+	for i, cmd := range cmds {
+		vals, err := cmd.Slice()
+		if err != nil || len(vals) != 2 {
+			p.c.count(OpPeek, errors.Join(errBucket, err))
+			return false
+		}
+		n, _ := vals[0].(int64)
+		s, _ := vals[1].(string)
+		left, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			p.c.count(OpPeek, errBucket)
+			return false
+		}
+		takes[i].OK, takes[i].Left = n == 1, left
+	}
+	return true
+}
