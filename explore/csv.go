@@ -20,16 +20,11 @@ var csvHeader = []string{"time", "request_id", "method", "host", "path", "route"
 	"request_bytes", "response_bytes", "client_ip", "user_agent", "user", "role", "flows", "malicious", "params"}
 
 func (h *Handler) csv(w http.ResponseWriter, r *http.Request) error {
-	q, err := parseQuery(r.URL.Query(), csvFilters, 0)
-	if err != nil {
-		return err
-	}
-	release, err := h.heavy.acquire(r.Context(), clientOf(r), false)
+	q, session, part, release, err := h.export(r)
 	if err != nil {
 		return err
 	}
 	defer release()
-	session, part := r.PathValue("session"), r.PathValue("part")
 	var cw *csv.Writer
 	row := make([]string, len(csvHeader))
 	err = h.store.EachRequest(r.Context(), session, part, q.filter, func(rec *record.Request) error {
@@ -150,4 +145,16 @@ func safeName(s string) string {
 		return "part"
 	}
 	return b.String()
+}
+
+// export starts an export of a part (CSV, HAR): its filters, its session and part, and a
+// place among the heavy queries, which release gives back.
+func (h *Handler) export(r *http.Request) (q query, session, part string, release func(), err error) {
+	if q, err = parseQuery(r.URL.Query(), csvFilters, 0); err != nil {
+		return q, "", "", nil, err
+	}
+	if release, err = h.heavy.acquire(r.Context(), clientOf(r), false); err != nil {
+		return q, "", "", nil, err
+	}
+	return q, r.PathValue("session"), r.PathValue("part"), release, nil
 }

@@ -100,16 +100,11 @@ type harTimings struct {
 // har streams one session part as a HAR 1.2 log, one entry per stored request, in the
 // store's order, through the same filters and heavy-query limits as the CSV export.
 func (h *Handler) har(w http.ResponseWriter, r *http.Request) error {
-	q, err := parseQuery(r.URL.Query(), csvFilters, 0)
-	if err != nil {
-		return err
-	}
-	release, err := h.heavy.acquire(r.Context(), clientOf(r), false)
+	q, session, part, release, err := h.export(r)
 	if err != nil {
 		return err
 	}
 	defer release()
-	session, part := r.PathValue("session"), r.PathValue("part")
 	var bw *bufio.Writer
 	n := 0
 	err = h.store.EachRequest(r.Context(), session, part, q.filter, func(rec *record.Request) error {
