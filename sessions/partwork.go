@@ -256,7 +256,7 @@ func (e *Engine) stitchJobs(jobs []partJob) {
 		var st stitching
 		if ops[k].OK {
 			st = in.result(&ops[k])
-			e.mirrorLinks(in, &st, j.h.t)
+			e.mirrorLinks(in, &st, ops[k].Learned, j.h.t)
 		} else {
 			e.links.failOpen.Add(1)
 			st = e.stitch(in.s, in.car, in.issued, in.respFirst, j.h.t, false)
@@ -267,9 +267,20 @@ func (e *Engine) stitchJobs(jobs []partJob) {
 }
 
 // mirrorLinks keeps the replica's own link table in step with what the shared links decided
-// for in: the links an answer made are put here too (the first link of a value wins, as
-// there), so that inline answers (Peek) and a later outage decide as Redis did.
-func (e *Engine) mirrorLinks(in *stitchIn, st *stitching, t time.Time) {
+// for in: the links an answer made, and the values it kept as issued (learned), are put here
+// too (the first entry of a value wins, as there), so that inline answers (Peek), the
+// first-party cookies a later request sends back, and a later outage decide as Redis did.
+func (e *Engine) mirrorLinks(in *stitchIn, st *stitching, learned []bool, t time.Time) {
+	idle := in.s.rules.idle
+	_, dayEnd := in.s.rules.dayOf(t)
+	mk := func(root string, kind linkKind) link {
+		return link{root: root, kind: kind, dayEnd: dayEnd.Unix(), lastUse: t.UnixNano()}
+	}
+	for i, iv := range in.issued {
+		if i < len(learned) && learned[i] {
+			e.links.put(iv.session, mk(iv.session, linkIssued), t, idle)
+		}
+	}
 	if st.linked == 0 {
 		return
 	}
@@ -277,11 +288,9 @@ func (e *Engine) mirrorLinks(in *stitchIn, st *stitching, t time.Time) {
 	if in.car.anonymous {
 		kind = linkLogin
 	}
-	idle := in.s.rules.idle
-	_, dayEnd := in.s.rules.dayOf(t)
 	for _, iv := range in.issued {
 		if iv.session != in.car.session && iv.session != st.session {
-			e.links.put(iv.session, link{root: st.session, kind: kind, dayEnd: dayEnd.Unix(), lastUse: t.UnixNano()}, t, idle)
+			e.links.put(iv.session, mk(st.session, kind), t, idle)
 		}
 	}
 }

@@ -165,6 +165,9 @@ type LinkOp struct {
 	// when the i-th issued value did; From and Kind say what the request's value continued
 	// from; Linked counts the values linked. OK is false when the answer is unknown.
 	Session string
+	// Learned says, for each issued value, whether it was kept as a value that continues no
+	// other session (a first-party cookie a later request may send back).
+	Learned []bool
 	Decided int
 	From    string
 	Kind    string

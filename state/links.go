@@ -31,7 +31,9 @@ import (
 // root the replica's own links continue the carried value into (” none; flag L: a login
 // link), which the script follows and shares when Redis has no link for the value.
 //
-// It returns {session, decided (0 the carried value, i the i-th issued), from, kind, linked}.
+// It returns {session, decided (0 the carried value, i the i-th issued), from, kind, linked,
+// learned}: learned has a '1' for each issued value it kept as issued (a value that continues no
+// other session, such as a first-party cookie the client may send back), '0' for the others.
 var linkScript = NewScript(`
 local tsec, tns, dayend = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local idle, margin = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -97,7 +99,7 @@ if not fallback then
     session, from, kind = localroot, carried, lk
   end
 end
-if n == 0 then return {session, decided, from, kind, linked} end
+if n == 0 then return {session, decided, from, kind, linked, ''} end
 local fresh = {}
 for i = 1, n do
   local id, lk = ARGV[8 + i], KEYS[3 * i]
@@ -124,10 +126,12 @@ if linkable and #fresh > 0 then
     if put(KEYS[3 * i], k, session) then linked = linked + 1 end
   end
   if respfirst then decided = 1 end
-  return {session, decided, from, kind, linked}
+  return {session, decided, from, kind, linked, ''}
 end
+local learned = {}
+for i = 1, n do learned[i] = '0' end
 for _, i in ipairs(fresh) do
-  if not (ARGV[8 + n + i] == '1' and claimed) then put(KEYS[3 * i], 'i', ARGV[8 + i]) end
+  if not (ARGV[8 + n + i] == '1' and claimed) and put(KEYS[3 * i], 'i', ARGV[8 + i]) then learned[i] = '1' end
 end
 local d = 0
 if respfirst then
@@ -142,7 +146,7 @@ if d > 0 then
   local l = follow(KEYS[3 * d])
   if l and l.root ~= session then session, from, kind = l.root, ARGV[8 + d], l.kind end
 end
-return {session, decided, from, kind, linked}
+return {session, decided, from, kind, linked, table.concat(learned)}
 `)
 
 // Links keeps the stitching links in the shared state: the engine's sessions.SharedLinks.
@@ -289,7 +293,7 @@ func (l *Links) script(b *Batch, op *sessions.LinkOp) *redis.Cmd {
 // parseStitch reads the script's answer into op.
 func parseStitch(v any, op *sessions.LinkOp) error {
 	a, ok := v.([]any)
-	if !ok || len(a) != 5 {
+	if !ok || len(a) != 6 {
 		return fmt.Errorf("%w: stitch answer %T", errPartState, v)
 	}
 	s, _ := a[0].(string)
@@ -297,10 +301,15 @@ func parseStitch(v any, op *sessions.LinkOp) error {
 	from, _ := a[2].(string)
 	kind, _ := a[3].(string)
 	n, _ := a[4].(int64)
+	learned, _ := a[5].(string)
 	if !strings.HasPrefix(s, "s_") || d < 0 || int(d) > len(op.Issued) || n < 0 {
 		return fmt.Errorf("%w: stitch answer", errPartState)
 	}
 	op.Session, op.Decided, op.From, op.Linked = s, int(d), from, int(n)
+	op.Learned = op.Learned[:0]
+	for i := 0; i < len(learned) && i < len(op.Issued); i++ {
+		op.Learned = append(op.Learned, learned[i] == '1')
+	}
 	switch kind {
 	case "r":
 		op.Kind = sessions.StitchRotation

@@ -249,3 +249,42 @@ func TestSharedLinksOrderAfterScriptFlush(t *testing.T) {
 		t.Errorf("rotation then follow: %+v / %+v; want s_new linked, then followed to s_old", ops[0], ops[1])
 	}
 }
+
+// A first-party cookie that a response set and the client sends back is learned with Redis
+// too, on the replica that saw it set: requests carrying it are grouped as one engine groups
+// them.
+func TestSharedLinksLearnedCookie(t *testing.T) {
+	t.Parallel()
+	c, _ := newTestClient(t, testRedis(t), nil)
+	shared, srec := newStitchEngine(t, c)
+	local, lrec := newStitchEngine(t, nil)
+	at := time.Now().UTC().Add(-time.Hour)
+	var xs []traffic.Exchange
+	for i, cl := range []string{"203.0.113.10:1000", "203.0.113.10:1001", "198.51.100.4:2000"} {
+		x := traffic.Exchange{RequestID: fmt.Sprintf("r%d", i), Start: at.Add(time.Duration(i) * time.Second), Method: "GET",
+			Scheme: "https", Host: "shop.example.com", Path: "/", SourceAddress: cl, ResponseSeen: true, Status: 200,
+			RequestHeaders: []traffic.Header{{Name: "user-agent", Value: "browser/2.0"}}}
+		if i == 0 {
+			x.ResponseHeaders = []traffic.Header{{Name: "set-cookie", Value: "visit=7f3a9c2e41d0b8a65e1f; Path=/"}}
+		} else {
+			// The same visitor again, then from another address: the cookie names the visit.
+			x.RequestHeaders = append(x.RequestHeaders, traffic.Header{Name: "cookie", Value: "visit=7f3a9c2e41d0b8a65e1f"})
+		}
+		xs = append(xs, x)
+	}
+	for i := range xs {
+		lx, sx := xs[i], xs[i]
+		local.Observe(&lx)
+		shared.Observe(&sx)
+		shared.Flush()
+	}
+	want, got := sessionsByRequest(t, local, lrec), sessionsByRequest(t, shared, srec)
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("%s: session %s with Redis, %s on one engine", id, got[id], w)
+		}
+	}
+	if got["r1"] != got["r2"] {
+		t.Errorf("the learned cookie did not group the visit across addresses: %v", got)
+	}
+}
