@@ -226,6 +226,7 @@ type params struct {
 	reqGrouped bool
 	reqSession string
 	reqKey     record.Key
+	reqIdent   string // "param:" + the parameter's name
 	respFirst  bool
 	issued     []issuedValue
 	// The rest is filled when reading all parameters.
@@ -253,13 +254,14 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 		}
 		if !rd.all {
 			ps.grouped, ps.session, ps.key = true, h.sessionID(val), p.key
-			ps.reqGrouped, ps.reqSession, ps.reqKey = true, ps.session, p.key
+			ps.reqGrouped, ps.reqSession, ps.reqKey, ps.reqIdent = true, ps.session, p.key, p.ident
 			return ps, secrets
 		}
+		var id string // the value's session id once computed: one HMAC per grouping value
 		if p.group {
-			ps.groupValue(p, val, h)
+			id = ps.groupValue(p, val, h)
 		}
-		out := ps.add(p, val, h, len(s.params))
+		out := ps.add(p, val, id, h, len(s.params))
 		if p.hashed && len(secrets) < maxSecrets {
 			secrets = append(secrets, redact.Secret{Clear: val, Hashed: out})
 		}
@@ -268,29 +270,36 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 }
 
 // groupValue notes the value of grouping parameter p as carried by the request or issued by
-// the response.
-func (ps *params) groupValue(p *param, val string, h *hasher) {
+// the response. It returns the value's session id when it computed it, else "".
+func (ps *params) groupValue(p *param, val string, h *hasher) string {
 	if p.side == extract.Response {
 		if !ps.grouped {
 			ps.respFirst = true
 		}
 		if len(ps.issued) < maxIssued {
-			ps.issued = append(ps.issued, issuedValue{session: h.sessionID(val), key: p.key, name: "param:" + p.name})
+			id := h.sessionID(val)
+			ps.issued = append(ps.issued, issuedValue{session: id, key: p.key, name: p.ident})
+			return id
 		}
-		return
+		return ""
 	}
 	if !ps.reqGrouped {
-		ps.reqGrouped, ps.reqSession, ps.reqKey = true, h.sessionID(val), p.key
+		ps.reqGrouped, ps.reqSession, ps.reqKey, ps.reqIdent = true, h.sessionID(val), p.key, p.ident
+		return ps.reqSession
 	}
+	return ""
 }
 
-// add takes the value of parameter p and returns it as exported; n is the number of
-// parameters, to size params once.
-func (ps *params) add(p *param, val string, h *hasher, n int) string {
+// add takes the value of parameter p and returns it as exported; id is the value's session id
+// when groupValue computed it ("" when not), n the number of parameters, to size params.
+func (ps *params) add(p *param, val, id string, h *hasher, n int) string {
 	var out string
 	switch {
 	case p.group && !ps.grouped:
-		ps.grouped, ps.key, ps.session = true, p.key, h.sessionID(val)
+		if id == "" {
+			id = h.sessionID(val)
+		}
+		ps.grouped, ps.key, ps.session = true, p.key, id
 		if p.hashed {
 			// A separate HMAC under its own key: the session id must not reveal it.
 			out = h.param(val)
@@ -303,7 +312,9 @@ func (ps *params) add(p *param, val string, h *hasher, n int) string {
 		out = record.Truncate(val, maxParamValue)
 	}
 	if ps.values == nil {
-		ps.values = make(map[string]string, n)
+		// At most one map group's worth at first: a request rarely carries every parameter,
+		// and a hint past 8 allocates a table of several groups at once.
+		ps.values = make(map[string]string, min(n, 8))
 	}
 	ps.values[p.name] = out
 	switch p.typ {
