@@ -3,6 +3,7 @@ package redact
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/apisessions/apisessions/sessions/extract"
 )
@@ -97,8 +98,9 @@ func (s *secret) forms() []string { return s.variants[:s.nvariants] }
 // is the exchange's View, whose parsed bodies and decoded tokens it reuses (nil: tokens are
 // not decoded).
 func New(hash func(string) string, secrets []Secret, v *extract.View) *Redactor {
-	r := &Redactor{hash: hash, view: v}
-	if len(secrets) > 0 {
+	r := redactors.Get().(*Redactor)
+	r.hash, r.view = hash, v
+	if cap(r.list) < len(secrets) {
 		r.list = make([]Secret, 0, len(secrets))
 		r.secrets = make([]secret, 0, len(secrets))
 	}
@@ -106,6 +108,31 @@ func New(hash func(string) string, secrets []Secret, v *extract.View) *Redactor 
 		r.add(s.Clear, s.Hashed)
 	}
 	return r
+}
+
+// redactors keeps released Redactors: one is about a kilobyte, mostly its base64 cores.
+var redactors = sync.Pool{New: func() any { return new(Redactor) }}
+
+// maxPooledSecrets bounds the lists a released Redactor keeps for its next use.
+const maxPooledSecrets = 64
+
+// Release gives r back for a later New once nothing will use it again (the strings it
+// returned are not its memory). A nil *Redactor is ignored.
+func (r *Redactor) Release() {
+	if r == nil {
+		return
+	}
+	if cap(r.list) > maxPooledSecrets || cap(r.secrets) > maxPooledSecrets {
+		r.list, r.secrets = nil, nil
+	} else {
+		clear(r.list)
+		clear(r.secrets)
+		r.list, r.secrets = r.list[:0], r.secrets[:0]
+	}
+	r.hash, r.view = nil, nil
+	r.cores.done, r.cores.n = false, 0
+	r.sorted, r.learnt = false, 0
+	redactors.Put(r)
 }
 
 // hashOf is hash(v): the hashed form New was given when v is one of the secrets (a hashed
@@ -138,7 +165,7 @@ func (r *Redactor) add(clear, hashed string) bool {
 	}
 	r.secrets = append(r.secrets, sec)
 	r.sorted = false
-	r.cores = base64Cores{}
+	r.cores.done, r.cores.n = false, 0 // filled again on next use; fill writes what it reads
 	return true
 }
 
