@@ -129,6 +129,11 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	s := e.snap.Load()
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
+	return e.peek(s, v, x)
+}
+
+// peek is Peek with the snapshot and a View of x.
+func (e *Engine) peek(s *snapshot, v *extract.View, x *traffic.Exchange) (session, part string, key record.Key) {
 	t := startTime(x, e.now)
 	if x.ResponseSeen {
 		// At the response: what Observe will decide, the response's issued values and links
