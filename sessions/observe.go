@@ -138,7 +138,7 @@ func (e *Engine) peek(s *snapshot, v *extract.View, x *traffic.Exchange) (sessio
 	if x.ResponseSeen {
 		// At the response: what Observe will decide, the response's issued values and links
 		// included, so that the response-phase answer carries the final id.
-		ps, _ := s.readParams(v, e.hash, reading{all: true, response: true}, nil)
+		ps, _ := s.readParams(v, e.hash, reading{all: true, response: true, groupOnly: true}, nil)
 		c := s.resolveClient(x)
 		car := e.carriedOf(s, v, &c, &ps, t, false)
 		issued := ps.issued
@@ -216,6 +216,9 @@ type reading struct {
 	all bool
 	// response reads response-side parameters too.
 	response bool
+	// groupOnly, with all, reads every grouping parameter and exports nothing (no values,
+	// user, role or secrets): what grouping at the response needs.
+	groupOnly bool
 }
 
 // params is what readParams found in one exchange besides the secrets.
@@ -244,13 +247,14 @@ type params struct {
 // Reading grouping parameters only, it stops there. Reading all, it also exports every value,
 // takes user and role from the first parameters of those types that have one, and appends
 // the clear values of hashed parameters to secrets, so that no other field of the record
-// carries them. The secrets are returned apart from the rest, which the record keeps: the
+// carries them; with groupOnly it reads on through every grouping parameter (the values a
+// response issued) and exports nothing. The secrets are returned apart from the rest, which the record keeps: the
 // caller's array stays on its stack.
 func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []redact.Secret) (params, []redact.Secret) {
 	var ps params
 	for i := range s.params {
 		p := &s.params[i]
-		if (p.side == extract.Response && !rd.response) || (!p.group && !rd.all) {
+		if (p.side == extract.Response && !rd.response) || (!p.group && (!rd.all || rd.groupOnly)) {
 			continue
 		}
 		val, ok := p.ext.Extract(v)
@@ -265,6 +269,15 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 		var id string // the value's session id once computed: one HMAC per grouping value
 		if p.group {
 			id = ps.groupValue(p, val, h)
+		}
+		if rd.groupOnly {
+			if !ps.grouped {
+				if id == "" {
+					id = h.sessionID(val)
+				}
+				ps.grouped, ps.key, ps.session = true, p.key, id
+			}
+			continue
 		}
 		out := ps.add(p, val, id, h, len(s.params))
 		if p.hashed && len(secrets) < maxSecrets {
