@@ -202,6 +202,7 @@ func (s *Server) serve(ctx context.Context, t transport) (err error) {
 	s.stats.streamsOpen.Add(1)
 	s.stats.streams.Add(1)
 	defer s.stats.streamsOpen.Add(-1)
+	defer st.releaseHeaders() // after finishing
 	// The recover is registered last so it runs first; finishing then still sees the state of
 	// the stream as far as it got.
 	defer st.finish()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -80,9 +81,10 @@ type stream struct {
 	decision traffic.Decision
 
 	// msg is the message being handled, reused for every message of the stream; hdrs backs
-	// its header list so that a typical header list needs no allocation of its own.
+	// its header list so that a typical header list needs no allocation of its own. It comes
+	// from headerBufs for the stream's life (run to the end of serve).
 	msg  message
-	hdrs [32]wireHeader
+	hdrs *[32]wireHeader
 
 	haveTime     bool      // Start came from request.time
 	recv         time.Time // when the request headers arrived here, by this server's clock
@@ -127,6 +129,9 @@ func (st *stream) run(t transport) error {
 	// One message is reused: its header slice keeps its capacity, and what the stream keeps
 	// of it (strings, bodies) lives in each message's own buffer.
 	m := &st.msg
+	if st.hdrs == nil {
+		st.hdrs = headerBufs.Get().(*[32]wireHeader)
+	}
 	m.headers = st.hdrs[:0]
 	for {
 		if err := t.recv(m); err != nil {
@@ -154,6 +159,21 @@ func (st *stream) run(t transport) error {
 			return st.endOf("send", err)
 		}
 	}
+}
+
+// headerBufs keeps the header arrays of ended streams: 1.5 KiB a stream that would otherwise
+// be allocated and cleared with it.
+var headerBufs = sync.Pool{New: func() any { return new([32]wireHeader) }}
+
+// releaseHeaders gives the stream's header array back, cleared so that it keeps no message
+// alive. Nothing reads the stream's message after serve.
+func (st *stream) releaseHeaders() {
+	if st.hdrs == nil {
+		return
+	}
+	clear(st.hdrs[:])
+	headerBufs.Put(st.hdrs)
+	st.hdrs, st.msg.headers = nil, nil
 }
 
 // endOf classifies a transport error: Envoy ends streams by resetting them (codes.Canceled) or

@@ -137,6 +137,7 @@ type snapshot struct {
 type param struct {
 	ext    *extract.Extractor
 	name   string
+	ident  string // "param:" + name, the identifier's name stitching keeps
 	key    record.Key
 	side   extract.Side
 	group  bool
@@ -362,6 +363,7 @@ func (s *snapshot) addParam(p config.Parameter, hidden bool) error {
 	s.params = append(s.params, param{
 		ext:    ext,
 		name:   p.Name,
+		ident:  "param:" + p.Name,
 		key:    record.Key{Source: record.SourceParam, Name: p.Name},
 		side:   ext.Side(),
 		group:  p.Group && !hidden,

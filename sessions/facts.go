@@ -51,9 +51,13 @@ func (n FactNeeds) Any() bool {
 // PeekFacts fills f with the grouping Peek answers and the facts need asks for. Like Peek it
 // changes no state.
 func (e *Engine) PeekFacts(x *traffic.Exchange, need FactNeeds, f *Facts) {
-	f.Session, f.Part, f.Key = e.Peek(x)
+	// One View for both: the facts read the cookies, query and token the grouping parsed.
+	s := e.snap.Load()
+	v := extract.NewView(x, e.cache, s.maxBody)
+	defer v.Release()
+	f.Session, f.Part, f.Key = e.peek(s, v, x)
 	if need.Any() {
-		e.fillFacts(e.snap.Load(), x, need, f)
+		e.fillFacts(s, v, x, need, f)
 	}
 }
 
@@ -65,8 +69,8 @@ func (e *Engine) PeekFacts(x *traffic.Exchange, need FactNeeds, f *Facts) {
 func (e *Engine) PeekFactsLocal(x *traffic.Exchange, need FactNeeds, f *Facts) (t time.Time, readShared bool) {
 	s := e.snap.Load()
 	v := extract.NewView(x, e.cache, s.maxBody)
+	defer v.Release()
 	f.Session, f.Key = s.group(v, x, e.hash)
-	v.Release()
 	t = startTime(x, e.now)
 	switch {
 	case e.shared == nil:
@@ -81,7 +85,7 @@ func (e *Engine) PeekFactsLocal(x *traffic.Exchange, need FactNeeds, f *Facts) (
 		}
 	}
 	if need.Any() {
-		e.fillFacts(s, x, need, f)
+		e.fillFacts(s, v, x, need, f)
 	}
 	return t, readShared
 }
@@ -99,11 +103,9 @@ func (e *Engine) NamePart(f *Facts, t time.Time, st PartState, found, ok bool) {
 }
 
 // fillFacts reads the facts need asks for beyond the grouping.
-func (e *Engine) fillFacts(s *snapshot, x *traffic.Exchange, need FactNeeds, f *Facts) {
+func (e *Engine) fillFacts(s *snapshot, v *extract.View, x *traffic.Exchange, need FactNeeds, f *Facts) {
 	if need.Params {
-		v := extract.NewView(x, e.cache, s.maxBody)
 		f.User, f.Role = s.userRole(v, e.hash)
-		v.Release()
 	}
 	path := pathOnly(x.Path)
 	if len(path) > maxPath {

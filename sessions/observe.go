@@ -129,11 +129,16 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	s := e.snap.Load()
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
+	return e.peek(s, v, x)
+}
+
+// peek is Peek with the snapshot and a View of x.
+func (e *Engine) peek(s *snapshot, v *extract.View, x *traffic.Exchange) (session, part string, key record.Key) {
 	t := startTime(x, e.now)
 	if x.ResponseSeen {
 		// At the response: what Observe will decide, the response's issued values and links
 		// included, so that the response-phase answer carries the final id.
-		ps, _ := s.readParams(v, e.hash, reading{all: true, response: true}, nil)
+		ps, _ := s.readParams(v, e.hash, reading{all: true, response: true, groupOnly: true}, nil)
 		c := s.resolveClient(x)
 		car := e.carriedOf(s, v, &c, &ps, t, false)
 		issued := ps.issued
@@ -211,6 +216,9 @@ type reading struct {
 	all bool
 	// response reads response-side parameters too.
 	response bool
+	// groupOnly, with all, reads every grouping parameter and exports nothing (no values,
+	// user, role or secrets): what grouping at the response needs.
+	groupOnly bool
 }
 
 // params is what readParams found in one exchange besides the secrets.
@@ -226,6 +234,7 @@ type params struct {
 	reqGrouped bool
 	reqSession string
 	reqKey     record.Key
+	reqIdent   string // "param:" + the parameter's name
 	respFirst  bool
 	issued     []issuedValue
 	// The rest is filled when reading all parameters.
@@ -238,13 +247,14 @@ type params struct {
 // Reading grouping parameters only, it stops there. Reading all, it also exports every value,
 // takes user and role from the first parameters of those types that have one, and appends
 // the clear values of hashed parameters to secrets, so that no other field of the record
-// carries them. The secrets are returned apart from the rest, which the record keeps: the
+// carries them; with groupOnly it reads on through every grouping parameter (the values a
+// response issued) and exports nothing. The secrets are returned apart from the rest, which the record keeps: the
 // caller's array stays on its stack.
 func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []redact.Secret) (params, []redact.Secret) {
 	var ps params
 	for i := range s.params {
 		p := &s.params[i]
-		if (p.side == extract.Response && !rd.response) || (!p.group && !rd.all) {
+		if (p.side == extract.Response && !rd.response) || (!p.group && (!rd.all || rd.groupOnly)) {
 			continue
 		}
 		val, ok := p.ext.Extract(v)
@@ -253,13 +263,23 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 		}
 		if !rd.all {
 			ps.grouped, ps.session, ps.key = true, h.sessionID(val), p.key
-			ps.reqGrouped, ps.reqSession, ps.reqKey = true, ps.session, p.key
+			ps.reqGrouped, ps.reqSession, ps.reqKey, ps.reqIdent = true, ps.session, p.key, p.ident
 			return ps, secrets
 		}
+		var id string // the value's session id once computed: one HMAC per grouping value
 		if p.group {
-			ps.groupValue(p, val, h)
+			id = ps.groupValue(p, val, h)
 		}
-		out := ps.add(p, val, h, len(s.params))
+		if rd.groupOnly {
+			if !ps.grouped {
+				if id == "" {
+					id = h.sessionID(val)
+				}
+				ps.grouped, ps.key, ps.session = true, p.key, id
+			}
+			continue
+		}
+		out := ps.add(p, val, id, h, len(s.params))
 		if p.hashed && len(secrets) < maxSecrets {
 			secrets = append(secrets, redact.Secret{Clear: val, Hashed: out})
 		}
@@ -268,29 +288,36 @@ func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []
 }
 
 // groupValue notes the value of grouping parameter p as carried by the request or issued by
-// the response.
-func (ps *params) groupValue(p *param, val string, h *hasher) {
+// the response. It returns the value's session id when it computed it, else "".
+func (ps *params) groupValue(p *param, val string, h *hasher) string {
 	if p.side == extract.Response {
 		if !ps.grouped {
 			ps.respFirst = true
 		}
 		if len(ps.issued) < maxIssued {
-			ps.issued = append(ps.issued, issuedValue{session: h.sessionID(val), key: p.key, name: "param:" + p.name})
+			id := h.sessionID(val)
+			ps.issued = append(ps.issued, issuedValue{session: id, key: p.key, name: p.ident})
+			return id
 		}
-		return
+		return ""
 	}
 	if !ps.reqGrouped {
-		ps.reqGrouped, ps.reqSession, ps.reqKey = true, h.sessionID(val), p.key
+		ps.reqGrouped, ps.reqSession, ps.reqKey, ps.reqIdent = true, h.sessionID(val), p.key, p.ident
+		return ps.reqSession
 	}
+	return ""
 }
 
-// add takes the value of parameter p and returns it as exported; n is the number of
-// parameters, to size params once.
-func (ps *params) add(p *param, val string, h *hasher, n int) string {
+// add takes the value of parameter p and returns it as exported; id is the value's session id
+// when groupValue computed it ("" when not), n the number of parameters, to size params.
+func (ps *params) add(p *param, val, id string, h *hasher, n int) string {
 	var out string
 	switch {
 	case p.group && !ps.grouped:
-		ps.grouped, ps.key, ps.session = true, p.key, h.sessionID(val)
+		if id == "" {
+			id = h.sessionID(val)
+		}
+		ps.grouped, ps.key, ps.session = true, p.key, id
 		if p.hashed {
 			// A separate HMAC under its own key: the session id must not reveal it.
 			out = h.param(val)
@@ -303,7 +330,9 @@ func (ps *params) add(p *param, val string, h *hasher, n int) string {
 		out = record.Truncate(val, maxParamValue)
 	}
 	if ps.values == nil {
-		ps.values = make(map[string]string, n)
+		// At most one map group's worth at first: a request rarely carries every parameter,
+		// and a hint past 8 allocates a table of several groups at once.
+		ps.values = make(map[string]string, min(n, 8))
 	}
 	ps.values[p.name] = out
 	switch p.typ {
@@ -367,6 +396,7 @@ func (e *Engine) enrich(s *snapshot, v *extract.View, x *traffic.Exchange, rec *
 	}
 	malicious, att := s.attacks.verdict(x)
 	red := e.redactFields(s, v, x, rec, secrets, malicious)
+	defer red.Release()
 	rec.Route = e.routes.bound(rec.Host, record.Truncate(route(rec.Path), maxPath))
 	if att != nil {
 		rec.Malicious, rec.Attack = malicious, att
@@ -413,8 +443,9 @@ func handoverAttack(hv *traffic.Handover) (bool, *record.Attack) {
 // that are hidden by name (redact.Redactor.Learn), and is returned for its content; nil
 // otherwise.
 func (e *Engine) redactFields(s *snapshot, v *extract.View, x *traffic.Exchange, rec *record.Request, secrets []redact.Secret, malicious bool) *redact.Redactor {
-	if !malicious && !redact.MayHold(secrets, rec.Path, rec.Query, rec.UserAgent, rec.RequestID, rec.Host) &&
-		!s.hashed.QueryNamed(rec.Query) {
+	// QueryNamed first: it is cheaper, and when it holds the Redactor checks each field anyway.
+	if !malicious && !s.hashed.QueryNamed(rec.Query) &&
+		!redact.MayHold(secrets, rec.Path, rec.Query, rec.UserAgent, rec.RequestID, rec.Host) {
 		return nil
 	}
 	red := redact.New(e.hashParam, secrets, v)

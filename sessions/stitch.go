@@ -277,7 +277,7 @@ func (e *Engine) learned(s *snapshot, v *extract.View, t time.Time, touch bool) 
 // fallback of client c.
 func (e *Engine) carriedOf(s *snapshot, v *extract.View, c *client, ps *params, t time.Time, touch bool) carried {
 	if ps.reqGrouped {
-		return carried{session: ps.reqSession, key: ps.reqKey, name: "param:" + ps.reqKey.Name}
+		return carried{session: ps.reqSession, key: ps.reqKey, name: ps.reqIdent}
 	}
 	if s.builtin {
 		if val, key, ok := groupBuiltin(v); ok {

@@ -155,7 +155,8 @@ func endsWithName(name, k string) bool {
 func (r *Redactor) rewritePairs(q string, names []string, scrub *Names) string {
 	var b strings.Builder
 	b.Grow(len(q))
-	for i, part := range strings.Split(q, "&") {
+	for i := 0; ; i++ {
+		part, rest, more := strings.Cut(q, "&")
 		if i > 0 {
 			b.WriteByte('&')
 		}
@@ -164,12 +165,15 @@ func (r *Redactor) rewritePairs(q string, names []string, scrub *Names) string {
 		if hasVal && rawVal != "" && (slices.Contains(names, name) || scrub.Match(name)) {
 			b.WriteString(r.Value(rawName))
 			b.WriteByte('=')
-			b.WriteString(r.hash(unescapeOr(rawVal)))
-			continue
+			b.WriteString(r.hashOf(unescapeOr(rawVal)))
+		} else {
+			b.WriteString(r.Value(part))
 		}
-		b.WriteString(r.Value(part))
+		if !more {
+			return b.String()
+		}
+		q = rest
 	}
-	return b.String()
 }
 
 // pairs yields the decoded name and value of every pair of an urlencoded list; when cut is

@@ -276,7 +276,7 @@ func (r *Redactor) findIn(l *layer, out []span, shortOnly bool) []span {
 		if shortOnly && len(sec.clear) >= minScrubLen {
 			continue
 		}
-		for _, v := range sec.variants {
+		for _, v := range sec.forms() {
 			if len(sec.clear) < minScrubLen {
 				if len(v) == len(text) && equalFold(text, v) {
 					out = append(out, span{l.start(0), l.end(len(text) - 1), si})
@@ -310,7 +310,7 @@ func (r *Redactor) findBase64(l *layer, out []span) []span {
 				if len(sec.clear) < minScrubLen {
 					continue
 				}
-				for _, v := range sec.variants {
+				for _, v := range sec.forms() {
 					for i := 0; ; {
 						j := indexFold(text[i:], v)
 						if j < 0 {
@@ -369,7 +369,7 @@ func (r *Redactor) cutTail(s string) string {
 		text := bytesString(l.b)
 		end := len(text) - danglingEscape(text)
 		for i := range r.secrets {
-			for _, v := range r.secrets[i].variants {
+			for _, v := range r.secrets[i].forms() {
 				if k := prefixAtEnd(text[:end], v); k > 0 {
 					cut = min(cut, l.start(end-k))
 				}
@@ -409,7 +409,7 @@ func (r *Redactor) base64Tail(text string) (int, bool) {
 	for off := 0; off < 4 && len(last.text)-off >= minBase64Run; off++ {
 		dec = decodeBase64(dec[:0], last.text[off:])
 		for i := range r.secrets {
-			for _, v := range r.secrets[i].variants {
+			for _, v := range r.secrets[i].forms() {
 				if k := prefixAtEnd(bytesString(dec), v); k > 0 {
 					return last.at + off + 4*((len(dec)-k)/3), true
 				}

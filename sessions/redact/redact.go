@@ -3,6 +3,7 @@ package redact
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/apisessions/apisessions/sessions/extract"
 )
@@ -84,19 +85,65 @@ type Redactor struct {
 // case (which the search ignores anyway).
 type secret struct {
 	clear, hashed string
-	variants      []string
+	variants      [3]string // forms()
+	nvariants     int
 }
 
+// forms are the forms of the secret that are searched: the value first.
+func (s *secret) forms() []string { return s.variants[:s.nvariants] }
+
 // New returns the Redactor of one exchange: hash gives the exported form of any value (the
-// engine's hashed parameter form), secrets are the exchange's hashed parameter values, and v
+// engine's hashed parameter form), secrets are the exchange's hashed parameter values (each
+// Hashed being hash(Clear), which the Redactor reuses instead of hashing again), and v
 // is the exchange's View, whose parsed bodies and decoded tokens it reuses (nil: tokens are
 // not decoded).
 func New(hash func(string) string, secrets []Secret, v *extract.View) *Redactor {
-	r := &Redactor{hash: hash, view: v}
+	r := redactors.Get().(*Redactor)
+	r.hash, r.view = hash, v
+	if cap(r.list) < len(secrets) {
+		r.list = make([]Secret, 0, len(secrets))
+		r.secrets = make([]secret, 0, len(secrets))
+	}
 	for _, s := range secrets {
 		r.add(s.Clear, s.Hashed)
 	}
 	return r
+}
+
+// redactors keeps released Redactors: one is about a kilobyte, mostly its base64 cores.
+var redactors = sync.Pool{New: func() any { return new(Redactor) }}
+
+// maxPooledSecrets bounds the lists a released Redactor keeps for its next use.
+const maxPooledSecrets = 64
+
+// Release gives r back for a later New once nothing will use it again (the strings it
+// returned are not its memory). A nil *Redactor is ignored.
+func (r *Redactor) Release() {
+	if r == nil {
+		return
+	}
+	if cap(r.list) > maxPooledSecrets || cap(r.secrets) > maxPooledSecrets {
+		r.list, r.secrets = nil, nil
+	} else {
+		clear(r.list)
+		clear(r.secrets)
+		r.list, r.secrets = r.list[:0], r.secrets[:0]
+	}
+	r.hash, r.view = nil, nil
+	r.cores.done, r.cores.n = false, 0
+	r.sorted, r.learnt = false, 0
+	redactors.Put(r)
+}
+
+// hashOf is hash(v): the hashed form New was given when v is one of the secrets (a hashed
+// query parameter's value is usually the secret its parameter read), else computed.
+func (r *Redactor) hashOf(v string) string {
+	for i := range r.list {
+		if r.list[i].Clear == v {
+			return r.list[i].Hashed
+		}
+	}
+	return r.hash(v)
 }
 
 // add adds a secret unless it is empty or known; false when it was not added.
@@ -105,15 +152,20 @@ func (r *Redactor) add(clear, hashed string) bool {
 		return false
 	}
 	r.list = append(r.list, Secret{Clear: clear, Hashed: hashed})
-	sec := secret{clear: clear, hashed: hashed, variants: []string{clear}}
-	for _, v := range []string{strings.ToLower(clear), strings.ToUpper(clear)} {
-		if !slices.ContainsFunc(sec.variants, func(w string) bool { return equalFold(v, w) }) {
-			sec.variants = append(sec.variants, v)
+	sec := secret{clear: clear, hashed: hashed, nvariants: 1}
+	sec.variants[0] = clear
+	// ASCII text has no case forms beyond the ASCII case the search ignores.
+	if !isASCII(clear) {
+		for _, v := range [...]string{strings.ToLower(clear), strings.ToUpper(clear)} {
+			if !slices.ContainsFunc(sec.forms(), func(w string) bool { return equalFold(v, w) }) {
+				sec.variants[sec.nvariants] = v
+				sec.nvariants++
+			}
 		}
 	}
 	r.secrets = append(r.secrets, sec)
 	r.sorted = false
-	r.cores = base64Cores{}
+	r.cores.done, r.cores.n = false, 0 // filled again on next use; fill writes what it reads
 	return true
 }
 
