@@ -142,7 +142,8 @@ func TestBrowserOverview(t *testing.T) {
 	tb.wait("the unfiltered list is drawn", ready("list")+` && location.search === '?view=sessions' && document.querySelectorAll('#session-rows tr').length === 3`)
 }
 
-// screenshotOverview writes docs/overview.png: the overview of a day of demo traffic.
+// screenshotOverview writes docs/overview.png, the overview of a day of demo traffic, and
+// docs/list.png, the afternoon's session parts with a risk score, with their pivots.
 func screenshotOverview(t *testing.T, bctx context.Context) {
 	srv := serveHTTP(t, stack(t, "", demoDay()))
 	tb := newTab(t, bctx)
@@ -156,6 +157,17 @@ func screenshotOverview(t *testing.T, bctx context.Context) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join("..", "..", "docs", "overview.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	tb.do("open the list of the day's risky parts", chromedp.EmulateViewport(1680, 900),
+		chromedp.Navigate(srv.URL+"/?from=2026-11-22T13:00:00Z&to=2026-11-22T15:59:59Z&min_risk=1"))
+	tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length > 3`)
+	png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("..", "..", "docs", "list.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
