@@ -41,9 +41,10 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) error {
 	}
 	by := store.SessionsBy(r.URL.Query().Get("sessions_by"))
 	switch by {
-	case "", store.ByMalicious:
+	case "", store.ByMalicious, store.ByRisk:
 	default:
-		return bad("sessions_by %s is not an order of sessions; use sessions_by=%s", quote(string(by)), store.ByMalicious)
+		return bad("sessions_by %s is not an order of sessions; use sessions_by=%s or sessions_by=%s",
+			quote(string(by)), store.ByMalicious, store.ByRisk)
 	}
 	release, err := h.heavy.acquire(r.Context(), clientOf(r), false)
 	if err != nil {

@@ -2,6 +2,7 @@ package explore
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +49,22 @@ func TestOverview(t *testing.T) {
 			}
 		})
 
+		t.Run("riskiest sessions", func(t *testing.T) {
+			a := get(t, h, "/api/v1/overview?sessions_by=risk", "")
+			var o store.Overview
+			if err := json.Unmarshal([]byte(a.body), &o); err != nil || a.status != 200 {
+				t.Fatalf("overview: %d %v %s", a.status, err, a.body)
+			}
+			// s_aaaa's malicious 403 makes it risky; s_bbbb's one 200 does not.
+			if o.SessionsBy != store.ByRisk || len(o.TopSessions) != 1 || o.TopSessions[0].Session != "s_aaaa" ||
+				o.TopSessions[0].Risk <= 0 || o.TopSessions[0].Malicious != 1 || o.TopSessions[0].User != "alice" {
+				t.Errorf("top sessions = %+v by %s; want s_aaaa alone, by risk, with its risk and malicious request", o.TopSessions, o.SessionsBy)
+			}
+			if !strings.Contains(a.body, `"sessions_by":"risk"`) || !strings.Contains(a.body, `"risk":`) {
+				t.Errorf("answer %s; want sessions_by risk and each session's risk", a.body)
+			}
+		})
+
 		for _, tc := range []struct{ name, path, msg string }{
 			{"reversed", "/api/v1/overview?from=2026-11-22T11:00:00Z&to=2026-11-22T10:00:00Z",
 				`to (2026-11-22T10:00:00Z) is before from (2026-11-22T11:00:00Z); swap them`},
@@ -55,7 +72,7 @@ func TestOverview(t *testing.T) {
 				`from (2026-11-22T10:00:00Z) is not before to (2026-11-22T10:00:00Z); give a period, e.g. from=2026-11-22T00:00:00Z&to=2026-11-23T00:00:00Z`},
 			{"too long", "/api/v1/overview?from=2024-11-22T10:00:00Z&to=2026-11-22T10:00:00Z",
 				`the period from 2024-11-22T10:00:00Z to 2026-11-22T10:00:00Z is longer than 366 days; give a shorter one`},
-			{"order", "/api/v1/overview?sessions_by=risk", `sessions_by "risk" is not an order of sessions; use sessions_by=malicious`},
+			{"order", "/api/v1/overview?sessions_by=errors", `sessions_by "errors" is not an order of sessions; use sessions_by=malicious or sessions_by=risk`},
 			{"unknown", "/api/v1/overview?user=alice", `unknown filter "user"; the filters here are from, to, sessions_by`},
 			{"time", "/api/v1/overview?to=now", `to "now" is not an RFC 3339 time; use e.g. 2026-11-22T10:00:00Z`},
 		} {

@@ -43,11 +43,13 @@ func BucketWidth(from, to time.Time) time.Duration {
 // SessionsBy orders the top sessions of an overview.
 type SessionsBy string
 
-// Orders of the top sessions. Only malicious requests are stored today; an ordering by a
-// risk score joins this list when parts carry one.
+// Orders of the top sessions.
 const (
-	// ByMalicious orders parts by their malicious requests in the period.
+	// ByMalicious orders parts by their malicious requests in the period, then their errors.
 	ByMalicious SessionsBy = "malicious"
+	// ByRisk orders the parts with a request in the period by their risk score (as of their
+	// latest request, the score the list's min_risk filter reads), riskiest first.
+	ByRisk SessionsBy = "risk"
 )
 
 // OverviewQuery asks for the overview of the requests whose time is in [From, To).
@@ -110,11 +112,13 @@ type RouteCount struct {
 	Errors    int    `json:"errors"`
 }
 
-// SessionCount is a session part with its malicious requests and errors in the period.
+// SessionCount is a session part with its malicious requests and errors in the period, and
+// its risk score as of its latest request.
 type SessionCount struct {
 	Session   string    `json:"session"`
 	Part      string    `json:"part"`
 	User      string    `json:"user,omitempty"`
+	Risk      int       `json:"risk"`
 	Malicious int       `json:"malicious"`
 	Errors    int       `json:"errors"`
 	LastSeen  time.Time `json:"last_seen"`
@@ -147,7 +151,7 @@ func (s *Store) Overview(ctx context.Context, q OverviewQuery) (*Overview, error
 	if q.SessionsBy == "" {
 		q.SessionsBy = ByMalicious
 	}
-	if q.SessionsBy != ByMalicious {
+	if q.SessionsBy != ByMalicious && q.SessionsBy != ByRisk {
 		return nil, fmt.Errorf("store: overview: unknown order %q", q.SessionsBy)
 	}
 	if !q.From.Before(q.To) {
@@ -326,6 +330,9 @@ func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, or
 	}
 	o.RoutesByMalicious = topRoutes(all, func(rc RouteCount) int { return rc.Malicious }, byName)
 	o.RoutesByErrors = topRoutes(all, func(rc RouteCount) int { return rc.Errors }, byName)
+	if o.SessionsBy == ByRisk {
+		return s.riskiestSessions(ctx, q, parts, o)
+	}
 	return s.topSessions(ctx, parts, o)
 }
 
@@ -382,19 +389,19 @@ func (s *Store) topSessions(ctx context.Context, parts map[int64]*SessionCount, 
 	}
 	w := &sqlWhere{}
 	s.d.idIn(w, "p.id", ids)
-	rows, err := s.query(ctx, `SELECT p.id, p.session, p.part, p."user", p.last_seen FROM parts p WHERE `+w.String(), w.args...)
+	rows, err := s.query(ctx, `SELECT p.id, p.session, p.part, p."user", p.last_seen, p.risk FROM parts p WHERE `+w.String(), w.args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id, last int64
+		var id, last, risk int64
 		var sc SessionCount
-		if err := rows.Scan(&id, &sc.Session, &sc.Part, &sc.User, &last); err != nil {
+		if err := rows.Scan(&id, &sc.Session, &sc.Part, &sc.User, &last, &risk); err != nil {
 			return err
 		}
 		if c := parts[id]; c != nil {
-			sc.Malicious, sc.Errors, sc.LastSeen = c.Malicious, c.Errors, time.UnixMilli(last).UTC()
+			sc.Malicious, sc.Errors, sc.LastSeen, sc.Risk = c.Malicious, c.Errors, time.UnixMilli(last).UTC(), int(risk)
 			o.TopSessions = append(o.TopSessions, sc)
 		}
 	}
@@ -407,6 +414,36 @@ func (s *Store) topSessions(ctx context.Context, parts map[int64]*SessionCount, 
 	})
 	o.TopSessions = o.TopSessions[:min(len(o.TopSessions), overviewTop)]
 	return nil
+}
+
+// riskiestSessions keeps the overviewTop parts with a request in the period and a risk score
+// above 0, highest score first, then latest request, then session and part; with their
+// malicious requests and errors in the period (parts, from overviewBad). The literal risk > 0
+// lets both engines walk the index of risky parts (parts_risky) over the period's parts.
+func (s *Store) riskiestSessions(ctx context.Context, q *overviewSQL, parts map[int64]*SessionCount, o *Overview) error {
+	c, args := q.parts("p")
+	rows, err := s.query(ctx, `SELECT p.id, p.session, p.part, p."user", p.last_seen, p.risk FROM parts p
+		WHERE p.risk > 0 AND `+c+` AND (p.first_seen >= ? AND p.last_seen < ? OR EXISTS (SELECT 1 FROM requests r
+			WHERE r.part_id = p.id AND r.time >= ? AND r.time < ?`+q.perRow+`))
+		ORDER BY p.risk DESC, p.last_seen DESC, p.session, p.part LIMIT ?`,
+		append(args, q.from, q.to, q.from, q.to, overviewTop)...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, last, risk int64
+		var sc SessionCount
+		if err := rows.Scan(&id, &sc.Session, &sc.Part, &sc.User, &last, &risk); err != nil {
+			return err
+		}
+		sc.LastSeen, sc.Risk = time.UnixMilli(last).UTC(), int(risk)
+		if c := parts[id]; c != nil {
+			sc.Malicious, sc.Errors = c.Malicious, c.Errors
+		}
+		o.TopSessions = append(o.TopSessions, sc)
+	}
+	return rows.Err()
 }
 
 // overviewUsers finds the users whose first stored request is in the period: users of the

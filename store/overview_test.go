@@ -125,6 +125,99 @@ func TestOverview(t *testing.T) {
 	})
 }
 
+// TestOverviewByRisk checks sessions_by=risk on both drivers: the parts with a request in the
+// period and a risk score, riskiest first, with their period's counts; parts without a request
+// in the period, or without risk, are left out.
+func TestOverviewByRisk(t *testing.T) {
+	t.Parallel()
+	mal := func(r *record.Request) {
+		r.Malicious = true
+		r.Attack = &record.Attack{Source: "header", Types: []string{"sqli"}}
+	}
+	status := func(n int) func(*record.Request) { return func(r *record.Request) { r.Status = n } }
+	user := func(u string) func(*record.Request) { return func(r *record.Request) { r.User = u } }
+	recs := []record.Record{
+		// s_hi: a malicious request and two refusals within a minute: 40 + 10 + 10.
+		req("s_hi", "2026-11-22", 5*time.Minute, user("mallory"), mal),
+		req("s_hi", "2026-11-22", 5*time.Minute+10*time.Second, user("mallory"), status(401)),
+		req("s_hi", "2026-11-22", 5*time.Minute+20*time.Second, user("mallory"), status(403)),
+		req("s_lo", "2026-11-22", 10*time.Minute, status(403)),
+		req("s_lo", "2026-11-22", 11*time.Minute, status(500)),
+		// s_lo: one refusal, faded a little at its server error (not a risk signal), which its
+		// errors count.
+		// s_tie and s_tie2: one refusal each, the same score; the later request comes first.
+		req("s_tie", "2026-11-22", 20*time.Minute, status(403)),
+		req("s_tie2", "2026-11-22", 25*time.Minute, status(403)),
+		// s_calm: requests in the period, no risk.
+		req("s_calm", "2026-11-22", 15*time.Minute),
+		// s_before: risky, but its requests are before the period.
+		req("s_before", "2026-11-22", -2*time.Hour, mal),
+		// s_across: risky, across the period without a request in it.
+		req("s_across", "2026-11-22", -10*time.Minute, mal),
+		req("s_across", "2026-11-22", 70*time.Minute, mal),
+	}
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		write(t, s, recs...)
+		o, err := s.Overview(context.Background(), OverviewQuery{From: base, To: base.Add(time.Hour), SessionsBy: ByRisk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.SessionsBy != ByRisk {
+			t.Errorf("sessions_by = %q; want risk", o.SessionsBy)
+		}
+		type row struct {
+			Session         string
+			User            string
+			Risk            int
+			Malicious, Errs int
+			Last            time.Duration
+		}
+		var got []row
+		for _, sc := range o.TopSessions {
+			got = append(got, row{sc.Session, sc.User, sc.Risk, sc.Malicious, sc.Errors, sc.LastSeen.Sub(base)})
+		}
+		hi, tie, tie2, lo := partRisk(t, s, "s_hi"), partRisk(t, s, "s_tie"), partRisk(t, s, "s_tie2"), partRisk(t, s, "s_lo")
+		if hi <= tie || tie != tie2 || tie <= lo || lo == 0 {
+			t.Fatalf("fixture: risks s_hi %d, s_tie %d, s_tie2 %d, s_lo %d; want s_hi > s_tie = s_tie2 > s_lo > 0", hi, tie, tie2, lo)
+		}
+		want := []row{
+			{"s_hi", "mallory", hi, 1, 0, 5*time.Minute + 20*time.Second},
+			{"s_tie2", "", tie, 0, 0, 25 * time.Minute},
+			{"s_tie", "", tie, 0, 0, 20 * time.Minute},
+			{"s_lo", "", lo, 0, 1, 11 * time.Minute},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("riskiest sessions (-want +got):\n%s", diff)
+		}
+		// The order by malicious requests reports the risk of its parts too.
+		o, err = s.Overview(context.Background(), OverviewQuery{From: base, To: base.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(o.TopSessions) != 1 || o.TopSessions[0].Session != "s_hi" || o.TopSessions[0].Risk != hi {
+			t.Errorf("top sessions by malicious = %+v; want s_hi with risk %d", o.TopSessions, hi)
+		}
+		// Two hours before: s_before alone.
+		o, err = s.Overview(context.Background(), OverviewQuery{From: base.Add(-3 * time.Hour), To: base.Add(-time.Hour), SessionsBy: ByRisk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(o.TopSessions) != 1 || o.TopSessions[0].Session != "s_before" || o.TopSessions[0].Malicious != 1 {
+			t.Errorf("riskiest sessions two hours before = %+v; want s_before alone", o.TopSessions)
+		}
+	})
+}
+
+// partRisk is the risk score the part view reports for the part of session on 2026-11-22.
+func partRisk(t *testing.T, s *Store, session string) int {
+	t.Helper()
+	v, err := s.Part(context.Background(), session, "2026-11-22", PartQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Session.Risk
+}
+
 func TestBucketWidth(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -150,7 +243,7 @@ func TestOverviewRejects(t *testing.T) {
 	if _, err := s.Overview(context.Background(), OverviewQuery{From: base, To: base}); err == nil {
 		t.Error("an empty period was accepted")
 	}
-	if _, err := s.Overview(context.Background(), OverviewQuery{From: base, To: base.Add(time.Hour), SessionsBy: "risk"}); err == nil {
+	if _, err := s.Overview(context.Background(), OverviewQuery{From: base, To: base.Add(time.Hour), SessionsBy: "errors"}); err == nil {
 		t.Error("an unknown order was accepted")
 	}
 }

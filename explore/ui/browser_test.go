@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -496,10 +497,10 @@ func downloaded(t *testing.T, tb *tab, what, sel string) []byte {
 
 func ptr[T any](v T) *T { return &v }
 
-// TestScreenshot refreshes docs/ui.png and docs/overview.png: APISESSIONS_SCREENSHOT=1 go test -run TestScreenshot ./explore/ui/
+// TestScreenshot refreshes docs/ui.png, docs/overview.png and docs/list.png: APISESSIONS_SCREENSHOT=1 go test -run TestScreenshot ./explore/ui/
 func TestScreenshot(t *testing.T) {
 	if os.Getenv("APISESSIONS_SCREENSHOT") != "1" {
-		t.Skip("set APISESSIONS_SCREENSHOT=1 to refresh docs/ui.png and docs/overview.png")
+		t.Skip("set APISESSIONS_SCREENSHOT=1 to refresh docs/ui.png, docs/overview.png and docs/list.png")
 	}
 	bctx := startBrowser(t)
 	demo := demoRequests()
@@ -507,7 +508,14 @@ func TestScreenshot(t *testing.T) {
 	tb := newTab(t, bctx)
 	tb.do("open the demo part", chromedp.EmulateViewport(1440, 1200),
 		chromedp.Navigate(srv.URL+"/?session="+demo[0].Session+"&part="+demo[0].Part))
-	tb.wait("the part view is drawn", ready("part"))
+	// The requests arrive after the view is ready; the page's full height is known once they are.
+	n := 0
+	for _, r := range demo {
+		if r.Session == demo[0].Session && r.Part == demo[0].Part {
+			n++
+		}
+	}
+	tb.wait("the part view is drawn with its requests", ready("part")+` && document.querySelectorAll('#request-rows tr.req').length === `+strconv.Itoa(n))
 	ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

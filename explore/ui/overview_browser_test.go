@@ -73,6 +73,41 @@ func TestBrowserOverview(t *testing.T) {
 		t.Fatalf("the overview holds %d elements that only markup from traffic could have made", n)
 	}
 
+	// The new user agents are pivots to the parts that sent them since their first request.
+	if got := eval[string](tb, `document.querySelector('#new-fingerprints .ua-link').getAttribute('href')`); !strings.Contains(got, "ua=%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E") {
+		t.Fatalf("the hostile user agent links to %q; want the list filtered by it (ua=)", got)
+	}
+
+	// Ranked by risk: the hostile session (a malicious request) before alice's (a refusal);
+	// bob's has no risk. The period stays, the order is in the URL.
+	if got := texts(tb, "#top-sessions .sessions-by a"); !equal(got, []string{"Most malicious", "Riskiest"}) {
+		t.Fatalf("the orders of the top sessions read %q", got)
+	}
+	tb.do("rank the sessions by risk", click(`#top-sessions a[data-sessions-by="risk"]`))
+	tb.wait("the riskiest sessions are drawn", ready("overview")+` && location.search.includes('sessions_by=risk') && document.getElementById('top-sessions-h').textContent === 'Riskiest sessions'`)
+	if search := eval[string](tb, `location.search`); !strings.Contains(search, "from=2026-11-22T08%3A00%3A00Z") {
+		t.Fatalf("ranking by risk left the period: %q", search)
+	}
+	if got := texts(tb, "#top-sessions .session-link .mono"); !equal(got, []string{evilSession, aliceSession}) {
+		t.Fatalf("riskiest sessions: %q; want the hostile one, then alice's", got)
+	}
+	risks := texts(tb, "#top-sessions td.risk-cell")
+	if len(risks) != 2 || risks[0] == "0" || risks[1] == "0" {
+		t.Fatalf("the riskiest sessions' scores read %q; want two scores above 0", risks)
+	}
+	if got := eval[string](tb, `document.querySelector('#top-sessions a[aria-current]').dataset.sessionsBy`); got != "risk" {
+		t.Fatalf("the current order is %q; want risk", got)
+	}
+	tb.do("open the riskiest session", click("#top-sessions .session-link"))
+	tb.wait("the riskiest part is drawn", ready("part")+` && new URLSearchParams(location.search).get('session') === '`+evilSession+`'`)
+	if got := eval[string](tb, `document.getElementById('part-risk-score').textContent`); got != risks[0] {
+		t.Fatalf("the part's risk reads %q; the overview said %q", got, risks[0])
+	}
+	tb.do("go back to the riskiest sessions", chromedp.NavigateBack())
+	tb.wait("the riskiest sessions are drawn again", ready("overview")+` && document.getElementById('top-sessions-h').textContent === 'Riskiest sessions'`)
+	tb.do("rank the sessions by malicious requests again", click(`#top-sessions a[data-sessions-by="malicious"]`))
+	tb.wait("the most malicious sessions are drawn", ready("overview")+` && !location.search.includes('sessions_by') && document.getElementById('top-sessions-h').textContent === 'Sessions with most malicious requests'`)
+
 	tb.do("open the top route", click("#routes-malicious .route-link"))
 	tb.wait("the filtered list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 1`)
 	search := eval[string](tb, `location.search`)
@@ -92,11 +127,23 @@ func TestBrowserOverview(t *testing.T) {
 	if got := eval[string](tb, `document.querySelector('#routes-malicious p').textContent`); got != "No malicious request in this period." {
 		t.Fatalf("an hour without traffic shows %q", got)
 	}
+	tb.do("go back to the fixtures' morning", chromedp.Navigate(srv.URL+"/?view=overview&from=2026-11-22T08:00:00Z&to=2026-11-22T12:00:00Z"))
+	tb.wait("the overview is drawn", ready("overview")+` && document.querySelectorAll('#new-fingerprints .ua-link').length === 3`)
+	tb.do("pivot on curl's user agent", click(`#new-fingerprints tr:nth-child(2) .ua-link`))
+	tb.wait("the list of its parts is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length === 1`)
+	if got := eval[string](tb, `new URLSearchParams(location.search).get('ua')`); got != "curl/8.5.0" {
+		t.Fatalf("the user agent's pivot filters on %q; want curl/8.5.0", got)
+	}
+	if got := eval[string](tb, `document.querySelector('#session-rows tr').dataset.session`); got != bobSession {
+		t.Fatalf("the user agent's parts: %q; want bob's", got)
+	}
+
 	tb.do("open the session list from the top bar", click("#nav-sessions"))
 	tb.wait("the unfiltered list is drawn", ready("list")+` && location.search === '?view=sessions' && document.querySelectorAll('#session-rows tr').length === 3`)
 }
 
-// screenshotOverview writes docs/overview.png: the overview of a day of demo traffic.
+// screenshotOverview writes docs/overview.png, the overview of a day of demo traffic, and
+// docs/list.png, the afternoon's session parts with a risk score, with their pivots.
 func screenshotOverview(t *testing.T, bctx context.Context) {
 	srv := serveHTTP(t, stack(t, "", demoDay()))
 	tb := newTab(t, bctx)
@@ -110,6 +157,17 @@ func screenshotOverview(t *testing.T, bctx context.Context) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join("..", "..", "docs", "overview.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	tb.do("open the list of the day's risky parts", chromedp.EmulateViewport(1680, 900),
+		chromedp.Navigate(srv.URL+"/?from=2026-11-22T13:00:00Z&to=2026-11-22T15:59:59Z&min_risk=1"))
+	tb.wait("the list is drawn", ready("list")+` && document.querySelectorAll('#session-rows tr').length > 3`)
+	png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("..", "..", "docs", "list.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
@@ -30,12 +31,23 @@ func demoDay() []*record.Request {
 		{"POST", "/api/v1/checkout", "/api/v1/checkout"},
 	}
 	var out []*record.Request
+	// Each customer's session comes from an address of its own; the attacks from one.
+	ipOf := func(session string) string {
+		if strings.HasPrefix(session, "s_bad") {
+			return "198.51.100.66"
+		}
+		n := 0
+		for _, c := range session {
+			n = (n*31 + int(c)) % 250
+		}
+		return fmt.Sprintf("203.0.113.%d", 1+n)
+	}
 	add := func(session string, at time.Time, method, path, route string, status int, user, ua string, attack []string) {
 		r := &record.Request{
 			Kind: record.KindRequest, Session: session, Part: "2026-11-22",
 			RequestID: fmt.Sprintf("%s-%d", session, len(out)), Time: record.At(at), Method: method, Scheme: "https",
 			Host: "shop.example.com", Path: path, Route: route, Status: status, DurationMS: float64(10 + rng.IntN(200)),
-			ClientIP: fmt.Sprintf("203.0.113.%d", 1+len(session)%250), UserAgent: ua, User: user,
+			ClientIP: ipOf(session), UserAgent: ua, User: user,
 			Key: record.Key{Source: record.SourceParam, Name: "login_token"},
 		}
 		if attack != nil {

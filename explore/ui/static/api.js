@@ -212,7 +212,7 @@ function routeCounts(v) {
     malicious: count(r.malicious), errors: count(r.errors) }));
 }
 
-// getOverview fetches the overview of a period (params from, to): {from, to, bucket_seconds,
+// getOverview fetches the overview of a period (params from, to, sessions_by): {from, to, bucket_seconds,
 // totals, buckets, routes_by_malicious, routes_by_errors, sessions_by, top_sessions,
 // new_users, new_fingerprints}, as docs/api.md describes them.
 export async function getOverview(params) {
@@ -227,7 +227,7 @@ export async function getOverview(params) {
     routes_by_errors: routeCounts(b.routes_by_errors),
     sessions_by: text(b.sessions_by),
     top_sessions: objects(b.top_sessions).map((x) => ({ session: text(x.session), part: text(x.part), user: text(x.user),
-      malicious: count(x.malicious), errors: count(x.errors), last_seen: text(x.last_seen) })),
+      risk: count(x.risk), malicious: count(x.malicious), errors: count(x.errors), last_seen: text(x.last_seen) })),
     new_users: firstSeen(b.new_users),
     new_fingerprints: firstSeen(b.new_fingerprints),
   };

@@ -1,10 +1,10 @@
 // The overview, the landing view: a period's requests and sessions over time, malicious
-// requests and errors over time, the routes and sessions with most of them, and the users and
-// user agents first seen in it. Every item links to the session list (or the session part)
-// filtered to it.
-import { h, fmtInt, fmtTime } from './dom.js';
+// requests and errors over time, the routes with most of them, the sessions with most
+// malicious requests or the riskiest ones, and the users and user agents first seen in it.
+// Every item links to the session list (or the session part) filtered to it.
+import { h, fmtInt, fmtTime, riskClass } from './dom.js';
 import { getOverview } from './api.js';
-import { PERIODS, href } from './state.js';
+import { PERIODS, SESSIONS_BY, href } from './state.js';
 import { timeChart, durationText } from './chart.js';
 
 const PERIOD_LABELS = { '1h': 'Last hour', '24h': 'Last 24 hours', '7d': 'Last 7 days' };
@@ -42,9 +42,9 @@ function tile(id, label, value, target, nav, cls) {
 }
 
 // section is a card with a heading and a table of rows, or a line saying there is none.
-function section(id, title, head, rows, empty, note) {
+function section(id, title, head, rows, empty, note, tools) {
   return h('section', { class: 'card overview-list', id, 'aria-labelledby': id + '-h' },
-    h('h2', { id: id + '-h', text: title }),
+    tools ? h('div', { class: 'title-row' }, h('h2', { id: id + '-h', text: title }), tools) : h('h2', { id: id + '-h', text: title }),
     rows.length === 0
       ? h('p', { class: 'muted', text: empty })
       : h('div', { class: 'table-wrap' }, h('table', { class: 'grid' },
@@ -67,6 +67,16 @@ function routeRows(routes, key, extra, whole, nav) {
   });
 }
 
+// SESSIONS_TITLES name the lists of top sessions, by order (SESSIONS_BY).
+const SESSIONS_TITLES = {
+  malicious: ['Most malicious', 'Sessions with most malicious requests', 'No session sent a malicious request in this period.'],
+  risk: ['Riskiest', 'Riskiest sessions', 'No session of this period has a risk score.'],
+};
+
+// FINGERPRINT_FILTERS are the session list's filters for each kind of new fingerprint.
+const FINGERPRINT_FILTERS = { user_agent: 'ua', ja3: 'ja3', ja4: 'ja4' };
+const FINGERPRINT_KINDS = { user_agent: 'User-Agent', ja3: 'JA3', ja4: 'JA4' };
+
 function newNote(l, what) {
   if (l.total <= l.items.length) return '';
   return fmtInt(l.total) + ' ' + what + ' in all; the latest ' + l.items.length + ' are shown.';
@@ -75,13 +85,14 @@ function newNote(l, what) {
 // renderOverview draws the overview into main.
 export async function renderOverview(main, st, nav, isCurrent) {
   const p = period(st);
-  const o = await getOverview({ from: p.from, to: p.to });
+  const by = st.sessionsBy || SESSIONS_BY[0];
+  const o = await getOverview({ from: p.from, to: p.to, sessions_by: by === SESSIONS_BY[0] ? '' : by });
   if (!isCurrent()) return;
   const whole = { from: o.from || p.from, to: lastIn(o.to || p.to) };
 
   const picker = h('nav', { class: 'periods', 'aria-label': 'Period' }, Object.keys(PERIODS).map((k) => {
     const current = !p.custom && (st.period || '24h') === k;
-    return link({ view: 'overview', list: {}, period: k }, nav,
+    return link({ view: 'overview', list: {}, period: k, sessionsBy: by }, nav,
       { class: 'button' + (current ? ' current' : ''), 'aria-current': current ? 'true' : null, dataset: { period: k } }, PERIOD_LABELS[k]);
   }));
   const t = o.totals;
@@ -110,22 +121,39 @@ export async function renderOverview(main, st, nav, isCurrent) {
     link: bucketLink({ malicious: 'true' }),
   });
 
+  // A session opens on its malicious requests of the period (most malicious), or on all its
+  // requests of the period (riskiest: its risk comes from more than attacks).
+  const byRisk = by === 'risk';
+  const sessionsList = byRisk ? { ...whole, min_risk: '1' } : { ...whole, malicious: 'true' };
+  const sessionsIn = byRisk ? { from: whole.from, to: whole.to } : { from: whole.from, to: whole.to, malicious: 'true' };
   const sessions = o.top_sessions.map((x) => h('tr', { dataset: { session: x.session, part: x.part } },
-    h('td', {}, link({ view: 'part', list: { ...whole, malicious: 'true' }, session: x.session, part: x.part,
-      inPart: { from: whole.from, to: whole.to, malicious: 'true' } }, nav, { class: 'session-link' },
-    h('span', { class: 'mono', text: x.session }), h('span', { class: 'part', text: x.part }))),
+    h('td', {}, link({ view: 'part', list: sessionsList, session: x.session, part: x.part, inPart: sessionsIn }, nav,
+      { class: 'session-link' }, h('span', { class: 'mono', text: x.session }), h('span', { class: 'part', text: x.part }))),
     h('td', { class: 'user', title: x.user, text: x.user }),
-    h('td', { class: 'num strong', text: fmtInt(x.malicious) }),
+    h('td', { class: 'num risk-cell' + (byRisk ? ' strong' : '') },
+      x.risk > 0 ? h('span', { class: riskClass(x.risk), text: fmtInt(x.risk) }) : '0'),
+    h('td', { class: 'num' + (byRisk ? '' : ' strong'), text: fmtInt(x.malicious) }),
     h('td', { class: 'num', text: fmtInt(x.errors) }),
     h('td', { class: 'nowrap small', text: fmtTime(x.last_seen) })));
+  const orders = h('nav', { class: 'periods sessions-by', 'aria-label': 'Order of the sessions' }, SESSIONS_BY.map((k) => {
+    const current = by === k;
+    return link({ view: 'overview', list: p.custom ? { from: p.from, to: p.to } : {}, period: st.period, sessionsBy: k }, nav,
+      { class: 'button small' + (current ? ' current' : ''), 'aria-current': current ? 'true' : null, dataset: { sessionsBy: k } },
+      SESSIONS_TITLES[k][0]);
+  }));
   const users = o.new_users.items.map((u) => h('tr', { dataset: { user: u.value } },
     h('td', { class: 'user' }, link(listOf({ from: u.first, to: whole.to, user: u.value }), nav, { class: 'user-link' }, u.value)),
     h('td', { class: 'nowrap small', text: fmtTime(u.first) })));
-  // The session list has no filter by user agent: the values are shown, not linked.
-  const agents = o.new_fingerprints.items.map((f) => h('tr', {},
-    h('td', { class: 'ua', text: f.value }),
-    h('td', { class: 'small muted nowrap', text: f.kind === 'user_agent' ? 'User-Agent' : f.kind }),
-    h('td', { class: 'nowrap small', text: fmtTime(f.first) })));
+  // Each new client opens the list of the parts that sent it since its first request.
+  const agents = o.new_fingerprints.items.map((f) => {
+    const filter = FINGERPRINT_FILTERS[f.kind];
+    return h('tr', { dataset: { kind: f.kind } },
+      h('td', { class: 'ua' }, filter && f.value
+        ? link(listOf({ from: f.first, to: whole.to, [filter]: f.value }), nav, { class: 'ua-link', title: f.value }, f.value)
+        : f.value),
+      h('td', { class: 'small muted nowrap', text: FINGERPRINT_KINDS[f.kind] || f.kind }),
+      h('td', { class: 'nowrap small', text: fmtTime(f.first) }));
+  });
 
   main.replaceChildren(
     h('section', { class: 'card' },
@@ -139,8 +167,8 @@ export async function renderOverview(main, st, nav, isCurrent) {
         routeRows(o.routes_by_malicious, 'malicious', { malicious: 'true' }, whole, nav), 'No malicious request in this period.'),
       section('routes-errors', 'Routes by errors (5xx)', [['Host'], ['Route'], ['Malicious', 'num'], ['Errors', 'num']],
         routeRows(o.routes_by_errors, 'errors', { status: '5xx' }, whole, nav), 'No server error in this period.'),
-      section('top-sessions', 'Sessions with most malicious requests', [['Session / part'], ['User'], ['Malicious', 'num'], ['Errors', 'num'], ['Last seen']],
-        sessions, 'No session sent a malicious request in this period.'),
+      section('top-sessions', SESSIONS_TITLES[by][1], [['Session / part'], ['User'], ['Risk', 'num'], ['Malicious', 'num'], ['Errors', 'num'], ['Last seen']],
+        sessions, SESSIONS_TITLES[by][2], '', orders),
       section('new-users', 'New users', [['User'], ['First request']], users, 'No user was seen for the first time in this period.',
         newNote(o.new_users, 'new users')),
       section('new-fingerprints', 'New clients (user agents)', [['User-Agent'], ['Kind'], ['First request']], agents,

@@ -1,6 +1,6 @@
 // The whole view lives in the page URL, so a copied link reproduces it:
 //   the overview (the landing view) with no parameter, period=1h|7d, or view=overview with
-//   from and to for a period of its own,
+//   from and to for a period of its own; sessions_by=risk ranks its top sessions by risk,
 //   the session list with its filters as plain query parameters (user=alice&status=5xx), or
 //   view=sessions when it has none,
 //   the open session part as session=...&part=...,
@@ -33,8 +33,12 @@ export function listOf(name, value) {
 // PERIODS are the overview's periods, by their name in the URL; 24h is the default.
 export const PERIODS = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3 };
 
-// read parses a URL search string into {view, list, session, part, inPart, limit, period};
-// view is 'overview', 'list' or 'part'.
+// SESSIONS_BY are the overview's orders of its top sessions (the API's sessions_by); the first
+// is the default, left out of the URL.
+export const SESSIONS_BY = ['malicious', 'risk'];
+
+// read parses a URL search string into {view, list, session, part, inPart, limit, period,
+// sessionsBy}; view is 'overview', 'list' or 'part'.
 export function read(search) {
   const q = new URLSearchParams(search);
   const list = {}, inPart = {};
@@ -50,10 +54,11 @@ export function read(search) {
   // limit sets the page size of the list (the API's default when absent).
   const limit = /^[1-9][0-9]{0,3}$/.test(q.get('limit') || '') ? q.get('limit') : '';
   const period = Object.hasOwn(PERIODS, q.get('period') || '') ? q.get('period') : '';
+  const sessionsBy = SESSIONS_BY.includes(q.get('sessions_by')) ? q.get('sessions_by') : '';
   let view = 'list';
   if (session) view = 'part';
   else if (q.get('view') === 'overview' || (q.get('view') !== 'sessions' && Object.keys(list).length === 0 && !limit)) view = 'overview';
-  return { view, list, session, part: session ? part : '', inPart: session ? inPart : {}, limit, period };
+  return { view, list, session, part: session ? part : '', inPart: session ? inPart : {}, limit, period, sessionsBy };
 }
 
 // write renders a state as a search string ("?..." or "").
@@ -66,6 +71,7 @@ export function write(st) {
       q.set('from', st.list.from);
       q.set('to', st.list.to);
     } else if (st.period && st.period !== '24h') q.set('period', st.period);
+    if (st.sessionsBy && st.sessionsBy !== SESSIONS_BY[0]) q.set('sessions_by', st.sessionsBy);
     const s = q.toString();
     return s ? '?' + s : '';
   }
