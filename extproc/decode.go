@@ -61,7 +61,7 @@ type protocolConfig struct {
 type attributes struct {
 	present                               bool
 	sourceAddress, requestID, requestTime attrValue
-	responseCode                          attrValue
+	responseCode, requestDuration         attrValue
 }
 
 // attrValue is one google.protobuf.Value: its kind and, for a string or a number, its value.
@@ -382,6 +382,8 @@ func (a *attributes) structFields(b []byte) error {
 			v = &a.requestTime
 		case "response.code":
 			v = &a.responseCode
+		case "request.duration":
+			v = &a.requestDuration
 		default:
 			continue
 		}
@@ -461,7 +463,8 @@ func (m *message) fromProto(req *extprocv3.ProcessingRequest) {
 		f := a.GetFields()
 		m.attrs = attributes{present: true,
 			sourceAddress: valueOf(f["source.address"]), requestID: valueOf(f["request.id"]),
-			requestTime: valueOf(f["request.time"]), responseCode: valueOf(f["response.code"])}
+			requestTime: valueOf(f["request.time"]), responseCode: valueOf(f["response.code"]),
+			requestDuration: valueOf(f["request.duration"])}
 	}
 	m.metadataMsg = req.GetMetadataContext()
 }

@@ -145,6 +145,33 @@ func TestPhases(t *testing.T) {
 			}(),
 		},
 		{
+			// A replay of a recording sends the duration the recording holds.
+			name: "a request.duration attribute gives the duration",
+			msgs: func() []*extprocv3.ProcessingRequest {
+				x := getExchange()
+				x.Start = t0.Add(-30 * 24 * time.Hour)
+				return protomsg.Sequence(x, protomsg.Options{ResponseAttributes: map[string]any{"request.duration": "0.250s"}})
+			}(),
+			want: func() *traffic.Exchange {
+				x := getExchange()
+				x.Start = t0.Add(-30 * 24 * time.Hour)
+				x.End, x.ResponseBytes = x.Start.Add(250*time.Millisecond), 42
+				return x
+			}(),
+		},
+		{
+			name: "a request.duration that is not a sane duration is ignored",
+			msgs: func() []*extprocv3.ProcessingRequest {
+				x := getExchange()
+				return protomsg.Sequence(x, protomsg.Options{ResponseAttributes: map[string]any{"request.duration": "-1s"}})
+			}(),
+			want: func() *traffic.Exchange {
+				x := getExchange()
+				x.End, x.ResponseBytes = t0, 42
+				return x
+			}(),
+		},
+		{
 			name: "response.code gives the status when :status is missing",
 			msgs: msgs(
 				protomsg.RequestHeaders(pairs(":authority", "api.example", ":method", "GET"), true),

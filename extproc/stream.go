@@ -90,6 +90,10 @@ type stream struct {
 	recv         time.Time // when the request headers arrived here, by this server's clock
 	haveID       bool      // RequestID came from request.id
 	responseCode int       // response.code attribute, used when :status is missing
+	// duration is the request.duration attribute when a response-path message carried a
+	// valid one (haveDuration): the exchange's duration as its sender measured it.
+	duration     time.Duration
+	haveDuration bool
 }
 
 // body is what one direction's body messages left behind.
@@ -347,6 +351,7 @@ func (st *stream) onResponseHeaders(m *message) *extprocv3.ProcessingResponse {
 	}
 	x := &st.x
 	x.ResponseSeen = true
+	st.attributes(m)
 	x.End = st.endNow()
 	x.ResponseHeaders = st.headers(m, nil)
 	for i := range x.ResponseHeaders {
@@ -360,7 +365,6 @@ func (st *stream) onResponseHeaders(m *message) *extprocv3.ProcessingResponse {
 			setLength(&st.resp.contentLength, hd.Value)
 		}
 	}
-	st.attributes(m)
 	if x.Status == 0 {
 		x.Status = st.responseCode
 	}
@@ -519,6 +523,9 @@ func (st *stream) attributes(m *message) {
 			}
 		}
 	}
+	if !st.haveDuration {
+		st.duration, st.haveDuration = parseDuration(a.requestDuration.stringValue())
+	}
 	if st.responseCode == 0 {
 		switch v := a.responseCode; v.kind {
 		case kindNumber:
@@ -615,15 +622,37 @@ func (st *stream) finish() {
 	st.proc.Observe(x)
 }
 
+// maxDuration bounds a request.duration attribute that is taken as the exchange's duration.
+const maxDuration = 24 * time.Hour
+
+// parseDuration reads a request.duration attribute as Envoy renders a duration ("1.5s",
+// "0.000250s"); Go's other units ("250ms") are read too. A value that is empty, malformed,
+// negative or longer than maxDuration is not a duration (ok false).
+func parseDuration(s string) (d time.Duration, ok bool) {
+	if s == "" || len(s) > maxAttributeLen {
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d > maxDuration {
+		return 0, false
+	}
+	return d, true
+}
+
 // maxClockSkew is how far request.time may be from this server's clock at the request
 // headers and still be taken as of this clock.
 const maxClockSkew = 30 * time.Second
 
-// endNow is the exchange's end as of now. The duration counts from request.time (Envoy's first
-// byte) when it is of this server's clock; a request.time far from it (recorded traffic replayed
-// with its own times, a skewed clock) counts from when the request headers arrived here, so that
-// a duration is never the distance between two clocks.
+// endNow is the exchange's end as of now. A request.duration attribute gives it: Envoy sends none
+// before a request completes, but a replay of recorded traffic sends the duration the
+// recording holds. Otherwise the duration counts from request.time (Envoy's first byte) when it
+// is of this server's clock; a request.time far from it (recorded traffic replayed with its own
+// times, a skewed clock) counts from when the request headers arrived here, so that a duration
+// is never the distance between two clocks.
 func (st *stream) endNow() time.Time {
+	if st.haveDuration {
+		return st.x.Start.Add(st.duration)
+	}
 	now := st.cfg.now()
 	if st.haveTime && !st.recv.IsZero() {
 		if skew := st.recv.Sub(st.x.Start); skew < -maxClockSkew || skew > maxClockSkew {

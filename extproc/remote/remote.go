@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -70,12 +71,23 @@ func (c *Conn) Close() error { return c.cc.Close() }
 // answer named one. The last answer that names a session wins: the response side may decide
 // (a login that sets the session cookie).
 func (c *Conn) Send(ctx context.Context, x *traffic.Exchange) (session, part string, key record.Key, err error) {
-	resps, err := protomsg.Exchange(ctx, c.client, protomsg.Sequence(x, protomsg.Options{Mode: mode}))
+	resps, err := protomsg.Exchange(ctx, c.client, protomsg.Sequence(x, protomsg.Options{Mode: mode,
+		ResponseAttributes: recordedDuration(x)}))
 	if err != nil {
 		return "", "", record.Key{}, err
 	}
 	session, part, key = named(resps)
 	return session, part, key, nil
+}
+
+// recordedDuration is the response attribute request.duration that carries x's recorded
+// duration, rendered as Envoy renders a duration ("0.250s"), so that the server records it
+// rather than how long the replayed stream took; nil when x has no response or no end time.
+func recordedDuration(x *traffic.Exchange) map[string]any {
+	if !x.ResponseSeen || x.Start.IsZero() || x.End.Before(x.Start) {
+		return nil
+	}
+	return map[string]any{"request.duration": strconv.FormatFloat(x.End.Sub(x.Start).Seconds(), 'f', -1, 64) + "s"}
 }
 
 // named reads the last session the answers named in extproc's metadata namespace.

@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apisessions/apisessions/sessions/record"
+	"github.com/apisessions/apisessions/sessions/traffic/recorded"
 )
 
 const demoHAR = "../../../examples/demo.har"
@@ -136,6 +140,11 @@ func TestReplayToStored(t *testing.T) {
 		t.Errorf("no part names alice with a billing flow:\n%s", strings.Join(got, "\n"))
 	}
 
+	// The stored durations are the recorded ones, not how long the replayed streams took.
+	if got, want := storedDurations(t, r.httpAddr, out.Bytes()), recordedDurations(t, demoHAR); !slices.Equal(got, want) {
+		t.Errorf("stored durations (ms) %v; want the recording's %v", got, want)
+	}
+
 	// Without --api the table says what it does not know.
 	out.Reset()
 	errb.Reset()
@@ -145,6 +154,52 @@ func TestReplayToStored(t *testing.T) {
 	if !strings.Contains(errb.String(), "add --api") || !strings.Contains(out.String(), "  ?  ") {
 		t.Errorf("without --api:\nstdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 	}
+}
+
+// storedDurations reads, through the explore API at addr, the durations of the requests of
+// every part that the JSON lines of session records name, sorted.
+func storedDurations(t *testing.T, addr string, sessions []byte) []float64 {
+	t.Helper()
+	var out []float64
+	for line := range strings.SplitSeq(strings.TrimSpace(string(sessions)), "\n") {
+		var s record.Session
+		if err := json.Unmarshal([]byte(line), &s); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		resp, err := http.Get("http://" + addr + "/api/v1/sessions/" + url.PathEscape(s.Session) + "/" + url.PathEscape(s.Part) + "?limit=1000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var detail struct {
+			Requests []record.Request `json:"requests"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&detail)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("part %s/%s: status %d, %v", s.Session, s.Part, resp.StatusCode, err)
+		}
+		for _, r := range detail.Requests {
+			out = append(out, r.DurationMS)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// recordedDurations is the duration of every exchange of the HAR file at path in milliseconds,
+// sorted.
+func recordedDurations(t *testing.T, path string) []float64 {
+	t.Helper()
+	xs, _, err := recorded.ReadFile(path, recorded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []float64
+	for _, x := range xs {
+		out = append(out, float64(x.End.Sub(x.Start))/float64(time.Millisecond))
+	}
+	slices.Sort(out)
+	return out
 }
 
 // partSummaries reads JSON lines of session records into sorted one-line summaries.
