@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/apisessions/apisessions/internal/har"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/store"
 )
@@ -22,79 +23,28 @@ const harCreator = "apisessions"
 // (headers, cookies and bodies are not kept, except the content of a malicious request), and
 // custom fields, prefixed "_", for what apisessions found. Hashed values stay hashed.
 type harEntry struct {
-	StartedDateTime record.Time       `json:"startedDateTime"`
-	Time            float64           `json:"time"`
-	Request         harRequest        `json:"request"`
-	Response        harResponse       `json:"response"`
-	Cache           struct{}          `json:"cache"`
-	Timings         harTimings        `json:"timings"`
-	Session         string            `json:"_session"`
-	Part            string            `json:"_part"`
-	RequestID       string            `json:"_requestId,omitempty"`
-	Route           string            `json:"_route,omitempty"`
-	Key             string            `json:"_key"`
-	ClientIP        string            `json:"_clientIP,omitempty"`
-	JA3             string            `json:"_ja3,omitempty"`
-	JA4             string            `json:"_ja4,omitempty"`
-	User            string            `json:"_user,omitempty"`
-	Role            string            `json:"_role,omitempty"`
-	ClaimedUser     string            `json:"_claimedUser,omitempty"`
-	ClaimedRole     string            `json:"_claimedRole,omitempty"`
-	Flows           []string          `json:"_flows,omitempty"`
-	Params          map[string]string `json:"_params,omitempty"`
-	RequestBytes    int64             `json:"_requestBytes"`
-	ResponseBytes   int64             `json:"_responseBytes"`
-	Malicious       bool              `json:"_malicious,omitempty"`
-	Attack          *record.Attack    `json:"_attack,omitempty"`
-	Protection      *record.Verdict   `json:"_protection,omitempty"`
-	ContinuedFrom   *record.Continued `json:"_continuedFrom,omitempty"`
-	Partial         bool              `json:"_partial,omitempty"`
-}
-
-type harNV struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
-type harRequest struct {
-	Method      string       `json:"method"`
-	URL         string       `json:"url"`
-	HTTPVersion string       `json:"httpVersion"`
-	Headers     []harNV      `json:"headers"`
-	QueryString []harNV      `json:"queryString"`
-	Cookies     []harNV      `json:"cookies"`
-	HeadersSize int          `json:"headersSize"`
-	BodySize    int64        `json:"bodySize"`
-	PostData    *harPostData `json:"postData,omitempty"`
-}
-
-type harPostData struct {
-	MimeType string  `json:"mimeType"`
-	Params   []harNV `json:"params"`
-	Text     string  `json:"text"`
-}
-
-type harResponse struct {
-	Status      int        `json:"status"`
-	StatusText  string     `json:"statusText"`
-	HTTPVersion string     `json:"httpVersion"`
-	Headers     []harNV    `json:"headers"`
-	Cookies     []harNV    `json:"cookies"`
-	Content     harContent `json:"content"`
-	RedirectURL string     `json:"redirectURL"`
-	HeadersSize int        `json:"headersSize"`
-	BodySize    int64      `json:"bodySize"`
-}
-
-type harContent struct {
-	Size     int64  `json:"size"`
-	MimeType string `json:"mimeType"`
-}
-
-type harTimings struct {
-	Send    float64 `json:"send"`
-	Wait    float64 `json:"wait"`
-	Receive float64 `json:"receive"`
+	har.Entry
+	Session       string            `json:"_session"`
+	Part          string            `json:"_part"`
+	RequestID     string            `json:"_requestId,omitempty"`
+	Route         string            `json:"_route,omitempty"`
+	Key           string            `json:"_key"`
+	ClientIP      string            `json:"_clientIP,omitempty"`
+	JA3           string            `json:"_ja3,omitempty"`
+	JA4           string            `json:"_ja4,omitempty"`
+	User          string            `json:"_user,omitempty"`
+	Role          string            `json:"_role,omitempty"`
+	ClaimedUser   string            `json:"_claimedUser,omitempty"`
+	ClaimedRole   string            `json:"_claimedRole,omitempty"`
+	Flows         []string          `json:"_flows,omitempty"`
+	Params        map[string]string `json:"_params,omitempty"`
+	RequestBytes  int64             `json:"_requestBytes"`
+	ResponseBytes int64             `json:"_responseBytes"`
+	Malicious     bool              `json:"_malicious,omitempty"`
+	Attack        *record.Attack    `json:"_attack,omitempty"`
+	Protection    *record.Verdict   `json:"_protection,omitempty"`
+	ContinuedFrom *record.Continued `json:"_continuedFrom,omitempty"`
+	Partial       bool              `json:"_partial,omitempty"`
 }
 
 // har streams one session part as a HAR 1.2 log, one entry per stored request, in the
@@ -149,10 +99,7 @@ func (h *Handler) startHAR(w http.ResponseWriter, session, part string) *bufio.W
 	hd.Set("Content-Disposition", `attachment; filename="`+safeName(session)+"_"+safeName(part)+`.har"`)
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 32<<10)
-	creator, _ := json.Marshal(struct {
-		Name    string `json:"name"`
-		Version string `json:"version"`
-	}{harCreator, h.version})
+	creator, _ := json.Marshal(har.Creator{Name: harCreator, Version: h.version})
 	_, _ = bw.WriteString(`{"log":{"version":"1.2","creator":`)
 	_, _ = bw.Write(creator)
 	_, _ = bw.WriteString(`,"pages":[],"entries":[`)
@@ -164,10 +111,12 @@ func (h *Handler) startHAR(w http.ResponseWriter, session, part string) *bufio.W
 // malicious request, the headers kept of it, whose body becomes postData.
 func harEntryOf(rec *record.Request) *harEntry {
 	e := &harEntry{
-		StartedDateTime: rec.Time,
-		Time:            rec.DurationMS,
-		Timings:         harTimings{Send: 0, Wait: rec.DurationMS, Receive: 0},
-		Session:         rec.Session, Part: rec.Part, RequestID: rec.RequestID, Route: rec.Route,
+		Entry: har.Entry{
+			StartedDateTime: rec.Time.String(),
+			Time:            rec.DurationMS,
+			Timings:         har.Timings{Send: 0, Wait: rec.DurationMS, Receive: 0},
+		},
+		Session: rec.Session, Part: rec.Part, RequestID: rec.RequestID, Route: rec.Route,
 		Key:      rec.Key.String(),
 		ClientIP: rec.ClientIP,
 		JA3:      rec.JA3, JA4: rec.JA4,
@@ -182,13 +131,13 @@ func harEntryOf(rec *record.Request) *harEntry {
 		ContinuedFrom: rec.ContinuedFrom,
 		Partial:       rec.Partial,
 	}
-	e.Request = harRequest{
+	e.Request = har.Request{
 		Method:      rec.Method,
 		URL:         cmp.Or(rec.Scheme, "https") + "://" + cmp.Or(rec.Host, "unknown") + cmp.Or(rec.Path, "/"),
 		HTTPVersion: "",
-		Headers:     []harNV{},
-		QueryString: []harNV{},
-		Cookies:     []harNV{},
+		Headers:     []har.NV{},
+		QueryString: []har.NV{},
+		Cookies:     []har.NV{},
 		HeadersSize: -1,
 		BodySize:    rec.RequestBytes,
 	}
@@ -197,7 +146,7 @@ func harEntryOf(rec *record.Request) *harEntry {
 		e.Request.URL += "?" + rec.Query
 		for _, kv := range strings.Split(rec.Query, "&") {
 			k, v, _ := strings.Cut(kv, "=")
-			e.Request.QueryString = append(e.Request.QueryString, harNV{Name: k, Value: v})
+			e.Request.QueryString = append(e.Request.QueryString, har.NV{Name: k, Value: v})
 		}
 	}
 	if a := rec.Attack; a != nil && rec.Malicious {
@@ -207,22 +156,22 @@ func harEntryOf(rec *record.Request) *harEntry {
 		}
 		slices.Sort(names)
 		for _, name := range names {
-			e.Request.Headers = append(e.Request.Headers, harNV{Name: name, Value: a.Headers[name]})
+			e.Request.Headers = append(e.Request.Headers, har.NV{Name: name, Value: a.Headers[name]})
 		}
 		if a.Body != "" {
-			e.Request.PostData = &harPostData{MimeType: a.Headers["content-type"], Params: []harNV{}, Text: a.Body}
+			e.Request.PostData = &har.PostData{MimeType: a.Headers["content-type"], Text: a.Body}
 		}
 	}
-	if rec.UserAgent != "" && !slices.ContainsFunc(e.Request.Headers, func(h harNV) bool { return strings.EqualFold(h.Name, "user-agent") }) {
-		e.Request.Headers = append(e.Request.Headers, harNV{Name: "user-agent", Value: rec.UserAgent})
+	if rec.UserAgent != "" && !slices.ContainsFunc(e.Request.Headers, func(h har.NV) bool { return strings.EqualFold(h.Name, "user-agent") }) {
+		e.Request.Headers = append(e.Request.Headers, har.NV{Name: "user-agent", Value: rec.UserAgent})
 	}
-	e.Response = harResponse{
+	e.Response = har.Response{
 		Status:      rec.Status,
 		StatusText:  http.StatusText(rec.Status),
 		HTTPVersion: "",
-		Headers:     []harNV{},
-		Cookies:     []harNV{},
-		Content:     harContent{Size: rec.ResponseBytes, MimeType: ""},
+		Headers:     []har.NV{},
+		Cookies:     []har.NV{},
+		Content:     har.Content{Size: rec.ResponseBytes, MimeType: ""},
 		HeadersSize: -1,
 		BodySize:    rec.ResponseBytes,
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strconv"
@@ -393,19 +394,7 @@ func (s *Store) topSessions(ctx context.Context, parts map[int64]*SessionCount, 
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, last, risk int64
-		var sc SessionCount
-		if err := rows.Scan(&id, &sc.Session, &sc.Part, &sc.User, &last, &risk); err != nil {
-			return err
-		}
-		if c := parts[id]; c != nil {
-			sc.Malicious, sc.Errors, sc.LastSeen, sc.Risk = c.Malicious, c.Errors, time.UnixMilli(last).UTC(), int(risk)
-			o.TopSessions = append(o.TopSessions, sc)
-		}
-	}
-	if err := rows.Err(); err != nil {
+	if err := topSessions(rows, parts, false, o); err != nil {
 		return err
 	}
 	slices.SortFunc(o.TopSessions, func(a, b SessionCount) int {
@@ -430,6 +419,13 @@ func (s *Store) riskiestSessions(ctx context.Context, q *overviewSQL, parts map[
 	if err != nil {
 		return err
 	}
+	return topSessions(rows, parts, true, o)
+}
+
+// topSessions appends the parts rows holds (id, session, part, user, last_seen, risk) to
+// o.TopSessions, with the malicious requests and errors parts counted for each; a part that
+// parts does not hold is kept with none when all is true, else left out. It closes rows.
+func topSessions(rows *sql.Rows, parts map[int64]*SessionCount, all bool, o *Overview) error {
 	defer rows.Close()
 	for rows.Next() {
 		var id, last, risk int64
@@ -437,8 +433,12 @@ func (s *Store) riskiestSessions(ctx context.Context, q *overviewSQL, parts map[
 		if err := rows.Scan(&id, &sc.Session, &sc.Part, &sc.User, &last, &risk); err != nil {
 			return err
 		}
+		c := parts[id]
+		if c == nil && !all {
+			continue
+		}
 		sc.LastSeen, sc.Risk = time.UnixMilli(last).UTC(), int(risk)
-		if c := parts[id]; c != nil {
+		if c != nil {
 			sc.Malicious, sc.Errors = c.Malicious, c.Errors
 		}
 		o.TopSessions = append(o.TopSessions, sc)

@@ -14,66 +14,25 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/apisessions/apisessions/internal/har"
 )
 
-type nv struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
+type nv = har.NV
 
-type postData struct {
-	MimeType string `json:"mimeType"`
-	Text     string `json:"text"`
-}
-
-type content struct {
-	Size     int    `json:"size"`
-	MimeType string `json:"mimeType"`
-	Text     string `json:"text,omitempty"`
-}
-
-type request struct {
-	Method      string    `json:"method"`
-	URL         string    `json:"url"`
-	HTTPVersion string    `json:"httpVersion"`
-	Cookies     []nv      `json:"cookies"`
-	Headers     []nv      `json:"headers"`
-	QueryString []nv      `json:"queryString"`
-	PostData    *postData `json:"postData,omitempty"`
-	HeadersSize int       `json:"headersSize"`
-	BodySize    int       `json:"bodySize"`
-}
-
-type response struct {
-	Status      int     `json:"status"`
-	StatusText  string  `json:"statusText"`
-	HTTPVersion string  `json:"httpVersion"`
-	Cookies     []nv    `json:"cookies"`
-	Headers     []nv    `json:"headers"`
-	Content     content `json:"content"`
-	RedirectURL string  `json:"redirectURL"`
-	HeadersSize int     `json:"headersSize"`
-	BodySize    int     `json:"bodySize"`
-}
-
+// entry is a HAR entry with the custom fields replay reads: HAR has no field for the client's
+// address or the request's id.
 type entry struct {
-	StartedDateTime string         `json:"startedDateTime"`
-	Time            float64        `json:"time"`
-	Request         request        `json:"request"`
-	Response        response       `json:"response"`
-	Cache           struct{}       `json:"cache"`
-	Timings         map[string]int `json:"timings"`
-	ServerIPAddress string         `json:"serverIPAddress"`
-	// ClientIP is a custom field (HAR has none for the client); replay reads it.
+	har.Entry
 	ClientIP  string `json:"_clientIP"`
 	RequestID string `json:"_requestId"`
 }
 
 type harLog struct {
 	Log struct {
-		Version string            `json:"version"`
-		Creator map[string]string `json:"creator"`
-		Entries []entry           `json:"entries"`
+		Version string      `json:"version"`
+		Creator har.Creator `json:"creator"`
+		Entries []entry     `json:"entries"`
 	} `json:"log"`
 }
 
@@ -116,7 +75,7 @@ func main() {
 
 	h := harLog{}
 	h.Log.Version = "1.2"
-	h.Log.Creator = map[string]string{"name": "apisessions examples/gen", "version": "1"}
+	h.Log.Creator = har.Creator{Name: "apisessions examples/gen", Version: "1"}
 	for i, c := range calls {
 		h.Log.Entries = append(h.Log.Entries, c.entry(i))
 	}
@@ -143,7 +102,7 @@ func sortEntries(es []entry) {
 
 // customer browses with a session cookie and asks who they are (/api/me names the user).
 func customer(name, ip, ua, cookie, sid string, at time.Duration) []call {
-	ck := []nv{{"cookie", cookie + "=" + sid}}
+	ck := []nv{{Name: "cookie", Value: cookie + "=" + sid}}
 	me := fmt.Sprintf(`{"username":%q,"role":"customer"}`, name)
 	return []call{
 		{at: at, ip: ip, ua: ua, method: "GET", path: "/", headers: ck, status: 200, resp: "<!doctype html><title>Shop</title>"},
@@ -169,10 +128,10 @@ func visitor(ip, ua string, at time.Duration) []call {
 // tokenUser logs in; the login answers a token that the next calls send in x-auth-token.
 func tokenUser(at time.Duration) []call {
 	const ip, tok = "203.0.113.77", "c4r0l-9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a"
-	auth := []nv{{"x-auth-token", tok}, {"accept", "application/json"}}
+	auth := []nv{{Name: "x-auth-token", Value: tok}, {Name: "accept", Value: "application/json"}}
 	return []call{
 		{at: at, ip: ip, ua: firefox, method: "GET", path: "/login", status: 200, resp: "<!doctype html><title>Sign in</title>"},
-		{at: at + 20*time.Second, ip: ip, ua: firefox, method: "POST", path: "/api/login", headers: []nv{{"accept", "application/json"}},
+		{at: at + 20*time.Second, ip: ip, ua: firefox, method: "POST", path: "/api/login", headers: []nv{{Name: "accept", Value: "application/json"}},
 			body: `{"username":"carol","password":"correct horse battery staple"}`, status: 200, resp: `{"token":"` + tok + `","expires_in":3600}`},
 		{at: at + 25*time.Second, ip: ip, ua: firefox, method: "GET", path: "/api/account", headers: auth, status: 200, resp: `{"email":"carol@example.com"}`},
 		{at: at + 90*time.Second, ip: ip, ua: firefox, method: "POST", path: "/api/account/password", headers: auth,
@@ -185,7 +144,7 @@ func tokenUser(at time.Duration) []call {
 // jwtClient is a reporting service that sends a JWT with every call.
 func jwtClient(at time.Duration) []call {
 	const ip = "10.20.30.40"
-	auth := []nv{{"authorization", "Bearer " + jwt(map[string]any{"sub": "svc-reporting", "role": "reporter", "iat": start.Unix()})}}
+	auth := []nv{{Name: "authorization", Value: "Bearer " + jwt(map[string]any{"sub": "svc-reporting", "role": "reporter", "iat": start.Unix()})}}
 	var cs []call
 	for i, p := range []string{"/api/v1/reports/daily", "/api/v1/reports/weekly", "/api/v1/orders?since=2026-11-21", "/api/v1/orders?since=2026-11-22"} {
 		cs = append(cs, call{at: at + time.Duration(i)*10*time.Minute, ip: ip, ua: python, method: "GET", path: p, headers: auth, status: 200, resp: `{"rows":[]}`})
@@ -198,7 +157,7 @@ func jwtClient(at time.Duration) []call {
 // scanner probes the shop; the WAF flags the injections with x-waf-attack.
 func scanner(at time.Duration) []call {
 	const ip = "192.0.2.66"
-	waf := func(types string) []nv { return []nv{{"x-waf-attack", types}} }
+	waf := func(types string) []nv { return []nv{{Name: "x-waf-attack", Value: types}} }
 	return []call{
 		{at: at, ip: ip, ua: sqlmap, method: "GET", path: "/.env", status: 404},
 		{at: at + time.Second, ip: ip, ua: sqlmap, method: "GET", path: "/admin", status: 404},
@@ -218,29 +177,31 @@ func jwt(claims map[string]any) string {
 
 func (c call) entry(i int) entry {
 	t := start.Add(c.at)
-	hdrs := []nv{{"host", "shop.example.com"}, {"user-agent", c.ua}}
+	hdrs := []nv{{Name: "host", Value: "shop.example.com"}, {Name: "user-agent", Value: c.ua}}
 	hdrs = append(hdrs, c.headers...)
 	e := entry{
-		StartedDateTime: t.Format("2006-01-02T15:04:05.000Z"),
-		Time:            float64(12 + i%7*9),
-		ServerIPAddress: "198.51.100.1",
-		ClientIP:        c.ip,
-		RequestID:       fmt.Sprintf("demo-%04d", i+1),
-		Timings:         map[string]int{"send": 0, "wait": 10 + i%7*9, "receive": 2},
+		Entry: har.Entry{
+			StartedDateTime: t.Format("2006-01-02T15:04:05.000Z"),
+			Time:            float64(12 + i%7*9),
+			ServerIPAddress: "198.51.100.1",
+			Timings:         har.Timings{Send: 0, Wait: float64(10 + i%7*9), Receive: 2},
+		},
+		ClientIP:  c.ip,
+		RequestID: fmt.Sprintf("demo-%04d", i+1),
 	}
 	var cookies []nv
 	for _, h := range c.headers {
 		if h.Name == "cookie" {
 			name, value, _ := strings.Cut(h.Value, "=")
-			cookies = append(cookies, nv{name, value})
+			cookies = append(cookies, nv{Name: name, Value: value})
 		}
 	}
-	e.Request = request{Method: c.method, URL: origin + c.path, HTTPVersion: "HTTP/2", Cookies: orEmpty(cookies),
-		Headers: hdrs, QueryString: query(c.path), HeadersSize: -1, BodySize: len(c.body)}
+	e.Request = har.Request{Method: c.method, URL: origin + c.path, HTTPVersion: "HTTP/2", Cookies: orEmpty(cookies),
+		Headers: hdrs, QueryString: query(c.path), HeadersSize: -1, BodySize: int64(len(c.body))}
 	if c.body != "" {
-		hdrs = append(hdrs, nv{"content-type", "application/json"})
+		hdrs = append(hdrs, nv{Name: "content-type", Value: "application/json"})
 		e.Request.Headers = hdrs
-		e.Request.PostData = &postData{MimeType: "application/json", Text: c.body}
+		e.Request.PostData = &har.PostData{MimeType: "application/json", Text: c.body}
 	}
 	mime := "application/json"
 	if strings.HasPrefix(c.resp, "<") {
@@ -248,10 +209,10 @@ func (c call) entry(i int) entry {
 	} else if strings.HasSuffix(c.path, ".js") {
 		mime = "text/javascript"
 	}
-	rh := []nv{{"content-type", mime}}
+	rh := []nv{{Name: "content-type", Value: mime}}
 	rh = append(rh, c.respHdr...)
-	e.Response = response{Status: c.status, StatusText: statusText(c.status), HTTPVersion: "HTTP/2", Cookies: []nv{},
-		Headers: rh, Content: content{Size: len(c.resp), MimeType: mime, Text: c.resp}, HeadersSize: -1, BodySize: len(c.resp)}
+	e.Response = har.Response{Status: c.status, StatusText: statusText(c.status), HTTPVersion: "HTTP/2", Cookies: []nv{},
+		Headers: rh, Content: har.Content{Size: int64(len(c.resp)), MimeType: mime, Text: c.resp}, HeadersSize: -1, BodySize: int64(len(c.resp))}
 	return e
 }
 
@@ -270,7 +231,7 @@ func query(path string) []nv {
 	var out []nv
 	for kv := range strings.SplitSeq(q, "&") {
 		k, v, _ := strings.Cut(kv, "=")
-		out = append(out, nv{k, v})
+		out = append(out, nv{Name: k, Value: v})
 	}
 	return out
 }
