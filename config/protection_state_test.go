@@ -14,10 +14,7 @@ func TestProtectionStateValidate(t *testing.T) {
   - {name: order, in: request.query, key: order}
   - {name: answer, in: response.header, key: x-id}
 `
-	tests := []struct {
-		name, yaml string
-		want       []string
-	}{
+	tests := []problemCase{
 		{
 			name: "every kind valid",
 			yaml: params + `protection:
@@ -87,15 +84,7 @@ func TestProtectionStateValidate(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			_, err := parseAndValidate(f, []byte(tt.yaml), envMap(nil), nil)
-			if diff := cmp.Diff(tt.want, problemLines(t, err)); diff != "" {
-				t.Errorf("problems (-want +got):\n%s", diff)
-			}
-		})
-	}
+	runProblemCases(t, f, tests)
 }
 
 func TestLoginSignalNeedsLogin(t *testing.T) {

@@ -3,18 +3,12 @@ package config
 import (
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
 )
 
 func TestProtectionValidate(t *testing.T) {
 	t.Parallel()
 	const f = "apisessions.yaml"
-	tests := []struct {
-		name string
-		yaml string
-		want []string
-	}{
+	tests := []problemCase{
 		{
 			name: "every action valid",
 			yaml: `protection:
@@ -70,15 +64,7 @@ func TestProtectionValidate(t *testing.T) {
 			want: []string{f + `:5: protection.rules[0].match: unknown key "usr"; the keys here are keys, users, roles, routes, methods, flows, malicious, attack_types, client_ips, ja3, ja4, risk_at_least`},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			_, err := parseAndValidate(f, []byte(tt.yaml), envMap(nil), nil)
-			if diff := cmp.Diff(tt.want, problemLines(t, err)); diff != "" {
-				t.Errorf("problems (-want +got):\n%s", diff)
-			}
-		})
-	}
+	runProblemCases(t, f, tests)
 }
 
 func TestProtectionDefaults(t *testing.T) {

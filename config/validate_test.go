@@ -16,6 +16,27 @@ func envMap(m map[string]string) func(string) (string, bool) {
 	}
 }
 
+// problemCase is a YAML file and the problems its validation must report, in order.
+type problemCase struct {
+	name, yaml string
+	want       []string
+}
+
+// runProblemCases validates each case's YAML as file f (no environment, no sink types) in a
+// subtest and compares the problems with the case's.
+func runProblemCases(t *testing.T, f string, cases []problemCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseAndValidate(f, []byte(tc.yaml), envMap(nil), nil)
+			if diff := cmp.Diff(tc.want, problemLines(t, err)); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // problemLines returns the rendered problems of err, failing the test on any other error.
 func problemLines(t *testing.T, err error) []string {
 	t.Helper()

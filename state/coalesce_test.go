@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/apisessions/apisessions/config"
-	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions"
 )
 
@@ -111,14 +110,7 @@ func TestCoalescedTimeout(t *testing.T) {
 // again once it is back.
 func TestCoalescedRedisCut(t *testing.T) {
 	t.Parallel()
-	r := testRedis(t)
-	px := testutil.NewCutProxy(t, r.Address)
-	r.Address = px.Addr
-	r.Timeout = config.Duration(500 * time.Millisecond)
-	c, _ := newTestClient(t, r, nil)
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	c, px, _ := cutClient(t, 500*time.Millisecond, true)
 	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	q := sessions.PartQuery{T: at, Day: "2026-12-03", DayEnd: at.Add(14 * time.Hour).Unix()}
 	var wg sync.WaitGroup

@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -39,6 +40,23 @@ func newTestClient(t testing.TB, r config.Redis, now func() time.Time) (*Client,
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c, &logs
+}
+
+// cutClient is a client of the test Redis reached through a proxy that the test can cut, with
+// the given timeout, started unless start is false, and its logs.
+func cutClient(t testing.TB, timeout time.Duration, start bool) (*Client, *testutil.CutProxy, *syncBuffer) {
+	t.Helper()
+	r := testRedis(t)
+	px := testutil.NewCutProxy(t, r.Address)
+	r.Address = px.Addr
+	r.Timeout = config.Duration(timeout)
+	c, logs := newTestClient(t, r, nil)
+	if start {
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatalf("Start through the proxy: %v", err)
+		}
+	}
+	return c, px, logs
 }
 
 type syncBuffer struct {

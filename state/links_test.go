@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/apisessions/apisessions/config"
-	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -158,14 +157,7 @@ func TestSharedLinksFailOpen(t *testing.T) {
 // the visit stays one session.
 func TestSharedLinksAfterOutage(t *testing.T) {
 	t.Parallel()
-	r := testRedis(t)
-	px := testutil.NewCutProxy(t, r.Address)
-	r.Address = px.Addr
-	r.Timeout = config.Duration(200 * time.Millisecond)
-	c, _ := newTestClient(t, r, nil)
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatalf("Start through the proxy: %v", err)
-	}
+	c, px, _ := cutClient(t, 200*time.Millisecond, true)
 	e, rec := newStitchEngine(t, c)
 	stream := stitchStream(time.Now().UTC().Add(-time.Hour))
 	px.Cut()

@@ -186,14 +186,7 @@ func TestPartScriptRule(t *testing.T) {
 // closes the breaker and the shared state is used again).
 func TestFailOpenAndRecovery(t *testing.T) {
 	t.Parallel()
-	r := testRedis(t)
-	px := testutil.NewCutProxy(t, r.Address)
-	r.Address = px.Addr
-	r.Timeout = config.Duration(200 * time.Millisecond)
-	c, logs := newTestClient(t, r, nil)
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatalf("Start through the proxy: %v", err)
-	}
+	c, px, logs := cutClient(t, 200*time.Millisecond, true)
 	e, _ := newTestEngine(t, 0, c.Parts())
 	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 

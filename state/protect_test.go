@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apisessions/apisessions/config"
-	"github.com/apisessions/apisessions/internal/testutil"
 	"github.com/apisessions/apisessions/protect"
 	"github.com/apisessions/apisessions/protect/manual"
 )
@@ -46,11 +44,7 @@ func TestSharedBuckets(t *testing.T) {
 
 func TestSharedBucketsRedisDown(t *testing.T) {
 	t.Parallel()
-	r := testRedis(t)
-	proxy := testutil.NewCutProxy(t, r.Address)
-	r.Address = proxy.Addr
-	r.Timeout = config.Duration(200 * time.Millisecond)
-	c, _ := newTestClient(t, r, nil)
+	c, proxy, _ := cutClient(t, 200*time.Millisecond, false)
 	proxy.Cut()
 	takes := []protect.Take{{Rule: "r", PerSecond: 1, Burst: 1}}
 	if _, _, ok := c.Protection().Decide(context.Background(), "s_00000000000000000003", true, takes); ok {
