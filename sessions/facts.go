@@ -62,27 +62,23 @@ func (e *Engine) PeekFacts(x *traffic.Exchange, need FactNeeds, f *Facts) {
 }
 
 // PeekFactsLocal is PeekFacts for a caller that reads the shared part state itself, in one
-// round trip with reads of its own (state.redis): it names the part from this engine's own
-// state when Peek would, and otherwise leaves Part empty and returns readShared true; the
-// caller then reads the session's shared part state and calls NamePart with what it got. t is
-// the request's time, for NamePart. Without shared state it is PeekFacts.
+// round trip with reads of its own (state.redis): the session is Peek's, and it names the part
+// from this engine's own state when Peek would, and otherwise leaves Part empty and returns
+// readShared true; the caller then reads the session's shared part state and calls NamePart
+// with what it got. t is the request's time, for NamePart. Without shared state it is
+// PeekFacts.
 func (e *Engine) PeekFactsLocal(x *traffic.Exchange, need FactNeeds, f *Facts) (t time.Time, readShared bool) {
 	s := e.snap.Load()
 	v := extract.NewView(x, e.cache, s.maxBody)
 	defer v.Release()
-	f.Session, f.Key = s.group(v, x, e.hash)
 	t = startTime(x, e.now)
-	switch {
-	case e.shared == nil:
+	f.Session, f.Key = e.peekGrouping(s, v, x, t)
+	if e.shared == nil {
 		f.Part = e.parts.peek(f.Session, t, &s.rules)
-	default:
-		if name, ok := e.parts.peekLive(f.Session, t, &s.rules); ok {
-			f.Part = name
-		} else if r, hit := e.peeks.get(f.Session, t); hit {
-			f.Part = s.rules.peekShared(&r.st, r.found, t)
-		} else {
-			readShared = true
-		}
+	} else {
+		var named bool
+		f.Part, named = e.livePart(s, f.Session, t)
+		readShared = !named
 	}
 	if need.Any() {
 		e.fillFacts(s, v, x, need, f)
@@ -93,13 +89,7 @@ func (e *Engine) PeekFactsLocal(x *traffic.Exchange, need FactNeeds, f *Facts) (
 // NamePart names f's part from the shared part state a caller of PeekFactsLocal read (ok
 // false: it is unknown, and the engine's own state names it), as Peek would have.
 func (e *Engine) NamePart(f *Facts, t time.Time, st PartState, found, ok bool) {
-	s := e.snap.Load()
-	if !ok {
-		f.Part = e.parts.peek(f.Session, t, &s.rules)
-		return
-	}
-	e.peeks.put(f.Session, t, st, found)
-	f.Part = s.rules.peekShared(&st, found, t)
+	f.Part = e.namePart(e.snap.Load(), f.Session, t, st, found, ok)
 }
 
 // fillFacts reads the facts need asks for beyond the grouping.

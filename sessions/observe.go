@@ -135,6 +135,22 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 // peek is Peek with the snapshot and a View of x.
 func (e *Engine) peek(s *snapshot, v *extract.View, x *traffic.Exchange) (session, part string, key record.Key) {
 	t := startTime(x, e.now)
+	session, key = e.peekGrouping(s, v, x, t)
+	if e.shared != nil {
+		if name, ok := e.livePart(s, session, t); ok {
+			return session, name, key
+		}
+		st, found, ok := e.shared.PeekPart(context.Background(), session)
+		return session, e.namePart(s, session, t, st, found, ok), key
+	}
+	return session, e.parts.peek(session, t, &s.rules), key
+}
+
+// peekGrouping is the session and key Peek names for x at t: by its request side at request
+// time (the grouping, a learned first-party cookie, a live stitching link), and once the
+// response is seen as Observe will decide, with the values the response issues and the links
+// they would make.
+func (e *Engine) peekGrouping(s *snapshot, v *extract.View, x *traffic.Exchange, t time.Time) (session string, key record.Key) {
 	if x.ResponseSeen {
 		// At the response: what Observe will decide, the response's issued values and links
 		// included, so that the response-phase answer carries the final id.
@@ -160,32 +176,34 @@ func (e *Engine) peek(s *snapshot, v *extract.View, x *traffic.Exchange) (sessio
 			}
 		}
 	}
-	if e.shared != nil {
-		// The local live part answers when the request joins it: its last request is within
-		// the idle timeout and of the same day, so no request another replica saw in between
-		// can have opened a newer part (that would need a gap longer than the idle timeout).
-		// Otherwise (no local part, or a gap) the shared state is read.
-		if name, ok := e.parts.peekLive(session, t, &s.rules); ok {
-			return session, name, key
-		}
-		if st, found, ok := e.readShared(session, t); ok {
-			return session, s.rules.peekShared(&st, found, t), key
-		}
-	}
-	return session, e.parts.peek(session, t, &s.rules), key
+	return session, key
 }
 
-// readShared reads the shared state of session for a request at t, once per request
-// (peekReads); ok is false when it is unknown.
-func (e *Engine) readShared(session string, t time.Time) (st PartState, found, ok bool) {
+// livePart names the part of session for a request at t from what this engine holds, with
+// shared state: its own live part when the request joins it (the part's last request is
+// within the idle timeout and of the same day, so no request another replica saw in between
+// can have opened a newer part: that would need a longer gap), or the shared state a read for
+// the same request brought (peekReads, so that a request reads it once). ok is false when the
+// shared state must be read.
+func (e *Engine) livePart(s *snapshot, session string, t time.Time) (name string, ok bool) {
+	if name, ok := e.parts.peekLive(session, t, &s.rules); ok {
+		return name, true
+	}
 	if r, hit := e.peeks.get(session, t); hit {
-		return r.st, r.found, true
+		return s.rules.peekShared(&r.st, r.found, t), true
 	}
-	st, found, ok = e.shared.PeekPart(context.Background(), session)
-	if ok {
-		e.peeks.put(session, t, st, found)
+	return "", false
+}
+
+// namePart names the part of session for a request at t from the shared part state read for
+// it (kept for the request's later answers), or from this engine's own state when the read
+// failed (ok false).
+func (e *Engine) namePart(s *snapshot, session string, t time.Time, st PartState, found, ok bool) string {
+	if !ok {
+		return e.parts.peek(session, t, &s.rules)
 	}
-	return st, found, ok
+	e.peeks.put(session, t, st, found)
+	return s.rules.peekShared(&st, found, t)
 }
 
 // group decides the session of a request from its request side alone: the grouping

@@ -44,6 +44,22 @@ func TestStitchRotation(t *testing.T) {
 	em.take()
 }
 
+// Protection's facts name the session inline answers name: a request carrying a rotated value
+// is the root session's for the rules too, with or without shared state.
+func TestPeekFactsFollowLinks(t *testing.T) {
+	t.Parallel()
+	e, _, _ := newTestEngine(t, testConfig(t))
+	e.observe(withResponse(exchange("GET", "/a", "cookie", "PHPSESSID="+sessA), 200, "", "set-cookie", "PHPSESSID="+sessB+"; path=/"))
+	x := later(exchange("GET", "/b", "cookie", "PHPSESSID="+sessB), time.Second)
+	session, _, _ := e.Peek(x)
+	var f, fl Facts
+	e.PeekFacts(x, FactNeeds{}, &f)
+	e.PeekFactsLocal(x, FactNeeds{}, &fl)
+	if session != wantID(sessA) || f.Session != session || fl.Session != session {
+		t.Errorf("Peek %s, PeekFacts %s, PeekFactsLocal %s; want all the root session %s", session, f.Session, fl.Session, wantID(sessA))
+	}
+}
+
 func TestStitchRefreshToken(t *testing.T) {
 	t.Parallel()
 	e, _, _ := newTestEngine(t, testConfig(t))
