@@ -3,13 +3,15 @@ package app
 import (
 	"errors"
 	"io/fs"
+	"math"
 	"testing"
 
 	"github.com/apisessions/apisessions/config"
 )
 
-// TestMemoryLimit: the configured limit wins, GOMEMLIMIT is left to the runtime, a
-// container's limit (cgroup v2, then v1) gives 90 % of it, and no limit anywhere sets none.
+// TestMemoryLimit: the configured limit wins, then GOMEMLIMIT as the runtime read it ("off"
+// is none), then 90 % of a container's limit (cgroup v2, then v1); no limit anywhere is none,
+// and the memory guard is off.
 func TestMemoryLimit(t *testing.T) {
 	t.Parallel()
 	files := func(m map[string]string) func(string) ([]byte, error) {
@@ -38,7 +40,8 @@ func TestMemoryLimit(t *testing.T) {
 		wantSource string
 	}{
 		{"configured", 512 << 20, "1GiB", map[string]string{v2: "1073741824\n"}, 512 << 20, "server.memory_limit_bytes"},
-		{"GOMEMLIMIT", 0, "1GiB", map[string]string{v2: "1073741824\n"}, 0, "GOMEMLIMIT"},
+		{"GOMEMLIMIT", 0, "1GiB", map[string]string{v2: "1073741824\n"}, 1 << 30, "GOMEMLIMIT"},
+		{"GOMEMLIMIT off", 0, "off", map[string]string{v2: "1073741824\n"}, 0, ""},
 		{"cgroup v2", 0, "", map[string]string{v2: "1073741824\n"}, 1073741824 / 10 * 9, v2},
 		{"cgroup v2 without a limit", 0, "", map[string]string{v2: "max\n", v1: "1073741824"}, 0, ""},
 		{"cgroup v1", 0, "", map[string]string{v1: "2147483648\n"}, 2147483648 / 10 * 9, v1},
@@ -46,7 +49,14 @@ func TestMemoryLimit(t *testing.T) {
 		{"no container", 0, "", nil, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, source := memoryLimit(&config.Server{MemoryLimitBytes: tc.configured}, env(tc.gomemlimit), files(tc.files))
+			// What the runtime read from GOMEMLIMIT; math.MaxInt64 when it sets no limit.
+			goLimit := func() int64 {
+				if n, ok := map[string]int64{"1GiB": 1 << 30}[tc.gomemlimit]; ok {
+					return n
+				}
+				return math.MaxInt64
+			}
+			got, source := memoryLimit(&config.Server{MemoryLimitBytes: tc.configured}, env(tc.gomemlimit), files(tc.files), goLimit)
 			if got != tc.want || source != tc.wantSource {
 				t.Errorf("limit %d from %q, want %d from %q", got, source, tc.want, tc.wantSource)
 			}
