@@ -1,9 +1,13 @@
 package app
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"math"
+	"runtime/debug"
+	"strings"
 	"testing"
 
 	"github.com/apisessions/apisessions/config"
@@ -64,5 +68,27 @@ func TestMemoryLimit(t *testing.T) {
 	}
 	if _, err := files(nil)("x"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal(err)
+	}
+}
+
+// TestApplyMemoryLimit: a limit sets Go's soft limit to 70 % of it, says both in the log and
+// is returned for the memory guard (where none is found, TestMemoryLimit: 0, no guard).
+func TestApplyMemoryLimit(t *testing.T) {
+	// Not parallel: it changes the process's soft memory limit, and puts it back.
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+
+	got := applyMemoryLimit(&config.Server{MemoryLimitBytes: 512 << 20}, log)
+	if want := int64(512 << 20); got != want {
+		t.Errorf("limit %d, want %d", got, want)
+	}
+	limit := float64(512 << 20)
+	if soft, want := debug.SetMemoryLimit(-1), int64(limit*0.7); soft != want {
+		t.Errorf("Go's soft limit %d, want 70 %% of the limit, %d", soft, want)
+	}
+	if want := `"msg":"memory limit","bytes":536870912,"from":"server.memory_limit_bytes","go_limit_bytes":375809638`; !strings.Contains(logs.String(), want) {
+		t.Errorf("log %q lacks %s", logs.String(), want)
 	}
 }
