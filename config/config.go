@@ -76,8 +76,10 @@ type Server struct {
 	StreamIdleTimeout Duration `yaml:"stream_idle_timeout"`
 	// MaxMessageBytes bounds one ext_proc message the server accepts.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
-	// MemoryLimitBytes is Go's soft memory limit for the process; 0 means GOMEMLIMIT when set,
-	// else 90 % of the container's memory limit when there is one, else none.
+	// MemoryLimitBytes is the resident memory the process may take: Go's soft memory limit is
+	// set to 70 % of it, and ext_proc streams stop keeping bodies, then new ones are refused,
+	// as the process nears it. 0 means GOMEMLIMIT when set, else 90 % of the container's memory
+	// limit when there is one, else none.
 	MemoryLimitBytes int `yaml:"memory_limit_bytes"`
 	// ShutdownTimeout bounds how long a shutdown waits for streams to drain and sinks to flush.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`

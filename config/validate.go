@@ -200,7 +200,7 @@ func (v *validator) streamBounds() {
 		v.add("server.max_streams", "%d is less than 1; use the number of ext_proc streams all connections may hold open at once, the default is %d", s.MaxStreams, DefaultMaxStreams)
 	}
 	if s.MemoryLimitBytes != 0 && s.MemoryLimitBytes < MemoryLimitMin {
-		v.add("server.memory_limit_bytes", "%d is below %d (64 MiB); give the memory the process may use (e.g. three quarters of its container's), or leave it out: the default follows GOMEMLIMIT or the container's limit", s.MemoryLimitBytes, MemoryLimitMin)
+		v.add("server.memory_limit_bytes", "%d is below %d (64 MiB); give the memory the process may take (e.g. 90 %% of its container's limit), or leave it out: the default follows GOMEMLIMIT or the container's limit", s.MemoryLimitBytes, MemoryLimitMin)
 	}
 	if s.StreamIdleTimeout < StreamIdleTimeoutMin {
 		v.add("server.stream_idle_timeout", "%s is too short; use at least %s and more than your longest upstream response time, the default is %s", s.StreamIdleTimeout, StreamIdleTimeoutMin, DefaultStreamIdleTimeout)

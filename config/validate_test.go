@@ -252,7 +252,7 @@ func TestParseAndValidate(t *testing.T) {
 			name: "a memory limit too small to run in",
 			yaml: "server:\n  memory_limit_bytes: 1000000\n",
 			want: []string{
-				f + `:2: server.memory_limit_bytes: 1000000 is below 67108864 (64 MiB); give the memory the process may use (e.g. three quarters of its container's), or leave it out: the default follows GOMEMLIMIT or the container's limit`,
+				f + `:2: server.memory_limit_bytes: 1000000 is below 67108864 (64 MiB); give the memory the process may take (e.g. 90 % of its container's limit), or leave it out: the default follows GOMEMLIMIT or the container's limit`,
 			},
 		},
 		{

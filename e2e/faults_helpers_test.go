@@ -197,13 +197,16 @@ func (p *faultsProc) metric(t *testing.T, series string) float64 {
 }
 
 // rssKiB is the resident set size of a process (VmRSS in /proc/<pid>/status), 0 when unknown.
-func rssKiB(pid string) int64 {
+func rssKiB(pid string) int64 { return statusKiB(pid, "VmRSS:") }
+
+// statusKiB is a field of /proc/<pid>/status in KiB, 0 when unknown.
+func statusKiB(pid, field string) int64 {
 	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return n
 		}

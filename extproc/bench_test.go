@@ -88,6 +88,7 @@ func benchGRPCServerWith(b *testing.B, srv *Server, o GRPCOptions) *grpc.Server 
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(gs.limits.wait) // after the caller stops the gRPC server
 	return gs.gs
 }
 
@@ -114,6 +115,13 @@ func BenchmarkStream(b *testing.B) {
 		// The default bounds: the stream interceptor, its idle timer and the body budget.
 		{"Server/WorkingProcessor/bounded", func() *grpc.Server {
 			return benchGRPCServerWith(b, New(Settings{Processor: benchProcessor{work: true}, BodyBudgetBytes: 256 << 20}), benchBounds)
+		}},
+		// The same with a memory limit far above what the benchmark takes: the guard samples
+		// the process's resident memory and never refuses.
+		{"Server/WorkingProcessor/bounded+memory", func() *grpc.Server {
+			o := benchBounds
+			o.MemoryLimitBytes = 1 << 40
+			return benchGRPCServerWith(b, New(Settings{Processor: benchProcessor{work: true}, BodyBudgetBytes: 256 << 20}), o)
 		}},
 	}
 	for _, s := range servers {

@@ -32,6 +32,10 @@ type GRPCOptions struct {
 	MaxStreams int
 	// StreamIdleTimeout ends an ext_proc stream that received no message for this long. 0 = never.
 	StreamIdleTimeout time.Duration
+	// MemoryLimitBytes is the resident memory the process may take: as it nears it, streams
+	// stop keeping bodies, then new ext_proc streams are refused with ResourceExhausted (see
+	// memoryGuard). 0 = no limit, nothing is watched.
+	MemoryLimitBytes int64
 	// CertFile and KeyFile enable TLS; both or neither.
 	CertFile, KeyFile string
 	// ClientCAFile enables mTLS: clients must present a certificate signed by one of its CAs.
@@ -42,6 +46,9 @@ type GRPCOptions struct {
 	Token string
 	// Reflection registers gRPC server reflection, which lists the services to any client.
 	Reflection bool
+
+	// sampleMemory replaces the reading of the process's resident memory (tests).
+	sampleMemory func() (int64, error)
 }
 
 // Keepalive settings. Envoy's HTTP/2 connection_keepalive pings every 30 s; grpc-go's default
@@ -101,7 +108,7 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 		a := newTokenAuth(srv, o.Token)
 		opts = append(opts, grpc.ChainStreamInterceptor(a.stream), grpc.ChainUnaryInterceptor(a.unary))
 	}
-	limits := newStreamLimits(o)
+	limits := newStreamLimits(srv, o)
 	opts = append(opts, limits.options()...)
 	opts = append(opts, grpc.ForceServerCodecV2(newCodec()))
 	gs := grpc.NewServer(opts...)

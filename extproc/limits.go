@@ -24,6 +24,9 @@ import (
 //     what the stream saw is recorded like any stream that ends early (see intercept).
 //   - Settings.BodyBudgetBytes (traffic.body_budget_bytes) bounds the body bytes all streams
 //     keep at once; see bodyBudget.
+//   - GRPCOptions.MemoryLimitBytes (server.memory_limit_bytes, GOMEMLIMIT or the container's
+//     limit) stops keeping bodies, then admitting streams, as the process's resident memory
+//     nears it; see memoryGuard.
 
 // errTooManyStreams refuses a stream past GRPCOptions.MaxStreams.
 var errTooManyStreams = status.Error(codes.ResourceExhausted, "ext_proc stream refused: server.max_streams streams are open")
@@ -38,18 +41,22 @@ const idleChecks = 4
 type streamLimits struct {
 	max    int64 // streams open at once; 0 = no bound
 	open   atomic.Int64
-	reaper *reaper // nil = no idle timeout
+	reaper *reaper      // nil = no idle timeout
+	memory *memoryGuard // nil = no memory limit
 }
 
-// newStreamLimits returns the limits o sets; nil when it sets none, which costs streams nothing.
-func newStreamLimits(o GRPCOptions) *streamLimits {
-	if o.MaxStreams <= 0 && o.StreamIdleTimeout <= 0 {
+// newStreamLimits returns the limits o sets on srv's streams; nil when it sets none, which
+// costs streams nothing.
+func newStreamLimits(srv *Server, o GRPCOptions) *streamLimits {
+	if o.MaxStreams <= 0 && o.StreamIdleTimeout <= 0 && o.MemoryLimitBytes <= 0 {
 		return nil
 	}
 	l := &streamLimits{max: int64(max(o.MaxStreams, 0))}
 	if o.StreamIdleTimeout > 0 {
 		l.reaper = newReaper(o.StreamIdleTimeout)
 	}
+	l.memory = newMemoryGuard(srv, o.MemoryLimitBytes, o.sampleMemory)
+	l.memory.start()
 	return l
 }
 
@@ -62,15 +69,21 @@ func (l *streamLimits) options() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.ChainStreamInterceptor(l.intercept), grpc.WaitForHandlers(true)}
 }
 
-// wait stops the reaper; it is called after the gRPC server stopped, when no handler runs.
+// wait stops the reaper and the memory guard; it is called after the gRPC server stopped,
+// when no handler runs.
 func (l *streamLimits) wait() {
-	if l != nil && l.reaper != nil {
+	if l == nil {
+		return
+	}
+	if l.reaper != nil {
 		l.reaper.stop()
 	}
+	l.memory.end()
 }
 
-// intercept admits an ext_proc stream within MaxStreams and, with an idle timeout, puts it
-// under the reaper's watch. Other methods (health, reflection) pass untouched.
+// intercept admits an ext_proc stream within MaxStreams while the memory guard allows and,
+// with an idle timeout, puts it under the reaper's watch. Other methods (health, reflection)
+// pass untouched.
 //
 // An idle stream must end with status OK, which tells Envoy to go on without apisessions
 // whatever failure_mode_allow says; any other status fails the request when it is false. The
@@ -82,6 +95,10 @@ func (l *streamLimits) intercept(srv any, ss grpc.ServerStream, info *grpc.Strea
 	s, ok := srv.(*Server)
 	if !ok || info.FullMethod != extprocv3.ExternalProcessor_Process_FullMethodName {
 		return handler(srv, ss)
+	}
+	if s.budget.pressure.Load()&memoryRefuse != 0 {
+		s.stats.streamsRefusedMemory.Add(1)
+		return errMemoryFull
 	}
 	if n := l.open.Add(1); l.max > 0 && n > l.max {
 		l.open.Add(-1)
@@ -237,18 +254,28 @@ func (r *reaper) stop() {
 // bytes with one atomic add before keeping them and gives them back when it ends, whatever
 // ends it; a body whose next bytes do not fit is not kept at all (its stream still records
 // the request, with the body counted but absent). No lock: the stream path stays as fast as
-// one atomic add per body message.
+// one atomic load and one atomic add per body message.
 type bodyBudget struct {
 	held    atomic.Int64
 	limit   atomic.Int64 // 0: no bound
 	refused atomic.Uint64
+	// pressure is what the memory guard asks of streams (0 without a guard): with memoryShed,
+	// no byte is reserved. refusedMemory counts the bodies it refused.
+	pressure      atomic.Int32
+	refusedMemory atomic.Uint64
 }
 
-// take reserves n bytes and reports whether they fit; when they do not, nothing is reserved.
+// take reserves n bytes and reports whether they fit; when they do not, nothing is reserved
+// and the refusal is counted by its cause (the memory guard, or the budget).
 func (b *bodyBudget) take(n int64) bool {
+	if b.pressure.Load()&memoryShed != 0 {
+		b.refusedMemory.Add(1)
+		return false
+	}
 	h := b.held.Add(n)
 	if lim := b.limit.Load(); lim > 0 && h > lim {
 		b.held.Add(-n)
+		b.refused.Add(1)
 		return false
 	}
 	return true

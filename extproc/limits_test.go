@@ -212,12 +212,12 @@ func TestReaper(t *testing.T) {
 // cost nothing more than before.
 func TestStreamLimitsOnlyWhenAsked(t *testing.T) {
 	t.Parallel()
-	l := newStreamLimits(GRPCOptions{})
+	l := newStreamLimits(nil, GRPCOptions{})
 	if l != nil || len(l.options()) != 0 {
 		t.Errorf("no bounds: limits %v with %d server options, want none", l, len(l.options()))
 	}
 	l.wait() // a nil limits has nothing to wait for
-	if l := newStreamLimits(GRPCOptions{MaxStreams: 1}); l == nil || len(l.options()) == 0 {
+	if l := newStreamLimits(nil, GRPCOptions{MaxStreams: 1}); l == nil || len(l.options()) == 0 {
 		t.Errorf("MaxStreams 1: limits %v, want an interceptor", l)
 	}
 }
@@ -396,9 +396,11 @@ func BenchmarkStreamLimits(b *testing.B) {
 	}{
 		{"max_streams", GRPCOptions{MaxStreams: 10000}},
 		{"max_streams+idle_timeout", GRPCOptions{MaxStreams: 10000, StreamIdleTimeout: time.Minute}},
+		{"max_streams+idle_timeout+memory_guard", GRPCOptions{MaxStreams: 10000, StreamIdleTimeout: time.Minute,
+			MemoryLimitBytes: 1 << 30, sampleMemory: func() (int64, error) { return 100 << 20, nil }}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			l := newStreamLimits(bc.o)
+			l := newStreamLimits(srv, bc.o)
 			defer l.wait()
 			stream := ctxStream{ctx: grpc.NewContextWithServerTransportStream(context.Background(), &fakeEnd{})}
 			b.ReportAllocs()

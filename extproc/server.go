@@ -246,6 +246,9 @@ type Stats struct {
 	AuthRejected uint64
 	// StreamsRefused counts streams refused because GRPCOptions.MaxStreams were open.
 	StreamsRefused uint64
+	// StreamsRefusedMemory counts streams refused because the process's resident memory was
+	// above the memory guard's high mark (GRPCOptions.MemoryLimitBytes).
+	StreamsRefusedMemory uint64
 	// StreamIdleTimeouts counts streams ended because no message came within
 	// GRPCOptions.StreamIdleTimeout.
 	StreamIdleTimeouts uint64
@@ -255,6 +258,12 @@ type Stats struct {
 	BodyBytesHeld int64
 	// BodiesOverBudget counts bodies not kept because Settings.BodyBudgetBytes were held.
 	BodiesOverBudget uint64
+	// BodiesOverMemory counts bodies not kept because the process's resident memory was above
+	// the memory guard's low mark.
+	BodiesOverMemory uint64
+	// MemoryLevel is what the memory guard asks of streams now, as bits: 0 nothing (or no
+	// guard), 1 bodies are not kept, 2 new streams are refused.
+	MemoryLevel int
 }
 
 type counters struct {
@@ -271,6 +280,7 @@ type counters struct {
 	modeOverrides        atomic.Uint64
 	authRejected         atomic.Uint64
 	streamsRefused       atomic.Uint64
+	streamsRefusedMemory atomic.Uint64
 	idleTimeouts         atomic.Uint64
 	immediateResponses   atomic.Uint64
 }
@@ -300,10 +310,13 @@ func (s *Server) Stats() Stats {
 		ModeOverrides:        c.modeOverrides.Load(),
 		AuthRejected:         c.authRejected.Load(),
 		StreamsRefused:       c.streamsRefused.Load(),
+		StreamsRefusedMemory: c.streamsRefusedMemory.Load(),
 		StreamIdleTimeouts:   c.idleTimeouts.Load(),
 		ImmediateResponses:   c.immediateResponses.Load(),
 		BodyBytesHeld:        s.budget.held.Load(),
 		BodiesOverBudget:     s.budget.refused.Load(),
+		BodiesOverMemory:     s.budget.refusedMemory.Load(),
+		MemoryLevel:          int(s.budget.pressure.Load()),
 	}
 }
 

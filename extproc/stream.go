@@ -446,7 +446,6 @@ func (b *body) add(p []byte, eos bool) {
 // seen (n), so its record says it was truncated.
 func (b *body) dropOverBudget() {
 	b.overBudget = true
-	b.budget.refused.Add(1)
 	b.giveBack()
 }
 

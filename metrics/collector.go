@@ -15,6 +15,14 @@ const (
 	modeObservability = "observability"
 )
 
+// Reasons of apisessions_extproc_streams_refused_total and
+// apisessions_extproc_bodies_over_budget_total.
+const (
+	reasonMaxStreams = "max_streams"
+	reasonBodyBudget = "body_budget"
+	reasonMemory     = "memory"
+)
+
 // Outcomes of apisessions_sink_records_total.
 const (
 	outcomeAccepted  = "accepted"
@@ -36,7 +44,7 @@ type collector struct {
 
 	streamsOpen, streams, messages, observed, outOfScope, panics, protocolErrors,
 	streamErrors, headersDropped, invalidSessionValues, modeOverrides, authRejected,
-	streamsRefused, idleTimeouts, bodyBytesHeld, bodiesOverBudget *prometheus.Desc
+	streamsRefused, idleTimeouts, bodyBytesHeld, bodiesOverBudget, memoryLevel *prometheus.Desc
 
 	requests, malicious, engineOutOfScope, liveParts, routeHosts, routesCollapsed,
 	sharedQueued, sharedQueueFull, partWorkerPanics,
@@ -71,10 +79,11 @@ func newCollector(src Sources) *collector {
 		invalidSessionValues: desc("extproc", "invalid_session_values_total", "Inline answers whose session id could not be sent as a header value."),
 		modeOverrides:        desc("extproc", "mode_overrides_total", "Inline request or response headers answers that asked Envoy for a body (mode_override)."),
 		authRejected:         desc("extproc", "auth_rejected_total", "gRPC calls refused because they lacked the token of server.grpc_token_file or carried a wrong one."),
-		streamsRefused:       desc("extproc", "streams_refused_total", "Streams refused with RESOURCE_EXHAUSTED because server.max_streams streams were open (Envoy then applies failure_mode_allow)."),
+		streamsRefused:       desc("extproc", "streams_refused_total", "Streams refused at once with RESOURCE_EXHAUSTED (Envoy then applies failure_mode_allow), by reason: max_streams (server.max_streams streams were open), memory (the process's resident memory, with 64 KiB for each open stream, was at 90 % of its memory limit).", "reason"),
 		idleTimeouts:         desc("extproc", "stream_idle_timeouts_total", "Streams ended because no message came within server.stream_idle_timeout; each is recorded as a cut exchange."),
 		bodyBytesHeld:        desc("extproc", "body_buffer_bytes", "Body bytes open streams keep now (at most traffic.body_budget_bytes)."),
-		bodiesOverBudget:     desc("extproc", "bodies_over_budget_total", "Bodies not kept because traffic.body_budget_bytes was in use; their requests are recorded without them."),
+		bodiesOverBudget:     desc("extproc", "bodies_over_budget_total", "Bodies not kept, by reason: body_budget (traffic.body_budget_bytes was in use), memory (the process's resident memory was at 80 % of its memory limit); their requests are recorded without them.", "reason"),
+		memoryLevel:          desc("extproc", "memory_level", "What the memory guard asks of streams now: 0 nothing (or no memory limit), 1 bodies are not kept, 2 new streams are refused, 3 both."),
 
 		requests:         desc("sessions", "requests_total", "Request records emitted by the engine."),
 		malicious:        desc("sessions", "malicious_requests_total", "Requests an attack verdict marked malicious."),
@@ -126,7 +135,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Extproc != nil {
 		for _, d := range []*prometheus.Desc{c.streamsOpen, c.streams, c.messages, c.observed, c.outOfScope, c.panics,
 			c.protocolErrors, c.streamErrors, c.headersDropped, c.invalidSessionValues, c.modeOverrides, c.authRejected,
-			c.streamsRefused, c.idleTimeouts, c.bodyBytesHeld, c.bodiesOverBudget, c.immediate} {
+			c.streamsRefused, c.idleTimeouts, c.bodyBytesHeld, c.bodiesOverBudget, c.memoryLevel, c.immediate} {
 			ch <- d
 		}
 	}
@@ -271,11 +280,14 @@ func (c *collector) collectExtproc(ch chan<- prometheus.Metric, s extproc.Stats)
 	ch <- counter(c.invalidSessionValues, s.InvalidSessionValues)
 	ch <- counter(c.modeOverrides, s.ModeOverrides)
 	ch <- counter(c.authRejected, s.AuthRejected)
-	ch <- counter(c.streamsRefused, s.StreamsRefused)
+	ch <- prometheus.MustNewConstMetric(c.streamsRefused, prometheus.CounterValue, float64(s.StreamsRefused), reasonMaxStreams)
+	ch <- prometheus.MustNewConstMetric(c.streamsRefused, prometheus.CounterValue, float64(s.StreamsRefusedMemory), reasonMemory)
 	ch <- counter(c.idleTimeouts, s.StreamIdleTimeouts)
 	ch <- counter(c.immediate, s.ImmediateResponses)
 	ch <- prometheus.MustNewConstMetric(c.bodyBytesHeld, prometheus.GaugeValue, float64(s.BodyBytesHeld))
-	ch <- counter(c.bodiesOverBudget, s.BodiesOverBudget)
+	ch <- prometheus.MustNewConstMetric(c.bodiesOverBudget, prometheus.CounterValue, float64(s.BodiesOverBudget), reasonBodyBudget)
+	ch <- prometheus.MustNewConstMetric(c.bodiesOverBudget, prometheus.CounterValue, float64(s.BodiesOverMemory), reasonMemory)
+	ch <- prometheus.MustNewConstMetric(c.memoryLevel, prometheus.GaugeValue, float64(s.MemoryLevel))
 }
 
 func counter[N int64 | uint64](d *prometheus.Desc, n N) prometheus.Metric {

@@ -73,6 +73,7 @@ func TestCollectorReadsSourcesAtScrape(t *testing.T) {
 		Observed:       9,
 		ProtocolErrors: 4, Panics: 1, HeadersDropped: 2000,
 		StreamsRefused: 6, StreamIdleTimeouts: 8, BodyBytesHeld: 61440, BodiesOverBudget: 13,
+		StreamsRefusedMemory: 5, BodiesOverMemory: 21, MemoryLevel: 2,
 	}}
 	eng := &fakeEngine{s: sessions.Stats{Observed: 9, Malicious: 2, LiveParts: 6, LookupCacheHits: 11, LookupCacheMisses: 4,
 		ParseErrors: [extract.NumParseSources]uint64{extract.ParseJSONBody: 5, extract.ParseJWT: 2}}}
@@ -120,10 +121,13 @@ apisessions_sink_records_queued{sink="audit"} 12
 		{name: "inline response trailers never seen", metric: "apisessions_extproc_messages_total", labels: map[string]string{"phase": "response_trailers", "mode": "inline"}, want: 0},
 		{name: "panics", metric: "apisessions_extproc_panics_total", want: 1},
 		{name: "headers dropped", metric: "apisessions_extproc_headers_dropped_total", want: 2000},
-		{name: "streams refused", metric: "apisessions_extproc_streams_refused_total", want: 6},
+		{name: "streams refused past max_streams", metric: "apisessions_extproc_streams_refused_total", labels: map[string]string{"reason": "max_streams"}, want: 6},
+		{name: "streams refused for memory", metric: "apisessions_extproc_streams_refused_total", labels: map[string]string{"reason": "memory"}, want: 5},
 		{name: "idle timeouts", metric: "apisessions_extproc_stream_idle_timeouts_total", want: 8},
 		{name: "body bytes held", metric: "apisessions_extproc_body_buffer_bytes", want: 61440},
-		{name: "bodies over budget", metric: "apisessions_extproc_bodies_over_budget_total", want: 13},
+		{name: "bodies over the body budget", metric: "apisessions_extproc_bodies_over_budget_total", labels: map[string]string{"reason": "body_budget"}, want: 13},
+		{name: "bodies not kept for memory", metric: "apisessions_extproc_bodies_over_budget_total", labels: map[string]string{"reason": "memory"}, want: 21},
+		{name: "memory level", metric: "apisessions_extproc_memory_level", want: 2},
 		{name: "engine requests", metric: "apisessions_sessions_requests_total", want: 9},
 		{name: "malicious", metric: "apisessions_sessions_malicious_requests_total", want: 2},
 		{name: "lookup cache hits", metric: "apisessions_lookup_cache_hits_total", want: 11},

@@ -395,8 +395,8 @@ func TestPodSecurity(t *testing.T) {
 			t.Errorf("container %s: resources %+v, want a memory limit and a cpu request", c.Name, c.Resources)
 		}
 	}
-	// GOMEMLIMIT would replace the limit apisessions derives from the container's (90 % of
-	// it); set to the whole limit it would leave the collector no room before the kernel.
+	// GOMEMLIMIT would replace the memory limit apisessions derives from the container's (90 %
+	// of it); set to the whole limit it would leave no room for the kernel's page cache.
 	proc := d.processor(t)
 	for _, e := range proc.Env {
 		if e.Name == "GOMEMLIMIT" {

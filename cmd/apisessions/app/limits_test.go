@@ -59,8 +59,8 @@ parameters:
 	after := scrape(t, r.httpAddr)
 	for _, tc := range []struct{ name, page, line string }{
 		{"the body that fits is held", held, "apisessions_extproc_body_buffer_bytes 61440"},
-		{"the body over budget is counted", after, "apisessions_extproc_bodies_over_budget_total 1"},
-		{"the stream past max_streams is counted", after, "apisessions_extproc_streams_refused_total 1"},
+		{"the body over budget is counted", after, `apisessions_extproc_bodies_over_budget_total{reason="body_budget"} 1`},
+		{"the stream past max_streams is counted", after, `apisessions_extproc_streams_refused_total{reason="max_streams"} 1`},
 		{"both idle streams are counted", after, "apisessions_extproc_stream_idle_timeouts_total 2"},
 	} {
 		if !strings.Contains(tc.page, tc.line+"\n") {

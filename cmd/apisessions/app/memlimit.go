@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -16,15 +17,26 @@ var cgroupLimitFiles = []string{
 	"/sys/fs/cgroup/memory/memory.limit_in_bytes",
 }
 
-// memoryLimit decides Go's soft memory limit: server.memory_limit_bytes when set; none of ours
-// when GOMEMLIMIT is set (the runtime applied it); else 90 % of the container's limit, so the
-// collector works harder before the kernel kills the process; else none (0). source says which.
-func memoryLimit(c *config.Server, getenv func(string) string, readFile func(string) ([]byte, error)) (limit int64, source string) {
+// goLimitShare is the part of the memory budget given to Go as its soft memory limit. The
+// collector then keeps garbage out of the room between it and the memory guard's marks (80 %
+// and 90 % of the budget, extproc), which the guard keeps for what is live: without it the
+// heap grows to the budget between two collections and the guard would refuse streams for
+// garbage. See docs/security.md.
+const goLimitShare = 0.7
+
+// memoryLimit decides the memory budget of the process: server.memory_limit_bytes when set;
+// else GOMEMLIMIT when set (goLimit returns what the runtime read from it); else 90 % of the
+// container's limit; else none (0). source says which.
+func memoryLimit(c *config.Server, getenv func(string) string, readFile func(string) ([]byte, error), goLimit func() int64) (limit int64, source string) {
 	if c.MemoryLimitBytes > 0 {
 		return int64(c.MemoryLimitBytes), "server.memory_limit_bytes"
 	}
 	if getenv("GOMEMLIMIT") != "" {
-		return 0, "GOMEMLIMIT"
+		// "off", or a value the runtime did not take, leaves no limit.
+		if n := goLimit(); n > 0 && n < math.MaxInt64 {
+			return n, "GOMEMLIMIT"
+		}
+		return 0, ""
 	}
 	for _, f := range cgroupLimitFiles {
 		b, err := readFile(f)
@@ -41,14 +53,15 @@ func memoryLimit(c *config.Server, getenv func(string) string, readFile func(str
 	return 0, ""
 }
 
-// applyMemoryLimit sets the limit memoryLimit decides and says so in the log.
-func applyMemoryLimit(c *config.Server, log *slog.Logger) {
-	limit, source := memoryLimit(c, os.Getenv, os.ReadFile)
-	switch {
-	case limit > 0:
-		debug.SetMemoryLimit(limit)
-		log.Info("memory limit", "bytes", limit, "from", source)
-	case source != "":
-		log.Info("memory limit", "bytes", debug.SetMemoryLimit(-1), "from", source)
+// applyMemoryLimit decides the memory budget, sets Go's soft limit to goLimitShare of it,
+// says so in the log, and returns the budget for the memory guard (0: none, nothing set).
+func applyMemoryLimit(c *config.Server, log *slog.Logger) int64 {
+	limit, source := memoryLimit(c, os.Getenv, os.ReadFile, func() int64 { return debug.SetMemoryLimit(-1) })
+	if limit <= 0 {
+		return 0
 	}
+	goLimit := int64(float64(limit) * goLimitShare)
+	debug.SetMemoryLimit(goLimit)
+	log.Info("memory limit", "bytes", limit, "from", source, "go_limit_bytes", goLimit)
+	return limit
 }

@@ -74,13 +74,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	applyMemoryLimit(&cfg.Server, logger)
+	memoryLimit := applyMemoryLimit(&cfg.Server, logger)
 	// Listen for SIGHUP before the ready line: a reload sent as soon as the server says it is
 	// ready must never meet the default action, which would end the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	s, err := start(cfg, *path, overrides, logger, stdout)
+	s, err := start(cfg, *path, overrides, memoryLimit, logger, stdout)
 	if err != nil {
 		logger.Error("start failed", "error", err)
 		return exitFailure
@@ -117,8 +117,10 @@ type server struct {
 	ready       atomic.Bool
 }
 
-// start builds every component and opens the listeners. On error, whatever was started is stopped.
-func start(cfg *config.Config, configPath string, overrides func(*config.Config), logger *slog.Logger, stdout io.Writer) (_ *server, err error) {
+// start builds every component and opens the listeners; memoryLimit (0: none) is the
+// resident memory the ext_proc streams are guarded to. On error, whatever was started is
+// stopped.
+func start(cfg *config.Config, configPath string, overrides func(*config.Config), memoryLimit int64, logger *slog.Logger, stdout io.Writer) (_ *server, err error) {
 	s := &server{logger: logger, configPath: configPath, overrides: overrides, serveErr: make(chan error, 3)}
 	s.cfg.Store(cfg)
 	var cleanup []func()
@@ -191,6 +193,7 @@ func start(cfg *config.Config, configPath string, overrides func(*config.Config)
 		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
 		MaxStreams:           cfg.Server.MaxStreams,
 		StreamIdleTimeout:    cfg.Server.StreamIdleTimeout.Std(),
+		MemoryLimitBytes:     memoryLimit,
 		CertFile:             cfg.Server.GRPCTLS.CertFile,
 		KeyFile:              cfg.Server.GRPCTLS.KeyFile,
 		ClientCAFile:         cfg.Server.GRPCTLS.ClientCAFile,
