@@ -158,6 +158,9 @@ var pgMigrations = []string{
 			FROM requests WHERE position('"ja4":'::bytea in record) > 0) AS f
 	WHERE f.value IS NOT NULL AND f.value <> ''
 	ON CONFLICT DO NOTHING;`,
+
+	// Version 6: parts by user, by role, and those with several (SQLite's version 8).
+	mixedStep,
 }
 
 // pgLockMigrate is the advisory lock key under which a store migrates the schema, so that
