@@ -19,9 +19,92 @@ import (
 // at once, as replicas write: every writer brings requests of the same 50 live parts a batch
 // (the known_parts shape of BenchmarkIngest, 500 requests a batch), so their upserts meet on
 // the same part rows. Each iteration is one batch per writer; requests/s is the sum.
+//
+// Two shapes of traffic:
+//   - writers=N: the parts of a batch are new in the first 40 batches (10 requests each, every
+//     value of the part new), and come back every 40 batches with the same values; each
+//     request's method, route and status are drawn apart, so a part meets up to 128 shapes.
+//   - steady/writers=N: the traffic of a live API: 50 parts at once, each for 40 batches (400
+//     requests), one or two of them replaced by a new part each batch; each route is called with
+//     its own method, so a part's new values (routes, shapes, path directories) come mostly
+//     in its first batches.
 func BenchmarkIngestPostgres(b *testing.B) {
 	for _, writers := range []int{1, 2, 3} {
 		b.Run("writers="+strconv.Itoa(writers), func(b *testing.B) { benchIngestPostgres(b, writers) })
+	}
+	for _, writers := range []int{1, 2, 3} {
+		b.Run("steady/writers="+strconv.Itoa(writers), func(b *testing.B) { benchIngestSteady(b, writers) })
+	}
+}
+
+// steadyMethods is the method each route is called with in the steady shape.
+var steadyMethods = map[string]string{"/api/items": "GET", "/api/items/{id}": "GET", "/api/cart": "POST",
+	"/api/checkout": "POST", "/api/login": "POST", "/api/orders/{id}": "GET", "/api/search": "GET", "/": "GET"}
+
+// steadyBatch is writer w's n-th batch of the steady shape: slot j of 50 holds a part for 40
+// batches, the slots' parts starting at staggered batches, so that parts end and begin in
+// every batch.
+func steadyBatch(rng *rand.Rand, w, n int) []record.Record {
+	const (
+		life    = 40
+		slots   = 50
+		perPart = DefaultBatch / slots
+	)
+	batch := make([]record.Record, 0, DefaultBatch)
+	for k := range perPart {
+		for j := range slots {
+			age := n + j*life/slots
+			p := j + slots*(age/life)
+			i := (age%life)*perPart + k
+			at := benchStart.Add(time.Duration(n*DefaultBatch+k*slots+j)*time.Millisecond + time.Duration(w)*time.Microsecond)
+			r := genRequest(rng, p, i, at)
+			r.Method = steadyMethods[r.Route]
+			batch = append(batch, r)
+		}
+	}
+	return batch
+}
+
+// benchIngestSteady is benchIngestPostgres with the steady shape; batches are built while the
+// timer is stopped.
+func benchIngestSteady(b *testing.B, writers int) {
+	dsn := testutil.PostgresDB(b)
+	stores := make([]*Store, writers)
+	rngs := make([]*rand.Rand, writers)
+	for w := range stores {
+		s, err := Open(Options{Driver: DriverPostgres, DSN: dsn, NoRetentionJob: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close(context.Background())
+		stores[w], rngs[w] = s, rand.New(rand.NewPCG(uint64(w), 9))
+	}
+	ctx := context.Background()
+	backends := serverBackends(b, stores[0])
+	cpu0 := cpuTime(backends)
+	n := 0
+	round := make([][]record.Record, writers)
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		for w := range round {
+			round[w] = steadyBatch(rngs[w], w, n)
+		}
+		b.StartTimer()
+		var wg sync.WaitGroup
+		for w, s := range stores {
+			wg.Go(func() {
+				if err := s.Write(ctx, round[w]); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		n++
+	}
+	b.ReportMetric(float64(n*writers*DefaultBatch)/b.Elapsed().Seconds(), "requests/s")
+	if cpu := cpuTime(backends) - cpu0; cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(n*writers), "server-ms/batch")
 	}
 }
 

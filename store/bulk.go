@@ -28,17 +28,17 @@ const pgBatch = `WITH pin AS (
 	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
 		$8::bigint[], $9::bytea[], $10::bigint[], $11::bytea[], $12::bytea[], $13::bigint[], $14::bytea[], $15::bytea[],
 		$16::bytea[], $17::bigint[], $18::bytea[], $19::bigint[], $45::float8[], $46::float8[], $47::float8[],
-		$48::float8[], $49::float8[], $50::bigint[], $51::bigint[]) WITH ORDINALITY
+		$48::float8[], $49::float8[], $50::bigint[], $51::bigint[], $52::integer[]) WITH ORDINALITY
 		AS u(session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, "user", user_at,
 		user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked, risk_malicious,
-		risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk, ord)
+		risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk, mixed, ord)
 ), p AS (
 	INSERT INTO parts AS parts (session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out,
 		rows_last, "user", user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked,
-		risk_malicious, risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk)
+		risk_malicious, risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk, mixed)
 	SELECT session, part, first_seen, last_seen, rows, rows_malicious, rows_bytes_in, rows_bytes_out, last_seen, "user",
 		user_at, user_rid, role, role_at, role_rid, key_source, key_name, key_at, key_rid, rows_linked, risk_malicious,
-		risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk FROM pin ORDER BY ord
+		risk_protection, risk_denied, risk_not_found, risk_failed_claim, risk_ref, risk, mixed FROM pin ORDER BY ord
 	` + partUpsert + ` AS span
 ), ids AS (
 	SELECT pin.ord, p.id, p.span FROM p JOIN pin ON pin.session = p.session AND pin.part = p.part
@@ -83,7 +83,7 @@ func (s *Store) prepareBulk(ctx context.Context) error {
 // parts. A request row already stored fails it with errStored, having written nothing.
 func (s *Store) commitPG(ctx context.Context, reqs []encodedRequest, aggs map[partKey]*partAgg, order []partKey,
 	counts, marks []valueRow) (int64, error) {
-	args := make([]any, 0, 44)
+	args := make([]any, 0, 52)
 	// Parts, in order: their place in it is their ordinal (from 1).
 	np := len(order)
 	sess, names := make([][]byte, np), make([][]byte, np)
@@ -116,17 +116,18 @@ func (s *Store) commitPG(ctx context.Context, reqs []encodedRequest, aggs map[pa
 		sums[j] = make([]float64, np)
 	}
 	refs, scores := make([]int64, np), make([]int64, np)
+	mixed := make([]int32, np)
 	for i, k := range order {
 		a := aggs[k]
 		for j := range sums {
 			sums[j][i] = a.risk[j]
 		}
-		refs[i], scores[i] = a.ref, s.aggScore(a)
+		refs[i], scores[i], mixed[i] = a.ref, s.aggScore(a), int32(a.mixed)
 	}
 	for j := range sums {
 		args = append(args, sums[j])
 	}
-	args = append(args, refs, scores)
+	args = append(args, refs, scores, mixed)
 	var span int64
 	if err := s.stmt.bulk.batch.QueryRowContext(ctx, args...).Scan(&span); err != nil {
 		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == pgUniqueViolation {

@@ -137,6 +137,9 @@ func testPartsIndependentOfOrder(t *testing.T, driver string) {
 		if diff := cmp.Diff(wantViews, views, ignoreIDs); diff != "" {
 			t.Errorf("round %d (%d writers): parts differ from one batch's (-want +got):\n%s", round, writers, diff)
 		}
+		if diff := cmp.Diff(mixedBits(t, want), mixedBits(t, stores[0])); diff != "" {
+			t.Errorf("round %d (%d writers): parts.mixed differs from one batch's (-want +got):\n%s", round, writers, diff)
+		}
 	}
 }
 
@@ -281,4 +284,27 @@ func testPartEnds(t *testing.T, s *Store) {
 	if got := (partRules{zone: time.UTC}).ended("2026-11-22", late, false, late); got != "" {
 		t.Errorf("a UTC day at 16:00: %q; want not ended", got)
 	}
+}
+
+// mixedBits is parts.mixed of every stored part, by session and part.
+func mixedBits(t *testing.T, s *Store) map[string]int {
+	t.Helper()
+	rows, err := s.wdb.Query(`SELECT session, part, mixed FROM parts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var session, part string
+		var m int
+		if err := rows.Scan(&session, &part, &m); err != nil {
+			t.Fatal(err)
+		}
+		out[session+"/"+part] = m
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -163,12 +164,16 @@ func (c *candidates) none() bool { return c.complete && len(c.ids) == 0 }
 // decide alone, each remaining part is checked against its own request rows, so that one
 // request matches every condition at once. A time interval alone scans too: a part that spans
 // the interval need not have a request inside it.
-func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candidates, checks bool, err error) {
+//
+// A user or role too common to list is also pinned: besides being tested per part, it lets
+// the walk go through the parts that have the value (pinned), so that a page of them costs a
+// page, not a walk of every part in between.
+func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candidates, checks bool, pin *pinned, err error) {
 	facets, exact := f.facets()
 	if f.RequestID != "" {
 		ids, err := s.probeIDs(ctx, `SELECT DISTINCT part_id FROM requests WHERE request_id <> '' AND request_id = ? LIMIT ?`, f.RequestID)
 		if err != nil {
-			return c, false, err
+			return c, false, nil, err
 		}
 		if len(ids) <= s.probe {
 			c.intersect(ids)
@@ -177,7 +182,7 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 	var walk []facet
 	for _, fc := range facets {
 		if c.none() {
-			return c, false, nil
+			return c, false, nil, nil
 		}
 		// A few candidates are cheaper to test one by one than another value to list.
 		if c.complete && len(c.ids) <= fewParts {
@@ -186,10 +191,13 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 		}
 		ids, ok, err := s.probeFacet(ctx, &fc)
 		if err != nil {
-			return c, false, err
+			return c, false, nil, err
 		}
 		if !ok {
 			walk = append(walk, fc)
+			if pin == nil {
+				pin = pinFacet(f, fc.kind)
+			}
 			continue
 		}
 		c.intersect(ids)
@@ -207,7 +215,41 @@ func (s *Store) listConds(ctx context.Context, f *Filter, w *sqlWhere) (c candid
 		w.add("EXISTS (SELECT 1 FROM requests r WHERE r.part_id = p.id AND r.time >= p.first_seen AND r.time <= p.last_seen AND "+
 			rw.String()+s.d.perRow+")", rw.args...)
 	}
-	return c, !exact, nil
+	return c, !exact, pin, nil
+}
+
+// pinned is a condition on a part's own row that lists, through an index in list order, the
+// parts having a user or role value: those whose latest value it is (col = value), and those
+// whose requests have several (mixed has the bit), of which the walk's conditions keep the
+// ones that have it. Its two walks together meet every part that has the value.
+type pinned struct {
+	col   string
+	bit   int
+	value string
+}
+
+// pinFacet is the pinned condition of a facet of kind, or nil for kinds other than user and
+// role.
+func pinFacet(f *Filter, kind int) *pinned {
+	switch kind {
+	case kindUser:
+		return &pinned{col: `p."user"`, bit: mixedUser, value: f.User}
+	case kindRole:
+		return &pinned{col: "p.role", bit: mixedRole, value: f.Role}
+	}
+	return nil
+}
+
+// latest is the condition of the parts whose latest value is the pinned one. The literal
+// "<> ”" lets both engines use the partial index (parts_user, parts_role).
+func (pn *pinned) latest(w *sqlWhere) {
+	w.add(pn.col+" <> '' AND "+pn.col+" = ?", pn.value)
+}
+
+// others is the condition of the parts with several values whose latest is another one; the
+// literal mixed > 0 lets both engines walk the partial index parts_mixed.
+func (pn *pinned) others(w *sqlWhere) {
+	w.add("p.mixed > 0 AND (p.mixed & "+strconv.Itoa(pn.bit)+") <> 0 AND "+pn.col+" <> ?", pn.value)
 }
 
 // probeFacet lists the parts that have the facet's value, or reports ok false when more than

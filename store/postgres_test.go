@@ -139,7 +139,7 @@ func TestRedactDSN(t *testing.T) {
 func TestPostgresMigrateContentKeys(t *testing.T) {
 	t.Parallel()
 	dsn := testutil.PostgresDB(t)
-	db, err := openPG(dsn)
+	db, err := openPG(dsn, true)
 	if err != nil {
 		t.Fatal(err)
 	}

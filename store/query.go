@@ -243,7 +243,9 @@ type ListPlan struct {
 	// requests.
 	base, conds sqlWhere
 	// cand lists the candidate parts when a probe listed them completely (nil otherwise).
-	cand  []int64
+	cand []int64
+	// pin, when no probe listed the candidates, walks only the parts with a user or role.
+	pin   *pinned
 	limit int
 	// empty is true when the probes showed that no part matches.
 	empty bool
@@ -292,10 +294,11 @@ func (s *Store) PlanList(ctx context.Context, q ListQuery) (*ListPlan, error) {
 		p.base.add("p.risk > 0 AND p.risk >= ?", f.MinRisk)
 	}
 	if f.requestConds() {
-		c, checks, err := s.listConds(ctx, f, &p.conds)
+		c, checks, pin, err := s.listConds(ctx, f, &p.conds)
 		if err != nil {
 			return nil, err
 		}
+		p.pin = pin
 		p.empty = c.none()
 		p.scans = !c.complete || checks && len(c.ids) > checkParts
 		if c.complete {
@@ -342,6 +345,8 @@ func (p *ListPlan) Run(ctx context.Context) (*Page, error) {
 	switch {
 	case p.cand != nil:
 		parts, err = p.candidateParts(ctx)
+	case p.pin != nil:
+		parts, err = p.pinnedParts(ctx)
 	case p.scans:
 		parts, err = p.scanParts(ctx)
 	default:
@@ -402,6 +407,27 @@ func (p *ListPlan) scanParts(ctx context.Context) ([]*partRow, error) {
 		hi = end
 	}
 	return out, nil
+}
+
+// pinnedParts walks, as scanParts does, the parts whose latest user or role is the pinned value
+// and the parts with several whose latest is another, each through its own index, and merges
+// the two in list order: the two sets are apart and together hold every part with the value.
+func (p *ListPlan) pinnedParts(ctx context.Context) ([]*partRow, error) {
+	var out []*partRow
+	for _, cond := range [...]func(*sqlWhere){p.pin.latest, p.pin.others} {
+		q := *p
+		q.base = sqlWhere{conds: slices.Clone(p.base.conds), args: slices.Clone(p.base.args)}
+		cond(&q.base)
+		parts, err := q.scanParts(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, parts...)
+	}
+	slices.SortFunc(out, func(a, b *partRow) int {
+		return cmp.Or(cmp.Compare(b.last, a.last), strings.Compare(b.rec.Session, a.rec.Session), strings.Compare(b.rec.Part, a.rec.Part))
+	})
+	return out[:min(len(out), p.limit+1)], nil
 }
 
 // chunkEnd returns the n-th part in list order among those that meet w (conditions on the

@@ -163,7 +163,26 @@ var migrations = []migration{
 			SELECT part_id, 15, json_extract(CAST(record AS TEXT), '$.ja4') FROM requests
 				WHERE instr(record, CAST('"ja4":' AS BLOB)) > 0 AND json_valid(CAST(record AS TEXT))) AS f
 		WHERE f.value IS NOT NULL AND f.value <> '';`),
+
+	// Version 8: the user and role lists walk the parts that have the value in list order
+	// (parts_user, parts_role: a part's latest user and role), and the parts whose requests
+	// have more than one (mixed: bit 1 users, bit 2 roles; parts_mixed), where a part's
+	// latest value is not all it has.
+	sqlStep(mixedStep),
 }
+
+// mixedStep adds parts.mixed, sets it for the parts whose request rows hold more than one user
+// or role, and the indexes of parts by user, by role and of mixed parts, in list order. The
+// same text on both engines.
+const mixedStep = `ALTER TABLE parts ADD COLUMN mixed INTEGER NOT NULL DEFAULT 0;
+	UPDATE parts SET mixed = m.bits FROM (SELECT part_id,
+			CASE WHEN count(DISTINCT CASE WHEN "user" <> '' THEN "user" END) > 1 THEN 1 ELSE 0 END |
+			CASE WHEN count(DISTINCT CASE WHEN role <> '' THEN role END) > 1 THEN 2 ELSE 0 END AS bits
+		FROM requests GROUP BY part_id) AS m
+	WHERE m.part_id = parts.id AND m.bits <> 0;
+	CREATE INDEX parts_user ON parts ("user", last_seen, session, part) WHERE "user" <> '';
+	CREATE INDEX parts_role ON parts (role, last_seen, session, part) WHERE role <> '';
+	CREATE INDEX parts_mixed ON parts (last_seen, session, part) WHERE mixed > 0;`
 
 // riskColumns adds the risk columns to parts, with the engine's types for a float and an
 // integer.

@@ -715,11 +715,11 @@ func TestMigrateFingerprints(t *testing.T) {
 				req("s_f", "2026-11-22", 0, func(r *record.Request) { r.JA3, r.JA4 = fixtureJA3, fixtureJA4 }),
 				req("s_g", "2026-11-22", time.Second, func(r *record.Request) { r.JA3, r.UserAgent = long, "a\x00b" }),
 				req("s_h", "2026-11-22", 2*time.Second))
-			undo := []string{`DELETE FROM part_values WHERE kind IN (14, 15)`}
+			undoMixed(t, s)
+			// The fingerprints step is SQLite's version 7 and PostgreSQL's 5.
+			undo := []string{`DELETE FROM part_values WHERE kind IN (14, 15)`, `PRAGMA user_version = 6`}
 			if d == DriverPostgres {
-				undo = append(undo, fmt.Sprintf(`DELETE FROM schema_version WHERE version = %d`, len(pgMigrations)))
-			} else {
-				undo = append(undo, fmt.Sprintf(`PRAGMA user_version = %d`, SchemaVersion-1))
+				undo[1] = `DELETE FROM schema_version WHERE version >= 5`
 			}
 			for _, q := range undo {
 				if _, err := s.wdb.Exec(q); err != nil {
@@ -745,6 +745,136 @@ func TestMigrateFingerprints(t *testing.T) {
 					t.Errorf("after migrating, %+v lists (-want +got):\n%s", tc.f, diff)
 				}
 			}
+		})
+	}
+}
+
+// undoMixed takes the store's schema back to the version before parts.mixed and the indexes of
+// parts by user and role (SQLite's version 7, PostgreSQL's 5).
+func undoMixed(t *testing.T, s *Store) {
+	t.Helper()
+	undo := []string{`DROP INDEX parts_user`, `DROP INDEX parts_role`, `DROP INDEX parts_mixed`,
+		`ALTER TABLE parts DROP COLUMN mixed`, `PRAGMA user_version = 7`}
+	if s.d.postgres {
+		undo[4] = `DELETE FROM schema_version WHERE version >= 6`
+	}
+	for _, q := range undo {
+		if _, err := s.wdb.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// TestListPinnedUserRole lists parts by user and by role when the value is too common to
+// probe (probe limit 0), so that the list walks the parts whose latest value it is and the
+// parts with several: parts whose requests change role or user, in one batch or across
+// batches in either order, must be listed by every value they have, page by page, on both
+// drivers, in the same order as the probes list them; and again after the migration that
+// brings the columns to a database written before.
+func TestListPinnedUserRole(t *testing.T) {
+	t.Parallel()
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			o := freshOptions(t, d)
+			s := openTestWith(t, o)
+			role := func(v string) func(*record.Request) { return func(r *record.Request) { r.Role = v } }
+			user := func(v string) func(*record.Request) { return func(r *record.Request) { r.User = v } }
+			var recs []record.Record
+			// Plain parts: one role, one user each; the latest parts last.
+			for i := range 30 {
+				name := fmt.Sprintf("s_%02d", i)
+				r := "customer"
+				if i%3 == 0 {
+					r = "admin"
+				}
+				recs = append(recs, req(name, "2026-11-22", time.Duration(i)*time.Second, role(r), user(fmt.Sprintf("u%d", i%2))))
+			}
+			write(t, s, recs...)
+			// Parts whose requests have several values: in one batch, and across two batches,
+			// the earlier request written last.
+			write(t, s,
+				req("s_mix1", "2026-11-22", 100*time.Second, role("admin"), user("u0")),
+				req("s_mix1", "2026-11-22", 101*time.Second, role("customer"), user("u1")))
+			write(t, s, req("s_mix2", "2026-11-22", 111*time.Second, role("customer"), user("u0")))
+			write(t, s, req("s_mix2", "2026-11-22", 110*time.Second, role("admin"), user("u1")))
+			write(t, s, req("s_mix3", "2026-11-22", 120*time.Second, role("admin")))
+			write(t, s, req("s_mix3", "2026-11-22", 121*time.Second, role("support"), user("u1")))
+			// A part without a role, and one whose role came only once.
+			write(t, s, req("s_none", "2026-11-22", 130*time.Second))
+			write(t, s, req("s_once", "2026-11-22", 140*time.Second), req("s_once", "2026-11-22", 141*time.Second, role("admin")))
+
+			filters := []Filter{
+				{Role: "admin"}, {Role: "customer"}, {Role: "support"}, {Role: "nobody"},
+				{User: "u0"}, {User: "u1"}, {Role: "admin", User: "u1"},
+				{Role: "admin", Method: "GET"}, {Role: "admin", Status: Status{Code: 500, Set: true}},
+				{Role: "admin", From: base.Add(50 * time.Second)},
+			}
+			check := func(t *testing.T, s *Store) {
+				for _, f := range filters {
+					var pages [2][]string
+					for i, probe := range []int{1000, 0} {
+						s.probe = probe
+						cursor := ""
+						for {
+							p, err := s.PlanList(context.Background(), ListQuery{Filter: f, Limit: 4, Cursor: cursor})
+							if err != nil {
+								t.Fatal(err)
+							}
+							if probe == 0 && !p.empty && p.pin == nil {
+								t.Fatalf("%+v with probe limit 0: not pinned", f)
+							}
+							page, err := p.Run(context.Background())
+							if err != nil {
+								t.Fatal(err)
+							}
+							pages[i] = append(pages[i], sessionIDs(page)...)
+							if cursor = page.Next; cursor == "" {
+								break
+							}
+						}
+					}
+					if diff := cmp.Diff(pages[0], pages[1]); diff != "" {
+						t.Errorf("%+v: the pinned walk differs from the probes (-probes +pinned):\n%s", f, diff)
+					}
+				}
+				// What the probes answer, written out for the role admin.
+				s.probe = 1000
+				p, err := s.List(context.Background(), ListQuery{Filter: Filter{Role: "admin"}, Limit: 100})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []string{"s_once", "s_mix3", "s_mix2", "s_mix1", "s_27", "s_24", "s_21", "s_18", "s_15", "s_12", "s_09", "s_06", "s_03", "s_00"}
+				for i := range want {
+					want[i] += "/2026-11-22"
+				}
+				if diff := cmp.Diff(want, sessionIDs(p)); diff != "" {
+					t.Errorf("role admin (-want +got):\n%s", diff)
+				}
+			}
+			check(t, s)
+			var mixed []string
+			rows, err := s.wdb.Query(`SELECT session, mixed FROM parts WHERE mixed <> 0 ORDER BY session`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var name string
+				var m int
+				if err := rows.Scan(&name, &m); err != nil {
+					t.Fatal(err)
+				}
+				mixed = append(mixed, fmt.Sprintf("%s:%d", name, m))
+			}
+			rows.Close()
+			if diff := cmp.Diff([]string{"s_mix1:3", "s_mix2:3", "s_mix3:2"}, mixed); diff != "" {
+				t.Errorf("parts.mixed (-want +got):\n%s", diff)
+			}
+
+			undoMixed(t, s)
+			s.Close(context.Background())
+			s = openTestWith(t, o)
+			check(t, s)
 		})
 	}
 }

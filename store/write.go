@@ -36,7 +36,7 @@ type writeStmts struct {
 }
 
 const (
-	partUpsertCols = 27
+	partUpsertCols = 28
 	requestCols    = 16
 	valueCols      = 5
 )
@@ -113,7 +113,10 @@ const partUpsert = ` ON CONFLICT (session, part) DO UPDATE SET
 	risk_not_found = parts.risk_not_found + excluded.risk_not_found,
 	risk_failed_claim = parts.risk_failed_claim + excluded.risk_failed_claim,
 	risk_ref = excluded.risk_ref,
-	risk = ` + riskScore + `
+	risk = ` + riskScore + `,
+	mixed = parts.mixed | excluded.mixed |
+		CASE WHEN excluded."user" <> '' AND parts."user" <> '' AND excluded."user" <> parts."user" THEN 1 ELSE 0 END |
+		CASE WHEN excluded.role <> '' AND parts.role <> '' AND excluded.role <> parts.role THEN 2 ELSE 0 END
 RETURNING id, session, part, last_seen - first_seen`
 
 const (
@@ -124,6 +127,17 @@ const (
 	keyWins = `excluded.rows > 0 AND (parts.rows = 0 OR
 		(excluded.key_at, excluded.key_rid, excluded.key_source, excluded.key_name) <
 		(parts.key_at, parts.key_rid, parts.key_source, parts.key_name))`
+)
+
+// Bits of parts.mixed (1 and 2 in partUpsert): the part's requests have more than one user,
+// more than one role. While
+// a bit is clear, the part's "user" (role) column is the one value its requests have, if any:
+// the upsert sets the bit when the stored value and the batch's latest differ, and a batch
+// sets it itself when its own requests differ, so the bit depends on the part's requests
+// alone, whatever the order of the batches.
+const (
+	mixedUser = 1
+	mixedRole = 2
 )
 
 // riskSumCols are the parts columns of the risk sums, in the order of risk.Sums.
@@ -190,8 +204,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		err = s.multiRow(ctx, s.stmt.parts[:], s.d.insert+` INTO parts (session, part, first_seen, last_seen, rows,
 			rows_malicious, rows_bytes_in, rows_bytes_out, rows_last, "user", user_at, user_rid, role, role_at, role_rid,
 			key_source, key_name, key_at, key_rid, rows_linked, risk_malicious, risk_protection, risk_denied,
-			risk_not_found, risk_failed_claim, risk_ref, risk) VALUES `,
-			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", s.riskSQL(partUpsert))
+			risk_not_found, risk_failed_claim, risk_ref, risk, mixed) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", s.riskSQL(partUpsert))
 	}
 	if err == nil {
 		err = s.multiRow(ctx, s.stmt.requests[:], s.d.insert+` INTO requests (part_id, time, request_id, method, host,
@@ -275,6 +289,10 @@ type partAgg struct {
 	// risk is the batch's risk points per signal, scaled to ref (Unix ms; risk.Ref).
 	risk risk.Sums
 	ref  int64
+	// mixed holds the bits of parts.mixed the batch's own requests set; firstUser and
+	// firstRole are the first user and role met, to tell.
+	mixed                int64
+	firstUser, firstRole string
 }
 
 type kindValue struct {
@@ -300,6 +318,20 @@ func (a *partAgg) add(r *record.Request, t int64, m *risk.Model, scratch []partV
 	a.bytesIn += r.RequestBytes
 	a.bytesOut += r.ResponseBytes
 	a.linked += int64(max(0, r.Linked))
+	if r.User != "" {
+		if a.firstUser == "" {
+			a.firstUser = r.User
+		} else if r.User != a.firstUser {
+			a.mixed |= mixedUser
+		}
+	}
+	if r.Role != "" {
+		if a.firstRole == "" {
+			a.firstRole = r.Role
+		} else if r.Role != a.firstRole {
+			a.mixed |= mixedRole
+		}
+	}
 	if u := (pick{r.User, r.RequestID, t}); r.User != "" && (a.user.value == "" || u.after(a.user)) {
 		a.user = u
 	}
@@ -604,7 +636,7 @@ func (s *Store) upsertParts(ctx context.Context, tx *sql.Tx, aggs map[partKey]*p
 			args = append(args, s.d.text(k.session), s.d.text(k.part), a.first, a.last, a.rows, a.malicious, a.bytesIn,
 				a.bytesOut, a.last, s.d.text(a.user.value), a.user.at, s.d.text(a.user.rid), s.d.text(a.role.value),
 				a.role.at, s.d.text(a.role.rid), s.d.text(a.key.src), s.d.text(a.key.nm), a.key.at, s.d.text(a.key.rid),
-				a.linked, a.risk[0], a.risk[1], a.risk[2], a.risk[3], a.risk[4], a.ref, s.aggScore(a))
+				a.linked, a.risk[0], a.risk[1], a.risk[2], a.risk[3], a.risk[4], a.ref, s.aggScore(a), a.mixed)
 		}
 		start += n
 		sp, err := s.upsertChunk(ctx, tx, s.stmt.parts[bits.TrailingZeros(uint(n))], args, aggs)
