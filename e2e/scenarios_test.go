@@ -79,6 +79,12 @@ func TestScenarios(t *testing.T) {
 				if rec["session"] != loginRec["session"] {
 					t.Errorf("%s: session %v, want the login's %v", want, rec["session"], loginRec["session"])
 				}
+				// The cart's request headers named the client's fallback session; its body's
+				// token decides, and the answer at the response headers says so.
+				en, _ := e.inline.proxy.Entry(id)
+				if md := en.Metadata[envoy.MetadataNamespace]; md["session"] != rec["session"] || md["part"] != rec["part"] {
+					t.Errorf("%s: access log metadata %v; want the record's session %v part %v", want, md, rec["session"], rec["part"])
+				}
 			}
 			ce, _ := e.inline.proxy.Entry(cart.id)
 			// One override per direction: the JSON request body, then the JSON response body.

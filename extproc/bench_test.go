@@ -217,3 +217,4 @@ func (s *replayStream) Send(r *extprocv3.ProcessingResponse) error {
 
 // Regroups: every response phase asks Peek again.
 func (benchProcessor) Regroups(*traffic.Exchange, bool) bool { return true }
+func (benchProcessor) BodyRegroups(record.Key) bool          { return true }

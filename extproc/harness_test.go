@@ -35,6 +35,9 @@ type fakeProcessor struct {
 	wantBody func(side traffic.Side, contentType string) bool
 	// panicObserve makes Observe panic after recording.
 	panicObserve bool
+	// keeps makes BodyRegroups and Regroups answer false: neither the request body nor the
+	// response changes the grouping.
+	keeps bool
 
 	peeks    atomic.Int64
 	mu       sync.Mutex
@@ -130,5 +133,6 @@ func testContext(t testing.TB) context.Context {
 	return ctx
 }
 
-// Regroups: every response phase asks Peek again.
-func (f *fakeProcessor) Regroups(*traffic.Exchange, bool) bool { return true }
+// Regroups and BodyRegroups: every response phase asks Peek again, unless keeps.
+func (f *fakeProcessor) Regroups(*traffic.Exchange, bool) bool { return !f.keeps }
+func (f *fakeProcessor) BodyRegroups(record.Key) bool          { return !f.keeps }

@@ -121,7 +121,7 @@ func (st *stream) buildRequestHeaders(g grouping) answer {
 // namespace replaces the keys it names), so an unchanged grouping needs no second copy.
 func (st *stream) inlineResponseHeaders() *extprocv3.ProcessingResponse {
 	x := &st.x
-	if st.peeked && st.req.n == st.peekedBody && !st.proc.Regroups(x, false) {
+	if st.peeked && (st.req.n == st.peekedBody || !st.proc.BodyRegroups(st.grouping.key)) && !st.proc.Regroups(x, false) {
 		return continueResponseHeaders
 	}
 	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = st.req.result()

@@ -76,6 +76,7 @@ func TestInline(t *testing.T) {
 		settings  Settings
 		peek      func(*traffic.Exchange) (string, string, record.Key)
 		outScope  bool
+		keeps     bool // BodyRegroups and Regroups answer false
 		msgs      []*extprocv3.ProcessingRequest
 		want      func(t *testing.T) []*extprocv3.ProcessingResponse
 		wantPeeks int64
@@ -137,6 +138,21 @@ func TestInline(t *testing.T) {
 				}
 			},
 			wantPeeks: 2,
+		},
+		{
+			name:     "a request body that cannot change the grouping is not peeked again",
+			settings: Settings{DynamicMetadata: true},
+			peek:     groupByBody,
+			keeps:    true,
+			msgs:     post,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
+					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
+					cont(post[1]),
+					cont(post[2]),
+				}
+			},
+			wantPeeks: 1,
 		},
 		{
 			name:     "session header only: the response is not peeked",
@@ -227,6 +243,7 @@ func TestInline(t *testing.T) {
 			t.Parallel()
 			fake := newFake()
 			fake.peek = tc.peek
+			fake.keeps = tc.keeps
 			fake.needs = traffic.Needs{RequestBody: true}
 			if tc.outScope {
 				fake.outOfScope = map[string]bool{"api.example": true}

@@ -136,3 +136,4 @@ func stallRaw(ctx context.Context, conn *grpc.ClientConn, msgs [][]byte) error {
 
 // Regroups: every response phase asks Peek again.
 func (*countingProcessor) Regroups(*traffic.Exchange, bool) bool { return true }
+func (*countingProcessor) BodyRegroups(record.Key) bool          { return true }

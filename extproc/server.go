@@ -42,13 +42,19 @@ type Processor interface {
 	// Peek groups the request seen so far (inline mode only), for the session header and the
 	// dynamic metadata. The server calls it at request headers and, with dynamic metadata,
 	// again at the response headers (and at the end of a kept response body) only when
-	// request body bytes arrived in between or Regroups says the response may change it; the
+	// request body bytes that BodyRegroups says may change it arrived in between, or Regroups
+	// says the response may change it; the
 	// metadata is repeated only when the answer changed.
 	Peek(x *traffic.Exchange) (session, part string, key record.Key)
 	// Regroups reports, cheaply, whether the response seen so far (its headers, or with body
 	// its kept body) may change what Peek answered at the request: the server asks Peek again
 	// at a response phase only then, or when request body bytes arrived in between.
 	Regroups(x *traffic.Exchange, body bool) bool
+	// BodyRegroups reports, from the configuration alone, whether request body bytes that
+	// arrived after Peek answered key at the request may change that answer: the server asks
+	// Peek again at the response headers for a request with a body only then (or when
+	// Regroups says the response may change it).
+	BodyRegroups(key record.Key) bool
 }
 
 // Settings is what the server needs from the configuration. The zero value is usable: no

@@ -191,6 +191,8 @@ func (t *timedProcessor) Regroups(x *traffic.Exchange, body bool) bool {
 	return t.next.Regroups(x, body)
 }
 
+func (t *timedProcessor) BodyRegroups(key record.Key) bool { return t.next.BodyRegroups(key) }
+
 // PhaseObserver returns the extproc.PhaseObserver that feeds
 // apisessions_extproc_phase_duration_seconds. Each call is one histogram update.
 func (r *Registry) PhaseObserver() extproc.PhaseObserver { return phaseObserver{r} }

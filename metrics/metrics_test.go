@@ -314,3 +314,4 @@ func TestProtectionMetrics(t *testing.T) {
 
 // Regroups: every response phase asks Peek again.
 func (f *fakeProcessor) Regroups(*traffic.Exchange, bool) bool { return true }
+func (f *fakeProcessor) BodyRegroups(record.Key) bool          { return true }

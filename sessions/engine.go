@@ -141,6 +141,7 @@ type param struct {
 	key    record.Key
 	side   extract.Side
 	group  bool
+	body   bool // reads its side's body
 	hashed bool
 	hidden bool
 	typ    string
@@ -367,6 +368,7 @@ func (s *snapshot) addParam(p config.Parameter, hidden bool) error {
 		key:    record.Key{Source: record.SourceParam, Name: p.Name},
 		side:   ext.Side(),
 		group:  p.Group && !hidden,
+		body:   ext.NeedsBody(),
 		hashed: p.Hashed,
 		hidden: hidden,
 		typ:    p.Type,

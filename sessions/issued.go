@@ -269,6 +269,50 @@ func containsFold(s, sub string) bool {
 	return false
 }
 
+// BodyRegroups reports whether a request body may change the grouping Peek gave by key at the
+// request headers: a request-body grouping parameter comes before the parameter that decided
+// (in file order, the grouping rule), or, when no parameter decided, any does, or the body's
+// refresh token (the last built-in identifier) may come before what decided: a first-party
+// cookie or the fallback. It reads the configuration only, so that the response-phase inline
+// answer of a request with a body runs Peek again only where the body can change its answer.
+func (e *Engine) BodyRegroups(key record.Key) bool {
+	s := e.snap.Load()
+	for i := range s.params {
+		p := &s.params[i]
+		if p.key == key {
+			// The parameter that decided; a body one may read more of the body now.
+			return p.body && p.side == extract.Request
+		}
+		if p.group && p.body && p.side == extract.Request {
+			return true
+		}
+	}
+	return s.builtin && !headerBuiltin(key)
+}
+
+// headerBuiltin reports whether key is a built-in identifier that the request headers carry
+// and that comes before the refresh token: a built-in cookie or header, or a bearer token.
+func headerBuiltin(key record.Key) bool {
+	if key.Source != record.SourceBuiltin {
+		return false
+	}
+	if key == keyJWTSid || key == keyJWTSub || key == keyBearer {
+		return true
+	}
+	for _, b := range builtinCookies {
+		if b.key == key {
+			return true
+		}
+	}
+	for _, b := range builtinHeaders {
+		if b.key == key {
+			return true
+		}
+	}
+	name, ok := strings.CutPrefix(key.Name, "cookie:")
+	return ok && len(name) > len(BuiltinCookieSuffix) && strings.HasSuffix(name, BuiltinCookieSuffix)
+}
+
 // Regroups reports whether the response seen so far in x may change the grouping Peek gave at
 // the request: a grouping parameter reads the response, or, with the built-in keys, the
 // response may issue a value (a Set-Cookie, a built-in identifier header, a JWT in a header,

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -178,5 +179,63 @@ func TestStitchTableBound(t *testing.T) {
 	}
 	if lt.evictions.Load() == 0 {
 		t.Error("no eviction counted")
+	}
+}
+
+// A request body regroups only where the grouping rule lets a body value come before what
+// decided at the request headers.
+func TestBodyRegroups(t *testing.T) {
+	t.Parallel()
+	param := func(name, in string) config.Parameter {
+		p := config.Parameter{Name: name, In: in, Key: name, Group: true}
+		if in == config.InRequestBody {
+			p.Key, p.Path = "", "$."+name
+		}
+		return p
+	}
+	key := func(name string) record.Key { return record.Key{Source: record.SourceParam, Name: name} }
+	e, _, _ := newTestEngine(t, testConfig(t, param("hdr", config.InRequestHeader), param("tok", config.InRequestBody), param("qry", config.InRequestQuery)))
+	cases := []struct {
+		key  record.Key
+		want bool
+	}{
+		{key("hdr"), false}, // decided before any body parameter
+		{key("tok"), true},  // the body parameter itself: more of the body may change it
+		{key("qry"), true},  // the body parameter comes first
+		{keyBearer, true},   // a parameter of the body comes before every built-in
+		{record.Key{Source: record.SourceFallback, Name: "ip+user_agent"}, true},
+	}
+	for _, c := range cases {
+		if got := e.BodyRegroups(c.key); got != c.want {
+			t.Errorf("configured parameters, key %v: %v; want %v", c.key, got, c.want)
+		}
+	}
+
+	// Without body parameters only the refresh token of a body (the last built-in) can come
+	// before what decided: a first-party cookie or the fallback.
+	noBody, _, _ := newTestEngine(t, testConfig(t, param("hdr", config.InRequestHeader)))
+	cases = []struct {
+		key  record.Key
+		want bool
+	}{
+		{key("hdr"), false},
+		{keyBearer, false},
+		{keyJWTSub, false},
+		{cookieKey("PHPSESSID").key, false},
+		{headerKey("x-session-id").key, false},
+		{cookieKey("_shop_session").key, false}, // a built-in by its suffix
+		{cookieKey("visitor").key, true},        // a first-party cookie a response set
+		{record.Key{Source: record.SourceFallback, Name: "ip+user_agent"}, true},
+	}
+	for _, c := range cases {
+		if got := noBody.BodyRegroups(c.key); got != c.want {
+			t.Errorf("no body parameter, key %v: %v; want %v", c.key, got, c.want)
+		}
+	}
+	cfg := testConfig(t, param("hdr", config.InRequestHeader))
+	cfg.Sessions.BuiltinKeys = false
+	off, _, _ := newTestEngine(t, cfg)
+	if off.BodyRegroups(record.Key{Source: record.SourceFallback, Name: "ip"}) {
+		t.Error("without built-in keys the body cannot regroup a fallback session")
 	}
 }

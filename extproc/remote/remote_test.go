@@ -109,3 +109,4 @@ func TestSendUnreachable(t *testing.T) {
 
 // Regroups: every response phase asks Peek again.
 func (fakeProcessor) Regroups(*traffic.Exchange, bool) bool { return true }
+func (fakeProcessor) BodyRegroups(record.Key) bool          { return true }
