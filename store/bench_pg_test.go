@@ -68,48 +68,20 @@ func steadyBatch(rng *rand.Rand, w, n int) []record.Record {
 // benchIngestSteady is benchIngestPostgres with the steady shape; batches are built while the
 // timer is stopped.
 func benchIngestSteady(b *testing.B, writers int) {
-	dsn := testutil.PostgresDB(b)
-	stores := make([]*Store, writers)
 	rngs := make([]*rand.Rand, writers)
-	for w := range stores {
-		s, err := Open(Options{Driver: DriverPostgres, DSN: dsn, NoRetentionJob: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close(context.Background())
-		stores[w], rngs[w] = s, rand.New(rand.NewPCG(uint64(w), 9))
+	for w := range rngs {
+		rngs[w] = rand.New(rand.NewPCG(uint64(w), 9))
 	}
-	ctx := context.Background()
-	backends := serverBackends(b, stores[0])
-	cpu0 := cpuTime(backends)
-	n := 0
 	round := make([][]record.Record, writers)
-	b.ResetTimer()
-	for b.Loop() {
-		b.StopTimer()
+	ingestRounds(b, writers, func(n int) [][]record.Record {
 		for w := range round {
 			round[w] = steadyBatch(rngs[w], w, n)
 		}
-		b.StartTimer()
-		var wg sync.WaitGroup
-		for w, s := range stores {
-			wg.Go(func() {
-				if err := s.Write(ctx, round[w]); err != nil {
-					b.Error(err)
-				}
-			})
-		}
-		wg.Wait()
-		n++
-	}
-	b.ReportMetric(float64(n*writers*DefaultBatch)/b.Elapsed().Seconds(), "requests/s")
-	if cpu := cpuTime(backends) - cpu0; cpu > 0 {
-		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(n*writers), "server-ms/batch")
-	}
+		return round
+	})
 }
 
 func benchIngestPostgres(b *testing.B, writers int) {
-	dsn := testutil.PostgresDB(b)
 	const (
 		nb      = 40
 		parts   = 50
@@ -127,6 +99,24 @@ func benchIngestPostgres(b *testing.B, writers int) {
 			}
 		}
 	}
+	round := make([][]record.Record, writers)
+	ingestRounds(b, writers, func(n int) [][]record.Record {
+		for w := range round {
+			round[w] = batches[w][n%nb]
+			if n >= nb {
+				round[w] = laterRound(round[w], n/nb, nb)
+			}
+		}
+		return round
+	})
+}
+
+// ingestRounds opens one store per writer on a database of the test's own and, per
+// iteration, has every writer write its batch of round(n) at once (round runs with the timer
+// stopped); it reports requests/s and the CPU time of the server's backends per batch, which
+// the machine's other work moves far less than it moves wall time.
+func ingestRounds(b *testing.B, writers int, round func(n int) [][]record.Record) {
+	dsn := testutil.PostgresDB(b)
 	stores := make([]*Store, writers)
 	for w := range stores {
 		s, err := Open(Options{Driver: DriverPostgres, DSN: dsn, NoRetentionJob: true})
@@ -137,28 +127,18 @@ func benchIngestPostgres(b *testing.B, writers int) {
 		stores[w] = s
 	}
 	ctx := context.Background()
-	n := 0
-	// The server's CPU time, on a machine whose other work makes wall times vary: the
-	// database's backends, read from /proc when the server runs on this machine.
 	backends := serverBackends(b, stores[0])
 	cpu0 := cpuTime(backends)
+	n := 0
 	b.ResetTimer()
 	for b.Loop() {
-		round := make([][]record.Record, writers)
-		for w := range round {
-			round[w] = batches[w][n%nb]
-		}
-		if n >= nb {
-			b.StopTimer()
-			for w := range round {
-				round[w] = laterRound(round[w], n/nb, nb)
-			}
-			b.StartTimer()
-		}
+		b.StopTimer()
+		batches := round(n)
+		b.StartTimer()
 		var wg sync.WaitGroup
 		for w, s := range stores {
 			wg.Go(func() {
-				if err := s.Write(ctx, round[w]); err != nil {
+				if err := s.Write(ctx, batches[w]); err != nil {
 					b.Error(err)
 				}
 			})
