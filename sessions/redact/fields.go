@@ -113,7 +113,10 @@ func normalName(s string) string {
 	return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
 }
 
-// Match reports whether name matches one of the names. It does not allocate.
+// Match reports whether name matches one of the names. A bracketed name, as PHP, Rails and
+// qs nest a field in a form or a query (user[password], password[], a[b][api_key]), matches
+// when one of its parts does, since the server reads the value under that part. It does not
+// allocate.
 func (n *Names) Match(name string) bool {
 	if n == nil || name == "" {
 		return false
@@ -122,6 +125,23 @@ func (n *Names) Match(name string) bool {
 		if endsWithName(name, k) {
 			return true
 		}
+	}
+	if !strings.ContainsAny(name, "[]") {
+		return false
+	}
+	for rest := name; rest != ""; {
+		i := strings.IndexAny(rest, "[]")
+		if i < 0 {
+			i = len(rest)
+		}
+		if part := rest[:i]; part != "" {
+			for _, k := range n.list {
+				if endsWithName(part, k) {
+					return true
+				}
+			}
+		}
+		rest = rest[min(i+1, len(rest)):]
 	}
 	return false
 }
