@@ -258,6 +258,10 @@ func TestQueryKept(t *testing.T) {
 		{"secret in another pair", "/items?q=" + url.QueryEscape("x "+key), "q=x+" + wantHashed(key)},
 		{"scrubbed name", "/items?password=hunter2hunter2&a=1", "password=" + wantHashed("hunter2hunter2") + "&a=1"},
 		{"escaped name", "/items?%74oken=" + token, "%74oken=" + wantHashed(token)},
+		{"bracketed name", "/items?user[password]=hunter2hunter2", "user[password]=" + wantHashed("hunter2hunter2")},
+		{"semicolon pair", "/items?a=1;password=hunter2hunter2;b=2", "a=1;password=" + wantHashed("hunter2hunter2") + ";b=2"},
+		{"semicolon plain", "/items?q=a;b&c=d;e", "q=a;b&c=d;e"},
+		{"escaped brackets", "/items?user%5Bpassword%5D=hunter2hunter2", "user%5Bpassword%5D=" + wantHashed("hunter2hunter2")},
 	} {
 		x := envoyExchange("GET", "api.example.com", tc.path, "x-key", key)
 		rec := e.observe(x)

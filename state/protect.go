@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"hash/fnv"
@@ -271,6 +273,15 @@ func windowID(subject, route string) string {
 	return strconv.FormatUint(h.Sum64(), 16)
 }
 
+// memberID is what a window's sorted set holds for a member: a digest, so that an
+// enumerated id or a username, which the request carried and may be long or secret, is
+// neither kept in Redis nor able to grow its memory. Every replica computes the same digest,
+// so a member added twice still counts once.
+func memberID(m string) string {
+	sum := sha256.Sum256([]byte(m))
+	return hex.EncodeToString(sum[:12])
+}
+
 // runWindow adds op to b.
 func (p *Protection) runWindow(b *Batch, op *protect.WindowOp) *redis.Cmd {
 	kind, key, member := winKinds[op.Kind], p.c.key("win", op.What+":"+windowID(op.Subject, op.Route)), op.Member
@@ -279,9 +290,12 @@ func (p *Protection) runWindow(b *Batch, op *protect.WindowOp) *redis.Cmd {
 		kind, key = "via", p.c.key("win", "login:last:"+windowID(op.Via, ""))
 		via = p.c.key("win", op.What+":")
 	}
-	if op.Kind == protect.WinSet {
+	switch op.Kind {
+	case protect.WinSet:
 		// The value names the window of the subject it holds, as windowID does.
 		member = windowID(op.Member, "")
+	case protect.WinAdd:
+		member = memberID(op.Member)
 	}
 	flag := func(v bool) string {
 		if v {

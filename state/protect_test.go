@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,5 +156,47 @@ func TestSharedWindows(t *testing.T) {
 	}
 	if n := run(p2, protect.WindowOp{Kind: protect.WinCount, What: "login:sessions", Via: "session:nobody", Within: time.Minute}).N; n != 0 {
 		t.Errorf("a session without a login: %d", n)
+	}
+}
+
+// TestSharedWindowMembersHashed checks that the members of a shared window are short hashes:
+// an enumerated id or a username comes from the request and may be long or secret, and Redis
+// holds up to a window's limit of them per subject.
+func TestSharedWindowMembersHashed(t *testing.T) {
+	t.Parallel()
+	r := testRedis(t)
+	c, _ := newTestClient(t, r, nil)
+	p := c.Protection()
+	ctx := context.Background()
+	long := strings.Repeat("id-7f3a-secret-", 2000)
+	ops := []protect.WindowOp{
+		{Kind: protect.WinAdd, What: "enum", Subject: "session:s1", Route: "/o/{id}", Member: long, Within: time.Minute, Horizon: time.Minute, Limit: 4},
+		{Kind: protect.WinAdd, What: "enum", Subject: "session:s1", Route: "/o/{id}", Member: long + "x", Within: time.Minute, Horizon: time.Minute, Limit: 4},
+		{Kind: protect.WinAdd, What: "enum", Subject: "session:s1", Route: "/o/{id}", Member: long, Within: time.Minute, Horizon: time.Minute, Limit: 4},
+	}
+	if _, _, ok := p.DecideWindows(ctx, "s_00000000000000000009", false, nil, ops); !ok {
+		t.Fatal("Redis did not answer")
+	}
+	if ops[2].N != 2 {
+		t.Errorf("two distinct ids, one repeated, count %d; want 2", ops[2].N)
+	}
+	if err := p.Record(ctx, []protect.WindowOp{{Kind: protect.WinAdd, What: "login:users", Subject: "ip:192.0.2.1",
+		Member: "user:alice@example.com", Within: time.Minute, Horizon: time.Minute, Limit: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := c.rdb.Keys(ctx, c.prefix+"win:*").Result()
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("window keys %q (%v); want 2", keys, err)
+	}
+	for _, k := range keys {
+		members, err := c.rdb.ZRange(ctx, k, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range members {
+			if len(m) > 32 || strings.Contains(m, "secret") || strings.Contains(m, "alice") {
+				t.Errorf("key %s holds the member %.40q (%d bytes); want a short hash", k, m, len(m))
+			}
+		}
 	}
 }

@@ -262,9 +262,34 @@ func (s *Store) overviewCounts(ctx context.Context, q *overviewSQL, o *Overview,
 }
 
 // maxRouteKeys bounds the distinct routes (host, route or path) an overview ranks; rows of
-// further routes still count in the buckets and sessions. Routes are bounded per host by the
+// further routes (past this many, or past maxRouteBytes) still count in the buckets and sessions. Routes are bounded per host by the
 // engine, paths (requests without a route) are not.
 const maxRouteKeys = 100_000
+
+// maxRouteBytes bounds the bytes of the hosts and routes those keys hold: paths are written by
+// clients, up to 2 KiB each, and 100,000 of them would hold some 200 MiB per overview.
+const maxRouteBytes = 8 << 20
+
+// routeTable is the routes an overview counts, bounded in keys and in bytes.
+type routeTable struct {
+	m     map[routeKey]*RouteCount
+	bytes int
+}
+
+// count is k's count, added when there is room; nil when there is none.
+func (t *routeTable) count(k routeKey) *RouteCount {
+	if rc := t.m[k]; rc != nil {
+		return rc
+	}
+	n := len(k.host) + len(k.route)
+	if len(t.m) >= maxRouteKeys || t.bytes+n > maxRouteBytes {
+		return nil
+	}
+	rc := &RouteCount{Host: k.host, Route: k.route, IsPath: k.isPath}
+	t.m[k] = rc
+	t.bytes += n
+	return rc
+}
 
 // maxSessionCandidates bounds the parts whose session and part names an overview reads to
 // order the top sessions: those with most malicious requests, then errors, ties included up
@@ -287,7 +312,7 @@ func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, or
 		return err
 	}
 	defer rows.Close()
-	routes := map[routeKey]*RouteCount{}
+	routes := routeTable{m: map[routeKey]*RouteCount{}}
 	parts := map[int64]*SessionCount{}
 	for rows.Next() {
 		var id, t, isPath, mal, errs int64
@@ -302,12 +327,7 @@ func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, or
 		}
 		o.Totals.Malicious += int(mal)
 		o.Totals.Errors += int(errs)
-		rc := routes[k]
-		if rc == nil && len(routes) < maxRouteKeys {
-			rc = &RouteCount{Host: k.host, Route: k.route, IsPath: k.isPath}
-			routes[k] = rc
-		}
-		if rc != nil {
+		if rc := routes.count(k); rc != nil {
 			rc.Malicious += int(mal)
 			rc.Errors += int(errs)
 		}
@@ -322,8 +342,8 @@ func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, or
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	all := make([]RouteCount, 0, len(routes))
-	for _, rc := range routes {
+	all := make([]RouteCount, 0, len(routes.m))
+	for _, rc := range routes.m {
 		all = append(all, *rc)
 	}
 	byName := func(a, b RouteCount) int {

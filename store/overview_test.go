@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -245,5 +247,30 @@ func TestOverviewRejects(t *testing.T) {
 	}
 	if _, err := s.Overview(context.Background(), OverviewQuery{From: base, To: base.Add(time.Hour), SessionsBy: "errors"}); err == nil {
 		t.Error("an unknown order was accepted")
+	}
+}
+
+// TestOverviewRouteBytes checks that the routes an overview ranks are bounded in bytes as well
+// as in number: paths without a route are written by clients, each up to 2 KiB.
+func TestOverviewRouteBytes(t *testing.T) {
+	t.Parallel()
+	rt := routeTable{m: map[routeKey]*RouteCount{}}
+	long := strings.Repeat("x", 2047)
+	held := 0
+	for i := range maxRouteKeys {
+		k := routeKey{host: "api.example.com", route: fmt.Sprintf("/%07d%s", i, long), isPath: true}
+		if rc := rt.count(k); rc != nil {
+			held += len(k.host) + len(k.route)
+			rc.Malicious++
+		}
+	}
+	// 100,000 paths of 2 KiB would be some 200 MiB; an overview holds at most 16 MiB of them.
+	if held > 16<<20 || held == 0 {
+		t.Errorf("the routes held hold %d bytes; want at most 16 MiB and some", held)
+	}
+	// A route already held keeps counting when the table is full.
+	first := routeKey{host: "api.example.com", route: fmt.Sprintf("/%07d%s", 0, long), isPath: true}
+	if rc := rt.count(first); rc == nil || rc.Malicious != 1 {
+		t.Errorf("a held route is %+v once the table is full; want its count", rc)
 	}
 }

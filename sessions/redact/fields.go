@@ -113,7 +113,10 @@ func normalName(s string) string {
 	return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
 }
 
-// Match reports whether name matches one of the names. It does not allocate.
+// Match reports whether name matches one of the names. A bracketed name, as PHP, Rails and
+// qs nest a field in a form or a query (user[password], password[], a[b][api_key]), matches
+// when one of its parts does, since the server reads the value under that part. It does not
+// allocate.
 func (n *Names) Match(name string) bool {
 	if n == nil || name == "" {
 		return false
@@ -122,6 +125,23 @@ func (n *Names) Match(name string) bool {
 		if endsWithName(name, k) {
 			return true
 		}
+	}
+	if !strings.ContainsAny(name, "[]") {
+		return false
+	}
+	for rest := name; rest != ""; {
+		i := strings.IndexAny(rest, "[]")
+		if i < 0 {
+			i = len(rest)
+		}
+		if part := rest[:i]; part != "" {
+			for _, k := range n.list {
+				if endsWithName(part, k) {
+					return true
+				}
+			}
+		}
+		rest = rest[min(i+1, len(rest)):]
 	}
 	return false
 }
@@ -166,6 +186,8 @@ func (r *Redactor) rewritePairs(q string, names []string, scrub *Names) string {
 			b.WriteString(r.Value(rawName))
 			b.WriteByte('=')
 			b.WriteString(r.hashOf(unescapeOr(rawVal)))
+		} else if strings.IndexByte(part, ';') >= 0 {
+			r.semicolonPairs(&b, part, names, scrub)
 		} else {
 			b.WriteString(r.Value(part))
 		}
@@ -173,6 +195,30 @@ func (r *Redactor) rewritePairs(q string, names []string, scrub *Names) string {
 			return b.String()
 		}
 		q = rest
+	}
+}
+
+// semicolonPairs writes part, a pair that no name hides, to b with ";" taken as a separator
+// too, as some servers take it (Rack before 3, old PHP and Python setups): a hidden name after
+// a ";" (a=1;password=…) has its value hashed as a pair of its own would.
+func (r *Redactor) semicolonPairs(b *strings.Builder, part string, names []string, scrub *Names) {
+	for i := 0; ; i++ {
+		sub, rest, more := strings.Cut(part, ";")
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		rawName, rawVal, hasVal := strings.Cut(sub, "=")
+		if name := unescapeOr(rawName); i > 0 && hasVal && rawVal != "" && (slices.Contains(names, name) || scrub.Match(name)) {
+			b.WriteString(r.Value(rawName))
+			b.WriteByte('=')
+			b.WriteString(r.hashOf(unescapeOr(rawVal)))
+		} else {
+			b.WriteString(r.Value(sub))
+		}
+		if !more {
+			return
+		}
+		part = rest
 	}
 }
 
@@ -273,7 +319,7 @@ func (r *Redactor) multipartFields(body, boundary string, t *Targets) string {
 
 // QueryNamed reports whether the query string q has a pair with a value whose name t hides:
 // a query parameter a hashed parameter reads, or a name Scrub lists. A name written with
-// escapes counts as hidden, so that Query decodes it. It does not allocate.
+// escapes counts as hidden, so that Query decodes it, and so does a value holding a ";". It does not allocate.
 func (t *Targets) QueryNamed(q string) bool {
 	for q != "" {
 		var part string
@@ -282,7 +328,8 @@ func (t *Targets) QueryNamed(q string) bool {
 		if !ok || val == "" {
 			continue
 		}
-		if strings.ContainsAny(name, "%+") || slices.Contains(t.Queries, name) || t.Scrub.Match(name) {
+		// A ";" may separate pairs too (semicolonPairs): Query looks at what follows it.
+		if strings.ContainsAny(name, "%+") || strings.IndexByte(val, ';') >= 0 || slices.Contains(t.Queries, name) || t.Scrub.Match(name) {
 			return true
 		}
 	}

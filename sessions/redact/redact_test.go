@@ -200,6 +200,9 @@ func TestNames(t *testing.T) {
 	for name, want := range map[string]bool{
 		"password": true, "Password": true, "new_password": true, "X-Password": true, "newPassword": true,
 		"apiKey": true, "x-api-key": true, "API-KEY": true, "csrf_token": true, "X-Auth-Token": true, "ssn": true,
+		// Bracketed names (PHP, Rails, qs) nest a field in a form or query: user[password].
+		"user[password]": true, "password[]": true, "a[b][api_key]": true, "password[0]": true,
+		"user[new-password][]": true, "[token]": true, "user[name]": false, "[]": false, "ids[]": false,
 		"passwords": false, "tokens_used": false, "max_tokens": false, "key": false, "email": false, "": false,
 	} {
 		if got := n.Match(name); got != want {
