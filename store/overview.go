@@ -291,6 +291,29 @@ func (t *routeTable) count(k routeKey) *RouteCount {
 	return rc
 }
 
+// maxOverviewParts bounds the parts whose malicious requests and errors an overview counts to
+// rank them: a client that changes its session on every request makes a part per request.
+// Rows of further parts still count in the buckets, the totals and the routes; the parts are
+// those met first in the rows' order. About 110 bytes a part: some 20 MiB at the bound.
+const maxOverviewParts = 200_000
+
+// partCounts is the malicious requests and errors an overview counts per part, bounded by
+// maxOverviewParts.
+type partCounts map[int64]*SessionCount
+
+// count is id's count, added when there is room; nil when there is none.
+func (p partCounts) count(id int64) *SessionCount {
+	if sc := p[id]; sc != nil {
+		return sc
+	}
+	if len(p) >= maxOverviewParts {
+		return nil
+	}
+	sc := &SessionCount{}
+	p[id] = sc
+	return sc
+}
+
 // maxSessionCandidates bounds the parts whose session and part names an overview reads to
 // order the top sessions: those with most malicious requests, then errors, ties included up
 // to this many (further ties are left out by their row order).
@@ -313,7 +336,7 @@ func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, or
 	}
 	defer rows.Close()
 	routes := routeTable{m: map[routeKey]*RouteCount{}}
-	parts := map[int64]*SessionCount{}
+	parts := partCounts{}
 	for rows.Next() {
 		var id, t, isPath, mal, errs int64
 		var k routeKey
@@ -331,13 +354,10 @@ func (s *Store) overviewBad(ctx context.Context, q *overviewSQL, o *Overview, or
 			rc.Malicious += int(mal)
 			rc.Errors += int(errs)
 		}
-		sc := parts[id]
-		if sc == nil {
-			sc = &SessionCount{}
-			parts[id] = sc
+		if sc := parts.count(id); sc != nil {
+			sc.Malicious += int(mal)
+			sc.Errors += int(errs)
 		}
-		sc.Malicious += int(mal)
-		sc.Errors += int(errs)
 	}
 	if err := rows.Err(); err != nil {
 		return err
@@ -381,7 +401,7 @@ func topRoutes(all []RouteCount, n func(RouteCount) int, byName func(a, b RouteC
 
 // topSessions orders the parts with malicious requests by them, then by errors, then by
 // session and part, and keeps overviewTop of them with their names, user and last request.
-func (s *Store) topSessions(ctx context.Context, parts map[int64]*SessionCount, o *Overview) error {
+func (s *Store) topSessions(ctx context.Context, parts partCounts, o *Overview) error {
 	type cand struct {
 		id int64
 		sc *SessionCount
@@ -429,7 +449,7 @@ func (s *Store) topSessions(ctx context.Context, parts map[int64]*SessionCount, 
 // above 0, highest score first, then latest request, then session and part; with their
 // malicious requests and errors in the period (parts, from overviewBad). The literal risk > 0
 // lets both engines walk the index of risky parts (parts_risky) over the period's parts.
-func (s *Store) riskiestSessions(ctx context.Context, q *overviewSQL, parts map[int64]*SessionCount, o *Overview) error {
+func (s *Store) riskiestSessions(ctx context.Context, q *overviewSQL, parts partCounts, o *Overview) error {
 	c, args := q.parts("p")
 	rows, err := s.query(ctx, `SELECT p.id, p.session, p.part, p."user", p.last_seen, p.risk FROM parts p
 		WHERE p.risk > 0 AND `+c+` AND (p.first_seen >= ? AND p.last_seen < ? OR EXISTS (SELECT 1 FROM requests r
@@ -445,7 +465,7 @@ func (s *Store) riskiestSessions(ctx context.Context, q *overviewSQL, parts map[
 // topSessions appends the parts rows holds (id, session, part, user, last_seen, risk) to
 // o.TopSessions, with the malicious requests and errors parts counted for each; a part that
 // parts does not hold is kept with none when all is true, else left out. It closes rows.
-func topSessions(rows *sql.Rows, parts map[int64]*SessionCount, all bool, o *Overview) error {
+func topSessions(rows *sql.Rows, parts partCounts, all bool, o *Overview) error {
 	defer rows.Close()
 	for rows.Next() {
 		var id, last, risk int64

@@ -274,3 +274,20 @@ func TestOverviewRouteBytes(t *testing.T) {
 		t.Errorf("a held route is %+v once the table is full; want its count", rc)
 	}
 }
+
+func TestOverviewPartsBound(t *testing.T) {
+	t.Parallel()
+	parts := partCounts{}
+	for id := range int64(maxOverviewParts + 1000) {
+		if sc := parts.count(id); sc != nil {
+			sc.Malicious++
+		}
+	}
+	if len(parts) != maxOverviewParts {
+		t.Errorf("%d parts counted; want the bound, %d", len(parts), maxOverviewParts)
+	}
+	// A part already counted keeps counting when the table is full.
+	if sc := parts.count(0); sc == nil || sc.Malicious != 1 {
+		t.Errorf("a counted part is %+v once the table is full; want its count", sc)
+	}
+}
