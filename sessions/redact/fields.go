@@ -121,10 +121,8 @@ func (n *Names) Match(name string) bool {
 	if n == nil || name == "" {
 		return false
 	}
-	for _, k := range n.list {
-		if endsWithName(name, k) {
-			return true
-		}
+	if n.ends(name) {
+		return true
 	}
 	if !strings.ContainsAny(name, "[]") {
 		return false
@@ -134,14 +132,20 @@ func (n *Names) Match(name string) bool {
 		if i < 0 {
 			i = len(rest)
 		}
-		if part := rest[:i]; part != "" {
-			for _, k := range n.list {
-				if endsWithName(part, k) {
-					return true
-				}
-			}
+		if part := rest[:i]; part != "" && n.ends(part) {
+			return true
 		}
 		rest = rest[min(i+1, len(rest)):]
+	}
+	return false
+}
+
+// ends reports whether s ends with one of the names.
+func (n *Names) ends(s string) bool {
+	for _, k := range n.list {
+		if endsWithName(s, k) {
+			return true
+		}
 	}
 	return false
 }
@@ -180,22 +184,30 @@ func (r *Redactor) rewritePairs(q string, names []string, scrub *Names) string {
 		if i > 0 {
 			b.WriteByte('&')
 		}
-		rawName, rawVal, hasVal := strings.Cut(part, "=")
-		name := unescapeOr(rawName)
-		if hasVal && rawVal != "" && (slices.Contains(names, name) || scrub.Match(name)) {
-			b.WriteString(r.Value(rawName))
-			b.WriteByte('=')
-			b.WriteString(r.hashOf(unescapeOr(rawVal)))
-		} else if strings.IndexByte(part, ';') >= 0 {
+		if !r.hidePair(&b, part, names, scrub) {
 			r.semicolonPairs(&b, part, names, scrub)
-		} else {
-			b.WriteString(r.Value(part))
 		}
 		if !more {
 			return b.String()
 		}
 		q = rest
 	}
+}
+
+// hidePair writes pair to b with its value hashed and reports true when its name is hidden (a
+// name of names, or one scrub matches) and it has a value; else it writes nothing.
+func (r *Redactor) hidePair(b *strings.Builder, pair string, names []string, scrub *Names) bool {
+	rawName, rawVal, hasVal := strings.Cut(pair, "=")
+	if !hasVal || rawVal == "" {
+		return false
+	}
+	if name := unescapeOr(rawName); !slices.Contains(names, name) && !scrub.Match(name) {
+		return false
+	}
+	b.WriteString(r.Value(rawName))
+	b.WriteByte('=')
+	b.WriteString(r.hashOf(unescapeOr(rawVal)))
+	return true
 }
 
 // semicolonPairs writes part, a pair that no name hides, to b with ";" taken as a separator
@@ -207,12 +219,7 @@ func (r *Redactor) semicolonPairs(b *strings.Builder, part string, names []strin
 		if i > 0 {
 			b.WriteByte(';')
 		}
-		rawName, rawVal, hasVal := strings.Cut(sub, "=")
-		if name := unescapeOr(rawName); i > 0 && hasVal && rawVal != "" && (slices.Contains(names, name) || scrub.Match(name)) {
-			b.WriteString(r.Value(rawName))
-			b.WriteByte('=')
-			b.WriteString(r.hashOf(unescapeOr(rawVal)))
-		} else {
+		if i == 0 || !r.hidePair(b, sub, names, scrub) {
 			b.WriteString(r.Value(sub))
 		}
 		if !more {
