@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -85,6 +86,7 @@ type options struct {
 	noopListen    string
 	stall         int
 	stallBody     int
+	serverPID     int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -125,12 +127,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = compare(ctx, o, seqs, stdout)
 	} else {
 		for _, c := range o.concurrency {
-			var r result
+			var (
+				r      result
+				before time.Duration
+			)
+			if o.serverPID > 0 {
+				if before, err = processCPU(o.serverPID); err != nil {
+					break
+				}
+			}
 			if r, err = drive(ctx, o.target, c, o.duration, seqs); err != nil {
 				break
 			}
 			r.finish()
 			printResult(stdout, o.target, c, r)
+			if o.serverPID > 0 {
+				var after time.Duration
+				if after, err = processCPU(o.serverPID); err != nil {
+					break
+				}
+				if r.exchanges > 0 {
+					fmt.Fprintf(stdout, "server CPU per exchange at concurrency %d: %.1fµs\n", c,
+						float64((after-before).Microseconds())/float64(r.exchanges))
+				}
+			}
 		}
 	}
 	if err != nil {
@@ -158,6 +178,7 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self, both servers) to this file")
 	fs.IntVar(&o.stall, "stall", 0, "with --target: open this many streams that each send request headers and one body chunk, then nothing for --duration (a flood of stalled streams)")
 	fs.IntVar(&o.stallBody, "stall-body", 60<<10, "with --stall: bytes of each stream's body chunk")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "with --target: the server's process id on this machine, to report its CPU time per exchange (from /proc)")
 	if err := fs.Parse(args); err != nil {
 		return o, 2
 	}
@@ -179,6 +200,9 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	case o.stall < 0 || o.stall > 0 && (o.target == "" || o.self) || o.stallBody < 0:
 		fmt.Fprintln(stderr, "load: --stall N takes --target HOST:PORT (not --self), N and --stall-body at least 0")
 		return o, 2
+	case o.serverPID < 0 || o.serverPID > 0 && o.target == "":
+		fmt.Fprintln(stderr, "load: --server-pid PID takes --target HOST:PORT and a process id")
+		return o, 2
 	case (o.target == "") == !o.self && o.noopListen == "":
 		fmt.Fprintln(stderr, "load: give exactly one of --target HOST:PORT and --self")
 		return o, 2
@@ -189,12 +213,22 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 // compare starts a no-op server and apisessions in-process and drives both at each concurrency,
 // printing each one's result and their ratio.
 func compare(ctx context.Context, o options, seqs [][]*extprocv3.ProcessingRequest, stdout io.Writer) error {
-	noopAddr, stopNoop, err := startNoop()
+	// With --cpuprofile, every goroutine of a side carries its label (goroutines inherit the
+	// labels of the one that started them), so that `go tool pprof -tagfocus side=...` splits
+	// the run: the no-op server, apisessions, and the load generator against each.
+	var (
+		noopAddr, apiAddr, httpAddr string
+		stopNoop, stopAPI           func()
+		err                         error
+	)
+	pprof.Do(ctx, pprof.Labels("side", "noop"), func(context.Context) { noopAddr, stopNoop, err = startNoop() })
 	if err != nil {
 		return err
 	}
 	defer stopNoop()
-	apiAddr, httpAddr, stopAPI, err := startAPISessions(ctx, o.config)
+	pprof.Do(ctx, pprof.Labels("side", "apisessions"), func(ctx context.Context) {
+		apiAddr, httpAddr, stopAPI, err = startAPISessions(ctx, o.config)
+	})
 	if err != nil {
 		return err
 	}
@@ -211,11 +245,14 @@ func compare(ctx context.Context, o options, seqs [][]*extprocv3.ProcessingReque
 				order = []bool{true, false}
 			}
 			for _, api := range order {
-				addr, into := noopAddr, &base
+				addr, into, side := noopAddr, &base, "client-noop"
 				if api {
-					addr, into = apiAddr, &got
+					addr, into, side = apiAddr, &got, "client-apisessions"
 				}
-				r, err := drive(ctx, addr, c, slice, seqs)
+				var r result
+				pprof.Do(ctx, pprof.Labels("side", side), func(ctx context.Context) {
+					r, err = drive(ctx, addr, c, slice, seqs)
+				})
 				if err != nil {
 					return err
 				}
@@ -529,4 +566,35 @@ func printStateCounters(stdout io.Writer, httpAddr string) {
 			}
 		}
 	}
+}
+
+// clockTicks is the unit of the CPU times in /proc/PID/stat (USER_HZ), 100 on every Linux
+// architecture Go supports.
+const clockTicks = 100
+
+// processCPU returns the user and system CPU time process pid has used, from /proc.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("server CPU time: %w", err)
+	}
+	// The command name, in parentheses, may hold spaces; fields are counted after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("server CPU time: /proc/%d/stat has an unexpected form", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("server CPU time: /proc/%d/stat has an unexpected form", pid)
+	}
+	// utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("server CPU time: /proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -43,6 +46,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"both", []string{"--self", "--target", "127.0.0.1:1"}},
 		{"zero concurrency", []string{"--self", "--concurrency", "0"}},
 		{"unbounded duration", []string{"--self", "--duration", "1h"}},
+		{"server pid without target", []string{"--self", "--server-pid", "1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,5 +55,38 @@ func TestRunRejectsBadFlags(t *testing.T) {
 				t.Errorf("exit %d, want 2 (usage)", code)
 			}
 		})
+	}
+}
+
+// TestServerCPU runs --target against a no-op server in this process with --server-pid, and
+// checks that the server's CPU time per exchange is reported and plausible.
+func TestServerCPU(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc on this system: --server-pid reads it")
+	}
+	addr, stop, err := startNoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	var out, errs bytes.Buffer
+	args := []string{"--target", addr, "--server-pid", strconv.Itoa(os.Getpid()), "--concurrency", "4", "--duration", "300ms"}
+	if code := run(args, &out, &errs); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	m := regexp.MustCompile(`server CPU per exchange at concurrency 4: ([0-9.]+)µs`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no server CPU line:\n%s", out.String())
+	}
+	// The process is the load generator and the server at once: every exchange costs it
+	// some CPU, and far less than a second.
+	if us, _ := strconv.ParseFloat(m[1], 64); us <= 0 || us > 1e6 {
+		t.Errorf("CPU per exchange %sµs is implausible", m[1])
+	}
+}
+
+func TestProcessCPURejectsMissingProcess(t *testing.T) {
+	if _, err := processCPU(1 << 30); err == nil {
+		t.Error("no error for a process that does not exist")
 	}
 }
