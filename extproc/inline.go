@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -74,12 +75,43 @@ func (st *stream) inlineRequestHeaders() *extprocv3.ProcessingResponse {
 	if !st.decided {
 		g = st.peekGrouping()
 	}
+	return st.sessionAnswer(g, atRequestHeaders)
+}
+
+// deferToBody reports whether the request headers' inline additions wait for the request
+// body's answer: the body comes in one message of a buffered mode (BUFFERED, or
+// BUFFERED_PARTIAL up to its limit), during which Envoy holds the request headers, so that
+// answer's header mutation still reaches the upstream; the server keeps the body; and a
+// grouping key may read it. The header and the metadata then name the session the body
+// decided, once, rather than the headers' guess followed by a correction at the response.
+func (st *stream) deferToBody(endOfStream bool) bool {
+	return !endOfStream && st.knowModes && buffered(st.reqMode) && st.req.copy &&
+		st.proc.BodyRegroups(record.Key{})
+}
+
+// buffered reports whether a body mode sends the body in one message while Envoy holds the
+// headers.
+func buffered(m filterv3.ProcessingMode_BodySendMode) bool {
+	return m == filterv3.ProcessingMode_BUFFERED || m == filterv3.ProcessingMode_BUFFERED_PARTIAL
+}
+
+// inlineRequestBody answers the request body message the request headers deferred to
+// (deferToBody) with the session header and the metadata of the grouping the body decided.
+func (st *stream) inlineRequestBody() *extprocv3.ProcessingResponse {
+	x := &st.x
+	x.RequestBody, x.RequestBodyTruncated, x.RequestBytes = st.req.result()
+	return st.sessionAnswer(st.peekGrouping(), atRequestBody)
+}
+
+// sessionAnswer is the cached answer to a message of this kind that carries g, built once for
+// a grouping; a plain CONTINUE when the processor gave no session.
+func (st *stream) sessionAnswer(g grouping, kind answerKind) *extprocv3.ProcessingResponse {
 	if g.session == "" {
-		return continueRequestHeaders
+		return continueAnswers[kind]
 	}
-	a := st.cfg.answers.lookup(g, false)
+	a := st.cfg.answers.lookup(g, kind)
 	if a == nil {
-		a = st.cfg.answers.store(g, false, st.buildRequestHeaders(g))
+		a = st.cfg.answers.store(g, kind, st.buildAnswer(g, kind))
 	}
 	if a.invalidSession {
 		// Envoy fails the request on an invalid header value, even when failing open.
@@ -88,11 +120,12 @@ func (st *stream) inlineRequestHeaders() *extprocv3.ProcessingResponse {
 	return a.resp
 }
 
-// buildRequestHeaders builds the request headers answer for g.
-func (st *stream) buildRequestHeaders(g grouping) answer {
+// buildAnswer builds the answer of this kind for g: on the request path the session header
+// and the metadata, at the response headers the metadata alone.
+func (st *stream) buildAnswer(g grouping, kind answerKind) answer {
 	a := answer{g: g}
 	common := &extprocv3.CommonResponse{}
-	if st.cfg.sessionHeader != "" {
+	if kind != atResponseHeaders && st.cfg.sessionHeader != "" {
 		if validHeaderValue(g.session) {
 			common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{{
 				Header: &corev3.HeaderValue{Key: st.cfg.sessionHeader, RawValue: []byte(g.session)},
@@ -104,8 +137,15 @@ func (st *stream) buildRequestHeaders(g grouping) answer {
 			a.invalidSession = true
 		}
 	}
-	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}
+	resp := &extprocv3.ProcessingResponse{}
+	switch kind {
+	case atRequestHeaders:
+		resp.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}}
+	case atRequestBody:
+		resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: common}}
+	default:
+		resp.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: common}}
+	}
 	if st.cfg.dynamicMetadata {
 		resp.DynamicMetadata = sessionMetadata(g)
 	}
@@ -162,14 +202,7 @@ func (st *stream) regroup(headers bool) *extprocv3.ProcessingResponse {
 			DynamicMetadata: sessionMetadata(g),
 		}
 	}
-	if a := st.cfg.answers.lookup(g, true); a != nil {
-		return a.resp
-	}
-	return st.cfg.answers.store(g, true, answer{g: g, resp: wire(&extprocv3.ProcessingResponse{
-		Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}},
-		DynamicMetadata: sessionMetadata(g),
-	})}).resp
+	return st.sessionAnswer(g, atResponseHeaders)
 }
 
 // answerSlots is the size of each answer cache: a direct-mapped table of recent groupings.
@@ -186,26 +219,36 @@ type answer struct {
 	invalidSession bool
 }
 
-// answerCache holds the request headers and the response headers answers of recent
-// groupings, each in its own table.
+// answerKind is the message an inline answer that carries the session goes to.
+type answerKind uint8
+
+const (
+	atRequestHeaders answerKind = iota
+	atRequestBody
+	atResponseHeaders
+	answerKinds
+)
+
+// continueAnswers are the plain CONTINUE answers of each kind.
+var continueAnswers = [answerKinds]*extprocv3.ProcessingResponse{
+	atRequestHeaders: continueRequestHeaders, atRequestBody: continueRequestBody, atResponseHeaders: continueResponseHeaders,
+}
+
+// answerCache holds the answers of recent groupings, a table for each kind.
 type answerCache struct {
 	seed  maphash.Seed
-	slots [2][answerSlots]atomic.Pointer[answer] // [response]
+	slots [answerKinds][answerSlots]atomic.Pointer[answer]
 }
 
 func newAnswerCache() *answerCache { return &answerCache{seed: maphash.MakeSeed()} }
 
-func (c *answerCache) slot(g grouping, response bool) *atomic.Pointer[answer] {
-	i := 0
-	if response {
-		i = 1
-	}
-	return &c.slots[i][maphash.String(c.seed, g.session)%answerSlots]
+func (c *answerCache) slot(g grouping, kind answerKind) *atomic.Pointer[answer] {
+	return &c.slots[kind][maphash.String(c.seed, g.session)%answerSlots]
 }
 
 // lookup returns the cached answer of g, or nil.
-func (c *answerCache) lookup(g grouping, response bool) *answer {
-	if a := c.slot(g, response).Load(); a != nil && a.g == g {
+func (c *answerCache) lookup(g grouping, kind answerKind) *answer {
+	if a := c.slot(g, kind).Load(); a != nil && a.g == g {
 		return a
 	}
 	return nil
@@ -216,10 +259,10 @@ func (c *answerCache) lookup(g grouping, response bool) *answer {
 const maxCachedGrouping = 512
 
 // store keeps a, replacing whatever grouping had its slot, and returns it.
-func (c *answerCache) store(g grouping, response bool, a answer) *answer {
+func (c *answerCache) store(g grouping, kind answerKind, a answer) *answer {
 	p := &a
 	if len(g.session)+len(g.part)+len(g.key.Source)+len(g.key.Name) <= maxCachedGrouping {
-		c.slot(g, response).Store(p)
+		c.slot(g, kind).Store(p)
 	}
 	return p
 }

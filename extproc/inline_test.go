@@ -54,6 +54,14 @@ func requestHeadersAnswer(mut *extprocv3.HeaderMutation, md *structpb.Struct) *e
 	}
 }
 
+func requestBodyAnswer(mut *extprocv3.HeaderMutation, md *structpb.Struct) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: mut}}},
+		DynamicMetadata: md,
+	}
+}
+
 func responseHeadersAnswer(md *structpb.Struct) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
@@ -71,6 +79,10 @@ func TestInline(t *testing.T) {
 	// response headers.
 	post := protomsg.Sequence(postExchange(`{"user":"ann"}`),
 		protomsg.Options{Mode: modeOf(filterv3.ProcessingMode_BUFFERED_PARTIAL, filterv3.ProcessingMode_NONE)})
+	// streamed sends the same request body in STREAMED mode: Envoy may forward the request
+	// headers before the body, so they are answered at once.
+	streamed := protomsg.Sequence(postExchange(`{"user":"ann"}`),
+		protomsg.Options{Mode: modeOf(filterv3.ProcessingMode_STREAMED, filterv3.ProcessingMode_NONE)})
 	cases := []struct {
 		name      string
 		settings  Settings
@@ -83,14 +95,28 @@ func TestInline(t *testing.T) {
 		stats     func(t *testing.T, s Stats)
 	}{
 		{
-			name:     "session header and dynamic metadata, refreshed when the request body decides",
+			name:     "a buffered request body: its answer carries the session the body decided",
 			settings: Settings{SessionHeader: "X-APISessions-Session", DynamicMetadata: true},
 			peek:     groupByBody,
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
+					cont(post[0]),
+					requestBodyAnswer(sessionHeaderMutation(header, "s-user"), metadataFor(t, "s-user", "param:user")),
+					cont(post[2]),
+				}
+			},
+			wantPeeks: 2,
+		},
+		{
+			name:     "a streamed request body: the headers' session, refreshed at the response when the body decides",
+			settings: Settings{SessionHeader: "X-APISessions-Session", DynamicMetadata: true},
+			peek:     groupByBody,
+			msgs:     streamed,
+			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
+				return []*extprocv3.ProcessingResponse{
 					requestHeadersAnswer(sessionHeaderMutation(header, "s-anon"), metadataFor(t, "s-anon", "fallback:ip+ua")),
-					cont(post[1]),
+					cont(streamed[1]),
 					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
 				}
 			},
@@ -103,9 +129,9 @@ func TestInline(t *testing.T) {
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
-					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
-					cont(post[1]),
-					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
+					cont(post[0]),
+					requestBodyAnswer(nil, metadataFor(t, "s-user", "param:user")),
+					cont(post[2]),
 				}
 			},
 			wantPeeks: 2,
@@ -132,8 +158,8 @@ func TestInline(t *testing.T) {
 			msgs: post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
-					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
-					cont(post[1]),
+					cont(post[0]),
+					requestBodyAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
 					cont(post[2]),
 				}
 			},
@@ -161,8 +187,8 @@ func TestInline(t *testing.T) {
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
-					requestHeadersAnswer(sessionHeaderMutation(header, "s-anon"), nil),
-					cont(post[1]),
+					cont(post[0]),
+					requestBodyAnswer(sessionHeaderMutation(header, "s-user"), nil),
 					cont(post[2]),
 				}
 			},
@@ -175,9 +201,9 @@ func TestInline(t *testing.T) {
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{
-					requestHeadersAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
-					cont(post[1]),
-					responseHeadersAnswer(metadataFor(t, "s-user", "param:user")),
+					cont(post[0]),
+					requestBodyAnswer(nil, metadataFor(t, "s-user", "param:user")),
+					cont(post[2]),
 				}
 			},
 			wantPeeks: 2,
@@ -260,7 +286,11 @@ func TestInline(t *testing.T) {
 				t.Errorf("answers differ (-want +got):\n%s", diff)
 			}
 			for _, r := range got {
-				for _, h := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+				common := r.GetRequestHeaders().GetResponse()
+				if r.GetRequestBody() != nil {
+					common = r.GetRequestBody().GetResponse()
+				}
+				for _, h := range common.GetHeaderMutation().GetSetHeaders() {
 					if h.GetHeader().GetValue() != "" {
 						t.Errorf("header %q set through value; Envoy reads only raw_value", h.GetHeader().GetKey())
 					}

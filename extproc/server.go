@@ -40,7 +40,8 @@ type Processor interface {
 	// must not block.
 	Observe(x *traffic.Exchange)
 	// Peek groups the request seen so far (inline mode only), for the session header and the
-	// dynamic metadata. The server calls it at request headers and, with dynamic metadata,
+	// dynamic metadata. The server calls it at request headers (or at the request body, when
+	// Envoy buffers it and BodyRegroups allows) and, with dynamic metadata,
 	// again at the response headers (and at the end of a kept response body) only when
 	// request body bytes that BodyRegroups says may change it arrived in between, or Regroups
 	// says the response may change it; the
@@ -53,7 +54,9 @@ type Processor interface {
 	// BodyRegroups reports, from the configuration alone, whether request body bytes that
 	// arrived after Peek answered key at the request may change that answer: the server asks
 	// Peek again at the response headers for a request with a body only then (or when
-	// Regroups says the response may change it).
+	// Regroups says the response may change it). The zero key asks whether a request body
+	// may decide the grouping at all: the server then answers a buffered request body, not
+	// its headers, with the session.
 	BodyRegroups(key record.Key) bool
 }
 

@@ -79,6 +79,9 @@ type stream struct {
 	// decision is its answer.
 	decided  bool
 	decision traffic.Decision
+	// deferred is true while the request headers' inline additions wait for the request
+	// body's answer (deferToBody).
+	deferred bool
 
 	// msg is the message being handled, reused for every message of the stream; hdrs backs
 	// its header list so that a typical header list needs no allocation of its own. It comes
@@ -305,7 +308,11 @@ func (st *stream) onRequestHeaders(m *message) *extprocv3.ProcessingResponse {
 	case st.decision.TagHeader != "":
 		resp = st.taggedRequestHeaders()
 	case st.cfg.sessionHeader != "" || st.cfg.dynamicMetadata:
-		resp = st.inlineRequestHeaders()
+		if st.deferToBody(m.eos) {
+			st.deferred = true
+		} else {
+			resp = st.inlineRequestHeaders()
+		}
 	}
 	return st.overrideBodies(resp, false, m.eos)
 }
@@ -318,6 +325,11 @@ func (st *stream) onRequestBody(m *message) *extprocv3.ProcessingResponse {
 		st.attributes(m)
 		st.metadata(m)
 		st.req.add(m.body, m.eos)
+		if st.deferred && !m.observability {
+			// A buffered mode sends the body in this one message.
+			st.deferred = false
+			return st.inlineRequestBody()
+		}
 	}
 	return continueRequestBody
 }

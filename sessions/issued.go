@@ -275,6 +275,7 @@ func containsFold(s, sub string) bool {
 // refresh token (the last built-in identifier) may come before what decided: a first-party
 // cookie or the fallback. It reads the configuration only, so that the response-phase inline
 // answer of a request with a body runs Peek again only where the body can change its answer.
+// The zero key (no Peek yet) asks whether any request body may decide the grouping.
 func (e *Engine) BodyRegroups(key record.Key) bool {
 	s := e.snap.Load()
 	for i := range s.params {
