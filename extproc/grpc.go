@@ -60,25 +60,6 @@ const (
 	keepaliveTimeout = 20 * time.Second
 )
 
-// maxStreamWorkers is how many long-lived goroutines serve streams (gRPC's stream workers);
-// a stream that finds them all busy gets a goroutine of its own, as without workers.
-//
-// A goroutine gRPC starts for a stream begins with a small stack and grows it, by copying,
-// as the stream's work goes deeper (the engine's Observe at its end is the deepest): in a
-// process of its own that cost 6 % of the server's CPU. A worker keeps its grown stack from
-// one stream to the next. Idle workers hold little: the garbage collector shrinks their
-// stacks back towards 2 KiB.
-const maxStreamWorkers = 1024
-
-// streamWorkers is the number of stream workers for a bound of maxStreams open streams
-// (<= 0: none).
-func streamWorkers(maxStreams int) uint32 {
-	if maxStreams > 0 && maxStreams < maxStreamWorkers {
-		return uint32(maxStreams)
-	}
-	return maxStreamWorkers
-}
-
 // GRPCServer is the gRPC server that carries a Server: ext_proc, health and, when asked for,
 // reflection on one listener. It keeps grpc-go out of its callers, which only serve and stop it.
 type GRPCServer struct {
@@ -130,7 +111,6 @@ func NewGRPCServer(srv *Server, o GRPCOptions) (*GRPCServer, error) {
 	limits := newStreamLimits(srv, o)
 	opts = append(opts, limits.options()...)
 	opts = append(opts, grpc.ForceServerCodecV2(newCodec()))
-	opts = append(opts, grpc.NumStreamWorkers(streamWorkers(o.MaxStreams)))
 	gs := grpc.NewServer(opts...)
 	gs.RegisterService(&processDesc, srv)
 	healthpb.RegisterHealthServer(gs, srv.health)

@@ -558,14 +558,3 @@ func TestWireDecoding(t *testing.T) {
 		t.Errorf("panics = %d", s.Panics)
 	}
 }
-
-func TestStreamWorkersWithinTheStreamBound(t *testing.T) {
-	for _, tc := range []struct {
-		maxStreams int
-		want       uint32
-	}{{0, maxStreamWorkers}, {-1, maxStreamWorkers}, {10, 10}, {10000, maxStreamWorkers}} {
-		if got := streamWorkers(tc.maxStreams); got != tc.want {
-			t.Errorf("streamWorkers(%d) = %d, want %d", tc.maxStreams, got, tc.want)
-		}
-	}
-}
