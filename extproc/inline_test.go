@@ -83,6 +83,11 @@ func TestInline(t *testing.T) {
 	// headers before the body, so they are answered at once.
 	streamed := protomsg.Sequence(postExchange(`{"user":"ann"}`),
 		protomsg.Options{Mode: modeOf(filterv3.ProcessingMode_STREAMED, filterv3.ProcessingMode_NONE)})
+	// atBody is what post gets when the body's answer carries the session: a CONTINUE before
+	// and after it.
+	atBody := func(body *extprocv3.ProcessingResponse) []*extprocv3.ProcessingResponse {
+		return []*extprocv3.ProcessingResponse{cont(post[0]), body, cont(post[2])}
+	}
 	cases := []struct {
 		name      string
 		settings  Settings
@@ -100,11 +105,7 @@ func TestInline(t *testing.T) {
 			peek:     groupByBody,
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
-				return []*extprocv3.ProcessingResponse{
-					cont(post[0]),
-					requestBodyAnswer(sessionHeaderMutation(header, "s-user"), metadataFor(t, "s-user", "param:user")),
-					cont(post[2]),
-				}
+				return atBody(requestBodyAnswer(sessionHeaderMutation(header, "s-user"), metadataFor(t, "s-user", "param:user")))
 			},
 			wantPeeks: 2,
 		},
@@ -128,11 +129,7 @@ func TestInline(t *testing.T) {
 			peek:     groupByBody,
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
-				return []*extprocv3.ProcessingResponse{
-					cont(post[0]),
-					requestBodyAnswer(nil, metadataFor(t, "s-user", "param:user")),
-					cont(post[2]),
-				}
+				return atBody(requestBodyAnswer(nil, metadataFor(t, "s-user", "param:user")))
 			},
 			wantPeeks: 2,
 		},
@@ -157,11 +154,7 @@ func TestInline(t *testing.T) {
 			},
 			msgs: post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
-				return []*extprocv3.ProcessingResponse{
-					cont(post[0]),
-					requestBodyAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")),
-					cont(post[2]),
-				}
+				return atBody(requestBodyAnswer(nil, metadataFor(t, "s-anon", "fallback:ip+ua")))
 			},
 			wantPeeks: 2,
 		},
@@ -186,11 +179,7 @@ func TestInline(t *testing.T) {
 			peek:     groupByBody,
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
-				return []*extprocv3.ProcessingResponse{
-					cont(post[0]),
-					requestBodyAnswer(sessionHeaderMutation(header, "s-user"), nil),
-					cont(post[2]),
-				}
+				return atBody(requestBodyAnswer(sessionHeaderMutation(header, "s-user"), nil))
 			},
 			wantPeeks: 1,
 		},
@@ -200,11 +189,7 @@ func TestInline(t *testing.T) {
 			peek:     groupByBody,
 			msgs:     post,
 			want: func(t *testing.T) []*extprocv3.ProcessingResponse {
-				return []*extprocv3.ProcessingResponse{
-					cont(post[0]),
-					requestBodyAnswer(nil, metadataFor(t, "s-user", "param:user")),
-					cont(post[2]),
-				}
+				return atBody(requestBodyAnswer(nil, metadataFor(t, "s-user", "param:user")))
 			},
 			wantPeeks: 2,
 		},
