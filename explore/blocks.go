@@ -55,15 +55,22 @@ type blockAnswer struct {
 func (h *Handler) registerBlocks(mux *http.ServeMux) {
 	for _, k := range []struct{ kind, param string }{{manual.KindSession, "session"}, {manual.KindUser, "user"}} {
 		base := "/api/v1/" + k.param + "s/{" + k.param + "}/block"
-		mux.HandleFunc("GET "+base, h.blocks(false, k.kind, k.param, h.getBlock))
-		mux.HandleFunc("POST "+base, h.blocks(true, k.kind, k.param, h.postBlock))
-		mux.HandleFunc("DELETE "+base, h.blocks(true, k.kind, k.param, h.deleteBlock))
+		mux.HandleFunc("GET "+base, h.blocks(false, k.kind, k.param, false, h.getBlock))
+		mux.HandleFunc("POST "+base, h.blocks(true, k.kind, k.param, false, h.postBlock))
+		mux.HandleFunc("DELETE "+base, h.blocks(true, k.kind, k.param, false, h.deleteBlock))
 	}
+	// A user named "." or ".." cannot be a path segment: clients resolve it away, "%2E%2E"
+	// too (a browser follows the URL standard), so the user may come in the query instead.
+	const byQuery = "/api/v1/users/block"
+	mux.HandleFunc("GET "+byQuery, h.blocks(false, manual.KindUser, "user", true, h.getBlock))
+	mux.HandleFunc("POST "+byQuery, h.blocks(true, manual.KindUser, "user", true, h.postBlock))
+	mux.HandleFunc("DELETE "+byQuery, h.blocks(true, manual.KindUser, "user", true, h.deleteBlock))
 }
 
 // blocks wraps a block path: security headers, the token (a write token for writes, whose
-// name is passed on), the id checked, errors as JSON.
-func (h *Handler) blocks(write bool, kind, param string, fn func(w http.ResponseWriter, r *http.Request, kind, id, by string) error) http.HandlerFunc {
+// name is passed on), the id (the path's param, or with inQuery the query's) checked, errors
+// as JSON.
+func (h *Handler) blocks(write bool, kind, param string, inQuery bool, fn func(w http.ResponseWriter, r *http.Request, kind, id, by string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("X-Content-Type-Options", "nosniff")
@@ -87,6 +94,9 @@ func (h *Handler) blocks(write bool, kind, param string, fn func(w http.Response
 			return
 		}
 		id := r.PathValue(param)
+		if inQuery {
+			id = r.URL.Query().Get(param)
+		}
 		if msg := checkID(kind, id); msg != "" {
 			writeError(w, http.StatusBadRequest, msg)
 			return

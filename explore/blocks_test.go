@@ -112,6 +112,23 @@ func TestManualBlocksAPI(t *testing.T) {
 	if _, ok := tbl.Get(manual.KindUser, "alice@example.com", time.Now()); !ok {
 		t.Error("the user is not blocked")
 	}
+	// A user named ".." cannot be a path segment (clients resolve it, escaped or not): the
+	// query names it instead, and only it.
+	if a := do(t, h, "POST", "/api/v1/users/block?user=..", write, `{"for":"30m","reason":"dots"}`); a.status != 200 || !strings.Contains(a.body, `"id":".."`) {
+		t.Errorf("POST …/users/block?user=..: %d %s", a.status, a.body)
+	}
+	if _, ok := tbl.Get(manual.KindUser, "..", time.Now()); !ok {
+		t.Error("the user .. is not blocked")
+	}
+	if _, ok := tbl.Get(manual.KindUser, ".", time.Now()); ok {
+		t.Error("the user . is blocked too")
+	}
+	if a := do(t, h, "GET", "/api/v1/users/block?user=..", read, ""); a.status != 200 || !strings.Contains(a.body, `"reason":"dots"`) {
+		t.Errorf("GET …/users/block?user=..: %d %s", a.status, a.body)
+	}
+	if a := do(t, h, "POST", "/api/v1/users/block", write, `{"for":"30m"}`); a.status != http.StatusBadRequest || !strings.Contains(errorOf(t, a), "is not a user") {
+		t.Errorf("POST …/users/block without a user: %d %s", a.status, a.body)
+	}
 
 	// The part's detail carries the session's block state.
 	a = do(t, h, "GET", "/api/v1/sessions/s_aaaa/2026-11-22", read, "")

@@ -120,6 +120,30 @@ func TestBrowserRiskAndBlocks(t *testing.T) {
 		}
 	})
 
+	t.Run("a user named .. is blocked as itself, not as a path", func(t *testing.T) {
+		t.Parallel()
+		tb := newTab(t, bctx)
+		tb.do("open the session list", chromedp.Navigate(srv.URL+"/?view=sessions"))
+		tb.wait("the list is drawn", ready("list"))
+		// The UI's own API client, as the block dialog calls it: a path segment "..", even
+		// escaped, would be resolved away by the browser (/api/v1/block) before it is sent.
+		eval[bool](tb, `(() => {
+			window.dots = null;
+			const src = document.querySelector('script[type=module]').src.replace(/app\.js$/, 'api.js');
+			import(src).then(async (api) => {
+				api.setWriteToken('`+writeToken+`');
+				await api.setBlock('user', '..', '1h', 'dots');
+				const two = await api.getBlock('user', '..'), one = await api.getBlock('user', '.');
+				window.dots = JSON.stringify({two: two.block && two.block.reason, one: !!one.block});
+			}).catch((e) => { window.dots = 'error: ' + e.message; });
+			return true;
+		})()`)
+		tb.wait("the block is answered", `window.dots !== null`)
+		if got := eval[string](tb, `window.dots`); got != `{"two":"dots","one":false}` {
+			t.Fatalf("blocking the user .. gave %s; want it blocked with its reason, and the user . not", got)
+		}
+	})
+
 	t.Run("a server without manual blocks shows no protection, and no stray text", func(t *testing.T) {
 		t.Parallel()
 		psrv := serveHTTP(t, stack(t, "", fixtureRequests()))

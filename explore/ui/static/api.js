@@ -248,8 +248,12 @@ function blockState(v) {
   };
 }
 
-// BLOCK_KINDS are the subjects of manual blocks, as the API's paths name them.
-const blockPath = (kind, id) => '/api/v1/' + (kind === 'user' ? 'users' : 'sessions') + '/' + seg(id) + '/block';
+// blockPath is the API path of the block of a session or a user (kind "session" or "user"). A
+// user named "." or ".." goes in the query: the browser would resolve such a path segment
+// away, escaped or not.
+const blockPath = (kind, id) => kind === 'user' && (id === '.' || id === '..')
+  ? '/api/v1/users/block?user=' + seg(id)
+  : '/api/v1/' + (kind === 'user' ? 'users' : 'sessions') + '/' + seg(id) + '/block';
 
 // getBlock fetches the block state of a session or a user (kind "session" or "user").
 export async function getBlock(kind, id) {
