@@ -174,6 +174,12 @@ func (p *faultsProc) client(t *testing.T) extprocv3.ExternalProcessorClient {
 // exactly series (e.g. `apisessions_extproc_panics_total`).
 func (p *faultsProc) metric(t *testing.T, series string) float64 {
 	t.Helper()
+	return p.metrics(t, series)[0]
+}
+
+// metrics returns the values of the series from one scrape of the process's /metrics.
+func (p *faultsProc) metrics(t *testing.T, series ...string) []float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -183,17 +189,23 @@ func (p *faultsProc) metric(t *testing.T, series string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.SplitSeq(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
+	out := make([]float64, len(series))
+	for i, name := range series {
+		found := false
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				if out[i], err = strconv.ParseFloat(v, 64); err != nil {
+					t.Fatalf("metric %s: %v", name, err)
+				}
+				found = true
+				break
 			}
-			return f
+		}
+		if !found {
+			t.Fatalf("/metrics has no series %s", name)
 		}
 	}
-	t.Fatalf("/metrics has no series %s", series)
-	return 0
+	return out
 }
 
 // rssKiB is the resident set size of a process (VmRSS in /proc/<pid>/status), 0 when unknown.
