@@ -68,7 +68,7 @@ func Default() *Config {
 		BusinessFlows: BusinessFlows{Builtin: true},
 		TLS:           TLS{JA3Header: "x-client-ja3", JA4Header: "x-client-ja4"},
 		Attacks:       Attacks{ScrubFields: ScrubFields{Defaults: true}},
-		Inline:        Inline{SessionHeader: "x-apisessions-session", DynamicMetadata: true},
+		Inline:        Inline{SessionHeader: "x-apisessions-session"},
 		Sinks:         []Sink{defaultStore()},
 		State: State{Redis: Redis{
 			KeyPrefix: DefaultRedisKeyPrefix,

@@ -53,6 +53,9 @@ parameters:
     path: $.product_id
 sessions:
   fallback: [ip, user_agent, ja3]
+# The scenarios read the session and part from the proxy's access log, as Envoy's would.
+inline:
+  dynamic_metadata: true
 `
 
 // bufferedBodies is the mode a generated inline bootstrap uses when parameters read both bodies.

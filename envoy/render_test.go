@@ -13,6 +13,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	header_mutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -103,6 +104,24 @@ func (r rendered) requestMutations() []string {
 		}
 	}
 	return out
+}
+
+// accessLogFields are the JSON fields of the listener's access log.
+func (r rendered) accessLogFields(t *testing.T) map[string]string {
+	t.Helper()
+	logs := r.hcm.GetAccessLog()
+	if len(logs) != 1 {
+		t.Fatalf("want one access log, got %d", len(logs))
+	}
+	var out streamv3.StdoutAccessLog
+	if err := logs[0].GetTypedConfig().UnmarshalTo(&out); err != nil {
+		t.Fatalf("unpack the access log: %v", err)
+	}
+	fields := map[string]string{}
+	for k, v := range out.GetLogFormat().GetJsonFormat().GetFields() {
+		fields[k] = v.GetStringValue()
+	}
+	return fields
 }
 
 func withParams(ps ...config.Parameter) *config.Config {
@@ -231,14 +250,35 @@ func TestRender(t *testing.T) {
 				if !ep.GetMutationRules().GetDisallowAll().GetValue() {
 					t.Error("mutation rules do not disallow everything else")
 				}
-				if got := ep.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{MetadataNamespace}) {
-					t.Errorf("receiving namespaces %v, want [apisessions]", got)
+				if ep.GetMetadataOptions() != nil {
+					t.Errorf("metadata options %v, want none: inline.dynamic_metadata is off by default", ep.GetMetadataOptions())
+				}
+				if got := r.accessLogFields(t); got["session"] != "%REQ(x-apisessions-session)%" || got["part"] != "" {
+					t.Errorf("access log session %q, part %q; want the session header and no part", got["session"], got["part"])
 				}
 				if ep.GetRouteCacheAction() != filterv3.ExternalProcessor_RETAIN {
 					t.Errorf("route_cache_action %v, want RETAIN", ep.GetRouteCacheAction())
 				}
 				if got := r.requestMutations(); !slices.Contains(got, "-x-apisessions-session") {
 					t.Errorf("header mutations %v do not remove a client-sent session header", got)
+				}
+			},
+		},
+		{
+			name: "inline with dynamic metadata",
+			cfg: func() *config.Config {
+				c := config.Default()
+				c.Inline.DynamicMetadata = true
+				return c
+			}(),
+			opts: Options{Mode: ModeInline},
+			check: func(t *testing.T, r rendered) {
+				if got := r.extProc.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{MetadataNamespace}) {
+					t.Errorf("receiving namespaces %v, want [apisessions]", got)
+				}
+				got := r.accessLogFields(t)
+				if got["session"] != "%DYNAMIC_METADATA(apisessions:session)%" || got["part"] != "%DYNAMIC_METADATA(apisessions:part)%" {
+					t.Errorf("access log session %q, part %q; want both from the dynamic metadata", got["session"], got["part"])
 				}
 			},
 		},

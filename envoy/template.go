@@ -95,6 +95,10 @@ static_resources:
 {{- if .ReceiveMetadata}}
                   session: "%DYNAMIC_METADATA(apisessions:session)%"
                   part: "%DYNAMIC_METADATA(apisessions:part)%"
+{{- else if .SessionHeader}}
+                  # The session header apisessions set on the request; with
+                  # inline.dynamic_metadata: true the part is logged too.
+                  session: "%REQ({{.SessionHeader}})%"
 {{- end}}
           route_config:
             name: api

@@ -71,7 +71,7 @@ func (st *stream) immediateResponse(d *traffic.Decision) *extprocv3.ProcessingRe
 		ir.Headers = &extprocv3.HeaderMutation{SetHeaders: hs}
 	}
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: ir}}
-	if st.cfg.dynamicMetadata && st.grouping.session != "" {
+	if st.withMetadata && st.grouping.session != "" {
 		resp.DynamicMetadata = verdictMetadata(st.grouping, d)
 	}
 	return resp
@@ -95,7 +95,7 @@ func (st *stream) taggedRequestHeaders() *extprocv3.ProcessingResponse {
 	}
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}
-	if st.cfg.dynamicMetadata && g.session != "" {
+	if st.withMetadata && g.session != "" {
 		resp.DynamicMetadata = verdictMetadata(g, d)
 	}
 	return resp

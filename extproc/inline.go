@@ -109,8 +109,12 @@ func (st *stream) sessionAnswer(g grouping, kind answerKind) *extprocv3.Processi
 	if g.session == "" {
 		return continueAnswers[kind]
 	}
-	a := st.cfg.answers.lookup(g, kind)
-	if a == nil {
+	var a *answer
+	if st.withMetadata != st.cfg.dynamicMetadata {
+		// A stream that asked for the metadata: its answers differ from the cached ones.
+		b := st.buildAnswer(g, kind)
+		a = &b
+	} else if a = st.cfg.answers.lookup(g, kind); a == nil {
 		a = st.cfg.answers.store(g, kind, st.buildAnswer(g, kind))
 	}
 	if a.invalidSession {
@@ -146,7 +150,7 @@ func (st *stream) buildAnswer(g grouping, kind answerKind) answer {
 	default:
 		resp.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: common}}
 	}
-	if st.cfg.dynamicMetadata {
+	if st.withMetadata {
 		resp.DynamicMetadata = sessionMetadata(g)
 	}
 	a.resp = wire(resp)

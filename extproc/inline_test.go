@@ -10,6 +10,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -381,6 +382,37 @@ func TestInlineAnswerCache(t *testing.T) {
 	}
 	if n := srv.Stats().InvalidSessionValues; n != invalid {
 		t.Errorf("invalid session values = %d; want %d, one per answer", n, invalid)
+	}
+}
+
+// With inline.dynamic_metadata off, a stream that asks for the metadata (AnswerMetadataKey)
+// gets it, and the streams that do not ask never get an answer built for one that did.
+func TestAskedMetadata(t *testing.T) {
+	t.Parallel()
+	const header = "x-apisessions-session"
+	fake := newFake()
+	fake.peek = func(*traffic.Exchange) (string, string, record.Key) {
+		return "s-a", "2026-10-13", record.Key{Source: record.SourceFallback, Name: "ip+ua"}
+	}
+	srv := New(Settings{Processor: fake, Now: fixedNow, SessionHeader: header})
+	client, _ := startServer(t, srv, GRPCOptions{})
+	md := metadataFor(t, "s-a", "fallback:ip+ua")
+	for i, ask := range []string{"", "true", "", "false", "true", ""} {
+		ctx := testContext(t)
+		if ask != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, AnswerMetadataKey, ask)
+		}
+		got, err := protomsg.Exchange(ctx, client, protomsg.Sequence(getExchange(), protomsg.Options{}))
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		want := requestHeadersAnswer(sessionHeaderMutation(header, "s-a"), nil)
+		if ask == "true" {
+			want = requestHeadersAnswer(sessionHeaderMutation(header, "s-a"), md)
+		}
+		if diff := cmp.Diff(want, got[0], protocmp.Transform()); diff != "" {
+			t.Errorf("exchange %d (asked %q): request headers answer differs (-want +got):\n%s", i, ask, diff)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/apisessions/apisessions/sessions/record"
 	"github.com/apisessions/apisessions/sessions/traffic"
@@ -18,6 +19,23 @@ import (
 // MetadataNamespace is the dynamic metadata namespace apisessions writes in inline mode; Envoy's
 // metadata_options.receiving_namespaces must list it.
 const MetadataNamespace = "apisessions"
+
+// AnswerMetadataKey is the gRPC metadata key with which a stream asks for the dynamic metadata
+// in its inline answers when inline.dynamic_metadata is off: a stream that carries
+// "x-apisessions-answer-metadata: true" gets it (apisessions replay --target does so, to read
+// the part each answer named). Envoy sends it only if its grpc_service.initial_metadata says
+// so; with inline.dynamic_metadata on, every stream gets the metadata.
+const AnswerMetadataKey = "x-apisessions-answer-metadata"
+
+// askedMetadata reports whether the stream's gRPC metadata asks for the dynamic metadata.
+func askedMetadata(ctx context.Context) bool {
+	for _, v := range metadata.ValueFromIncomingContext(ctx, AnswerMetadataKey) {
+		if v == "true" {
+			return true
+		}
+	}
+	return false
+}
 
 // attributesKey is the key of ProcessingRequest.attributes under which Envoy puts the values of
 // request_attributes and response_attributes, whatever the filter is named.

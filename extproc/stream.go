@@ -48,6 +48,9 @@ type stream struct {
 	log  *slog.Logger
 	// debug is computed once: per-stream lines are built only when they will be written.
 	debug bool
+	// withMetadata is true when the inline answers carry the dynamic metadata: the settings
+	// say so (inline.dynamic_metadata), or the stream asked for it (AnswerMetadataKey).
+	withMetadata bool
 
 	// started is true once request headers arrived; a stream without them produces nothing.
 	started bool
@@ -127,6 +130,7 @@ func newStream(s *Server, cfg *settings, ctx context.Context) *stream {
 		resp: body{contentLength: -1},
 	}
 	st.debug = debugEnabled(ctx, cfg.log)
+	st.withMetadata = cfg.dynamicMetadata || askedMetadata(ctx)
 	return st
 }
 
@@ -307,7 +311,7 @@ func (st *stream) onRequestHeaders(m *message) *extprocv3.ProcessingResponse {
 	switch {
 	case st.decision.TagHeader != "":
 		resp = st.taggedRequestHeaders()
-	case st.cfg.sessionHeader != "" || st.cfg.dynamicMetadata:
+	case st.cfg.sessionHeader != "" || st.withMetadata:
 		if st.deferToBody(m.eos) {
 			st.deferred = true
 		} else {
@@ -388,7 +392,7 @@ func (st *stream) onResponseHeaders(m *message) *extprocv3.ProcessingResponse {
 		return continueResponseHeaders
 	}
 	resp := continueResponseHeaders
-	if st.cfg.dynamicMetadata {
+	if st.withMetadata {
 		resp = st.inlineResponseHeaders()
 	}
 	return st.overrideBodies(resp, true, m.eos)
@@ -403,7 +407,7 @@ func (st *stream) onResponseBody(m *message) *extprocv3.ProcessingResponse {
 		st.metadata(m)
 		st.x.End = st.endNow()
 		st.resp.add(m.body, m.eos)
-		if m.eos && !m.observability && st.cfg.dynamicMetadata {
+		if m.eos && !m.observability && st.withMetadata {
 			return st.inlineResponseBody()
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/apisessions/apisessions/extproc"
 	"github.com/apisessions/apisessions/extproc/protomsg"
@@ -67,10 +68,11 @@ func (bearer) RequireTransportSecurity() bool { return false }
 func (c *Conn) Close() error { return c.cc.Close() }
 
 // Send plays x as one ext_proc stream and returns the session, part and key the server named
-// in its answers (the server's inline.dynamic_metadata must be on); session is "" when no
-// answer named one. The last answer that names a session wins: the response side may decide
+// in its answers (the stream asks for the dynamic metadata, extproc.AnswerMetadataKey, so the
+// server's inline.dynamic_metadata may be off); session is "" when no answer named one. The last answer that names a session wins: the response side may decide
 // (a login that sets the session cookie).
 func (c *Conn) Send(ctx context.Context, x *traffic.Exchange) (session, part string, key record.Key, err error) {
+	ctx = metadata.AppendToOutgoingContext(ctx, extproc.AnswerMetadataKey, "true")
 	resps, err := protomsg.Exchange(ctx, c.client, protomsg.Sequence(x, protomsg.Options{Mode: mode,
 		ResponseAttributes: recordedDuration(x)}))
 	if err != nil {

@@ -90,6 +90,7 @@ func TestFullYAML(t *testing.T) {
 		{Name: "email", In: config.InRequestBody, Path: "$.email", Hashed: true, Line: 51},
 		{Name: "product_id", In: config.InResponseBody, Path: "$.product_id", Line: 55},
 	}
+	want.Inline.DynamicMetadata = true // off by default; the file turns it on
 	want.BusinessFlows.Rules = []config.FlowRule{{Flow: "billing", Methods: []string{"POST"}, Path: "/api/v1/payments/**", Line: 63}}
 	want.Attacks.Metadata = []config.AttackMetadata{{Namespace: "envoy.filters.http.coraza", Key: "malicious", TypesKey: "attack_types", RulesKey: "rule_ids"}}
 	archive := config.DefaultSink(jsonl.Type)
