@@ -99,6 +99,10 @@ func (e *Engine) Active() bool { return len(e.rules.Load().rules) > 0 || e.block
 // state the part read the grouping may need and the rate-limit buckets go to Redis in one
 // round trip; when Redis does not answer, the replica's own buckets decide.
 func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) (session, part string, key record.Key) {
+	// The grouping is the deepest call of a stream; it runs from this small frame, and the
+	// rules from decide's large one once it returned. Called from the large frame, it took
+	// the stream's goroutine past its first stack size, and copying the stack of every stream
+	// cost more than the rules themselves.
 	c := e.rules.Load()
 	need := c.need
 	if e.blocks.NUsers.Load() > 0 {
@@ -112,19 +116,27 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	} else {
 		e.facts.PeekFacts(x, need, &f)
 	}
+	return e.decide(c, x, enforce, d, &f, t, readPart)
+}
+
+// decide is Decide once the request is grouped into f (t and readPart as PeekFactsLocal
+// returned them).
+//
+//go:noinline
+func (e *Engine) decide(c *compiled, x *traffic.Exchange, enforce bool, d *traffic.Decision, f *sessions.Facts, t time.Time, readPart bool) (session, part string, key record.Key) {
 	now := e.now()
 	if e.blocks.N.Load() > 0 {
 		if b, ok := e.blocks.Get(manual.KindSession, f.Session, now); ok {
 			e.manual(d, RuleManualSession, enforce, b)
-			return e.named(&f, t, readPart)
+			return e.named(f, t, readPart)
 		}
 		if b, ok := e.blocks.Get(manual.KindUser, f.User, now); ok {
 			e.manual(d, RuleManualUser, enforce, b)
-			return e.named(&f, t, readPart)
+			return e.named(f, t, readPart)
 		}
 	}
 	// The rules that match, up to the first that decides without a bucket.
-	in := input{x: x, f: &f}
+	in := input{x: x, f: f}
 	var buf [8]*rule
 	matched := buf[:0]
 	nowNS := now.UnixNano()
@@ -160,14 +172,14 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	if e.sharedWin != nil && len(ops) > 0 {
 		for _, r := range matched {
 			if r.perNS > 0 {
-				if sub := r.subject(&f, nil); len(sub) > 0 {
-					takes = append(takes, Take{Rule: r.name, Subject: string(sub), Route: r.routeOf(&f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
+				if sub := r.subject(f, nil); len(sub) > 0 {
+					takes = append(takes, Take{Rule: r.name, Subject: string(sub), Route: r.routeOf(f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
 				}
 			}
 		}
 		st, found, ok := e.sharedWin.DecideWindows(context.Background(), f.Session, readPart, takes, ops)
 		if readPart {
-			e.facts.NamePart(&f, t, st, found, ok)
+			e.facts.NamePart(f, t, st, found, ok)
 		}
 		if !ok {
 			e.sharedDown.Add(1)
@@ -176,15 +188,15 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	} else if e.shared != nil {
 		for _, r := range matched {
 			if r.perNS > 0 {
-				if sub := r.subject(&f, nil); len(sub) > 0 {
-					takes = append(takes, Take{Rule: r.name, Subject: string(sub), Route: r.routeOf(&f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
+				if sub := r.subject(f, nil); len(sub) > 0 {
+					takes = append(takes, Take{Rule: r.name, Subject: string(sub), Route: r.routeOf(f), PerSecond: r.perNS * float64(time.Second), Burst: r.burst})
 				}
 			}
 		}
 		if readPart || len(takes) > 0 {
 			st, found, ok := e.shared.Decide(context.Background(), f.Session, readPart, takes)
 			if readPart {
-				e.facts.NamePart(&f, t, st, found, ok)
+				e.facts.NamePart(f, t, st, found, ok)
 			}
 			if !ok && len(takes) > 0 {
 				e.sharedDown.Add(1)
@@ -207,12 +219,12 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 			var ok bool
 			var left float64
 			var sbuf [96]byte
-			sub := r.subject(&f, sbuf[:0])
+			sub := r.subject(f, sbuf[:0])
 			switch {
 			case len(sub) == 0:
 				continue // no user or no address: nothing to follow
 			case local:
-				ok, left = take(e.buckets, e.buckets.key(r.name, sub, r.routeOf(&f)), nowNS, r.perNS, r.burst)
+				ok, left = take(e.buckets, e.buckets.key(r.name, sub, r.routeOf(f)), nowNS, r.perNS, r.burst)
 			default:
 				ok, left = takes[next].OK, takes[next].Left
 				next++

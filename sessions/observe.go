@@ -65,7 +65,7 @@ func (e *Engine) observe(x *traffic.Exchange) *record.Request {
 		c.ip, c.ja3, c.ja4 = cmp.Or(hv.ClientIP, c.ip), hv.JA3, hv.JA4
 		st = stitching{session: ps.session, key: ps.key}
 	} else {
-		ps, secrets = s.readParams(v, e.hash, reading{all: true, response: x.ResponseSeen}, secretsBuf[:0])
+		ps, secrets = s.readParams(v, e.hash, reading{response: x.ResponseSeen}, secretsBuf[:0])
 		car = e.carriedOf(s, v, &c, &ps, t, true)
 		issued = ps.issued
 		if x.ResponseSeen && s.builtin {
@@ -150,33 +150,43 @@ func (e *Engine) peek(s *snapshot, v *extract.View, x *traffic.Exchange) (sessio
 // time (the grouping, a learned first-party cookie, a live stitching link), and once the
 // response is seen as Observe will decide, with the values the response issues and the links
 // they would make.
+//
+// Its frame stays small (the response's case has a function of its own): it is on the
+// deepest path of a stream's goroutine, and a path past the goroutine's first stack size
+// makes every stream copy its stack.
 func (e *Engine) peekGrouping(s *snapshot, v *extract.View, x *traffic.Exchange, t time.Time) (session string, key record.Key) {
 	if x.ResponseSeen {
-		// At the response: what Observe will decide, the response's issued values and links
-		// included, so that the response-phase answer carries the final id.
-		ps, _ := s.readParams(v, e.hash, reading{all: true, response: true, groupOnly: true}, nil)
-		c := s.resolveClient(x)
-		car := e.carriedOf(s, v, &c, &ps, t, false)
-		issued := ps.issued
-		if s.builtin {
-			issued = s.issuedBuiltin(v, e.hash, issued)
+		return e.peekAtResponse(s, v, x, t)
+	}
+	session, key = s.group(v, x, e.hash)
+	if key.Source == record.SourceFallback && s.builtin {
+		if car, ok := e.learned(s, v, t, false); ok {
+			session, key = car.session, car.key
 		}
-		st := e.stitch(s, car, issued, ps.respFirst, t, true)
-		session, key = st.session, st.key
-	} else {
-		session, key = s.group(v, x, e.hash)
-		if key.Source == record.SourceFallback && s.builtin {
-			if car, ok := e.learned(s, v, t, false); ok {
-				session, key = car.session, car.key
-			}
-		}
-		if key.Source != record.SourceFallback && e.links != nil {
-			if l, ok := e.links.lookup(session, t, s.rules.idle, false); ok && l.follows() {
-				session = l.root
-			}
+	}
+	if key.Source != record.SourceFallback && e.links != nil {
+		if l, ok := e.links.lookup(session, t, s.rules.idle, false); ok && l.follows() {
+			session = l.root
 		}
 	}
 	return session, key
+}
+
+// peekAtResponse is peekGrouping once the response is seen: what Observe will decide, the
+// response's issued values and links included, so that the response-phase answer carries the
+// final id.
+//
+//go:noinline
+func (e *Engine) peekAtResponse(s *snapshot, v *extract.View, x *traffic.Exchange, t time.Time) (string, record.Key) {
+	ps, _ := s.readParams(v, e.hash, reading{response: true, groupOnly: true}, nil)
+	c := s.resolveClient(x)
+	car := e.carriedOf(s, v, &c, &ps, t, false)
+	issued := ps.issued
+	if s.builtin {
+		issued = s.issuedBuiltin(v, e.hash, issued)
+	}
+	st := e.stitch(s, car, issued, ps.respFirst, t, true)
+	return st.session, st.key
 }
 
 // livePart names the part of session for a request at t from what this engine holds, with
@@ -210,11 +220,33 @@ func (e *Engine) namePart(s *snapshot, session string, t time.Time, st PartState
 // parameters, then the built-ins, then the fallback. It returns the session id and the key
 // that decided.
 func (s *snapshot) group(v *extract.View, x *traffic.Exchange, h *hasher) (string, record.Key) {
-	if ps, _ := s.readParams(v, h, reading{}, nil); ps.grouped {
-		return ps.session, ps.key
+	if session, key, ok := s.groupParam(v, h); ok {
+		return session, key
 	}
-	// The client (address parsing, fingerprints) matters only when no grouping parameter
-	// decides, which is the rarer case on traffic with keys.
+	return s.groupRest(v, x, h)
+}
+
+// groupParam is the grouping rule on the request side alone: in file order, the first
+// request-side grouping parameter with a non-empty value decides.
+func (s *snapshot) groupParam(v *extract.View, h *hasher) (string, record.Key, bool) {
+	for i := range s.params {
+		p := &s.params[i]
+		if p.side == extract.Response || !p.group {
+			continue
+		}
+		if val, ok := p.ext.Extract(v); ok && val != "" {
+			return h.sessionID(val), p.key, true
+		}
+	}
+	return "", record.Key{}, false
+}
+
+// groupRest is group when no grouping parameter decides: the client (address parsing,
+// fingerprints) matters only then, which is the rarer case on traffic with keys. It has a
+// frame of its own so that group's stays small (see peekGrouping).
+//
+//go:noinline
+func (s *snapshot) groupRest(v *extract.View, x *traffic.Exchange, h *hasher) (string, record.Key) {
 	c := s.resolveClient(x)
 	return s.resolveRest(v, &c, h)
 }
@@ -229,13 +261,10 @@ func startTime(x *traffic.Exchange, now func() time.Time) time.Time {
 
 // reading says which parameters readParams reads.
 type reading struct {
-	// all reads every parameter; without it only grouping parameters are read, until one
-	// works.
-	all bool
 	// response reads response-side parameters too.
 	response bool
-	// groupOnly, with all, reads every grouping parameter and exports nothing (no values,
-	// user, role or secrets): what grouping at the response needs.
+	// groupOnly reads every grouping parameter and exports nothing (no values, user, role or
+	// secrets): what grouping at the response needs.
 	groupOnly bool
 }
 
@@ -262,27 +291,21 @@ type params struct {
 
 // readParams is the parameter stage and the grouping rule: in file order, the first grouping
 // parameter with a non-empty value decides the session (resolveRest decides when none does).
-// Reading grouping parameters only, it stops there. Reading all, it also exports every value,
-// takes user and role from the first parameters of those types that have one, and appends
-// the clear values of hashed parameters to secrets, so that no other field of the record
-// carries them; with groupOnly it reads on through every grouping parameter (the values a
-// response issued) and exports nothing. The secrets are returned apart from the rest, which the record keeps: the
+// It also exports every value, takes user and role from the first parameters of those types
+// that have one, and appends the clear values of hashed parameters to secrets, so that no
+// other field of the record carries them; with groupOnly it reads on through every grouping
+// parameter (the values a response issued) and exports nothing. The secrets are returned apart from the rest, which the record keeps: the
 // caller's array stays on its stack.
 func (s *snapshot) readParams(v *extract.View, h *hasher, rd reading, secrets []redact.Secret) (params, []redact.Secret) {
 	var ps params
 	for i := range s.params {
 		p := &s.params[i]
-		if (p.side == extract.Response && !rd.response) || (!p.group && (!rd.all || rd.groupOnly)) {
+		if (p.side == extract.Response && !rd.response) || (!p.group && rd.groupOnly) {
 			continue
 		}
 		val, ok := p.ext.Extract(v)
 		if !ok || val == "" {
 			continue
-		}
-		if !rd.all {
-			ps.grouped, ps.session, ps.key = true, h.sessionID(val), p.key
-			ps.reqGrouped, ps.reqSession, ps.reqKey, ps.reqIdent = true, ps.session, p.key, p.ident
-			return ps, secrets
 		}
 		var id string // the value's session id once computed: one HMAC per grouping value
 		if p.group {
