@@ -28,6 +28,7 @@ func (benchProcessor) MaxBodyBytes() int    { return 1 << 10 }
 func (benchProcessor) Peek(*traffic.Exchange) (string, string, record.Key) {
 	return "", "", record.Key{}
 }
+func (benchProcessor) PeekSession(*traffic.Exchange) (string, record.Key) { return "", record.Key{} }
 
 func (benchProcessor) WantBody(traffic.Side, string) bool { return false }
 

@@ -20,7 +20,9 @@ type Guard interface {
 	// Active reports whether anything may apply (rules or manual blocks); when not, the
 	// stream goes on as if there were no guard.
 	Active() bool
-	Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) (session, part string, key record.Key)
+	// withPart is false when the caller does not use the part (no dynamic metadata): the
+	// part may then come back empty, and no shared state is read for it.
+	Decide(x *traffic.Exchange, enforce, withPart bool, d *traffic.Decision) (session, part string, key record.Key)
 }
 
 // Outcomes is implemented by a Guard that learns from how exchanges ended (login outcomes)
@@ -36,7 +38,7 @@ type Outcomes interface {
 // let the request on.
 func (st *stream) guard(observability bool) *extprocv3.ProcessingResponse {
 	d := &st.decision
-	session, part, key := st.cfg.guard.Decide(&st.x, !observability, d)
+	session, part, key := st.cfg.guard.Decide(&st.x, !observability, st.withMetadata, d)
 	st.peeked, st.peekedBody, st.decided = true, st.req.n, true
 	st.grouping = grouping{session: session, part: part, key: key}
 	st.x.Verdict = d.Verdict

@@ -19,7 +19,7 @@ type fakeGuard struct {
 
 func (g *fakeGuard) Active() bool { return g.active }
 
-func (g *fakeGuard) Decide(_ *traffic.Exchange, enforce bool, d *traffic.Decision) (string, string, record.Key) {
+func (g *fakeGuard) Decide(_ *traffic.Exchange, enforce, _ bool, d *traffic.Decision) (string, string, record.Key) {
 	*d = g.d
 	if !enforce {
 		d.Verdict.DryRun = true

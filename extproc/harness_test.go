@@ -39,10 +39,12 @@ type fakeProcessor struct {
 	// response changes the grouping.
 	keeps bool
 
-	peeks    atomic.Int64
-	mu       sync.Mutex
-	observed []*traffic.Exchange
-	ch       chan *traffic.Exchange
+	peeks atomic.Int64
+	// sessionPeeks counts PeekSession calls (answers without the metadata).
+	sessionPeeks atomic.Int64
+	mu           sync.Mutex
+	observed     []*traffic.Exchange
+	ch           chan *traffic.Exchange
 }
 
 var _ Processor = (*fakeProcessor)(nil)
@@ -78,6 +80,15 @@ func (f *fakeProcessor) Peek(x *traffic.Exchange) (string, string, record.Key) {
 		return "", "", record.Key{}
 	}
 	return f.peek(x)
+}
+
+func (f *fakeProcessor) PeekSession(x *traffic.Exchange) (string, record.Key) {
+	f.sessionPeeks.Add(1)
+	if f.peek == nil {
+		return "", record.Key{}
+	}
+	session, _, key := f.peek(x)
+	return session, key
 }
 
 // all returns the exchanges observed so far.

@@ -59,12 +59,17 @@ type grouping struct {
 }
 
 // peekGrouping asks the processor for the request-side grouping and remembers it with the
-// request body bytes it saw.
+// request body bytes it saw. The part is asked for only when the answers carry the metadata.
 func (st *stream) peekGrouping() grouping {
-	session, part, key := st.proc.Peek(&st.x)
+	var g grouping
+	if st.withMetadata {
+		g.session, g.part, g.key = st.proc.Peek(&st.x)
+	} else {
+		g.session, g.key = st.proc.PeekSession(&st.x)
+	}
 	st.peeked, st.peekedBody = true, st.req.n
-	st.grouping = grouping{session: session, part: part, key: key}
-	return st.grouping
+	st.grouping = g
+	return g
 }
 
 // inlineRequestHeaders answers request headers in inline mode: the session header (raw_value

@@ -282,8 +282,12 @@ func TestInline(t *testing.T) {
 					}
 				}
 			}
-			if n := fake.peeks.Load(); n != tc.wantPeeks {
-				t.Errorf("Peek called %d times; want %d", n, tc.wantPeeks)
+			// Without the metadata the part is never asked for (PeekSession).
+			if n := fake.peeks.Load() + fake.sessionPeeks.Load(); n != tc.wantPeeks {
+				t.Errorf("Peek and PeekSession called %d times; want %d", n, tc.wantPeeks)
+			}
+			if n := fake.sessionPeeks.Load(); n > 0 && tc.settings.DynamicMetadata {
+				t.Errorf("PeekSession called %d times with the dynamic metadata on", n)
 			}
 			if n := len(fake.all()); (n == 1) == tc.outScope {
 				t.Errorf("observed %d exchanges; want %d", n, map[bool]int{false: 1, true: 0}[tc.outScope])
@@ -413,6 +417,11 @@ func TestAskedMetadata(t *testing.T) {
 		if diff := cmp.Diff(want, got[0], protocmp.Transform()); diff != "" {
 			t.Errorf("exchange %d (asked %q): request headers answer differs (-want +got):\n%s", i, ask, diff)
 		}
+	}
+	// The part (which may need shared state) is asked for only by the streams that send it
+	// (two, at their request and response headers).
+	if p, s := fake.peeks.Load(), fake.sessionPeeks.Load(); p != 4 || s != 4 {
+		t.Errorf("%d Peek and %d PeekSession calls; want 4 and 4", p, s)
 	}
 }
 

@@ -26,6 +26,9 @@ func (*countingProcessor) MaxBodyBytes() int    { return 64 << 10 }
 func (*countingProcessor) Peek(*traffic.Exchange) (string, string, record.Key) {
 	return "", "", record.Key{}
 }
+func (*countingProcessor) PeekSession(*traffic.Exchange) (string, record.Key) {
+	return "", record.Key{}
+}
 
 func (*countingProcessor) WantBody(traffic.Side, string) bool { return true }
 

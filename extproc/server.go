@@ -65,6 +65,10 @@ type Processor interface {
 	// says the response may change it; the
 	// metadata is repeated only when the answer changed.
 	Peek(x *traffic.Exchange) (session, part string, key record.Key)
+	// PeekSession is Peek without the part: the session and key alone, all that an answer
+	// without dynamic metadata carries. It reads no shared state (state.redis), so the answer
+	// never waits for it.
+	PeekSession(x *traffic.Exchange) (session string, key record.Key)
 	// Regroups reports, cheaply, whether the response seen so far (its headers, or with body
 	// its kept body) may change what Peek answered at the request: the server asks Peek again
 	// at a response phase only then, or when request body bytes arrived in between.

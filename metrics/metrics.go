@@ -186,6 +186,13 @@ func (t *timedProcessor) Peek(x *traffic.Exchange) (session, part string, key re
 	return session, part, key
 }
 
+func (t *timedProcessor) PeekSession(x *traffic.Exchange) (session string, key record.Key) {
+	start := time.Now()
+	session, key = t.next.PeekSession(x)
+	t.peek.Observe(time.Since(start).Seconds())
+	return session, key
+}
+
 // Regroups is not timed: it reads a few names and bytes.
 func (t *timedProcessor) Regroups(x *traffic.Exchange, body bool) bool {
 	return t.next.Regroups(x, body)

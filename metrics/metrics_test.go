@@ -63,6 +63,10 @@ func (f *fakeProcessor) Peek(*traffic.Exchange) (string, string, record.Key) {
 	f.peeked++
 	return "s_1", "p_1", record.Key{Source: "param", Name: "token"}
 }
+func (f *fakeProcessor) PeekSession(x *traffic.Exchange) (string, record.Key) {
+	session, _, key := f.Peek(x)
+	return session, key
+}
 
 func TestCollectorReadsSourcesAtScrape(t *testing.T) {
 	t.Parallel()

@@ -74,7 +74,7 @@ func BenchmarkDecide(b *testing.B) {
 				// 10 requests a second: the count's window holds about 10 of them.
 				ck.add(100 * time.Millisecond)
 				var d traffic.Decision
-				e.Decide(x, true, &d)
+				e.Decide(x, true, true, &d)
 				if d.Status != 0 {
 					b.Fatalf("decided %+v", d)
 				}

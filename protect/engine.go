@@ -97,8 +97,10 @@ func (e *Engine) Active() bool { return len(e.rules.Load().rules) > 0 || e.block
 // not wait for answers (observability mode), and then every verdict is recorded as dry run.
 // It returns the grouping, so that the caller need not group the request again. With shared
 // state the part read the grouping may need and the rate-limit buckets go to Redis in one
-// round trip; when Redis does not answer, the replica's own buckets decide.
-func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) (session, part string, key record.Key) {
+// round trip; when Redis does not answer, the replica's own buckets decide. withPart false
+// says the caller does not use the part: it is then named from the engine's own state, empty
+// when that holds none, and Redis is read only for the rules.
+func (e *Engine) Decide(x *traffic.Exchange, enforce, withPart bool, d *traffic.Decision) (session, part string, key record.Key) {
 	// The grouping is the deepest call of a stream; it runs from this small frame, and the
 	// rules from decide's large one once it returned. Called from the large frame, it took
 	// the stream's goroutine past its first stack size, and copying the stack of every stream
@@ -113,6 +115,7 @@ func (e *Engine) Decide(x *traffic.Exchange, enforce bool, d *traffic.Decision) 
 	readPart := false
 	if e.shared != nil {
 		t, readPart = e.facts.PeekFactsLocal(x, need, &f)
+		readPart = readPart && withPart
 	} else {
 		e.facts.PeekFacts(x, need, &f)
 	}

@@ -57,7 +57,7 @@ func exchange(method, path, ip string, headers ...string) *traffic.Exchange {
 
 func decide(e *Engine, x *traffic.Exchange, enforce bool) (traffic.Decision, string) {
 	var d traffic.Decision
-	s, _, _ := e.Decide(x, enforce, &d)
+	s, _, _ := e.Decide(x, enforce, true, &d)
 	return d, s
 }
 

@@ -18,7 +18,7 @@ func FuzzDecide(f *testing.F) {
 			RequestHeaders: []traffic.Header{{Name: h1, Value: v1}, {Name: h2, Value: v2}}}
 		for _, enforce := range []bool{true, false} {
 			var d traffic.Decision
-			e.Decide(x, enforce, &d)
+			e.Decide(x, enforce, true, &d)
 			if d.Verdict.Action != "" && d.Verdict.Rule == "" {
 				t.Fatalf("a verdict without a rule: %+v", d)
 			}

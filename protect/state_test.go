@@ -61,7 +61,7 @@ func req(e *Engine, method, path, token string, headers ...string) string {
 func tryLogin(e *Engine, token, user, ip string, status int) string {
 	x := exchange("POST", "/login?token="+token, ip, "x-login", user)
 	var d traffic.Decision
-	s, _, _ := e.Decide(x, true, &d)
+	s, _, _ := e.Decide(x, true, true, &d)
 	x.Verdict = d.Verdict
 	if d.Status == 0 {
 		x.Status, x.ResponseSeen = status, true
@@ -229,7 +229,7 @@ func TestPasswordSprayingAndFailures(t *testing.T) {
 
 func decideFull(e *Engine, x *traffic.Exchange) (traffic.Decision, string, string) {
 	var d traffic.Decision
-	s, p, _ := e.Decide(x, true, &d)
+	s, p, _ := e.Decide(x, true, true, &d)
 	return d, s, p
 }
 

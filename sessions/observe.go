@@ -132,6 +132,15 @@ func (e *Engine) Peek(x *traffic.Exchange) (session, part string, key record.Key
 	return e.peek(s, v, x)
 }
 
+// PeekSession is Peek without naming the part: the session and key alone, without reading
+// shared state.
+func (e *Engine) PeekSession(x *traffic.Exchange) (session string, key record.Key) {
+	s := e.snap.Load()
+	v := extract.NewView(x, e.cache, s.maxBody)
+	defer v.Release()
+	return e.peekGrouping(s, v, x, startTime(x, e.now))
+}
+
 // peek is Peek with the snapshot and a View of x.
 func (e *Engine) peek(s *snapshot, v *extract.View, x *traffic.Exchange) (session, part string, key record.Key) {
 	t := startTime(x, e.now)

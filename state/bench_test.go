@@ -187,6 +187,10 @@ func BenchmarkEnginePeek(b *testing.B) {
 		b.Run(fmt.Sprintf("%s/conc=%d/rate=4000", mode, concurrency), func(b *testing.B) {
 			paced(b, concurrency, 4000, func(i int) { e.Peek(xs[i%len(xs)]) })
 		})
+		// PeekSession: what an answer without dynamic metadata asks (the default).
+		b.Run(fmt.Sprintf("%s/session/conc=%d/rate=4000", mode, concurrency), func(b *testing.B) {
+			paced(b, concurrency, 4000, func(i int) { e.PeekSession(xs[i%len(xs)]) })
+		})
 	}
 	if st := c.Stats(); st.Errors[OpPeek]+st.Skipped[OpPeek] > 0 {
 		b.Errorf("peeks decided locally: %+v", st)

@@ -334,3 +334,26 @@ func TestPartJoinPath(t *testing.T) {
 		t.Errorf("the last key of a session the script opened has TTL %s; want an expiry", ttl)
 	}
 }
+
+// PeekSession, what an inline answer without dynamic metadata asks, names the session of a
+// request this replica holds no live part of without a round trip: only the part needs the
+// shared state. Peek, for the same request, reads it.
+func TestPeekSessionReadsNoSharedState(t *testing.T) {
+	t.Parallel()
+	c, px, _ := cutClient(t, 200*time.Millisecond, true)
+	e, _ := newTestEngine(t, 0, c.Parts())
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	px.Cut()
+	x := request("alice", at)
+	session, key := e.PeekSession(x)
+	if st := c.Stats(); st.Errors[OpPeek]+st.Skipped[OpPeek] != 0 {
+		t.Errorf("PeekSession tried Redis: %+v", st)
+	}
+	wantSession, _, wantKey := e.Peek(x)
+	if session != wantSession || key != wantKey {
+		t.Errorf("PeekSession named %s %v; Peek %s %v", session, key, wantSession, wantKey)
+	}
+	if st := c.Stats(); st.Errors[OpPeek] != 1 {
+		t.Errorf("Peek of a session with no live part here: %+v; want one failed read", st)
+	}
+}

@@ -25,6 +25,10 @@ func (fakeProcessor) Peek(x *traffic.Exchange) (string, string, record.Key) {
 	}
 	return "s_1", "2026-11-22", record.Key{Source: "builtin", Name: "cookie:sid"}
 }
+func (p fakeProcessor) PeekSession(x *traffic.Exchange) (string, record.Key) {
+	session, _, key := p.Peek(x)
+	return session, key
+}
 
 // serve starts an ext_proc server on a local port and returns its address.
 func serve(t *testing.T, s extproc.Settings) string {

@@ -66,6 +66,39 @@ sinks:
   - {type: jsonl, path: /dev/null}
 `
 
+// rulesConfig is what --rules adds to loadConfig: 20 protection rules of every kind, none of
+// which stops the tool's traffic. Thirteen block rules on conditions its requests do not meet
+// (routes, methods and roles, users, address ranges, flows, attack verdicts, key kinds, JA3,
+// JA4, risk), six rules over past requests that keep their windows (a sequence, a requires, an
+// enumeration, a count of requests by address under its threshold, credential stuffing and
+// password spraying, whose login route the tool never calls), and a rate limit whose bucket
+// never empties: every rule is tried and every fact is read.
+const rulesConfig = `
+protection:
+  login: {routes: [/login], username: email}
+  rules:
+    - {name: seq, action: block, sequence: {steps: [{routes: ["/api/items/{id}"]}, {routes: [/checkout]}], within: 5m}}
+    - {name: req, action: tag, match: {routes: [/checkout]}, requires: {step: {routes: [/cart]}, within: 30m}}
+    - {name: enum, action: block, match: {routes: ["/api/items/{id}"]}, enumeration: {more_than: 100, within: 1m}}
+    - {name: cnt, action: block, count: {of: requests, more_than: 300, within: 1s, by: ip}}
+    - {name: stuffing, action: block, count: {of: distinct_usernames, more_than: 5, within: 10m}}
+    - {name: spraying, action: block, count: {of: distinct_sessions, more_than: 5, within: 10m}}
+    - {name: admin, action: block, match: {routes: ["/admin/{id}"]}}
+    - {name: guest-delete, action: block, match: {methods: [DELETE], roles: [guest]}}
+    - {name: users, action: block, match: {users: [mallory, eve]}}
+    - {name: ranges, action: block, match: {client_ips: [203.0.113.0/24, "2001:db8::/32"]}}
+    - {name: admin-flow, action: block, match: {flows: [admin], methods: [POST]}}
+    - {name: malicious, action: block, match: {malicious: true}}
+    - {name: fallback-login, action: block, match: {keys: [fallback], routes: [/login]}}
+    - {name: ja3, action: block, match: {ja3: [e7d705a3286e19ea42f587b344ee6865]}}
+    - {name: ja4, action: block, match: {ja4: [t13d1516h2_8daaf6152771_b0da82dd1658]}}
+    - {name: sqli, action: block, match: {attack_types: [sqli]}}
+    - {name: risky, action: block, match: {risk_at_least: 90}}
+    - {name: admin-2, action: block, match: {routes: ["/admin/{id}/keys"]}}
+    - {name: tag-ranges, action: tag, match: {client_ips: [198.18.0.0/15]}}
+    - {name: limit, action: rate_limit, rate_limit: {rate: 1000000000/s}}
+`
+
 // poolSize is how many distinct exchanges are prebuilt; workers cycle through them.
 const poolSize = 4096
 
@@ -81,6 +114,7 @@ type options struct {
 	bodies        bool
 	observability bool
 	config        string
+	rules         bool
 	cpuProfile    string
 	rounds        int
 	noopListen    string
@@ -173,6 +207,7 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	fs.BoolVar(&o.bodies, "bodies", false, "send JSON request and response bodies (BUFFERED_PARTIAL inline, STREAMED in observability mode)")
 	fs.BoolVar(&o.observability, "observability", false, "observability mode: no answers awaited")
 	fs.StringVar(&o.config, "config", "", "with --self: apisessions configuration file (default: four grouping keys, six context parameters, JA3)")
+	fs.BoolVar(&o.rules, "rules", false, "with --self and the default configuration: add 20 protection rules that do not stop the tool's traffic")
 	fs.StringVar(&o.noopListen, "noop-listen", "", "only serve a no-op ext_proc server on HOST:PORT until interrupted: the baseline for --target runs against a server in its own process")
 	fs.IntVar(&o.rounds, "rounds", 4, "with --self: split each run into this many alternating rounds per server (order noop, apisessions, apisessions, noop, ...), so drift in the machine's speed falls on both")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self, both servers) to this file")
@@ -203,6 +238,9 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	case o.serverPID < 0 || o.serverPID > 0 && o.target == "":
 		fmt.Fprintln(stderr, "load: --server-pid PID takes --target HOST:PORT and a process id")
 		return o, 2
+	case o.rules && (!o.self || o.config != ""):
+		fmt.Fprintln(stderr, "load: --rules adds to the default configuration of --self; add the rules to your --config file instead")
+		return o, 2
 	case (o.target == "") == !o.self && o.noopListen == "":
 		fmt.Fprintln(stderr, "load: give exactly one of --target HOST:PORT and --self")
 		return o, 2
@@ -227,7 +265,7 @@ func compare(ctx context.Context, o options, seqs [][]*extprocv3.ProcessingReque
 	}
 	defer stopNoop()
 	pprof.Do(ctx, pprof.Labels("side", "apisessions"), func(ctx context.Context) {
-		apiAddr, httpAddr, stopAPI, err = startAPISessions(ctx, o.config)
+		apiAddr, httpAddr, stopAPI, err = startAPISessions(ctx, o.config, o.rules)
 	})
 	if err != nil {
 		return err
@@ -488,16 +526,23 @@ func startNoop() (string, func(), error) {
 	return lis.Addr().String(), gs.Stop, nil
 }
 
+// startTailLines is how many of apisessions' last lines a failed start reports.
+const startTailLines = 8
+
 // startAPISessions runs `apisessions serve` in-process on loopback ports and waits for its
 // ready line.
-func startAPISessions(ctx context.Context, configPath string) (grpcAddr, httpAddr string, stop func(), err error) {
+func startAPISessions(ctx context.Context, configPath string, rules bool) (grpcAddr, httpAddr string, stop func(), err error) {
 	dir, err := os.MkdirTemp("", "apisessions-load-")
 	if err != nil {
 		return "", "", nil, err
 	}
 	if configPath == "" {
 		configPath = filepath.Join(dir, "apisessions.yaml")
-		if err := os.WriteFile(configPath, []byte(loadConfig), 0o600); err != nil {
+		cfg := loadConfig
+		if rules {
+			cfg += rulesConfig
+		}
+		if err := os.WriteFile(configPath, []byte(cfg), 0o600); err != nil {
 			return "", "", nil, err
 		}
 	}
@@ -511,7 +556,12 @@ func startAPISessions(ctx context.Context, configPath string) (grpcAddr, httpAdd
 		pw.Close()
 	}()
 	ready := make(chan [2]string, 1)
+	// tail keeps the last lines apisessions wrote before it was ready: why it exited, if it
+	// does. It is read once scanned is closed.
+	var tail []string
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 		sent := false
@@ -519,6 +569,10 @@ func startAPISessions(ctx context.Context, configPath string) (grpcAddr, httpAdd
 			if sent {
 				continue
 			}
+			if len(tail) == startTailLines {
+				tail = tail[1:]
+			}
+			tail = append(tail, sc.Text())
 			var m struct {
 				Msg      string `json:"msg"`
 				GRPCAddr string `json:"grpc_addr"`
@@ -542,7 +596,8 @@ func startAPISessions(ctx context.Context, configPath string) (grpcAddr, httpAdd
 	case code := <-done:
 		cancel()
 		_ = os.RemoveAll(dir)
-		return "", "", nil, fmt.Errorf("apisessions exited with status %d before it was ready", code)
+		<-scanned
+		return "", "", nil, fmt.Errorf("apisessions exited with status %d before it was ready:\n%s", code, strings.Join(tail, "\n"))
 	case <-time.After(30 * time.Second):
 		stop()
 		return "", "", nil, errors.New("apisessions was not ready within 30s")

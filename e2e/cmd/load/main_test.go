@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ func TestRun(t *testing.T) {
 	}{
 		{"headers only, inline", []string{"--self", "--concurrency", "4", "--duration", "150ms"}},
 		{"bodies, observability mode", []string{"--self", "--concurrency", "4", "--duration", "150ms", "--bodies", "--observability"}},
+		{"20 rules, inline", []string{"--self", "--concurrency", "4", "--duration", "150ms", "--rules"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,6 +49,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"zero concurrency", []string{"--self", "--concurrency", "0"}},
 		{"unbounded duration", []string{"--self", "--duration", "1h"}},
 		{"server pid without target", []string{"--self", "--server-pid", "1"}},
+		{"rules with a configuration", []string{"--self", "--rules", "--config", "x.yaml"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -55,6 +58,21 @@ func TestRunRejectsBadFlags(t *testing.T) {
 				t.Errorf("exit %d, want 2 (usage)", code)
 			}
 		})
+	}
+}
+
+// A configuration apisessions refuses stops the run with apisessions' own reason.
+func TestRunReportsWhyAPISessionsDidNotStart(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(cfg, []byte("sessions:\n  idle_timeout: forever\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs bytes.Buffer
+	if code := run([]string{"--self", "--duration", "100ms", "--config", cfg}, &out, &errs); code == 0 {
+		t.Fatalf("exit 0 with a bad configuration:\n%s", out.String())
+	}
+	if !strings.Contains(errs.String(), "idle_timeout") {
+		t.Errorf("the error does not say what apisessions refused:\n%s", errs.String())
 	}
 }
 
