@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/apisessions/apisessions/config"
 	"github.com/apisessions/apisessions/sessions"
 	"github.com/apisessions/apisessions/sessions/traffic"
 )
@@ -272,5 +274,61 @@ func TestSharedWindowsDownFailOpenOnLocal(t *testing.T) {
 	}
 	if st := e.Stats(); st.Local < 4 {
 		t.Errorf("local decisions counted %d, want at least 4", st.Local)
+	}
+}
+
+// noParts is shared part state that knows no session and never changes.
+type noParts struct{}
+
+func (noParts) ObserveParts(_ context.Context, us []sessions.PartUpdate) {
+	for i := range us {
+		us[i].OK = true
+	}
+}
+func (noParts) PeekPart(context.Context, string) (sessions.PartState, bool, bool) {
+	return sessions.PartState{}, false, true
+}
+
+// countingShared records the round trips Decide asks for: whether each read the part.
+type countingShared struct {
+	Shared
+	reads []bool
+}
+
+func (s *countingShared) Decide(_ context.Context, _ string, readPart bool, _ []Take) (sessions.PartState, bool, bool) {
+	s.reads = append(s.reads, readPart)
+	return sessions.PartState{}, false, true
+}
+
+// A caller that does not use the part (an inline answer without dynamic metadata) makes Decide
+// read no shared state for it: with rules that take nothing from Redis, no round trip at all.
+func TestDecideWithoutPartReadsNoSharedState(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.ParseAndValidate("test.yaml", []byte(`parameters:
+  - {name: token, in: request.query, key: token, group: true}
+protection:
+  rules:
+    - {name: admin, action: block, match: {routes: ["/admin/{id}"]}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err := sessions.New(cfg, sessions.Settings{Emitter: discard{}, HashKey: []byte(strings.Repeat("k", 32)), SharedParts: noParts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(se.Close)
+	e := New(cfg.Protection, se, nil)
+	sh := &countingShared{}
+	e.shared = sh
+	var d traffic.Decision
+	x := exchange("GET", "/orders/1?token=abc", "192.0.2.1")
+	s, p, _ := e.Decide(x, true, false, &d)
+	if len(sh.reads) != 0 || s == "" || p != "" {
+		t.Errorf("without the part: round trips %v, session %q, part %q; want none, a session and no part", sh.reads, s, p)
+	}
+	s2, p2, _ := e.Decide(x, true, true, &d)
+	if len(sh.reads) != 1 || !sh.reads[0] || s2 != s || p2 == "" {
+		t.Errorf("with the part: round trips %v, session %q, part %q; want one read of the part, %q and a part", sh.reads, s2, p2, s)
 	}
 }
