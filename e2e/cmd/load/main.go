@@ -67,9 +67,9 @@ sinks:
 `
 
 // rulesConfig is what --rules adds to loadConfig: 20 protection rules of every kind, none of
-// which stops the tool's traffic. Thirteen block rules on conditions its requests do not meet
-// (routes, methods and roles, users, address ranges, flows, attack verdicts, key kinds, JA3,
-// JA4, risk), six rules over past requests that keep their windows (a sequence, a requires, an
+// which stops the tool's traffic. Thirteen block and tag rules on conditions its requests do
+// not meet (routes, methods and roles, users, address ranges, flows, attack verdicts, key
+// kinds, JA3, JA4, risk), six rules over past requests that keep their windows (a sequence, a requires, an
 // enumeration, a count of requests by address under its threshold, credential stuffing and
 // password spraying, whose login route the tool never calls), and a rate limit whose bucket
 // never empties: every rule is tried and every fact is read.
