@@ -254,7 +254,7 @@ func compile(cfg *config.Config, hidden []config.Parameter) (*snapshot, error) {
 		ja3Header:      strings.ToLower(cfg.TLS.JA3Header),
 		ja4Header:      strings.ToLower(cfg.TLS.JA4Header),
 		maxBody:        cfg.Traffic.MaxBodyBytes,
-		rules:          partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std()), risk: risk.New(cfg.Sessions.Risk)},
+		rules:          partRules{idle: max(0, cfg.Sessions.IdleTimeout.Std()), risk: risk.New(cfg.Sessions.Risk), today: new(atomic.Pointer[calendarDay])},
 		hashed:         redact.Targets{Headers: slices.Clone(BuiltinHeaders), Cookies: slices.Clone(BuiltinCookies)},
 		// An empty value is a configuration built without the defaults: the safe choice.
 		claimOnFailure: cfg.Sessions.UsersFrom != config.UsersFromAny,

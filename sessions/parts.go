@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -29,13 +30,42 @@ type partRules struct {
 	loc  *time.Location
 	idle time.Duration // 0 = parts split by day only
 	risk *risk.Model
+	// today is the day dayOf named last, shared by the rules' copies (nil: none kept): most
+	// requests fall on it, and naming a day takes a time zone lookup and a format.
+	today *atomic.Pointer[calendarDay]
+}
+
+// calendarDay is a day in the boundary zone: its name and the instants it starts and ends.
+type calendarDay struct {
+	name       string
+	start, end time.Time
 }
 
 // dayOf returns the calendar day of t in the boundary zone and the instant that day ends.
 func (r *partRules) dayOf(t time.Time) (string, time.Time) {
+	if r.today != nil {
+		if d := r.today.Load(); d != nil && !t.Before(d.start) && t.Before(d.end) {
+			return d.name, d.end
+		}
+	}
 	lt := t.In(r.loc)
 	y, m, d := lt.Date()
-	return lt.Format(time.DateOnly), time.Date(y, m, d+1, 0, 0, 0, 0, r.loc)
+	day := &calendarDay{name: lt.Format(time.DateOnly), start: time.Date(y, m, d, 0, 0, 0, 0, r.loc),
+		end: time.Date(y, m, d+1, 0, 0, 0, 0, r.loc)}
+	if r.today != nil && midnight(day.start, y, m, d) && midnight(day.end, y, m, d+1) {
+		// Kept only when both ends are midnights of their days (a zone may skip a midnight),
+		// so that every instant in between is of this day.
+		r.today.Store(day)
+	}
+	return day.name, day.end
+}
+
+// midnight reports whether t is 00:00 of day y-m-d (d may overflow, as in time.Date) in t's zone.
+func midnight(t time.Time, y int, m time.Month, d int) bool {
+	want := time.Date(y, m, d, 12, 0, 0, 0, time.UTC)
+	ty, tm, td := t.Date()
+	h, mi, sec := t.Clock()
+	return ty == want.Year() && tm == want.Month() && td == want.Day() && h == 0 && mi == 0 && sec == 0 && t.Nanosecond() == 0
 }
 
 // endReason says whether a request (or the sweeper's clock) at t ends the part, and why.

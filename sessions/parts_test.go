@@ -2,8 +2,11 @@ package sessions
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,5 +357,37 @@ func TestConcurrentObserve(t *testing.T) {
 	}
 	if reqs != workers*each || finalReqs != workers*each {
 		t.Errorf("%d request records and %d requests in final records, want %d each", reqs, finalReqs, workers*each)
+	}
+}
+
+// TestDayOfKeepsToday checks that the day dayOf keeps between calls names every instant as
+// computing it afresh does: in zones whose days have 23 or 25 hours, and one that skipped a
+// midnight (São Paulo on 2018-11-04, whose day began at 01:00), in any order of times.
+func TestDayOfKeepsToday(t *testing.T) {
+	for _, zone := range []string{"UTC", "Europe/Berlin", "America/Sao_Paulo", "Pacific/Chatham"} {
+		loc := mustLoad(t, zone)
+		fresh := partRules{loc: loc}
+		kept := partRules{loc: loc, today: new(atomic.Pointer[calendarDay])}
+		rng := rand.New(rand.NewPCG(1, 2))
+		var ts []time.Time
+		for _, around := range []time.Time{
+			time.Date(2018, 11, 4, 0, 0, 0, 0, time.UTC), time.Date(2018, 11, 4, 3, 0, 0, 0, time.UTC),
+			time.Date(2026, 3, 29, 1, 0, 0, 0, time.UTC), time.Date(2026, 10, 25, 1, 0, 0, 0, time.UTC),
+			time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC), time.Date(2026, 4, 4, 14, 0, 0, 0, time.UTC),
+		} {
+			for m := -36 * 60; m <= 36*60; m += 7 {
+				ts = append(ts, around.Add(time.Duration(m)*time.Minute))
+			}
+		}
+		// In order first (most calls hit the kept day), then shuffled.
+		order := slices.Clone(ts)
+		rng.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
+		for _, tm := range append(order, ts...) {
+			wantDay, wantEnd := fresh.dayOf(tm)
+			gotDay, gotEnd := kept.dayOf(tm)
+			if gotDay != wantDay || !gotEnd.Equal(wantEnd) {
+				t.Fatalf("%s: dayOf(%s) = %s, %s; want %s, %s", zone, tm, gotDay, gotEnd, wantDay, wantEnd)
+			}
+		}
 	}
 }

@@ -235,6 +235,9 @@ func (e *Engine) stitchJobs(jobs []partJob) {
 	var ops []LinkOp
 	var idx []int
 	for i := range jobs {
+		if ops == nil && jobs[i].barrier == nil && jobs[i].stitch != nil {
+			ops, idx = make([]LinkOp, 0, len(jobs)-i), make([]int, 0, len(jobs)-i)
+		}
 		if j := &jobs[i]; j.barrier == nil && j.stitch != nil {
 			op := j.stitch.op(j.h.t)
 			if !j.stitch.car.fallback {

@@ -34,9 +34,30 @@ func (c *Client) NewBatch(op Op) *Batch {
 	return b
 }
 
+// newBatch starts a batch for op with room for n commands.
+func (c *Client) newBatch(op Op, n int) *Batch {
+	if n <= len(Batch{}.buf) {
+		return c.NewBatch(op)
+	}
+	return &Batch{c: c, op: op, cmds: make([]redis.Cmder, 0, n)}
+}
+
 // get adds a GET of key (prefixed already).
 func (b *Batch) get(key string) *redis.StringCmd {
 	cmd := redis.NewStringCmd(context.Background(), "get", key)
+	b.cmds = append(b.cmds, cmd)
+	return cmd
+}
+
+// mget adds one MGET of keys (prefixed already): one command however many keys, a value or
+// nil for each.
+func (b *Batch) mget(keys []string) *redis.SliceCmd {
+	args := make([]any, 0, 1+len(keys))
+	args = append(args, "mget")
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	cmd := redis.NewSliceCmd(context.Background(), args...)
 	b.cmds = append(b.cmds, cmd)
 	return cmd
 }

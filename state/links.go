@@ -158,37 +158,54 @@ var _ sessions.SharedLinks = (*Links)(nil)
 func (c *Client) Links() *Links { return &Links{c: c} }
 
 // Stitch runs the stitch stage for each op, in order. Most requests issue nothing and carry a
-// value no link continues: their stage is a GET of the carried value's link that finds none
-// (and a fallback session, which no link continues, reads nothing). Only the requests whose
-// response issued values run the script in that round trip; a request whose GET finds a live
-// link runs it in a second, since following a link writes its idle clock. An op whose answer
-// is unreadable is not ok; the others keep theirs.
+// value no link continues: their stage is a read of the carried value's link that finds none
+// (and a fallback session, which no link continues, reads nothing). Those reads go first, all
+// in one MGET; then the requests whose response issued values run the script, in the same
+// round trip. A request whose read finds a live link runs the script in a second, since
+// following a link writes its idle clock. An op whose answer is unreadable is not ok; the
+// others keep theirs.
 func (l *Links) Stitch(ctx context.Context, ops []sessions.LinkOp) {
-	b := l.c.NewBatch(OpObserve)
+	b := l.c.newBatch(OpObserve, 2)
 	cmds := make([]*redis.Cmd, len(ops))
-	gets := make([]*redis.StringCmd, len(ops))
+	reads := make([]int, len(ops))   // 1 + the op's key in the MGET; 0: none
 	second := make([]bool, len(ops)) // ops that run the script in the second round trip
-	// issued holds the values an earlier script of this batch may link. A request carrying one
-	// runs the script after it rather than a GET beside it: a script Redis had to load again
-	// (after a restart or SCRIPT FLUSH) runs after the pipeline's other commands.
-	var issued map[string]bool
+	// touched holds the links an earlier script of this batch may write: the values it carried
+	// and issued. A request carrying one runs the script after it rather than read its link
+	// before it (the MGET goes first; and a script Redis had to load again, after a restart or
+	// SCRIPT FLUSH, runs after the pipeline's other commands).
+	var touched map[string]bool
+	var keys []string
+	scripts := false
 	for i := range ops {
 		op := &ops[i]
 		op.OK = false
 		switch {
 		case len(op.Issued) == 0 && op.Fallback:
 			op.Session, op.Decided, op.From, op.Kind, op.Linked, op.OK = op.Carried, 0, "", "", 0, true
-		case len(op.Issued) == 0 && issued[op.Carried]:
+		case len(op.Issued) == 0 && touched[op.Carried]:
 			second[i] = true
 		case len(op.Issued) == 0:
-			gets[i] = b.get(l.c.key("link", op.Carried))
+			keys = append(keys, l.c.key("link", op.Carried))
+			reads[i] = len(keys)
 		default:
-			cmds[i] = l.script(b, op)
-			if issued == nil {
-				issued = map[string]bool{}
+			scripts = true
+			if touched == nil {
+				touched = map[string]bool{}
 			}
+			touched[op.Carried] = true
 			for _, iv := range op.Issued {
-				issued[iv.Session] = true
+				touched[iv.Session] = true
+			}
+		}
+	}
+	var mget *redis.SliceCmd
+	if len(keys) > 0 {
+		mget = b.mget(keys)
+	}
+	if scripts {
+		for i := range ops {
+			if len(ops[i].Issued) > 0 {
+				cmds[i] = l.script(b, &ops[i])
 			}
 		}
 	}
@@ -204,8 +221,8 @@ func (l *Links) Stitch(ctx context.Context, ops []sessions.LinkOp) {
 				continue
 			}
 			op.OK = true
-		case gets[i] != nil:
-			v, err := gets[i].Result()
+		case reads[i] > 0:
+			v, err := valueRead{many: mget, at: reads[i] - 1}.result()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				l.c.count(OpObserve, err)
 				continue

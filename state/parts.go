@@ -123,7 +123,7 @@ func (r PartRead) State() (st sessions.PartState, found bool, err error) {
 
 // PartJoin is the answer of a join added to a Batch; read it after Exec.
 type PartJoin struct {
-	cmd *redis.StringCmd
+	read valueRead
 }
 
 // JoinPart adds the join path of request q of session id: the engine's own live part, of
@@ -132,19 +132,52 @@ type PartJoin struct {
 // holds when the state read names the part the engine has (Joined); else the request must go
 // through ObservePart.
 func (b *Batch) JoinPart(id string, q sessions.PartQuery) PartJoin {
+	b.moveLast(id, q)
+	return PartJoin{read: valueRead{one: b.get(b.c.key("part", id))}}
+}
+
+// moveLast adds the join path's write: q's time moves the latest request of session id's
+// part of q's day up.
+func (b *Batch) moveLast(id string, q sessions.PartQuery) {
 	off := q.T.Sub(time.Unix(q.DayEnd, 0)).Nanoseconds()
 	b.cmds = append(b.cmds, redis.NewIntCmd(context.Background(), "zadd", b.c.key("last", id), "xx", "gt", off, q.Day))
-	return PartJoin{cmd: b.get(b.c.key("part", id))}
 }
 
 // Joined reports whether the shared state names the part day.seq, and returns the state.
 func (j PartJoin) Joined(day string, seq int) (sessions.PartState, bool) {
-	s, err := j.cmd.Result()
+	s, err := j.read.result()
 	if err != nil {
 		return sessions.PartState{}, false
 	}
 	st, err := parsePartState(s)
 	return st, err == nil && st.Day == day && st.Seq == seq
+}
+
+// valueRead is a string read in a batch: a GET of its own (one), or the at-th key of an MGET
+// shared with other reads (many).
+type valueRead struct {
+	one  *redis.StringCmd
+	many *redis.SliceCmd
+	at   int
+}
+
+// result is the value read; redis.Nil when the key has none.
+func (r valueRead) result() (string, error) {
+	if r.one != nil {
+		return r.one.Result()
+	}
+	vs, err := r.many.Result()
+	if err != nil {
+		return "", err
+	}
+	if r.at >= len(vs) {
+		return "", fmt.Errorf("%w: %d values for %d keys", errPartState, len(vs), r.at+1)
+	}
+	v, ok := vs[r.at].(string)
+	if !ok {
+		return "", redis.Nil
+	}
+	return v, nil
 }
 
 // PartUpdate is the answer of a part update added to a Batch; read it after Exec.
@@ -175,23 +208,57 @@ func (p *Parts) ObservePart(ctx context.Context, id string, q sessions.PartQuery
 
 // ObserveParts applies the part rule for each update, in order, in one pipelined round trip.
 // An update with a join hint (the engine's own live part, named by the shared state, says the
-// request joins it) takes the join path: two native commands instead of the script. A join the
+// request joins it) takes the join path: native commands instead of the script. A join the
 // shared state does not confirm (another replica opened a newer part meanwhile) runs the script
 // in a second round trip, with the others that need it. An update whose answer is unreadable
 // is not ok; the others keep theirs.
+//
+// The joins of sessions that run no script in the batch go first, and read their parts back
+// together in one MGET after all their ZADDs: nothing else in the batch touches those keys, so
+// each read sees what it would right after its own ZADD, and Redis parses and runs one command
+// for their reads instead of one each. A session that runs the script keeps its updates in
+// order, each join read right after its ZADD.
 func (p *Parts) ObserveParts(ctx context.Context, us []sessions.PartUpdate) {
-	b := p.c.NewBatch(OpObserve)
+	b := p.c.newBatch(OpObserve, 2*len(us)+1)
+	now := time.Now().Unix()
+	// Only on the part's own day: the keys then live past the day's end, as the script set
+	// them, and a join needs no new expiry.
+	joinable := func(u *sessions.PartUpdate) bool { return u.JoinSeq > 0 && u.Q.DayEnd > now }
+	var scripted map[string]bool
+	for i := range us {
+		if u := &us[i]; !joinable(u) {
+			if scripted == nil {
+				scripted = make(map[string]bool)
+			}
+			scripted[u.ID] = true
+		}
+	}
 	cmds := make([]PartUpdate, len(us))
 	joins := make([]PartJoin, len(us))
+	var keys []string
 	for i := range us {
 		u := &us[i]
 		u.OK = false
-		if u.JoinSeq > 0 && u.Q.DayEnd > time.Now().Unix() {
-			// Only on the part's own day: the keys then live past the day's end, as the script
-			// set them, and need no new expiry.
-			joins[i] = b.JoinPart(u.ID, u.Q)
-		} else {
+		if joinable(u) && !scripted[u.ID] {
+			b.moveLast(u.ID, u.Q)
+			joins[i].read.at = len(keys)
+			keys = append(keys, b.c.key("part", u.ID))
+		}
+	}
+	if len(keys) > 0 {
+		mget := b.mget(keys)
+		for i := range joins {
+			if joinable(&us[i]) && !scripted[us[i].ID] {
+				joins[i].read.many = mget
+			}
+		}
+	}
+	for i := range us {
+		switch u := &us[i]; {
+		case !joinable(u):
 			cmds[i] = b.ObservePart(u.ID, u.Q)
+		case scripted[u.ID]:
+			joins[i] = b.JoinPart(u.ID, u.Q)
 		}
 	}
 	if !b.Exec(ctx) {
@@ -200,7 +267,7 @@ func (p *Parts) ObserveParts(ctx context.Context, us []sessions.PartUpdate) {
 	var again []int
 	for i := range us {
 		u := &us[i]
-		if joins[i].cmd != nil {
+		if joins[i].read != (valueRead{}) {
 			if st, ok := joins[i].Joined(u.Q.Day, u.JoinSeq); ok {
 				u.State, u.OK = st, true
 				p.c.joins.Add(1)
