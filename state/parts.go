@@ -322,17 +322,20 @@ func (p *Parts) PeekPart(ctx context.Context, id string) (sessions.PartState, bo
 // errPartState is a stored state this version cannot read; the request is decided locally.
 var errPartState = errors.New("unreadable part state")
 
-// parsePartState reads "day dayEnd seq lastSeen".
+// parsePartState reads "day dayEnd seq lastSeen" (one space between fields, as the scripts
+// write it).
 func parsePartState(s string) (sessions.PartState, error) {
-	f := strings.Fields(s)
-	if len(f) != 4 {
-		return sessions.PartState{}, fmt.Errorf("%w: %d fields", errPartState, len(f))
-	}
-	end, err1 := strconv.ParseInt(f[1], 10, 64)
-	seq, err2 := strconv.Atoi(f[2])
-	last, err3 := strconv.ParseInt(f[3], 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil || seq < 1 || len(f[0]) > 32 {
+	day, rest, ok1 := strings.Cut(s, " ")
+	endS, rest, ok2 := strings.Cut(rest, " ")
+	seqS, lastS, ok3 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || !ok3 {
 		return sessions.PartState{}, fmt.Errorf("%w: %q", errPartState, s)
 	}
-	return sessions.PartState{Day: f[0], DayEnd: end, Seq: seq, LastSeen: last}, nil
+	end, err1 := strconv.ParseInt(endS, 10, 64)
+	seq, err2 := strconv.Atoi(seqS)
+	last, err3 := strconv.ParseInt(lastS, 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil || seq < 1 || day == "" || len(day) > 32 {
+		return sessions.PartState{}, fmt.Errorf("%w: %q", errPartState, s)
+	}
+	return sessions.PartState{Day: day, DayEnd: end, Seq: seq, LastSeen: last}, nil
 }

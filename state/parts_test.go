@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -283,6 +284,21 @@ func TestUnreadableState(t *testing.T) {
 	st, ok := c.Parts().ObservePart(ctx, "s_bad", sessions.PartQuery{T: at, Day: "2026-12-03", DayEnd: at.Add(14 * time.Hour).Unix()})
 	if !ok || st.Day != "2026-12-03" || st.Seq != 1 {
 		t.Errorf("ObservePart over an unreadable state = %+v, %v; want part 1 of the day", st, ok)
+	}
+}
+
+// TestParsePartState reads the scripts' form and refuses anything else.
+func TestParsePartState(t *testing.T) {
+	t.Parallel()
+	st, err := parsePartState("2026-12-03 1796428800 2 -5000000000")
+	if want := (sessions.PartState{Day: "2026-12-03", DayEnd: 1796428800, Seq: 2, LastSeen: -5000000000}); err != nil || st != want {
+		t.Errorf("parsePartState = %+v, %v; want %+v", st, err, want)
+	}
+	for _, bad := range []string{"", "not a state", "2026-12-03 1 2", "2026-12-03 1 2 3 4", "2026-12-03 1 0 3",
+		" 1 2 3", "2026-12-03  1 2 3", "2026-12-03 x 2 3", strings.Repeat("d", 33) + " 1 2 3"} {
+		if st, err := parsePartState(bad); !errors.Is(err, errPartState) {
+			t.Errorf("parsePartState(%q) = %+v, %v; want errPartState", bad, st, err)
+		}
 	}
 }
 

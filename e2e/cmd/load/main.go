@@ -7,7 +7,10 @@
 //
 // --self starts apisessions (in-process, on loopback) and a no-op ext_proc server and runs the
 // same load against both in one run, in alternating rounds, printing the ratio of their
-// throughput.
+// throughput. With --separate each server runs in a process of its own, as deployed next to
+// Envoy, and the run also reports each server's CPU time per exchange and the whole machine's:
+//
+//	go run ./e2e/cmd/load --self --separate --concurrency 64,256 --duration 24s --rounds 8
 package main
 
 import (
@@ -23,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
@@ -103,12 +107,34 @@ protection:
 const poolSize = 4096
 
 func main() {
+	if code, ok := child(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// childEnv, in the environment of a process --separate starts from the tool's own executable
+// (which may be a test binary), says which server it is: "apisessions" runs `apisessions`
+// with the process's arguments, "noop" the tool with them (--noop-listen).
+const childEnv = "APISESSIONS_LOAD_CHILD"
+
+// child runs the process as the server --separate started it as, if it did.
+func child(args []string) (int, bool) {
+	switch os.Getenv(childEnv) {
+	case "apisessions":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return app.Run(ctx, args, os.Stdout, os.Stderr), true
+	case "noop":
+		return run(args, os.Stdout, os.Stderr), true
+	}
+	return 0, false
 }
 
 type options struct {
 	target        string
 	self          bool
+	separate      bool
 	concurrency   []int
 	duration      time.Duration
 	bodies        bool
@@ -202,6 +228,7 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	var conc string
 	fs.StringVar(&o.target, "target", "", "HOST:PORT of a running ext_proc server")
 	fs.BoolVar(&o.self, "self", false, "start apisessions and a no-op server in-process and compare them")
+	fs.BoolVar(&o.separate, "separate", false, "with --self: start each server in a process of its own (as deployed; the load generator's garbage collector and scheduler are not theirs), and report each one's CPU time per exchange and the machine's")
 	fs.StringVar(&conc, "concurrency", "64", "concurrent streams; a comma-separated list runs each")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long each run lasts (at most 10m)")
 	fs.BoolVar(&o.bodies, "bodies", false, "send JSON request and response bodies (BUFFERED_PARTIAL inline, STREAMED in observability mode)")
@@ -210,7 +237,7 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	fs.BoolVar(&o.rules, "rules", false, "with --self and the default configuration: add 20 protection rules that do not stop the tool's traffic")
 	fs.StringVar(&o.noopListen, "noop-listen", "", "only serve a no-op ext_proc server on HOST:PORT until interrupted: the baseline for --target runs against a server in its own process")
 	fs.IntVar(&o.rounds, "rounds", 4, "with --self: split each run into this many alternating rounds per server (order noop, apisessions, apisessions, noop, ...), so drift in the machine's speed falls on both")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self, both servers) to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (load generator and, with --self but not --separate, both servers) to this file")
 	fs.IntVar(&o.stall, "stall", 0, "with --target: open this many streams that each send request headers and one body chunk, then nothing for --duration (a flood of stalled streams)")
 	fs.IntVar(&o.stallBody, "stall-body", 60<<10, "with --stall: bytes of each stream's body chunk")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "with --target: the server's process id on this machine, to report its CPU time per exchange (from /proc)")
@@ -238,6 +265,9 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	case o.serverPID < 0 || o.serverPID > 0 && o.target == "":
 		fmt.Fprintln(stderr, "load: --server-pid PID takes --target HOST:PORT and a process id")
 		return o, 2
+	case o.separate && !o.self:
+		fmt.Fprintln(stderr, "load: --separate takes --self")
+		return o, 2
 	case o.rules && (!o.self || o.config != ""):
 		fmt.Fprintln(stderr, "load: --rules adds to the default configuration of --self; add the rules to your --config file instead")
 		return o, 2
@@ -248,51 +278,71 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	return o, -1
 }
 
-// compare starts a no-op server and apisessions in-process and drives both at each concurrency,
-// printing each one's result and their ratio.
+// compare starts a no-op server and apisessions (in-process, or each in a process of its own
+// with --separate) and drives both at each concurrency, printing each one's result and their
+// ratio, and with --separate the CPU time each server and the whole machine spent per exchange.
 func compare(ctx context.Context, o options, seqs [][]*extprocv3.ProcessingRequest, stdout io.Writer) error {
 	// With --cpuprofile, every goroutine of a side carries its label (goroutines inherit the
 	// labels of the one that started them), so that `go tool pprof -tagfocus side=...` splits
 	// the run: the no-op server, apisessions, and the load generator against each.
 	var (
-		noopAddr, apiAddr, httpAddr string
-		stopNoop, stopAPI           func()
-		err                         error
+		noop, api server
+		err       error
 	)
-	pprof.Do(ctx, pprof.Labels("side", "noop"), func(context.Context) { noopAddr, stopNoop, err = startNoop() })
-	if err != nil {
-		return err
-	}
-	defer stopNoop()
-	pprof.Do(ctx, pprof.Labels("side", "apisessions"), func(ctx context.Context) {
-		apiAddr, httpAddr, stopAPI, err = startAPISessions(ctx, o.config, o.rules)
+	pprof.Do(ctx, pprof.Labels("side", "noop"), func(ctx context.Context) {
+		if o.separate {
+			noop, err = startNoopProcess(ctx)
+		} else {
+			noop, err = startNoop()
+		}
 	})
 	if err != nil {
 		return err
 	}
-	defer stopAPI()
-	defer printStateCounters(stdout, httpAddr)
+	defer noop.stop()
+	pprof.Do(ctx, pprof.Labels("side", "apisessions"), func(ctx context.Context) {
+		api, err = startAPISessions(ctx, o.config, o.rules, o.separate)
+	})
+	if err != nil {
+		return err
+	}
+	defer api.stop()
+	defer printStateCounters(stdout, api.httpAddr)
 	for _, c := range o.concurrency {
 		// Each server gets o.duration in all, in o.rounds rounds ordered ABBA: a machine that
 		// speeds up or slows down during the run weighs on both alike.
 		var base, got result
+		var cpu [2]struct{ server, machine time.Duration } // noop, apisessions
 		slice := o.duration / time.Duration(o.rounds)
 		for i := range o.rounds {
 			order := []bool{false, true} // apisessions?
 			if i%2 == 1 {
 				order = []bool{true, false}
 			}
-			for _, api := range order {
-				addr, into, side := noopAddr, &base, "client-noop"
-				if api {
-					addr, into, side = apiAddr, &got, "client-apisessions"
+			for _, isAPI := range order {
+				sv, into, side, k := noop, &base, "client-noop", 0
+				if isAPI {
+					sv, into, side, k = api, &got, "client-apisessions", 1
+				}
+				var before, after cpuTimes
+				if o.separate {
+					if before, err = readCPUTimes(sv.pid); err != nil {
+						return err
+					}
 				}
 				var r result
 				pprof.Do(ctx, pprof.Labels("side", side), func(ctx context.Context) {
-					r, err = drive(ctx, addr, c, slice, seqs)
+					r, err = drive(ctx, sv.grpcAddr, c, slice, seqs)
 				})
 				if err != nil {
 					return err
+				}
+				if o.separate {
+					if after, err = readCPUTimes(sv.pid); err != nil {
+						return err
+					}
+					cpu[k].server += after.server - before.server
+					cpu[k].machine += after.machine - before.machine
 				}
 				into.merge(r)
 			}
@@ -302,8 +352,31 @@ func compare(ctx context.Context, o options, seqs [][]*extprocv3.ProcessingReque
 		printResult(stdout, "noop", c, base)
 		printResult(stdout, "apisessions", c, got)
 		fmt.Fprintf(stdout, "ratio apisessions/noop at concurrency %d: %.2f\n", c, got.rps()/base.rps())
+		if o.separate {
+			per := func(d time.Duration, r result) float64 {
+				return float64(d.Microseconds()) / float64(max(1, r.exchanges))
+			}
+			fmt.Fprintf(stdout, "server CPU per exchange at concurrency %d: noop %.1fµs, apisessions %.1fµs\n",
+				c, per(cpu[0].server, base), per(cpu[1].server, got))
+			fmt.Fprintf(stdout, "machine CPU per exchange at concurrency %d: noop %.1fµs, apisessions %.1fµs\n",
+				c, per(cpu[0].machine, base), per(cpu[1].machine, got))
+		}
 	}
 	return nil
+}
+
+// cpuTimes is the CPU time a server process and the whole machine (every process: the load
+// generator, both servers, and anything apisessions uses, such as Redis) have used.
+type cpuTimes struct{ server, machine time.Duration }
+
+func readCPUTimes(pid int) (cpuTimes, error) {
+	var t cpuTimes
+	var err error
+	if t.server, err = processCPU(pid); err != nil {
+		return t, err
+	}
+	t.machine, err = machineCPU()
+	return t, err
 }
 
 func modeName(obs bool) string {
@@ -501,7 +574,7 @@ func serveNoop(ctx context.Context, addr string, stdout, stderr io.Writer) int {
 		<-ctx.Done()
 		gs.Stop()
 	}()
-	fmt.Fprintf(stdout, "no-op ext_proc server on %s\n", lis.Addr())
+	fmt.Fprintf(stdout, "%s%s\n", noopReady, lis.Addr())
 	if err := gs.Serve(lis); err != nil && ctx.Err() == nil {
 		fmt.Fprintln(stderr, "load:", err)
 		return 1
@@ -516,25 +589,90 @@ func newNoopServer() *grpc.Server {
 	return gs
 }
 
-func startNoop() (string, func(), error) {
+// server is an ext_proc server the tool started: its addresses, its process (this one unless
+// --separate) and how to stop it.
+type server struct {
+	grpcAddr, httpAddr string
+	pid                int
+	stop               func()
+}
+
+func startNoop() (server, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return server{}, err
 	}
 	gs := newNoopServer()
 	go func() { _ = gs.Serve(lis) }()
-	return lis.Addr().String(), gs.Stop, nil
+	return server{grpcAddr: lis.Addr().String(), pid: os.Getpid(), stop: gs.Stop}, nil
+}
+
+// startNoopProcess starts the no-op server in a process of its own: the tool's executable
+// with --noop-listen on a free loopback port, which it prints.
+func startNoopProcess(ctx context.Context) (server, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return server{}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(ctx, exe, "--noop-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), childEnv+"=noop")
+	stopBySignal(cmd)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return server{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return server{}, err
+	}
+	stop := func() {
+		cancel()
+		_ = cmd.Wait()
+	}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		if sc.Scan() {
+			line <- sc.Text()
+		}
+		close(line)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case l := <-line:
+		addr, ok := strings.CutPrefix(l, noopReady)
+		if !ok {
+			stop()
+			return server{}, fmt.Errorf("the no-op server did not start: %q", l)
+		}
+		return server{grpcAddr: addr, pid: cmd.Process.Pid, stop: stop}, nil
+	case <-time.After(30 * time.Second):
+		stop()
+		return server{}, errors.New("the no-op server was not ready within 30s")
+	}
+}
+
+// noopReady starts the line --noop-listen prints once it serves, before the address.
+const noopReady = "no-op ext_proc server on "
+
+// stopBySignal makes cmd's context end it with SIGTERM, as an orchestrator does, and SIGKILL
+// if it has not exited 10 s later.
+func stopBySignal(cmd *exec.Cmd) {
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 }
 
 // startTailLines is how many of apisessions' last lines a failed start reports.
 const startTailLines = 8
 
-// startAPISessions runs `apisessions serve` in-process on loopback ports and waits for its
-// ready line.
-func startAPISessions(ctx context.Context, configPath string, rules bool) (grpcAddr, httpAddr string, stop func(), err error) {
+// startAPISessions runs `apisessions serve` on loopback ports, in-process or (separate) in a
+// process of its own started from the tool's executable, and waits for its ready line.
+func startAPISessions(ctx context.Context, configPath string, rules, separate bool) (server, error) {
 	dir, err := os.MkdirTemp("", "apisessions-load-")
 	if err != nil {
-		return "", "", nil, err
+		return server{}, err
 	}
 	if configPath == "" {
 		configPath = filepath.Join(dir, "apisessions.yaml")
@@ -543,7 +681,7 @@ func startAPISessions(ctx context.Context, configPath string, rules bool) (grpcA
 			cfg += rulesConfig
 		}
 		if err := os.WriteFile(configPath, []byte(cfg), 0o600); err != nil {
-			return "", "", nil, err
+			return server{}, err
 		}
 	}
 	pr, pw := io.Pipe()
@@ -551,10 +689,33 @@ func startAPISessions(ctx context.Context, configPath string, rules bool) (grpcA
 	done := make(chan int, 1)
 	args := []string{"serve", "--config", configPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
 		"--data-dir", filepath.Join(dir, "data")}
-	go func() {
-		done <- app.Run(sctx, args, io.Discard, pw)
-		pw.Close()
-	}()
+	pid := os.Getpid()
+	if separate {
+		exe, err := os.Executable()
+		if err != nil {
+			cancel()
+			return server{}, err
+		}
+		cmd := exec.CommandContext(sctx, exe, args...)
+		cmd.Env = append(os.Environ(), childEnv+"=apisessions")
+		cmd.Stderr = pw
+		stopBySignal(cmd)
+		if err := cmd.Start(); err != nil {
+			cancel()
+			return server{}, err
+		}
+		pid = cmd.Process.Pid
+		go func() {
+			_ = cmd.Wait()
+			done <- cmd.ProcessState.ExitCode()
+			pw.Close()
+		}()
+	} else {
+		go func() {
+			done <- app.Run(sctx, args, io.Discard, pw)
+			pw.Close()
+		}()
+	}
 	ready := make(chan [2]string, 1)
 	// tail keeps the last lines apisessions wrote before it was ready: why it exited, if it
 	// does. It is read once scanned is closed.
@@ -585,22 +746,22 @@ func startAPISessions(ctx context.Context, configPath string, rules bool) (grpcA
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	stop = func() {
+	stop := func() {
 		cancel()
 		<-done
 		_ = os.RemoveAll(dir)
 	}
 	select {
 	case addrs := <-ready:
-		return addrs[0], addrs[1], stop, nil
+		return server{grpcAddr: addrs[0], httpAddr: addrs[1], pid: pid, stop: stop}, nil
 	case code := <-done:
 		cancel()
 		_ = os.RemoveAll(dir)
 		<-scanned
-		return "", "", nil, fmt.Errorf("apisessions exited with status %d before it was ready:\n%s", code, strings.Join(tail, "\n"))
+		return server{}, fmt.Errorf("apisessions exited with status %d before it was ready:\n%s", code, strings.Join(tail, "\n"))
 	case <-time.After(30 * time.Second):
 		stop()
-		return "", "", nil, errors.New("apisessions was not ready within 30s")
+		return server{}, errors.New("apisessions was not ready within 30s")
 	}
 }
 
@@ -648,6 +809,29 @@ func processCPU(pid int) (time.Duration, error) {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("server CPU time: /proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// machineCPU returns the CPU time every process of the machine has used (user, nice, system,
+// interrupts), from the first line of /proc/stat.
+func machineCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("machine CPU time: %w", err)
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, errors.New("machine CPU time: /proc/stat has an unexpected form")
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("machine CPU time: /proc/stat: %w", err)
 		}
 		ticks += n
 	}

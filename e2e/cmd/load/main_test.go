@@ -10,6 +10,15 @@ import (
 	"testing"
 )
 
+// TestMain lets the test binary stand in for the tool's executable, which --separate starts
+// as apisessions.
+func TestMain(m *testing.M) {
+	if code, ok := child(os.Args[1:]); ok {
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
 // TestRun drives the in-process pair briefly in each mode and checks the report's shape; the
 // figures themselves depend on the machine.
 func TestRun(t *testing.T) {
@@ -39,6 +48,33 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestSeparate runs each server in a process of its own and checks the report: the ratio, and
+// CPU times per exchange that are plausible (the machine's at least the server's).
+func TestSeparate(t *testing.T) {
+	if _, err := os.Stat("/proc/stat"); err != nil {
+		t.Skip("no /proc on this system: --separate reads the servers' CPU time there")
+	}
+	var out, errs bytes.Buffer
+	args := []string{"--self", "--separate", "--concurrency", "4", "--duration", "400ms", "--rounds", "2"}
+	if code := run(args, &out, &errs); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	if !strings.Contains(out.String(), "ratio apisessions/noop at concurrency 4:") || strings.Contains(out.String(), "first error") {
+		t.Errorf("report:\n%s", out.String())
+	}
+	for _, line := range []string{"server", "machine"} {
+		m := regexp.MustCompile(line + ` CPU per exchange at concurrency 4: noop ([0-9.]+)µs, apisessions ([0-9.]+)µs`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no %s CPU line:\n%s", line, out.String())
+		}
+		for _, v := range m[1:] {
+			if us, _ := strconv.ParseFloat(v, 64); us <= 0 || us > 1e6 {
+				t.Errorf("%s CPU per exchange %sµs is implausible:\n%s", line, v, out.String())
+			}
+		}
+	}
+}
+
 func TestRunRejectsBadFlags(t *testing.T) {
 	cases := []struct {
 		name string
@@ -50,6 +86,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"unbounded duration", []string{"--self", "--duration", "1h"}},
 		{"server pid without target", []string{"--self", "--server-pid", "1"}},
 		{"rules with a configuration", []string{"--self", "--rules", "--config", "x.yaml"}},
+		{"separate without self", []string{"--target", "127.0.0.1:1", "--separate"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,13 +119,13 @@ func TestServerCPU(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc on this system: --server-pid reads it")
 	}
-	addr, stop, err := startNoop()
+	srv, err := startNoop()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer srv.stop()
 	var out, errs bytes.Buffer
-	args := []string{"--target", addr, "--server-pid", strconv.Itoa(os.Getpid()), "--concurrency", "4", "--duration", "300ms"}
+	args := []string{"--target", srv.grpcAddr, "--server-pid", strconv.Itoa(os.Getpid()), "--concurrency", "4", "--duration", "300ms"}
 	if code := run(args, &out, &errs); code != 0 {
 		t.Fatalf("exit %d: %s", code, errs.String())
 	}
