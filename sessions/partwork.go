@@ -153,6 +153,7 @@ func (e *Engine) partWorker(w *partWork, q chan partJob) {
 	defer w.wg.Done()
 	jobs := make([]partJob, 0, partBatch)
 	ups := make([]PartUpdate, 0, partBatch)
+	var st stitchScratch
 	linger := time.NewTimer(partLinger)
 	linger.Stop()
 	for j := range q {
@@ -176,7 +177,7 @@ func (e *Engine) partWorker(w *partWork, q chan partJob) {
 			}
 			linger.Stop()
 		}
-		ups = e.runPartJobs(w, jobs, ups[:0])
+		ups = e.runPartJobs(w, jobs, ups[:0], &st)
 		clear(jobs) // the records are the sinks' now
 	}
 }
@@ -184,7 +185,7 @@ func (e *Engine) partWorker(w *partWork, q chan partJob) {
 // runPartJobs asks the shared state for the parts of jobs in one call, then finishes each
 // job in order. A panic, which would be a bug, costs the jobs not yet finished their records
 // and is logged; the worker goes on.
-func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []PartUpdate {
+func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate, st *stitchScratch) []PartUpdate {
 	done := 0
 	defer func() {
 		if r := recover(); r != nil {
@@ -197,7 +198,7 @@ func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []Pa
 				slog.String("error", msg), slog.Int("records_lost", len(jobs)-done))
 		}
 	}()
-	e.stitchJobs(jobs)
+	e.stitchJobs(jobs, st)
 	for i := range jobs {
 		if jobs[i].barrier == nil {
 			j := &jobs[i]
@@ -230,16 +231,23 @@ func (e *Engine) runPartJobs(w *partWork, jobs []partJob, ups []PartUpdate) []Pa
 	return ups
 }
 
+// stitchScratch is a part worker's room for the stitch stage of its batches, kept from one
+// batch to the next.
+type stitchScratch struct {
+	ops []LinkOp
+	idx []int
+}
+
 // stitchJobs runs the stitch stage of the jobs that still need it on the shared links, in one
 // call, and gives each its session; a job the shared links do not answer for is stitched on
 // the replica's own links (counted).
-func (e *Engine) stitchJobs(jobs []partJob) {
-	var ops []LinkOp
-	var idx []int
+func (e *Engine) stitchJobs(jobs []partJob, sc *stitchScratch) {
+	ops, idx := sc.ops[:0], sc.idx[:0]
+	defer func() {
+		clear(ops) // the requests' values are the sinks' now
+		sc.ops, sc.idx = ops[:0], idx[:0]
+	}()
 	for i := range jobs {
-		if ops == nil && jobs[i].barrier == nil && jobs[i].stitch != nil {
-			ops, idx = make([]LinkOp, 0, len(jobs)-i), make([]int, 0, len(jobs)-i)
-		}
 		if j := &jobs[i]; j.barrier == nil && j.stitch != nil {
 			op := j.stitch.op(j.h.t)
 			if !j.stitch.car.fallback {
