@@ -330,6 +330,26 @@ func TestPartJoinPath(t *testing.T) {
 	if want := at.Add(20 * time.Second).Sub(time.Unix(first.DayEnd, 0)).Nanoseconds(); !ok || !found || st.LastSeen != want {
 		t.Errorf("after the join, PeekPart reads latest %d (found=%v ok=%v); want the joined request's %d", st.LastSeen, found, ok, want)
 	}
+	// Several joins of the session in one batch, out of order: each settled, the latest
+	// request the batch's latest.
+	us = []sessions.PartUpdate{
+		{ID: "s_j", Q: q(at.Add(40 * time.Second)), JoinSeq: 1},
+		{ID: "s_j", Q: q(at.Add(50 * time.Second)), JoinSeq: 1},
+		{ID: "s_j", Q: q(at.Add(30 * time.Second)), JoinSeq: 1},
+	}
+	p.ObserveParts(ctx, us)
+	for i, u := range us {
+		if !u.OK || u.State.Seq != 1 {
+			t.Fatalf("join %d of a batch: %+v; want part 1", i, u)
+		}
+	}
+	if c.Stats().Joins != 4 {
+		t.Errorf("joins %d; want 4", c.Stats().Joins)
+	}
+	st, _, _ = p.PeekPart(ctx, "s_j")
+	if want := at.Add(50 * time.Second).Sub(time.Unix(first.DayEnd, 0)).Nanoseconds(); st.LastSeen != want {
+		t.Errorf("after a batch of joins, the latest request is %d; want the batch's latest %d", st.LastSeen, want)
+	}
 	// Another replica sees a request past the idle timeout and opens part 2; this replica's
 	// earlier request, which it thinks joins part 1, is refused and goes to the script: it is
 	// out of order in part 2.
