@@ -165,7 +165,7 @@ func (c *Client) Links() *Links { return &Links{c: c} }
 // following a link writes its idle clock. An op whose answer is unreadable is not ok; the
 // others keep theirs.
 func (l *Links) Stitch(ctx context.Context, ops []sessions.LinkOp) {
-	b := l.c.newBatch(OpObserve, 2)
+	b := l.c.NewBatch(OpObserve)
 	cmds := make([]*redis.Cmd, len(ops))
 	reads := make([]int, len(ops))   // 1 + the op's key in the MGET; 0: none
 	second := make([]bool, len(ops)) // ops that run the script in the second round trip

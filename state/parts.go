@@ -235,7 +235,7 @@ func (p *Parts) ObserveParts(ctx context.Context, us []sessions.PartUpdate) {
 	}
 	cmds := make([]PartUpdate, len(us))
 	joins := make([]PartJoin, len(us))
-	var keys []string
+	var keys []string // the parts the batched joins read, in the order of their updates
 	for i := range us {
 		u := &us[i]
 		u.OK = false
@@ -245,13 +245,9 @@ func (p *Parts) ObserveParts(ctx context.Context, us []sessions.PartUpdate) {
 			keys = append(keys, b.c.key("part", u.ID))
 		}
 	}
+	var mget *redis.SliceCmd
 	if len(keys) > 0 {
-		mget := b.mget(keys)
-		for i := range joins {
-			if joinable(&us[i]) && !scripted[us[i].ID] {
-				joins[i].read.many = mget
-			}
-		}
+		mget = b.mget(keys)
 	}
 	for i := range us {
 		switch u := &us[i]; {
@@ -259,6 +255,8 @@ func (p *Parts) ObserveParts(ctx context.Context, us []sessions.PartUpdate) {
 			cmds[i] = b.ObservePart(u.ID, u.Q)
 		case scripted[u.ID]:
 			joins[i] = b.JoinPart(u.ID, u.Q)
+		default:
+			joins[i].read.many = mget
 		}
 	}
 	if !b.Exec(ctx) {

@@ -615,9 +615,8 @@ func startNoopProcess(ctx context.Context) (server, error) {
 		return server{}, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	cmd := exec.CommandContext(ctx, exe, "--noop-listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), childEnv+"=noop")
-	stopBySignal(cmd)
+	cmd := childCommand(ctx, exe, "noop", "--noop-listen", "127.0.0.1:0")
+	cmd.Stderr = os.Stderr // why it did not start, if it does not
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
@@ -657,11 +656,15 @@ func startNoopProcess(ctx context.Context) (server, error) {
 // noopReady starts the line --noop-listen prints once it serves, before the address.
 const noopReady = "no-op ext_proc server on "
 
-// stopBySignal makes cmd's context end it with SIGTERM, as an orchestrator does, and SIGKILL
-// if it has not exited 10 s later.
-func stopBySignal(cmd *exec.Cmd) {
+// childCommand is the tool's executable exe started as the server kind (childEnv) with args;
+// the end of ctx stops it with SIGTERM, as an orchestrator does, and SIGKILL if it has not
+// exited 10 s later.
+func childCommand(ctx context.Context, exe, kind string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Env = append(os.Environ(), childEnv+"="+kind)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
+	return cmd
 }
 
 // startTailLines is how many of apisessions' last lines a failed start reports.
@@ -694,14 +697,14 @@ func startAPISessions(ctx context.Context, configPath string, rules, separate bo
 		exe, err := os.Executable()
 		if err != nil {
 			cancel()
+			_ = os.RemoveAll(dir)
 			return server{}, err
 		}
-		cmd := exec.CommandContext(sctx, exe, args...)
-		cmd.Env = append(os.Environ(), childEnv+"=apisessions")
+		cmd := childCommand(sctx, exe, "apisessions", args...)
 		cmd.Stderr = pw
-		stopBySignal(cmd)
 		if err := cmd.Start(); err != nil {
 			cancel()
+			_ = os.RemoveAll(dir)
 			return server{}, err
 		}
 		pid = cmd.Process.Pid
