@@ -28,9 +28,10 @@ const (
 	// it (a full batch goes at once). Nothing waits on a part but the records and the risk
 	// score of the session's later requests, so a few milliseconds cost nothing, and they turn
 	// one round trip per request (at a few thousand requests a second, round trips rarely
-	// overlap) into one per many: Redis's cost per round trip (system calls, a wake-up and a
-	// turn of its event loop) is most of its cost per request. At 30 000 requests a second,
-	// Redis spent 4.6-5.2 µs of CPU per request with 2 ms and 3.2-3.9 µs with 10 ms.
+	// overlap) into one per many: with small batches Redis's cost per round trip (system
+	// calls, a wake-up and a turn of its event loop) was most of its cost per request. At
+	// 30 000 requests a second, Redis spent 4.6-5.2 µs of CPU per request with 2 ms and
+	// 3.2-3.9 µs with 10 ms, where most of it is running and answering the commands.
 	partLinger = 10 * time.Millisecond
 	// partQueue bounds each worker's queue: about 80 ms of requests at 100 000 requests/s
 	// across the workers, far above one round trip and the linger.

@@ -206,5 +206,5 @@ func isNoScript(err error) bool { return err != nil && redis.HasErrorPrefix(err,
 // state this version cannot read.
 func reachedRedis(err error) bool {
 	var reply redis.Error
-	return errors.As(err, &reply) || errors.Is(err, errPartState)
+	return errors.As(err, &reply) || errors.Is(err, errUnreadable)
 }

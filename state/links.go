@@ -311,7 +311,7 @@ func (l *Links) script(b *Batch, op *sessions.LinkOp) *redis.Cmd {
 func parseStitch(v any, op *sessions.LinkOp) error {
 	a, ok := v.([]any)
 	if !ok || len(a) != 6 {
-		return fmt.Errorf("%w: stitch answer %T", errPartState, v)
+		return fmt.Errorf("%w: stitch answer %T", errUnreadable, v)
 	}
 	s, _ := a[0].(string)
 	d, _ := a[1].(int64)
@@ -320,7 +320,7 @@ func parseStitch(v any, op *sessions.LinkOp) error {
 	n, _ := a[4].(int64)
 	learned, _ := a[5].(string)
 	if !strings.HasPrefix(s, "s_") || d < 0 || int(d) > len(op.Issued) || n < 0 {
-		return fmt.Errorf("%w: stitch answer", errPartState)
+		return fmt.Errorf("%w: stitch answer", errUnreadable)
 	}
 	op.Session, op.Decided, op.From, op.Linked = s, int(d), from, int(n)
 	op.Learned = op.Learned[:0]

@@ -171,7 +171,7 @@ func (r valueRead) result() (string, error) {
 		return "", err
 	}
 	if r.at >= len(vs) {
-		return "", fmt.Errorf("%w: %d values for %d keys", errPartState, len(vs), r.at+1)
+		return "", fmt.Errorf("%w: %d values for %d keys", errUnreadable, len(vs), r.at+1)
 	}
 	v, ok := vs[r.at].(string)
 	if !ok {
@@ -317,8 +317,9 @@ func (p *Parts) PeekPart(ctx context.Context, id string) (sessions.PartState, bo
 	return st, found, true
 }
 
-// errPartState is a stored state this version cannot read; the request is decided locally.
-var errPartState = errors.New("unreadable part state")
+// errUnreadable is an answer this version cannot read: a stored part state, a stitch answer,
+// or a reply that does not fit the batch. The request it was for is decided locally.
+var errUnreadable = errors.New("unreadable shared state")
 
 // parsePartState reads "day dayEnd seq lastSeen" (one space between fields, as the scripts
 // write it).
@@ -327,13 +328,13 @@ func parsePartState(s string) (sessions.PartState, error) {
 	endS, rest, ok2 := strings.Cut(rest, " ")
 	seqS, lastS, ok3 := strings.Cut(rest, " ")
 	if !ok1 || !ok2 || !ok3 {
-		return sessions.PartState{}, fmt.Errorf("%w: %q", errPartState, s)
+		return sessions.PartState{}, fmt.Errorf("%w: %q", errUnreadable, s)
 	}
 	end, err1 := strconv.ParseInt(endS, 10, 64)
 	seq, err2 := strconv.Atoi(seqS)
 	last, err3 := strconv.ParseInt(lastS, 10, 64)
 	if err := errors.Join(err1, err2, err3); err != nil || seq < 1 || day == "" || len(day) > 32 {
-		return sessions.PartState{}, fmt.Errorf("%w: %q", errPartState, s)
+		return sessions.PartState{}, fmt.Errorf("%w: %q", errUnreadable, s)
 	}
 	return sessions.PartState{Day: day, DayEnd: end, Seq: seq, LastSeen: last}, nil
 }

@@ -296,8 +296,8 @@ func TestParsePartState(t *testing.T) {
 	}
 	for _, bad := range []string{"", "not a state", "2026-12-03 1 2", "2026-12-03 1 2 3 4", "2026-12-03 1 0 3",
 		" 1 2 3", "2026-12-03  1 2 3", "2026-12-03 x 2 3", strings.Repeat("d", 33) + " 1 2 3"} {
-		if st, err := parsePartState(bad); !errors.Is(err, errPartState) {
-			t.Errorf("parsePartState(%q) = %+v, %v; want errPartState", bad, st, err)
+		if st, err := parsePartState(bad); !errors.Is(err, errUnreadable) {
+			t.Errorf("parsePartState(%q) = %+v, %v; want errUnreadable", bad, st, err)
 		}
 	}
 }
